@@ -1,0 +1,210 @@
+"""cgroup v2 core: the directory tree, tasks, ``cgroup.subtree_control`` and css lookup.
+
+Models what the SGX code needs of ``kernel/cgroup/cgroup.c``: ``cgroup_mkdir()``,
+``cgroup_rmdir()`` (EBUSY with children or tasks), ``cgroup_subtree_control_write()``
+for the ``memory`` and ``misc`` controllers (creating and killing the children's css),
+``cgroup_attach_task()`` via ``cgroup.procs`` (with the no-internal-process rule), and
+the effective css of a task: the css of the nearest ancestor-or-self where the
+controller is enabled (``task_get_css()``, SPEC §5.5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .constants import EBUSY, EEXIST, EINVAL, ENOENT
+
+if TYPE_CHECKING:
+    from .host import Host, Task
+    from .memcg import MemCg
+    from .misc import MiscCg
+
+__all__ = ["Cgroup", "CONTROLLERS", "cgroup_mkdir", "cgroup_rmdir", "cgroup_attach_task"]
+
+#: Controllers the model has, in the kernel's subsystem order (as printed).
+CONTROLLERS = ("memory", "misc")
+
+
+class Cgroup:
+    """Models ``struct cgroup`` (one cgroup v2 directory)."""
+
+    __slots__ = ("name", "parent", "children", "tasks", "subtree_control", "misc", "memcg")
+
+    def __init__(self, name: str, parent: Cgroup | None) -> None:
+        self.name = name
+        self.parent = parent
+        self.children: dict[str, Cgroup] = {}
+        self.tasks: set[int] = set()
+        self.subtree_control: set[str] = set()
+        #: this cgroup's misc css, if misc is enabled here (always at the root)
+        self.misc: MiscCg | None = None
+        #: this cgroup's memory css, if memory is enabled here (always at the root)
+        self.memcg: MemCg | None = None
+
+    @property
+    def path(self) -> str:
+        parts = []
+        c: Cgroup | None = self
+        while c is not None and c.parent is not None:
+            parts.append(c.name)
+            c = c.parent
+        return "/" + "/".join(reversed(parts))
+
+    def controllers(self) -> set[str]:
+        """``cgroup.controllers``: what the parent enables for this cgroup."""
+        if self.parent is None:
+            return set(CONTROLLERS)
+        return set(self.parent.subtree_control)
+
+    def effective_misc(self) -> MiscCg:
+        """The misc css a task of this cgroup charges: nearest where misc is enabled."""
+        c: Cgroup | None = self
+        while c is not None:
+            if c.misc is not None:
+                return c.misc
+            c = c.parent
+        raise AssertionError("root cgroup without a misc css")
+
+    def effective_memcg(self) -> MemCg:
+        """The memcg of a task of this cgroup: nearest where memory is enabled."""
+        c: Cgroup | None = self
+        while c is not None:
+            if c.memcg is not None:
+                return c.memcg
+            c = c.parent
+        raise AssertionError("root cgroup without a memcg")
+
+    def walk(self):
+        """Preorder over this subtree (creation order)."""
+        yield self
+        for ch in self.children.values():
+            yield from ch.walk()
+
+    def __repr__(self) -> str:
+        return f"<Cgroup {self.path}>"
+
+
+def _create_css(host: Host, cgrp: Cgroup, ctrl: str) -> None:
+    parent = cgrp.parent
+    assert parent is not None
+    if ctrl == "misc":
+        if host.misc_enabled:
+            cgrp.misc = host.misc.css_alloc(parent.effective_misc(), cgrp)
+    else:
+        cgrp.memcg = host.memcg_alloc(parent.effective_memcg(), cgrp)
+
+
+def _kill_css(host: Host, cgrp: Cgroup, ctrl: str) -> None:
+    if ctrl == "misc":
+        if cgrp.misc is not None:
+            css = cgrp.misc
+            cgrp.misc = None
+            host.misc.css_offline(css)
+    elif cgrp.memcg is not None:
+        m = cgrp.memcg
+        cgrp.memcg = None
+        m.online = False
+        m.cgroup = None
+
+
+def cgroup_mkdir(host: Host, parent: Cgroup, name: str) -> int:
+    """Models cgroup_mkdir(): create *name* under *parent* with the css of every
+    controller enabled in ``parent.subtree_control``.
+
+    Returns: 0; -EEXIST if it exists; -EINVAL for an empty name or one with a '/'.
+    """
+    if not name or "/" in name or name in (".", ".."):
+        return -EINVAL
+    if name in parent.children or _is_interface_file_name(name):
+        return -EEXIST
+    cgrp = Cgroup(name, parent)
+    parent.children[name] = cgrp
+    for ctrl in CONTROLLERS:
+        if ctrl in parent.subtree_control:
+            _create_css(host, cgrp, ctrl)
+    return 0
+
+
+def _is_interface_file_name(name: str) -> bool:
+    return name.startswith(("cgroup.", "misc.", "memory."))
+
+
+def cgroup_rmdir(host: Host, cgrp: Cgroup) -> int:
+    """Models cgroup_rmdir(): EBUSY with live children or tasks; otherwise the cgroup
+    goes away and its css go offline (a misc css with charged pages stays in the tree,
+    reachable by reclaim, until they are freed; SPEC §4.6).
+
+    Returns: 0, -EBUSY, or -EINVAL for the root.
+    """
+    if cgrp.parent is None:
+        return -EINVAL
+    if cgrp.children or cgrp.tasks:
+        return -EBUSY
+    for ctrl in CONTROLLERS:
+        _kill_css(host, cgrp, ctrl)
+    del cgrp.parent.children[cgrp.name]
+    return 0
+
+
+def cgroup_subtree_control_write(host: Host, cgrp: Cgroup, buf: str) -> int:
+    """Models cgroup_subtree_control_write() for the ``memory`` and ``misc`` controllers.
+
+    Tokens ``+name`` / ``-name`` separated by whitespace.  All-or-nothing.
+
+    Returns:
+        0; -EINVAL for a malformed token or unknown controller; -ENOENT for enabling a
+        controller this cgroup does not have; -EBUSY for disabling a controller a child
+        still enables in its own subtree_control, or for enabling on a non-root cgroup
+        that has tasks (no internal processes).
+    """
+    enable: set[str] = set()
+    disable: set[str] = set()
+    for tok in buf.split():
+        if len(tok) < 2 or tok[0] not in "+-":
+            return -EINVAL
+        name = tok[1:]
+        if name not in CONTROLLERS:
+            return -EINVAL
+        if tok[0] == "+":
+            enable.add(name)
+            disable.discard(name)
+        else:
+            disable.add(name)
+            enable.discard(name)
+    enable -= cgrp.subtree_control
+    disable &= cgrp.subtree_control
+    if enable - cgrp.controllers():
+        return -ENOENT
+    for ch in cgrp.children.values():
+        if disable & ch.subtree_control:
+            return -EBUSY
+    if enable and cgrp.parent is not None and cgrp.tasks:
+        return -EBUSY
+    for ctrl in CONTROLLERS:
+        if ctrl in enable:
+            cgrp.subtree_control.add(ctrl)
+            for ch in cgrp.children.values():
+                _create_css(host, ch, ctrl)
+        elif ctrl in disable:
+            cgrp.subtree_control.discard(ctrl)
+            for ch in cgrp.children.values():
+                _kill_css(host, ch, ctrl)
+    return 0
+
+
+def cgroup_attach_task(host: Host, cgrp: Cgroup, task: Task) -> int:
+    """Models a write of a pid to ``cgroup.procs`` (cgroup_attach_task()).
+
+    Existing charges stay where they are (SPEC §5.5): only future allocations charge the
+    new cgroup.
+
+    Returns: 0; -EBUSY if *cgrp* is a non-root cgroup with controllers enabled in its
+    subtree_control (no internal processes); -ESRCH-like errors are the caller's.
+    """
+    if cgrp.parent is not None and cgrp.subtree_control:
+        return -EBUSY
+    old = host.cgroup_of(task)
+    old.tasks.discard(task.pid)
+    cgrp.tasks.add(task.pid)
+    task.cgroup = cgrp
+    return 0

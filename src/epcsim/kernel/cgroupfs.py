@@ -1,0 +1,300 @@
+"""The cgroup v2 filesystem as user space sees it (``/sys/fs/cgroup``).
+
+The user-space boundary of the cgroup side of the model: ``read``, ``write``, ``mkdir``,
+``rmdir`` raise :class:`OSError` with the positive errno, exactly as Python does against
+a real cgroupfs (``FileNotFoundError`` for ENOENT, ``PermissionError`` for EACCES, ...),
+and change nothing when they fail.
+
+Files (SPEC §5.4; as on current kernels):
+
+=========================  ===========================================================
+``cgroup.procs``           every cgroup, RW (write a pid, ``0`` = the writing task)
+``cgroup.subtree_control`` every cgroup, RW (``+misc -memory`` ...)
+``cgroup.controllers``     every cgroup, RO
+``misc.capacity``          root only, RO
+``misc.current``           where misc is enabled, root included, RO
+``misc.peak``              where misc is enabled, root included, RO
+``misc.max``               where misc is enabled, not the root, RW
+``misc.events``            where misc is enabled, not the root, RO (hierarchical)
+``misc.events.local``      where misc is enabled, not the root, RO
+``memory.max``             where memory is enabled, not the root, RW
+``memory.current``         where memory is enabled, not the root, RO
+``memory.events``          where memory is enabled, not the root, RO
+=========================  ===========================================================
+
+"Where a controller is enabled" means the root, or a cgroup whose parent has it in
+``cgroup.subtree_control``.  With misc disabled at boot no misc file exists.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from .cgroup import (
+    CONTROLLERS,
+    Cgroup,
+    cgroup_attach_task,
+    cgroup_mkdir,
+    cgroup_rmdir,
+    cgroup_subtree_control_write,
+)
+from .constants import PAGE_COUNTER_MAX, PAGE_SIZE, U64_MAX
+from .misc import (
+    kstrtou64,
+    misc_cg_capacity_show,
+    misc_cg_current_show,
+    misc_cg_max_show,
+    misc_cg_max_write,
+    misc_cg_peak_show,
+    misc_events_local_show,
+    misc_events_show,
+)
+
+if TYPE_CHECKING:
+    from .host import Host, Task
+
+__all__ = ["CgroupFs", "memparse"]
+
+MOUNT = "/sys/fs/cgroup"
+
+_RW = {"cgroup.procs", "cgroup.subtree_control", "misc.max", "memory.max"}
+
+
+def _err(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
+
+
+def memparse(s: str) -> tuple[int, str]:
+    """Models memparse() (lib/cmdline.c): simple_strtoull with auto base, then an
+    optional K/M/G/T/P/E suffix (either case).  Returns (value mod 2^64, rest)."""
+    pos = 0
+    base = 10
+    if s[:1] == "0":
+        if s[1:2] in ("x", "X") and s[2:3] and s[2] in "0123456789abcdefABCDEF":
+            base, pos = 16, 2
+        else:
+            base = 8
+    v = 0
+    while pos < len(s):
+        c = s[pos].lower()
+        d = ord(c) - 48 if "0" <= c <= "9" else (ord(c) - 87 if "a" <= c <= "f" else 99)
+        if d >= base:
+            break
+        v = (v * base + d) & U64_MAX
+        pos += 1
+    shifts = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+    if pos < len(s) and s[pos].lower() in shifts:
+        v = (v << shifts[s[pos].lower()]) & U64_MAX
+        pos += 1
+    return v, s[pos:]
+
+
+class CgroupFs:
+    """The cgroup v2 hierarchy of a :class:`~epcsim.kernel.host.Host`.
+
+    Paths are relative to the mount (``"/sgx_kselftest/misc.max"``); the mount prefix
+    ``/sys/fs/cgroup`` is accepted too.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    # --- path resolution --------------------------------------------------------------
+
+    @staticmethod
+    def _parts(path: str) -> list[str]:
+        if path.startswith(MOUNT):
+            path = path[len(MOUNT) :]
+        return [p for p in path.split("/") if p and p != "."]
+
+    def _dir(self, parts: list[str], path: str) -> Cgroup:
+        c = self.host.root
+        for p in parts:
+            ch = c.children.get(p)
+            if ch is None:
+                if self._files(c).get(p):
+                    raise _err(errno.ENOTDIR, path)
+                raise _err(errno.ENOENT, path)
+            c = ch
+        return c
+
+    def _files(self, c: Cgroup) -> dict[str, bool]:
+        """Name -> writable, for the files that exist in *c*."""
+        files = {"cgroup.procs": True, "cgroup.subtree_control": True, "cgroup.controllers": False}
+        root = c.parent is None
+        if self.host.misc_enabled and c.misc is not None:
+            files["misc.current"] = False
+            files["misc.peak"] = False
+            if root:
+                files["misc.capacity"] = False
+            else:
+                files["misc.max"] = True
+                files["misc.events"] = False
+                files["misc.events.local"] = False
+        if not root and c.memcg is not None:
+            files["memory.max"] = True
+            files["memory.current"] = False
+            files["memory.events"] = False
+        return files
+
+    def _file(self, path: str) -> tuple[Cgroup, str, bool]:
+        parts = self._parts(path)
+        if not parts:
+            raise _err(errno.EISDIR, path)
+        c = self._dir(parts[:-1], path)
+        name = parts[-1]
+        if name in c.children:
+            raise _err(errno.EISDIR, path)
+        files = self._files(c)
+        if name not in files:
+            raise _err(errno.ENOENT, path)
+        return c, name, files[name]
+
+    # --- queries ------------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        try:
+            parts = self._parts(path)
+            if not parts:
+                return True
+            c = self._dir(parts[:-1], path)
+        except OSError:
+            return False
+        return parts[-1] in c.children or parts[-1] in self._files(c)
+
+    def listdir(self, path: str = "/") -> list[str]:
+        """Names in the cgroup directory *path*: files, then child cgroups."""
+        c = self._dir(self._parts(path), path)
+        return sorted(self._files(c)) + list(c.children)
+
+    # --- read -------------------------------------------------------------------------------
+
+    def read(self, path: str) -> str:
+        """Read an interface file; the exact kernel text (one line per value, '\\n')."""
+        c, name, _ = self._file(path)
+        host = self.host
+        if name == "cgroup.procs":
+            return "".join(f"{pid}\n" for pid in sorted(c.tasks))
+        if name == "cgroup.subtree_control":
+            s = " ".join(x for x in CONTROLLERS if x in c.subtree_control)
+            return s + "\n" if s else "\n"
+        if name == "cgroup.controllers":
+            s = " ".join(x for x in CONTROLLERS if x in c.controllers())
+            return s + "\n" if s else "\n"
+        if name.startswith("misc."):
+            cg = c.misc
+            assert cg is not None
+            return {
+                "misc.capacity": lambda: misc_cg_capacity_show(host.misc),
+                "misc.current": lambda: misc_cg_current_show(cg),
+                "misc.peak": lambda: misc_cg_peak_show(cg),
+                "misc.max": lambda: misc_cg_max_show(cg),
+                "misc.events": lambda: misc_events_show(cg),
+                "misc.events.local": lambda: misc_events_local_show(cg),
+            }[name]()
+        m = c.memcg
+        assert m is not None
+        if name == "memory.max":
+            return "max\n" if m.max_pages >= PAGE_COUNTER_MAX else f"{m.max_pages * PAGE_SIZE}\n"
+        if name == "memory.current":
+            return f"{m.usage}\n"
+        # memory.events: the model counts OOM kills (every OOM here is a max hit)
+        k = m.oom_kills
+        return f"low 0\nhigh 0\nmax {k}\noom {k}\noom_kill {k}\noom_group_kill 0\n"
+
+    # --- write ------------------------------------------------------------------------------
+
+    def write(self, path: str, data: str | bytes, *, task: Task | None = None) -> int:
+        """Write an interface file, as one write(2).  Returns the bytes written.
+
+        Raises OSError: ENOENT (no such file/cgroup), EACCES (read-only file), EINVAL
+        (malformed or negative value, unknown resource or controller), ERANGE (value
+        above 2^64-1), EBUSY (cgroup.procs / subtree_control rules), ESRCH (no such
+        pid).  State is unchanged on error.
+        """
+        c, name, writable = self._file(path)
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "replace")
+        if not writable:
+            raise _err(errno.EACCES, path)
+        host = self.host
+        if name == "misc.max":
+            assert c.misc is not None
+            ret = misc_cg_max_write(c.misc, data)
+        elif name == "cgroup.subtree_control":
+            ret = cgroup_subtree_control_write(host, c, data)
+        elif name == "cgroup.procs":
+            ret = self._procs_write(c, data, task)
+        else:  # memory.max
+            ret = self._memory_max_write(c, data)
+        if ret:
+            raise _err(-ret, path)
+        return len(data.encode())
+
+    def _procs_write(self, c: Cgroup, data: str, task: Task | None) -> int:
+        """Models cgroup_procs_write(): kstrtoint(strstrip(buf), 0) then attach."""
+        s = data.strip()
+        neg = s.startswith("-")
+        ret, pid = kstrtou64(s[1:] if neg else s, 0)
+        if ret:
+            return ret
+        if neg or pid > 0x7FFFFFFF:
+            return -errno.EINVAL
+        if pid == 0:
+            if task is None:
+                return -errno.EINVAL
+            t = task
+        else:
+            t = self.host.tasks.get(pid)
+            if t is None or t.exited:
+                return -errno.ESRCH
+        return cgroup_attach_task(self.host, c, t)
+
+    def _memory_max_write(self, c: Cgroup, data: str) -> int:
+        """Models memory_max_write() / page_counter_memparse(buf, "max").
+
+        Deliberate difference: lowering memory.max below the current usage does not
+        reclaim or OOM-kill at write time; the next charge does.
+        """
+        s = data.strip()
+        if s == "max":
+            pages = PAGE_COUNTER_MAX
+        else:
+            v, rest = memparse(s)
+            if rest:
+                return -errno.EINVAL
+            pages = min(v // PAGE_SIZE, PAGE_COUNTER_MAX)
+        assert c.memcg is not None
+        c.memcg.max_pages = pages
+        return 0
+
+    # --- mkdir / rmdir --------------------------------------------------------------------
+
+    def mkdir(self, path: str) -> None:
+        """``mkdir(2)``: EEXIST if it exists, ENOENT if the parent does not."""
+        parts = self._parts(path)
+        if not parts:
+            raise _err(errno.EEXIST, path)
+        parent = self._dir(parts[:-1], path)
+        if parts[-1] in self._files(parent):
+            raise _err(errno.EEXIST, path)
+        ret = cgroup_mkdir(self.host, parent, parts[-1])
+        if ret:
+            raise _err(-ret, path)
+
+    def rmdir(self, path: str) -> None:
+        """``rmdir(2)``: EBUSY with child cgroups or tasks, ENOENT if absent."""
+        parts = self._parts(path)
+        if not parts:
+            raise _err(errno.EBUSY, path)
+        parent = self._dir(parts[:-1], path)
+        c = parent.children.get(parts[-1])
+        if c is None:
+            if parts[-1] in self._files(parent):
+                raise _err(errno.ENOTDIR, path)
+            raise _err(errno.ENOENT, path)
+        ret = cgroup_rmdir(self.host, c)
+        if ret:
+            raise _err(-ret, path)

@@ -1,0 +1,304 @@
+"""The EPC pool: sections, NUMA nodes, per-page state, free lists, allocation and free.
+
+Models the allocator half of ``arch/x86/kernel/cpu/sgx/main.c`` and ``struct
+sgx_epc_page`` of ``sgx.h``: ``__sgx_alloc_epc_page_from_node()``,
+``__sgx_alloc_epc_page()``, ``sgx_alloc_epc_page()`` (SPEC §4.1), ``sgx_free_epc_page()``
+(SPEC §4.10), ``sgx_mark_page_reclaimable()`` / ``sgx_unmark_page_reclaimable()`` (SPEC
+§4.11) and ``sgx_epc_page_lru()``.
+
+Per-page state lives in NumPy arrays indexed by the EPC page number (DESIGN.md, "Data
+layout"); scalar paths use memoryviews of the same buffers, which are about twice as
+fast as NumPy scalar indexing.  Bytes of state per EPC page: ``prev``/``next`` (4+4,
+the page's ``list_head``), ``owner_encl``/``owner_idx`` (4+4, ``owner``), ``cg`` (2,
+``sgx_cg``), ``flags`` (1) and ``kind`` (1): 20 bytes.  The section is derived from the
+index (sections are contiguous), as ``sgx_epc_page.section`` is fixed per page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .constants import (
+    EBUSY,
+    ENOMEM,
+    ERESTARTSYS,
+    PAGE_SIZE,
+    SGX_EPC_PAGE_IS_FREE,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_MAX_EPC_SECTIONS,
+    SGX_NO_RECLAIM,
+    SGX_NR_LOW_PAGES,
+)
+from .lru import EpcList, SgxEpcLruList
+
+if TYPE_CHECKING:
+    from .host import Host, Task
+
+__all__ = [
+    "KIND_FREE",
+    "KIND_ENCL",
+    "KIND_SECS",
+    "KIND_VA",
+    "KIND_VEPC",
+    "EpcPool",
+    "sgx_alloc_epc_page",
+    "sgx_free_epc_page",
+    "sgx_mark_page_reclaimable",
+    "sgx_unmark_page_reclaimable",
+    "sgx_epc_page_lru",
+]
+
+# What an EPC page is used for (the type of its ``owner``); model bookkeeping that the
+# kernel keeps implicitly in the owner pointer.
+KIND_FREE = 0
+KIND_ENCL = 1  #: a REG/TCS/TRIM page of an enclave (owner = sgx_encl_page)
+KIND_SECS = 2  #: an enclave's SECS
+KIND_VA = 3  #: a version-array page
+KIND_VEPC = 4  #: a KVM guest (vEPC) page
+KIND_NAMES = {0: "free", 1: "encl", 2: "secs", 3: "va", 4: "vepc"}
+
+
+class EpcPool:
+    """The EPC pages of a host: ``sgx_epc_sections[]`` and ``sgx_numa_nodes[]``.
+
+    Each section is its own NUMA node.  Pages are numbered 0..nr_pages-1, sections
+    contiguously in order.
+    """
+
+    def __init__(self, section_pages: Sequence[int]) -> None:
+        if not 1 <= len(section_pages) <= SGX_MAX_EPC_SECTIONS:
+            raise ValueError(f"1..{SGX_MAX_EPC_SECTIONS} EPC sections, got {len(section_pages)}")
+        n = int(sum(section_pages))
+        self.nr_pages = n
+        self.section_pages = [int(s) for s in section_pages]
+        self.section_start = np.cumsum([0, *self.section_pages[:-1]]).astype(np.int64)
+        self.prev = np.arange(n, dtype=np.int32)
+        self.next = np.arange(n, dtype=np.int32)
+        self.owner_encl = np.full(n, -1, dtype=np.int32)
+        self.owner_idx = np.full(n, -1, dtype=np.int32)
+        self.cg = np.full(n, -1, dtype=np.int16)
+        self.flags = np.zeros(n, dtype=np.uint8)
+        self.kind = np.zeros(n, dtype=np.uint8)
+        self.m_prev = memoryview(self.prev)
+        self.m_next = memoryview(self.next)
+        self.m_owner_encl = memoryview(self.owner_encl)
+        self.m_owner_idx = memoryview(self.owner_idx)
+        self.m_cg = memoryview(self.cg)
+        self.m_flags = memoryview(self.flags)
+        self.m_kind = memoryview(self.kind)
+        # Free lists, one per node, built in one vectorised pass (FIFO order by index).
+        self.free_lists: list[EpcList] = []
+        for start, cnt in zip(self.section_start.tolist(), self.section_pages):
+            fl = EpcList(self.m_prev, self.m_next)
+            if cnt:
+                idx = np.arange(start, start + cnt, dtype=np.int32)
+                self.prev[start : start + cnt] = idx - 1
+                self.next[start : start + cnt] = idx + 1
+                self.prev[start] = -1
+                self.next[start + cnt - 1] = -1
+                fl.head, fl.tail, fl.nr = start, start + cnt - 1, cnt
+            self.free_lists.append(fl)
+        self.flags[:] = SGX_EPC_PAGE_IS_FREE
+        #: ``sgx_nr_free_pages``
+        self.nr_free_pages = n
+        #: the round-robin cursor over non-local nodes of ``__sgx_alloc_epc_page()``
+        self.numa_cursor = 0
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.nr_pages * PAGE_SIZE
+
+    def nbytes(self) -> int:
+        """Bytes of model state held per EPC page, summed over all pages."""
+        return sum(
+            a.nbytes
+            for a in (
+                self.prev,
+                self.next,
+                self.owner_encl,
+                self.owner_idx,
+                self.cg,
+                self.flags,
+                self.kind,
+            )
+        )
+
+    def section_of(self, i: int) -> int:
+        """``sgx_epc_page.section``: derived from the page number."""
+        return int(np.searchsorted(self.section_start, i, side="right")) - 1
+
+
+def _sgx_alloc_epc_page_from_node(pool: EpcPool, nid: int) -> int:
+    """Models __sgx_alloc_epc_page_from_node() (main.c).
+
+    Returns:
+        the page taken from the head of node *nid*'s free list, or -ENOMEM if empty.
+    """
+    i = pool.free_lists[nid].pop_head()
+    if i < 0:
+        return -ENOMEM
+    pool.m_flags[i] = 0
+    pool.nr_free_pages -= 1
+    return i
+
+
+def _sgx_alloc_epc_page(pool: EpcPool, local_nid: int) -> int:
+    """Models __sgx_alloc_epc_page() (main.c): take a free page, no reclaim.
+
+    The local node first, then the other nodes round-robin from a global cursor.
+
+    Returns:
+        an EPC page index, or -ENOMEM when every free list is empty.
+    """
+    nodes = len(pool.free_lists)
+    if 0 <= local_nid < nodes:
+        i = _sgx_alloc_epc_page_from_node(pool, local_nid)
+        if i >= 0:
+            return i
+    if nodes == 1 and local_nid == 0:
+        return -ENOMEM
+    start = pool.numa_cursor
+    nid = start
+    while True:
+        nid = (nid + 1) % nodes
+        i = _sgx_alloc_epc_page_from_node(pool, nid)
+        if i >= 0:
+            pool.numa_cursor = nid
+            return i
+        if nid == start:
+            break
+    return -ENOMEM
+
+
+def sgx_alloc_epc_page(
+    host: Host, task: Task, kind: int, owner_encl: int, owner_idx: int, reclaim: int
+) -> Generator[str, None, int]:
+    """Models sgx_alloc_epc_page() (main.c, v16 after patch 14; SPEC §4.1).
+
+    Charges one page to the current task's misc cgroup (``sgx_cgroup_try_charge``), then
+    takes a free page; on physical shortage reclaims globally (DO_RECLAIM only).
+
+    Args:
+        host: the host.
+        task: the allocating task ("current").
+        kind, owner_encl, owner_idx: the new page's owner (``page->owner``).
+        reclaim: ``SGX_DO_RECLAIM`` or ``SGX_NO_RECLAIM``.
+
+    Returns (generator return value):
+        the EPC page index (>= 0), or
+        -ENOMEM: the charge failed with nothing reclaimable in the requester's subtree, or
+            no free page and nothing reclaimable anywhere;
+        -EBUSY: NO_RECLAIM and the cgroup is at its limit (work queued) or no free page;
+        -ERESTARTSYS: a signal is pending while reclaim would be needed;
+        -EINVAL: capacity not set (misc charge refused).
+
+    Context: yields ("cond_resched") after each global reclaim pass and inside the
+    charge loop and reclaim batches; the css reference taken here is held across them.
+    """
+    from . import epc_cgroup
+    from . import reclaim as rc
+
+    pool = host.epc
+    sgx_cg = epc_cgroup.sgx_get_current_cg(host, task)
+    ret = yield from epc_cgroup.sgx_cgroup_try_charge(host, task, sgx_cg, reclaim)
+    if ret:
+        epc_cgroup.sgx_put_cg(host, sgx_cg)
+        return ret
+    while True:
+        page = _sgx_alloc_epc_page(pool, task.nid)
+        if page >= 0:
+            pool.m_kind[page] = kind
+            pool.m_owner_encl[page] = owner_encl
+            pool.m_owner_idx[page] = owner_idx
+            break
+        if not rc.sgx_can_reclaim_global(host):
+            page = -ENOMEM
+            break
+        if reclaim == SGX_NO_RECLAIM:
+            page = -EBUSY
+            break
+        if task.signal_pending:
+            page = -ERESTARTSYS
+            break
+        yield from rc.sgx_reclaim_pages_global(host, task)
+        yield "cond_resched"
+    if page >= 0:
+        # The css reference taken above is now held by the page (sgx_put_cg() in
+        # sgx_free_epc_page()).
+        pool.m_cg[page] = sgx_cg.id
+        sgx_cg.nr_pages += 1
+    else:
+        epc_cgroup.sgx_cgroup_uncharge(host, sgx_cg)
+        epc_cgroup.sgx_put_cg(host, sgx_cg)
+    if rc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
+        rc.wake_up_ksgxd(host)
+    return page
+
+
+def sgx_free_epc_page(host: Host, page: int) -> None:
+    """Models sgx_free_epc_page() (main.c; SPEC §4.10).
+
+    Uncharges the page's cgroup and drops the css reference the page held, then puts
+    the page at the tail of its node's free list.  ``sgx_encl_free_epc_page()`` (EREMOVE
+    first) is :func:`epcsim.kernel.encl.sgx_encl_free_epc_page`.
+    """
+    from . import epc_cgroup
+
+    pool = host.epc
+    cgid = pool.m_cg[page]
+    if cgid >= 0:
+        sgx_cg = host.sgx_cgroups[cgid]
+        pool.m_cg[page] = -1
+        sgx_cg.nr_pages -= 1
+        epc_cgroup.sgx_cgroup_uncharge(host, sgx_cg)
+        epc_cgroup.sgx_put_cg(host, sgx_cg)
+    pool.m_kind[page] = KIND_FREE
+    pool.m_owner_encl[page] = -1
+    pool.m_owner_idx[page] = -1
+    nid = pool.section_of(page) if len(pool.free_lists) > 1 else 0
+    pool.free_lists[nid].add_tail(page)
+    pool.m_flags[page] = SGX_EPC_PAGE_IS_FREE
+    pool.nr_free_pages += 1
+
+
+def sgx_epc_page_lru(host: Host, page: int) -> SgxEpcLruList:
+    """Models sgx_epc_page_lru() (main.c, patch 14): the LRU of the page's cgroup.
+
+    A page without a cgroup (never the case for pages the model allocates) belongs to
+    the root's LRU, which is the global LRU.
+    """
+    cgid = host.epc.m_cg[page]
+    if cgid < 0:
+        return host.sgx_cg_root.lru
+    return host.sgx_cgroups[cgid].lru
+
+
+def sgx_mark_page_reclaimable(host: Host, page: int) -> None:
+    """Models sgx_mark_page_reclaimable() (main.c; SPEC §4.11).
+
+    Sets RECLAIMER_TRACKED and adds the page at the tail of its cgroup's LRU.
+    """
+    pool = host.epc
+    pool.m_flags[page] |= SGX_EPC_PAGE_RECLAIMER_TRACKED
+    sgx_epc_page_lru(host, page).add_tail(page)
+    host.nr_lru_pages += 1
+
+
+def sgx_unmark_page_reclaimable(host: Host, page: int) -> int:
+    """Models sgx_unmark_page_reclaimable() (main.c; SPEC §4.11).
+
+    Returns:
+        0 if the page was unlinked from its LRU (TRACKED cleared) or was not tracked;
+        -EBUSY if the page is TRACKED but isolated by a reclaimer (list empty).
+    """
+    pool = host.epc
+    if pool.m_flags[page] & SGX_EPC_PAGE_RECLAIMER_TRACKED:
+        if pool.m_prev[page] == page:
+            return -EBUSY
+        sgx_epc_page_lru(host, page).del_init(page)
+        host.nr_lru_pages -= 1
+        pool.m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
+    return 0

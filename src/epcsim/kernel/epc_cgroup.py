@@ -1,0 +1,386 @@
+"""Per-cgroup EPC accounting and reclamation (SPEC §4.2-§4.6).
+
+Models ``arch/x86/kernel/cpu/sgx/epc_cgroup.c`` and ``epc_cgroup.h`` of the v16 series
+with the v17 iterator fix: ``struct sgx_cgroup``, ``sgx_cgroup_try_charge()`` and
+``__sgx_cgroup_try_charge()``, ``sgx_cgroup_uncharge()``, ``sgx_cgroup_lru_empty()``,
+``sgx_cgroup_next_desc_pre()``, ``sgx_cgroup_next_get()``, ``sgx_cgroup_next_skip()``,
+``sgx_cgroup_reclaim_pages()``, ``sgx_cgroup_should_reclaim()``,
+``sgx_cgroup_max_pages_to_root()``, ``sgx_cgroup_reclaim_work_func()``,
+``sgx_cgroup_reclaim_direct()``, ``sgx_cgroup_reclaim_pages_global()`` and the misc
+``alloc``/``free`` callbacks (``sgx_cgroup_misc_alloc/free()``).
+
+Functions that can let another CPU in are generators: they yield at each
+``cond_resched()`` and between the phases of ``sgx_reclaim_pages()``, and return the
+kernel's result as the generator's return value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from .constants import (
+    EBUSY,
+    ENOMEM,
+    ERESTARTSYS,
+    PAGE_SIZE,
+    SGX_CG_LOW_LIMIT,
+    SGX_CG_MIN_FREE_PAGE,
+    SGX_NO_RECLAIM,
+    SGX_NR_TO_SCAN,
+)
+from .lru import SgxEpcLruList
+from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc_cg_uncharge
+
+if TYPE_CHECKING:
+    from .host import Host, Task
+
+__all__ = [
+    "SgxCgroup",
+    "sgx_get_current_cg",
+    "sgx_put_cg",
+    "sgx_cgroup_try_charge",
+    "sgx_cgroup_uncharge",
+    "sgx_cgroup_lru_empty",
+    "sgx_cgroup_next_desc_pre",
+    "sgx_cgroup_next_get",
+    "sgx_cgroup_reclaim_pages",
+    "sgx_cgroup_should_reclaim",
+    "sgx_cgroup_reclaim_work_func",
+    "sgx_cgroup_reclaim_direct",
+    "sgx_cgroup_reclaim_pages_global",
+    "queue_work",
+]
+
+
+class SgxCgroup:
+    """Models ``struct sgx_cgroup`` (SPEC §2.1), stored in the misc css's ``priv``.
+
+    Besides the kernel's fields it carries model counters used by metrics (they never
+    influence behaviour): pages evicted from its LRU, reclaim batches run on its LRU,
+    and ENOMEM results of charges made in it.
+    """
+
+    __slots__ = (
+        "id",
+        "cg",
+        "lru",
+        "next_cg",
+        "work_pending",
+        "work_running",
+        "nr_pages",
+        "nr_evicted",
+        "nr_reclaim_batches",
+        "nr_enomem",
+    )
+
+    def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
+        self.id = sid
+        self.cg = cg
+        self.lru = lru
+        #: weak cursor: which cgroup of subtree(self) to scan next (starts at self)
+        self.next_cg: SgxCgroup = self
+        #: ``reclaim_work`` is queued on ``sgx_cg_wq`` and not yet started
+        self.work_pending = False
+        #: the work function is running (suspended at a yield point)
+        self.work_running = False
+        #: EPC pages charged to exactly this cgroup (each holds a css reference)
+        self.nr_pages = 0
+        self.nr_evicted = 0
+        self.nr_reclaim_batches = 0
+        self.nr_enomem = 0
+
+    def __repr__(self) -> str:
+        return f"<SgxCgroup #{self.id} {self.cg.path()}>"
+
+
+def sgx_cgroup_from_misc_cg(cg: MiscCg) -> SgxCgroup:
+    """Models sgx_cgroup_from_misc_cg()."""
+    sgx_cg = cg.priv
+    assert sgx_cg is not None
+    return sgx_cg
+
+
+def sgx_get_current_cg(host: Host, task: Task) -> SgxCgroup:
+    """Models sgx_get_current_cg(): the task's effective misc css, referenced.
+
+    With misc disabled (``host.misc_enabled`` False) every task resolves to the root.
+    """
+    cg = host.task_misc_cg(task)
+    css_get(cg)
+    return sgx_cgroup_from_misc_cg(cg)
+
+
+def sgx_put_cg(host: Host, sgx_cg: SgxCgroup) -> None:
+    """Models sgx_put_cg(): css_put() on the cgroup's misc css."""
+    css_put(sgx_cg.cg)
+
+
+def sgx_cgroup_uncharge(host: Host, sgx_cg: SgxCgroup) -> None:
+    """Models sgx_cgroup_uncharge(): misc_cg_uncharge(sgx_epc, cg, PAGE_SIZE)."""
+    misc_cg_uncharge(sgx_cg.cg, PAGE_SIZE)
+
+
+# --- iteration over a subtree (SPEC §4.6) -----------------------------------------------
+
+
+def _preorder_successor(root: MiscCg, c: MiscCg) -> MiscCg | None:
+    """``css_next_descendant_pre(c, root)``: first child, else next sibling, else an
+    ancestor's next sibling, within subtree(root); None past the end."""
+    if c.children:
+        return c.children[0]
+    while c is not root:
+        parent = c.parent
+        assert parent is not None
+        sibs = parent.children
+        k = sibs.index(c) + 1
+        if k < len(sibs):
+            return sibs[k]
+        c = parent
+    return None
+
+
+def sgx_cgroup_next_desc_pre(root: SgxCgroup, c: SgxCgroup) -> SgxCgroup:
+    """Models sgx_cgroup_next_desc_pre() with the v17 fix (SPEC §4.6).
+
+    Returns the next cgroup after *c* in a preorder walk of subtree(*root*) whose css
+    reference could be taken (the reference is held by the caller), or *root* (no
+    reference) past the end.  v16 as posted recomputed the successor from *c* instead of
+    the last candidate, looping forever on one dying successor; this is the fixed walk.
+    """
+    rcg = root.cg
+    n = c.cg
+    while True:
+        n = _preorder_successor(rcg, n)
+        if n is None:
+            return root
+        if css_tryget(n):
+            return sgx_cgroup_from_misc_cg(n)
+
+
+def sgx_cgroup_next_get(host: Host, root: SgxCgroup) -> SgxCgroup:
+    """Models sgx_cgroup_next_get() (SPEC §4.6): the cgroup to scan next for a reclaim
+    rooted at *root*, referenced unless it is *root*; advances ``root.next_cg``.
+
+    Context: under ``root.next_cg_lock`` (atomic in the model).
+    """
+    p = root.next_cg
+    if p is not root and not css_tryget(p.cg):
+        p = sgx_cgroup_next_desc_pre(root, p)
+    nxt = sgx_cgroup_next_desc_pre(root, p)
+    root.next_cg = nxt
+    if nxt is not root:
+        # the cursor holds no reference
+        css_put(nxt.cg)
+    return p
+
+
+def sgx_cgroup_next_skip(host: Host, root: SgxCgroup, dying: SgxCgroup) -> None:
+    """Models sgx_cgroup_next_skip(): move *root*'s cursor off a cgroup being freed."""
+    if root.next_cg is not dying:
+        return
+    nxt = sgx_cgroup_next_desc_pre(root, dying)
+    if root.next_cg is dying:
+        root.next_cg = nxt
+    if nxt is not root:
+        css_put(nxt.cg)
+
+
+def sgx_cgroup_lru_empty(host: Host, root: MiscCg) -> bool:
+    """Models sgx_cgroup_lru_empty(): True iff every LRU in subtree(*root*) is empty.
+
+    The kernel walks the subtree (skipping css whose reference cannot be taken, the
+    v14+ behaviour) and stops at the first non-empty LRU.  For the root the model uses
+    the host's count of pages on all LRUs, which gives the same answer in O(1).
+    """
+    if root.parent is None:
+        return host.nr_lru_pages == 0
+    stack = [root]
+    while stack:
+        c = stack.pop()
+        if c.freed:
+            continue
+        if c.priv is not None and c.priv.lru.nr:
+            return False
+        stack.extend(c.children)
+    return True
+
+
+# --- charge (SPEC §4.2) -----------------------------------------------------------------
+
+
+def _sgx_cgroup_try_charge(host: Host, task: Task, sgx_cg: SgxCgroup) -> int:
+    """Models __sgx_cgroup_try_charge(): one charge attempt.
+
+    Returns: 0 charged; -ENOMEM if the charge failed and subtree(cg) has nothing on any
+    LRU; -ERESTARTSYS if a signal is pending; -EBUSY otherwise (or -EINVAL from misc).
+    """
+    ret = misc_cg_try_charge(sgx_cg.cg, PAGE_SIZE)
+    if ret != -EBUSY:
+        return ret
+    if sgx_cgroup_lru_empty(host, sgx_cg.cg):
+        sgx_cg.nr_enomem += 1
+        return -ENOMEM
+    if task.signal_pending:
+        return -ERESTARTSYS
+    return -EBUSY
+
+
+def sgx_cgroup_try_charge(
+    host: Host, task: Task, sgx_cg: SgxCgroup, reclaim: int
+) -> Generator[str, None, int]:
+    """Models sgx_cgroup_try_charge() (SPEC §4.2).
+
+    Repeats one charge attempt; while it is -EBUSY, NO_RECLAIM queues the cgroup's
+    async work and returns -EBUSY, DO_RECLAIM reclaims one batch from subtree(cg)
+    (``nr_to_scan`` 1, charge_mm = current mm) and yields (``cond_resched``).  Every
+    failed attempt counts a ``max`` event at the failing level.
+
+    Returns: 0, -ENOMEM, -ERESTARTSYS, -EBUSY (NO_RECLAIM only), -EINVAL.
+    """
+    while True:
+        ret = _sgx_cgroup_try_charge(host, task, sgx_cg)
+        if ret != -EBUSY:
+            return ret
+        if reclaim == SGX_NO_RECLAIM:
+            queue_work(host, sgx_cg)
+            return -EBUSY
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1)
+        yield "cond_resched"
+
+
+# --- reclaim (SPEC §4.3-§4.5, §4.8) -------------------------------------------------------
+
+
+def sgx_cgroup_reclaim_pages(
+    host: Host, root: SgxCgroup, charge_task: Task | None, nr_to_scan: int
+) -> Generator[str, None, int]:
+    """Models sgx_cgroup_reclaim_pages() (SPEC §4.3).
+
+    Runs ``sgx_reclaim_pages()`` on one cgroup LRU of subtree(*root*) after another,
+    in the rotating preorder of ``root.next_cg``, until *nr_to_scan* pages were
+    isolated or every LRU of the subtree is empty.
+
+    Args:
+        charge_task: whose mm's memcg pays for backing (None: the enclave's first mm).
+
+    Returns: the number of pages isolated (with a live enclave reference).
+    """
+    from .reclaim import sgx_reclaim_pages
+
+    cnt = 0
+    while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
+        c = sgx_cgroup_next_get(host, root)
+        cnt += yield from sgx_reclaim_pages(host, c, charge_task)
+        if c is not root:
+            sgx_put_cg(host, c)
+    return cnt
+
+
+def sgx_cgroup_max_pages_to_root(sgx_cg: SgxCgroup) -> int:
+    """Models sgx_cgroup_max_pages_to_root(): min of floor(max/4096) up to the root."""
+    m = None
+    i: MiscCg | None = sgx_cg.cg
+    while i is not None:
+        v = i.max // PAGE_SIZE
+        if m is None or v < m:
+            m = v
+        i = i.parent
+    assert m is not None
+    return m
+
+
+def sgx_cgroup_should_reclaim(host: Host, sgx_cg: SgxCgroup) -> bool:
+    """Models sgx_cgroup_should_reclaim() (SPEC §4.4).
+
+    True iff subtree(cg) has something on an LRU and cg's *own* usage (pages) reaches
+    the smallest limit up to the root, less SGX_CG_MIN_FREE_PAGE unless that limit is
+    at most SGX_CG_LOW_LIMIT.
+    """
+    if sgx_cgroup_lru_empty(host, sgx_cg.cg):
+        return False
+    limit = sgx_cgroup_max_pages_to_root(sgx_cg)
+    if limit > SGX_CG_LOW_LIMIT:
+        limit -= SGX_CG_MIN_FREE_PAGE
+    return sgx_cg.cg.usage // PAGE_SIZE >= limit
+
+
+def queue_work(host: Host, sgx_cg: SgxCgroup) -> bool:
+    """Models queue_work(sgx_cg_wq, &sgx_cg->reclaim_work).
+
+    Returns: True if queued, False if it was already pending (no-op).  The work runs
+    when the simulator (or a test) calls :func:`sgx_cgroup_reclaim_work_func`; the
+    queue is ``host.sgx_cg_wq`` (FIFO).
+    """
+    if sgx_cg.work_pending or sgx_cg.cg.freed:
+        return False
+    sgx_cg.work_pending = True
+    host.sgx_cg_wq.append(sgx_cg)
+    return True
+
+
+def sgx_cgroup_reclaim_work_func(host: Host, sgx_cg: SgxCgroup) -> Generator[str, None, None]:
+    """Models sgx_cgroup_reclaim_work_func() (SPEC §4.5), as run by a wq worker.
+
+    The work's PENDING bit is cleared when it starts (so it may be queued again while
+    running).  Loops while ``sgx_cgroup_should_reclaim()``: reclaims 16 pages from
+    subtree(cg) with no charge mm, yields.  Stops at once if the cgroup was freed
+    (``cancel_work_sync()`` in the free callback).
+    """
+    sgx_cg.work_pending = False
+    sgx_cg.work_running = True
+    try:
+        while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
+            yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN)
+            yield "cond_resched"
+    finally:
+        sgx_cg.work_running = False
+
+
+def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
+    """Models sgx_cgroup_reclaim_direct() (patch 13; SPEC §4.8 step 1): one 16-page
+    pass over subtree(current cg) if it should reclaim, charging current's mm."""
+    sgx_cg = sgx_get_current_cg(host, task)
+    if sgx_cgroup_should_reclaim(host, sgx_cg):
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN)
+    sgx_put_cg(host, sgx_cg)
+
+
+def sgx_cgroup_reclaim_pages_global(
+    host: Host, charge_task: Task | None
+) -> Generator[str, None, int]:
+    """Models sgx_cgroup_reclaim_pages_global() (patch 12): a 16-page rotating reclaim
+    rooted at the root cgroup, i.e. over every cgroup (SPEC §4.7)."""
+    return (
+        yield from sgx_cgroup_reclaim_pages(host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN)
+    )
+
+
+# --- misc callbacks (patch 02 / 09 / 10) ------------------------------------------------
+
+
+def sgx_cgroup_misc_alloc(host: Host, cg: MiscCg) -> int:
+    """Models sgx_cgroup_misc_alloc(): allocate the ``struct sgx_cgroup`` of a css."""
+    host.new_sgx_cgroup(cg)
+    return 0
+
+
+def sgx_cgroup_misc_free(host: Host, cg: MiscCg) -> None:
+    """Models sgx_cgroup_misc_free() (SPEC §4.6): cancel the work, move every
+    ancestor's cursor off the dying cgroup (successor computed as if it were still in
+    place), free the struct."""
+    sgx_cg = cg.priv
+    if sgx_cg is None:
+        return
+    # cancel_work_sync(): a pending item is dropped; a running one finds cg.freed.
+    if sgx_cg.work_pending:
+        sgx_cg.work_pending = False
+        with contextlib.suppress(ValueError):
+            host.sgx_cg_wq.remove(sgx_cg)
+    p = cg.parent
+    while p is not None:
+        if p.priv is not None:
+            sgx_cgroup_next_skip(host, p.priv, sgx_cg)
+        p = p.parent
+    host.free_sgx_cgroup(sgx_cg)

@@ -1,0 +1,116 @@
+"""Array-backed intrusive lists of EPC pages: LRUs and free lists.
+
+Models ``struct sgx_epc_lru_list`` (sgx.h, patch 06) and the ``list_head`` that links a
+``struct sgx_epc_page`` into exactly one of a node free list or an LRU.  The links live in
+the :class:`~epcsim.kernel.epc.EpcPool` arrays ``prev``/``next`` (int32 per EPC page), so
+a list is only a head, a tail and a length.  A page on no list is self-linked
+(``prev[i] == next[i] == i``), which is what ``list_empty(&page->list)`` tests in the
+kernel after ``list_del_init()``; ``-1`` ends a list.
+
+The spinlock of the kernel structure is not modelled: every operation here is atomic
+with respect to the simulator's yield points.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EpcList", "SgxEpcLruList"]
+
+
+class EpcList:
+    """A FIFO list of EPC page indices linked through the pool's ``prev``/``next``.
+
+    ``head`` is the oldest entry (next to scan / next to allocate), ``tail`` the newest.
+    """
+
+    __slots__ = ("head", "tail", "nr", "_prev", "_next")
+
+    def __init__(self, prev: memoryview, next_: memoryview) -> None:
+        self.head = -1
+        self.tail = -1
+        self.nr = 0
+        self._prev = prev
+        self._next = next_
+
+    def add_tail(self, i: int) -> None:
+        """``list_add_tail(&page->list, list)``."""
+        prev = self._prev
+        t = self.tail
+        prev[i] = t
+        self._next[i] = -1
+        if t < 0:
+            self.head = i
+        else:
+            self._next[t] = i
+        self.tail = i
+        self.nr += 1
+
+    def add_head(self, i: int) -> None:
+        """``list_add(&page->list, list)``."""
+        nxt = self._next
+        h = self.head
+        nxt[i] = h
+        self._prev[i] = -1
+        if h < 0:
+            self.tail = i
+        else:
+            self._prev[h] = i
+        self.head = i
+        self.nr += 1
+
+    def pop_head(self) -> int:
+        """Unlink and return the head (``list_first_entry`` + ``list_del_init``), or -1."""
+        i = self.head
+        if i < 0:
+            return -1
+        nxt = self._next
+        n = nxt[i]
+        self.head = n
+        if n < 0:
+            self.tail = -1
+        else:
+            self._prev[n] = -1
+        self._prev[i] = i
+        nxt[i] = i
+        self.nr -= 1
+        return i
+
+    def del_init(self, i: int) -> None:
+        """``list_del_init(&page->list)`` for a page known to be on this list."""
+        prev = self._prev
+        nxt = self._next
+        p = prev[i]
+        n = nxt[i]
+        if p < 0:
+            self.head = n
+        else:
+            nxt[p] = n
+        if n < 0:
+            self.tail = p
+        else:
+            prev[n] = p
+        prev[i] = i
+        nxt[i] = i
+        self.nr -= 1
+
+    def __len__(self) -> int:
+        return self.nr
+
+    def to_list(self) -> list[int]:
+        """The entries from head to tail (for tests and invariant checks)."""
+        out = []
+        i = self.head
+        nxt = self._next
+        while i >= 0:
+            out.append(i)
+            i = nxt[i]
+        return out
+
+
+class SgxEpcLruList(EpcList):
+    """Models ``struct sgx_epc_lru_list``: the ``reclaimable`` list of one cgroup.
+
+    Pages enter at the tail when marked reclaimable and are isolated from the head by
+    ``sgx_reclaim_pages()``.
+    """
+
+    __slots__ = ()

@@ -1,0 +1,223 @@
+"""The EPC reclaimer: ``sgx_reclaim_pages()``, global reclaim, ksgxd, direct reclaim.
+
+Models the reclaimer half of ``arch/x86/kernel/cpu/sgx/main.c`` (v16 after patch 14):
+``sgx_reclaim_pages()`` with ``sgx_reclaimer_age()``, ``sgx_reclaimer_block()`` and
+``sgx_reclaimer_write()`` / ``sgx_encl_ewb()`` (SPEC §4.9), ``sgx_can_reclaim_global()``,
+``sgx_should_reclaim_global()``, ``sgx_reclaim_pages_global()`` and the body of
+``ksgxd()`` (SPEC §4.7), and ``sgx_reclaim_direct()`` (SPEC §4.8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from . import encls
+from .constants import (
+    SGX_ENCL_INITIALIZED,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_NR_HIGH_PAGES,
+    SGX_NR_LOW_PAGES,
+    SGX_NR_TO_SCAN,
+)
+from .encl import (
+    DESC_ACCESSED,
+    DESC_BEING_RECLAIMED,
+    DESC_BLOCKED,
+    sgx_alloc_va_slot,
+    sgx_encl_alloc_backing,
+    sgx_encl_free_epc_page,
+    sgx_encl_put,
+)
+from .epc import sgx_free_epc_page
+
+if TYPE_CHECKING:
+    from .epc_cgroup import SgxCgroup
+    from .host import Host, Task
+
+__all__ = [
+    "sgx_reclaim_pages",
+    "sgx_can_reclaim_global",
+    "sgx_should_reclaim_global",
+    "sgx_reclaim_pages_global",
+    "wake_up_ksgxd",
+    "ksgxd_step",
+    "sgx_reclaim_direct",
+]
+
+
+def sgx_reclaim_pages(
+    host: Host, sgx_cg: SgxCgroup, charge_task: Task | None
+) -> Generator[str, None, int]:
+    """Models sgx_reclaim_pages(lru, charge_mm) (main.c; SPEC §4.9).
+
+    Phase 1 (isolate) takes up to SGX_NR_TO_SCAN pages from the head of *sgx_cg*'s LRU,
+    keeping those whose enclave reference can be taken (TRACKED kept, list empty) and
+    forgetting those of dying enclaves (TRACKED cleared).  Phase 2 (age + backing)
+    rotates young pages and pages whose backing cannot be allocated to the LRU tail;
+    the others get BEING_RECLAIMED.  Phase 3 zaps PTEs and EBLOCKs.  Phase 4 writes each
+    page back (VA slot, EWB; SECS after its last child once initialised), drops the
+    enclave reference (which may release the enclave here) and frees the page.
+
+    Yields "reclaim:isolated", "reclaim:aged", "reclaim:blocked" between the phases.
+
+    Returns: the number of pages isolated in phase 1 with a live enclave reference.
+    """
+    pool = host.epc
+    lru = sgx_cg.lru
+    m_flags = pool.m_flags
+    m_oe = pool.m_owner_encl
+    m_oi = pool.m_owner_idx
+    encls_tab = host.encls
+    chunk: list[int] = []
+    sgx_cg.nr_reclaim_batches += 1
+    # Phase 1: isolate (under lru->lock)
+    for _ in range(SGX_NR_TO_SCAN):
+        page = lru.pop_head()
+        if page < 0:
+            break
+        host.nr_lru_pages -= 1
+        encl = encls_tab[m_oe[page]]
+        if encl.refcount > 0:  # kref_get_unless_zero()
+            encl.refcount += 1
+            chunk.append(page)
+        else:
+            m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
+    cnt = len(chunk)
+    if not cnt:
+        return 0
+    yield "reclaim:isolated"
+
+    # Phase 2: age test, backing allocation
+    kept: list[int] = []
+    for page in chunk:
+        encl = encls_tab[m_oe[page]]
+        idx = m_oi[page]
+        desc = encl.m_desc
+        # sgx_reclaimer_age(): test-and-clear the accessed bit in every live mm
+        young = False
+        if encl.nr_live_mms:
+            d = desc[idx]
+            if d & DESC_ACCESSED:
+                desc[idx] = d & ~DESC_ACCESSED
+                young = True
+        if not young and sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
+            desc[idx] |= DESC_BEING_RECLAIMED
+            kept.append(page)
+            continue
+        # skip: back to the tail of the same LRU, drop the enclave reference
+        lru.add_tail(page)
+        host.nr_lru_pages += 1
+        sgx_encl_put(host, encl)
+    if not kept:
+        return cnt
+    yield "reclaim:aged"
+
+    # Phase 3: block (zap PTEs in every mm, EBLOCK)
+    for page in kept:
+        encl = encls_tab[m_oe[page]]
+        encl.m_desc[m_oi[page]] |= DESC_BLOCKED
+    host.encls_count[encls.EBLOCK] += len(kept)
+    yield "reclaim:blocked"
+
+    # Phase 4: write back, free
+    tracked: set[int] = set()
+    for page in kept:
+        encl = encls_tab[m_oe[page]]
+        idx = m_oi[page]
+        _sgx_reclaimer_write(host, encl, idx, page, tracked)
+        sgx_encl_put(host, encl)
+        m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
+        sgx_free_epc_page(host, page)
+    sgx_cg.nr_evicted += len(kept)
+    return cnt
+
+
+def _sgx_encl_ewb(host: Host, encl_id: int, tracked: set[int]) -> None:
+    """Models sgx_encl_ewb(): EWB, and on "not tracked" ETRACK (+ IPIs) and EWB again.
+
+    The model counts one ETRACK per enclave per batch (the first EWB after the batch's
+    EBLOCKs finds the enclave not tracked) and one EWB per page.
+    """
+    if encl_id not in tracked:
+        tracked.add(encl_id)
+        host.encls_count[encls.ETRACK] += 1
+    host.encls_count[encls.EWB] += 1
+
+
+def _sgx_reclaimer_write(host: Host, encl, idx: int, page: int, tracked: set[int]) -> None:
+    """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4)."""
+    desc = encl.m_desc
+    desc[idx] &= ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
+    encl.m_va[idx] = sgx_alloc_va_slot(encl)
+    _sgx_encl_ewb(host, encl.id, tracked)
+    encl.m_epc[idx] = -1
+    encl.secs_child_cnt -= 1
+    encl.nr_evicted += 1
+    # the SECS goes after its last child, once initialised: backing at index size/4096
+    if (
+        encl.secs_child_cnt == 0
+        and encl.flags & SGX_ENCL_INITIALIZED
+        and encl.secs_epc >= 0
+        and sgx_encl_alloc_backing(host, encl, -1, None) == 0
+    ):
+        encl.secs_va = sgx_alloc_va_slot(encl)
+        _sgx_encl_ewb(host, encl.id, tracked)
+        secs = encl.secs_epc
+        encl.secs_epc = -1
+        sgx_encl_free_epc_page(host, secs)
+
+
+def sgx_can_reclaim_global(host: Host) -> bool:
+    """Models sgx_can_reclaim_global(): some LRU of the whole tree is non-empty."""
+    return host.nr_lru_pages > 0
+
+
+def sgx_should_reclaim_global(host: Host, watermark: int) -> bool:
+    """Models sgx_should_reclaim_global(): free pages below *watermark* and something
+    reclaimable."""
+    return host.epc.nr_free_pages < watermark and host.nr_lru_pages > 0
+
+
+def sgx_reclaim_pages_global(host: Host, charge_task: Task | None) -> Generator[str, None, int]:
+    """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
+    the root, 16 pages (SPEC §4.7)."""
+    from .epc_cgroup import sgx_cgroup_reclaim_pages
+
+    return (
+        yield from sgx_cgroup_reclaim_pages(host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN)
+    )
+
+
+def wake_up_ksgxd(host: Host) -> None:
+    """``wake_up(&ksgxd_waitq)``: make ksgxd runnable (it re-checks its condition)."""
+    host.ksgxd_woken = True
+
+
+def ksgxd_step(host: Host) -> Generator[str, None, bool]:
+    """One iteration of the ksgxd() loop (main.c; SPEC §4.7).
+
+    ``wait_event_freezable(ksgxd_waitq, should_reclaim_global(SGX_NR_HIGH_PAGES))``:
+    if the condition holds, one global reclaim with no charge mm and a
+    ``cond_resched()``; otherwise ksgxd goes to sleep until the allocator wakes it.
+
+    Returns: True if it reclaimed (keep running), False if it went to sleep.
+    """
+    if sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
+        host.ksgxd_woken = True
+        yield from sgx_reclaim_pages_global(host, None)
+        yield "cond_resched"
+        return True
+    host.ksgxd_woken = False
+    return False
+
+
+def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
+    """Models sgx_reclaim_direct() (patch 13; SPEC §4.8): a per-cgroup preemptive pass
+    (if the current cgroup should reclaim) then, if free pages are below
+    SGX_NR_LOW_PAGES, one global pass; both charge current's mm.  Best effort."""
+    from .epc_cgroup import sgx_cgroup_reclaim_direct
+
+    yield from sgx_cgroup_reclaim_direct(host, task)
+    if sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
+        yield from sgx_reclaim_pages_global(host, task)

@@ -1,0 +1,76 @@
+"""Sizes with units, as epcsim's users write them ("96MiB", "4KiB", "0x1000", 4096)."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import EpcsimError
+
+__all__ = ["parse_size", "format_size"]
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1000,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1000**2,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1000**3,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1000**4,
+    "tib": 1 << 40,
+    "p": 4096,
+    "page": 4096,
+    "pages": 4096,
+}
+_RE = re.compile(r"^\s*(0[xX][0-9a-fA-F_]+|\d[\d_]*(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(value: int | str, *, what: str = "size") -> int:
+    """Parse a size in bytes: an int, or a string with an optional unit.
+
+    Units: B, K/KiB (1024), KB (1000), M/MiB, MB, G/GiB, GB, T/TiB, TB, and "pages"
+    (4096 bytes).  Hex without a unit is accepted ("0x1000").
+
+    Raises:
+        EpcsimError: naming *what* and the value, for anything else or a negative size.
+    """
+    if isinstance(value, bool):
+        raise EpcsimError(f"{what}: expected a size, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise EpcsimError(f"{what}: size must not be negative, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise EpcsimError(f"{what}: expected a size, got {value!r}")
+    m = _RE.match(value)
+    if not m:
+        raise EpcsimError(f"{what}: not a size: {value!r} (examples: 96MiB, 4KiB, 4096)")
+    num, unit = m.group(1).replace("_", ""), m.group(2).lower()
+    if unit not in _UNITS:
+        raise EpcsimError(
+            f"{what}: unknown unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB, "
+            "KB, MB, GB, TB or pages)"
+        )
+    if num.lower().startswith("0x"):
+        if unit not in ("", "b"):
+            raise EpcsimError(f"{what}: a hex size takes no unit: {value!r}")
+        return int(num, 16)
+    if "." in num:
+        out = float(num) * _UNITS[unit]
+        if out != int(out):
+            raise EpcsimError(f"{what}: {value!r} is not a whole number of bytes")
+        return int(out)
+    return int(num) * _UNITS[unit]
+
+
+def format_size(n: int) -> str:
+    """Bytes as the shortest exact binary-unit string (e.g. 100663296 -> "96MiB")."""
+    for unit, mult in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return f"{n}B"
