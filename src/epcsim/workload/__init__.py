@@ -1,0 +1,1 @@
+"""Workloads: programs that enclaves run (the kernel selftest's test_sgx, patterns, traces)."""

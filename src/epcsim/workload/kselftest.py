@@ -1,0 +1,225 @@
+"""The kernel selftests of the EPC cgroup series (SPEC §6), as processes of the model.
+
+``test_sgx -t unclobbered_vdso_oversubscribed`` (SPEC §6.2) is :func:`test_sgx_process`;
+``run_epc_cg_selftests.sh`` (SPEC §6.3) is :func:`run_epc_cg_selftests`, which
+interleaves concurrent processes round-robin (one ADD_PAGES page per turn) since the
+kernel model has no clock.  The simulator runs the same program in virtual time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from ..kernel import Host, RoundRobin, check_invariants, send_signal, task_exit
+from ..kernel.constants import PAGE_SIZE, SGX_PAGE_TYPE_REG, SGX_PAGE_TYPE_TCS
+from ..kernel.host import Task
+from ..kernel.ioctl import (
+    encl_access,
+    ioc_enclave_add_pages,
+    ioc_enclave_create,
+    ioc_enclave_init,
+    sgx_open,
+)
+
+__all__ = [
+    "TEST_ENCL_LAYOUT",
+    "test_sgx_pages",
+    "test_sgx_process",
+    "run_epc_cg_selftests",
+    "SelftestReport",
+]
+
+#: Layout of ``test_encl.elf`` as the model builds it (SPEC §6.2), in pages and in load
+#: order: (name, pages, page type, measured).  The TCS segment holds 2 TCS pages; text
+#: is the enclave's code; data holds the 8 KiB ``encl_buffer`` plus one page of other
+#: data; the heap (C bytes, unmeasured) follows.  Total = C/4096 + 7 pages, matching
+#: SPEC's "N_pages ~ C/4096 + ~6".
+TEST_ENCL_LAYOUT: tuple[tuple[str, int, int, bool], ...] = (
+    ("tcs", 2, SGX_PAGE_TYPE_TCS, True),
+    ("text", 2, SGX_PAGE_TYPE_REG, True),
+    ("data", 3, SGX_PAGE_TYPE_REG, True),
+)
+#: Pages each EENTER touches: TCS #0, the first text page, the first buffer page.
+EENTER_TOUCHES = (0, 2, 4)
+
+
+def test_sgx_pages(heap_bytes: int) -> tuple[int, int]:
+    """(pages added, enclave size in bytes) for a heap of *heap_bytes*."""
+    pages = sum(p for _, p, _, _ in TEST_ENCL_LAYOUT) + heap_bytes // PAGE_SIZE
+    size = 1
+    while size < pages * PAGE_SIZE:
+        size <<= 1
+    return pages, max(size, 2 * PAGE_SIZE)
+
+
+def test_sgx_process(
+    host: Host,
+    task: Task,
+    heap_bytes: int,
+    *,
+    progress: Callable[[Task, int], None] | None = None,
+) -> Generator[str, None, int]:
+    """``test_sgx -t unclobbered_vdso_oversubscribed`` (SPEC §6.2) as one process.
+
+    open + mmap, ECREATE, one ADD_PAGES per segment (heap unmeasured), EINIT, two
+    EENTERs touching TCS/text/buffer pages (faults retried on EBUSY), exit.  Returns
+    the exit status: 0 on success, 1 when an ioctl fails (the harness assertion),
+    128+signo when killed (SIGBUS 135, SIGTERM 143, SIGKILL 137).
+
+    Args:
+        progress: called with (task, pages added so far) after each added page.
+    """
+    status = 0
+    try:
+        encl = sgx_open(host, task)
+        _, size = test_sgx_pages(heap_bytes)
+        yield from ioc_enclave_create(host, task, encl, size)
+        off = 0
+        added = 0
+        layout = (*TEST_ENCL_LAYOUT, ("heap", heap_bytes // PAGE_SIZE, SGX_PAGE_TYPE_REG, False))
+        for _name, npages, ptype, measured in layout:
+            if task.exited:
+                break
+            length = npages * PAGE_SIZE
+            gen = ioc_enclave_add_pages(
+                host, task, encl, off, length, page_type=ptype, measure=measured
+            )
+            # step the ioctl ourselves to report progress per page
+            while True:
+                try:
+                    point = next(gen)
+                except StopIteration:
+                    break
+                if point == "cond_resched":
+                    added += 1
+                    if progress is not None:
+                        progress(task, added)
+                yield point
+            off += length
+        if not task.exited:
+            ioc_enclave_init(host, task, encl)
+        for _ in range(2):
+            if task.exited:
+                break
+            res = yield from encl_access(host, task, encl, EENTER_TOUCHES)
+            if res.sigbus:
+                break
+    except OSError:
+        status = 1
+    if task.exited:
+        return task.exit_status if task.exit_status is not None else 1
+    if task.signal_pending:
+        task_exit(host, task, 128 + task.pending_signo)
+        return task.exit_status or 1
+    task_exit(host, task, status)
+    return status
+
+
+@dataclass
+class SelftestReport:
+    """Verdicts of run_epc_cg_selftests.sh: test name -> (PASS/FAIL, detail)."""
+
+    capacity: int
+    results: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    statuses: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for ok, _ in self.results.values())
+
+    def lines(self) -> list[str]:
+        out = [f"{'PASS' if ok else 'FAIL'}: {name}: {detail}" for name, (ok, detail) in
+               self.results.items()]
+        out.append("PASS: ALL cgroup limit tests" if self.passed else "FAIL: cgroup limit tests")
+        return out
+
+
+def _run_group(
+    host: Host,
+    cgroup: str,
+    nproc: int,
+    heap: int,
+    *,
+    kill_index: int | None = None,
+    check: bool = False,
+) -> tuple[list[int], int | None]:
+    """Run *nproc* concurrent test_sgx processes in *cgroup*; returns exit statuses and
+    the pid index killed (Test E: when it has added half of its pages)."""
+    rr = RoundRobin(host)
+    tasks = [host.spawn(cgroup) for _ in range(nproc)]
+    npages, _ = test_sgx_pages(heap)
+    killed: list[int] = []
+
+    def progress(task: Task, added: int) -> None:
+        if kill_index is not None and not killed and task is tasks[kill_index]:
+            if added >= npages // 2:
+                killed.append(kill_index)
+                send_signal(host, task)
+
+    for k, t in enumerate(tasks):
+        rr.add(k, test_sgx_process(host, t, heap, progress=progress))
+    rr.run()
+    if check:
+        check_invariants(host)
+    return [rr.results[k] for k in range(nproc)], (killed[0] if killed else None)
+
+
+def run_epc_cg_selftests(
+    capacity: int | str,
+    *,
+    kill_index: int = 3,
+    check: bool = False,
+) -> SelftestReport:
+    """Replay ``run_epc_cg_selftests.sh`` (SPEC §6.3) on a fresh host.
+
+    Args:
+        capacity: EPC bytes (C).
+        kill_index: which of Test E's 8 processes is killed (the script picks it at
+            random; the model kills it when it has added half of its pages).
+        check: run check_invariants() after every test.
+    """
+    host = Host(capacity)
+    fs = host.fs
+    C = host.capacity
+    rep = SelftestReport(C)
+    base = "/sgx_kselftest"
+    for d in (base, f"{base}/sgx_test_small_parent", f"{base}/sgx_test_large",
+              f"{base}/sgx_test_small_parent/sgx_test_small", f"{base}/sgx_test_larger"):
+        fs.mkdir(d)
+    fs.write("/cgroup.subtree_control", "+misc +memory")
+    fs.write(f"{base}/cgroup.subtree_control", "+misc +memory")
+    fs.write(f"{base}/sgx_test_small_parent/cgroup.subtree_control", "+misc")
+    small, large, larger = C // 512, 4 * C // 512, C
+    fs.write(f"{base}/sgx_test_small_parent/misc.max", f"sgx_epc {small}")
+    fs.write(f"{base}/sgx_test_large/misc.max", f"sgx_epc {large}")
+    fs.write(f"{base}/sgx_test_larger/misc.max", f"sgx_epc {larger}")
+
+    def record(name: str, ok: bool, detail: str, st: list[int]) -> None:
+        rep.results[name] = (ok, detail)
+        rep.statuses[name] = st
+
+    st, _ = _run_group(host, f"{base}/sgx_test_small_parent/sgx_test_small", 1, C, check=check)
+    record("A small", st[0] != 0, "1 process must fail", st)
+    st, _ = _run_group(host, f"{base}/sgx_test_large", 4, C, check=check)
+    record("B large positive", any(s == 0 for s in st), "4 processes, at least one passes", st)
+    st, _ = _run_group(host, f"{base}/sgx_test_large", 5, C, check=check)
+    record("C large negative", any(s != 0 for s in st), "5 processes, at least one fails", st)
+    st, _ = _run_group(host, f"{base}/sgx_test_larger", 8, C, check=check)
+    record("D larger", all(s == 0 for s in st), "8 processes, none fails", st)
+    st, k = _run_group(host, f"{base}/sgx_test_larger", 8, C, kill_index=kill_index, check=check)
+    others = [s for i, s in enumerate(st) if i != k]
+    record("E random kill", k is not None and all(s == 0 for s in others),
+           f"8 processes, #{kill_index} killed, every other passes", st)
+    fs.write(f"{base}/sgx_test_large/memory.max", str(C - 2 * (C // 128)))
+    st, _ = _run_group(host, f"{base}/sgx_test_large", 4, C, check=check)
+    record("F memcg", all(s != 0 for s in st), "4 processes, none passes (memcg OOM)", st)
+    fs.write(f"{base}/sgx_test_large/memory.max", "max")
+    cur = fs.read(f"{base}/misc.current")
+    record("leak check", cur == "sgx_epc 0\n", f"misc.current reads {cur.strip()!r}", [])
+    for d in (f"{base}/sgx_test_small_parent/sgx_test_small", f"{base}/sgx_test_small_parent",
+              f"{base}/sgx_test_large", f"{base}/sgx_test_larger", base):
+        fs.rmdir(d)
+    if check:
+        check_invariants(host, quiescent=True)
+    return rep
