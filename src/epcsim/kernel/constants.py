@@ -94,3 +94,10 @@ VM_FAULT_SIGBUS = 0x0002
 VM_FAULT_NOPAGE = 0x0100
 VM_FAULT_RETRY = 0x0400
 ENODEV = _errno.ENODEV
+
+# Bits of the model's per-enclave-page ``desc`` (encl.h keeps BEING_RECLAIMED in desc
+# bit 3 and the accessed bit lives in the PTE; PRESENT = "has an entry in page_array").
+DESC_PRESENT = 1 << 0  #: the page has an ``sgx_encl_page`` in ``page_array``
+DESC_ACCESSED = 1 << 1  #: the PTE accessed bit (one mm per enclave in the model)
+DESC_BEING_RECLAIMED = 1 << 3  #: SGX_ENCL_PAGE_BEING_RECLAIMED
+DESC_BLOCKED = 1 << 4  #: PTEs zapped and EBLOCKed (reclaim phase 3); accesses fault

@@ -25,6 +25,11 @@ import numpy as np
 
 from . import encls
 from .constants import (
+    DESC_ACCESSED,
+    DESC_BEING_RECLAIMED,
+    DESC_BLOCKED,
+    DESC_PRESENT,
+    EAGAIN,
     EBUSY,
     EEXIST,
     EFAULT,
@@ -58,13 +63,6 @@ from .memcg import mem_cgroup_charge_backing, mem_cgroup_uncharge_backing
 if TYPE_CHECKING:
     from .host import Host, Task
 
-# Bits of the model's per-page ``desc`` (the kernel keeps BEING_RECLAIMED in desc bit 3
-# and the accessed bit in the PTE; PRESENT is "has an entry in page_array").
-DESC_PRESENT = 1 << 0  #: the page has an ``sgx_encl_page`` in ``page_array``
-DESC_ACCESSED = 1 << 1  #: the PTE accessed bit (one mm per enclave in the model)
-DESC_BEING_RECLAIMED = 1 << 3  #: SGX_ENCL_PAGE_BEING_RECLAIMED
-DESC_BLOCKED = 1 << 4  #: PTEs zapped and EBLOCKed (reclaim phase 3); accesses fault
-
 #: enclave-page index meaning "the SECS" where a page index is expected
 SECS_INDEX = -1
 
@@ -93,6 +91,8 @@ class Encl:
         self.host = host
         self.id = eid
         self.owner_pid = owner.pid
+        #: the task that created it (holds the file): whose OOM badness its backing is
+        self.owner = owner
         self.size = 0
         self.npages = 0
         self.flags = 0
@@ -265,9 +265,7 @@ def sgx_encl_alloc_backing(host: Host, encl: Encl, idx: int, charge_task: Task |
     else:
         encl.m_memcg[idx] = memcg.id
     encl.backing_bytes += SGX_BACKING_BYTES_PER_PAGE
-    owner = host.tasks.get(encl.owner_pid)
-    if owner is not None:
-        owner.backing_bytes += SGX_BACKING_BYTES_PER_PAGE
+    encl.owner.backing_bytes += SGX_BACKING_BYTES_PER_PAGE
     return 0
 
 
@@ -275,9 +273,7 @@ def _sgx_encl_drop_backing(host: Host, encl: Encl, memcg_id: int) -> None:
     """Truncate one page's backing (ELDU cleanup): uncharge its memcg."""
     mem_cgroup_uncharge_backing(host, host.memcgs[memcg_id], SGX_BACKING_BYTES_PER_PAGE)
     encl.backing_bytes -= SGX_BACKING_BYTES_PER_PAGE
-    owner = host.tasks.get(encl.owner_pid)
-    if owner is not None:
-        owner.backing_bytes -= SGX_BACKING_BYTES_PER_PAGE
+    encl.owner.backing_bytes -= SGX_BACKING_BYTES_PER_PAGE
 
 
 # --- freeing ----------------------------------------------------------------------------
@@ -334,9 +330,7 @@ def sgx_encl_release(host: Host, encl: Encl) -> None:
     if encl.secs_va >= 0:
         mem_cgroup_uncharge_backing(host, host.memcgs[encl.secs_memcg], SGX_BACKING_BYTES_PER_PAGE)
         encl.secs_va = -1
-    owner = host.tasks.get(encl.owner_pid)
-    if owner is not None:
-        owner.backing_bytes -= encl.backing_bytes
+    encl.owner.backing_bytes -= encl.backing_bytes
     encl.backing_bytes = 0
     encl.desc[:] = 0
     host.encl_released(encl)
@@ -542,7 +536,12 @@ def sgx_encl_add_page(
     page = yield from sgx_alloc_epc_page(host, task, KIND_ENCL, encl.id, idx, SGX_DO_RECLAIM)
     if page < 0:
         return page
-    vano = yield from sgx_encl_grow(host, task, encl, SGX_DO_RECLAIM)
+    if encl.page_cnt % SGX_VA_SLOT_COUNT:
+        # sgx_encl_grow() with no VA page due only counts the page (inlined: hot path)
+        encl.page_cnt += 1
+        vano = -1
+    else:
+        vano = yield from sgx_encl_grow(host, task, encl, SGX_DO_RECLAIM)
     if vano < -1:
         sgx_encl_free_epc_page(host, page)
         return vano
@@ -577,8 +576,6 @@ def sgx_encl_load_for_edmm(host: Host, task: Task, encl: Encl, idx: int) -> int:
 
     Returns: 0; -EAGAIN if the load got -EBUSY; -EFAULT otherwise.
     """
-    from .constants import EAGAIN
-
     ret = _sgx_encl_load_page(host, task, encl, idx)
     if ret:
         return -EAGAIN if ret == -EBUSY else -EFAULT
@@ -604,8 +601,6 @@ def sgx_enclave_modify_types_page(
     Returns: 0; -EAGAIN (load busy, or the reclaimer holds the page); -EFAULT; -EPERM
     for a transition other than REG->TCS, REG->TRIM, TCS->TRIM.
     """
-    from .constants import EAGAIN
-
     ret = sgx_encl_load_for_edmm(host, task, encl, idx)
     if ret:
         return ret

@@ -33,6 +33,7 @@ from .constants import (
     SGX_NR_LOW_PAGES,
 )
 from .lru import EpcList, SgxEpcLruList
+from .misc import css_put, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from .host import Host, Task
@@ -49,6 +50,9 @@ __all__ = [
     "sgx_mark_page_reclaimable",
     "sgx_unmark_page_reclaimable",
     "sgx_epc_page_lru",
+    "sgx_can_reclaim_global",
+    "sgx_should_reclaim_global",
+    "wake_up_ksgxd",
 ]
 
 # What an EPC page is used for (the type of its ``owner``); model bookkeeping that the
@@ -198,12 +202,13 @@ def sgx_alloc_epc_page(
     Context: yields ("cond_resched") after each global reclaim pass and inside the
     charge loop and reclaim batches; the css reference taken here is held across them.
     """
-    from . import epc_cgroup
-    from . import reclaim as rc
-
     pool = host.epc
     sgx_cg = epc_cgroup.sgx_get_current_cg(host, task)
-    ret = yield from epc_cgroup.sgx_cgroup_try_charge(host, task, sgx_cg, reclaim)
+    # The first attempt of sgx_cgroup_try_charge() inline (no generator unless the
+    # charge loop is needed); the loop continues from this attempt's result.
+    ret = epc_cgroup._sgx_cgroup_try_charge(host, task, sgx_cg)
+    if ret == -EBUSY:
+        ret = yield from epc_cgroup.sgx_cgroup_try_charge(host, task, sgx_cg, reclaim, first=ret)
     if ret:
         epc_cgroup.sgx_put_cg(host, sgx_cg)
         return ret
@@ -214,7 +219,7 @@ def sgx_alloc_epc_page(
             pool.m_owner_encl[page] = owner_encl
             pool.m_owner_idx[page] = owner_idx
             break
-        if not rc.sgx_can_reclaim_global(host):
+        if not sgx_can_reclaim_global(host):
             page = -ENOMEM
             break
         if reclaim == SGX_NO_RECLAIM:
@@ -223,7 +228,9 @@ def sgx_alloc_epc_page(
         if task.signal_pending:
             page = -ERESTARTSYS
             break
-        yield from rc.sgx_reclaim_pages_global(host, task)
+        from .reclaim import sgx_reclaim_pages_global
+
+        yield from sgx_reclaim_pages_global(host, task)
         yield "cond_resched"
     if page >= 0:
         # The css reference taken above is now held by the page (sgx_put_cg() in
@@ -233,8 +240,8 @@ def sgx_alloc_epc_page(
     else:
         epc_cgroup.sgx_cgroup_uncharge(host, sgx_cg)
         epc_cgroup.sgx_put_cg(host, sgx_cg)
-    if rc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
-        rc.wake_up_ksgxd(host)
+    if sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
+        wake_up_ksgxd(host)
     return page
 
 
@@ -245,16 +252,16 @@ def sgx_free_epc_page(host: Host, page: int) -> None:
     the page at the tail of its node's free list.  ``sgx_encl_free_epc_page()`` (EREMOVE
     first) is :func:`epcsim.kernel.encl.sgx_encl_free_epc_page`.
     """
-    from . import epc_cgroup
-
     pool = host.epc
     cgid = pool.m_cg[page]
     if cgid >= 0:
         sgx_cg = host.sgx_cgroups[cgid]
         pool.m_cg[page] = -1
         sgx_cg.nr_pages -= 1
-        epc_cgroup.sgx_cgroup_uncharge(host, sgx_cg)
-        epc_cgroup.sgx_put_cg(host, sgx_cg)
+        # sgx_cgroup_uncharge() + sgx_put_cg(), inlined (hot path)
+        cg = sgx_cg.cg
+        misc_cg_uncharge(cg, PAGE_SIZE)
+        css_put(cg)
     pool.m_kind[page] = KIND_FREE
     pool.m_owner_encl[page] = -1
     pool.m_owner_idx[page] = -1
@@ -262,6 +269,22 @@ def sgx_free_epc_page(host: Host, page: int) -> None:
     pool.free_lists[nid].add_tail(page)
     pool.m_flags[page] = SGX_EPC_PAGE_IS_FREE
     pool.nr_free_pages += 1
+
+
+def sgx_can_reclaim_global(host: Host) -> bool:
+    """Models sgx_can_reclaim_global(): some LRU of the whole tree is non-empty."""
+    return host.nr_lru_pages > 0
+
+
+def sgx_should_reclaim_global(host: Host, watermark: int) -> bool:
+    """Models sgx_should_reclaim_global(): free pages below *watermark* and something
+    reclaimable."""
+    return host.epc.nr_free_pages < watermark and host.nr_lru_pages > 0
+
+
+def wake_up_ksgxd(host: Host) -> None:
+    """``wake_up(&ksgxd_waitq)``: make ksgxd runnable (it re-checks its condition)."""
+    host.ksgxd_woken = True
 
 
 def sgx_epc_page_lru(host: Host, page: int) -> SgxEpcLruList:
@@ -302,3 +325,7 @@ def sgx_unmark_page_reclaimable(host: Host, page: int) -> int:
         host.nr_lru_pages -= 1
         pool.m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
     return 0
+
+
+# Cycle-safe late import: epc_cgroup -> reclaim -> encl -> epc.
+from . import epc_cgroup  # noqa: E402

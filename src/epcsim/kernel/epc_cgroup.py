@@ -228,7 +228,7 @@ def _sgx_cgroup_try_charge(host: Host, task: Task, sgx_cg: SgxCgroup) -> int:
 
 
 def sgx_cgroup_try_charge(
-    host: Host, task: Task, sgx_cg: SgxCgroup, reclaim: int
+    host: Host, task: Task, sgx_cg: SgxCgroup, reclaim: int, *, first: int | None = None
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_try_charge() (SPEC §4.2).
 
@@ -237,10 +237,16 @@ def sgx_cgroup_try_charge(
     (``nr_to_scan`` 1, charge_mm = current mm) and yields (``cond_resched``).  Every
     failed attempt counts a ``max`` event at the failing level.
 
+    Args:
+        first: the result of a first attempt the caller already made, if any.
+
     Returns: 0, -ENOMEM, -ERESTARTSYS, -EBUSY (NO_RECLAIM only), -EINVAL.
     """
     while True:
-        ret = _sgx_cgroup_try_charge(host, task, sgx_cg)
+        if first is None:
+            ret = _sgx_cgroup_try_charge(host, task, sgx_cg)
+        else:
+            ret, first = first, None
         if ret != -EBUSY:
             return ret
         if reclaim == SGX_NO_RECLAIM:
@@ -267,12 +273,10 @@ def sgx_cgroup_reclaim_pages(
 
     Returns: the number of pages isolated (with a live enclave reference).
     """
-    from .reclaim import sgx_reclaim_pages
-
     cnt = 0
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
         c = sgx_cgroup_next_get(host, root)
-        cnt += yield from sgx_reclaim_pages(host, c, charge_task)
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
         if c is not root:
             sgx_put_cg(host, c)
     return cnt
@@ -384,3 +388,7 @@ def sgx_cgroup_misc_free(host: Host, cg: MiscCg) -> None:
             sgx_cgroup_next_skip(host, p.priv, sgx_cg)
         p = p.parent
     host.free_sgx_cgroup(sgx_cg)
+
+
+# Cycle-safe late import: reclaim -> encl -> epc -> epc_cgroup.
+from . import reclaim as _reclaim  # noqa: E402

@@ -12,24 +12,20 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
+from . import encl as _encl
 from . import encls
+from . import epc as _epc
+from . import epc_cgroup as _epc_cgroup
 from .constants import (
+    DESC_ACCESSED,
+    DESC_BEING_RECLAIMED,
+    DESC_BLOCKED,
     SGX_ENCL_INITIALIZED,
     SGX_EPC_PAGE_RECLAIMER_TRACKED,
     SGX_NR_HIGH_PAGES,
     SGX_NR_LOW_PAGES,
     SGX_NR_TO_SCAN,
 )
-from .encl import (
-    DESC_ACCESSED,
-    DESC_BEING_RECLAIMED,
-    DESC_BLOCKED,
-    sgx_alloc_va_slot,
-    sgx_encl_alloc_backing,
-    sgx_encl_free_epc_page,
-    sgx_encl_put,
-)
-from .epc import sgx_free_epc_page
 
 if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
@@ -37,10 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "sgx_reclaim_pages",
-    "sgx_can_reclaim_global",
-    "sgx_should_reclaim_global",
     "sgx_reclaim_pages_global",
-    "wake_up_ksgxd",
     "ksgxd_step",
     "sgx_reclaim_direct",
 ]
@@ -101,14 +94,14 @@ def sgx_reclaim_pages(
             if d & DESC_ACCESSED:
                 desc[idx] = d & ~DESC_ACCESSED
                 young = True
-        if not young and sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
+        if not young and _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
             desc[idx] |= DESC_BEING_RECLAIMED
             kept.append(page)
             continue
         # skip: back to the tail of the same LRU, drop the enclave reference
         lru.add_tail(page)
         host.nr_lru_pages += 1
-        sgx_encl_put(host, encl)
+        _encl.sgx_encl_put(host, encl)
     if not kept:
         return cnt
     yield "reclaim:aged"
@@ -126,9 +119,9 @@ def sgx_reclaim_pages(
         encl = encls_tab[m_oe[page]]
         idx = m_oi[page]
         _sgx_reclaimer_write(host, encl, idx, page, tracked)
-        sgx_encl_put(host, encl)
+        _encl.sgx_encl_put(host, encl)
         m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
-        sgx_free_epc_page(host, page)
+        _epc.sgx_free_epc_page(host, page)
     sgx_cg.nr_evicted += len(kept)
     return cnt
 
@@ -149,7 +142,7 @@ def _sgx_reclaimer_write(host: Host, encl, idx: int, page: int, tracked: set[int
     """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4)."""
     desc = encl.m_desc
     desc[idx] &= ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
-    encl.m_va[idx] = sgx_alloc_va_slot(encl)
+    encl.m_va[idx] = _encl.sgx_alloc_va_slot(encl)
     _sgx_encl_ewb(host, encl.id, tracked)
     encl.m_epc[idx] = -1
     encl.secs_child_cnt -= 1
@@ -159,39 +152,23 @@ def _sgx_reclaimer_write(host: Host, encl, idx: int, page: int, tracked: set[int
         encl.secs_child_cnt == 0
         and encl.flags & SGX_ENCL_INITIALIZED
         and encl.secs_epc >= 0
-        and sgx_encl_alloc_backing(host, encl, -1, None) == 0
+        and _encl.sgx_encl_alloc_backing(host, encl, -1, None) == 0
     ):
-        encl.secs_va = sgx_alloc_va_slot(encl)
+        encl.secs_va = _encl.sgx_alloc_va_slot(encl)
         _sgx_encl_ewb(host, encl.id, tracked)
         secs = encl.secs_epc
         encl.secs_epc = -1
-        sgx_encl_free_epc_page(host, secs)
-
-
-def sgx_can_reclaim_global(host: Host) -> bool:
-    """Models sgx_can_reclaim_global(): some LRU of the whole tree is non-empty."""
-    return host.nr_lru_pages > 0
-
-
-def sgx_should_reclaim_global(host: Host, watermark: int) -> bool:
-    """Models sgx_should_reclaim_global(): free pages below *watermark* and something
-    reclaimable."""
-    return host.epc.nr_free_pages < watermark and host.nr_lru_pages > 0
+        _encl.sgx_encl_free_epc_page(host, secs)
 
 
 def sgx_reclaim_pages_global(host: Host, charge_task: Task | None) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
     the root, 16 pages (SPEC §4.7)."""
-    from .epc_cgroup import sgx_cgroup_reclaim_pages
-
     return (
-        yield from sgx_cgroup_reclaim_pages(host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN)
+        yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN
+        )
     )
-
-
-def wake_up_ksgxd(host: Host) -> None:
-    """``wake_up(&ksgxd_waitq)``: make ksgxd runnable (it re-checks its condition)."""
-    host.ksgxd_woken = True
 
 
 def ksgxd_step(host: Host) -> Generator[str, None, bool]:
@@ -203,7 +180,7 @@ def ksgxd_step(host: Host) -> Generator[str, None, bool]:
 
     Returns: True if it reclaimed (keep running), False if it went to sleep.
     """
-    if sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
+    if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
         host.ksgxd_woken = True
         yield from sgx_reclaim_pages_global(host, None)
         yield "cond_resched"
@@ -216,8 +193,6 @@ def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
     """Models sgx_reclaim_direct() (patch 13; SPEC §4.8): a per-cgroup preemptive pass
     (if the current cgroup should reclaim) then, if free pages are below
     SGX_NR_LOW_PAGES, one global pass; both charge current's mm.  Best effort."""
-    from .epc_cgroup import sgx_cgroup_reclaim_direct
-
-    yield from sgx_cgroup_reclaim_direct(host, task)
-    if sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
+    yield from _epc_cgroup.sgx_cgroup_reclaim_direct(host, task)
+    if _epc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
         yield from sgx_reclaim_pages_global(host, task)

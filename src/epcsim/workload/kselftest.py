@@ -129,8 +129,10 @@ class SelftestReport:
         return all(ok for ok, _ in self.results.values())
 
     def lines(self) -> list[str]:
-        out = [f"{'PASS' if ok else 'FAIL'}: {name}: {detail}" for name, (ok, detail) in
-               self.results.items()]
+        out = [
+            f"{'PASS' if ok else 'FAIL'}: {name}: {detail}"
+            for name, (ok, detail) in self.results.items()
+        ]
         out.append("PASS: ALL cgroup limit tests" if self.passed else "FAIL: cgroup limit tests")
         return out
 
@@ -184,8 +186,13 @@ def run_epc_cg_selftests(
     C = host.capacity
     rep = SelftestReport(C)
     base = "/sgx_kselftest"
-    for d in (base, f"{base}/sgx_test_small_parent", f"{base}/sgx_test_large",
-              f"{base}/sgx_test_small_parent/sgx_test_small", f"{base}/sgx_test_larger"):
+    for d in (
+        base,
+        f"{base}/sgx_test_small_parent",
+        f"{base}/sgx_test_large",
+        f"{base}/sgx_test_small_parent/sgx_test_small",
+        f"{base}/sgx_test_larger",
+    ):
         fs.mkdir(d)
     fs.write("/cgroup.subtree_control", "+misc +memory")
     fs.write(f"{base}/cgroup.subtree_control", "+misc +memory")
@@ -209,16 +216,25 @@ def run_epc_cg_selftests(
     record("D larger", all(s == 0 for s in st), "8 processes, none fails", st)
     st, k = _run_group(host, f"{base}/sgx_test_larger", 8, C, kill_index=kill_index, check=check)
     others = [s for i, s in enumerate(st) if i != k]
-    record("E random kill", k is not None and all(s == 0 for s in others),
-           f"8 processes, #{kill_index} killed, every other passes", st)
+    record(
+        "E random kill",
+        k is not None and all(s == 0 for s in others),
+        f"8 processes, #{kill_index} killed, every other passes",
+        st,
+    )
     fs.write(f"{base}/sgx_test_large/memory.max", str(C - 2 * (C // 128)))
     st, _ = _run_group(host, f"{base}/sgx_test_large", 4, C, check=check)
     record("F memcg", all(s != 0 for s in st), "4 processes, none passes (memcg OOM)", st)
     fs.write(f"{base}/sgx_test_large/memory.max", "max")
     cur = fs.read(f"{base}/misc.current")
     record("leak check", cur == "sgx_epc 0\n", f"misc.current reads {cur.strip()!r}", [])
-    for d in (f"{base}/sgx_test_small_parent/sgx_test_small", f"{base}/sgx_test_small_parent",
-              f"{base}/sgx_test_large", f"{base}/sgx_test_larger", base):
+    for d in (
+        f"{base}/sgx_test_small_parent/sgx_test_small",
+        f"{base}/sgx_test_small_parent",
+        f"{base}/sgx_test_large",
+        f"{base}/sgx_test_larger",
+        base,
+    ):
         fs.rmdir(d)
     if check:
         check_invariants(host, quiescent=True)
