@@ -58,7 +58,7 @@ from .epc import (
     sgx_mark_page_reclaimable,
     sgx_unmark_page_reclaimable,
 )
-from .memcg import mem_cgroup_charge_backing, mem_cgroup_uncharge_backing
+from .memcg import MemCg, mem_cgroup_charge_backing, mem_cgroup_uncharge_backing
 
 if TYPE_CHECKING:
     from .host import Host, Task
@@ -238,6 +238,17 @@ def sgx_free_va_slot(encl: Encl, slot_id: int) -> None:
 # --- backing store ----------------------------------------------------------------------
 
 
+def sgx_encl_backing_memcg(host: Host, encl: Encl, charge_task: Task | None) -> MemCg:
+    """The memcg backing is charged to (patch 11): *charge_task*'s mm's memcg, else
+    ``sgx_encl_get_mem_cgroup()``: the memcg of the first live mm on mm_list, else the
+    root memcg."""
+    if charge_task is not None and not charge_task.exited:
+        return host.task_memcg(charge_task)
+    if encl.mm_list:
+        return host.task_memcg(host.tasks[encl.mm_list[0]])
+    return host.memcg_root
+
+
 def sgx_encl_alloc_backing(host: Host, encl: Encl, idx: int, charge_task: Task | None) -> int:
     """Models sgx_encl_alloc_backing() with patch 11's memcg choice (SPEC §4.9).
 
@@ -251,12 +262,7 @@ def sgx_encl_alloc_backing(host: Host, encl: Encl, idx: int, charge_task: Task |
 
     Returns: 0 or -ENOMEM.
     """
-    if charge_task is not None and not charge_task.exited:
-        memcg = host.task_memcg(charge_task)
-    elif encl.mm_list:
-        memcg = host.task_memcg(host.tasks[encl.mm_list[0]])
-    else:
-        memcg = host.memcg_root
+    memcg = sgx_encl_backing_memcg(host, encl, charge_task)
     ret = mem_cgroup_charge_backing(host, memcg, SGX_BACKING_BYTES_PER_PAGE)
     if ret:
         return ret

@@ -258,10 +258,18 @@ def sgx_free_epc_page(host: Host, page: int) -> None:
         sgx_cg = host.sgx_cgroups[cgid]
         pool.m_cg[page] = -1
         sgx_cg.nr_pages -= 1
-        # sgx_cgroup_uncharge() + sgx_put_cg(), inlined (hot path)
+        # sgx_cgroup_uncharge() + sgx_put_cg()
         cg = sgx_cg.cg
         misc_cg_uncharge(cg, PAGE_SIZE)
         css_put(cg)
+    _sgx_free_epc_page_to_node(pool, page)
+
+
+def _sgx_free_epc_page_to_node(pool: EpcPool, page: int) -> None:
+    """The second half of sgx_free_epc_page(): under the node lock, owner = NULL, tail
+    of the node's free list, flags = IS_FREE, ``sgx_nr_free_pages`` + 1.  The caller has
+    cleared ``sgx_cg`` (and uncharged)."""
+    pool.m_cg[page] = -1
     pool.m_kind[page] = KIND_FREE
     pool.m_owner_encl[page] = -1
     pool.m_owner_idx[page] = -1

@@ -21,7 +21,12 @@ if TYPE_CHECKING:
     from .cgroup import Cgroup
     from .host import Host
 
-__all__ = ["MemCg", "mem_cgroup_charge_backing", "mem_cgroup_uncharge_backing"]
+__all__ = [
+    "MemCg",
+    "mem_cgroup_charge_backing",
+    "mem_cgroup_fits",
+    "mem_cgroup_uncharge_backing",
+]
 
 
 class MemCg:
@@ -82,6 +87,18 @@ def mem_cgroup_charge_backing(host: Host, memcg: MemCg, nbytes: int) -> int:
         m.usage += nbytes
         m = m.parent
     return 0
+
+
+def mem_cgroup_fits(memcg: MemCg, nbytes: int) -> bool:
+    """True if charging *nbytes* to *memcg* stays within ``memory.max`` at every level
+    (so the charge cannot OOM).  No side effects."""
+    m: MemCg | None = memcg
+    while m is not None:
+        limit = m.max_pages
+        if limit < PAGE_COUNTER_MAX and m.usage + nbytes > limit * PAGE_SIZE:
+            return False
+        m = m.parent
+    return True
 
 
 def mem_cgroup_uncharge_backing(host: Host, memcg: MemCg, nbytes: int) -> None:

@@ -20,14 +20,19 @@ from .constants import (
     DESC_ACCESSED,
     DESC_BEING_RECLAIMED,
     DESC_BLOCKED,
+    PAGE_SIZE,
+    SGX_BACKING_BYTES_PER_PAGE,
     SGX_ENCL_INITIALIZED,
     SGX_EPC_PAGE_RECLAIMER_TRACKED,
     SGX_NR_HIGH_PAGES,
     SGX_NR_LOW_PAGES,
     SGX_NR_TO_SCAN,
 )
+from .memcg import MemCg, mem_cgroup_charge_backing, mem_cgroup_fits
+from .misc import css_put, misc_cg_uncharge
 
 if TYPE_CHECKING:
+    from .encl import Encl
     from .epc_cgroup import SgxCgroup
     from .host import Host, Task
 
@@ -55,6 +60,13 @@ def sgx_reclaim_pages(
     Yields "reclaim:isolated", "reclaim:aged", "reclaim:blocked" between the phases.
 
     Returns: the number of pages isolated in phase 1 with a live enclave reference.
+
+    Context: each phase is atomic in the model (the kernel holds the LRU lock for phase
+    1 and enclave mutexes per page in phases 2-4).  Within a phase the model batches
+    what no one can observe: the backing charges of a batch that cannot hit
+    ``memory.max`` are made in one step, and the uncharge and css references of the
+    freed pages (all charged to *sgx_cg*, whose LRU they were on) are dropped together
+    at the end of phase 4, which leaves the same state as page by page.
     """
     pool = host.epc
     lru = sgx_cg.lru
@@ -82,6 +94,63 @@ def sgx_reclaim_pages(
     yield "reclaim:isolated"
 
     # Phase 2: age test, backing allocation
+    kept = _sgx_reclaim_age_and_back(host, sgx_cg, chunk, charge_task)
+    if not kept:
+        return cnt
+    yield "reclaim:aged"
+
+    # Phase 3: block (zap PTEs in every mm, EBLOCK)
+    for page in kept:
+        encls_tab[m_oe[page]].m_desc[m_oi[page]] |= DESC_BLOCKED
+    host.encls_count[encls.EBLOCK] += len(kept)
+    yield "reclaim:blocked"
+
+    # Phase 4: write back, drop the enclave reference, free
+    tracked: set[int] = set()
+    free_to_node = _epc._sgx_free_epc_page_to_node
+    for page in kept:
+        encl = encls_tab[m_oe[page]]
+        _sgx_reclaimer_write(host, encl, m_oi[page], tracked)
+        encl.refcount -= 1  # kref_put(&encl->refcount, sgx_encl_release)
+        if not encl.refcount:
+            _encl.sgx_encl_release(host, encl)
+        m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
+        free_to_node(pool, page)
+    k = len(kept)
+    # sgx_free_epc_page()'s uncharge and sgx_put_cg() for the k pages
+    sgx_cg.nr_pages -= k
+    sgx_cg.nr_evicted += k
+    cg = sgx_cg.cg
+    misc_cg_uncharge(cg, k * PAGE_SIZE)
+    cg.refcnt -= k - 1
+    css_put(cg)
+    return cnt
+
+
+def _sgx_reclaim_age_and_back(
+    host: Host, sgx_cg: SgxCgroup, chunk: list[int], charge_task: Task | None
+) -> list[int]:
+    """Phase 2 of sgx_reclaim_pages(): per page in order, ``sgx_reclaimer_age()`` then
+    ``sgx_encl_alloc_backing()``; young pages and pages without backing go back to the
+    LRU tail and drop their enclave reference.  Returns the pages kept, with
+    BEING_RECLAIMED set.
+
+    When every backing charge of the batch fits under ``memory.max`` (no OOM kill can
+    happen, so nothing else changes meanwhile), the charges are made in one step.
+    """
+    pool = host.epc
+    m_oe = pool.m_owner_encl
+    m_oi = pool.m_owner_idx
+    encls_tab = host.encls
+    lru = sgx_cg.lru
+    nbytes = SGX_BACKING_BYTES_PER_PAGE
+    # the memcg each enclave's backing goes to (fixed while no task exits)
+    memcgs: dict[int, MemCg] = {}
+    for page in chunk:
+        eid = m_oe[page]
+        if eid not in memcgs:
+            memcgs[eid] = _encl.sgx_encl_backing_memcg(host, encls_tab[eid], charge_task)
+    fast = len(memcgs) == 1 and mem_cgroup_fits(next(iter(memcgs.values())), len(chunk) * nbytes)
     kept: list[int] = []
     for page in chunk:
         encl = encls_tab[m_oe[page]]
@@ -94,56 +163,43 @@ def sgx_reclaim_pages(
             if d & DESC_ACCESSED:
                 desc[idx] = d & ~DESC_ACCESSED
                 young = True
-        if not young and _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
-            desc[idx] |= DESC_BEING_RECLAIMED
-            kept.append(page)
-            continue
+        if not young:
+            if fast:
+                encl.m_memcg[idx] = memcgs[encl.id].id
+                desc[idx] |= DESC_BEING_RECLAIMED
+                kept.append(page)
+                continue
+            if _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
+                desc[idx] |= DESC_BEING_RECLAIMED
+                kept.append(page)
+                continue
         # skip: back to the tail of the same LRU, drop the enclave reference
         lru.add_tail(page)
         host.nr_lru_pages += 1
         _encl.sgx_encl_put(host, encl)
-    if not kept:
-        return cnt
-    yield "reclaim:aged"
-
-    # Phase 3: block (zap PTEs in every mm, EBLOCK)
-    for page in kept:
-        encl = encls_tab[m_oe[page]]
-        encl.m_desc[m_oi[page]] |= DESC_BLOCKED
-    host.encls_count[encls.EBLOCK] += len(kept)
-    yield "reclaim:blocked"
-
-    # Phase 4: write back, free
-    tracked: set[int] = set()
-    for page in kept:
-        encl = encls_tab[m_oe[page]]
-        idx = m_oi[page]
-        _sgx_reclaimer_write(host, encl, idx, page, tracked)
-        _encl.sgx_encl_put(host, encl)
-        m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
-        _epc.sgx_free_epc_page(host, page)
-    sgx_cg.nr_evicted += len(kept)
-    return cnt
+    if fast and kept:
+        memcg = next(iter(memcgs.values()))
+        total = len(kept) * nbytes
+        mem_cgroup_charge_backing(host, memcg, total)
+        encl = encls_tab[m_oe[kept[0]]]
+        encl.backing_bytes += total
+        encl.owner.backing_bytes += total
+    return kept
 
 
-def _sgx_encl_ewb(host: Host, encl_id: int, tracked: set[int]) -> None:
-    """Models sgx_encl_ewb(): EWB, and on "not tracked" ETRACK (+ IPIs) and EWB again.
-
-    The model counts one ETRACK per enclave per batch (the first EWB after the batch's
-    EBLOCKs finds the enclave not tracked) and one EWB per page.
-    """
-    if encl_id not in tracked:
-        tracked.add(encl_id)
-        host.encls_count[encls.ETRACK] += 1
-    host.encls_count[encls.EWB] += 1
-
-
-def _sgx_reclaimer_write(host: Host, encl, idx: int, page: int, tracked: set[int]) -> None:
-    """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4)."""
+def _sgx_reclaimer_write(host: Host, encl: Encl, idx: int, tracked: set[int]) -> None:
+    """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4) with
+    sgx_encl_ewb(): EWB, on "not tracked" ETRACK (+ IPIs) and EWB again.  The model
+    counts one ETRACK per enclave per batch (the first EWB after the batch's EBLOCKs
+    finds the enclave not tracked) and one EWB per page written."""
     desc = encl.m_desc
     desc[idx] &= ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
     encl.m_va[idx] = _encl.sgx_alloc_va_slot(encl)
-    _sgx_encl_ewb(host, encl.id, tracked)
+    count = host.encls_count
+    if encl.id not in tracked:
+        tracked.add(encl.id)
+        count[encls.ETRACK] += 1
+    count[encls.EWB] += 1
     encl.m_epc[idx] = -1
     encl.secs_child_cnt -= 1
     encl.nr_evicted += 1
@@ -152,10 +208,10 @@ def _sgx_reclaimer_write(host: Host, encl, idx: int, page: int, tracked: set[int
         encl.secs_child_cnt == 0
         and encl.flags & SGX_ENCL_INITIALIZED
         and encl.secs_epc >= 0
-        and _encl.sgx_encl_alloc_backing(host, encl, -1, None) == 0
+        and _encl.sgx_encl_alloc_backing(host, encl, _encl.SECS_INDEX, None) == 0
     ):
         encl.secs_va = _encl.sgx_alloc_va_slot(encl)
-        _sgx_encl_ewb(host, encl.id, tracked)
+        count[encls.EWB] += 1
         secs = encl.secs_epc
         encl.secs_epc = -1
         _encl.sgx_encl_free_epc_page(host, secs)

@@ -154,10 +154,14 @@ def _run_group(
     killed: list[int] = []
 
     def progress(task: Task, added: int) -> None:
-        if kill_index is not None and not killed and task is tasks[kill_index]:
-            if added >= npages // 2:
-                killed.append(kill_index)
-                send_signal(host, task)
+        if (
+            kill_index is not None
+            and not killed
+            and task is tasks[kill_index]
+            and added >= npages // 2
+        ):
+            killed.append(kill_index)
+            send_signal(host, task)
 
     for k, t in enumerate(tasks):
         rr.add(k, test_sgx_process(host, t, heap, progress=progress))
