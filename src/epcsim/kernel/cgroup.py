@@ -50,10 +50,11 @@ class Cgroup:
             c = c.parent
         return "/" + "/".join(reversed(parts))
 
-    def controllers(self) -> set[str]:
-        """``cgroup.controllers``: what the parent enables for this cgroup."""
+    def controllers(self, available: tuple[str, ...] = CONTROLLERS) -> set[str]:
+        """``cgroup.controllers`` (``cgroup_control()``): what the parent enables for
+        this cgroup; at the root every controller *available* on the host."""
         if self.parent is None:
-            return set(CONTROLLERS)
+            return set(available)
         return set(self.parent.subtree_control)
 
     def effective_misc(self) -> MiscCg:
@@ -111,11 +112,13 @@ def cgroup_mkdir(host: Host, parent: Cgroup, name: str) -> int:
     """Models cgroup_mkdir(): create *name* under *parent* with the css of every
     controller enabled in ``parent.subtree_control``.
 
-    Returns: 0; -EEXIST if it exists; -EINVAL for an empty name or one with a '/'.
+    Returns: 0; -EEXIST if a cgroup of that name exists (the cgroupfs layer also
+    refuses the name of an existing file); -EINVAL for an empty name, one with a '/' or
+    a newline.
     """
-    if not name or "/" in name or name in (".", ".."):
+    if not name or "/" in name or "\n" in name or name in (".", ".."):
         return -EINVAL
-    if name in parent.children or _is_interface_file_name(name):
+    if name in parent.children:
         return -EEXIST
     cgrp = Cgroup(name, parent)
     parent.children[name] = cgrp
@@ -123,10 +126,6 @@ def cgroup_mkdir(host: Host, parent: Cgroup, name: str) -> int:
         if ctrl in parent.subtree_control:
             _create_css(host, cgrp, ctrl)
     return 0
-
-
-def _is_interface_file_name(name: str) -> bool:
-    return name.startswith(("cgroup.", "misc.", "memory."))
 
 
 def cgroup_rmdir(host: Host, cgrp: Cgroup) -> int:
@@ -146,38 +145,53 @@ def cgroup_rmdir(host: Host, cgrp: Cgroup) -> int:
     return 0
 
 
+def host_controllers(host: Host) -> tuple[str, ...]:
+    """The controllers enabled on the host (``cgroup_ssid_enabled()``), in order."""
+    return tuple(c for c in CONTROLLERS if c != "misc" or host.misc_enabled)
+
+
 def cgroup_subtree_control_write(host: Host, cgrp: Cgroup, buf: str) -> int:
     """Models cgroup_subtree_control_write() for the ``memory`` and ``misc`` controllers.
 
-    Tokens ``+name`` / ``-name`` separated by whitespace.  All-or-nothing.
+    The buffer is stripped, then split on single spaces (empty tokens skipped); each
+    token is ``+name`` or ``-name`` of a controller enabled on the host.  The checks run
+    per controller in subsystem order (memory, then misc).  All-or-nothing.
 
     Returns:
-        0; -EINVAL for a malformed token or unknown controller; -ENOENT for enabling a
-        controller this cgroup does not have; -EBUSY for disabling a controller a child
-        still enables in its own subtree_control, or for enabling on a non-root cgroup
-        that has tasks (no internal processes).
+        0; -EINVAL for a malformed token or unknown (or boot-disabled) controller;
+        -ENOENT for enabling a controller this cgroup does not have; -EBUSY for
+        disabling a controller a child still enables in its own subtree_control, or for
+        enabling on a non-root cgroup that has tasks (no internal processes).
     """
+    available = host_controllers(host)
     enable: set[str] = set()
     disable: set[str] = set()
-    for tok in buf.split():
-        if len(tok) < 2 or tok[0] not in "+-":
-            return -EINVAL
+    for tok in buf.strip(" \t\n\v\f\r").split(" "):
+        if not tok:
+            continue
         name = tok[1:]
-        if name not in CONTROLLERS:
+        if name not in available:
             return -EINVAL
         if tok[0] == "+":
             enable.add(name)
             disable.discard(name)
-        else:
+        elif tok[0] == "-":
             disable.add(name)
             enable.discard(name)
-    enable -= cgrp.subtree_control
-    disable &= cgrp.subtree_control
-    if enable - cgrp.controllers():
-        return -ENOENT
-    for ch in cgrp.children.values():
-        if disable & ch.subtree_control:
-            return -EBUSY
+        else:
+            return -EINVAL
+    have = cgrp.controllers(available)
+    for ctrl in CONTROLLERS:
+        if ctrl in enable:
+            if ctrl in cgrp.subtree_control:
+                enable.discard(ctrl)
+            elif ctrl not in have:
+                return -ENOENT
+        elif ctrl in disable:
+            if ctrl not in cgrp.subtree_control:
+                disable.discard(ctrl)
+            elif any(ctrl in ch.subtree_control for ch in cgrp.children.values()):
+                return -EBUSY
     if enable and cgrp.parent is not None and cgrp.tasks:
         return -EBUSY
     for ctrl in CONTROLLERS:

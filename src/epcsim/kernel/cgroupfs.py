@@ -39,10 +39,11 @@ from .cgroup import (
     cgroup_mkdir,
     cgroup_rmdir,
     cgroup_subtree_control_write,
+    host_controllers,
 )
 from .constants import PAGE_COUNTER_MAX, PAGE_SIZE, U64_MAX
 from .misc import (
-    kstrtou64,
+    kstrtoint,
     misc_cg_capacity_show,
     misc_cg_current_show,
     misc_cg_max_show,
@@ -181,7 +182,7 @@ class CgroupFs:
             s = " ".join(x for x in CONTROLLERS if x in c.subtree_control)
             return s + "\n" if s else "\n"
         if name == "cgroup.controllers":
-            s = " ".join(x for x in CONTROLLERS if x in c.controllers())
+            s = " ".join(x for x in CONTROLLERS if x in c.controllers(host_controllers(host)))
             return s + "\n" if s else "\n"
         if name.startswith("misc."):
             cg = c.misc
@@ -234,13 +235,10 @@ class CgroupFs:
         return len(data.encode())
 
     def _procs_write(self, c: Cgroup, data: str, task: Task | None) -> int:
-        """Models cgroup_procs_write(): kstrtoint(strstrip(buf), 0) then attach."""
-        s = data.strip()
-        neg = s.startswith("-")
-        ret, pid = kstrtou64(s[1:] if neg else s, 0)
-        if ret:
-            return ret
-        if neg or pid > 0x7FFFFFFF:
+        """Models cgroup_procs_write(): kstrtoint(strstrip(buf), 0) then attach; any
+        parse failure or a negative pid is EINVAL; 0 is the writing task."""
+        ret, pid = kstrtoint(data.strip(" \t\n\v\f\r"), 0)
+        if ret or pid < 0:
             return -errno.EINVAL
         if pid == 0:
             if task is None:

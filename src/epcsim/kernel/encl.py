@@ -514,9 +514,6 @@ def sgx_encl_create(host: Host, task: Task, encl: Encl, size: int) -> Generator[
 
     Returns: 0 or a negative errno from the allocator (-ENOMEM, -ERESTARTSYS, -EINVAL).
     """
-    encl.size = size
-    encl.npages = size // PAGE_SIZE
-    encl._alloc_arrays(encl.npages)
     vano = yield from sgx_encl_grow(host, task, encl, SGX_DO_RECLAIM)
     if vano < -1:
         return vano
@@ -526,6 +523,10 @@ def sgx_encl_create(host: Host, task: Task, encl: Encl, size: int) -> Generator[
         return secs
     encl.secs_epc = secs
     host.encls_count[encls.ECREATE] += 1
+    # set only after completion, as in the kernel
+    encl.size = size
+    encl.npages = size // PAGE_SIZE
+    encl._alloc_arrays(encl.npages)
     encl.flags |= SGX_ENCL_CREATED
     return 0
 

@@ -38,6 +38,7 @@ __all__ = [
     "misc_cg_try_charge",
     "misc_cg_uncharge",
     "kstrtou64",
+    "kstrtoint",
     "css_get",
     "css_tryget",
     "css_put",
@@ -282,6 +283,26 @@ def misc_events_local_show(cg: MiscCg) -> str:
     return f"{SGX_EPC_RES}.max {cg.events_local}\n"
 
 
+def kstrtoint(s: str, base: int = 0) -> tuple[int, int]:
+    """Models kstrtoint() (lib/kstrtox.c, via kstrtoll()): an optional ``-`` (then no
+    ``+``) or ``+``, digits as :func:`kstrtou64`, result within a C int.
+
+    Returns: ``(0, value)``, ``(-EINVAL, 0)`` or ``(-ERANGE, 0)``.
+    """
+    if s.startswith("-"):
+        ret, v = _kstrtoull(s[1:], base)
+        if ret:
+            return ret, 0
+        v = -v
+    else:
+        ret, v = kstrtou64(s, base)
+        if ret:
+            return ret, 0
+    if not -(1 << 31) <= v < (1 << 31):
+        return -ERANGE, 0
+    return 0, v
+
+
 def kstrtou64(s: str, base: int = 0) -> tuple[int, int]:
     """Models kstrtou64() / kstrtoull() (lib/kstrtox.c).
 
@@ -295,6 +316,11 @@ def kstrtou64(s: str, base: int = 0) -> tuple[int, int]:
     """
     if s.startswith("+"):
         s = s[1:]
+    return _kstrtoull(s, base)
+
+
+def _kstrtoull(s: str, base: int) -> tuple[int, int]:
+    """Models _kstrtoull(): digits (no sign), one optional trailing newline."""
     pos = 0
     if base == 0:
         if s[:1] == "0":

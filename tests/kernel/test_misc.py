@@ -1,0 +1,677 @@
+"""Tests of the misc controller model for ``sgx_epc`` (SPEC §5, constants of §3).
+
+Covers ``misc_cg_try_charge()`` / ``misc_cg_uncharge()`` on MiscCg objects (§5.1, §5.3),
+``kstrtou64()`` (lib/kstrtox.c as used by ``misc_cg_max_write()``, §5.4), the text of
+the misc interface files (§5.4), ``misc.max`` writes (§5.2, §5.4), and the ``max``
+event counters as seen through real allocations (§4.2, §5.3).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from epcsim.kernel import Host, check_invariants, drive, ioctl
+from epcsim.kernel.constants import EBUSY, EINVAL, ERANGE, MAX_NUM, PAGE_SIZE
+from epcsim.kernel.misc import MiscCg, kstrtou64, misc_cg_try_charge, misc_cg_uncharge
+
+P = PAGE_SIZE
+U64_MAX = (1 << 64) - 1
+ENCL_SIZE = 1 << 20  # 256 pages: room for every ADD_PAGES below
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def make_host(epc: str = "1MiB", *dirs: str) -> Host:
+    """A host with ``+misc +memory`` at the root and every cgroup in *dirs* created;
+    a directory that has children in *dirs* gets ``+misc`` in its subtree_control."""
+    h = Host(epc)
+    h.fs.write("/cgroup.subtree_control", "+misc +memory")
+    for d in dirs:
+        h.fs.mkdir(d)
+    for d in dirs:
+        if any(o.startswith(d + "/") for o in dirs):
+            h.fs.write(d + "/cgroup.subtree_control", "+misc")
+    return h
+
+
+def misc_of(h: Host, path: str) -> MiscCg:
+    cg = h.cgroup(path).misc
+    assert cg is not None
+    return cg
+
+
+def new_enclave(h: Host, task, npages: int = 0):
+    """open + ECREATE (charges 1 VA page + the SECS), then ADD_PAGES of *npages*."""
+    e = ioctl.sgx_open(h, task)
+    drive(ioctl.ioc_enclave_create(h, task, e, ENCL_SIZE))
+    if npages:
+        drive(ioctl.ioc_enclave_add_pages(h, task, e, 0, npages * P))
+    return e
+
+
+def add_page_fails_enomem(h: Host, task, e, index: int) -> None:
+    with pytest.raises(ioctl.SgxIoctlError) as ei:
+        drive(ioctl.ioc_enclave_add_pages(h, task, e, index * P, P))
+    assert ei.value.errno == errno.ENOMEM
+    assert ei.value.count == 0
+
+
+def state(*cgs: MiscCg) -> list[tuple[int, int, int, int]]:
+    return [(c.usage, c.peak, c.events, c.events_local) for c in cgs]
+
+
+# --- misc_cg_try_charge / misc_cg_uncharge (SPEC §5.1, §5.3) ------------------------------
+
+
+def test_try_charge_is_hierarchical():
+    """§5.1: a successful charge adds the amount to the cgroup and every ancestor up
+    to and including the root, and raises each level's peak."""
+    h = make_host("1MiB", "/a", "/a/b")
+    root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
+    assert misc_cg_try_charge(b, 3 * P) == 0
+    assert state(root, a, b) == [(3 * P, 3 * P, 0, 0)] * 3
+    assert misc_cg_try_charge(a, P) == 0
+    assert state(root, a, b) == [(4 * P, 4 * P, 0, 0), (4 * P, 4 * P, 0, 0), (3 * P, 3 * P, 0, 0)]
+
+
+def test_try_charge_uncharge_walks_to_root_and_keeps_peak():
+    """§5.1: uncharge subtracts from the cgroup and every ancestor; peak is a
+    watermark and is not lowered."""
+    h = make_host("1MiB", "/a", "/a/b")
+    root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
+    assert misc_cg_try_charge(b, 5 * P) == 0
+    misc_cg_uncharge(b, 2 * P)
+    assert [(c.usage, c.peak) for c in (root, a, b)] == [(3 * P, 5 * P)] * 3
+    misc_cg_uncharge(b, 3 * P)
+    assert [(c.usage, c.peak) for c in (root, a, b)] == [(0, 5 * P)] * 3
+
+
+def test_uncharge_below_zero_is_a_model_bug_assertion():
+    """§5.1: the kernel WARNs when a usage goes negative; the model raises."""
+    h = make_host("1MiB", "/a")
+    with pytest.raises(AssertionError):
+        misc_cg_uncharge(misc_of(h, "/a"), P)
+
+
+def test_try_charge_failure_at_middle_level():
+    """§5.1/§5.3: failure at level i (here the parent's max): events_local(i)+1,
+    events(i)+1 and events of i's non-root ancestors +1; the requester's counters
+    untouched; usage unchanged everywhere; returns -EBUSY."""
+    h = make_host("1MiB", "/g", "/g/p", "/g/p/c")
+    root, g, p, c = (h.misc.root, misc_of(h, "/g"), misc_of(h, "/g/p"), misc_of(h, "/g/p/c"))
+    h.fs.write("/g/p/misc.max", f"sgx_epc {4 * P}")
+    assert misc_cg_try_charge(c, 3 * P) == 0
+    assert misc_cg_try_charge(c, 2 * P) == -EBUSY
+    assert [x.usage for x in (root, g, p, c)] == [3 * P] * 4
+    assert [x.events_local for x in (root, g, p, c)] == [0, 0, 1, 0]
+    # hierarchical events: p and its non-root ancestors; the root has no misc.events
+    assert [x.events for x in (root, g, p, c)] == [0, 1, 1, 0]
+    assert h.fs.read("/g/p/c/misc.events") == "sgx_epc.max 0\n"
+    assert h.fs.read("/g/p/c/misc.events.local") == "sgx_epc.max 0\n"
+    assert h.fs.read("/g/p/misc.events") == "sgx_epc.max 1\n"
+    assert h.fs.read("/g/p/misc.events.local") == "sgx_epc.max 1\n"
+    assert h.fs.read("/g/misc.events") == "sgx_epc.max 1\n"
+    assert h.fs.read("/g/misc.events.local") == "sgx_epc.max 0\n"
+
+
+def test_try_charge_failure_at_requester_level():
+    """§5.3: failure at the requester's own max: its events and events.local count,
+    its ancestors' events count too, their events.local do not."""
+    h = make_host("1MiB", "/a", "/a/b")
+    root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
+    h.fs.write("/a/b/misc.max", f"sgx_epc {P}")
+    assert misc_cg_try_charge(b, P) == 0
+    for n in range(1, 4):
+        assert misc_cg_try_charge(b, P) == -EBUSY
+        assert [(x.events, x.events_local) for x in (root, a, b)] == [(0, 0), (n, 0), (n, n)]
+    assert [x.usage for x in (root, a, b)] == [P] * 3
+
+
+def test_root_is_bounded_by_capacity():
+    """§5.1: the root's max is U64_MAX, but capacity is checked at every level, so the
+    root fails at capacity; the event goes to the root's events_local only (the root
+    has no misc.events)."""
+    h = make_host("64KiB", "/a")  # capacity 16 pages
+    root, a = h.misc.root, misc_of(h, "/a")
+    assert root.max == MAX_NUM
+    assert misc_cg_try_charge(root, 10 * P) == 0
+    assert misc_cg_try_charge(a, 6 * P) == 0
+    assert root.usage == h.capacity == 16 * P
+    assert misc_cg_try_charge(a, P) == -EBUSY
+    assert (root.events_local, root.events) == (1, 0)
+    # a passed its own level (6+1 <= capacity): peak raised to 7 pages although undone
+    assert (a.usage, a.peak, a.events, a.events_local) == (6 * P, 7 * P, 0, 0)
+    assert (root.usage, root.peak) == (16 * P, 16 * P)
+
+
+def test_capacity_checked_at_requester_level():
+    """§5.1: 'new usage > capacity' is tested at every level: an amount above the
+    capacity fails at the requester itself, not at the root."""
+    h = make_host("64KiB", "/a", "/a/b")
+    root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
+    assert misc_cg_try_charge(b, h.capacity + P) == -EBUSY
+    assert [(x.usage, x.peak) for x in (root, a, b)] == [(0, 0)] * 3
+    assert [x.events_local for x in (root, a, b)] == [0, 0, 1]
+    assert [x.events for x in (root, a, b)] == [0, 1, 1]
+    # exactly the capacity fits
+    assert misc_cg_try_charge(b, h.capacity) == 0
+    assert [x.usage for x in (root, a, b)] == [h.capacity] * 3
+
+
+def test_peak_updated_below_failing_level():
+    """§5.1 (kernel: misc_cg_update_watermark() as each level passes): when the charge
+    fails at level i, the levels below i keep the raised peak although the charge is
+    undone; level i and above do not."""
+    h = make_host("1MiB", "/g", "/g/p", "/g/p/c")
+    root, g, p, c = (h.misc.root, misc_of(h, "/g"), misc_of(h, "/g/p"), misc_of(h, "/g/p/c"))
+    h.fs.write("/g/misc.max", "sgx_epc 8192")
+    assert misc_cg_try_charge(c, P) == 0
+    assert misc_cg_try_charge(c, 2 * P) == -EBUSY  # passes c and p, fails at g
+    assert [x.usage for x in (root, g, p, c)] == [P] * 4
+    assert [x.peak for x in (root, g, p, c)] == [P, P, 3 * P, 3 * P]
+    assert h.fs.read("/g/p/c/misc.peak") == "sgx_epc 12288\n"
+    assert h.fs.read("/g/p/c/misc.current") == "sgx_epc 4096\n"
+    assert h.fs.read("/g/misc.peak") == "sgx_epc 4096\n"
+    assert h.fs.read("/misc.peak") == "sgx_epc 4096\n"
+    assert [x.events_local for x in (root, g, p, c)] == [0, 1, 0, 0]
+
+
+def test_try_charge_amount_zero_succeeds_without_change():
+    """§5.1: amount 0 -> success, nothing changes (even at a max of 0)."""
+    h = make_host("1MiB", "/a")
+    a = misc_of(h, "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 0")
+    assert misc_cg_try_charge(a, 0) == 0
+    assert state(h.misc.root, a) == [(0, 0, 0, 0)] * 2
+
+
+def test_try_charge_capacity_zero_is_einval():
+    """§5.1, §4.14: capacity 0 (resource not registered) -> -EINVAL before anything
+    else, including for amount 0; no event, no usage."""
+    h = make_host("1MiB", "/a")
+    a = misc_of(h, "/a")
+    h.misc.misc_cg_set_capacity(0)
+    assert misc_cg_try_charge(a, P) == -EINVAL
+    assert misc_cg_try_charge(a, 0) == -EINVAL
+    assert state(h.misc.root, a) == [(0, 0, 0, 0)] * 2
+
+
+def test_max_zero_blocks_every_charge():
+    """§5.2: max 0 -> the first 4096-byte charge fails."""
+    h = make_host("1MiB", "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 0")
+    assert misc_cg_try_charge(misc_of(h, "/a"), P) == -EBUSY
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 1\n"
+
+
+def test_max_stored_verbatim_effective_limit_floor_pages():
+    """§5.2: max is stored verbatim (5000 reads back 5000) and, charges being in
+    4096-byte steps, the effective limit is floor(max/4096) pages."""
+    h = make_host("1MiB", "/a", "/b")
+    h.fs.write("/a/misc.max", "sgx_epc 5000")
+    h.fs.write("/b/misc.max", "sgx_epc 12287")
+    assert h.fs.read("/a/misc.max") == "sgx_epc 5000\n"
+    assert h.fs.read("/b/misc.max") == "sgx_epc 12287\n"
+    a, b = misc_of(h, "/a"), misc_of(h, "/b")
+    assert misc_cg_try_charge(a, P) == 0
+    assert misc_cg_try_charge(a, P) == -EBUSY
+    assert [misc_cg_try_charge(b, P) for _ in range(3)] == [0, 0, -EBUSY]
+    assert (a.usage, b.usage) == (P, 2 * P)
+
+
+def test_lowering_max_below_usage_is_non_preemptive():
+    """§5.1 'non-preemptive max', §7.4-1: a limit written below the usage evicts
+    nothing; only the next charge fails."""
+    h = make_host("1MiB", "/a")
+    a = misc_of(h, "/a")
+    assert misc_cg_try_charge(a, 3 * P) == 0
+    h.fs.write("/a/misc.max", f"sgx_epc {P}")
+    assert h.fs.read("/a/misc.current") == "sgx_epc 12288\n"
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"
+    assert misc_cg_try_charge(a, P) == -EBUSY
+    assert a.usage == 3 * P
+    misc_cg_uncharge(a, 3 * P)
+    assert misc_cg_try_charge(a, P) == 0
+
+
+# --- kstrtou64 (lib/kstrtox.c; SPEC §5.4) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "s, expected",
+    [
+        ("0", 0),
+        ("5", 5),
+        ("5\n", 5),
+        ("+5", 5),
+        ("0x10", 16),
+        ("0X1f", 31),
+        ("0xFFFFFFFFFFFFFFFF", U64_MAX),
+        ("010", 8),
+        ("00", 0),
+        ("4096", 4096),
+        ("18446744073709551615", U64_MAX),
+        ("01777777777777777777777", U64_MAX),
+        ("000000000000000000000000000000000000005", 5),
+    ],
+)
+def test_kstrtou64_valid(s, expected):
+    """§5.4: u64 with auto base (0x = hex, leading 0 = octal), optional '+', one
+    trailing newline."""
+    assert kstrtou64(s, 0) == (0, expected)
+
+
+@pytest.mark.parametrize(
+    "s",
+    [
+        "",
+        "\n",
+        "+",
+        "-1",
+        "-0",
+        "++5",
+        "08",
+        "09",
+        "0x",  # no hex digit after 0x: octal "0", then trailing 'x'
+        "0xg",
+        "0x1g",
+        "5\n\n",
+        "5\r",
+        " 5",
+        "5 ",
+        "abc",
+        "ff",
+        "1.5",
+        "1_000",
+        "1e3",
+        "0b101",
+        "5\n5",
+        "\u0663",  # ARABIC-INDIC DIGIT THREE is not a digit for the kernel
+    ],
+)
+def test_kstrtou64_einval(s):
+    """§5.4: no digits, a sign other than one leading '+', or trailing garbage
+    (anything but a single '\\n') -> -EINVAL."""
+    assert kstrtou64(s, 0) == (-EINVAL, 0)
+
+
+@pytest.mark.parametrize(
+    "s",
+    [
+        "18446744073709551616",
+        "18446744073709551616\n",
+        "99999999999999999999999999",
+        "0x10000000000000000",
+        "02000000000000000000000",
+        "18446744073709551616x",  # overflow is reported before trailing garbage
+    ],
+)
+def test_kstrtou64_erange(s):
+    """§5.4: a value above 2^64-1 -> -ERANGE."""
+    assert kstrtou64(s, 0) == (-ERANGE, 0)
+
+
+def test_kstrtou64_explicit_bases():
+    """kstrtou64 with base 10 and 16 (base 16 skips a '0x' prefix even without a
+    digit after it)."""
+    assert kstrtou64("010", 10) == (0, 10)
+    assert kstrtou64("10", 16) == (0, 16)
+    assert kstrtou64("0x10", 16) == (0, 16)
+    assert kstrtou64("0x", 16) == (-EINVAL, 0)
+    assert kstrtou64("0x10", 10) == (-EINVAL, 0)
+
+
+# --- interface file text (SPEC §5.4) ------------------------------------------------------
+
+
+def test_initial_file_text():
+    """§5.4: default text of every misc file at the root and in a new child."""
+    h = Host("16MiB")
+    assert h.fs.read("/misc.capacity") == "sgx_epc 16777216\n"
+    assert h.fs.read("/misc.current") == "sgx_epc 0\n"
+    assert h.fs.read("/misc.peak") == "sgx_epc 0\n"
+    h.fs.write("/cgroup.subtree_control", "+misc")
+    h.fs.mkdir("/a")
+    assert h.fs.read("/a/misc.max") == "sgx_epc max\n"
+    assert h.fs.read("/a/misc.current") == "sgx_epc 0\n"
+    assert h.fs.read("/a/misc.peak") == "sgx_epc 0\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 0\n"
+    assert h.fs.read("/a/misc.events.local") == "sgx_epc.max 0\n"
+
+
+def test_capacity_is_sum_of_sections():
+    """§4.14: capacity = total EPC bytes over all sections."""
+    h = Host(sections=["1MiB", "2MiB"])
+    assert h.fs.read("/misc.capacity") == f"sgx_epc {3 << 20}\n"
+
+
+def test_lines_with_capacity_zero():
+    """§5.4: with capacity 0 the sgx_epc line is printed by current/peak/events only
+    while the value is non-zero; misc.max and misc.capacity print nothing."""
+    h = make_host("1MiB", "/a")
+    a = misc_of(h, "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 4096")
+    assert misc_cg_try_charge(a, P) == 0
+    assert misc_cg_try_charge(a, P) == -EBUSY
+    misc_cg_uncharge(a, P)
+    h.misc.misc_cg_set_capacity(0)
+    assert h.fs.read("/a/misc.max") == ""
+    assert h.fs.read("/misc.capacity") == ""
+    assert h.fs.read("/a/misc.current") == ""
+    assert h.fs.read("/a/misc.peak") == "sgx_epc 4096\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 1\n"
+    assert h.fs.read("/a/misc.events.local") == "sgx_epc.max 1\n"
+    with pytest.raises(OSError) as ei:
+        h.fs.write("/a/misc.max", "sgx_epc 8192")
+    assert ei.value.errno == errno.EINVAL
+    assert misc_of(h, "/a").max == P
+
+
+# --- misc.max writes (SPEC §5.2, §5.4) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, shown",
+    [
+        ("sgx_epc 4096", "sgx_epc 4096\n"),
+        ("sgx_epc 4096\n", "sgx_epc 4096\n"),
+        ("  sgx_epc 4096\n", "sgx_epc 4096\n"),
+        ("\tsgx_epc 4096 \n\n", "sgx_epc 4096\n"),  # strstrip() takes every newline
+        ("sgx_epc max", "sgx_epc max\n"),
+        ("sgx_epc max\n", "sgx_epc max\n"),
+        ("sgx_epc 0x1000", "sgx_epc 4096\n"),
+        ("sgx_epc 010000", "sgx_epc 4096\n"),
+        ("sgx_epc +8192", "sgx_epc 8192\n"),
+        ("sgx_epc 0", "sgx_epc 0\n"),
+        ("sgx_epc 5000", "sgx_epc 5000\n"),
+        ("sgx_epc 16777216", "sgx_epc 16777216\n"),
+        ("sgx_epc 1099511627776", "sgx_epc 1099511627776\n"),  # above capacity: fine
+        ("sgx_epc 18446744073709551614", "sgx_epc 18446744073709551614\n"),
+        ("sgx_epc 18446744073709551615", "sgx_epc max\n"),  # U64_MAX is MAX_NUM
+    ],
+)
+def test_misc_max_write_valid(data, shown):
+    """§5.4: '<name> <u64>' or '<name> max', surrounding whitespace stripped, auto
+    base; stored verbatim; read back as '%s %llu\\n' or '%s max\\n'."""
+    h = make_host("1MiB", "/a")
+    assert h.fs.write("/a/misc.max", data) == len(data)
+    assert h.fs.read("/a/misc.max") == shown
+
+
+def test_misc_max_write_bytes_and_overwrite():
+    """A bytes write works like a str write; a later write replaces the value and
+    'max' restores the default."""
+    h = make_host("1MiB", "/a")
+    assert h.fs.write("/a/misc.max", b"sgx_epc 8192\n") == 13
+    assert h.fs.read("/a/misc.max") == "sgx_epc 8192\n"
+    h.fs.write("/a/misc.max", "sgx_epc 4096")
+    assert misc_of(h, "/a").max == 4096
+    h.fs.write("/a/misc.max", "sgx_epc max")
+    assert misc_of(h, "/a").max == MAX_NUM
+    assert h.fs.read("/a/misc.max") == "sgx_epc max\n"
+
+
+@pytest.mark.parametrize(
+    "data, err",
+    [
+        ("foo 1", errno.EINVAL),
+        ("sev 1", errno.EINVAL),  # known name, capacity 0
+        ("sev_es max", errno.EINVAL),
+        ("tdx 1", errno.EINVAL),
+        ("sgx_epc", errno.EINVAL),
+        ("sgx_epc ", errno.EINVAL),
+        ("sgx_epc\n", errno.EINVAL),
+        ("", errno.EINVAL),
+        ("\n", errno.EINVAL),
+        ("max", errno.EINVAL),
+        ("4096", errno.EINVAL),
+        ("sgx_epc -1", errno.EINVAL),
+        ("sgx_epc abc", errno.EINVAL),
+        ("sgx_epc 1.5", errno.EINVAL),
+        ("sgx_epc  5", errno.EINVAL),  # double space: value ' 5'
+        ("sgx_epc\t5", errno.EINVAL),  # only ' ' separates
+        ("sgx_epc MAX", errno.EINVAL),
+        ("sgx_epc 4K", errno.EINVAL),
+        ("sgx_epc 0x", errno.EINVAL),
+        ("sgx_epc 08", errno.EINVAL),
+        ("sgx_epc 1 2", errno.EINVAL),
+        ("SGX_EPC 5", errno.EINVAL),
+        ("sgx_epc 4096\nsgx_epc 8192", errno.EINVAL),
+        ("sgx_epc 18446744073709551616", errno.ERANGE),
+        ("sgx_epc 0x10000000000000000", errno.ERANGE),
+        # the value is parsed before the capacity test
+        ("sev 18446744073709551616", errno.ERANGE),
+        # but the name before the value
+        ("foo 18446744073709551616", errno.EINVAL),
+    ],
+)
+def test_misc_max_write_errors_keep_old_value(data, err):
+    """§5.4: unknown name or zero capacity -> EINVAL; malformed value -> EINVAL;
+    value above 2^64-1 -> ERANGE; the file still reads the old value."""
+    h = make_host("1MiB", "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 8192")
+    with pytest.raises(OSError) as ei:
+        h.fs.write("/a/misc.max", data)
+    assert ei.value.errno == err
+    assert h.fs.read("/a/misc.max") == "sgx_epc 8192\n"
+    assert misc_of(h, "/a").max == 8192
+
+
+# --- hypothesis: misc.max write sequences -------------------------------------------------
+
+_SPACE = " \t\n\v\f\r"
+_NAMES = ("sev", "sev_es", "tdx", "sgx_epc")
+
+
+def _oracle_kstrtou64(s: str) -> tuple[int, int]:
+    """Independent transcription of lib/kstrtox.c kstrtoull(s, 0)."""
+    if s[:1] == "+":
+        s = s[1:]
+    base, i = 10, 0
+    if s[:1] == "0":
+        if s[1:2].lower() == "x" and s[2:3] != "" and s[2] in "0123456789abcdefABCDEF":
+            base, i = 16, 2
+        else:
+            base = 8
+    digits = "0123456789abcdef"[:base]
+    start, v = i, 0
+    while i < len(s) and s[i].lower() in digits and s[i].isascii():
+        v = v * base + digits.index(s[i].lower())
+        i += 1
+    if i == start:
+        return -EINVAL, 0
+    if v > U64_MAX:
+        return -ERANGE, 0
+    if s[i:] not in ("", "\n"):
+        return -EINVAL, 0
+    return 0, v
+
+
+def _oracle_max_write(buf: str) -> tuple[int, int | None]:
+    """misc_cg_max_write(): strstrip, strsep(' '), name lookup, 'max' or kstrtou64,
+    capacity test.  Returns (errno or 0, new value)."""
+    buf = buf.strip(_SPACE)
+    if " " not in buf:
+        return errno.EINVAL, None
+    token, rest = buf.split(" ", 1)
+    if token not in _NAMES:
+        return errno.EINVAL, None
+    if rest == "max":
+        value = U64_MAX
+    else:
+        ret, value = _oracle_kstrtou64(rest)
+        if ret:
+            return -ret, None
+    if token != "sgx_epc":
+        return errno.EINVAL, None
+    return 0, value
+
+
+def _fmt_max(v: int) -> str:
+    return "sgx_epc max\n" if v == U64_MAX else f"sgx_epc {v}\n"
+
+
+_value = st.one_of(
+    st.integers(min_value=0, max_value=U64_MAX + 1000).map(str),
+    st.integers(min_value=0, max_value=U64_MAX + 1000).map(hex),
+    st.integers(min_value=0, max_value=1 << 66).map(lambda n: "0" + format(n, "o")),
+    st.sampled_from(["max", "MAX", "-1", "+5", "1.5", "0x", "08", "", " 5", "5\n", "4K"]),
+    st.text(alphabet="0123456789abcdefxX+-\n .", max_size=12),
+)
+_write = st.one_of(
+    st.builds(
+        lambda pre, name, sep, val, post: f"{pre}{name}{sep}{val}{post}",
+        st.sampled_from(["", " ", "  ", "\t", "\n"]),
+        st.sampled_from([*_NAMES, "sgx_epc", "sgx_epc", "foo", "SGX_EPC", ""]),
+        st.sampled_from([" ", " ", " ", "  ", "\t", ""]),
+        _value,
+        st.sampled_from(["", "", "\n", " \n", "\n\n", "x"]),
+    ),
+    st.text(alphabet="sgx_epcmax0123456789 \n\t+-", max_size=24),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_write, min_size=1, max_size=8))
+def test_misc_max_write_sequences_property(writes):
+    """§5.4 property: across random sequences of misc.max writes (valid and garbage),
+    a failed write raises the errno misc_cg_max_write() gives and changes nothing; a
+    successful one stores the parsed value; the file always reads back in the kernel
+    format ('sgx_epc max\\n' or 'sgx_epc <decimal>\\n')."""
+    h = make_host("1MiB", "/a")
+    cur = U64_MAX
+    for data in writes:
+        err, value = _oracle_max_write(data)
+        if err:
+            with pytest.raises(OSError) as ei:
+                h.fs.write("/a/misc.max", data)
+            assert ei.value.errno == err, data
+        else:
+            assert h.fs.write("/a/misc.max", data) == len(data.encode())
+            assert value is not None
+            cur = value
+        text = h.fs.read("/a/misc.max")
+        assert text == _fmt_max(cur)
+        assert misc_of(h, "/a").max == cur
+
+
+# --- events through real allocations (SPEC §4.2, §5.3) ------------------------------------
+
+
+def test_brief_example_sync_reclaim_counts_one_event_per_failed_attempt():
+    """§4.2/§5.3: limit 16 pages; ECREATE charges VA+SECS (2); ADD_PAGES of 64 pages:
+    each time the 17th page is charged the attempt fails (1 event), the sync loop
+    reclaims one batch (the 14 regular pages, unreferenced) and the retry succeeds.
+    Failures at pages 15, 29, 43, 57 -> 4 events; end usage 2 + 8 pages; peak 16 pages;
+    56 evicted pages' backing (4096 + 128 bytes each) charged to the task's memcg."""
+    h = make_host("1MiB", "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 65536")
+    t = h.spawn("/a")
+    e = ioctl.sgx_open(h, t)
+    drive(ioctl.ioc_enclave_create(h, t, e, ENCL_SIZE))
+    assert drive(ioctl.ioc_enclave_add_pages(h, t, e, 0, 64 * P)) == 64 * P
+    assert h.fs.read("/a/misc.current") == "sgx_epc 40960\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 4\n"
+    assert h.fs.read("/a/misc.events.local") == "sgx_epc.max 4\n"
+    assert h.fs.read("/a/misc.peak") == "sgx_epc 65536\n"
+    assert h.fs.read("/misc.current") == "sgx_epc 40960\n"
+    assert h.fs.read("/misc.peak") == "sgx_epc 65536\n"
+    assert h.fs.read("/a/memory.current") == f"{56 * (4096 + 128)}\n"
+    check_invariants(h, quiescent=True)
+
+
+def test_events_count_each_failed_attempt_enomem():
+    """§5.3, §4.2: max = 2 pages; ECREATE fills it with VA+SECS (unreclaimable); each
+    1-page ADD_PAGES fails once (nothing reclaimable in the subtree -> ENOMEM), so N
+    failed ioctls = exactly N events; usage stays 2 pages."""
+    h = make_host("1MiB", "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 8192")
+    t = h.spawn("/a")
+    e = new_enclave(h, t)
+    assert h.fs.read("/a/misc.current") == "sgx_epc 8192\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 0\n"
+    for n in range(1, 4):
+        add_page_fails_enomem(h, t, e, 0)
+        assert h.fs.read("/a/misc.events") == f"sgx_epc.max {n}\n"
+        assert h.fs.read("/a/misc.events.local") == f"sgx_epc.max {n}\n"
+    assert h.fs.read("/a/misc.current") == "sgx_epc 8192\n"
+    assert h.fs.read("/a/misc.peak") == "sgx_epc 8192\n"
+    check_invariants(h, quiescent=True)
+
+
+def test_event_attributed_to_failing_ancestor():
+    """§5.3: the parent's limit binds: the requester's events and events.local stay 0;
+    the parent's events.local and events count; the grandparent's events count (its
+    events.local does not)."""
+    h = make_host("1MiB", "/g", "/g/p", "/g/p/c")
+    h.fs.write("/g/p/misc.max", "sgx_epc 8192")
+    t = h.spawn("/g/p/c")
+    e = new_enclave(h, t)
+    add_page_fails_enomem(h, t, e, 0)
+    assert h.fs.read("/g/p/c/misc.events") == "sgx_epc.max 0\n"
+    assert h.fs.read("/g/p/c/misc.events.local") == "sgx_epc.max 0\n"
+    assert h.fs.read("/g/p/misc.events") == "sgx_epc.max 1\n"
+    assert h.fs.read("/g/p/misc.events.local") == "sgx_epc.max 1\n"
+    assert h.fs.read("/g/misc.events") == "sgx_epc.max 1\n"
+    assert h.fs.read("/g/misc.events.local") == "sgx_epc.max 0\n"
+    assert (h.misc.root.events, h.misc.root.events_local) == (0, 0)
+    for path in ("/", "/g", "/g/p", "/g/p/c"):
+        assert h.fs.read(path.rstrip("/") + "/misc.current") == "sgx_epc 8192\n"
+    check_invariants(h, quiescent=True)
+
+
+def test_limit_below_usage_then_next_allocation_fails():
+    """§5.1 non-preemptive max through the cgroupfs: 2 unreclaimable pages charged,
+    max lowered to 1 page -> nothing is evicted, the next ADD_PAGES fails with ENOMEM
+    and counts one event; raising the limit again lets it through."""
+    h = make_host("1MiB", "/a")
+    t = h.spawn("/a")
+    e = new_enclave(h, t)
+    h.fs.write("/a/misc.max", "sgx_epc 4096")
+    assert h.fs.read("/a/misc.current") == "sgx_epc 8192\n"
+    add_page_fails_enomem(h, t, e, 0)
+    assert h.fs.read("/a/misc.current") == "sgx_epc 8192\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 1\n"
+    h.fs.write("/a/misc.max", "sgx_epc 12288")
+    assert drive(ioctl.ioc_enclave_add_pages(h, t, e, 0, P)) == P
+    assert h.fs.read("/a/misc.current") == "sgx_epc 12288\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 1\n"
+    check_invariants(h, quiescent=True)
+
+
+def test_ecreate_failure_unwinds_charge():
+    """§4.1 step 4 / §5.1: a limit of 1 page lets the VA page through but not the
+    SECS; ECREATE fails with ENOMEM and the VA charge is returned: usage 0, peak 1
+    page, 1 event."""
+    h = make_host("1MiB", "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 4096")
+    t = h.spawn("/a")
+    e = ioctl.sgx_open(h, t)
+    with pytest.raises(OSError) as ei:
+        drive(ioctl.ioc_enclave_create(h, t, e, ENCL_SIZE))
+    assert ei.value.errno == errno.ENOMEM
+    assert h.fs.read("/a/misc.current") == "sgx_epc 0\n"
+    assert h.fs.read("/a/misc.peak") == "sgx_epc 4096\n"
+    assert h.fs.read("/a/misc.events") == "sgx_epc.max 1\n"
+    # the enclave can be created once the limit allows it
+    h.fs.write("/a/misc.max", "sgx_epc max")
+    drive(ioctl.ioc_enclave_create(h, t, e, ENCL_SIZE))
+    assert h.fs.read("/a/misc.current") == "sgx_epc 8192\n"
+    check_invariants(h, quiescent=True)
+
+
+def test_invariants_hold_after_failed_ecreate():
+    """§4.12 / §4.1 step 4: a failed ECREATE leaves an open, not-created enclave with
+    no EPC page; that is a consistent state."""
+    h = make_host("1MiB", "/a")
+    h.fs.write("/a/misc.max", "sgx_epc 4096")
+    t = h.spawn("/a")
+    e = ioctl.sgx_open(h, t)
+    with pytest.raises(OSError):
+        drive(ioctl.ioc_enclave_create(h, t, e, ENCL_SIZE))
+    check_invariants(h, quiescent=True)
