@@ -417,6 +417,23 @@ def test_charge_enomem_when_requester_subtree_empty_even_if_ancestor_full_of_sib
     check_invariants(h, quiescent=True)
 
 
+def test_charge_reclaims_only_requester_subtree_when_ancestor_binds():
+    """§4.2 / §7.4-3: the parent's limit fails, but the charge loop reclaims from the
+    requester's own subtree (its few pages), never from the sibling holding the bulk."""
+    h = new_host()
+    mkcg(h, "/P/S")
+    mkcg(h, "/P/R")
+    P, S, Rq = (h.sgx_cgroup_of(p) for p in ("/P", "/P/S", "/P/R"))
+    new_enclave(h, h.spawn("/P/S"), 30)
+    tr = h.spawn("/P/R")
+    er = new_enclave(h, tr, 3)
+    set_max(h, "/P", usage(P))  # 37 pages
+    drive(ioctl.ioc_enclave_add_pages(h, tr, er, 3 * PAGE_SIZE, PAGE_SIZE))
+    assert (S.nr_evicted, Rq.nr_evicted) == (0, 3)
+    assert P.cg.events_local == 1 and usage(Rq) == 3 and usage(P) == 35
+    check_invariants(h, quiescent=True)
+
+
 def test_charge_no_reclaim_queues_work_once_and_returns_ebusy():
     """§4.2: a failing NO_RECLAIM charge queues the cgroup's work (no-op if already
     pending), returns -EBUSY at once and reclaims nothing itself."""
@@ -663,6 +680,36 @@ def test_queue_work_while_running_requeues():
     drive(gen)
     assert not a.work_running and a.work_pending
     assert usage(a) == 152
+
+
+def test_running_work_stops_when_its_cgroup_is_freed_under_it():
+    """§4.5 / §4.6: the cgroup (rmdir'ed, its task gone) is freed inside the worker's own
+    write-back, when the enclave's last page goes; the worker then stops without
+    touching the freed cgroup, and the parent's cursor moved on."""
+    h = new_host()
+    mkcg(h, "/P/a", 40)
+    mkcg(h, "/P/b")
+    P, a, b = (h.sgx_cgroup_of(p) for p in ("/P", "/P/a", "/P/b"))
+    t = h.spawn("/P/a")
+    e = new_enclave(h, t, 38)
+    assert queue_work(h, a)
+    h.sgx_cg_wq.popleft()
+    worker = sgx_cgroup_reclaim_work_func(h, a)
+    assert next(worker) == "reclaim:isolated"
+    h.fs.write("/P/b/cgroup.procs", str(t.pid))
+    h.fs.rmdir("/P/a")
+    assert visit(h, P, 2) == [P, a] and P.next_cg is b
+    visit(h, P, 2)
+    assert P.next_cg is a
+    task_exit(h, t)
+    assert not e.released and not a.cg.freed
+    _, points = run_counting(worker)
+    assert e.released and a.cg.freed and h.sgx_cgroups[a.id] is None
+    assert "cond_resched" in points
+    assert not a.work_running and not h.sgx_cg_wq
+    assert P.next_cg is b
+    assert usage(P) == 0
+    check_invariants(h, quiescent=True)
 
 
 def test_pending_work_cancelled_when_cgroup_freed():

@@ -189,9 +189,13 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
             _fail(f"{encl!r}: va_pages list disagrees")
         if encl.page_cnt > len(encl.va_pages) * SGX_VA_SLOT_COUNT:
             _fail(f"{encl!r}: page_cnt {encl.page_cnt} beyond VA capacity")
-        ids = encl.memcg[evicted]
-        if np.any(ids < 0):
+        if np.any(encl.memcg[evicted] < 0):
             _fail(f"{encl!r}: an evicted page without a backing memcg")
+        # backing exists for evicted pages and for pages being reclaimed (phase 2 on)
+        backed = encl.memcg >= 0
+        if np.any(backed & (encl.va < 0) & ((encl.desc & DESC_BEING_RECLAIMED) == 0)):
+            _fail(f"{encl!r}: a resident page not being reclaimed holds backing")
+        ids = encl.memcg[backed]
         memcg_bytes += np.bincount(ids.astype(np.int64), minlength=len(host.memcgs)) * 4224
         if encl.secs_va >= 0:
             memcg_bytes[encl.secs_memcg] += 4224
