@@ -201,9 +201,10 @@ class CgroupFs:
             return "max\n" if m.max_pages >= PAGE_COUNTER_MAX else f"{m.max_pages * PAGE_SIZE}\n"
         if name == "memory.current":
             return f"{m.usage}\n"
-        # memory.events: the model counts OOM kills (every OOM here is a max hit)
-        k = m.oom_kills
-        return f"low 0\nhigh 0\nmax {k}\noom {k}\noom_kill {k}\noom_group_kill 0\n"
+        return (
+            f"low 0\nhigh 0\nmax {m.events_max}\noom {m.events_oom}\n"
+            f"oom_kill {m.oom_kills}\noom_group_kill 0\n"
+        )
 
     # --- write ------------------------------------------------------------------------------
 

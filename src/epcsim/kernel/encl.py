@@ -31,8 +31,8 @@ from .constants import (
     DESC_PRESENT,
     EAGAIN,
     EBUSY,
-    EEXIST,
     EFAULT,
+    EINVAL,
     EPERM,
     PAGE_SIZE,
     SGX_BACKING_BYTES_PER_PAGE,
@@ -490,13 +490,23 @@ def sgx_encl_access(encl: Encl, idxs: np.ndarray) -> int:
     n = len(idxs)
     if n == 0:
         return 0
+    npages = encl.npages
     if n == 1:
         i = int(idxs[0])
+        if not 0 <= i < npages:
+            return 0
         d = encl.m_desc[i]
         if encl.m_epc[i] >= 0 and not d & DESC_BLOCKED:
             encl.m_desc[i] = d | DESC_ACCESSED
             return 1
         return 0
+    inside = (idxs >= 0) & (idxs < npages)
+    if not inside.all():
+        # an address outside the enclave faults (SIGBUS from sgx_vma_fault())
+        n = int(np.argmin(inside))
+        idxs = idxs[:n]
+        if n == 0:
+            return 0
     ok = (encl.epc[idxs] >= 0) & ((encl.desc[idxs] & DESC_BLOCKED) == 0)
     bad = np.flatnonzero(~ok)
     k = int(bad[0]) if len(bad) else n
@@ -538,7 +548,7 @@ def sgx_encl_add_page(
     grow (DO_RECLAIM), insert into page_array, EADD (+16 EEXTEND if measured), count a
     SECS child, mark reclaimable.
 
-    Returns: 0, -EEXIST (page already present), or an allocator errno.
+    Returns: 0, -EBUSY (page already present: ``xa_insert()``), or an allocator errno.
     """
     page = yield from sgx_alloc_epc_page(host, task, KIND_ENCL, encl.id, idx, SGX_DO_RECLAIM)
     if page < 0:
@@ -553,9 +563,10 @@ def sgx_encl_add_page(
         sgx_encl_free_epc_page(host, page)
         return vano
     if encl.m_desc[idx] & DESC_PRESENT:
+        # xa_insert() on an occupied index
         sgx_encl_shrink(host, encl, vano)
         sgx_encl_free_epc_page(host, page)
-        return -EEXIST
+        return -EBUSY
     host.encls_count[encls.EADD] += 1
     if measure:
         host.encls_count[encls.EEXTEND] += SGX_EEXTENDS_PER_PAGE
@@ -590,10 +601,15 @@ def sgx_encl_load_for_edmm(host: Host, task: Task, encl: Encl, idx: int) -> int:
 
 
 def sgx_enclave_restrict_permissions_page(host: Host, task: Task, encl: Encl, idx: int) -> int:
-    """Per-page body of sgx_enclave_restrict_permissions(): load, EMODPR, ETRACK."""
+    """Per-page body of sgx_enclave_restrict_permissions(): load, EMODPR, ETRACK.
+
+    Returns: 0; -EAGAIN / -EFAULT from the load; -EINVAL for a page that is not REG.
+    """
     ret = sgx_encl_load_for_edmm(host, task, encl, idx)
     if ret:
         return ret
+    if encl.m_type[idx] != SGX_PAGE_TYPE_REG:
+        return -EINVAL
     host.encls_count[encls.EMODPR] += 1
     host.encls_count[encls.ETRACK] += 1
     return 0
@@ -605,7 +621,7 @@ def sgx_enclave_modify_types_page(
     """Per-page body of sgx_enclave_modify_types(): load, EMODT; a page becoming TCS is
     unmarked (its PTEs zapped) and marked reclaimable again (SPEC §4.11).
 
-    Returns: 0; -EAGAIN (load busy, or the reclaimer holds the page); -EFAULT; -EPERM
+    Returns: 0; -EAGAIN (load busy, or the reclaimer holds the page); -EFAULT; -EINVAL
     for a transition other than REG->TCS, REG->TRIM, TCS->TRIM.
     """
     ret = sgx_encl_load_for_edmm(host, task, encl, idx)
@@ -616,7 +632,7 @@ def sgx_enclave_modify_types_page(
         (cur == SGX_PAGE_TYPE_REG and page_type in (SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM))
         or (cur == SGX_PAGE_TYPE_TCS and page_type == SGX_PAGE_TYPE_TRIM)
     ):
-        return -EPERM
+        return -EINVAL
     host.encls_count[encls.EMODT] += 1
     if page_type == SGX_PAGE_TYPE_TCS:
         page = encl.m_epc[idx]

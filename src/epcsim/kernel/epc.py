@@ -108,8 +108,6 @@ class EpcPool:
         self.flags[:] = SGX_EPC_PAGE_IS_FREE
         #: ``sgx_nr_free_pages``
         self.nr_free_pages = n
-        #: the round-robin cursor over non-local nodes of ``__sgx_alloc_epc_page()``
-        self.numa_cursor = 0
 
     @property
     def capacity_bytes(self) -> int:
@@ -152,29 +150,23 @@ def _sgx_alloc_epc_page_from_node(pool: EpcPool, nid: int) -> int:
 def _sgx_alloc_epc_page(pool: EpcPool, local_nid: int) -> int:
     """Models __sgx_alloc_epc_page() (main.c): take a free page, no reclaim.
 
-    The local node first, then the other nodes round-robin from a global cursor.
+    The local node first if it has EPC, else the first EPC node after it; then the
+    following nodes in order (``next_node_in()``, wrapping), once each.
 
     Returns:
         an EPC page index, or -ENOMEM when every free list is empty.
     """
     nodes = len(pool.free_lists)
-    if 0 <= local_nid < nodes:
-        i = _sgx_alloc_epc_page_from_node(pool, local_nid)
-        if i >= 0:
-            return i
-    if nodes == 1 and local_nid == 0:
-        return -ENOMEM
-    start = pool.numa_cursor
-    nid = start
+    # node ids are 0..nodes-1; next_node_in() past the last EPC node wraps to node 0
+    nid_start = local_nid if 0 <= local_nid < nodes else 0
+    nid = nid_start
     while True:
-        nid = (nid + 1) % nodes
         i = _sgx_alloc_epc_page_from_node(pool, nid)
         if i >= 0:
-            pool.numa_cursor = nid
             return i
-        if nid == start:
-            break
-    return -ENOMEM
+        nid = (nid + 1) % nodes
+        if nid == nid_start:
+            return -ENOMEM
 
 
 def sgx_alloc_epc_page(

@@ -32,7 +32,17 @@ __all__ = [
 class MemCg:
     """Models ``struct mem_cgroup`` (page counter ``memory``: usage and max)."""
 
-    __slots__ = ("id", "parent", "usage", "max_pages", "cgroup", "online", "oom_kills")
+    __slots__ = (
+        "id",
+        "parent",
+        "usage",
+        "max_pages",
+        "cgroup",
+        "online",
+        "events_max",
+        "events_oom",
+        "oom_kills",
+    )
 
     def __init__(self, mid: int, parent: MemCg | None, cgroup: Cgroup | None) -> None:
         self.id = mid
@@ -43,7 +53,10 @@ class MemCg:
         self.max_pages = PAGE_COUNTER_MAX
         self.cgroup = cgroup
         self.online = True
-        #: ``memory.events`` oom_kill (hierarchical count of kills in this subtree)
+        #: ``memory.events`` (hierarchical): max (charges over memory.max), oom (OOM
+        #: killer invocations here), oom_kill (tasks of this subtree killed)
+        self.events_max = 0
+        self.events_oom = 0
         self.oom_kills = 0
 
     def max_bytes(self) -> int | None:
@@ -79,6 +92,7 @@ def mem_cgroup_charge_backing(host: Host, memcg: MemCg, nbytes: int) -> int:
     while m is not None:
         limit = m.max_pages
         if limit < PAGE_COUNTER_MAX and m.usage + nbytes > limit * PAGE_SIZE:
+            _memcg_event(m, "events_max")
             _mem_cgroup_out_of_memory(host, m)
             return -ENOMEM
         m = m.parent
@@ -127,10 +141,17 @@ def _mem_cgroup_out_of_memory(host: Host, over: MemCg) -> None:
         if score > best:
             best = score
             victim = t
+    _memcg_event(over, "events_oom")
     if victim is None:
         return
-    m: MemCg | None = over
-    while m is not None:
-        m.oom_kills += 1
-        m = m.parent
+    # memcg_memory_event_mm(victim mm, MEMCG_OOM_KILL): the victim's memcg and up
+    _memcg_event(host.task_memcg(victim), "oom_kills")
     oom_kill_task(host, victim)
+
+
+def _memcg_event(memcg: MemCg, name: str) -> None:
+    """memcg_memory_event(): count in *memcg* and every ancestor (hierarchical)."""
+    m: MemCg | None = memcg
+    while m is not None:
+        setattr(m, name, getattr(m, name) + 1)
+        m = m.parent
