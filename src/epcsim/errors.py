@@ -4,6 +4,7 @@ Hierarchy::
 
     EpcsimError                 bad input to epcsim (scenario, trace, CLI, host spec)
      +-- HostConfigError        an invalid host description (EPC sections, sizes)
+     +-- ScenarioError          a bad scenario: names the file, the table and the field
     EpcsimUsageError            (RuntimeError) the library was used wrongly, e.g. an
                                 operation on a task that has exited
 
@@ -15,7 +16,7 @@ Python does against a real cgroupfs.
 
 from __future__ import annotations
 
-__all__ = ["EpcsimError", "EpcsimUsageError", "HostConfigError"]
+__all__ = ["EpcsimError", "EpcsimUsageError", "HostConfigError", "ScenarioError"]
 
 
 class EpcsimError(Exception):
@@ -28,3 +29,15 @@ class HostConfigError(EpcsimError):
 
 class EpcsimUsageError(RuntimeError):
     """The library was used in a way it does not support (a programming error)."""
+
+
+class ScenarioError(EpcsimError):
+    """A bad scenario.  ``file``, ``table`` and ``field`` locate the problem."""
+
+    def __init__(self, message: str, *, file: str = "", table: str = "", field: str = "") -> None:
+        self.file = file
+        self.table = table
+        self.field = field
+        self.message = message
+        where = ": ".join(x for x in (file, ".".join(y for y in (table, field) if y)) if x)
+        super().__init__(f"{where}: {message}" if where else message)

@@ -6,7 +6,7 @@ import re
 
 from .errors import EpcsimError
 
-__all__ = ["parse_size", "format_size"]
+__all__ = ["parse_size", "format_size", "parse_time", "format_time"]
 
 _UNITS = {
     "": 1,
@@ -74,3 +74,46 @@ def format_size(n: int) -> str:
         if n and n % mult == 0:
             return f"{n // mult}{unit}"
     return f"{n}B"
+
+
+_TIME_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "min": 60_000_000_000,
+}
+_TRE = re.compile(r"^\s*(\d[\d_]*(?:\.\d+)?)\s*([a-zµ]*)\s*$")
+
+
+def parse_time(value: int | str, *, what: str = "time") -> int:
+    """Parse a duration into nanoseconds: an int (ns) or "5us", "40ns", "1.5ms", "2s".
+
+    Raises:
+        EpcsimError: naming *what* and the value.
+    """
+    if isinstance(value, bool):
+        raise EpcsimError(f"{what}: expected a time, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise EpcsimError(f"{what}: time must not be negative, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise EpcsimError(f"{what}: expected a time such as '5us' or '2s', got {value!r}")
+    m = _TRE.match(value)
+    if not m or m.group(2) not in _TIME_UNITS:
+        raise EpcsimError(f"{what}: not a time: {value!r} (a number with ns, us, ms, s or min)")
+    num = float(m.group(1).replace("_", "")) * _TIME_UNITS[m.group(2)]
+    if num != int(num):
+        raise EpcsimError(f"{what}: {value!r} is not a whole number of nanoseconds")
+    return int(num)
+
+
+def format_time(ns: int) -> str:
+    """Nanoseconds as a short human string (e.g. 1500000 -> "1.5ms")."""
+    for unit, mult in (("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)):
+        if ns >= mult:
+            v = ns / mult
+            return f"{v:.3g}{unit}"
+    return f"{ns}ns"

@@ -1,0 +1,581 @@
+"""The scenario schema and loader.
+
+A scenario is TOML (see ``docs/SIM_CONTRACT.md`` and ``docs/SCENARIOS.md``) validated
+with pydantic.  Every error is a :class:`~epcsim.errors.ScenarioError` naming the file,
+the table and the field.  Sizes may be expressions of ``capacity`` (the host's EPC
+bytes), e.g. ``"capacity/512"``, as the kernel selftest script computes its limits.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import EpcsimError, ScenarioError
+from ..kernel.cgroupfs import memparse
+from ..kernel.constants import MAX_NUM, PAGE_SIZE
+from ..kernel.misc import kstrtou64
+from ..units import parse_size, parse_time
+
+__all__ = [
+    "Scenario",
+    "load_scenario",
+    "list_builtins",
+    "eval_size",
+    "resolve_write_value",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def eval_size(value: int | str, capacity: int, *, what: str) -> int:
+    """A size, or an integer expression of ``capacity`` (+ - * / // and parentheses;
+    "/" is integer division as in the selftest script's shell arithmetic)."""
+    if isinstance(value, str) and "capacity" in value:
+        try:
+            tree = ast.parse(value.strip(), mode="eval")
+        except SyntaxError:
+            raise EpcsimError(f"{what}: not an expression of capacity: {value!r}") from None
+
+        def ev(n: ast.AST) -> int:
+            if isinstance(n, ast.Expression):
+                return ev(n.body)
+            if isinstance(n, ast.Name) and n.id == "capacity":
+                return capacity
+            if isinstance(n, ast.Constant) and isinstance(n.value, int):
+                return n.value
+            if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                return parse_size(n.value, what=what)
+            if isinstance(n, ast.BinOp):
+                a, b = ev(n.left), ev(n.right)
+                if isinstance(n.op, ast.Add):
+                    return a + b
+                if isinstance(n.op, ast.Sub):
+                    return a - b
+                if isinstance(n.op, ast.Mult):
+                    return a * b
+                if isinstance(n.op, ast.Div | ast.FloorDiv):
+                    if b == 0:
+                        raise EpcsimError(f"{what}: division by zero in {value!r}")
+                    return a // b
+            raise EpcsimError(f"{what}: unsupported expression {value!r}")
+
+        out = ev(tree)
+        if out < 0:
+            raise EpcsimError(f"{what}: {value!r} is negative ({out})")
+        return out
+    return parse_size(value, what=what)
+
+
+SizeLike = int | str
+TimeLike = int | str
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostSpec(_Model):
+    epc: SizeLike | None = None
+    sections: list[SizeLike] | None = None
+    cpus: int = Field(4, ge=1, le=4096)
+    seed: int = Field(0, ge=0)
+    misc: bool = True
+    sgx2: bool = True
+    duration: TimeLike = "60s"
+    sample_interval: TimeLike = "10ms"
+    costs: dict[str, TimeLike] = Field(default_factory=dict)
+
+
+class CgroupSpec(_Model):
+    path: str
+    max: SizeLike | None = None
+    memory_max: SizeLike | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        parts = [p for p in v.split("/") if p]
+        if not v.startswith("/") or not parts or any(not _NAME_RE.match(p) for p in parts):
+            raise ValueError(f"must be an absolute cgroup path like /a/b, got {v!r}")
+        return "/" + "/".join(parts)
+
+
+class EdmmSpec(_Model):
+    remove_pages: int = Field(ge=1)
+    at_access: int = Field(0, ge=0)
+
+
+class EnclaveSpec(_Model):
+    name: str
+    cgroup: str = "/"
+    size: SizeLike
+    build: Literal["eadd", "eaug"] = "eadd"
+    threads: int = Field(1, ge=1, le=1024)
+    count: int = Field(1, ge=1, le=4096)
+    start: str | int = "0s"
+    workload: dict[str, Any] | None = None
+    program: Literal["kselftest"] | None = None
+    edmm: EdmmSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v) or "#" in v:
+            raise ValueError(f"names use letters, digits, '_', '.', '-'; got {v!r}")
+        return v
+
+
+class VepcSpec(_Model):
+    name: str
+    cgroup: str = "/"
+    pages: int = Field(ge=1)
+    start: str | int = "0s"
+
+
+class WriteSpec(_Model):
+    path: str
+    value: str
+
+
+class MigrateSpec(_Model):
+    enclave: str
+    cgroup: str
+
+
+class WhenSpec(_Model):
+    enclave: str
+    added: SizeLike
+
+
+class AtSpec(_Model):
+    time: TimeLike = 0
+    after: str | None = None
+    when: WhenSpec | None = None
+    write: WriteSpec | None = None
+    mkdir: str | None = None
+    rmdir: str | None = None
+    kill: str | None = None
+    start: str | None = None
+    migrate: MigrateSpec | None = None
+
+
+class ExpectSpec(_Model):
+    name: str | None = None
+    enclaves: list[str] | None = None
+    outcome: Literal["success", "failure"] | None = None
+    quantifier: Literal["all", "any", "none"] = "all"
+    ignore_killed: bool = False
+    file: str | None = None
+    equals: str | None = None
+
+
+class Scenario(_Model):
+    """A validated scenario.  Sizes are resolved to bytes and times to ns by the
+    simulator through :meth:`resolved`."""
+
+    name: str = "scenario"
+    description: str = ""
+    host: HostSpec
+    cgroup: list[CgroupSpec] = Field(default_factory=list)
+    enclave: list[EnclaveSpec] = Field(default_factory=list)
+    vepc: list[VepcSpec] = Field(default_factory=list)
+    at: list[AtSpec] = Field(default_factory=list)
+    expect: list[ExpectSpec] = Field(default_factory=list)
+    #: where it came from (for error messages); not part of the hash
+    source: str = Field("<string>", exclude=True)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the scenario (the ``scenario_hash``)."""
+        data = self.model_dump(mode="json", exclude={"source"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def capacity(self) -> int:
+        h = self.host
+        if h.sections is not None:
+            return sum(parse_size(s) for s in h.sections)
+        assert h.epc is not None
+        return parse_size(h.epc)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def list_builtins() -> list[tuple[str, str]]:
+    """(name, one-line description) of every built-in scenario."""
+    out = []
+    for f in sorted(resources.files("epcsim.scenario.builtins").iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".toml"):
+            first = f.read_text().splitlines()[0].lstrip("# ").strip()
+            out.append((f.name[: -len(".toml")], first))
+    return out
+
+
+def _read_source(source: str | Path) -> tuple[str, str, Path | None]:
+    """(text, label, base directory) of a path, ``builtin:NAME`` or a TOML string."""
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
+        s = str(source)
+        if s.startswith("builtin:"):
+            name = s[len("builtin:") :]
+            names = [n for n, _ in list_builtins()]
+            if name not in names:
+                raise ScenarioError(
+                    f"no built-in scenario {name!r} (available: {', '.join(names)})", file=s
+                )
+            text = resources.files("epcsim.scenario.builtins").joinpath(f"{name}.toml").read_text()
+            return text, s, None
+        p = Path(s)
+        if not p.exists():
+            raise ScenarioError("no such file", file=s)
+        if p.is_dir():
+            raise ScenarioError("is a directory, not a scenario file", file=s)
+        return p.read_text(), s, p.parent
+    return str(source), "<string>", None
+
+
+def _parse_value(v: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {v}")["v"]
+    except tomllib.TOMLDecodeError:
+        return v
+
+
+def _apply_override(data: dict, item: str, label: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"--set expects KEY=VALUE, got {item!r}", file=label)
+    parts = key.strip().split(".")
+    cur: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(cur, list):
+            try:
+                cur = cur[int(part)]
+            except (ValueError, IndexError):
+                raise ScenarioError(
+                    f"--set {key}: no element {part!r}", file=label, field=".".join(parts[: i + 1])
+                ) from None
+            continue
+        cur = cur.setdefault(part, {})
+        if not isinstance(cur, dict | list):
+            raise ScenarioError(f"--set {key}: {part} is not a table", file=label)
+    last = parts[-1]
+    if isinstance(cur, list):
+        raise ScenarioError(f"--set {key}: cannot set a whole list element", file=label)
+    cur[last] = _parse_value(value.strip())
+    # epc and sections are alternatives
+    if parts == ["host", "epc"]:
+        cur.pop("sections", None)
+    if parts == ["host", "sections"]:
+        cur.pop("epc", None)
+
+
+def _loc(err: dict, data: dict) -> tuple[str, str]:
+    """(table, field) from a pydantic error location, e.g. ("enclave[1]", "size")."""
+    loc = list(err.get("loc", ()))
+    table_parts: list[str] = []
+    while loc and not (isinstance(loc[0], str) and len(loc) == 1):
+        x = loc.pop(0)
+        if isinstance(x, int) and table_parts:
+            table_parts[-1] += f"[{x}]"
+        else:
+            table_parts.append(str(x))
+    field = str(loc[0]) if loc else ""
+    # a nested non-table value (e.g. host.costs.x) keeps its path in the table part
+    return ".".join(table_parts), field
+
+
+def load_scenario(
+    source: str | Path | dict, *, overrides: list[str] | tuple[str, ...] = ()
+) -> Scenario:
+    """Load and validate a scenario: a path, ``builtin:NAME``, a TOML string or a dict.
+
+    *overrides* are ``KEY=VALUE`` with dotted keys (``host.epc=1GiB``,
+    ``enclave.0.count=2``); values are TOML values or bare strings.
+
+    Raises:
+        ScenarioError: naming the file, the table and the field.
+    """
+    if isinstance(source, dict):
+        data, label, base = dict(source), "<dict>", None
+    else:
+        text, label, base = _read_source(source)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ScenarioError(f"not valid TOML: {e}", file=label) from None
+    for item in overrides:
+        _apply_override(data, item, label)
+    try:
+        sc = Scenario.model_validate({**data, "source": label})
+    except ValidationError as e:
+        err = e.errors()[0]
+        table, field = _loc(err, data)
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        elif err.get("type") == "missing":
+            msg = "required key is missing"
+        inp = err.get("input")
+        if err.get("type") not in ("missing",) and not isinstance(inp, dict):
+            msg += f" (got {inp!r})"
+        raise ScenarioError(msg, file=label, table=table, field=field) from None
+    _check(sc, label)
+    return sc
+
+
+# --- cross-field validation --------------------------------------------------------------
+
+
+def _misc_max_ok(value: str) -> bool:
+    buf = value.strip(" \t\n\v\f\r")
+    token, sep, rest = buf.partition(" ")
+    if not sep or token != "sgx_epc":
+        return False
+    return rest == "max" or kstrtou64(rest, 0)[0] == 0
+
+
+def _check(sc: Scenario, label: str) -> None:
+    def fail(msg: str, table: str, field: str = "") -> None:
+        raise ScenarioError(msg, file=label, table=table, field=field)
+
+    h = sc.host
+    if (h.epc is None) == (h.sections is None):
+        fail("give exactly one of epc or sections", "host", "epc")
+    try:
+        if h.epc is not None:
+            cap = parse_size(h.epc, what="epc")
+            if cap <= 0 or cap % PAGE_SIZE:
+                fail(f"must be a positive multiple of 4096, got {h.epc!r}", "host", "epc")
+        else:
+            assert h.sections is not None
+            if not 1 <= len(h.sections) <= 8:
+                fail(f"1 to 8 sections, got {len(h.sections)}", "host", "sections")
+            for k, s in enumerate(h.sections):
+                b = parse_size(s, what=f"sections[{k}]")
+                if b <= 0 or b % PAGE_SIZE:
+                    fail(
+                        f"must be a positive multiple of 4096, got {s!r}", "host", f"sections[{k}]"
+                    )
+        for f in ("duration", "sample_interval"):
+            parse_time(getattr(h, f), what=f)
+        if parse_time(h.sample_interval) <= 0:
+            fail("must be > 0", "host", "sample_interval")
+    except EpcsimError as e:
+        raise ScenarioError(
+            str(e).split(": ", 1)[-1], file=label, table="host", field=str(e).split(":", 1)[0]
+        ) from None
+    from ..sim.costs import CostModel
+
+    known = set(CostModel.model_fields)
+    for k, v in h.costs.items():
+        if k not in known:
+            fail(f"unknown cost {k!r} (known: {', '.join(sorted(known))})", "host.costs", k)
+        try:
+            parse_time(v, what=k)
+        except EpcsimError as e:
+            fail(str(e).split(": ", 1)[-1], "host.costs", k)
+    capacity = sc.capacity
+
+    def size(v: SizeLike, table: str, field: str) -> int:
+        try:
+            return eval_size(v, capacity, what=field)
+        except EpcsimError as e:
+            fail(str(e).split(": ", 1)[-1], table, field)
+            raise AssertionError from None
+
+    declared: dict[str, CgroupSpec] = {}
+    for i, c in enumerate(sc.cgroup):
+        t = f"cgroup[{i}]"
+        if c.path in declared:
+            fail(f"cgroup {c.path} declared twice", t, "path")
+        parent = c.path.rsplit("/", 1)[0] or "/"
+        if parent != "/" and parent not in declared:
+            fail(f"parent {parent} is not declared before {c.path}", t, "path")
+        if c.max is not None and c.max != "max":
+            v = size(c.max, t, "max")
+            if v > MAX_NUM:
+                fail(f"above 2^64-1: {c.max!r}", t, "max")
+        if c.memory_max is not None and c.memory_max != "max":
+            size(c.memory_max, t, "memory_max")
+        declared[c.path] = c
+    made = set(declared) | {"/"}
+    for a in sc.at:
+        if a.mkdir:
+            made.add("/" + "/".join(p for p in a.mkdir.split("/") if p))
+    has_children = {p.rsplit("/", 1)[0] or "/" for p in declared}
+    names: set[str] = set()
+    groups: dict[str, int] = {}
+    for i, e in enumerate(sc.enclave):
+        t = f"enclave[{i}]"
+        if e.name in names:
+            fail(f"duplicate name {e.name!r}", t, "name")
+        names.add(e.name)
+        groups[e.name] = e.count
+        cg = "/" + "/".join(p for p in e.cgroup.split("/") if p)
+        if cg not in made:
+            fail(f"cgroup {e.cgroup} does not exist (declare it in [[cgroup]])", t, "cgroup")
+        if cg != "/" and cg in has_children:
+            fail(f"cgroup {cg} has child cgroups; tasks must live in leaves", t, "cgroup")
+        b = size(e.size, t, "size")
+        if b <= 0 or b % PAGE_SIZE:
+            fail(f"must be a positive multiple of 4096, got {e.size!r}", t, "size")
+        if (e.workload is None) == (e.program is None):
+            fail("give exactly one of workload or program", t, "workload")
+        if e.workload is not None:
+            from ..workload.patterns import make_pattern
+
+            wl = e.workload
+            if ("accesses" in wl) == ("duration" in wl):
+                fail("give exactly one of accesses or duration", f"{t}.workload", "accesses")
+            try:
+                if "accesses" in wl:
+                    if not isinstance(wl["accesses"], int) or wl["accesses"] < 0:
+                        raise EpcsimError(f"accesses: must be a count >= 0, got {wl['accesses']!r}")
+                else:
+                    parse_time(wl["duration"], what="duration")
+                make_pattern(wl, b // PAGE_SIZE)
+            except EpcsimError as err:
+                msg = str(err)
+                field, _, rest = msg.partition(": ")
+                fail(rest or msg, f"{t}.workload", field.removeprefix("workload."))
+        if e.program == "kselftest" and e.build != "eadd":
+            fail("the kselftest program builds with EADD", t, "build")
+        if e.build == "eaug" and not h.sgx2:
+            fail("EAUG needs host.sgx2 = true", t, "build")
+        if e.edmm is not None and not h.sgx2:
+            fail("EDMM needs host.sgx2 = true", t, "edmm")
+        _check_start(e.start, t, fail)
+    for i, v in enumerate(sc.vepc):
+        t = f"vepc[{i}]"
+        if v.name in names:
+            fail(f"duplicate name {v.name!r}", t, "name")
+        names.add(v.name)
+        groups[v.name] = 1
+        cg = "/" + "/".join(p for p in v.cgroup.split("/") if p)
+        if cg not in made:
+            fail(f"cgroup {v.cgroup} does not exist", t, "cgroup")
+        _check_start(v.start, t, fail)
+    instances = set(groups)
+    for g, n in groups.items():
+        if n > 1:
+            instances |= {f"{g}#{k}" for k in range(n)}
+    for i, e in enumerate(sc.enclave):
+        s = str(e.start)
+        if s.startswith("after:") and s[6:] not in groups:
+            fail(f"unknown group {s[6:]!r}", f"enclave[{i}]", "start")
+    for i, a in enumerate(sc.at):
+        t = f"at[{i}]"
+        acts = [
+            k
+            for k in ("write", "mkdir", "rmdir", "kill", "start", "migrate")
+            if getattr(a, k) is not None
+        ]
+        if len(acts) != 1:
+            fail(f"exactly one action per [[at]], got {acts or 'none'}", t, "write")
+        try:
+            parse_time(a.time, what="time")
+        except EpcsimError as e:
+            fail(str(e).split(": ", 1)[-1], t, "time")
+        if a.after is not None and a.after not in groups:
+            fail(f"unknown group {a.after!r}", t, "after")
+        if a.when is not None:
+            if a.after is not None:
+                fail("give at most one of after and when", t, "when")
+            if (
+                a.when.enclave not in instances
+                or a.when.enclave in groups
+                and groups[a.when.enclave] > 1
+            ):
+                fail(f"no enclave instance named {a.when.enclave!r}", t, "when.enclave")
+            size(a.when.added, t, "when.added")
+        for k in ("kill", "start"):
+            v = getattr(a, k)
+            if v is not None and v not in instances:
+                fail(f"no enclave or vepc named {v!r}", t, k)
+        if a.migrate is not None:
+            if a.migrate.enclave not in instances:
+                fail(f"no enclave named {a.migrate.enclave!r}", t, "migrate")
+            mcg = "/" + "/".join(p for p in a.migrate.cgroup.split("/") if p)
+            if mcg not in made:
+                fail(f"cgroup {a.migrate.cgroup} does not exist", t, "migrate")
+        if a.write is not None:
+            _check_write(a.write, t, made, fail, capacity)
+    for i, x in enumerate(sc.expect):
+        t = f"expect[{i}]"
+        if (x.enclaves is None) == (x.file is None):
+            fail("give exactly one of enclaves or file", t, "enclaves")
+        if x.enclaves is not None:
+            if x.outcome is None:
+                fail("required with enclaves", t, "outcome")
+            for n in x.enclaves:
+                if n not in instances:
+                    fail(f"no enclave or group named {n!r}", t, "enclaves")
+        if x.file is not None and x.equals is None:
+            fail("required with file", t, "equals")
+
+
+def _check_start(start: str | int, t: str, fail) -> None:
+    s = str(start)
+    if s == "manual" or s.startswith("after:"):
+        return
+    try:
+        parse_time(start, what="start")
+    except EpcsimError:
+        fail(f"a time, 'manual' or 'after:GROUP', got {start!r}", t, "start")
+
+
+def resolve_write_value(path: str, value: str, capacity: int) -> str:
+    """The text a timed ``write`` puts in the file: expressions of ``capacity`` are
+    evaluated (``misc.max``: ``"sgx_epc capacity/2"``; ``memory.max``: ``"capacity/2"``).
+    """
+    if "capacity" not in value:
+        return value
+    if path.rstrip("/").endswith("misc.max"):
+        name, _, expr = value.strip().partition(" ")
+        return f"{name} {eval_size(expr, capacity, what='value')}"
+    return str(eval_size(value, capacity, what="value"))
+
+
+def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> None:
+    parts = [p for p in w.path.split("/") if p]
+    if not parts:
+        fail("not an interface file path", t, "write.path")
+    cg = "/" + "/".join(parts[:-1])
+    fname = parts[-1]
+    if cg not in made:
+        fail(f"cgroup {cg} does not exist", t, "write.path")
+    try:
+        value = resolve_write_value(w.path, w.value, capacity)
+    except EpcsimError as e:
+        fail(str(e).split(": ", 1)[-1], t, "write.value")
+    if fname == "misc.max":
+        if not _misc_max_ok(value):
+            fail(
+                f"the kernel refuses {w.value!r} for misc.max (use 'sgx_epc N' or 'sgx_epc max')",
+                t,
+                "write.value",
+            )
+    elif fname == "memory.max":
+        v = value.strip()
+        if v != "max" and memparse(v)[1]:
+            fail(f"the kernel refuses {w.value!r} for memory.max", t, "write.value")
+    elif fname == "cgroup.subtree_control":
+        for tok in value.strip().split(" "):
+            if tok and (tok[0] not in "+-" or tok[1:] not in ("misc", "memory")):
+                fail(f"the kernel refuses {tok!r} in cgroup.subtree_control", t, "write.value")
+    else:
+        fail(
+            f"{fname} is not a writable interface file (misc.max, memory.max, "
+            "cgroup.subtree_control; use migrate for cgroup.procs)",
+            t,
+            "write.path",
+        )
