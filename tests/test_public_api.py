@@ -10,8 +10,14 @@ def test_epcsim_all() -> None:
         "EpcsimUsageError",
         "Host",
         "HostConfigError",
+        "Result",
+        "Scenario",
+        "ScenarioError",
         "__version__",
         "check_invariants",
+        "list_builtins",
+        "load_scenario",
+        "run",
     ]
     for name in epcsim.__all__:
         assert hasattr(epcsim, name)
