@@ -484,6 +484,10 @@ def sgx_encl_access(encl: Encl, idxs: np.ndarray) -> int:
     bit (the CPU sets the PTE A bit).  Vectorised: the whole run of hits is one NumPy
     operation.
 
+    Args:
+        idxs: enclave page indices; all within ``[0, encl.npages)`` (callers check
+            user-supplied addresses: :func:`epcsim.kernel.ioctl.encl_access`).
+
     Returns: the number of leading accesses that hit; ``len(idxs)`` if all hit.  The
     access at that position needs :func:`sgx_vma_fault`.
     """
@@ -491,28 +495,29 @@ def sgx_encl_access(encl: Encl, idxs: np.ndarray) -> int:
     if n == 0:
         return 0
     npages = encl.npages
-    if n == 1:
-        i = int(idxs[0])
+    m_epc = encl.m_epc
+    m_desc = encl.m_desc
+    # Scalar steps for the first few accesses: under thrashing most runs of hits are
+    # short, and a NumPy pass costs more than a handful of scalar checks.
+    k = 0
+    head = idxs[:4].tolist()
+    for i in head:
         if not 0 <= i < npages:
-            return 0
-        d = encl.m_desc[i]
-        if encl.m_epc[i] >= 0 and not d & DESC_BLOCKED:
-            encl.m_desc[i] = d | DESC_ACCESSED
-            return 1
-        return 0
-    inside = (idxs >= 0) & (idxs < npages)
-    if not inside.all():
-        # an address outside the enclave faults (SIGBUS from sgx_vma_fault())
-        n = int(np.argmin(inside))
-        idxs = idxs[:n]
-        if n == 0:
-            return 0
+            return k
+        d = m_desc[i]
+        if m_epc[i] < 0 or d & DESC_BLOCKED:
+            return k
+        m_desc[i] = d | DESC_ACCESSED
+        k += 1
+    if k == n:
+        return n
+    idxs = idxs[k:]
+    n -= k
     ok = (encl.epc[idxs] >= 0) & ((encl.desc[idxs] & DESC_BLOCKED) == 0)
-    bad = np.flatnonzero(~ok)
-    k = int(bad[0]) if len(bad) else n
-    if k:
-        encl.desc[idxs[:k]] |= DESC_ACCESSED
-    return k
+    m = n if ok.all() else int(np.argmin(ok))
+    if m:
+        encl.desc[idxs[:m]] |= DESC_ACCESSED
+    return k + m
 
 
 # --- enclave construction (ioctl.c bodies) ------------------------------------------------

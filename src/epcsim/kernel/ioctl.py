@@ -313,12 +313,15 @@ def encl_access(
     idxs = np.asarray(pages, dtype=np.int64)
     res = FaultResult()
     n = len(idxs)
+    outside = (idxs < 0) | (idxs >= encl.npages)
+    # accesses up to the first address outside the enclave; that one faults (SIGBUS)
+    limit = int(np.argmax(outside)) if outside.any() else n
     _enter(task)
     try:
         i = 0
         streak = 0
         while i < n:
-            k = sgx_encl_access(encl, idxs[i:] if i else idxs)
+            k = sgx_encl_access(encl, idxs[i:limit]) if i < limit else 0
             i += k
             res.done = i
             if i >= n:

@@ -1,0 +1,272 @@
+"""The report's figures, drawn with matplotlib's object API (no pyplot global state).
+
+Each figure is a :class:`matplotlib.figure.Figure` saved as PNG by the Agg renderer with
+matplotlib's default style (whatever the user's ``matplotlibrc`` says) and without the
+``Software`` metadata, so the same run gives byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from matplotlib import style as mpl_style
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from ..sim.result import Result
+
+__all__ = ["FigureInfo", "write_figures", "natural_key", "MIB"]
+
+MIB = 1 << 20
+_DPI = 100
+#: PNG metadata: no "Software" (matplotlib version); Agg writes no creation time
+_PNG_METADATA = {"Software": None}
+#: at most this many legend entries per legend column
+_LEGEND_ROWS = 20
+
+
+@dataclass(frozen=True)
+class FigureInfo:
+    """A figure written into the run directory."""
+
+    filename: str
+    title: str
+    caption: str
+
+
+def natural_key(s: str) -> tuple:
+    """Sort key that orders ``kv#2`` before ``kv#10``."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", s))
+
+
+def _series(ts: pa.Table) -> dict[str, dict[str, np.ndarray]]:
+    """Columns of the time series split by cgroup, in order of first appearance."""
+    names = ts.column("cgroup").to_pylist()
+    cols = {
+        c: ts.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        for c in ("time_ns", "usage_bytes", "limit_bytes", "faults", "evictions")
+        if c in ts.column_names
+    }
+    idx: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        idx.setdefault(n, []).append(i)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for n, rows in idx.items():
+        r = np.asarray(rows, np.int64)
+        d = {c: v[r] for c, v in cols.items()}
+        order = np.argsort(d["time_ns"], kind="stable")
+        out[n] = {c: v[order] for c, v in d.items()}
+    return out
+
+
+def _colors(names: list[str]) -> dict[str, str]:
+    cycle = [f"C{i}" for i in range(10)]
+    return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
+
+
+def _legend(fig: Figure, handles: list, labels: list[str]) -> None:
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside right upper",
+            fontsize="small",
+            ncols=1 + (len(handles) - 1) // _LEGEND_ROWS,
+        )
+
+
+def _message(fig: Figure, text: str) -> None:
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize="large")
+
+
+def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
+    fig = Figure(figsize=(9, 4.5), dpi=_DPI, layout="constrained")
+    if not series:
+        _message(fig, "no samples")
+        return fig
+    ax = fig.add_subplot()
+    colors = _colors(list(series))
+    handles, labels = [], []
+    any_limit = False
+    for name, s in series.items():
+        t = s["time_ns"] / 1e9
+        (h,) = ax.plot(t, s["usage_bytes"] / MIB, color=colors[name], linewidth=1.2)
+        handles.append(h)
+        labels.append(name)
+        lim = s["limit_bytes"]
+        if not np.all(np.isnan(lim)):
+            any_limit = True
+            ax.plot(
+                t,
+                lim / MIB,
+                color=colors[name],
+                linestyle="--",
+                linewidth=1.0,
+                drawstyle="steps-post",
+            )
+    if any_limit:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0))
+        labels.append("limit (misc.max)")
+    ax.set_xlabel("virtual time (s)")
+    ax.set_ylabel("EPC usage (MiB)")
+    ax.set_title("EPC usage and limit per cgroup")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    _legend(fig, handles, labels)
+    return fig
+
+
+def _rate(s: dict[str, np.ndarray], col: str) -> tuple[np.ndarray, np.ndarray]:
+    """(interval end in s, events per second over the interval); a counter that goes
+    backwards (a recreated cgroup) gives NaN for that interval."""
+    t = s["time_ns"]
+    v = s[col]
+    dt = np.diff(t)
+    dv = np.diff(v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where((dt > 0) & (dv >= 0), dv / (dt / 1e9), np.nan)
+    return t, r
+
+
+def _changes(v: np.ndarray) -> bool:
+    return bool(np.nanmax(v) > np.nanmin(v))
+
+
+def _rates(series: dict[str, dict[str, np.ndarray]]) -> Figure:
+    fig = Figure(figsize=(9, 6), dpi=_DPI, layout="constrained")
+    shown = {
+        n: s
+        for n, s in series.items()
+        if len(s["time_ns"]) >= 2 and (_changes(s["faults"]) or _changes(s["evictions"]))
+    }
+    if not shown:
+        _message(fig, "no faults or evictions")
+        return fig
+    colors = _colors(list(series))
+    ax_f, ax_e = fig.subplots(2, 1, sharex=True)
+    handles, labels = [], []
+    for name, s in shown.items():
+        t, rf = _rate(s, "faults")
+        (h,) = ax_f.step(t[1:] / 1e9, rf, where="pre", color=colors[name], linewidth=1.0)
+        _, re_ = _rate(s, "evictions")
+        ax_e.step(t[1:] / 1e9, re_, where="pre", color=colors[name], linewidth=1.0)
+        handles.append(h)
+        labels.append(name)
+    ax_f.set_ylabel("faults / s")
+    ax_f.set_title("Fault and eviction rates per cgroup (per sample interval)")
+    ax_e.set_ylabel("evictions / s")
+    ax_e.set_xlabel("virtual time (s)")
+    for ax in (ax_f, ax_e):
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    _legend(fig, handles, labels)
+    return fig
+
+
+def _latency(lat_ns: np.ndarray) -> Figure:
+    fig = Figure(figsize=(9, 4.5), dpi=_DPI, layout="constrained")
+    lat = np.asarray(lat_ns, dtype=np.float64)
+    if lat.size == 0:
+        _message(fig, "no faults")
+        return fig
+    us = np.maximum(lat, 1.0) / 1e3  # a latency below 1 ns is drawn at 1 ns
+    lo, hi = np.log10(us.min()), np.log10(us.max())
+    if hi - lo < 0.1:
+        lo, hi = lo - 0.05, hi + 0.05
+    nbins = int(min(60, max(10, np.ceil((hi - lo) * 20))))
+    bins = np.logspace(lo, hi, nbins + 1)
+    ax = fig.add_subplot()
+    ax.hist(us, bins=bins, color="C0", edgecolor="white", linewidth=0.3)
+    ax.set_xscale("log")
+    p50, p99 = np.percentile(us, [50, 99])
+    ax.axvline(p50, color="C1", linestyle="--", linewidth=1.0, label=f"p50 {p50:.3g} µs")
+    ax.axvline(p99, color="C3", linestyle=":", linewidth=1.2, label=f"p99 {p99:.3g} µs")
+    ax.set_xlabel("fault latency (µs, log scale)")
+    ax.set_ylabel("faults")
+    ax.set_title(f"Fault latency ({lat.size:,} resolved faults, retries included)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    return fig
+
+
+def _slowdown(enclaves: dict[str, dict]) -> Figure:
+    vals = [
+        (n, float(e["slowdown"]))
+        for n, e in sorted(enclaves.items(), key=lambda kv: natural_key(kv[0]))
+        if e.get("slowdown") is not None
+    ]
+    width = min(30.0, max(6.0, 0.35 * len(vals) + 2.0))
+    fig = Figure(figsize=(width, 4.5), dpi=_DPI, layout="constrained")
+    if not vals:
+        _message(fig, "no enclave ran any accesses")
+        return fig
+    ax = fig.add_subplot()
+    x = np.arange(len(vals))
+    ax.bar(x, [v for _, v in vals], color="C0")
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xticks(x, [n for n, _ in vals], rotation=45 if len(vals) > 6 else 0, ha="right")
+    if len(vals) <= 6:
+        for lbl in ax.get_xticklabels():
+            lbl.set_horizontalalignment("center")
+    ax.set_ylabel("slowdown (×, 1 = no overhead)")
+    ax.set_title("Per-enclave slowdown: run time / (accesses × access cost)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, format="png", dpi=_DPI, metadata=_PNG_METADATA)
+
+
+def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
+    """Draw the report's figures into *run_dir*; return them in display order."""
+    run_dir = Path(run_dir)
+    series = _series(result.timeseries)
+    specs = [
+        (
+            FigureInfo(
+                "usage.png",
+                "EPC usage vs limit",
+                "EPC usage per cgroup (solid) and its misc.max limit (dashed, where not max), "
+                "sampled every sample interval of virtual time.",
+            ),
+            lambda: _usage(series),
+        ),
+        (
+            FigureInfo(
+                "rates.png",
+                "Fault and eviction rates",
+                "Enclave faults and EPC page evictions per second of virtual time, per cgroup, "
+                "over each sample interval (cgroups without any are omitted).",
+            ),
+            lambda: _rates(series),
+        ),
+        (
+            FigureInfo(
+                "fault_latency.png",
+                "Fault latency distribution",
+                "Latency of every resolved enclave fault (log-spaced bins), retries included.",
+            ),
+            lambda: _latency(result.fault_latency_ns),
+        ),
+        (
+            FigureInfo(
+                "slowdown.png",
+                "Per-enclave slowdown",
+                "Run time of each enclave divided by the time its accesses would take with "
+                "every page resident (dashed line: 1, no overhead).",
+            ),
+            lambda: _slowdown(result.summary.get("enclaves", {})),
+        ),
+    ]
+    out = []
+    with mpl_style.context("default"):
+        for info, draw in specs:
+            _save(draw(), run_dir / info.filename)
+            out.append(info)
+    return out
