@@ -463,6 +463,7 @@ def sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
     mapped: retry the fault), or VM_FAULT_SIGBUS.
     """
     encl.nr_faults += 1
+    host.task_misc_cg(task).priv.nr_faults += 1
     if encl.released or not 0 <= idx < encl.npages:
         return VM_FAULT_SIGBUS
     if not encl.m_desc[idx] & DESC_PRESENT:

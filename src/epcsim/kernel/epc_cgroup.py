@@ -59,7 +59,7 @@ class SgxCgroup:
 
     Besides the kernel's fields it carries model counters used by metrics (they never
     influence behaviour): pages evicted from its LRU, reclaim batches run on its LRU,
-    and ENOMEM results of charges made in it.
+    ENOMEM results of charges made in it, and enclave faults of its tasks.
     """
 
     __slots__ = (
@@ -73,6 +73,7 @@ class SgxCgroup:
         "nr_evicted",
         "nr_reclaim_batches",
         "nr_enomem",
+        "nr_faults",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -90,6 +91,8 @@ class SgxCgroup:
         self.nr_evicted = 0
         self.nr_reclaim_batches = 0
         self.nr_enomem = 0
+        #: enclave faults (sgx_vma_fault) taken by tasks charging this cgroup
+        self.nr_faults = 0
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"

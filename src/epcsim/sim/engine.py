@@ -146,7 +146,6 @@ class Simulation:
         self.ops: list[dict] = []
         self.fault_lat: list[np.ndarray] = []
         self._lat_buf: list[int] = []
-        self._faults_by_cg: dict[int, int] = {}
         self._cols: dict[str, list] = {f.name: [] for f in TIMESERIES_SCHEMA}
         self._active = 0  # actors other than the sampler
         #: ops waiting for an instance to have added N pages: (inst, pages, k, at, delay)
@@ -173,6 +172,7 @@ class Simulation:
         self.start(self._sampler(), prio=PRIO_SAMPLE)
         limit = self.limit_ns
         last_progress = 0
+        steps = 0
         heap = self._heap
         while heap:
             t, prio, _, actor = heapq.heappop(heap)
@@ -191,7 +191,10 @@ class Simulation:
             self._kick_kernel_threads()
             if self._watchers:
                 self._check_watchers()
-            if self.progress is not None and t - last_progress >= limit // 200 + 1:
+            steps += 1
+            if self.progress is not None and (
+                t - last_progress >= limit // 200 + 1 or not steps & 4095
+            ):
                 last_progress = t
                 self.progress(t, limit)
             if self._active == 0:
@@ -496,14 +499,12 @@ class Simulation:
                     fault_start = self.now
                 before = list(host.encls_count)
                 task.in_kernel += 1
-                cgid = host.task_misc_cg(task).priv.id
                 r = sgx_vma_fault(host, task, encl, idx)
                 task.in_kernel -= 1
                 yield self._cost(before, None) + self.costs.fault
                 if r == 0:
                     st.faults += 1
                     st.streak = 0
-                    self._faults_by_cg[cgid] = self._faults_by_cg.get(cgid, 0) + 1
                     self._lat_buf.append(self.now - fault_start)
                     fault_start = -1
                     continue
@@ -628,7 +629,7 @@ class Simulation:
             cols["limit_bytes"].append(None if cg.parent is None or cg.max >= 1 << 63 else cg.max)
             cols["peak_bytes"].append(cg.peak)
             cols["max_events"].append(cg.events if cg.parent is not None else cg.events_local)
-            cols["faults"].append(self._faults_by_cg.get(sgx_cg.id, 0))
+            cols["faults"].append(sgx_cg.nr_faults)
             cols["evictions"].append(sgx_cg.nr_evicted)
             cols["reclaim_batches"].append(sgx_cg.nr_reclaim_batches)
             cols["enomem"].append(sgx_cg.nr_enomem)
@@ -657,7 +658,7 @@ class Simulation:
                 "limit_bytes": None if cg.parent is None or cg.max >= 1 << 63 else cg.max,
                 "max_events": cg.events,
                 "max_events_local": cg.events_local,
-                "faults": self._faults_by_cg.get(sgx_cg.id, 0),
+                "faults": sgx_cg.nr_faults,
                 "evictions": sgx_cg.nr_evicted,
                 "reclaim_batches": sgx_cg.nr_reclaim_batches,
                 "enomem": sgx_cg.nr_enomem,
@@ -723,6 +724,7 @@ class Simulation:
             "ops": self.ops,
             "expectations": expectations,
             "passed": all(x["passed"] for x in expectations),
+            "outcome": "pass" if all(x["passed"] for x in expectations) else "fail",
         }
 
     def _verdict(self, k: int, x) -> dict:

@@ -1,0 +1,5 @@
+"""``python -m epcsim``: the command line."""
+
+from .cli import main
+
+main()

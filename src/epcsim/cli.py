@@ -1,0 +1,506 @@
+"""The ``epcsim`` command line (typer + rich; the only module importing them).
+
+Commands::
+
+    epcsim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE ...] [--quiet]
+    epcsim scenarios
+    epcsim validate SCENARIO [--set KEY=VALUE ...]
+    epcsim report DIR
+    epcsim --version
+
+Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
+(one line ``epcsim: error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .errors import EpcsimError
+
+__all__ = ["app", "main"]
+
+#: where ``epcsim run`` writes when no ``--out`` is given (relative to the cwd)
+DEFAULT_RUNS_DIR = "epcsim-runs"
+#: wall-clock seconds before the progress bar appears
+PROGRESS_DELAY_S = 1.0
+
+EXIT_OK = 0
+EXIT_EXPECTATION_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+ESTIMATE_NOTE = (
+    "note: times and slowdowns are cost-model estimates in virtual time (docs/COSTS.md), "
+    "not measurements"
+)
+
+app = typer.Typer(
+    name="epcsim",
+    help="Simulate Linux SGX EPC memory under cgroup (misc sgx_epc) limits.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _die(message: str) -> NoReturn:
+    """One line on stderr, exit status 2."""
+    one_line = " ".join(str(message).split("\n")).strip()
+    typer.echo(f"epcsim: error: {one_line}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn bad input (:class:`~epcsim.errors.EpcsimError`) into exit status 2."""
+    try:
+        yield
+    except EpcsimError as e:
+        _die(str(e))
+
+
+def _stdout() -> Console:
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # a log or a pipe: keep cgroup paths on one line
+    return console
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, mult in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= mult:
+            return f"{n / mult:.4g}{unit}"
+    return f"{n}B"
+
+
+def _time(ns: int | None) -> str:
+    from .units import format_time
+
+    if ns is None or ns < 0:
+        return "-"
+    return format_time(ns)
+
+
+def _slowdown(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
+def _duration_ns(sc: Any) -> int | None:
+    from .units import parse_time
+
+    try:
+        return parse_time(sc.host.duration)
+    except EpcsimError:  # pragma: no cover - validated by load_scenario
+        return None
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "scenario"
+
+
+def default_out(scenario_name: str, seed: int) -> Path:
+    """``./epcsim-runs/<scenario-name>-seed<seed>``."""
+    return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}"
+
+
+class LazyProgress:
+    """The ``progress`` callback of :func:`epcsim.run`: a transient rich progress bar of
+    virtual time against the time limit, shown only once the run has taken longer than
+    *delay* seconds of wall time (short runs print nothing).
+
+    The simulator reports progress only every 1/200 of the time limit, so a run that
+    ends long before its limit may never call back: :meth:`begin` also arms a timer
+    that shows the bar (elapsed wall time, virtual time so far) after *delay*.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        delay: float = PROGRESS_DELAY_S,
+        console: Console | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.delay = delay
+        self.console = console
+        self.t0 = time.monotonic()
+        self.bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._now = 0
+        self._limit: int | None = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def begin(self, limit_ns: int | None = None) -> None:
+        """Start the wall clock (and the timer that shows the bar after *delay*)."""
+        self.t0 = time.monotonic()
+        self._limit = limit_ns
+        if self.enabled:
+            self._timer = threading.Timer(self.delay, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _show(self) -> None:
+        with self._lock:
+            self._show_locked()
+
+    def _show_locked(self) -> None:
+        if self._closed or self.bar is not None:
+            return
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.fields[vt]}"),
+            TimeElapsedColumn(),
+            console=self.console or Console(stderr=True),
+            transient=True,
+        )
+        self.bar.start()
+        self._task = self.bar.add_task("simulating", total=self._limit, vt="")
+        self._update_locked()
+
+    def _update_locked(self) -> None:
+        assert self.bar is not None and self._task is not None
+        limit = f" / {_time(self._limit)}" if self._limit else ""
+        self.bar.update(
+            self._task,
+            total=self._limit,
+            completed=self._now,
+            vt=f"{_time(self._now)}{limit} virtual",
+        )
+
+    def __call__(self, now_ns: int, limit_ns: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._now, self._limit = now_ns, max(limit_ns, 1)
+            if self.bar is None:
+                if time.monotonic() - self.t0 >= self.delay:
+                    self._show_locked()
+                return
+            self._update_locked()
+
+    @property
+    def shown(self) -> bool:
+        return self.bar is not None
+
+    def close(self) -> None:
+        """Stop the timer and remove the bar (idempotent)."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.bar is not None:
+                self.bar.stop()
+
+
+def _print_summary(console: Console, summary: dict[str, Any], out: Path) -> None:
+    head = (
+        f"scenario {summary.get('scenario')} ({str(summary.get('scenario_hash', ''))[:12]}), "
+        f"seed {summary.get('seed')}, EPC {_size(summary.get('capacity_bytes'))}, "
+        f"virtual time {_time(summary.get('sim_time_ns'))}"
+    )
+    console.print(Text(head))
+    if summary.get("truncated"):
+        console.print(
+            Text(
+                f"note: stopped at the virtual-time limit ({_time(summary.get('time_limit_ns'))},"
+                " host.duration) with work still running",
+                style="yellow",
+            )
+        )
+
+    cgt = Table(title="cgroups (sgx_epc)", title_justify="left")
+    for col in ("cgroup", "peak", "limit", "max events", "faults", "evictions", "ENOMEM"):
+        if col == "cgroup":
+            cgt.add_column(col, overflow="fold")
+        else:
+            cgt.add_column(col, justify="right")
+    for path, c in summary.get("cgroups", {}).items():
+        cgt.add_row(
+            Text(path),
+            _size(c.get("peak_bytes")),
+            _size(c.get("limit_bytes")),
+            str(c.get("max_events", 0)),
+            str(c.get("faults", 0)),
+            str(c.get("evictions", 0)),
+            str(c.get("enomem", 0)),
+        )
+    console.print(cgt)
+
+    enclaves = summary.get("enclaves", {})
+    if enclaves:
+        show_error = any(e.get("error") for e in enclaves.values())
+        et = Table(title="enclaves", title_justify="left")
+        cols = ["enclave", "cgroup", "outcome", "exit status", "slowdown"]
+        if show_error:
+            cols.append("error")
+        for col in cols:
+            if col in ("exit status", "slowdown"):
+                et.add_column(col, justify="right")
+            else:
+                et.add_column(col, overflow="fold")
+        for name, e in enclaves.items():
+            status = e.get("exit_status")
+            outcome = str(e.get("outcome", ""))
+            style = {"success": "green", "failure": "red", "killed": "yellow"}.get(outcome, "")
+            row = [
+                Text(name),
+                Text(str(e.get("cgroup", ""))),
+                Text(outcome, style=style),
+                "-" if status is None else str(status),
+                _slowdown(e.get("slowdown")),
+            ]
+            if show_error:
+                row.append(Text(str(e.get("error") or "")))
+            et.add_row(*row)
+        console.print(et)
+
+    ops = summary.get("ops", [])
+    if ops:
+        ot = Table(title="timed operations", title_justify="left")
+        for col in ("time", "operation", "result"):
+            if col == "time":
+                ot.add_column(col, justify="right")
+            else:
+                ot.add_column(col, overflow="fold")
+        for op in ops:
+            res = str(op.get("result", ""))
+            ot.add_row(
+                _time(op.get("time_ns")),
+                Text(str(op.get("op", ""))),
+                Text(res, style="" if res == "ok" else "yellow"),
+            )
+        console.print(ot)
+
+    lat = summary.get("fault_latency") or {}
+    if lat:
+        console.print(
+            Text(
+                f"fault latency: {lat['count']} faults, p50 {_time(lat['p50_ns'])}, "
+                f"p90 {_time(lat['p90_ns'])}, p99 {_time(lat['p99_ns'])}, "
+                f"max {_time(lat['max_ns'])}"
+            )
+        )
+    console.print(Text(ESTIMATE_NOTE))
+    console.print(Text(f"wrote {out}"))
+
+
+def _print_expectations(console: Console, summary: dict[str, Any], *, quiet: bool) -> bool:
+    """PASS/FAIL lines as the kernel selftest script prints them; returns all passed."""
+    exps = summary.get("expectations", [])
+    failed = [x for x in exps if not x.get("passed")]
+    for x in exps:
+        if x.get("passed"):
+            if not quiet:
+                console.print(Text.assemble(("PASS", "green"), f": {x.get('name')}"))
+        else:
+            console.print(
+                Text.assemble(("FAIL", "red"), f": {x.get('name')}: {x.get('detail', '')}")
+            )
+    if not failed:
+        if not quiet:
+            console.print(Text.assemble(("PASS", "bold green"), ": all expectations"))
+        return True
+    console.print(
+        Text.assemble(("FAIL", "bold red"), f": {len(failed)} of {len(exps)} expectations failed")
+    )
+    return False
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"epcsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = None,
+) -> None:
+    """Simulate Linux SGX EPC memory under cgroup (misc sgx_epc) limits.
+
+    Times are estimates from a cost model (virtual time), not measurements.
+    """
+
+
+ScenarioArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SCENARIO",
+        help="A scenario TOML file, or builtin:NAME (see `epcsim scenarios`).",
+        show_default=False,
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a scenario value with a dotted key, e.g. --set host.epc=1GiB (repeatable).",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def run(
+    scenario: ScenarioArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help=f"Run directory to write (default: ./{DEFAULT_RUNS_DIR}/<scenario>-seed<seed>).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", min=0, help="Override host.seed.", show_default=False),
+    ] = None,
+    set_: SetOpt = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only failed expectations."),
+    ] = False,
+) -> None:
+    """Run a scenario; write summary.json, timeseries.parquet and report.html.
+
+    Exit status 0 when every expectation passes, 1 when one fails, 2 for bad input.
+    """
+    import epcsim
+
+    from .scenario import load_scenario
+
+    with _user_errors():
+        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    run_seed = sc.host.seed if seed is None else seed
+    outdir = out if out is not None else default_out(sc.name, run_seed)
+    if outdir.exists() and not outdir.is_dir():
+        _die(f"--out {outdir}: exists and is not a directory")
+
+    err = Console(stderr=True)
+    progress = LazyProgress(enabled=not quiet and err.is_terminal, console=err)
+    progress.begin(_duration_ns(sc))
+    try:
+        with _user_errors():
+            result = epcsim.run(sc, seed=run_seed, out=outdir, progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        typer.echo(f"interrupted; {outdir} is incomplete", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as e:
+        progress.close()
+        if e.filename is None:
+            raise
+        _die(f"cannot write {e.filename}: {e.strerror or e}")
+    finally:
+        progress.close()
+
+    console = _stdout()
+    if not quiet:
+        _print_summary(console, result.summary, outdir)
+    ok = _print_expectations(console, result.summary, quiet=quiet)
+    if not ok:
+        raise typer.Exit(EXIT_EXPECTATION_FAILED)
+
+
+@app.command()
+def scenarios() -> None:
+    """List the built-in scenarios (run one with `epcsim run builtin:NAME`)."""
+    from .scenario import list_builtins
+
+    items = list_builtins()
+    width = max((len(n) for n, _ in items), default=0)
+    for name, description in items:
+        typer.echo(f"{name.ljust(width)}  {description}")
+
+
+@app.command()
+def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
+    """Load and validate a scenario without running it."""
+    from .scenario import load_scenario
+
+    with _user_errors():
+        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    typer.echo(f"ok: {sc.name} ({sc.digest()[:12]})")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="A run directory written by `epcsim run`."),
+    ],
+) -> None:
+    """Rebuild report.html (and its figures) from a run directory."""
+    if not run_dir.exists():
+        _die(f"{run_dir}: no such directory")
+    if not run_dir.is_dir():
+        _die(f"{run_dir}: not a directory")
+    for needed in ("summary.json", "timeseries.parquet"):
+        if not (run_dir / needed).is_file():
+            _die(f"{run_dir}: not a run directory (no {needed}; write one with `epcsim run`)")
+    if (run_dir / "INCOMPLETE").exists():
+        typer.echo(f"note: {run_dir} is marked INCOMPLETE (an interrupted run)", err=True)
+    from .report import write_report
+
+    try:
+        with _user_errors():
+            html = write_report(run_dir)
+    except (OSError, ValueError) as e:  # unreadable summary.json / parquet, unwritable dir
+        _die(f"{run_dir}: cannot rebuild the report: {e}")
+    typer.echo(f"wrote {html}")
+
+
+def main() -> None:
+    """The ``epcsim`` console script."""
+    app(prog_name="epcsim")
+
+
+if __name__ == "__main__":
+    main()

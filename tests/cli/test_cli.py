@@ -1,0 +1,379 @@
+"""The ``epcsim`` command line: exit statuses, outputs, and one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import epcsim
+from epcsim.cli import LazyProgress, app, default_out
+
+TINY = """\
+name = "tiny"
+[host]
+epc = "4MiB"
+duration = "1s"
+
+[[cgroup]]
+path = "/a"
+max = "1MiB"
+
+[[enclave]]
+name = "e"
+cgroup = "/a"
+size = "2MiB"
+workload = { pattern = "uniform", accesses = 20000 }
+
+[[expect]]
+name = "e succeeds"
+enclaves = ["e"]
+outcome = "success"
+"""
+
+runner = CliRunner()
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def assert_no_crash(r) -> None:
+    """A clean exit: no exception escaped the command, no traceback printed."""
+    assert not isinstance(r.exception, Exception), r.exception
+    assert "Traceback" not in r.output
+
+
+@pytest.fixture(scope="module")
+def passed_run(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("run")
+    scenario = write(d, TINY)
+    out = d / "out"
+    r = invoke("run", scenario, "--out", out)
+    return r, out
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+def test_run_passes_writes_run_directory(passed_run) -> None:
+    r, out = passed_run
+    assert_no_crash(r)
+    assert r.exit_code == 0, r.output
+    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy", "report.html"):
+        assert (out / f).is_file(), f
+    assert not (out / "INCOMPLETE").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scenario"] == "tiny"
+    assert summary["passed"] is True
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "PASS: all expectations"
+    assert "PASS: e succeeds" in lines
+    assert "cost-model estimates" in r.stdout
+    assert f"wrote {out}" in r.stdout
+    # the tables: the limited cgroup and the enclave with its outcome
+    assert "/a" in r.stdout and "1MiB" in r.stdout
+    assert "success" in r.stdout
+    assert r.stderr == ""
+
+
+def test_run_expectation_fails_exit_1(tmp_path: Path) -> None:
+    scenario = write(tmp_path, TINY.replace('outcome = "success"', 'outcome = "failure"'))
+    r = invoke("run", scenario, "--out", tmp_path / "out")
+    assert_no_crash(r)
+    assert r.exit_code == 1, r.output
+    lines = r.stdout.strip().splitlines()
+    assert any(line.startswith("FAIL: e succeeds: ") for line in lines)
+    assert lines[-1].startswith("FAIL: 1 of 1 expectations failed")
+    assert (tmp_path / "out" / "summary.json").is_file()
+    assert not (tmp_path / "out" / "INCOMPLETE").exists()
+
+
+def test_seed_override_quiet_and_default_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = write(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    r = invoke("run", scenario, "--seed", "7", "--quiet")
+    assert_no_crash(r)
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""  # --quiet: nothing unless an expectation fails
+    out = tmp_path / default_out("tiny", 7)
+    assert out == tmp_path / "epcsim-runs" / "tiny-seed7"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 7
+
+
+def test_refused_runtime_write_is_recorded_not_an_error(tmp_path: Path) -> None:
+    text = TINY + '\n[[at]]\ntime = "1ms"\nrmdir = "/a"\n'
+    scenario = write(tmp_path, text)
+    out = tmp_path / "out"
+    r = invoke("run", scenario, "--out", out)
+    assert_no_crash(r)
+    assert r.exit_code == 0, r.output
+    ops = json.loads((out / "summary.json").read_text())["ops"]
+    assert [op["op"] for op in ops] == ["rmdir /a"]
+    assert ops[0]["result"].startswith("EBUSY")
+    assert "EBUSY" in r.stdout
+
+
+def test_builtin_kselftest_small_capacity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = invoke("run", "builtin:kselftest", "--set", "host.epc=8MiB", "--quiet")
+    assert_no_crash(r)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "epcsim-runs/kselftest-seed1/summary.json").read_text())
+    assert summary["capacity_bytes"] == 8 << 20
+    assert len(summary["expectations"]) == 7
+
+
+def test_interrupt_leaves_incomplete_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("epcsim.api.simulate", interrupted)
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    r = invoke("run", scenario, "--out", out)
+    assert r.exit_code == 130, r.output
+    assert f"interrupted; {out} is incomplete" in r.stderr
+    assert (out / "INCOMPLETE").is_file()
+    assert not (out / "summary.json").exists()
+
+
+def test_out_is_a_file(tmp_path: Path) -> None:
+    scenario = write(tmp_path, TINY)
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = invoke("run", scenario, "--out", f)
+    assert_no_crash(r)
+    assert r.exit_code == 2
+    assert r.stderr.startswith("epcsim: error: ")
+    assert "not a directory" in r.stderr
+
+
+# --- bad input: exit 2, one line naming file/table/field ----------------------------------
+
+BAD_TOML = [
+    pytest.param(
+        TINY.replace('duration = "1s"', 'duration = "1s"\nbogus = 1'),
+        ["tiny.toml", "host.bogus", "unknown key"],
+        id="unknown-key",
+    ),
+    pytest.param(
+        TINY.replace('duration = "1s"', 'duration = "1s"\ncpus = "four"'),
+        ["tiny.toml", "host.cpus", "four"],
+        id="wrong-type",
+    ),
+    pytest.param(
+        TINY.replace('size = "2MiB"', 'size = "64XB"'),
+        ["tiny.toml", "enclave[0].size", "64XB"],
+        id="size-unit",
+    ),
+    pytest.param(
+        TINY.replace('cgroup = "/a"', 'cgroup = "/nope"'),
+        ["tiny.toml", "enclave[0].cgroup", "/nope", "does not exist"],
+        id="cgroup-missing",
+    ),
+    pytest.param(
+        TINY + '\n[[at]]\ntime = "1ms"\nwrite = { path = "/a/misc.max", value = "sgx_epc -1" }\n',
+        ["tiny.toml", "at[0].write.value", "sgx_epc -1", "refuses"],
+        id="misc-max-refused",
+    ),
+    pytest.param(
+        TINY.replace("[host]", "[host\n"),
+        ["tiny.toml", "not valid TOML"],
+        id="toml-syntax",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, fragments", BAD_TOML)
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_bad_scenario_exit_2(tmp_path: Path, command: str, text: str, fragments) -> None:
+    scenario = write(tmp_path, text)
+    extra = ["--out", tmp_path / "out"] if command == "run" else []
+    r = invoke(command, scenario, *extra)
+    assert_no_crash(r)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("epcsim: error: ")
+    assert len(r.stderr.strip().splitlines()) == 1
+    for frag in fragments:
+        assert frag in r.stderr, (frag, r.stderr)
+    assert not (tmp_path / "out").exists()  # nothing was run
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        pytest.param(["{tmp}/missing.toml"], ["missing.toml", "no such file"], id="missing-file"),
+        pytest.param(["{tiny}", "--set", "hostepc"], ["--set", "KEY=VALUE"], id="bad-set"),
+        pytest.param(
+            ["{tiny}", "--set", "host.bogus=1"], ["host.bogus", "unknown key"], id="set-unknown"
+        ),
+        pytest.param(["{tiny}", "--set", "host.epc=64XB"], ["host.epc", "64XB"], id="set-bad-size"),
+        pytest.param(["builtin:nope"], ["builtin:nope", "kselftest"], id="unknown-builtin"),
+    ],
+)
+def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    tiny = write(tmp_path, TINY)
+    argv = [a.format(tmp=tmp_path, tiny=tiny) for a in args]
+    r = invoke("run", *argv, "--out", tmp_path / "out")
+    assert_no_crash(r)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("epcsim: error: ")
+    for frag in fragments:
+        assert frag in r.stderr, (frag, r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    tiny = write(tmp_path, TINY)
+    for argv in (["run"], ["run", str(tiny), "--seed", "x"], ["run", str(tiny), "--seed", "-1"]):
+        r = invoke(*argv)
+        assert r.exit_code == 2, (argv, r.output)
+        assert "Traceback" not in r.output
+
+
+# --- scenarios, validate, report, version -------------------------------------------------
+
+
+def test_scenarios_lists_builtins() -> None:
+    r = invoke("scenarios")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert any(line.split()[0] == "kselftest" and len(line.split()) > 1 for line in lines)
+    assert len(lines) == len(epcsim.list_builtins())
+
+
+def test_validate_ok(tmp_path: Path) -> None:
+    scenario = write(tmp_path, TINY)
+    digest = epcsim.load_scenario(scenario).digest()
+    r = invoke("validate", scenario)
+    assert r.exit_code == 0, r.output
+    assert r.stdout == f"ok: tiny ({digest[:12]})\n"
+    r2 = invoke("validate", scenario, "--set", "host.epc=8MiB")
+    assert r2.exit_code == 0, r2.output
+    assert r2.stdout.startswith("ok: tiny (") and r2.stdout != r.stdout
+    r3 = invoke("validate", "builtin:kselftest")
+    assert r3.exit_code == 0 and r3.stdout.startswith("ok: kselftest (")
+
+
+def test_report_rejects_non_run_directory(tmp_path: Path) -> None:
+    r = invoke("report", tmp_path)
+    assert_no_crash(r)
+    assert r.exit_code == 2
+    assert r.stderr.startswith("epcsim: error: ")
+    assert "not a run directory" in r.stderr and "summary.json" in r.stderr
+    r = invoke("report", tmp_path / "nope")
+    assert r.exit_code == 2 and "no such directory" in r.stderr
+    write(tmp_path, TINY)
+    r = invoke("report", tmp_path / "tiny.toml")
+    assert r.exit_code == 2 and "not a directory" in r.stderr
+
+
+def test_report_rebuilds(passed_run) -> None:
+    _, out = passed_run
+    html = out / "report.html"
+    html.unlink(missing_ok=True)
+    r = invoke("report", out)
+    assert_no_crash(r)
+    assert r.exit_code == 0, r.output
+    assert html.is_file()
+    assert "report.html" in r.stdout
+
+
+def test_version() -> None:
+    r = invoke("--version")
+    assert r.exit_code == 0
+    assert r.stdout == f"epcsim {epcsim.__version__}\n"
+
+
+def test_version_subprocess() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "epcsim.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"epcsim {epcsim.__version__}\n"
+
+
+def test_bad_input_subprocess(tmp_path: Path) -> None:
+    """The real entry point (``python -m epcsim``): one line on stderr, exit 2."""
+    p = subprocess.run(
+        [sys.executable, "-m", "epcsim", "validate", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert p.stderr.startswith("epcsim: error: ") and "no such file" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+# --- the lazy progress bar ----------------------------------------------------------------
+
+
+def _terminal() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=True, width=100), buf
+
+
+def test_progress_not_shown_for_short_runs() -> None:
+    console, buf = _terminal()
+    p = LazyProgress(delay=60, console=console)
+    p.begin(1_000_000_000)
+    for t in range(0, 1_000_000_000, 5_000_000):
+        p(t, 1_000_000_000)
+    p.close()
+    assert not p.shown
+    assert buf.getvalue() == ""
+
+
+def test_progress_shown_after_delay_from_callback() -> None:
+    console, buf = _terminal()
+    p = LazyProgress(delay=0, console=console)
+    p(250_000_000, 1_000_000_000)
+    assert p.shown
+    p(500_000_000, 1_000_000_000)
+    p.close()
+    p.close()  # idempotent
+    assert "virtual" in buf.getvalue()
+
+
+def test_progress_shown_by_timer_without_callbacks() -> None:
+    console, _ = _terminal()
+    p = LazyProgress(delay=0.01, console=console)
+    p.begin(10**9)
+    deadline = time.monotonic() + 5
+    while not p.shown and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.close()
+    assert p.shown
+
+
+def test_progress_disabled() -> None:
+    console, buf = _terminal()
+    p = LazyProgress(enabled=False, delay=0, console=console)
+    p.begin(10**9)
+    p(1, 10**9)
+    p.close()
+    assert not p.shown and buf.getvalue() == ""
