@@ -16,6 +16,7 @@ import pyarrow as pa
 from matplotlib import style as mpl_style
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..sim.result import Result
 
@@ -54,12 +55,22 @@ def _series(ts: pa.Table) -> dict[str, dict[str, np.ndarray]]:
     idx: dict[str, list[int]] = {}
     for i, n in enumerate(names):
         idx.setdefault(n, []).append(i)
+    times = np.unique(cols["time_ns"])
     out: dict[str, dict[str, np.ndarray]] = {}
     for n, rows in idx.items():
         r = np.asarray(rows, np.int64)
         d = {c: v[r] for c, v in cols.items()}
         order = np.argsort(d["time_ns"], kind="stable")
-        out[n] = {c: v[order] for c, v in d.items()}
+        d = {c: v[order] for c, v in d.items()}
+        # a name missing from some samples (a cgroup removed, later a new one with the
+        # same path) gets a NaN row in the gap, so lines and rates do not bridge it
+        pos = np.searchsorted(times, d["time_ns"])
+        gaps = np.flatnonzero(np.diff(pos) > 1) + 1
+        if gaps.size:
+            t = d["time_ns"]
+            mid = (t[gaps - 1] + t[gaps]) / 2
+            d = {c: np.insert(v, gaps, mid if c == "time_ns" else np.nan) for c, v in d.items()}
+        out[n] = d
     return out
 
 
@@ -69,7 +80,18 @@ def _colors(names: list[str]) -> dict[str, str]:
 
 
 def _legend(fig: Figure, handles: list, labels: list[str]) -> None:
-    if handles:
+    if not handles:
+        return
+    if max(len(lb) for lb in labels) > 24:
+        # long cgroup paths: below the plot, so the axes keep their width
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            fontsize="small",
+            ncols=2 if len(handles) > 1 else 1,
+        )
+    else:
         fig.legend(
             handles,
             labels,
@@ -94,7 +116,16 @@ def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
     any_limit = False
     for name, s in series.items():
         t = s["time_ns"] / 1e9
-        (h,) = ax.plot(t, s["usage_bytes"] / MIB, color=colors[name], linewidth=1.2)
+        # the root (total usage) is drawn wide and pale so a child with the same
+        # usage stays visible on top of it
+        root = name == "/"
+        (h,) = ax.plot(
+            t,
+            s["usage_bytes"] / MIB,
+            color=colors[name],
+            linewidth=3.0 if root else 1.2,
+            alpha=0.45 if root else 1.0,
+        )
         handles.append(h)
         labels.append(name)
         lim = s["limit_bytes"]
@@ -120,16 +151,13 @@ def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
     return fig
 
 
-def _rate(s: dict[str, np.ndarray], col: str) -> tuple[np.ndarray, np.ndarray]:
-    """(interval end in s, events per second over the interval); a counter that goes
-    backwards (a recreated cgroup) gives NaN for that interval."""
-    t = s["time_ns"]
-    v = s[col]
-    dt = np.diff(t)
-    dv = np.diff(v)
+def _rate(s: dict[str, np.ndarray], col: str) -> np.ndarray:
+    """Events per second of virtual time over each interval between samples; NaN where
+    the counter goes backwards (a cgroup path reused by a new cgroup)."""
+    dt = np.diff(s["time_ns"])
+    dv = np.diff(s[col])
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where((dt > 0) & (dv >= 0), dv / (dt / 1e9), np.nan)
-    return t, r
+        return np.where((dt > 0) & (dv >= 0), dv / (dt / 1e9), np.nan)
 
 
 def _changes(v: np.ndarray) -> bool:
@@ -150,11 +178,10 @@ def _rates(series: dict[str, dict[str, np.ndarray]]) -> Figure:
     ax_f, ax_e = fig.subplots(2, 1, sharex=True)
     handles, labels = [], []
     for name, s in shown.items():
-        t, rf = _rate(s, "faults")
-        (h,) = ax_f.step(t[1:] / 1e9, rf, where="pre", color=colors[name], linewidth=1.0)
-        _, re_ = _rate(s, "evictions")
-        ax_e.step(t[1:] / 1e9, re_, where="pre", color=colors[name], linewidth=1.0)
-        handles.append(h)
+        edges = s["time_ns"] / 1e9
+        for ax, col in ((ax_f, "faults"), (ax_e, "evictions")):
+            ax.stairs(_rate(s, col), edges, baseline=None, color=colors[name], linewidth=1.0)
+        handles.append(Line2D([], [], color=colors[name], linewidth=1.0))
         labels.append(name)
     ax_f.set_ylabel("faults / s")
     ax_f.set_title("Fault and eviction rates per cgroup (per sample interval)")
@@ -165,6 +192,10 @@ def _rates(series: dict[str, dict[str, np.ndarray]]) -> Figure:
         ax.grid(True, alpha=0.3)
     _legend(fig, handles, labels)
     return fig
+
+
+def _fmt_g(v: float, _pos: object = None) -> str:
+    return f"{v:g}"
 
 
 def _latency(lat_ns: np.ndarray) -> Figure:
@@ -180,13 +211,17 @@ def _latency(lat_ns: np.ndarray) -> Figure:
     nbins = int(min(60, max(10, np.ceil((hi - lo) * 20))))
     bins = np.logspace(lo, hi, nbins + 1)
     ax = fig.add_subplot()
-    ax.hist(us, bins=bins, color="C0", edgecolor="white", linewidth=0.3)
+    ax.hist(us, bins=bins, color="C0", edgecolor="white", linewidth=0.3, log=True)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_g))
+    # less than about a decade: label the minor ticks too, or the axis has no numbers
+    ax.xaxis.set_minor_formatter(FuncFormatter(_fmt_g) if hi - lo < 1.2 else NullFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize="small")
     p50, p99 = np.percentile(us, [50, 99])
     ax.axvline(p50, color="C1", linestyle="--", linewidth=1.0, label=f"p50 {p50:.3g} µs")
     ax.axvline(p99, color="C3", linestyle=":", linewidth=1.2, label=f"p99 {p99:.3g} µs")
     ax.set_xlabel("fault latency (µs, log scale)")
-    ax.set_ylabel("faults")
+    ax.set_ylabel("faults (log scale)")
     ax.set_title(f"Fault latency ({lat.size:,} resolved faults, retries included)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize="small")
@@ -197,7 +232,8 @@ def _slowdown(enclaves: dict[str, dict]) -> Figure:
     vals = [
         (n, float(e["slowdown"]))
         for n, e in sorted(enclaves.items(), key=lambda kv: natural_key(kv[0]))
-        if e.get("slowdown") is not None
+        # None: no accesses; 0: nothing timed (a vEPC owner has no enclave threads)
+        if e.get("slowdown") is not None and e["slowdown"] > 0
     ]
     width = min(30.0, max(6.0, 0.35 * len(vals) + 2.0))
     fig = Figure(figsize=(width, 4.5), dpi=_DPI, layout="constrained")
@@ -207,6 +243,7 @@ def _slowdown(enclaves: dict[str, dict]) -> Figure:
     ax = fig.add_subplot()
     x = np.arange(len(vals))
     ax.bar(x, [v for _, v in vals], color="C0")
+    ax.set_xlim(-0.6, max(len(vals), 4) - 0.4)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     ax.set_xticks(x, [n for n, _ in vals], rotation=45 if len(vals) > 6 else 0, ha="right")
     if len(vals) <= 6:
