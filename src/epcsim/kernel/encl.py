@@ -452,6 +452,16 @@ def sgx_encl_eaug_page(host: Host, task: Task, encl: Encl, idx: int) -> int:
 
 
 def sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
+    """Models sgx_vma_fault(); see :func:`_sgx_vma_fault`.  Counts the fault in the
+    enclave (every call) and, when resolved, in the task's cgroup (model statistics)."""
+    encl.nr_faults += 1
+    r = _sgx_vma_fault(host, task, encl, idx)
+    if r == 0:
+        host.task_misc_cg(task).priv.nr_faults += 1
+    return r
+
+
+def _sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
     """Models sgx_vma_fault() (encl.c; SPEC §4.1, §4.12).
 
     A page absent from page_array is EAUG'ed (SGX2); an evicted page is ELDU'ed (SECS
@@ -462,8 +472,6 @@ def sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
     Returns: 0 (mapped; the access is retried and hits), VM_FAULT_NOPAGE (nothing
     mapped: retry the fault), or VM_FAULT_SIGBUS.
     """
-    encl.nr_faults += 1
-    host.task_misc_cg(task).priv.nr_faults += 1
     if encl.released or not 0 <= idx < encl.npages:
         return VM_FAULT_SIGBUS
     if not encl.m_desc[idx] & DESC_PRESENT:

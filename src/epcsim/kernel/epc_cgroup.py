@@ -91,7 +91,7 @@ class SgxCgroup:
         self.nr_evicted = 0
         self.nr_reclaim_batches = 0
         self.nr_enomem = 0
-        #: enclave faults (sgx_vma_fault) taken by tasks charging this cgroup
+        #: enclave faults resolved (sgx_vma_fault) for tasks charging this cgroup
         self.nr_faults = 0
 
     def __repr__(self) -> str:

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from .. import __version__
 from ..kernel import Host, send_signal, task_exit
+from ..kernel.cgroup import host_controllers
 from ..kernel.constants import (
     PAGE_SIZE,
     SGX_PAGE_TYPE_TRIM,
@@ -260,7 +261,7 @@ class Simulation:
             inst, pages, k, a, delay = w
             if inst.encl is None and inst.task is not None and inst.task.encl_fds:
                 inst.encl = self.host.encls[inst.task.encl_fds[0]]
-            if inst.encl is not None and inst.encl.nr_added >= pages:
+            if inst.encl is not None and inst.encl.nr_added + inst.encl.nr_eaug >= pages:
                 self.start(self._op(k, a), delay, PRIO_OP)
             elif inst.ended_ns < 0:
                 keep.append(w)
@@ -289,14 +290,14 @@ class Simulation:
         sc, fs = self.sc, self.host.fs
         declared = [c.path for c in sc.cgroup]
         parents = {p.rsplit("/", 1)[0] or "/" for p in declared}
-        for p in sorted(parents, key=lambda x: x.count("/") if x != "/" else 0):
-            if p == "/":
-                fs.write("/cgroup.subtree_control", "+misc +memory")
+        ctrls = " ".join(f"+{c}" for c in host_controllers(self.host))
+        if "/" in parents:
+            fs.write("/cgroup.subtree_control", ctrls)
         for c in sc.cgroup:
             fs.mkdir(c.path)
             if c.path in parents:
-                fs.write(f"{c.path}/cgroup.subtree_control", "+misc +memory")
-            if c.max is not None:
+                fs.write(f"{c.path}/cgroup.subtree_control", ctrls)
+            if c.max is not None and self.host.misc_enabled:
                 v = "max" if c.max == "max" else str(eval_size(c.max, self.capacity, what="max"))
                 fs.write(f"{c.path}/misc.max", f"sgx_epc {v}")
             if c.memory_max is not None:
@@ -596,6 +597,7 @@ class Simulation:
                 ]:
                     if inst.task is not None and not inst.task.exited:
                         fs.write(f"{a.migrate.cgroup}/cgroup.procs", str(inst.task.pid))
+                        inst.cgroup = inst.task.cgroup.path
             rec["result"] = "ok"
         except OSError as e:
             rec["result"] = f"{_errname(e.errno)}: {e.strerror}"
@@ -638,9 +640,12 @@ class Simulation:
         table = pa.table(self._cols, schema=TIMESERIES_SCHEMA)
         lat = np.concatenate(self.fault_lat) if self.fault_lat else np.zeros(0, np.int64)
         for inst in self.instances.values():
+            for t in inst.threads:
+                # a thread still retrying a fault when time ran out is stuck
+                if t.ended_ns < 0 and t.streak:
+                    t.stuck = True
             if inst.started_ns >= 0 and inst.ended_ns < 0 and inst.outcome == "running":
-                stuck = any(t.stuck or (t.streak and t.ended_ns < 0) for t in inst.threads)
-                inst.outcome = "stuck" if stuck else "running"
+                inst.outcome = "stuck" if any(t.stuck for t in inst.threads) else "running"
         summary = self._summary(truncated, lat)
         return Result(summary, table, lat)
 
@@ -656,7 +661,8 @@ class Simulation:
                 "usage_bytes": cg.usage,
                 "peak_bytes": cg.peak,
                 "limit_bytes": None if cg.parent is None or cg.max >= 1 << 63 else cg.max,
-                "max_events": cg.events,
+                # the root has no misc.events: its failures (capacity) are local ones
+                "max_events": cg.events if cg.parent is not None else cg.events_local,
                 "max_events_local": cg.events_local,
                 "faults": sgx_cg.nr_faults,
                 "evictions": sgx_cg.nr_evicted,
@@ -677,6 +683,7 @@ class Simulation:
             )
             e = inst.encl
             enclaves[inst.name] = {
+                "kind": "vepc" if isinstance(inst.spec, VepcSpec) else "enclave",
                 "group": inst.group,
                 "cgroup": inst.cgroup,
                 "outcome": inst.outcome,
@@ -688,8 +695,8 @@ class Simulation:
                 "faults": sum(t.faults for t in inst.threads),
                 "fault_retries": sum(t.retries for t in inst.threads),
                 "stuck_threads": sum(1 for t in inst.threads if t.stuck),
-                "slowdown": round(run / ideal, 6) if ideal else None,
-                "pages_added": e.nr_added if e is not None else 0,
+                "slowdown": round(run / ideal, 6) if ideal and run > 0 else None,
+                "pages_added": e.nr_added + e.nr_eaug if e is not None else 0,
                 "pages_evicted": e.nr_evicted if e is not None else 0,
                 "eldu": e.nr_eldu if e is not None else 0,
             }
@@ -714,6 +721,7 @@ class Simulation:
             "misc_enabled": self.sc.host.misc,
             "sim_time_ns": self.now,
             "time_limit_ns": self.limit_ns,
+            "sample_interval_ns": self.sample_ns,
             "truncated": truncated,
             "time_is_estimate": "virtual times come from the cost model (docs/COSTS.md)",
             "costs_ns": self.costs.model_dump(),
