@@ -9,6 +9,7 @@ bytes), e.g. ``"capacity/512"``, as the kernel selftest script computes its limi
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import json
 import re
@@ -17,7 +18,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from ..errors import EpcsimError, ScenarioError
 from ..kernel.cgroupfs import memparse
@@ -75,8 +84,8 @@ def eval_size(value: int | str, capacity: int, *, what: str) -> int:
     return parse_size(value, what=what)
 
 
-SizeLike = int | str
-TimeLike = int | str
+SizeLike = StrictInt | StrictStr
+TimeLike = StrictInt | StrictStr
 
 
 class _Model(BaseModel):
@@ -220,9 +229,17 @@ def list_builtins() -> list[tuple[str, str]]:
     return out
 
 
+def _looks_like_toml(s: str) -> bool:
+    """A TOML document rather than a path: several lines, or one line with ``=`` that
+    is not an existing file."""
+    if s.startswith("builtin:"):
+        return False
+    return "\n" in s or ("=" in s and not Path(s).exists())
+
+
 def _read_source(source: str | Path) -> tuple[str, str, Path | None]:
     """(text, label, base directory) of a path, ``builtin:NAME`` or a TOML string."""
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
+    if isinstance(source, Path) or (isinstance(source, str) and not _looks_like_toml(source)):
         s = str(source)
         if s.startswith("builtin:"):
             name = s[len("builtin:") :]
@@ -279,18 +296,28 @@ def _apply_override(data: dict, item: str, label: str) -> None:
 
 
 def _loc(err: dict, data: dict) -> tuple[str, str]:
-    """(table, field) from a pydantic error location, e.g. ("enclave[1]", "size")."""
+    """(table, field) from a pydantic error location, e.g. ("enclave[1]", "size").
+
+    The location is walked through the data: list indices attach to their table,
+    tags pydantic adds below a scalar (union members such as "int") are dropped.
+    """
     loc = list(err.get("loc", ()))
-    table_parts: list[str] = []
-    while loc and not (isinstance(loc[0], str) and len(loc) == 1):
-        x = loc.pop(0)
-        if isinstance(x, int) and table_parts:
-            table_parts[-1] += f"[{x}]"
+    parts: list[str] = []
+    cur: Any = data
+    for k, x in enumerate(loc):
+        if isinstance(x, int) and isinstance(cur, list) and parts:
+            parts[-1] += f"[{x}]"
+            cur = cur[x] if x < len(cur) else None
+        elif isinstance(x, str) and isinstance(cur, dict):
+            parts.append(x)
+            cur = cur.get(x)
+            if x not in (cur if isinstance(cur, dict) else {}) and k == len(loc) - 1:
+                break
         else:
-            table_parts.append(str(x))
-    field = str(loc[0]) if loc else ""
-    # a nested non-table value (e.g. host.costs.x) keeps its path in the table part
-    return ".".join(table_parts), field
+            break
+    if not parts:
+        return "", ""
+    return ".".join(parts[:-1]), parts[-1]
 
 
 def load_scenario(
@@ -305,7 +332,7 @@ def load_scenario(
         ScenarioError: naming the file, the table and the field.
     """
     if isinstance(source, dict):
-        data, label, base = dict(source), "<dict>", None
+        data, label, base = copy.deepcopy(source), "<dict>", None
     else:
         text, label, base = _read_source(source)
         try:
@@ -320,8 +347,11 @@ def load_scenario(
         err = e.errors()[0]
         table, field = _loc(err, data)
         msg = err.get("msg", "invalid")
+        loc = err.get("loc", ())
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
+        elif loc and loc[-1] in ("int", "str") and err.get("type") in ("int_type", "string_type"):
+            msg = "expected an integer or a string with a unit (e.g. '64MiB', '5us')"
         elif err.get("type") == "missing":
             msg = "required key is missing"
         inp = err.get("input")
@@ -369,6 +399,8 @@ def _check(sc: Scenario, label: str) -> None:
             parse_time(getattr(h, f), what=f)
         if parse_time(h.sample_interval) <= 0:
             fail("must be > 0", "host", "sample_interval")
+    except ScenarioError:
+        raise
     except EpcsimError as e:
         raise ScenarioError(
             str(e).split(": ", 1)[-1], file=label, table="host", field=str(e).split(":", 1)[0]

@@ -518,7 +518,8 @@ class Simulation:
                 break
         finally:
             st.ended_ns = self.now
-            if remaining > 0 and st.streak and not task.signal_pending and not task.exited:
+            unfinished = remaining > 0 if until is None else self.now < until
+            if unfinished and st.streak and not task.signal_pending and not task.exited:
                 st.stuck = True
             inst.running_threads -= 1
         if inst.running_threads == 0:
