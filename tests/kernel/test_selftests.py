@@ -1,0 +1,353 @@
+"""The kernel selftests of the series (SPEC §6) replayed on the model.
+
+``run_epc_cg_selftests.sh`` (SPEC §6.3) is replayed by
+:func:`epcsim.workload.kselftest.run_epc_cg_selftests`, whose concurrent processes run in
+a lockstep round-robin interleave (one yield point each per turn), so every outcome is
+deterministic and the exit statuses are pinned here.  Exit statuses: 0 pass, 1 an ioctl
+failed (the harness assertion), 135 SIGBUS, 137 SIGKILL (memcg OOM), 143 SIGTERM (the
+Test E kill).
+
+Also checked: the per-process page arithmetic of SPEC §6.2 and the worked example of
+§6.3 (C = 98,566,144 bytes) computed from the formulas the replay writes to cgroupfs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from epcsim.kernel import Host, check_invariants, drive
+from epcsim.kernel import ioctl as sgx_ioctl
+from epcsim.kernel.cgroupfs import CgroupFs
+from epcsim.kernel.constants import (
+    PAGE_SIZE,
+    SGX_CG_LOW_LIMIT,
+    SGX_CG_MIN_FREE_PAGE,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_VA_SLOT_COUNT,
+    VM_FAULT_SIGBUS,
+)
+from epcsim.kernel.epc import KIND_ENCL
+from epcsim.kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
+from epcsim.workload import kselftest as ks
+
+MiB = 1 << 20
+BASE = "/sgx_kselftest"
+TESTS = ("A small", "B large positive", "C large negative", "D larger", "E random kill", "F memcg")
+
+#: exit statuses per test, in process order (deterministic under the lockstep replay)
+PINNED = {
+    16 * MiB: {
+        "A small": [1],
+        "B large positive": [1, 0, 1, 1],
+        "C large negative": [1, 1, 1, 0, 1],
+        "D larger": [0] * 8,
+        "E random kill": [0, 0, 0, 143, 0, 0, 0, 0],
+        "F memcg": [137, 137, 1, 1],
+    },
+    32 * MiB: {
+        "A small": [1],
+        "B large positive": [1, 1, 0, 0],
+        "C large negative": [0, 1, 1, 1, 0],
+        "D larger": [0] * 8,
+        "E random kill": [0, 0, 0, 143, 0, 0, 0, 0],
+        "F memcg": [137, 1, 137, 137],
+    },
+    64 * MiB: {
+        "A small": [1],
+        "B large positive": [0, 1, 0, 1],
+        "C large negative": [1, 0, 1, 0, 1],
+        "D larger": [0] * 8,
+        "E random kill": [0, 0, 0, 143, 0, 0, 0, 0],
+        "F memcg": [137, 137, 137, 137],
+    },
+}
+
+
+def selftest_limits(c: int) -> dict[str, int]:
+    """SPEC §6.3 steps 3 and 9: the bytes the script writes for capacity *c*."""
+    return {
+        f"{BASE}/sgx_test_small_parent/misc.max": c // 512,
+        f"{BASE}/sgx_test_large/misc.max": 4 * c // 512,
+        f"{BASE}/sgx_test_larger/misc.max": c,
+        f"{BASE}/sgx_test_large/memory.max": c - 2 * (c // 128),
+    }
+
+
+def va_pages(n_pages: int) -> int:
+    """SPEC §4.12 / §6.2: VA pages of an enclave of *n_pages* added pages."""
+    return math.ceil((n_pages + 1) / SGX_VA_SLOT_COUNT)
+
+
+def async_threshold(limit_pages: int) -> int:
+    """SPEC §4.4: usage (pages) at which the async/direct reclaimer starts."""
+    return limit_pages - SGX_CG_MIN_FREE_PAGE if limit_pages > SGX_CG_LOW_LIMIT else limit_pages
+
+
+def check_spec_outcomes(rep: ks.SelftestReport) -> None:
+    """SPEC §6.4: A fail; B >= 1 pass; C >= 1 fail; D all pass; E all non-killed pass;
+    F all fail; final usage 0."""
+    st = rep.statuses
+    assert list(rep.results) == [*TESTS, "leak check"]
+    assert st["A small"] != [0] and len(st["A small"]) == 1
+    assert len(st["B large positive"]) == 4 and 0 in st["B large positive"]
+    assert len(st["C large negative"]) == 5 and any(s != 0 for s in st["C large negative"])
+    assert st["D larger"] == [0] * 8
+    e = st["E random kill"]
+    assert len(e) == 8 and e[3] == 143
+    assert all(s == 0 for k, s in enumerate(e) if k != 3)
+    assert len(st["F memcg"]) == 4 and all(s != 0 for s in st["F memcg"])
+    assert all(s in (1, 137) for s in st["F memcg"]), "F fails by ENOMEM or memcg OOM kill"
+    assert rep.results["leak check"] == (True, "misc.current reads 'sgx_epc 0'")
+    for name in TESTS:
+        assert rep.results[name][0], (name, rep.results[name])
+    assert rep.passed
+    assert rep.lines()[-1] == "PASS: ALL cgroup limit tests"
+
+
+@pytest.fixture(scope="module")
+def replays():
+    """One replay per capacity, shared by the tests below (each takes seconds)."""
+    cache: dict[int, tuple[ks.SelftestReport, list[tuple[str, str]]]] = {}
+
+    def get(capacity: int):
+        if capacity not in cache:
+            writes: list[tuple[str, str]] = []
+            orig = CgroupFs.write
+
+            def recording(self, path, data, *, task=None):
+                ret = orig(self, path, data, task=task)
+                writes.append((path, data))
+                return ret
+
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(CgroupFs, "write", recording)
+                rep = ks.run_epc_cg_selftests(capacity, check=True)
+            cache[capacity] = (rep, writes)
+        return cache[capacity]
+
+    return get
+
+
+# --- SPEC §6.3 outcomes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capacity", [16 * MiB, 32 * MiB], ids=["16MiB", "32MiB"])
+def test_selftests_reach_spec_outcomes(replays, capacity):
+    """Every test A-F and the leak check reach the SPEC §6.4 outcome."""
+    rep, _ = replays(capacity)
+    assert rep.capacity == capacity
+    check_spec_outcomes(rep)
+
+
+@pytest.mark.parametrize("capacity", [16 * MiB, 32 * MiB], ids=["16MiB", "32MiB"])
+def test_selftests_pinned_statuses(replays, capacity):
+    """The exit status of every process of every test (lockstep interleave)."""
+    rep, _ = replays(capacity)
+    assert {k: v for k, v in rep.statuses.items() if k != "leak check"} == PINNED[capacity]
+    assert rep.statuses["leak check"] == []
+
+
+@pytest.mark.parametrize("capacity", [16 * MiB, 32 * MiB], ids=["16MiB", "32MiB"])
+def test_selftests_write_spec_limits(replays, capacity):
+    """SPEC §6.3 steps 1-3 and 9: directories, controllers and the exact limit bytes."""
+    _, writes = replays(capacity)
+    limits = selftest_limits(capacity)
+    assert writes[:3] == [
+        ("/cgroup.subtree_control", "+misc +memory"),
+        (f"{BASE}/cgroup.subtree_control", "+misc +memory"),
+        (f"{BASE}/sgx_test_small_parent/cgroup.subtree_control", "+misc"),
+    ]
+    got = {path: data for path, data in writes[3:] if data != "max"}
+    assert got == {
+        path: (f"sgx_epc {v}" if path.endswith("misc.max") else str(v))
+        for path, v in limits.items()
+    }
+    # memory.max is restored after Test F
+    assert writes[-1] == (f"{BASE}/sgx_test_large/memory.max", "max")
+
+
+@pytest.mark.slow
+def test_selftests_64mib():
+    rep = ks.run_epc_cg_selftests(64 * MiB, check=True)
+    check_spec_outcomes(rep)
+    assert {k: v for k, v in rep.statuses.items() if k != "leak check"} == PINNED[64 * MiB]
+
+
+def test_selftests_deterministic(replays):
+    """Two replays on fresh hosts give identical statuses and verdicts."""
+    rep, _ = replays(16 * MiB)
+    again = ks.run_epc_cg_selftests(16 * MiB, check=True)
+    assert again.statuses == rep.statuses
+    assert again.results == rep.results
+    assert again.lines() == rep.lines()
+
+
+def test_selftests_8mib_b_fails_by_isolation_race(monkeypatch):
+    """At 8 MiB Test B fails in the lockstep replay: a genuine v16 race, not a model bug.
+
+    sgx_test_large's limit is C/128 = 16 pages.  Each enclave needs VA + SECS =
+    ceil((2048 + 7 + 1) / 512) + 1 = 6 unreclaimable pages, so three of the four processes
+    die of ENOMEM in ADD_PAGES (status 1) and free their pages; the survivor finishes
+    ADD_PAGES and EINIT with the cgroup full.  Its EENTER then faults on an evicted page:
+    the NO_RECLAIM charge fails, queues the async work and the fault is retried
+    (SPEC §4.1/§4.2).  The worker (§4.5) isolates *every* page of the cgroup's LRU into
+    its batch (phase 1 of §4.9); before it writes them back the fault is retried, finds
+    the limit still reached and ``sgx_cgroup_lru_empty()`` true — isolated pages are off
+    the list — so the charge returns ENOMEM, which the fault path turns into SIGBUS
+    (status 135).  In the kernel the same window exists between isolation and EWB.
+    From 16 MiB on (limit 32 pages, 10 unreclaimable each) the same interleave lets a
+    process pass; Test C at 8 MiB still passes (a SIGBUS is a failure too).
+    """
+    seen = []
+    orig = sgx_ioctl.sgx_vma_fault
+
+    def spy(host, task, encl, idx):
+        r = orig(host, task, encl, idx)
+        if r == VM_FAULT_SIGBUS:
+            pool = host.epc
+            sgx_cg = host.task_misc_cg(task).priv
+            mine = [
+                p
+                for p in range(pool.nr_pages)
+                if pool.cg[p] == sgx_cg.id and pool.kind[p] == KIND_ENCL
+            ]
+            isolated = [
+                p
+                for p in mine
+                if pool.flags[p] & SGX_EPC_PAGE_RECLAIMER_TRACKED and pool.prev[p] == p
+            ]
+            seen.append(
+                {
+                    "cgroup": sgx_cg.cg.path(),
+                    "full": sgx_cg.cg.usage == sgx_cg.cg.max,
+                    "lru": sgx_cg.lru.nr,
+                    "all_isolated": bool(mine) and isolated == mine,
+                    "worker": sgx_cg.work_running,
+                }
+            )
+        return r
+
+    monkeypatch.setattr(sgx_ioctl, "sgx_vma_fault", spy)
+    rep = ks.run_epc_cg_selftests(8 * MiB, check=True)
+    assert rep.statuses == {
+        "A small": [1],
+        "B large positive": [135, 1, 1, 1],
+        "C large negative": [1, 135, 1, 1, 1],
+        "D larger": [0] * 8,
+        "E random kill": [0, 0, 0, 143, 0, 0, 0, 0],
+        "F memcg": [137, 1, 1, 1],
+        "leak check": [],
+    }
+    assert rep.results["B large positive"][0] is False
+    assert not rep.passed
+    for name in ("A small", "C large negative", "D larger", "E random kill", "F memcg"):
+        assert rep.results[name][0], name
+    assert rep.results["leak check"][0]
+    # both SIGBUSes (B and C) are the race: the worker holds every page of the cgroup
+    race = {
+        "cgroup": f"{BASE}/sgx_test_large",
+        "full": True,
+        "lru": 0,
+        "all_isolated": True,
+        "worker": True,
+    }
+    assert seen == [race, race]
+
+
+# --- SPEC §6.2 per-process arithmetic ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [16 * MiB, 32 * MiB, 64 * MiB, 98_566_144, 4 << 30])
+def test_sgx_pages_arithmetic(c):
+    """SPEC §6.2: N_pages = C/4096 + 7 (2 TCS, 2 text, 3 data, the heap); enclave size =
+    smallest power of two >= N_pages pages (about 2C)."""
+    n, size = ks.test_sgx_pages(c)
+    assert n == c // PAGE_SIZE + 7
+    assert sum(p for _, p, _, _ in ks.TEST_ENCL_LAYOUT) == 7
+    assert size & (size - 1) == 0 and size >= n * PAGE_SIZE > size // 2
+    assert c < size <= 4 * c
+
+
+def test_sgx_pages_small_heaps():
+    assert ks.test_sgx_pages(0) == (7, 8 * PAGE_SIZE)
+    assert ks.test_sgx_pages(PAGE_SIZE) == (8, 8 * PAGE_SIZE)
+    assert ks.test_sgx_pages(2 * PAGE_SIZE) == (9, 16 * PAGE_SIZE)
+
+
+@pytest.mark.parametrize("heap_pages", [504, 505, 1016, 1017])
+def test_va_pages_of_the_test_enclave(heap_pages):
+    """SPEC §6.2 / §4.12: building the test enclave allocates ceil((N + 1) / 512) VA
+    pages (page_cnt starts at 1 for the SECS); unreclaimable = VA + SECS."""
+    host = Host("8MiB")
+    t = host.spawn("/")
+    heap = heap_pages * PAGE_SIZE
+    n, size = ks.test_sgx_pages(heap)
+    e = sgx_ioctl.sgx_open(host, t)
+    drive(sgx_ioctl.ioc_enclave_create(host, t, e, size))
+    off = 0
+    layout = (*ks.TEST_ENCL_LAYOUT, ("heap", heap_pages, 2, False))
+    for _name, npages, ptype, measured in layout:
+        drive(
+            sgx_ioctl.ioc_enclave_add_pages(
+                host, t, e, off, npages * PAGE_SIZE, page_type=ptype, measure=measured
+            )
+        )
+        off += npages * PAGE_SIZE
+    assert e.nr_added == n and e.page_cnt == n + 1
+    assert len(e.va_all) == len(e.va_pages) == va_pages(n)
+    assert va_pages(n) == {504: 1, 505: 2, 1016: 2, 1017: 3}[heap_pages]
+    assert host.misc.root.usage == (n + va_pages(n) + 1) * PAGE_SIZE
+    assert host.nr_lru_pages == n  # VA and SECS are never on an LRU
+    check_invariants(host, quiescent=True)
+
+
+# --- SPEC §6.3 worked example ---------------------------------------------------------------
+
+
+def test_worked_example_98566144():
+    """SPEC §6.3 table for C = 98,566,144 B (P = 24,064 pages), from the formulas the
+    replay writes (pinned against it above) and the model's own limit arithmetic."""
+    c = 98_566_144
+    p = c // PAGE_SIZE
+    assert p == 24_064
+    limits = selftest_limits(c)
+    small = limits[f"{BASE}/sgx_test_small_parent/misc.max"]
+    large = limits[f"{BASE}/sgx_test_large/misc.max"]
+    larger = limits[f"{BASE}/sgx_test_larger/misc.max"]
+    assert (small, large, larger) == (192_512, 770_048, 98_566_144)
+    assert limits[f"{BASE}/sgx_test_large/memory.max"] == 97_026_048
+    assert c - 97_026_048 == 1_540_096
+
+    # limits in pages as the model computes them (floor(max / 4096) up to the root)
+    host = Host(c)
+    fs = host.fs
+    fs.write("/cgroup.subtree_control", "+misc +memory")
+    for name, v in (("small_parent", small), ("large", large), ("larger", larger)):
+        fs.mkdir(f"/{name}")
+        fs.write(f"/{name}/misc.max", f"sgx_epc {v}")
+    pages = {
+        name: sgx_cgroup_max_pages_to_root(host.sgx_cgroup_of(f"/{name}"))
+        for name in ("small_parent", "large", "larger")
+    }
+    assert pages == {"small_parent": 47, "large": 188, "larger": 24_064}
+    assert (small // PAGE_SIZE, large // PAGE_SIZE, larger // PAGE_SIZE) == (p // 512, p // 128, p)
+
+    # headroom kept by async/direct reclaim (SPEC §4.4)
+    assert async_threshold(47) == 47  # <= 128: no headroom
+    assert async_threshold(188) == 156
+    assert async_threshold(24_064) == 24_032
+
+    # per-enclave unreclaimable pages: VA 48 + SECS 1
+    n, size = ks.test_sgx_pages(c)
+    assert n == 24_071 and size == 128 * MiB
+    unreclaimable = va_pages(n) + 1
+    assert va_pages(n) == 48 and unreclaimable == 49
+    assert unreclaimable > 47  # Test A must fail
+    assert 4 * unreclaimable == 196 > 188  # not all four of B can finish
+    assert 5 * unreclaimable == 245 > 188  # C must fail
+    assert 8 * unreclaimable == 392 < 24_064  # D fits
+    # Test F: backing of one fully evicted enclave ~ C * (1 + 1/32) ~ 101.6 MB per process
+    assert round(c * (1 + 1 / 32) / 1e6, 1) == 101.6
+    assert 4 * c * (1 + 1 / 32) > 97_026_048
