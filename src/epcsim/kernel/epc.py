@@ -195,7 +195,10 @@ def sgx_alloc_epc_page(
     charge loop and reclaim batches; the css reference taken here is held across them.
     """
     pool = host.epc
-    sgx_cg = epc_cgroup.sgx_get_current_cg(host, task)
+    # sgx_get_current_cg(), inlined (hot path)
+    cg = host.task_misc_cg(task)
+    cg.refcnt += 1
+    sgx_cg = cg.priv
     # The first attempt of sgx_cgroup_try_charge() inline (no generator unless the
     # charge loop is needed); the loop continues from this attempt's result.
     ret = epc_cgroup._sgx_cgroup_try_charge(host, task, sgx_cg)

@@ -16,9 +16,12 @@ Time of a step = the cost model applied to the ENCLS leaves the step executed
 hits are one vectorised step of ``n * costs.access``, cut at the next event of any
 other actor (conservative synchronisation), so no access crosses another actor's event.
 
-Deliberate simplifications: kernel threads (ksgxd, workers) and each enclave thread run
-on their own CPU (no CPU contention is modelled; ``host.cpus`` is recorded only); a
-thread's re-fault after VM_FAULT_NOPAGE costs one fault round trip.
+CPUs: user tasks (enclave processes while they build, enclave threads, vEPC owners) are
+placed on the ``host.cpus`` CPUs round-robin in start order; a task whose CPU is busy
+with another task's step waits for it (FIFO at equal times).  Deliberate
+simplifications: kernel threads (ksgxd, workers), timed operations and the sampler run
+in their own contexts without competing for CPUs; a thread's re-fault after
+VM_FAULT_NOPAGE costs one fault round trip; no preemption inside a step.
 """
 
 from __future__ import annotations
@@ -137,7 +140,10 @@ class Simulation:
         self.sample_ns = parse_time(h.sample_interval)
         self.progress = progress
         self.now = 0
-        self._heap: list[tuple[int, int, int, Actor]] = []
+        self._heap: list[tuple[int, int, int, Actor, int]] = []
+        #: when each CPU is free again (user tasks only; see ``start``)
+        self.cpu_free = [0] * h.cpus
+        self._cpu_rr = 0
         self._seq = 0
         self._ksgxd_running = False
         self._workers: set[int] = set()
@@ -154,15 +160,23 @@ class Simulation:
 
     # --- the core -----------------------------------------------------------------------
 
-    def _schedule(self, t: int, actor: Actor, prio: int = PRIO_ACTOR) -> None:
+    def _schedule(self, t: int, actor: Actor, prio: int = PRIO_ACTOR, cpu: int = -1) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (t, prio, self._seq, actor))
+        heapq.heappush(self._heap, (t, prio, self._seq, actor, cpu))
 
-    def start(self, actor: Actor, delay: int = 0, prio: int = PRIO_ACTOR) -> None:
-        """Run *actor* (a generator yielding step durations) *delay* ns from now."""
+    def start(self, actor: Actor, delay: int = 0, prio: int = PRIO_ACTOR, cpu: int = -1) -> None:
+        """Run *actor* (a generator yielding step durations) *delay* ns from now, on
+        CPU *cpu* (a user task; it waits while another step runs there) or, with -1,
+        in its own context (kernel threads, operations, the sampler)."""
         if prio != PRIO_SAMPLE:
             self._active += 1
-        self._schedule(self.now + delay, actor, prio)
+        self._schedule(self.now + delay, actor, prio, cpu)
+
+    def _next_cpu(self) -> int:
+        """CPUs for user tasks, assigned round-robin in start order."""
+        c = self._cpu_rr % len(self.cpu_free)
+        self._cpu_rr += 1
+        return c
 
     def next_event_ns(self) -> int | None:
         return self._heap[0][0] if self._heap else None
@@ -176,10 +190,14 @@ class Simulation:
         steps = 0
         heap = self._heap
         while heap:
-            t, prio, _, actor = heapq.heappop(heap)
+            t, prio, _, actor, cpu = heapq.heappop(heap)
             if t > limit:
-                heapq.heappush(heap, (t, prio, 0, actor))
+                heapq.heappush(heap, (t, prio, 0, actor, cpu))
                 break
+            if cpu >= 0 and self.cpu_free[cpu] > t:
+                # the CPU is busy with another task's step: wait for it
+                self._schedule(self.cpu_free[cpu], actor, prio, cpu)
+                continue
             self.now = t
             try:
                 d = next(actor)
@@ -188,7 +206,10 @@ class Simulation:
                     self._active -= 1
                 d = None
             if d is not None:
-                self._schedule(t + (d if d > 0 else 1), actor, prio)
+                d = d if d > 0 else 1
+                if cpu >= 0:
+                    self.cpu_free[cpu] = t + d
+                self._schedule(t + d, actor, prio, cpu)
             self._kick_kernel_threads()
             if self._watchers:
                 self._check_watchers()
@@ -351,11 +372,11 @@ class Simulation:
         inst.started_ns = self.now
         inst.outcome = "running"
         if isinstance(inst.spec, VepcSpec):
-            self.start(self._vepc_proc(inst))
+            self.start(self._vepc_proc(inst), cpu=self._next_cpu())
         elif inst.spec.program == "kselftest":
-            self.start(self._kselftest_proc(inst))
+            self.start(self._kselftest_proc(inst), cpu=self._next_cpu())
         else:
-            self.start(self._enclave_proc(inst))
+            self.start(self._enclave_proc(inst), cpu=self._next_cpu())
 
     def _end_instance(self, inst: Instance, status: int) -> None:
         if inst.ended_ns >= 0:
@@ -449,7 +470,10 @@ class Simulation:
             st = ThreadStats(target=share or 0)
             inst.threads.append(st)
             pattern = make_pattern(wl, npages)
-            self.start(self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0))
+            self.start(
+                self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0),
+                cpu=self._next_cpu(),
+            )
 
     def _thread(self, inst, encl, pattern, rng, count, until, st: ThreadStats, first) -> Actor:
         """An enclave thread: accesses in vectorised runs of hits, faults one at a time."""
