@@ -119,7 +119,10 @@ class CgroupSpec(_Model):
 
 
 class EdmmSpec(_Model):
-    remove_pages: int = Field(ge=1)
+    #: EDMM permission restriction (EMODPR) of the first N pages
+    restrict_pages: int | None = Field(None, ge=1)
+    #: EDMM removal (modify types to TRIM, then remove) of the first N pages
+    remove_pages: int | None = Field(None, ge=1)
     at_access: int = Field(0, ge=0)
 
 
@@ -485,6 +488,13 @@ def _check(sc: Scenario, label: str) -> None:
             fail("EAUG needs host.sgx2 = true", t, "build")
         if e.edmm is not None and not h.sgx2:
             fail("EDMM needs host.sgx2 = true", t, "edmm")
+        if e.edmm is not None:
+            if e.edmm.restrict_pages is None and e.edmm.remove_pages is None:
+                fail("give restrict_pages and/or remove_pages", f"{t}.edmm", "remove_pages")
+            for f in ("restrict_pages", "remove_pages"):
+                n = getattr(e.edmm, f)
+                if n is not None and n * PAGE_SIZE > b:
+                    fail(f"{n} pages is more than the enclave's {b // PAGE_SIZE}", f"{t}.edmm", f)
         _check_start(e.start, t, fail)
     for i, v in enumerate(sc.vepc):
         t = f"vepc[{i}]"

@@ -51,6 +51,7 @@ from ..kernel.ioctl import (
     ioc_enclave_init,
     ioc_enclave_modify_types,
     ioc_enclave_remove_pages,
+    ioc_enclave_restrict_permissions,
     sgx_open,
     vepc_access,
     vepc_open,
@@ -550,23 +551,39 @@ class Simulation:
             self._exit(inst, 0)
 
     def _edmm(self, inst: Instance, encl: Encl) -> Generator[int, None, bool]:
-        """EDMM removal of the first N pages: modify types to TRIM, then remove (each
-        page preceded by sgx_reclaim_direct())."""
+        """The enclave's EDMM operations on its first pages: restrict permissions
+        (EMODPR), then removal (modify types to TRIM, then remove); every page of each
+        ioctl is preceded by sgx_reclaim_direct()."""
         spec = inst.spec
         assert isinstance(spec, EnclaveSpec) and spec.edmm is not None
         host, task = self.host, inst.task
-        length = spec.edmm.remove_pages * PAGE_SIZE
-        try:
-            yield from self.kstep(
-                ioc_enclave_modify_types(host, task, encl, 0, length, SGX_PAGE_TYPE_TRIM)
+        steps = []
+        if spec.edmm.restrict_pages:
+            n = spec.edmm.restrict_pages * PAGE_SIZE
+            steps.append(
+                ("edmm restrict", lambda: ioc_enclave_restrict_permissions(host, task, encl, 0, n))
             )
-            yield from self.kstep(ioc_enclave_remove_pages(host, task, encl, 0, length))
-            self.ops.append({"time_ns": self.now, "op": f"edmm remove {inst.name}", "result": "ok"})
-        except OSError as e:
-            self.ops.append(
-                {"time_ns": self.now, "op": f"edmm remove {inst.name}", "result": e.strerror}
+        if spec.edmm.remove_pages:
+            m = spec.edmm.remove_pages * PAGE_SIZE
+            steps.append(
+                (
+                    "edmm remove",
+                    lambda: _chain(
+                        ioc_enclave_modify_types(host, task, encl, 0, m, SGX_PAGE_TYPE_TRIM),
+                        ioc_enclave_remove_pages(host, task, encl, 0, m),
+                    ),
+                )
             )
-        return not task.exited
+        for what, make in steps:
+            try:
+                yield from self.kstep(make())
+                result = "ok"
+            except OSError as e:
+                result = f"{_errname(e.errno)}: {e.strerror}"
+            self.ops.append({"time_ns": self.now, "op": f"{what} {inst.name}", "result": result})
+            if task.exited:
+                return False
+        return True
 
     def _vepc_proc(self, inst: Instance) -> Actor:
         spec = inst.spec
@@ -786,6 +803,14 @@ class Simulation:
             "passed": bool(ok),
             "detail": f"{x.quantifier} {x.outcome}: {outcomes}",
         }
+
+
+def _chain(*gens: Generator[str, None, Any]) -> Generator[str, None, Any]:
+    """Run kernel generator operations one after the other."""
+    out = None
+    for g in gens:
+        out = yield from g
+    return out
 
 
 def _cg_path(sgx_cg: SgxCgroup) -> str:
