@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from epcsim.kernel import Host, check_invariants, drive
-from epcsim.kernel import ioctl
+from epcsim.kernel import Host, check_invariants, drive, ioctl
 
 GIB = 1 << 30
 
@@ -63,8 +62,10 @@ def main() -> None:
     epc_bytes = host.epc.nbytes() / host.epc.nr_pages
     encl_bytes = encl.nbytes() / encl.npages
     print(f"host creation ({host.epc.nr_pages} EPC pages): {t_host:.3f} s")
-    print(f"page allocations: {allocs}  evicted: {sgx_cg.nr_evicted}  "
-          f"max events: {sgx_cg.cg.events}  reclaim batches: {sgx_cg.nr_reclaim_batches}")
+    print(
+        f"page allocations: {allocs}  evicted: {sgx_cg.nr_evicted}  "
+        f"max events: {sgx_cg.cg.events}  reclaim batches: {sgx_cg.nr_reclaim_batches}"
+    )
     print(f"wall: {dt:.2f} s")
     print(f"allocations per second: {allocs / dt:,.0f}  (floor 150,000)")
     print(f"model state per EPC page: {epc_bytes:.1f} bytes  (target <= 32)")

@@ -6,8 +6,7 @@ the cgroup under its limit by reclaiming 16-page batches; every failed charge at
 is a ``max`` event.  Prints the interface files as ``cat`` would.
 """
 
-from epcsim.kernel import Host, check_invariants, drive
-from epcsim.kernel import ioctl
+from epcsim.kernel import Host, check_invariants, drive, ioctl
 
 host = Host("16MiB")
 fs = host.fs
