@@ -54,6 +54,7 @@ from .epc import (
     KIND_SECS,
     KIND_VA,
     sgx_alloc_epc_page,
+    sgx_alloc_epc_page_nowait,
     sgx_free_epc_page,
     sgx_mark_page_reclaimable,
     sgx_unmark_page_reclaimable,
@@ -564,9 +565,11 @@ def sgx_encl_add_page(
 
     Returns: 0, -EBUSY (page already present: ``xa_insert()``), or an allocator errno.
     """
-    page = yield from sgx_alloc_epc_page(host, task, KIND_ENCL, encl.id, idx, SGX_DO_RECLAIM)
+    page = sgx_alloc_epc_page_nowait(host, task, KIND_ENCL, encl.id, idx)
     if page < 0:
-        return page
+        page = yield from sgx_alloc_epc_page(host, task, KIND_ENCL, encl.id, idx, SGX_DO_RECLAIM)
+        if page < 0:
+            return page
     if encl.page_cnt % SGX_VA_SLOT_COUNT:
         # sgx_encl_grow() with no VA page due only counts the page (inlined: hot path)
         encl.page_cnt += 1

@@ -33,7 +33,7 @@ from .constants import (
     SGX_NR_LOW_PAGES,
 )
 from .lru import EpcList, SgxEpcLruList
-from .misc import css_put, misc_cg_uncharge
+from .misc import css_put, misc_cg_try_charge, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from .host import Host, Task
@@ -228,13 +228,51 @@ def sgx_alloc_epc_page(
         yield from sgx_reclaim_pages_global(host, task)
         yield "cond_resched"
     if page >= 0:
-        # The css reference taken above is now held by the page (sgx_put_cg() in
-        # sgx_free_epc_page()).
-        pool.m_cg[page] = sgx_cg.id
-        sgx_cg.nr_pages += 1
+        _sgx_epc_page_set_cgroup(pool, page, sgx_cg)
     else:
         epc_cgroup.sgx_cgroup_uncharge(host, sgx_cg)
         epc_cgroup.sgx_put_cg(host, sgx_cg)
+    if sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
+        wake_up_ksgxd(host)
+    return page
+
+
+def _sgx_epc_page_set_cgroup(pool: EpcPool, page: int, sgx_cg) -> None:
+    """``sgx_epc_page_set_cgroup()``: the css reference taken at the start of the
+    allocation is now held by the page (sgx_put_cg() in sgx_free_epc_page())."""
+    pool.m_cg[page] = sgx_cg.id
+    sgx_cg.nr_pages += 1
+
+
+def sgx_alloc_epc_page_nowait(
+    host: Host, task: Task, kind: int, owner_encl: int, owner_idx: int
+) -> int:
+    """sgx_alloc_epc_page() when its outcome is certain without waiting: the charge
+    fits at every level and a free page exists.  Then it does exactly what
+    :func:`sgx_alloc_epc_page` does on that path (charge, take a page, set the cgroup,
+    maybe wake ksgxd) without creating a generator.
+
+    Returns: the page, or -1 with nothing changed when the full (generator) path is
+    needed.
+    """
+    pool = host.epc
+    if not pool.nr_free_pages:
+        return -1
+    cg = host.task_misc_cg(task)
+    capacity = cg.ctrl.capacity
+    i = cg
+    while i is not None:
+        new = i.usage + PAGE_SIZE
+        if new > i.max or new > capacity:
+            return -1
+        i = i.parent
+    cg.refcnt += 1
+    misc_cg_try_charge(cg, PAGE_SIZE)
+    page = _sgx_alloc_epc_page(pool, task.nid)
+    pool.m_kind[page] = kind
+    pool.m_owner_encl[page] = owner_encl
+    pool.m_owner_idx[page] = owner_idx
+    _sgx_epc_page_set_cgroup(pool, page, cg.priv)
     if sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
         wake_up_ksgxd(host)
     return page
