@@ -227,6 +227,29 @@ def sgx_alloc_va_slot(encl: Encl) -> int:
     return vano * SGX_VA_SLOT_COUNT + slot
 
 
+def sgx_alloc_va_slots(encl: Encl, n: int) -> list[int]:
+    """*n* successive :func:`sgx_alloc_va_slot` calls (the same slots, in order)."""
+    out = []
+    va_pages = encl.va_pages
+    while n:
+        vano = next(iter(va_pages))
+        vp = va_pages[vano]
+        bits = vp.bits
+        base = vano * SGX_VA_SLOT_COUNT
+        while n and vp.used < SGX_VA_SLOT_COUNT:
+            slot = (~bits & (bits + 1)).bit_length() - 1  # find_first_zero_bit
+            bits |= 1 << slot
+            vp.used += 1
+            out.append(base + slot)
+            n -= 1
+        vp.bits = bits
+        if vp.used == SGX_VA_SLOT_COUNT:
+            va_pages.move_to_end(vano)
+        elif n:
+            raise AssertionError(f"enclave {encl.id}: no free VA slot")
+    return out
+
+
 def sgx_free_va_slot(encl: Encl, slot_id: int) -> None:
     """Models sgx_free_va_slot() + ``list_move(&va_page->list, &encl->va_pages)``."""
     vano, slot = divmod(slot_id, SGX_VA_SLOT_COUNT)

@@ -312,6 +312,36 @@ def _sgx_free_epc_page_to_node(pool: EpcPool, page: int) -> None:
     pool.nr_free_pages += 1
 
 
+def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int]) -> None:
+    """:func:`_sgx_free_epc_page_to_node` for *pages* in order (the same state): the
+    pages' fields are reset and they are linked at the tail of their nodes' free lists
+    as one run per node."""
+    if len(pages) == 1 or len(pool.free_lists) > 1:
+        for p in pages:
+            _sgx_free_epc_page_to_node(pool, p)
+        return
+    arr = np.array(pages, dtype=np.int32)
+    pool.cg[arr] = -1
+    pool.kind[arr] = KIND_FREE
+    pool.owner_encl[arr] = -1
+    pool.owner_idx[arr] = -1
+    pool.flags[arr] = SGX_EPC_PAGE_IS_FREE
+    fl = pool.free_lists[0]
+    pool.prev[arr[1:]] = arr[:-1]
+    pool.next[arr[:-1]] = arr[1:]
+    first, last = pages[0], pages[-1]
+    t = fl.tail
+    pool.m_prev[first] = t
+    if t < 0:
+        fl.head = first
+    else:
+        pool.m_next[t] = first
+    pool.m_next[last] = -1
+    fl.tail = last
+    fl.nr += len(pages)
+    pool.nr_free_pages += len(pages)
+
+
 def sgx_can_reclaim_global(host: Host) -> bool:
     """Models sgx_can_reclaim_global(): some LRU of the whole tree is non-empty."""
     return host.nr_lru_pages > 0

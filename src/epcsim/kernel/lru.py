@@ -74,6 +74,29 @@ class EpcList:
         self.nr -= 1
         return i
 
+    def isolate_head(self, n: int) -> list[int]:
+        """Unlink up to *n* entries from the head, in order, each self-linked: *n*
+        successive :meth:`pop_head` calls done as one splice."""
+        out = []
+        nxt = self._next
+        i = self.head
+        while i >= 0 and len(out) < n:
+            out.append(i)
+            i = nxt[i]
+        if not out:
+            return out
+        prev = self._prev
+        self.head = i
+        if i < 0:
+            self.tail = -1
+        else:
+            prev[i] = -1
+        for p in out:
+            prev[p] = p
+            nxt[p] = p
+        self.nr -= len(out)
+        return out
+
     def del_init(self, i: int) -> None:
         """``list_del_init(&page->list)`` for a page known to be on this list."""
         prev = self._prev

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from . import encl as _encl
 from . import encls
 from . import epc as _epc
@@ -76,12 +78,11 @@ def sgx_reclaim_pages(
     encls_tab = host.encls
     chunk: list[int] = []
     sgx_cg.nr_reclaim_batches += 1
-    # Phase 1: isolate (under lru->lock)
-    for _ in range(SGX_NR_TO_SCAN):
-        page = lru.pop_head()
-        if page < 0:
-            break
-        host.nr_lru_pages -= 1
+    # Phase 1: isolate (under lru->lock): the first 16 pages of the list, unlinked
+    # together (each self-linked: list_del_init()).
+    taken = lru.isolate_head(SGX_NR_TO_SCAN)
+    host.nr_lru_pages -= len(taken)
+    for page in taken:
         encl = encls_tab[m_oe[page]]
         if encl.refcount > 0:  # kref_get_unless_zero()
             encl.refcount += 1
@@ -105,18 +106,32 @@ def sgx_reclaim_pages(
     host.encls_count[encls.EBLOCK] += len(kept)
     yield "reclaim:blocked"
 
-    # Phase 4: write back, drop the enclave reference, free
+    # Phase 4: write back, drop the enclave reference, free -- page by page in the
+    # kernel.  The model takes runs of pages of one enclave together, in order: the
+    # writes, references and frees of all but the last page of a run, then the last
+    # page alone (its write may take the SECS out and its reference may be the one
+    # that releases the enclave), which leaves the state page-by-page order leaves.
     tracked: set[int] = set()
-    free_to_node = _epc._sgx_free_epc_page_to_node
-    for page in kept:
-        encl = encls_tab[m_oe[page]]
-        _sgx_reclaimer_write(host, encl, m_oi[page], tracked)
+    k = len(kept)
+    i = 0
+    while i < k:
+        eid = m_oe[kept[i]]
+        j = i + 1
+        while j < k and m_oe[kept[j]] == eid:
+            j += 1
+        encl = encls_tab[eid]
+        if j - i > 1:
+            head = kept[i : j - 1]
+            _sgx_reclaimer_write_run(host, encl, [m_oi[p] for p in head], tracked)
+            encl.refcount -= len(head)  # cannot reach 0: the run's last page holds one
+            _epc._sgx_free_epc_pages_to_node(pool, head)
+        last = kept[j - 1]
+        _sgx_reclaimer_write_run(host, encl, [m_oi[last]], tracked)
         encl.refcount -= 1  # kref_put(&encl->refcount, sgx_encl_release)
         if not encl.refcount:
             _encl.sgx_encl_release(host, encl)
-        m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
-        free_to_node(pool, page)
-    k = len(kept)
+        _epc._sgx_free_epc_pages_to_node(pool, [last])
+        i = j
     # sgx_free_epc_page()'s uncharge and sgx_put_cg() for the k pages
     sgx_cg.nr_pages -= k
     sgx_cg.nr_evicted += k
@@ -187,22 +202,32 @@ def _sgx_reclaim_age_and_back(
     return kept
 
 
-def _sgx_reclaimer_write(host: Host, encl: Encl, idx: int, tracked: set[int]) -> None:
-    """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4) with
-    sgx_encl_ewb(): EWB, on "not tracked" ETRACK (+ IPIs) and EWB again.  The model
-    counts one ETRACK per enclave per batch (the first EWB after the batch's EBLOCKs
-    finds the enclave not tracked) and one EWB per page written."""
-    desc = encl.m_desc
-    desc[idx] &= ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
-    encl.m_va[idx] = _encl.sgx_alloc_va_slot(encl)
+def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: set[int]) -> None:
+    """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4) for pages
+    *idxs* of one enclave, in order, with sgx_encl_ewb(): EWB, on "not tracked" ETRACK
+    (+ IPIs) and EWB again.  The model counts one ETRACK per enclave per batch (the first
+    EWB after the batch's EBLOCKs finds the enclave not tracked) and one EWB per page.
+    The SECS is written back and freed after the last child leaves, once initialised.
+    """
+    n = len(idxs)
     count = host.encls_count
     if encl.id not in tracked:
         tracked.add(encl.id)
         count[encls.ETRACK] += 1
-    count[encls.EWB] += 1
-    encl.m_epc[idx] = -1
-    encl.secs_child_cnt -= 1
-    encl.nr_evicted += 1
+    count[encls.EWB] += n
+    slots = _encl.sgx_alloc_va_slots(encl, n)
+    if n == 1:
+        idx = idxs[0]
+        encl.m_desc[idx] &= ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
+        encl.m_va[idx] = slots[0]
+        encl.m_epc[idx] = -1
+    else:
+        arr = np.array(idxs, dtype=np.int64)
+        encl.desc[arr] &= np.uint8(0xFF & ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED))
+        encl.va[arr] = slots
+        encl.epc[arr] = -1
+    encl.secs_child_cnt -= n
+    encl.nr_evicted += n
     # the SECS goes after its last child, once initialised: backing at index size/4096
     if (
         encl.secs_child_cnt == 0
