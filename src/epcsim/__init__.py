@@ -5,16 +5,41 @@ series) and its reclaimer, driven by a discrete-event simulator.
 
 Public API: :func:`run` (a scenario in, a :class:`Result` out), :func:`load_scenario`,
 :func:`list_builtins`, :class:`Scenario`, :class:`Result`, :class:`Host` (the kernel
-model itself), :func:`check_invariants`, and the exceptions.
+model itself), :func:`check_invariants`, and the exceptions.  The simulator-side names
+are imported on first use, so ``import epcsim.kernel`` stays light.
 """
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-from .api import run
 from .errors import EpcsimError, EpcsimUsageError, HostConfigError, ScenarioError
 from .kernel import Host, check_invariants
-from .scenario import Scenario, list_builtins, load_scenario
-from .sim import Result
+
+if TYPE_CHECKING:
+    from .api import run
+    from .scenario import Scenario, list_builtins, load_scenario
+    from .sim import Result
+
+_LAZY = {
+    "run": ("api", "run"),
+    "Scenario": ("scenario", "Scenario"),
+    "list_builtins": ("scenario", "list_builtins"),
+    "load_scenario": ("scenario", "load_scenario"),
+    "Result": ("sim", "Result"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'epcsim' has no attribute {name!r}")
+
 
 __all__ = [
     "EpcsimError",
