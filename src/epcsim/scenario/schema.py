@@ -129,7 +129,8 @@ class EdmmSpec(_Model):
 class EnclaveSpec(_Model):
     name: str
     cgroup: str = "/"
-    size: SizeLike
+    #: data bytes; optional with a trace workload (default: the trace's footprint)
+    size: SizeLike | None = None
     build: Literal["eadd", "eaug"] = "eadd"
     threads: int = Field(1, ge=1, le=1024)
     count: int = Field(1, ge=1, le=4096)
@@ -298,6 +299,30 @@ def _apply_override(data: dict, item: str, label: str) -> None:
         cur.pop("epc", None)
 
 
+def _resolve_trace_paths(data: dict, base: Path | None) -> None:
+    """Relative ``workload.trace`` paths resolve against the scenario file's folder."""
+    if base is None:
+        return
+    for e in data.get("enclave", []) if isinstance(data.get("enclave"), list) else []:
+        wl = e.get("workload") if isinstance(e, dict) else None
+        if not isinstance(wl, dict) or "trace" not in wl:
+            continue
+        tr = wl["trace"]
+        if isinstance(tr, str):
+            wl["trace"] = str(base / tr)
+        elif isinstance(tr, list):
+            wl["trace"] = [str(base / x) if isinstance(x, str) else x for x in tr]
+
+
+def trace_workload(wl: dict) -> tuple[list[str], str | None, dict[str, Any]]:
+    """(trace paths, format, reader options) of a ``workload = { trace = ... }``."""
+    tr = wl["trace"]
+    paths = [tr] if isinstance(tr, str) else list(tr)
+    fmt = wl.get("format")
+    opts = {k: v for k, v in wl.items() if k not in ("trace", "format", "accesses", "duration")}
+    return paths, fmt, opts
+
+
 def _loc(err: dict, data: dict) -> tuple[str, str]:
     """(table, field) from a pydantic error location, e.g. ("enclave[1]", "size").
 
@@ -344,6 +369,7 @@ def load_scenario(
             raise ScenarioError(f"not valid TOML: {e}", file=label) from None
     for item in overrides:
         _apply_override(data, item, label)
+    _resolve_trace_paths(data, base)
     try:
         sc = Scenario.model_validate({**data, "source": label})
     except ValidationError as e:
@@ -460,12 +486,17 @@ def _check(sc: Scenario, label: str) -> None:
             fail(f"cgroup {e.cgroup} does not exist (declare it in [[cgroup]])", t, "cgroup")
         if cg != "/" and cg in has_children:
             fail(f"cgroup {cg} has child cgroups; tasks must live in leaves", t, "cgroup")
-        b = size(e.size, t, "size")
+        is_trace = e.workload is not None and "trace" in e.workload
+        if e.size is None and not is_trace:
+            fail("required key is missing", t, "size")
+        b = size(e.size, t, "size") if e.size is not None else PAGE_SIZE
         if b <= 0 or b % PAGE_SIZE:
             fail(f"must be a positive multiple of 4096, got {e.size!r}", t, "size")
         if (e.workload is None) == (e.program is None):
             fail("give exactly one of workload or program", t, "workload")
-        if e.workload is not None:
+        if is_trace:
+            _check_trace(e, t, fail)
+        elif e.workload is not None:
             from ..workload.patterns import make_pattern
 
             wl = e.workload
@@ -563,6 +594,39 @@ def _check(sc: Scenario, label: str) -> None:
                     fail(f"no enclave or group named {n!r}", t, "enclaves")
         if x.file is not None and x.equals is None:
             fail("required with file", t, "equals")
+
+
+def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
+    """A trace workload: paths exist (one per thread if a list), the format and its
+    options are valid, accesses/duration well formed (both optional: one pass)."""
+    from ..workload.traces import TraceError, open_trace
+
+    wl = e.workload
+    assert wl is not None
+    tr = wl["trace"]
+    if not (isinstance(tr, str) or (isinstance(tr, list) and all(isinstance(x, str) for x in tr))):
+        fail(f"a path or a list of paths, got {tr!r}", f"{t}.workload", "trace")
+    paths, fmt, opts = trace_workload(wl)
+    if len(paths) not in (1, e.threads):
+        fail(
+            f"one trace, or one per thread ({e.threads}); got {len(paths)}",
+            f"{t}.workload",
+            "trace",
+        )
+    if "accesses" in wl and "duration" in wl:
+        fail("give at most one of accesses or duration", f"{t}.workload", "accesses")
+    if "accesses" in wl and (not isinstance(wl["accesses"], int) or wl["accesses"] < 0):
+        fail(f"must be a count >= 0, got {wl['accesses']!r}", f"{t}.workload", "accesses")
+    if "duration" in wl:
+        try:
+            parse_time(wl["duration"], what="duration")
+        except EpcsimError as err:
+            fail(str(err).split(": ", 1)[-1], f"{t}.workload", "duration")
+    for p in paths:
+        try:
+            open_trace(p, format=fmt, **opts)
+        except TraceError as err:
+            fail(str(err), f"{t}.workload", "trace")
 
 
 def _check_start(start: str | int, t: str, fail) -> None:

@@ -64,6 +64,7 @@ from ..scenario.schema import (
     eval_size,
     load_scenario,
     resolve_write_value,
+    trace_workload,
 )
 from ..units import parse_time
 from ..workload.kselftest import test_sgx_process
@@ -434,7 +435,13 @@ class Simulation:
         if task is None:
             return
         host = self.host
-        data = eval_size(spec.size, self.capacity, what="size")
+        wl = spec.workload or {}
+        patterns = None
+        if "trace" in wl:
+            patterns = self._trace_patterns(spec)
+        data = eval_size(spec.size, self.capacity, what="size") if spec.size is not None else 0
+        if patterns is not None:
+            data = max(data, max(p.npages for p in patterns) * PAGE_SIZE)
         size = 2 * PAGE_SIZE
         while size < data:
             size <<= 1
@@ -457,20 +464,25 @@ class Simulation:
         if task.exited or task.signal_pending:
             self._exit(inst, 1)
             return
-        wl = spec.workload or {}
         npages = data // PAGE_SIZE
         total = wl.get("accesses")
+        # a trace without accesses or duration: each thread runs its trace once
+        one_pass = patterns is not None and total is None and "duration" not in wl
         until = self.now + parse_time(wl["duration"]) if "duration" in wl else None
         ss = np.random.SeedSequence([self.seed, len(self.instances), _stable_hash(inst.name)])
         rngs = [np.random.default_rng(s) for s in ss.spawn(spec.threads)]
         inst.running_threads = spec.threads
         for k in range(spec.threads):
             share = None
-            if total is not None:
+            if one_pass:
+                share = patterns[k].length
+            elif total is not None:
                 share = total // spec.threads + (1 if k < total % spec.threads else 0)
             st = ThreadStats(target=share or 0)
             inst.threads.append(st)
-            pattern = make_pattern(wl, npages)
+            pattern = (
+                patterns[k % len(patterns)] if patterns is not None else make_pattern(wl, npages)
+            )
             self.start(
                 self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0),
                 cpu=self._next_cpu(),
@@ -549,6 +561,16 @@ class Simulation:
             inst.running_threads -= 1
         if inst.running_threads == 0:
             self._exit(inst, 0)
+
+    def _trace_patterns(self, spec: EnclaveSpec) -> list:
+        """One TracePattern per thread (a single trace is shared by every thread, each
+        reading it from the start)."""
+        from ..workload.traces import TracePattern, open_trace
+
+        paths, fmt, opts = trace_workload(spec.workload or {})
+        if len(paths) == 1:
+            paths = paths * spec.threads
+        return [TracePattern(open_trace(p, format=fmt, **opts)) for p in paths]
 
     def _edmm(self, inst: Instance, encl: Encl) -> Generator[int, None, bool]:
         """The enclave's EDMM operations on its first pages: restrict permissions
