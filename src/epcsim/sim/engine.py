@@ -698,6 +698,7 @@ class Simulation:
             cols["faults"].append(sgx_cg.nr_faults)
             cols["evictions"].append(sgx_cg.nr_evicted)
             cols["reclaim_batches"].append(sgx_cg.nr_reclaim_batches)
+            cols["reclaimable_pages"].append(sgx_cg.lru.nr)
             cols["enomem"].append(sgx_cg.nr_enomem)
 
     def _result(self, *, truncated: bool) -> Result:

@@ -25,6 +25,7 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("faults", pa.int64()),
         pa.field("evictions", pa.int64()),
         pa.field("reclaim_batches", pa.int64()),
+        pa.field("reclaimable_pages", pa.int64()),
         pa.field("enomem", pa.int64()),
     ],
     metadata={"epcsim.timeseries.version": str(TIMESERIES_SCHEMA_VERSION)},
