@@ -6,6 +6,8 @@ Commands::
     epcsim scenarios
     epcsim validate SCENARIO [--set KEY=VALUE ...]
     epcsim report DIR
+    epcsim trace info TRACE [--format F] [--window N] [--plot FILE.png] [-O KEY=VALUE ...]
+    epcsim trace convert TRACE OUT [--format F] [--to F2] [--dense] [-O KEY=VALUE ...]
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -495,6 +497,196 @@ def report(
     except (OSError, ValueError) as e:  # unreadable summary.json / parquet, unwritable dir
         _die(f"{run_dir}: cannot rebuild the report: {e}")
     typer.echo(f"wrote {html}")
+
+
+# --- trace ------------------------------------------------------------------------------
+
+trace_app = typer.Typer(
+    name="trace",
+    help="Read, analyse and convert page-access traces (docs/TRACES.md).",
+    no_args_is_help=True,
+)
+app.add_typer(trace_app, name="trace")
+
+TraceArg = Annotated[
+    Path,
+    typer.Argument(metavar="TRACE", help="A trace file.", show_default=False),
+]
+TraceFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        metavar="F",
+        help="Trace format: oracleGeneral, csv, lackey, text, npy, native "
+        "(default: detected from the magic bytes, the name or the first lines).",
+        show_default=False,
+    ),
+]
+TraceOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-O",
+        metavar="KEY=VALUE",
+        help="A reader option, e.g. -O obj_id_col=lbn -O mapping=address (repeatable).",
+        show_default=False,
+    ),
+]
+SkipBadOpt = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="Count and skip malformed lines or records."),
+]
+
+
+def _open_trace_cli(path: Path, fmt: str | None, options: list[str] | None, skip_bad: bool):
+    from .workload.traces import open_trace
+
+    opts: dict[str, Any] = {}
+    for item in options or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _die(f"--option {item!r}: expected KEY=VALUE")
+        opts[key.strip()] = value.strip()
+    if skip_bad:
+        opts["skip_bad"] = True
+    return open_trace(path, format=fmt, **opts)
+
+
+@trace_app.command("info")
+def trace_info(
+    trace: TraceArg,
+    format: TraceFormatOpt = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            "--window",
+            "-w",
+            min=1,
+            metavar="N",
+            help="Accesses per working-set window (default: about 20 windows).",
+            show_default=False,
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE.png",
+            help="Draw the working-set curve to this PNG.",
+            show_default=False,
+        ),
+    ] = None,
+    option: TraceOptionOpt = None,
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Accesses, footprint, reuse distances and working-set size of a trace."""
+    from .workload.traces import trace_stats
+
+    with _user_errors():
+        reader = _open_trace_cli(trace, format, option, skip_bad)
+        stats = trace_stats(reader, window=window)
+    console = _stdout()
+    reuse = stats["reuse"]
+    t = Table(title=f"trace {trace}", title_justify="left")
+    t.add_column("quantity", overflow="fold")
+    t.add_column("value", justify="right")
+
+    def pages(x: float | None) -> str:
+        return "-" if x is None else f"{x:,}"
+
+    method = (
+        "exact"
+        if reuse["method"] == "exact"
+        else f"sampled at {reuse['rate']:.3g} (spatial hash, SHARDS)"
+    )
+    rows = [
+        ("format", stats["format"]),
+        ("accesses", f"{stats['accesses']:,}"),
+        ("distinct pages (footprint)", f"{stats['footprint_pages']:,}"),
+        ("footprint bytes", f"{stats['footprint_bytes']:,} ({_size(stats['footprint_bytes'])})"),
+        ("re-accesses", f"{reuse['reaccesses']:,}"),
+        ("reuse distance (pages)", method),
+        ("  mean", "-" if reuse["mean"] is None else f"{reuse['mean']:,.1f}"),
+        ("  p50", pages(reuse["p50"])),
+        ("  p90", pages(reuse["p90"])),
+        ("  p99", pages(reuse["p99"])),
+        ("  max", pages(reuse["max"])),
+        ("working-set window (accesses)", f"{stats['window']:,}"),
+        (
+            "working set min / mean / max",
+            f"{stats['wss_min']:,} / {stats['wss_mean']:,.1f} / {stats['wss_max']:,}",
+        ),
+    ]
+    if stats["skipped"]:
+        rows.append(("skipped (malformed)", f"{stats['skipped']:,}"))
+    for k, v in rows:
+        t.add_row(Text(k), Text(str(v)))
+    console.print(t)
+
+    wss = stats["wss"]
+    w = stats["window"]
+    wt = Table(title="working set over time", title_justify="left")
+    for col in ("window", "accesses", "distinct pages"):
+        wt.add_column(col, justify="right")
+    step = max(1, -(-len(wss) // 40))  # at most 40 rows
+    for i in range(0, len(wss), step):
+        end = min((i + 1) * w, stats["accesses"])
+        wt.add_row(str(i + 1), f"{i * w:,}-{end:,}", f"{wss[i]:,}")
+    console.print(wt)
+    if step > 1:
+        console.print(Text(f"(every {step}th of {len(wss)} windows shown)"))
+    if stats["skipped"]:
+        console.print(
+            Text(f"note: {stats['skipped']:,} malformed lines/records skipped", style="yellow")
+        )
+    if plot is not None:
+        from .workload.traces._plot import plot_working_set
+
+        try:
+            plot_working_set(stats, plot)
+        except OSError as e:
+            _die(f"cannot write {plot}: {e.strerror or e}")
+        console.print(Text(f"wrote {plot}"))
+
+
+@trace_app.command("convert")
+def trace_convert(
+    trace: TraceArg,
+    out: Annotated[
+        Path,
+        typer.Argument(metavar="OUT", help="The file to write.", show_default=False),
+    ],
+    format: TraceFormatOpt = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            "-t",
+            metavar="F2",
+            help="Output format: native, npy, text, oracleGeneral "
+            "(default: from OUT's extension, .epct .npy .txt .bin; else native).",
+            show_default=False,
+        ),
+    ] = None,
+    dense: Annotated[
+        bool,
+        typer.Option("--dense", help="Renumber pages densely (0, 1, ... in first-seen order)."),
+    ] = False,
+    option: TraceOptionOpt = None,
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Convert a trace to another format (pages, one object per page)."""
+    from .workload.traces import convert_trace, format_for_output, get_format
+
+    if out.is_dir():
+        _die(f"{out}: is a directory")
+    with _user_errors():
+        reader = _open_trace_cli(trace, format, option, skip_bad)
+        target = get_format(to).name if to is not None else format_for_output(out)
+        n = convert_trace(reader, out, to=target, dense=dense)
+    note = f", {reader.skipped:,} malformed skipped" if reader.skipped else ""
+    typer.echo(f"wrote {out} ({n:,} pages, {target}{note})")
 
 
 def main() -> None:

@@ -92,6 +92,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ExperimentSpec(_Model):
+    """Switches that remove one kernel mechanism to measure its effect (all off by
+    default; a run with any of them on is not the kernel's behaviour)."""
+
+    #: the access retried after a resolved fault does not set the accessed bit, so a
+    #: faulted-in page starts unreferenced (as a textbook CLOCK inserts it)
+    fault_unreferenced: bool = False
+
+
 class HostSpec(_Model):
     epc: SizeLike | None = None
     sections: list[SizeLike] | None = None
@@ -102,6 +111,7 @@ class HostSpec(_Model):
     duration: TimeLike = "60s"
     sample_interval: TimeLike = "10ms"
     costs: dict[str, TimeLike] = Field(default_factory=dict)
+    experiments: ExperimentSpec = Field(default_factory=lambda: ExperimentSpec())
 
 
 class CgroupSpec(_Model):

@@ -496,6 +496,7 @@ class Simulation:
         spec = inst.spec
         edmm_at = spec.edmm.at_access if (first and spec.edmm is not None) else None
         st.started_ns = self.now
+        fault_unreferenced = self.sc.host.experiments.fault_unreferenced
         buf = np.zeros(0, np.int64)
         pos = 0
         remaining = count if count is not None else 1 << 62
@@ -545,6 +546,12 @@ class Simulation:
                     st.streak = 0
                     self._lat_buf.append(self.now - fault_start)
                     fault_start = -1
+                    if fault_unreferenced:
+                        # experiment: the retried access completes without setting the
+                        # accessed bit (the page starts unreferenced)
+                        pos += 1
+                        remaining -= 1
+                        st.accesses += 1
                     continue
                 if r == VM_FAULT_NOPAGE:
                     st.retries += 1
@@ -784,6 +791,7 @@ class Simulation:
             "seed": self.seed,
             "capacity_bytes": self.capacity,
             "misc_enabled": self.sc.host.misc,
+            "experiments": self.sc.host.experiments.model_dump(),
             "sim_time_ns": self.now,
             "time_limit_ns": self.limit_ns,
             "sample_interval_ns": self.sample_ns,

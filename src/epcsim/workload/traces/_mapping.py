@@ -1,0 +1,155 @@
+"""Dense page numbering (:class:`DenseMapper`) and a trace as a simulator workload
+(:class:`TracePattern`).
+
+A trace's page numbers are sparse (object ids, or addresses of a 64-bit address space):
+the enclave that runs it has only *footprint* pages.  :class:`DenseMapper` renumbers
+pages 0, 1, 2, ... in the order they are first seen, so a trace's footprint pages fit an
+enclave of exactly that many pages, and the first page the program touches is page 0.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from ...errors import EpcsimUsageError
+from ._base import TraceError, TraceReader
+
+__all__ = ["DenseMapper", "TracePattern"]
+
+
+class DenseMapper:
+    """Renumber page numbers densely, in first-seen order, across any number of chunks.
+
+    ``map(chunk)`` returns the dense numbers of *chunk* (np.int64 in ``[0, len(self))``),
+    numbering pages not seen before in the order of their first access; ``lookup`` maps
+    without adding.  State is two sorted arrays (one entry per distinct page: 16 bytes
+    each); a chunk costs a sort of the chunk plus a merge of its new pages.
+    """
+
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, np.int64)  # sorted distinct pages
+        self._codes = np.zeros(0, np.int64)  # their dense numbers
+        self._order: list[np.ndarray] = []  # pages by dense number, per chunk
+
+    def __len__(self) -> int:
+        """Distinct pages seen (the footprint so far)."""
+        return int(self._keys.size)
+
+    @property
+    def footprint(self) -> int:
+        """Distinct pages seen so far."""
+        return int(self._keys.size)
+
+    def _find(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.searchsorted(self._keys, u)
+        if self._keys.size == 0:
+            return pos, np.zeros(u.size, bool)
+        found = self._keys[np.minimum(pos, self._keys.size - 1)] == u
+        return pos, found
+
+    def map(self, chunk: np.ndarray) -> np.ndarray:
+        """Dense numbers of the pages of *chunk*, numbering new pages as first seen."""
+        chunk = np.asarray(chunk, dtype=np.int64)
+        if chunk.size == 0:
+            return np.zeros(0, np.int64)
+        u, first, inv = np.unique(chunk, return_index=True, return_inverse=True)
+        pos, found = self._find(u)
+        codes = np.empty(u.size, np.int64)
+        codes[found] = self._codes[pos[found]]
+        new = np.flatnonzero(~found)
+        if new.size:
+            n0 = self._keys.size
+            by_first = new[np.argsort(first[new], kind="stable")]
+            codes[by_first] = np.arange(n0, n0 + new.size, dtype=np.int64)
+            self._keys = np.insert(self._keys, pos[new], u[new])
+            self._codes = np.insert(self._codes, pos[new], codes[new])
+            self._order.append(u[by_first])
+        return codes[inv.reshape(-1)]
+
+    def lookup(self, chunk: np.ndarray) -> np.ndarray:
+        """Dense numbers of pages already seen (a TraceError for a page never seen)."""
+        chunk = np.asarray(chunk, dtype=np.int64)
+        pos, found = self._find(chunk)
+        if not found.all():
+            page = int(chunk[np.argmin(found)])
+            raise TraceError(f"page {page} was not in the trace when it was first read")
+        return self._codes[pos]
+
+    def pages(self) -> np.ndarray:
+        """The original page of each dense number (``pages()[d]`` maps back)."""
+        if len(self._order) > 1:
+            self._order = [np.concatenate(self._order)]
+        return self._order[0].copy() if self._order else np.zeros(0, np.int64)
+
+
+class TracePattern:
+    """A trace as a :class:`~epcsim.workload.patterns.Pattern`: the simulator's enclave
+    thread takes the trace's pages, densely renumbered (:class:`DenseMapper`), in order.
+
+    Construction reads the whole trace once (streaming) to number its pages, so
+    ``npages`` (the footprint) is known before the first access; an enclave running it
+    needs at least ``npages`` data pages.  ``take(rng, n)`` returns the next *n* pages
+    and ignores *rng* (a trace is deterministic).  When the trace ends it **wraps
+    around**: the next access is the trace's first again (``passes`` counts completed
+    passes), so a workload of more accesses than the trace replays it; give
+    ``accesses = length`` to run it exactly once.
+    """
+
+    def __init__(self, reader: TraceReader) -> None:
+        self.reader = reader
+        self.mapper = DenseMapper()
+        n = 0
+        for chunk in reader.pages():
+            self.mapper.map(chunk)
+            n += chunk.size
+        if n == 0:
+            raise TraceError("the trace has no accesses", file=reader.path)
+        #: accesses in one pass over the trace
+        self.length = n
+        #: distinct pages of the trace: the pattern's pages are 0..npages-1
+        self.npages = self.mapper.footprint
+        #: completed passes over the trace (wrap-arounds)
+        self.passes = 0
+        self.description = f"trace({reader.format_name}: {reader.path.name})"
+        self._buf = np.zeros(0, np.int64)
+        self._pos = 0
+        reader.reset()
+
+    @property
+    def footprint(self) -> int:
+        """Distinct pages (the same as ``npages``)."""
+        return self.npages
+
+    def _refill(self) -> None:
+        chunk = self.reader.read(getattr(self.reader, "chunk", 1 << 18))
+        if chunk.size == 0:
+            self.reader.reset()
+            self.passes += 1
+            chunk = self.reader.read(getattr(self.reader, "chunk", 1 << 18))
+            if chunk.size == 0:  # pragma: no cover - the file changed under us
+                raise TraceError("the trace has no accesses", file=self.reader.path)
+        self._buf = self.mapper.lookup(chunk)
+        self._pos = 0
+
+    def take(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """The next *n* dense page numbers (np.int64 in ``[0, npages)``), wrapping
+        around at the end of the trace; *rng* is not used."""
+        n = operator.index(n)
+        if n < 0:
+            raise EpcsimUsageError(f"take: n must be >= 0, got {n}")
+        parts = []
+        while n > 0:
+            if self._pos >= self._buf.size:
+                self._refill()
+            k = min(n, self._buf.size - self._pos)
+            parts.append(self._buf[self._pos : self._pos + k])
+            self._pos += k
+            n -= k
+        if not parts:
+            return np.zeros(0, np.int64)
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+    def __repr__(self) -> str:
+        return f"<Pattern {self.description} over {self.npages} pages>"
