@@ -243,7 +243,7 @@ def ioc_enclave_modify_types(
     host: Host, task: Task, encl: Encl, offset: int, length: int, page_type: int
 ) -> Generator[str, None, int]:
     """``SGX_IOC_ENCLAVE_MODIFY_TYPES`` (SGX2): per page sgx_reclaim_direct(), load,
-    EMODT (REG->TCS, REG->TRIM, TCS->TRIM; else EPERM).  Returns bytes done."""
+    EMODT (REG->TCS, REG->TRIM, TCS->TRIM; else EINVAL).  Returns bytes done."""
     if page_type not in (SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM):
         raise SgxIoctlError(EINVAL, "SGX_IOC_ENCLAVE_MODIFY_TYPES")
     return (
