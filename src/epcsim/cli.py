@@ -8,6 +8,8 @@ Commands::
     epcsim report DIR
     epcsim trace info TRACE [--format F] [--window N] [--plot FILE.png] [-O KEY=VALUE ...]
     epcsim trace convert TRACE OUT [--format F] [--to F2] [--dense] [-O KEY=VALUE ...]
+    epcsim mrc TRACE [--format F] [-O KEY=VALUE ...] [--sizes LIST|RANGE] [--sample RATE]
+               [--out DIR] [--workers N] [--fault-unreferenced]
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -687,6 +689,181 @@ def trace_convert(
         n = convert_trace(reader, out, to=target, dense=dense)
     note = f", {reader.skipped:,} malformed skipped" if reader.skipped else ""
     typer.echo(f"wrote {out} ({n:,} pages, {target}{note})")
+
+
+# --- mrc --------------------------------------------------------------------------------
+
+#: where ``epcsim mrc`` writes when no ``--out`` is given (relative to the cwd)
+DEFAULT_MRC_DIR = "epcsim-mrc"
+
+
+class _SizesProgress(LazyProgress):
+    """:class:`LazyProgress` counting the sizes done (the ``progress`` callback of
+    :func:`epcsim.mrc.mrc` is called with (done, total))."""
+
+    def _update_locked(self) -> None:
+        assert self.bar is not None and self._task is not None
+        total = self._limit
+        self.bar.update(
+            self._task,
+            total=total,
+            completed=self._now,
+            vt=f"{self._now}/{total} sizes" if total else "",
+        )
+
+
+@app.command("mrc")
+def mrc_command(
+    trace: TraceArg,
+    format: TraceFormatOpt = None,
+    option: TraceOptionOpt = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--sizes",
+            "-s",
+            metavar="LIST|RANGE",
+            help="EPC sizes: a comma list (units B, KiB, MiB, GiB, pages; N% of the trace's "
+            "footprint; a bare number is bytes) or a range A:B:N (N sizes from A to B), "
+            "e.g. 10%:100%:10 (the default) or 1000pages,2000pages,64MiB.",
+            show_default=False,
+        ),
+    ] = None,
+    sample: Annotated[
+        float | None,
+        typer.Option(
+            "--sample",
+            metavar="RATE",
+            help="Spatial sampling rate in (0, 1] for a fast approximate curve "
+            "(e.g. 0.1; default: exact).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help=f"Where to write mrc.csv and mrc.png (default: ./{DEFAULT_MRC_DIR}/<trace>).",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            metavar="N",
+            help="Sizes simulated in parallel (default: the machine's cores).",
+            show_default=False,
+        ),
+    ] = None,
+    fault_unreferenced: Annotated[
+        bool,
+        typer.Option(
+            "--fault-unreferenced",
+            help="Experiment: a faulted-in page starts unreferenced (not the kernel's "
+            "behaviour; docs/MRC.md).",
+        ),
+    ] = False,
+) -> None:
+    """The miss-ratio curve of a trace under the v16 reclaimer (one simulation per EPC
+    size); write mrc.csv and mrc.png (docs/MRC.md)."""
+    from .kernel.constants import PAGE_SIZE
+    from .mrc import SAMPLED_MIN_PAGES, mrc, write_mrc
+
+    if sample is not None and not 0 < sample <= 1:
+        _die(f"--sample: a rate in (0, 1], got {sample}")
+    with _user_errors():
+        # check the file, the format and the options before anything runs
+        reader = _open_trace_cli(trace, format, option, False)
+    opts: dict[str, Any] = {}
+    for item in option or ():  # well formed: _open_trace_cli checked them
+        key, _, value = item.partition("=")
+        opts[key.strip()] = value.strip()
+    outdir = out if out is not None else Path(DEFAULT_MRC_DIR) / _safe_name(trace.stem)
+    if outdir.exists() and not outdir.is_dir():
+        _die(f"--out {outdir}: exists and is not a directory")
+
+    err = Console(stderr=True)
+    progress = _SizesProgress(enabled=err.is_terminal, console=err)
+    progress.begin(None)
+    t0 = time.monotonic()
+    try:
+        with _user_errors():
+            points = mrc(
+                trace,
+                sizes=sizes,
+                format=reader.format_name,
+                options=opts,
+                sample=sample,
+                workers=workers,
+                experiments={"fault_unreferenced": True} if fault_unreferenced else None,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        progress.close()
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        progress.close()
+    wall = time.monotonic() - t0
+
+    console = _stdout()
+    sampled = sample is not None and sample != 1
+    mode = f"sampled at {sample:g} (spatial hash)" if sampled else "exact"
+    console.print(
+        Text(
+            f"trace {trace} ({reader.format_name}): {points[0].accesses:,} accesses"
+            f"{' in the sample' if sampled else ''}, {len(points)} sizes, {mode}, "
+            f"wall {wall:.1f} s"
+        )
+    )
+    if fault_unreferenced:
+        console.print(
+            Text(
+                "note: experiment fault_unreferenced is on (a faulted-in page starts "
+                "unreferenced): not the kernel's behaviour",
+                style="yellow",
+            )
+        )
+    t = Table(title="miss-ratio curve (v16 reclaimer)", title_justify="left")
+    cols = ["EPC pages", "EPC MiB"]
+    if sampled:
+        cols.append("sampled EPC pages")
+    cols += ["miss ratio", "mean reclaimable", "steady reclaimable", "trusted"]
+    for col in cols:
+        t.add_column(col, justify="left" if col == "trusted" else "right")
+    for p in points:
+        row = [f"{p.epc_pages:,}", f"{p.epc_pages * PAGE_SIZE / 2**20:.2f}"]
+        if sampled:
+            row.append(f"{p.sim_epc_pages:,}")
+        row += [
+            f"{p.miss_ratio:.4f}",
+            f"{p.mean_reclaimable_pages:,.1f}",
+            f"{p.steady_reclaimable_pages:,.1f}",
+        ]
+        t.add_row(*row, Text("yes" if p.trusted else "no", style="" if p.trusted else "red"))
+    console.print(t)
+    for p in points:
+        if not p.trusted:
+            typer.echo(
+                f"warning: sampled EPC of {p.sim_epc_pages} pages at size {p.epc_pages} pages "
+                f"({p.epc_pages * PAGE_SIZE / 2**20:.2f} MiB) is below {SAMPLED_MIN_PAGES} "
+                "pages; the curve is not to be trusted there (kernel constants do not scale, "
+                "docs/MRC.md)",
+                err=True,
+            )
+    title = f"{trace.name}" + (f", sampled at {sample:g}" if sampled else "")
+    if fault_unreferenced:
+        title += ", fault_unreferenced"
+    try:
+        csv_path, png = write_mrc(points, outdir, title=title)
+    except OSError as e:
+        _die(f"cannot write {e.filename or outdir}: {e.strerror or e}")
+    console.print(Text(f"wrote {csv_path} and {png}"))
 
 
 def main() -> None:

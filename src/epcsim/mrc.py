@@ -5,20 +5,23 @@ miss), its task in a child cgroup whose ``misc.max`` is ``max``, on a host whose
 the size under test; the full model runs (misc charge, per-cgroup LRU, 16-page batches
 with the age test, ksgxd and its 32/64 watermarks).  The v16 reclaimer is not a stack
 algorithm, so every size is its own simulation; sizes run in parallel on the local
-cores.  The miss ratio is resolved faults / accesses.
+cores.  The miss ratio is resolved faults / accesses (sampled: / the accesses expected
+from the share of pages kept, SHARDS' adjustment).
 
 Spatial sampling (``sample=R``, as SHARDS / miniature simulation do): keep the pages whose
-hash falls under R (a fixed 64-bit mix of the original page id, so the same pages are
-kept whatever the size) and simulate an EPC of R x the size.  The kernel's fixed
-constants do not scale with the sample: the ksgxd watermarks (32/64 free pages), the
-16-page batch, the per-cgroup headroom (32 pages above SGX_CG_LOW_LIMIT = 128) and the
-VA/SECS pages (about 1 per 512 enclave pages) keep their absolute sizes, so they take a
-larger share of a small sampled EPC.  Below ``SAMPLED_MIN_PAGES`` sampled EPC pages the
-point is flagged (and the CLI warns): ``docs/MRC.md`` has the measured error.
+hash falls under R (a fixed 64-bit mix of the page's dense id, its rank in first-seen
+order, so the same pages are kept whatever the size) and simulate an EPC of the size
+scaled by the share of pages kept (about R).  The kernel's fixed constants do not scale
+with the sample: the ksgxd watermarks (32/64 free pages), the 16-page batch, the
+per-cgroup headroom (32 pages above SGX_CG_LOW_LIMIT = 128) and the VA/SECS pages (about
+1 per 512 enclave pages) keep their absolute sizes, so they take a larger share of a
+small sampled EPC.  Below ``SAMPLED_MIN_PAGES`` sampled EPC pages the point is flagged
+(and the CLI warns): ``docs/MRC.md`` has the measured error.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EpcsimError
-from .kernel.constants import PAGE_SIZE
+from .kernel.constants import PAGE_SIZE, SGX_VA_SLOT_COUNT
 
 __all__ = ["MrcPoint", "mrc", "parse_sizes", "sample_pages", "SAMPLED_MIN_PAGES", "write_mrc"]
 
@@ -75,6 +78,8 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
                 pct = float(item[:-1])
             except ValueError:
                 raise EpcsimError(f"--sizes: not a percentage: {item!r}") from None
+            if not math.isfinite(pct):
+                raise EpcsimError(f"--sizes: not a percentage: {item!r}")
             pages = int(round(footprint * pct / 100))
         else:
             b = parse_size(item, what="--sizes")
@@ -97,7 +102,10 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
         if n < 1 or b < a:
             raise EpcsimError(f"--sizes: need N >= 1 and A <= B in {spec!r}")
         return sorted({int(round(x)) for x in np.linspace(a, b, n)})
-    return sorted({one(x) for x in spec.split(",") if x.strip()})
+    out = sorted({one(x) for x in spec.split(",") if x.strip()})
+    if not out:
+        raise EpcsimError(f"--sizes: no size given in {spec!r}")
+    return out
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -147,6 +155,14 @@ def _run_one(args: tuple) -> tuple[int, int, float, float, float]:
     }
     r = simulate(load_scenario(sc))
     e = r.summary["enclaves"]["trace"]
+    if e["outcome"] != "success" or e["accesses"] != accesses:
+        # an EPC too small for the enclave (SIGBUS: nothing reclaimable) must not give
+        # a miss ratio of a partial run
+        raise EpcsimError(
+            f"--sizes: a simulated EPC of {epc_pages} pages is too small for this trace "
+            f"(the enclave's outcome is {e['outcome']} after {e['accesses']} of "
+            f"{accesses} accesses); use larger sizes or a larger --sample rate"
+        )
     ts = r.timeseries
     rows = np.asarray(ts["cgroup"].to_pylist()) == "/mrc"
     recl = np.asarray(ts["reclaimable_pages"])[rows]
@@ -208,6 +224,18 @@ def mrc(
     # sampled footprint varies around rate x footprint (SHARDS' size adjustment)
     scale = len(kept) / footprint
     sim_sizes = [max(1, int(round(s * scale))) for s in sizes]
+    # the SECS and the VA pages are not reclaimable; an EPC of fewer pages than they
+    # and two data pages take cannot run the trace (at 3 pages the fault path retries
+    # forever, until the 100000 s virtual-time limit)
+    floor = 1 + len(kept) // SGX_VA_SLOT_COUNT + 1 + 2
+    for s, ss in zip(sizes, sim_sizes):
+        if ss < floor:
+            what = f"{s} pages" if ss == s else f"{s} pages (simulated: {ss})"
+            raise EpcsimError(
+                f"--sizes: an EPC of {what} is below the {floor} pages the enclave needs "
+                "(SECS, VA pages and two data pages); use larger sizes"
+                + ("" if rate == 1.0 else " or a larger --sample rate")
+            )
     with tempfile.TemporaryDirectory(prefix="epcsim-mrc-") as tmp:
         path = os.path.join(tmp, "trace.npy")
         np.save(path, dense.astype(np.int64))
@@ -227,15 +255,21 @@ def mrc(
                     out.append(res)
                     if progress is not None:
                         progress(k + 1, len(jobs))
+    # With sampling, the kept pages' share of the *accesses* varies around their share
+    # of the pages (hot pages are kept or not as a block); the misses are divided by the
+    # accesses expected from the page share (scale x N), as SHARDS' adjustment does,
+    # so the sample's access surplus or deficit does not bias the ratio.
+    expected = scale * len(pages) if rate < 1 else None
     points = []
     for s, ss, (acc, miss, recl, steady, wall) in zip(sizes, sim_sizes, out):
+        denom = expected if expected else acc
         points.append(
             MrcPoint(
                 epc_pages=int(s),
                 sim_epc_pages=ss,
                 accesses=acc,
                 misses=miss,
-                miss_ratio=miss / acc if acc else 0.0,
+                miss_ratio=miss / denom if denom else 0.0,
                 mean_reclaimable_pages=recl,
                 steady_reclaimable_pages=steady,
                 sample=rate,
@@ -279,7 +313,9 @@ def write_mrc(points: list[MrcPoint], out: str | Path, *, title: str = "") -> tu
         ax.scatter(*zip(*bad), color="red", zorder=3, label=f"sampled EPC < {SAMPLED_MIN_PAGES}")
     ax.set_xlabel("EPC size (MiB)")
     ax.set_ylabel("miss ratio")
-    ax.set_ylim(0, 1.02)
+    # resolved faults can outnumber accesses at tiny EPCs (a page reclaimed before its
+    # retried access): do not cut those points off
+    ax.set_ylim(0, max(1.02, 1.02 * max(y, default=0.0)))
     ax.grid(alpha=0.3)
     ax.set_title(title or "miss-ratio curve")
     ax.legend()
