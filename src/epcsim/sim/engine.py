@@ -114,6 +114,8 @@ class Instance:
     ended_ns: int = -1
     killed: bool = False
     error: str = ""
+    #: malformed trace lines/records skipped (trace workloads with skip_bad)
+    trace_skipped: int = 0
     cgroup: str = "/"
 
 
@@ -439,6 +441,8 @@ class Simulation:
         patterns = None
         if "trace" in wl:
             patterns = self._trace_patterns(spec)
+            shared = len(trace_workload(wl)[0]) == 1  # every thread reads the same file
+            inst.trace_skipped = patterns[0].skipped if shared else sum(p.skipped for p in patterns)
         data = eval_size(spec.size, self.capacity, what="size") if spec.size is not None else 0
         if patterns is not None:
             data = max(data, max(p.npages for p in patterns) * PAGE_SIZE)
@@ -771,6 +775,7 @@ class Simulation:
                 "pages_added": e.nr_added + e.nr_eaug if e is not None else 0,
                 "pages_evicted": e.nr_evicted if e is not None else 0,
                 "eldu": e.nr_eldu if e is not None else 0,
+                "trace_skipped": inst.trace_skipped,
             }
         expectations = [self._verdict(k, x) for k, x in enumerate(self.sc.expect)]
         lat_summary = {}

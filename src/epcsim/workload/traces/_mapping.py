@@ -113,6 +113,8 @@ class TracePattern:
         #: completed passes over the trace (wrap-arounds)
         self.passes = 0
         self.description = f"trace({reader.format_name}: {reader.path.name})"
+        #: malformed lines/records skipped in one pass (``skip_bad=True``)
+        self.skipped = int(getattr(reader, "skipped", 0))
         self._buf = np.zeros(0, np.int64)
         self._pos = 0
         reader.reset()
