@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
-from .epc_cgroup import sgx_cgroup_reclaim_work_func
+from .epc_cgroup import sgx_cg_wq_take_runnable, sgx_cgroup_reclaim_work_func
 from .reclaim import ksgxd_step
 
 __all__ = ["drive", "RoundRobin"]
@@ -51,16 +51,8 @@ class RoundRobin:
 
     def _step_kernel_threads(self) -> None:
         host = self.host
-        # start queued work items; a work item already running waits (non-reentrant)
-        waiting = []
-        while host.sgx_cg_wq:
-            sgx_cg = host.sgx_cg_wq.popleft()
-            if sgx_cg.work_running:
-                waiting.append(sgx_cg)
-                continue
-            w = sgx_cgroup_reclaim_work_func(host, sgx_cg)
-            self._workers.append(w)
-        host.sgx_cg_wq.extend(waiting)
+        for sgx_cg in sgx_cg_wq_take_runnable(host):
+            self._workers.append(sgx_cgroup_reclaim_work_func(host, sgx_cg))
         alive = []
         for w in self._workers:
             try:

@@ -33,7 +33,7 @@ from .constants import (
     SGX_NR_LOW_PAGES,
 )
 from .lru import EpcList, SgxEpcLruList
-from .misc import css_put, misc_cg_uncharge
+from .misc import css_put, misc_cg_charge_if_fits, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from .host import Host, Task
@@ -259,25 +259,8 @@ def sgx_alloc_epc_page_nowait(
     if not pool.nr_free_pages:
         return -1
     cg = host.task_misc_cg(task)
-    capacity = cg.ctrl.capacity
-    if not capacity:
+    if not misc_cg_charge_if_fits(cg, PAGE_SIZE):
         return -1
-    # misc_cg_try_charge() in one walk; if some level would fail, undo and leave the
-    # attempt (and its max event) to the generator path
-    done: list[tuple] = []
-    i = cg
-    while i is not None:
-        new = i.usage + PAGE_SIZE
-        if new > i.max or new > capacity:
-            for j, peak in done:
-                j.usage -= PAGE_SIZE
-                j.peak = peak
-            return -1
-        done.append((i, i.peak))
-        i.usage = new
-        if new > i.peak:
-            i.peak = new
-        i = i.parent
     cg.refcnt += 1
     page = _sgx_alloc_epc_page(pool, task.nid)
     pool.m_kind[page] = kind

@@ -51,6 +51,7 @@ __all__ = [
     "sgx_cgroup_reclaim_direct",
     "sgx_cgroup_reclaim_pages_global",
     "queue_work",
+    "sgx_cg_wq_take_runnable",
 ]
 
 
@@ -325,6 +326,21 @@ def queue_work(host: Host, sgx_cg: SgxCgroup) -> bool:
     sgx_cg.work_pending = True
     host.sgx_cg_wq.append(sgx_cg)
     return True
+
+
+def sgx_cg_wq_take_runnable(host: Host) -> list[SgxCgroup]:
+    """The queued work items a ``sgx_cg_wq`` worker may start now, oldest first.
+
+    Models the workqueue's non-reentrancy: an item whose work function is still
+    running stays queued until it returns.
+    """
+    runnable, waiting = [], []
+    wq = host.sgx_cg_wq
+    while wq:
+        sgx_cg = wq.popleft()
+        (waiting if sgx_cg.work_running else runnable).append(sgx_cg)
+    wq.extend(waiting)
+    return runnable
 
 
 def sgx_cgroup_reclaim_work_func(host: Host, sgx_cg: SgxCgroup) -> Generator[str, None, None]:

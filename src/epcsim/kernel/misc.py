@@ -37,6 +37,7 @@ __all__ = [
     "MiscController",
     "misc_cg_try_charge",
     "misc_cg_uncharge",
+    "misc_cg_charge_if_fits",
     "kstrtou64",
     "kstrtoint",
     "css_get",
@@ -217,6 +218,29 @@ def misc_cg_try_charge(cg: MiscCg, amount: int) -> int:
             break
         j = j.parent
     return -EBUSY
+
+
+def misc_cg_charge_if_fits(cg: MiscCg, amount: int) -> bool:
+    """misc_cg_try_charge() when it is certain to succeed: charge *amount* (and update
+    peaks) only if every level stays within its max and the capacity; otherwise change
+    nothing (no event, no peak) and return False, leaving the real attempt to
+    :func:`misc_cg_try_charge`.  A fast path for callers that can fall back."""
+    capacity = cg.ctrl.capacity
+    if not capacity:
+        return False
+    i: MiscCg | None = cg
+    while i is not None:
+        new = i.usage + amount
+        if new > i.max or new > capacity:
+            return False
+        i = i.parent
+    i = cg
+    while i is not None:
+        i.usage += amount
+        if i.usage > i.peak:
+            i.peak = i.usage
+        i = i.parent
+    return True
 
 
 def misc_cg_uncharge(cg: MiscCg, amount: int) -> None:

@@ -43,7 +43,11 @@ from ..kernel.constants import (
     VM_FAULT_NOPAGE,
 )
 from ..kernel.encl import Encl, sgx_encl_access, sgx_vma_fault
-from ..kernel.epc_cgroup import SgxCgroup, sgx_cgroup_reclaim_work_func
+from ..kernel.epc_cgroup import (
+    SgxCgroup,
+    sgx_cg_wq_take_runnable,
+    sgx_cgroup_reclaim_work_func,
+)
 from ..kernel.host import SIGBUS, SIGTERM, Task
 from ..kernel.ioctl import (
     ioc_enclave_add_pages,
@@ -150,7 +154,6 @@ class Simulation:
         self._cpu_rr = 0
         self._seq = 0
         self._ksgxd_running = False
-        self._workers: set[int] = set()
         self.instances: dict[str, Instance] = {}
         self.groups: dict[str, list[Instance]] = {}
         self._group_waiters: dict[str, list[Callable[[], None]]] = {}
@@ -270,15 +273,8 @@ class Simulation:
             self._ksgxd_running = True
             self.start(self._ksgxd())
         if host.sgx_cg_wq:
-            waiting = []
-            while host.sgx_cg_wq:
-                sgx_cg = host.sgx_cg_wq.popleft()
-                if sgx_cg.id in self._workers:
-                    waiting.append(sgx_cg)
-                    continue
-                self._workers.add(sgx_cg.id)
+            for sgx_cg in sgx_cg_wq_take_runnable(host):
                 self.start(self._worker(sgx_cg))
-            host.sgx_cg_wq.extend(waiting)
 
     def _check_watchers(self) -> None:
         keep = []
@@ -304,10 +300,7 @@ class Simulation:
 
     def _worker(self, sgx_cg: SgxCgroup) -> Actor:
         """A ``sgx_cg_wq`` worker running one cgroup's reclaim work item."""
-        try:
-            yield from self.kstep(sgx_cgroup_reclaim_work_func(self.host, sgx_cg))
-        finally:
-            self._workers.discard(sgx_cg.id)
+        yield from self.kstep(sgx_cgroup_reclaim_work_func(self.host, sgx_cg))
 
     # --- setup ----------------------------------------------------------------------------
 
