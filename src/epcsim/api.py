@@ -20,6 +20,7 @@ def run(
     overrides: list[str] | tuple[str, ...] = (),
     progress: Callable[[int, int], None] | None = None,
     report: bool = True,
+    engine: str = "auto",
 ) -> Result:
     """Run a scenario and return its :class:`~epcsim.sim.Result`.
 
@@ -33,6 +34,9 @@ def run(
         overrides: ``KEY=VALUE`` settings with dotted keys (``host.epc=1GiB``).
         progress: called with (virtual ns, virtual-time limit) as the run advances.
         report: also build ``report.html`` in *out*.
+        engine: "auto" (the batched engine where the scenario allows it), "batched"
+            (an error if it cannot run) or "reference" (step by step); the results are
+            identical (``docs/ENGINES.md``).
 
     Raises:
         epcsim.errors.ScenarioError: for a bad scenario (nothing is run).
@@ -48,7 +52,7 @@ def run(
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
         (outdir / "INCOMPLETE").write_text("run in progress or interrupted\n")
-    result = simulate(sc, seed=seed, progress=progress)
+    result = simulate(sc, seed=seed, progress=progress, engine=engine)
     if outdir is not None:
         result.write(outdir)
         if report:

@@ -18,6 +18,7 @@ Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad 
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import threading
@@ -389,6 +390,14 @@ SetOpt = Annotated[
 ]
 
 
+class EngineName(enum.StrEnum):
+    """``--engine`` values (epcsim.sim.batched.ENGINES)."""
+
+    auto = "auto"
+    batched = "batched"
+    reference = "reference"
+
+
 @app.command()
 def run(
     scenario: ScenarioArg,
@@ -411,6 +420,15 @@ def run(
         bool,
         typer.Option("--quiet", "-q", help="Print only failed expectations."),
     ] = False,
+    engine: Annotated[
+        EngineName,
+        typer.Option(
+            "--engine",
+            help="auto: the batched engine where the scenario allows it, else the "
+            "step-by-step reference; batched: fail if it cannot run (docs/ENGINES.md). "
+            "Both give identical results.",
+        ),
+    ] = EngineName.auto,
 ) -> None:
     """Run a scenario; write summary.json, timeseries.parquet and report.html.
 
@@ -432,7 +450,9 @@ def run(
     progress.begin(_duration_ns(sc))
     try:
         with _user_errors():
-            result = epcsim.run(sc, seed=run_seed, out=outdir, progress=progress)
+            result = epcsim.run(
+                sc, seed=run_seed, out=outdir, progress=progress, engine=engine.value
+            )
     except KeyboardInterrupt:
         progress.close()
         typer.echo(f"interrupted; {outdir} is incomplete", err=True)
@@ -446,6 +466,8 @@ def run(
         progress.close()
 
     console = _stdout()
+    if engine.value == "batched" and result.engine != "batched":
+        err.print(f"note: the reference engine ran: {result.engine_note}", highlight=False)
     if not quiet:
         _print_summary(console, result.summary, outdir)
     ok = _print_expectations(console, result.summary, quiet=quiet)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from epcsim.cli import app
@@ -679,3 +681,27 @@ def test_cli_trace_bad_input_exit_2(tmp_path: Path, args: list[str], message: st
     assert r.output.startswith("epcsim: error: " + message.format(d=tmp_path))
     assert r.output.count("\n") == 1
     assert "Traceback" not in r.output
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(0, 300) | st.integers(-5, 1 << 40), min_size=0, max_size=40),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_dense_mapper_table_mode_equals_sorted_mode(chunks) -> None:
+    """Small non-negative ids map through a direct table; the numbering is the sorted
+    arrays' (first-seen order), also after a large id switches the mapper over."""
+    table, ref = DenseMapper(), DenseMapper()
+    ref._to_sorted()  # force the sorted arrays from the start
+    for ch in chunks:
+        a = np.array(ch, np.int64)
+        assert np.array_equal(table.map(a), ref.map(a))
+        assert table.footprint == ref.footprint
+    seen = np.concatenate([np.array(c, np.int64) for c in chunks])
+    assert np.array_equal(table.lookup(seen), ref.lookup(seen))
+    assert np.array_equal(table.pages(), ref.pages())
+    with pytest.raises(TraceError, match="was not in the trace"):
+        table.lookup(np.array([(1 << 41) + 7]))

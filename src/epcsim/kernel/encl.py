@@ -53,6 +53,7 @@ from .epc import (
     KIND_ENCL,
     KIND_SECS,
     KIND_VA,
+    _sgx_free_epc_pages_to_node,
     sgx_alloc_epc_page,
     sgx_alloc_epc_page_nowait,
     sgx_free_epc_page,
@@ -60,6 +61,7 @@ from .epc import (
     sgx_unmark_page_reclaimable,
 )
 from .memcg import MemCg, mem_cgroup_charge_backing, mem_cgroup_uncharge_backing
+from .misc import css_put, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from .host import Host, Task
@@ -117,10 +119,12 @@ class Encl:
         self._alloc_arrays(0)
 
     def _alloc_arrays(self, n: int) -> None:
-        self.epc = np.full(n, -1, dtype=np.int32)
-        self.desc = np.zeros(n, dtype=np.uint8)
-        self.type = np.zeros(n, dtype=np.uint8)
-        self.va = np.full(n, -1, dtype=np.int32)
+        # epc/va and desc/type are rows of one buffer each (the batched engine's compiled
+        # core takes them whole)
+        self.i32 = np.full((2, n), -1, dtype=np.int32)
+        self.epc, self.va = self.i32
+        self.u8 = np.zeros((2, n), dtype=np.uint8)
+        self.desc, self.type = self.u8
         self.memcg = np.full(n, -1, dtype=np.int16)
         self.m_epc = memoryview(self.epc)
         self.m_desc = memoryview(self.desc)
@@ -335,6 +339,8 @@ def sgx_encl_release(host: Host, encl: Encl) -> None:
     epc = encl.epc
     resident = np.flatnonzero(epc >= 0)
     m_epc = encl.m_epc
+    if resident.size > 64 and _sgx_encl_release_pages_bulk(host, encl, resident):
+        resident = resident[:0]
     for idx in resident.tolist():
         page = m_epc[idx]
         if sgx_unmark_page_reclaimable(host, page):
@@ -364,6 +370,49 @@ def sgx_encl_release(host: Host, encl: Encl) -> None:
     encl.backing_bytes = 0
     encl.desc[:] = 0
     host.encl_released(encl)
+
+
+def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -> bool:
+    """The page loop of sgx_encl_release() in a few array operations, when that is
+    certain to leave the state the loop leaves: one EPC node, no page held by a
+    reclaimer, and every LRU the pages are on holding only these pages (so each becomes
+    empty).  The pages are unmarked, EREMOVEd and freed in index order, exactly as one
+    by one.  Returns False (nothing changed) when the loop must run instead."""
+    pool = host.epc
+    if len(pool.free_lists) != 1:
+        return False
+    pages = encl.epc[resident].astype(np.int32)
+    tracked = (pool.flags[pages] & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0
+    if (pool.prev[pages[tracked]] == pages[tracked]).any():
+        return False  # isolated by a reclaimer: unmark says -EBUSY
+    cgs = pool.cg[pages]
+    if (cgs < 0).any():
+        return False
+    ids, counts = np.unique(cgs, return_counts=True)
+    t_ids, t_counts = np.unique(cgs[tracked], return_counts=True)
+    for cid, cnt in zip(t_ids.tolist(), t_counts.tolist()):
+        if host.sgx_cgroups[cid].lru.nr != cnt:
+            return False
+    # sgx_unmark_page_reclaimable(): every LRU holding them becomes empty
+    for cid, cnt in zip(t_ids.tolist(), t_counts.tolist()):
+        lru = host.sgx_cgroups[cid].lru
+        lru.head = lru.tail = -1
+        lru.nr = 0
+        host.nr_lru_pages -= cnt
+    pool.flags[pages] &= np.uint8(0xFF & ~SGX_EPC_PAGE_RECLAIMER_TRACKED)
+    # sgx_encl_free_epc_page(): EREMOVE, uncharge and css_put per page, free
+    host.encls_count[encls.EREMOVE] += len(pages)
+    for cid, cnt in zip(ids.tolist(), counts.tolist()):
+        sgx_cg = host.sgx_cgroups[cid]
+        sgx_cg.nr_pages -= cnt
+        cg = sgx_cg.cg
+        misc_cg_uncharge(cg, cnt * PAGE_SIZE)
+        cg.refcnt -= cnt - 1
+        css_put(cg)
+    _sgx_free_epc_pages_to_node(pool, pages.tolist())
+    encl.secs_child_cnt -= len(pages)
+    encl.epc[resident] = -1
+    return True
 
 
 # --- loading pages back (fault path) ----------------------------------------------------

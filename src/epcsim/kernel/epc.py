@@ -79,13 +79,17 @@ class EpcPool:
         self.nr_pages = n
         self.section_pages = [int(s) for s in section_pages]
         self.section_start = np.cumsum([0, *self.section_pages[:-1]]).astype(np.int64)
-        self.prev = np.arange(n, dtype=np.int32)
-        self.next = np.arange(n, dtype=np.int32)
-        self.owner_encl = np.full(n, -1, dtype=np.int32)
-        self.owner_idx = np.full(n, -1, dtype=np.int32)
+        # the int32 and uint8 fields are rows of two arrays (one buffer each, which the
+        # batched engine's compiled core takes whole)
+        self.i32 = np.empty((4, n), dtype=np.int32)
+        self.prev, self.next, self.owner_encl, self.owner_idx = self.i32
+        self.prev[:] = np.arange(n, dtype=np.int32)
+        self.next[:] = self.prev
+        self.owner_encl[:] = -1
+        self.owner_idx[:] = -1
         self.cg = np.full(n, -1, dtype=np.int16)
-        self.flags = np.zeros(n, dtype=np.uint8)
-        self.kind = np.zeros(n, dtype=np.uint8)
+        self.u8 = np.zeros((2, n), dtype=np.uint8)
+        self.flags, self.kind = self.u8
         self.m_prev = memoryview(self.prev)
         self.m_next = memoryview(self.next)
         self.m_owner_encl = memoryview(self.owner_encl)

@@ -264,7 +264,11 @@ def sgx_cgroup_try_charge(
 
 
 def sgx_cgroup_reclaim_pages(
-    host: Host, root: SgxCgroup, charge_task: Task | None, nr_to_scan: int
+    host: Host,
+    root: SgxCgroup,
+    charge_task: Task | None,
+    nr_to_scan: int,
+    _resume: tuple[int, SgxCgroup, Generator[str, None, int]] | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (SPEC §4.3).
 
@@ -276,8 +280,17 @@ def sgx_cgroup_reclaim_pages(
         charge_task: whose mm's memcg pays for backing (None: the enclave's first mm).
 
     Returns: the number of pages isolated (with a live enclave reference).
+
+    ``_resume`` (model only: the batched engine's hand-back) is ``(cnt, c, batch)``:
+    the loop stopped inside ``sgx_reclaim_pages()`` on *c* (the generator *batch*)
+    with *cnt* pages counted before it.
     """
     cnt = 0
+    if _resume is not None:
+        cnt, c, batch = _resume
+        cnt += yield from batch
+        if c is not root:
+            sgx_put_cg(host, c)
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
         c = sgx_cgroup_next_get(host, root)
         cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
@@ -343,17 +356,27 @@ def sgx_cg_wq_take_runnable(host: Host) -> list[SgxCgroup]:
     return runnable
 
 
-def sgx_cgroup_reclaim_work_func(host: Host, sgx_cg: SgxCgroup) -> Generator[str, None, None]:
+def sgx_cgroup_reclaim_work_func(
+    host: Host, sgx_cg: SgxCgroup, _resume: Generator[str, None, int] | str | None = None
+) -> Generator[str, None, None]:
     """Models sgx_cgroup_reclaim_work_func() (SPEC §4.5), as run by a wq worker.
 
     The work's PENDING bit is cleared when it starts (so it may be queued again while
     running).  Loops while ``sgx_cgroup_should_reclaim()``: reclaims 16 pages from
     subtree(cg) with no charge mm, yields.  Stops at once if the cgroup was freed
     (``cancel_work_sync()`` in the free callback).
+
+    ``_resume`` (model only: the batched engine's hand-back) continues a running work
+    function stopped inside its reclaim (the rest of ``sgx_cgroup_reclaim_pages()``) or
+    at its ``cond_resched()`` (the string ``"cond_resched"``).
     """
-    sgx_cg.work_pending = False
+    if _resume is None:
+        sgx_cg.work_pending = False
     sgx_cg.work_running = True
     try:
+        if _resume is not None and not isinstance(_resume, str):
+            yield from _resume
+            yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
             yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN)
             yield "cond_resched"

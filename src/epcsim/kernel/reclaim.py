@@ -47,7 +47,10 @@ __all__ = [
 
 
 def sgx_reclaim_pages(
-    host: Host, sgx_cg: SgxCgroup, charge_task: Task | None
+    host: Host,
+    sgx_cg: SgxCgroup,
+    charge_task: Task | None,
+    _resume: tuple[int, list[int], int] | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; SPEC §4.9).
 
@@ -69,13 +72,31 @@ def sgx_reclaim_pages(
     ``memory.max`` are made in one step, and the uncharge and css references of the
     freed pages (all charged to *sgx_cg*, whose LRU they were on) are dropped together
     at the end of phase 4, which leaves the same state as page by page.
+
+    ``_resume`` (model only: the batched engine's hand-back, :mod:`epcsim.sim.batched`)
+    continues a batch stopped at a yield point: ``(phase, pages, cnt)`` runs from phase
+    2 (*pages* isolated), 3 or 4 (*pages* kept), returning *cnt*.
     """
     pool = host.epc
+    m_oe = pool.m_owner_encl
+    encls_tab = host.encls
+    if _resume is not None:
+        phase, pages, cnt = _resume
+        if phase == 2:
+            kept = _sgx_reclaim_age_and_back(host, sgx_cg, pages, charge_task)
+            if not kept:
+                return cnt
+            yield "reclaim:aged"
+            phase = 3
+        else:
+            kept = pages
+        if phase == 3:
+            _sgx_reclaimer_block(host, kept)
+            yield "reclaim:blocked"
+        _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+        return cnt
     lru = sgx_cg.lru
     m_flags = pool.m_flags
-    m_oe = pool.m_owner_encl
-    m_oi = pool.m_owner_idx
-    encls_tab = host.encls
     chunk: list[int] = []
     sgx_cg.nr_reclaim_batches += 1
     # Phase 1: isolate (under lru->lock): the first 16 pages of the list, unlinked
@@ -101,16 +122,35 @@ def sgx_reclaim_pages(
     yield "reclaim:aged"
 
     # Phase 3: block (zap PTEs in every mm, EBLOCK)
+    _sgx_reclaimer_block(host, kept)
+    yield "reclaim:blocked"
+
+    _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+    return cnt
+
+
+def _sgx_reclaimer_block(host: Host, kept: list[int]) -> None:
+    """Phase 3 of sgx_reclaim_pages(): sgx_reclaimer_block() (zap PTEs in every mm,
+    EBLOCK) for each kept page."""
+    pool = host.epc
+    m_oe = pool.m_owner_encl
+    m_oi = pool.m_owner_idx
+    encls_tab = host.encls
     for page in kept:
         encls_tab[m_oe[page]].m_desc[m_oi[page]] |= DESC_BLOCKED
     host.encls_count[encls.EBLOCK] += len(kept)
-    yield "reclaim:blocked"
 
-    # Phase 4: write back, drop the enclave reference, free -- page by page in the
-    # kernel.  The model takes runs of pages of one enclave together, in order: the
-    # writes, references and frees of all but the last page of a run, then the last
-    # page alone (its write may take the SECS out and its reference may be the one
-    # that releases the enclave), which leaves the state page-by-page order leaves.
+
+def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -> None:
+    """Phase 4 of sgx_reclaim_pages(): write back, drop the enclave reference, free --
+    page by page in the kernel.  The model takes runs of pages of one enclave together,
+    in order: the writes, references and frees of all but the last page of a run, then
+    the last page alone (its write may take the SECS out and its reference may be the
+    one that releases the enclave), which leaves the state page-by-page order leaves."""
+    pool = host.epc
+    m_oe = pool.m_owner_encl
+    m_oi = pool.m_owner_idx
+    encls_tab = host.encls
     tracked: set[int] = set()
     k = len(kept)
     i = 0
@@ -139,7 +179,6 @@ def sgx_reclaim_pages(
     misc_cg_uncharge(cg, k * PAGE_SIZE)
     cg.refcnt -= k - 1
     css_put(cg)
-    return cnt
 
 
 def _sgx_reclaim_age_and_back(
@@ -252,7 +291,9 @@ def sgx_reclaim_pages_global(host: Host, charge_task: Task | None) -> Generator[
     )
 
 
-def ksgxd_step(host: Host) -> Generator[str, None, bool]:
+def ksgxd_step(
+    host: Host, _resume: Generator[str, None, int] | str | None = None
+) -> Generator[str, None, bool]:
     """One iteration of the ksgxd() loop (main.c; SPEC §4.7).
 
     ``wait_event_freezable(ksgxd_waitq, should_reclaim_global(SGX_NR_HIGH_PAGES))``:
@@ -260,7 +301,16 @@ def ksgxd_step(host: Host) -> Generator[str, None, bool]:
     ``cond_resched()``; otherwise ksgxd goes to sleep until the allocator wakes it.
 
     Returns: True if it reclaimed (keep running), False if it went to sleep.
+
+    ``_resume`` (model only: the batched engine's hand-back) continues an iteration
+    stopped inside its reclaim (the rest of ``sgx_cgroup_reclaim_pages()``, a
+    generator) or at its ``cond_resched()`` (the string ``"cond_resched"``).
     """
+    if _resume is not None:
+        if not isinstance(_resume, str):
+            yield from _resume
+            yield "cond_resched"
+        return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
         host.ksgxd_woken = True
         yield from sgx_reclaim_pages_global(host, None)

@@ -73,6 +73,7 @@ from ..scenario.schema import (
 from ..units import parse_time
 from ..workload.kselftest import test_sgx_process
 from ..workload.patterns import make_pattern
+from .batched import check_engine, take_over
 from .costs import CostModel
 from .result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
 
@@ -132,9 +133,16 @@ class Simulation:
         *,
         seed: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        engine: str = "auto",
     ) -> None:
         sc = scenario
         self.sc = sc
+        #: "auto" / "batched" / "reference" (epcsim.sim.batched); which one ran and why
+        self.engine = engine
+        why = check_engine(engine, sc)
+        self.engine_note = (why or "") if engine != "reference" else "engine reference"
+        self.engine_used = "reference"
+        self._cur_cpu = -1
         h = sc.host
         self.seed = h.seed if seed is None else seed
         self.costs = CostModel(**{k: parse_time(v, what=k) for k, v in h.costs.items()})
@@ -206,6 +214,7 @@ class Simulation:
                 self._schedule(self.cpu_free[cpu], actor, prio, cpu)
                 continue
             self.now = t
+            self._cur_cpu = cpu
             try:
                 d = next(actor)
             except StopIteration:
@@ -232,7 +241,10 @@ class Simulation:
         if truncated:
             self.now = limit
         self._record_sample()
-        return self._result(truncated=truncated)
+        res = self._result(truncated=truncated)
+        res.engine = self.engine_used
+        res.engine_note = self.engine_note
+        return res
 
     # --- cost accounting ----------------------------------------------------------------
 
@@ -288,19 +300,33 @@ class Simulation:
                 keep.append(w)
         self._watchers = keep
 
-    def _ksgxd(self) -> Actor:
-        """ksgxd: reclaims while should_reclaim_global(64), then sleeps until woken."""
+    def _ksgxd(self, resume: Generator[str, None, bool] | None = None) -> Actor:
+        """ksgxd: reclaims while should_reclaim_global(64), then sleeps until woken.
+        *resume*: an iteration to finish first (the batched engine's hand-back)."""
         try:
             while True:
-                busy = yield from self.kstep(ksgxd_step(self.host))
+                gen, resume = resume or ksgxd_step(self.host), None
+                busy = yield from self.kstep(gen)
                 if not busy:
                     return
         finally:
             self._ksgxd_running = False
 
-    def _worker(self, sgx_cg: SgxCgroup) -> Actor:
-        """A ``sgx_cg_wq`` worker running one cgroup's reclaim work item."""
-        yield from self.kstep(sgx_cgroup_reclaim_work_func(self.host, sgx_cg))
+    def _ksgxd_end(self) -> Actor:
+        """ksgxd after it decided to sleep: the actor ends at its next step."""
+        self._ksgxd_running = False
+        return
+        yield  # pragma: no cover
+
+    def _actor_end(self) -> Actor:
+        """An actor whose work is done: it ends at its next step."""
+        return
+        yield  # pragma: no cover
+
+    def _worker(self, sgx_cg: SgxCgroup, resume: Any = None) -> Actor:
+        """A ``sgx_cg_wq`` worker running one cgroup's reclaim work item (*resume*: the
+        rest of a running one, from the batched engine's hand-back)."""
+        yield from self.kstep(sgx_cgroup_reclaim_work_func(self.host, sgx_cg, _resume=resume))
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -498,6 +524,13 @@ class Simulation:
         pos = 0
         remaining = count if count is not None else 1 << 62
         fault_start = -1
+        if self.engine != "reference" and not self.engine_note:
+            why = take_over(
+                self, inst, encl, pattern, rng, remaining, until, st, self._cur_cpu, CHUNK
+            )
+            if why is None:
+                return  # the continuation replaced this generator on the heap
+            self.engine_note = why
         try:
             while remaining > 0 and not task.exited:
                 if until is not None and self.now >= until:
@@ -558,13 +591,33 @@ class Simulation:
                 task.pending_signo = task.pending_signo or SIGBUS
                 break
         finally:
-            st.ended_ns = self.now
-            unfinished = remaining > 0 if until is None else self.now < until
-            if unfinished and st.streak and not task.signal_pending and not task.exited:
-                st.stuck = True
-            inst.running_threads -= 1
+            self._thread_finally(inst, st, remaining, until)
         if inst.running_threads == 0:
             self._exit(inst, 0)
+
+    def _thread_finally(self, inst: Instance, st: ThreadStats, remaining: int, until) -> None:
+        """The end of an enclave thread (its last step)."""
+        task = inst.task
+        st.ended_ns = self.now
+        unfinished = remaining > 0 if until is None else self.now < until
+        if unfinished and st.streak and not task.signal_pending and not task.exited:
+            st.stuck = True
+        inst.running_threads -= 1
+
+    def _thread_end_step(
+        self, inst: Instance, st: ThreadStats, remaining: int, until, sigbus: bool
+    ) -> Actor:
+        """The last step of a thread the batched engine ran: the loop ends (on SIGBUS
+        the signal is raised first), then the thread's end."""
+        if sigbus:
+            task = inst.task
+            task.signal_pending = True
+            task.pending_signo = task.pending_signo or SIGBUS
+        self._thread_finally(inst, st, remaining, until)
+        if inst.running_threads == 0:
+            self._exit(inst, 0)
+        return
+        yield  # pragma: no cover
 
     def _trace_patterns(self, spec: EnclaveSpec) -> list:
         """One TracePattern per thread (a single trace is shared by every thread, each
@@ -875,10 +928,13 @@ def simulate(
     seed: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     progress: Callable[[int, int], None] | None = None,
+    engine: str = "auto",
 ) -> Result:
     """Run *scenario* (a :class:`Scenario`, a path, ``builtin:NAME``, a TOML string or a
-    dict) and return its :class:`Result`.  Same scenario and seed, same result."""
+    dict) and return its :class:`Result`.  Same scenario and seed, same result, with
+    either engine (*engine*: "auto" = batched where eligible, "batched", "reference";
+    see :mod:`epcsim.sim.batched`)."""
     if not isinstance(scenario, Scenario) or overrides:
         src = scenario.model_dump(mode="json") if isinstance(scenario, Scenario) else scenario
         scenario = load_scenario(src, overrides=overrides)
-    return Simulation(scenario, seed=seed, progress=progress).run()
+    return Simulation(scenario, seed=seed, progress=progress, engine=engine).run()

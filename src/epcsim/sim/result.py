@@ -48,6 +48,11 @@ class Result:
     summary: dict
     timeseries: pa.Table
     fault_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: the engine that ran the steady state: "batched" or "reference" (not part of the
+    #: written outputs, which are the same with either)
+    engine: str = "reference"
+    #: why the batched engine did not run (empty if it did or was not asked)
+    engine_note: str = ""
 
     @property
     def passed(self) -> bool:

@@ -28,19 +28,56 @@ class DenseMapper:
     each); a chunk costs a sort of the chunk plus a merge of its new pages.
     """
 
+    #: pages below this are numbered through a direct table (4 bytes per page number
+    #: up to the largest seen) instead of the sorted arrays: traces of small integer
+    #: ids (object ids, page numbers of a compact space) map with one gather
+    TABLE_LIMIT = 1 << 24
+
     def __init__(self) -> None:
         self._keys = np.zeros(0, np.int64)  # sorted distinct pages
         self._codes = np.zeros(0, np.int64)  # their dense numbers
         self._order: list[np.ndarray] = []  # pages by dense number, per chunk
+        #: table mode: dense number of page p at _table[p] (-1: not seen), while every
+        #: page seen is in [0, TABLE_LIMIT); None once one is not (sorted mode)
+        self._table: np.ndarray | None = np.zeros(0, np.int32)
+        self._n = 0
 
     def __len__(self) -> int:
         """Distinct pages seen (the footprint so far)."""
-        return int(self._keys.size)
+        return self._n
 
     @property
     def footprint(self) -> int:
         """Distinct pages seen so far."""
-        return int(self._keys.size)
+        return self._n
+
+    def _to_sorted(self) -> None:
+        """Leave table mode: the sorted arrays from the table."""
+        t = self._table
+        assert t is not None
+        keys = np.flatnonzero(t >= 0).astype(np.int64)
+        self._keys = keys
+        self._codes = t[keys].astype(np.int64)
+        self._table = None
+
+    def _map_table(self, chunk: np.ndarray) -> np.ndarray:
+        t = self._table
+        assert t is not None
+        top = int(chunk.max()) + 1
+        if top > t.size:
+            grown = np.full(max(top, 2 * t.size), -1, np.int32)
+            grown[: t.size] = t
+            self._table = t = grown
+        codes = t[chunk]
+        new = codes < 0
+        if new.any():
+            u, first = np.unique(chunk[new], return_index=True)
+            by_first = u[np.argsort(first, kind="stable")]
+            t[by_first] = np.arange(self._n, self._n + by_first.size, dtype=np.int32)
+            self._n += by_first.size
+            self._order.append(by_first)
+            codes = t[chunk]
+        return codes.astype(np.int64)
 
     def _find(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.searchsorted(self._keys, u)
@@ -54,6 +91,10 @@ class DenseMapper:
         chunk = np.asarray(chunk, dtype=np.int64)
         if chunk.size == 0:
             return np.zeros(0, np.int64)
+        if self._table is not None:
+            if int(chunk.min()) >= 0 and int(chunk.max()) < self.TABLE_LIMIT:
+                return self._map_table(chunk)
+            self._to_sorted()
         u, first, inv = np.unique(chunk, return_index=True, return_inverse=True)
         pos, found = self._find(u)
         codes = np.empty(u.size, np.int64)
@@ -66,11 +107,23 @@ class DenseMapper:
             self._keys = np.insert(self._keys, pos[new], u[new])
             self._codes = np.insert(self._codes, pos[new], codes[new])
             self._order.append(u[by_first])
+            self._n += new.size
         return codes[inv.reshape(-1)]
 
     def lookup(self, chunk: np.ndarray) -> np.ndarray:
         """Dense numbers of pages already seen (a TraceError for a page never seen)."""
         chunk = np.asarray(chunk, dtype=np.int64)
+        t = self._table
+        if t is not None:
+            if chunk.size == 0:
+                return np.zeros(0, np.int64)
+            ok = (chunk >= 0) & (chunk < t.size)
+            codes = np.full(chunk.size, -1, np.int64)
+            codes[ok] = t[chunk[ok]]
+            if (codes < 0).any():
+                page = int(chunk[np.argmax(codes < 0)])
+                raise TraceError(f"page {page} was not in the trace when it was first read")
+            return codes
         pos, found = self._find(chunk)
         if not found.all():
             page = int(chunk[np.argmin(found)])

@@ -1,0 +1,955 @@
+"""The batched engine's compiled core (numba): the event loop of one enclave thread,
+ksgxd, the ``sgx_cg_wq`` workers and the sampler, over the kernel model's own arrays.
+
+Each function below is a transcription of the kernel-model function it names (see
+:mod:`epcsim.kernel`) onto flat arrays, so that a run gives exactly what the
+step-by-step engine (:mod:`epcsim.sim.engine` driving :mod:`epcsim.kernel`) gives:
+the same state, the same counters, the same virtual times.
+``tests/sim/test_batched_exact.py`` checks that on random scenarios.
+:mod:`epcsim.sim.batched` decides when the core may run, packs the state in and out,
+and hands the run back to the step-by-step engine when the thread ends.
+
+Layout (few arguments per call: numba passes every array field by value):
+
+- ``S`` (int64): scalars (``S_*``), the ENCLS leaf counts at ``S_LC``, their costs at
+  ``S_LCOST``, the EPC sections' first pages at ``S_SECT`` and the free lists (head,
+  tail, nr per node) at ``S_NODES``.
+- ``CG[f, id]`` (int64): per sgx_cgroup fields (``CG_*``); row ``CG_PRE`` is the
+  preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order.
+- ``R[f, r]`` (int64): the reclaimer actors (r = 0 ksgxd, 1.. workers; ``R_*``), rows
+  ``R_PAGES``.. the pages of the actor's current batch.
+- ``VA[f, no]`` (int64): VA pages (``VA_*``), rows ``VA_BITS``.. their 512-slot maps.
+- ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (prev, next, owner_encl, owner_idx),
+  ``u8`` (flags, kind) and ``cg`` arrays; ``E32``/``E8``/``EMEM``: the enclave's ``i32``
+  (epc, va), ``u8`` (desc, type) and ``memcg`` arrays (:mod:`epcsim.kernel.epc`,
+  :mod:`epcsim.kernel.encl`).
+
+Hot paths are source-level single call sites inlined by numba (``inline="always"``);
+rare paths (the SECS, a new VA page, a failed grow) are out-of-line functions.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from ..kernel import encls
+from ..kernel.constants import (
+    DESC_ACCESSED,
+    DESC_BEING_RECLAIMED,
+    DESC_BLOCKED,
+    DESC_PRESENT,
+    SGX_BACKING_BYTES_PER_PAGE,
+    SGX_CG_LOW_LIMIT,
+    SGX_CG_MIN_FREE_PAGE,
+    SGX_EPC_PAGE_IS_FREE,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_NR_HIGH_PAGES,
+    SGX_NR_LOW_PAGES,
+    SGX_NR_TO_SCAN,
+    SGX_PAGE_TYPE_REG,
+    SGX_VA_SLOT_COUNT,
+    VM_FAULT_NOPAGE,
+    VM_FAULT_SIGBUS,
+)
+from ..kernel.epc import KIND_ENCL, KIND_FREE, KIND_SECS, KIND_VA
+
+PAGE = 4096
+BACKING = SGX_BACKING_BYTES_PER_PAGE
+ENOMEM = 12
+EBUSY = 16
+
+# --- S: scalar state ---------------------------------------------------------------------
+S_NOW = 0
+S_SEQ = 1
+S_LIMIT = 2
+S_ACCESS_NS = 3
+S_FAULT_NS = 4
+S_KSTEP_NS = 5
+S_BATCH_NS = 6
+S_NR_FREE = 7
+S_NR_LRU = 8
+S_WOKEN = 9
+S_ACTIVE = 10
+S_SGX2 = 11
+S_UNREF = 12
+S_LIVE_MMS = 13
+S_ROOT = 14  # sgx id of the root cgroup
+S_TCG = 15  # sgx id of the task's cgroup
+S_NID = 16
+S_NNODES = 17
+S_NLIVE = 18
+# the thread
+S_TH_T = 20
+S_TH_SEQ = 21
+S_TH_POS = 22
+S_TH_REMAIN = 23
+S_TH_ACC = 24
+S_TH_FAULTS = 25
+S_TH_RETRIES = 26
+S_TH_STREAK = 27
+S_TH_FSTART = 28
+S_TH_UNTIL = 29  # -1: none
+S_TH_PENDING = 30  # the last step was a fault whose result S_TH_R is not booked yet
+S_TH_R = 31
+S_TH_MIDPOP = 32  # returned for a new chunk in the middle of a pop
+S_TH_SIGBUS = 33
+S_BUFLEN = 34
+# the sampler
+S_SM_T = 40
+S_SM_SEQ = 41
+S_SM_LAST = 42  # time of the last recorded sample, -1 if none
+S_SM_INTERVAL = 43
+S_NSAMP = 44
+S_NLAT = 45
+# the enclave
+S_E_ID = 50
+S_E_NPAGES = 51
+S_E_SECS_EPC = 52
+S_E_SECS_VA = 53
+S_E_SECS_MEMCG = 54
+S_E_SECS_CHILD = 55
+S_E_PAGE_CNT = 56
+S_E_REFCOUNT = 57
+S_E_NR_EAUG = 59
+S_E_NR_ELDU = 60
+S_E_NR_EVICTED = 61
+S_E_NR_FAULTS = 62
+S_E_BACKING = 63  # delta of encl.backing_bytes (= owner's delta and the memcg's delta)
+S_E_MEMCG = 64  # the memcg backing is charged to
+S_NVA = 65  # len(encl.va_all)
+S_VA_HEAD = 66
+S_VA_TAIL = 67
+S_IN_WQ = 68  # the task cgroup's work item is on sgx_cg_wq
+S_STEPCOST = 69  # leaf costs of the current step
+S_ERR = 70  # internal error code (model invariant broken): the caller raises
+S_LC = 100  # ENCLS leaf counts (12)
+S_LCOST = 120  # ENCLS leaf costs (12)
+S_SECT = 140  # first page of each EPC section (<= 8)
+S_NODES = 150  # free lists: head, tail, nr per node (<= 8 nodes)
+NS = 180
+
+# --- CG: per-cgroup fields ---------------------------------------------------------------
+CG_LRU_HEAD = 0
+CG_LRU_TAIL = 1
+CG_LRU_NR = 2
+CG_NR_PAGES = 3
+CG_NR_EVICTED = 4
+CG_NR_BATCHES = 5
+CG_NR_ENOMEM = 6
+CG_NR_FAULTS = 7
+CG_USAGE = 8
+CG_PEAK = 9
+CG_EVENTS = 10
+CG_EVENTS_LOCAL = 11
+CG_REFCNT = 12
+CG_LIMIT = 13  # min(max, capacity) in bytes, capped to int64
+CG_PARENT = 14  # sgx id or -1
+CG_MAXPAGES = 15  # sgx_cgroup_max_pages_to_root()
+CG_PREPOS = 16  # position in the preorder walk
+CG_SUBEND = 17  # end of the subtree's range in the preorder walk
+CG_CURSOR = 18  # next_cg as a preorder position
+CG_PENDING = 19
+CG_RUNNING = 20
+CG_PRE = 21  # by position: the preorder walk
+CG_LIVE = 22  # by index: live cgroup ids in id order
+NCGF = 23
+
+# --- R: reclaimer actors -----------------------------------------------------------------
+R_SCHED = 0
+R_T = 1
+R_SEQ = 2
+R_STAGE = 3
+R_ROOT = 4
+R_NR = 5
+R_CNT = 6
+R_C = 7
+R_NP = 8
+R_CB = 9
+R_KIND = 10  # 0 ksgxd, 1 worker
+R_CG = 11  # a worker's cgroup
+R_PAGES = 12  # .. + SGX_NR_TO_SCAN: the batch
+NRF = R_PAGES + SGX_NR_TO_SCAN
+NWORKERS = 4
+
+ST_START = 0
+ST_PH2 = 1  # after "reclaim:isolated"
+ST_PH3 = 2  # after "reclaim:aged"
+ST_PH4 = 3  # after "reclaim:blocked"
+ST_RESCHED = 4  # after "cond_resched"
+ST_END = 5  # the kernel generator returned; the actor ends at its next pop
+
+# --- VA pages ----------------------------------------------------------------------------
+VA_PREV = 0
+VA_NEXT = 1
+VA_USED = 2
+VA_EPC = 3
+VA_IN = 4
+VA_BITS = 5  # .. + 8 words of 64 slots
+NVAF = VA_BITS + 8
+
+# --- array rows --------------------------------------------------------------------------
+P_PREV = 0
+P_NEXT = 1
+P_OE = 2
+P_OI = 3
+P_FLAGS = 0
+P_KIND = 1
+E_EPC = 0
+E_VA = 1
+E_DESC = 0
+E_TYPE = 1
+
+L_EREMOVE = encls.EREMOVE
+L_EAUG = encls.EAUG
+L_ELDU = encls.ELDU
+L_EBLOCK = encls.EBLOCK
+L_ETRACK = encls.ETRACK
+L_EWB = encls.EWB
+
+# --- return codes ------------------------------------------------------------------------
+RC_NEED_CHUNK = 1
+RC_FLUSH = 2
+RC_THREAD_DONE = 3
+RC_LIMIT = 4
+RC_ERROR = 5
+
+ERR_NO_VA_SLOT = 1
+ERR_ENCL_RELEASE = 2
+ERR_NO_WORKER_SLOT = 3
+
+TRACKED = SGX_EPC_PAGE_RECLAIMER_TRACKED
+IS_FREE = SGX_EPC_PAGE_IS_FREE
+NOT_RECLAIM_BITS = 0xFF & ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
+NOT_ACC_BLOCKED = 0xFF & ~(DESC_ACCESSED | DESC_BLOCKED)
+NOT_ACC = 0xFF & ~DESC_ACCESSED
+NOT_TRACKED = 0xFF & ~TRACKED
+
+_inline = njit(cache=True, _nrt=False, inline="always")
+_outline = njit(cache=True, _nrt=False)
+
+
+@_inline
+def _leaf(S, leaf, n):
+    S[S_LC + leaf] += n
+    S[S_STEPCOST] += n * S[S_LCOST + leaf]
+
+
+# --- lists (lru.py) ----------------------------------------------------------------------
+
+
+@_inline
+def _lru_add_tail(CG, P32, c, i):
+    """EpcList.add_tail() on cgroup *c*'s LRU (``list_add_tail``)."""
+    t = CG[CG_LRU_TAIL, c]
+    P32[P_PREV, i] = t
+    P32[P_NEXT, i] = -1
+    if t < 0:
+        CG[CG_LRU_HEAD, c] = i
+    else:
+        P32[P_NEXT, t] = i
+    CG[CG_LRU_TAIL, c] = i
+    CG[CG_LRU_NR, c] += 1
+
+
+# --- the allocator (epc.py) --------------------------------------------------------------
+
+
+@_inline
+def _alloc_from_nodes(S, P32, P8):
+    """Models __sgx_alloc_epc_page(): the head of the local node's free list, else of
+    the following nodes, wrapping."""
+    nodes = S[S_NNODES]
+    nid0 = S[S_NID] if 0 <= S[S_NID] < nodes else 0
+    nid = nid0
+    while True:
+        b = S_NODES + 3 * nid
+        i = S[b]
+        if i >= 0:
+            n = P32[P_NEXT, i]
+            S[b] = n
+            if n < 0:
+                S[b + 1] = -1
+            else:
+                P32[P_PREV, n] = -1
+            P32[P_PREV, i] = i
+            P32[P_NEXT, i] = i
+            S[b + 2] -= 1
+            P8[P_FLAGS, i] = 0
+            S[S_NR_FREE] -= 1
+            return i
+        nid = (nid + 1) % nodes
+        if nid == nid0:
+            return -ENOMEM
+
+
+@_inline
+def _free_to_node(S, P32, P8, PCG, page):
+    """Models the second half of sgx_free_epc_page() (_sgx_free_epc_page_to_node): owner
+    cleared, tail of the page's node's free list, IS_FREE."""
+    PCG[page] = -1
+    P8[P_KIND, page] = KIND_FREE
+    P32[P_OE, page] = -1
+    P32[P_OI, page] = -1
+    nid = 0
+    for k in range(1, S[S_NNODES]):
+        if S[S_SECT + k] <= page:
+            nid = k
+    b = S_NODES + 3 * nid
+    t = S[b + 1]
+    P32[P_PREV, page] = t
+    P32[P_NEXT, page] = -1
+    if t < 0:
+        S[b] = page
+    else:
+        P32[P_NEXT, t] = page
+    S[b + 1] = page
+    S[b + 2] += 1
+    P8[P_FLAGS, page] = IS_FREE
+    S[S_NR_FREE] += 1
+
+
+@_inline
+def _uncharge(CG, c, amount):
+    """Models misc_cg_uncharge() up the tree."""
+    while c >= 0:
+        CG[CG_USAGE, c] -= amount
+        c = CG[CG_PARENT, c]
+
+
+@_inline
+def _lru_empty(S, CG, root):
+    """Models sgx_cgroup_lru_empty()."""
+    if CG[CG_PARENT, root] < 0:
+        return S[S_NR_LRU] == 0
+    for p in range(CG[CG_PREPOS, root], CG[CG_SUBEND, root]):  # noqa: SIM110 (numba)
+        if CG[CG_LRU_NR, CG[CG_PRE, p]]:
+            return False
+    return True
+
+
+@_inline
+def _alloc_epc_page(S, CG, P32, P8, PCG, kind, oidx):
+    """Models sgx_alloc_epc_page(..., SGX_NO_RECLAIM) for the thread's task, with
+    sgx_cgroup_try_charge(), __sgx_cgroup_try_charge(), misc_cg_try_charge() and
+    queue_work().  Returns the page or -ENOMEM / -EBUSY."""
+    c = S[S_TCG]
+    CG[CG_REFCNT, c] += 1  # sgx_get_current_cg()
+    i = c
+    failed = -1
+    while i >= 0:
+        new = CG[CG_USAGE, i] + PAGE
+        CG[CG_USAGE, i] = new
+        if new > CG[CG_LIMIT, i]:
+            failed = i
+            break
+        if new > CG[CG_PEAK, i]:
+            CG[CG_PEAK, i] = new
+        i = CG[CG_PARENT, i]
+    if failed >= 0:
+        return _charge_failed(S, CG, c, failed)
+    page = _alloc_from_nodes(S, P32, P8)
+    if page >= 0:
+        P8[P_KIND, page] = kind
+        P32[P_OE, page] = S[S_E_ID]
+        P32[P_OI, page] = oidx
+        PCG[page] = c
+        CG[CG_NR_PAGES, c] += 1
+    else:
+        if S[S_NR_LRU] > 0:  # sgx_can_reclaim_global(), NO_RECLAIM
+            page = -EBUSY
+        _uncharge(CG, c, PAGE)
+        CG[CG_REFCNT, c] -= 1
+    if S[S_NR_FREE] < SGX_NR_LOW_PAGES and S[S_NR_LRU] > 0:
+        S[S_WOKEN] = 1  # sgx_should_reclaim_global(SGX_NR_LOW_PAGES): wake_up(ksgxd)
+    return page
+
+
+@_outline
+def _charge_failed(S, CG, c, failed):
+    """misc_cg_try_charge()'s err_charge (events, undo) and the rest of
+    __sgx_cgroup_try_charge() / sgx_cgroup_try_charge(NO_RECLAIM)."""
+    CG[CG_EVENTS_LOCAL, failed] += 1
+    j = failed
+    while j >= 0 and CG[CG_PARENT, j] >= 0:
+        CG[CG_EVENTS, j] += 1
+        j = CG[CG_PARENT, j]
+    j = c
+    while True:
+        CG[CG_USAGE, j] -= PAGE
+        if j == failed:
+            break
+        j = CG[CG_PARENT, j]
+    CG[CG_REFCNT, c] -= 1  # sgx_put_cg()
+    if _lru_empty(S, CG, c):
+        CG[CG_NR_ENOMEM, c] += 1
+        return -ENOMEM
+    if not CG[CG_PENDING, c]:  # queue_work()
+        CG[CG_PENDING, c] = 1
+        S[S_IN_WQ] = 1
+    return -EBUSY
+
+
+@_inline
+def _free_epc_page(S, CG, P32, P8, PCG, page):
+    """Models sgx_free_epc_page(): uncharge, drop the css reference, free."""
+    c = PCG[page]
+    if c >= 0:
+        CG[CG_NR_PAGES, c] -= 1
+        _uncharge(CG, c, PAGE)
+        CG[CG_REFCNT, c] -= 1
+    _free_to_node(S, P32, P8, PCG, page)
+
+
+# --- VA slots (encl.py) ------------------------------------------------------------------
+
+
+@_inline
+def _va_unlink(S, VA, no):
+    p = VA[VA_PREV, no]
+    n = VA[VA_NEXT, no]
+    if p < 0:
+        S[S_VA_HEAD] = n
+    else:
+        VA[VA_NEXT, p] = n
+    if n < 0:
+        S[S_VA_TAIL] = p
+    else:
+        VA[VA_PREV, n] = p
+
+
+@_inline
+def _va_add_head(S, VA, no):
+    h = S[S_VA_HEAD]
+    VA[VA_PREV, no] = -1
+    VA[VA_NEXT, no] = h
+    if h < 0:
+        S[S_VA_TAIL] = no
+    else:
+        VA[VA_PREV, h] = no
+    S[S_VA_HEAD] = no
+
+
+@_inline
+def _alloc_va_slot(S, VA):
+    """Models sgx_alloc_va_slot() on the first VA page of va_pages (rotated to the
+    tail once full)."""
+    no = S[S_VA_HEAD]
+    if no < 0 or VA[VA_USED, no] >= SGX_VA_SLOT_COUNT:
+        S[S_ERR] = ERR_NO_VA_SLOT
+        return 0
+    slot = 0
+    for w in range(8):
+        word = VA[VA_BITS + w, no]
+        if word != -1:
+            b = 0
+            while (word >> b) & 1:
+                b += 1
+            VA[VA_BITS + w, no] = word | (1 << b)
+            slot = w * 64 + b
+            break
+    VA[VA_USED, no] += 1
+    if VA[VA_USED, no] == SGX_VA_SLOT_COUNT and S[S_VA_TAIL] != no:
+        _va_unlink(S, VA, no)
+        t = S[S_VA_TAIL]
+        VA[VA_NEXT, no] = -1
+        VA[VA_PREV, no] = t
+        if t < 0:
+            S[S_VA_HEAD] = no
+        else:
+            VA[VA_NEXT, t] = no
+        S[S_VA_TAIL] = no
+    return no * SGX_VA_SLOT_COUNT + slot
+
+
+@_inline
+def _free_va_slot(S, VA, slot_id):
+    """Models sgx_free_va_slot() + list_move() of its VA page to the head."""
+    no = slot_id // SGX_VA_SLOT_COUNT
+    slot = slot_id % SGX_VA_SLOT_COUNT
+    VA[VA_BITS + slot // 64, no] &= ~(1 << (slot % 64))
+    VA[VA_USED, no] -= 1
+    if S[S_VA_HEAD] != no:
+        _va_unlink(S, VA, no)
+        _va_add_head(S, VA, no)
+
+
+# --- enclave faults (encl.py) ------------------------------------------------------------
+
+
+@_outline
+def _load_secs(S, CG, VA, P32, P8, PCG):
+    """Models sgx_encl_load_secs() with sgx_encl_eldu() of the SECS (rare: the SECS
+    goes out only with the enclave's last page).  Returns 0 or a negative errno."""
+    page = _alloc_epc_page(S, CG, P32, P8, PCG, KIND_SECS, -1)
+    if page < 0:
+        return page
+    _leaf(S, L_ELDU, 1)
+    S[S_E_NR_ELDU] += 1
+    _free_va_slot(S, VA, S[S_E_SECS_VA])
+    S[S_E_SECS_VA] = -1
+    S[S_E_BACKING] -= BACKING
+    S[S_E_SECS_MEMCG] = -1
+    S[S_E_SECS_EPC] = page
+    return 0
+
+
+@_outline
+def _grow(S, CG, VA, P32, P8, PCG, page):
+    """Models sgx_encl_grow(NO_RECLAIM) when a VA page is due (every 512 page_cnt),
+    and sgx_encl_free_epc_page() of the new page when it fails.  Returns 0 or a
+    negative errno."""
+    vano = S[S_NVA]
+    vpage = _alloc_epc_page(S, CG, P32, P8, PCG, KIND_VA, vano)
+    if vpage < 0:
+        _leaf(S, L_EREMOVE, 1)
+        _free_epc_page(S, CG, P32, P8, PCG, page)
+        return vpage
+    S[S_NVA] += 1
+    VA[VA_EPC, vano] = vpage
+    VA[VA_USED, vano] = 0
+    VA[VA_IN, vano] = 1
+    for w in range(8):
+        VA[VA_BITS + w, vano] = 0
+    _va_add_head(S, VA, vano)
+    return 0
+
+
+@_inline
+def _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx):
+    """Models sgx_vma_fault() for an in-range page: sgx_encl_eaug_page() for a page not
+    in page_array, __sgx_encl_load_page() (sgx_encl_load_secs(), sgx_encl_eldu()) for an
+    evicted one, -EBUSY for one being reclaimed.  Returns 0, VM_FAULT_NOPAGE or
+    VM_FAULT_SIGBUS."""
+    present = E8[E_DESC, idx] & DESC_PRESENT
+    if present and E32[E_EPC, idx] >= 0:
+        if E8[E_DESC, idx] & DESC_BEING_RECLAIMED:
+            return VM_FAULT_NOPAGE
+        E8[E_DESC, idx] &= NOT_ACC_BLOCKED
+        return 0
+    if not present and not S[S_SGX2]:
+        return VM_FAULT_SIGBUS
+    if S[S_E_SECS_EPC] < 0:
+        ret = _load_secs(S, CG, VA, P32, P8, PCG)
+        if ret:
+            return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS
+    page = _alloc_epc_page(S, CG, P32, P8, PCG, KIND_ENCL, idx)
+    if page < 0:
+        return VM_FAULT_NOPAGE if page == -EBUSY else VM_FAULT_SIGBUS
+    if not present:
+        # sgx_encl_eaug_page(): grow, EAUG
+        if S[S_E_PAGE_CNT] % SGX_VA_SLOT_COUNT == 0:
+            ret = _grow(S, CG, VA, P32, P8, PCG, page)
+            if ret:
+                return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS
+        S[S_E_PAGE_CNT] += 1
+        _leaf(S, L_EAUG, 1)
+        S[S_E_NR_EAUG] += 1
+        E32[E_EPC, idx] = page
+        E8[E_TYPE, idx] = SGX_PAGE_TYPE_REG
+        E8[E_DESC, idx] = DESC_PRESENT
+    else:
+        # sgx_encl_eldu(): ELDU, free the VA slot, truncate the backing
+        _leaf(S, L_ELDU, 1)
+        S[S_E_NR_ELDU] += 1
+        _free_va_slot(S, VA, E32[E_VA, idx])
+        E32[E_VA, idx] = -1
+        S[S_E_BACKING] -= BACKING
+        EMEM[idx] = -1
+        E32[E_EPC, idx] = page
+        E8[E_DESC, idx] &= NOT_ACC_BLOCKED
+    S[S_E_SECS_CHILD] += 1
+    # sgx_mark_page_reclaimable()
+    P8[P_FLAGS, page] |= TRACKED
+    _lru_add_tail(CG, P32, PCG[page], page)
+    S[S_NR_LRU] += 1
+    return 0
+
+
+# --- reclaim (reclaim.py, epc_cgroup.py) ---------------------------------------------------
+
+
+@_inline
+def _reclaim_loop(S, CG, R, P32, P8, r):
+    """The loop of sgx_cgroup_reclaim_pages() (with sgx_cgroup_next_get()) and phase 1
+    of sgx_reclaim_pages() (isolate).  Returns True at the "reclaim:isolated" yield
+    point (the batch in R[R_PAGES.., r]), False when the loop is over."""
+    root = R[R_ROOT, r]
+    while R[R_CNT, r] < R[R_NR, r] and not _lru_empty(S, CG, root):
+        # sgx_cgroup_next_get(): the cgroup at the cursor, which moves on in preorder
+        p = CG[CG_CURSOR, root]
+        q = p + 1
+        if q >= CG[CG_SUBEND, root]:
+            q = CG[CG_PREPOS, root]
+        CG[CG_CURSOR, root] = q
+        c = CG[CG_PRE, p]
+        if c != root:
+            CG[CG_REFCNT, c] += 1  # css_tryget(), held across the batch
+        CG[CG_NR_BATCHES, c] += 1
+        n = 0
+        i = CG[CG_LRU_HEAD, c]
+        while i >= 0 and n < SGX_NR_TO_SCAN:
+            R[R_PAGES + n, r] = i
+            n += 1
+            i = P32[P_NEXT, i]
+        if n:
+            CG[CG_LRU_HEAD, c] = i
+            if i < 0:
+                CG[CG_LRU_TAIL, c] = -1
+            else:
+                P32[P_PREV, i] = -1
+            for k in range(n):
+                pg = R[R_PAGES + k, r]
+                P32[P_PREV, pg] = pg
+                P32[P_NEXT, pg] = pg
+            CG[CG_LRU_NR, c] -= n
+            S[S_NR_LRU] -= n
+        # kref_get_unless_zero(): the enclave is alive while its task runs
+        if S[S_E_REFCOUNT] > 0:
+            S[S_E_REFCOUNT] += n
+        else:
+            for k in range(n):
+                P8[P_FLAGS, R[R_PAGES + k, r]] &= NOT_TRACKED
+            n = 0
+        if n == 0:
+            if c != root:
+                CG[CG_REFCNT, c] -= 1  # sgx_put_cg()
+            continue
+        R[R_C, r] = c
+        R[R_NP, r] = n
+        R[R_CB, r] = n
+        return True
+    return False
+
+
+@_inline
+def _phase2(S, CG, R, P32, E8, EMEM, r):
+    """Phase 2 of sgx_reclaim_pages(): sgx_reclaimer_age() and the backing (no
+    memory.max: every charge fits).  Returns the number of pages kept."""
+    c = R[R_C, r]
+    n = R[R_NP, r]
+    kept = 0
+    for k in range(n):
+        page = R[R_PAGES + k, r]
+        idx = P32[P_OI, page]
+        young = False
+        if S[S_LIVE_MMS]:
+            d = E8[E_DESC, idx]
+            if d & DESC_ACCESSED:
+                E8[E_DESC, idx] = d & NOT_ACC
+                young = True
+        if not young:
+            EMEM[idx] = S[S_E_MEMCG]
+            E8[E_DESC, idx] |= DESC_BEING_RECLAIMED
+            R[R_PAGES + kept, r] = page
+            kept += 1
+        else:
+            _lru_add_tail(CG, P32, c, page)
+            S[S_NR_LRU] += 1
+            S[S_E_REFCOUNT] -= 1
+            if S[S_E_REFCOUNT] == 0:
+                S[S_ERR] = ERR_ENCL_RELEASE
+    if kept:
+        S[S_E_BACKING] += kept * BACKING
+    R[R_NP, r] = kept
+    return kept
+
+
+@_outline
+def _evict_secs(S, CG, VA, P32, P8, PCG):
+    """sgx_reclaimer_write()'s SECS write-back after its last child: backing, VA slot,
+    EWB, sgx_encl_free_epc_page()."""
+    S[S_E_BACKING] += BACKING
+    S[S_E_SECS_MEMCG] = S[S_E_MEMCG]
+    S[S_E_SECS_VA] = _alloc_va_slot(S, VA)
+    _leaf(S, L_EWB, 1)
+    secs = S[S_E_SECS_EPC]
+    S[S_E_SECS_EPC] = -1
+    _leaf(S, L_EREMOVE, 1)
+    _free_epc_page(S, CG, P32, P8, PCG, secs)
+
+
+@_inline
+def _phase4(S, CG, R, VA, P32, P8, PCG, E32, E8, r):
+    """Phase 4 of sgx_reclaim_pages(): sgx_reclaimer_write() / sgx_encl_ewb() per page
+    (one ETRACK per enclave per batch), the SECS after its last child, kref_put(),
+    sgx_free_epc_page() (the uncharge of the batch at the end)."""
+    c = R[R_C, r]
+    k = R[R_NP, r]
+    _leaf(S, L_ETRACK, 1)
+    for j in range(k):
+        page = R[R_PAGES + j, r]
+        idx = P32[P_OI, page]
+        _leaf(S, L_EWB, 1)
+        slot = _alloc_va_slot(S, VA)
+        E8[E_DESC, idx] &= NOT_RECLAIM_BITS
+        E32[E_VA, idx] = slot
+        E32[E_EPC, idx] = -1
+        S[S_E_SECS_CHILD] -= 1
+        S[S_E_NR_EVICTED] += 1
+        if S[S_E_SECS_CHILD] == 0 and S[S_E_SECS_EPC] >= 0:
+            _evict_secs(S, CG, VA, P32, P8, PCG)
+        S[S_E_REFCOUNT] -= 1
+        if S[S_E_REFCOUNT] == 0:
+            S[S_ERR] = ERR_ENCL_RELEASE
+        _free_to_node(S, P32, P8, PCG, page)
+    CG[CG_NR_PAGES, c] -= k
+    CG[CG_NR_EVICTED, c] += k
+    _uncharge(CG, c, k * PAGE)
+    CG[CG_REFCNT, c] -= k
+
+
+@_inline
+def _should_reclaim(S, CG, c):
+    """Models sgx_cgroup_should_reclaim()."""
+    if _lru_empty(S, CG, c):
+        return False
+    limit = CG[CG_MAXPAGES, c]
+    if limit > SGX_CG_LOW_LIMIT:
+        limit -= SGX_CG_MIN_FREE_PAGE
+    return CG[CG_USAGE, c] // PAGE >= limit
+
+
+@_inline
+def _reclaimer_step(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
+    """One step of ksgxd (ksgxd_step()) or of a sgx_cg_wq worker
+    (sgx_cgroup_reclaim_work_func()): from the yield point the actor stopped at to its
+    next one.  Returns False when the actor ends (no reschedule)."""
+    stage = R[R_STAGE, r]
+    if stage == ST_END:
+        return False
+    ksgxd = R[R_KIND, r] == 0
+    nstage = ST_RESCHED
+    loop = False  # (re)enter the reclaim loop
+    check = False  # a worker's loop head: while (sgx_cgroup_should_reclaim())
+    if stage == ST_START:
+        if ksgxd:
+            if S[S_NR_FREE] < SGX_NR_HIGH_PAGES and S[S_NR_LRU] > 0:
+                S[S_WOKEN] = 1
+                R[R_ROOT, r] = S[S_ROOT]
+                R[R_NR, r] = SGX_NR_TO_SCAN
+                R[R_CNT, r] = 0
+                loop = True
+            else:
+                S[S_WOKEN] = 0
+                nstage = ST_END
+        else:
+            CG[CG_PENDING, R[R_CG, r]] = 0
+            CG[CG_RUNNING, R[R_CG, r]] = 1
+            check = True
+    elif stage == ST_PH2:
+        if _phase2(S, CG, R, P32, E8, EMEM, r):
+            nstage = ST_PH3
+        else:
+            loop = True
+    elif stage == ST_PH3:
+        n = R[R_NP, r]
+        for k in range(n):
+            E8[E_DESC, P32[P_OI, R[R_PAGES + k, r]]] |= DESC_BLOCKED
+        _leaf(S, L_EBLOCK, n)
+        nstage = ST_PH4
+    elif stage == ST_PH4:
+        _phase4(S, CG, R, VA, P32, P8, PCG, E32, E8, r)
+        loop = True
+    elif ksgxd:  # ST_RESCHED: ksgxd_step() returns True (the kstep's last step)
+        nstage = ST_START
+    else:
+        check = True
+    if loop and stage != ST_START:
+        # back in sgx_cgroup_reclaim_pages() after a batch: count it, put the cgroup
+        R[R_CNT, r] += R[R_CB, r]
+        c = R[R_C, r]
+        if c != R[R_ROOT, r]:
+            CG[CG_REFCNT, c] -= 1
+    if check:
+        c = R[R_CG, r]
+        if _should_reclaim(S, CG, c):
+            R[R_ROOT, r] = c
+            R[R_NR, r] = SGX_NR_TO_SCAN
+            R[R_CNT, r] = 0
+            loop = True
+        else:
+            CG[CG_RUNNING, c] = 0
+            nstage = ST_END
+    if loop:
+        if _reclaim_loop(S, CG, R, P32, P8, r):
+            S[S_STEPCOST] += S[S_BATCH_NS]
+            nstage = ST_PH2
+        else:
+            nstage = ST_RESCHED
+    R[R_STAGE, r] = nstage
+    return True
+
+
+# --- the event loop ------------------------------------------------------------------------
+
+
+@_outline
+def _record_sample(S, CG, SAMP, SAMPT, now):
+    """Simulation._record_sample() for the counters of every live cgroup."""
+    k = S[S_NSAMP]
+    SAMPT[k] = now
+    for j in range(S[S_NLIVE]):
+        c = CG[CG_LIVE, j]
+        SAMP[k, j, 0] = CG[CG_USAGE, c]
+        SAMP[k, j, 1] = CG[CG_PEAK, c]
+        SAMP[k, j, 2] = CG[CG_EVENTS, c] if CG[CG_PARENT, c] >= 0 else CG[CG_EVENTS_LOCAL, c]
+        SAMP[k, j, 3] = CG[CG_NR_FAULTS, c]
+        SAMP[k, j, 4] = CG[CG_NR_EVICTED, c]
+        SAMP[k, j, 5] = CG[CG_NR_BATCHES, c]
+        SAMP[k, j, 6] = CG[CG_LRU_NR, c]
+        SAMP[k, j, 7] = CG[CG_NR_ENOMEM, c]
+    S[S_NSAMP] = k + 1
+    S[S_SM_LAST] = now
+
+
+@_outline
+def run_core(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, buf, LAT, SAMP, SAMPT):
+    """Run the simulation loop (Simulation.run() with the thread, ksgxd, worker and
+    sampler actors) until the thread's next step ends it (RC_THREAD_DONE), the next
+    event is past the time limit (RC_LIMIT), the thread needs the next chunk of
+    accesses (RC_NEED_CHUNK), a buffer is full (RC_FLUSH) or a model invariant broke
+    (RC_ERROR)."""
+    access_ns = S[S_ACCESS_NS]
+    nw = R.shape[1]
+    npages = S[S_E_NPAGES]
+    while True:
+        if S[S_ERR]:
+            return RC_ERROR
+        who = -1  # the thread
+        if not S[S_TH_MIDPOP]:
+            # pop the least (t, prio, seq): the thread and kernel threads have priority
+            # 1, the sampler 2
+            bt = S[S_TH_T]
+            bs = S[S_TH_SEQ]
+            for r in range(nw):
+                if R[R_SCHED, r]:
+                    t = R[R_T, r]
+                    if t < bt or (t == bt and R[R_SEQ, r] < bs):
+                        who, bt, bs = r, t, R[R_SEQ, r]
+            if S[S_SM_T] < bt:
+                who, bt = -2, S[S_SM_T]
+            if bt > S[S_LIMIT]:
+                return RC_LIMIT
+            S[S_NOW] = bt
+        now = S[S_NOW]
+        S[S_STEPCOST] = 0
+        if who == -2:
+            # the sampler
+            if S[S_SM_LAST] != now:
+                if S[S_NSAMP] >= SAMP.shape[0]:
+                    return RC_FLUSH
+                _record_sample(S, CG, SAMP, SAMPT, now)
+            S[S_SEQ] += 1
+            S[S_SM_SEQ] = S[S_SEQ]
+            S[S_SM_T] = now + S[S_SM_INTERVAL]
+        elif who >= 0:
+            if _reclaimer_step(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, who):
+                d = S[S_KSTEP_NS] + S[S_STEPCOST]
+                S[S_SEQ] += 1
+                R[R_T, who] = now + (d if d > 0 else 1)
+                R[R_SEQ, who] = S[S_SEQ]
+            else:
+                R[R_SCHED, who] = 0
+                S[S_ACTIVE] -= 1
+        else:
+            # the thread (Simulation._thread): book the last fault's result
+            if not S[S_TH_MIDPOP] and S[S_TH_PENDING]:
+                rr = S[S_TH_R]
+                n = S[S_NLAT]
+                if rr == 0 and n >= LAT.shape[0]:
+                    return RC_FLUSH
+                S[S_TH_PENDING] = 0
+                if rr == 0:
+                    S[S_TH_FAULTS] += 1
+                    S[S_TH_STREAK] = 0
+                    LAT[n] = now - S[S_TH_FSTART]
+                    S[S_NLAT] = n + 1
+                    S[S_TH_FSTART] = -1
+                    if S[S_UNREF]:
+                        S[S_TH_POS] += 1
+                        S[S_TH_REMAIN] -= 1
+                        S[S_TH_ACC] += 1
+                elif rr == VM_FAULT_NOPAGE:
+                    S[S_TH_RETRIES] += 1
+                    S[S_TH_STREAK] += 1
+                else:
+                    S[S_TH_SIGBUS] = 1
+            S[S_TH_MIDPOP] = 0
+            until = S[S_TH_UNTIL]
+            if S[S_TH_REMAIN] <= 0 or S[S_TH_SIGBUS] or (until >= 0 and now >= until):
+                return RC_THREAD_DONE
+            pos = S[S_TH_POS]
+            if pos >= S[S_BUFLEN]:
+                S[S_TH_MIDPOP] = 1
+                return RC_NEED_CHUNK
+            # accesses up to the next event of any other actor
+            nxt_t = S[S_SM_T]
+            for r in range(nw):
+                if R[R_SCHED, r] and R[R_T, r] < nxt_t:
+                    nxt_t = R[R_T, r]
+            n = S[S_BUFLEN] - pos
+            if until >= 0:
+                m = (until - now) // access_ns
+                n = min(n, m if m > 1 else 1)
+            m = (nxt_t - now) // access_ns
+            n = min(n, m if m > 1 else 1)
+            # sgx_encl_access(): hits set the accessed bit, up to the first miss
+            k = 0
+            while k < n:
+                idx = buf[pos + k]
+                if idx < 0 or idx >= npages:
+                    break
+                d = E8[E_DESC, idx]
+                if E32[E_EPC, idx] < 0 or d & DESC_BLOCKED:
+                    break
+                E8[E_DESC, idx] = d | DESC_ACCESSED
+                k += 1
+            if k:
+                S[S_TH_POS] = pos + k
+                S[S_TH_REMAIN] -= k
+                S[S_TH_ACC] += k
+                d = k * access_ns
+            else:
+                # sgx_vma_fault()
+                idx = buf[pos]
+                if S[S_TH_FSTART] < 0:
+                    S[S_TH_FSTART] = now
+                S[S_E_NR_FAULTS] += 1
+                if idx < 0 or idx >= npages:
+                    rr = VM_FAULT_SIGBUS
+                else:
+                    rr = _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx)
+                if rr == 0:
+                    CG[CG_NR_FAULTS, S[S_TCG]] += 1
+                S[S_TH_PENDING] = 1
+                S[S_TH_R] = rr
+                d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
+            S[S_SEQ] += 1
+            S[S_TH_T] = now + (d if d > 0 else 1)
+            S[S_TH_SEQ] = S[S_SEQ]
+        # _kick_kernel_threads()
+        if S[S_WOKEN] and not R[R_SCHED, 0]:
+            S[S_SEQ] += 1
+            R[R_SCHED, 0] = 1
+            R[R_T, 0] = now
+            R[R_SEQ, 0] = S[S_SEQ]
+            R[R_STAGE, 0] = ST_START
+            S[S_ACTIVE] += 1
+        if S[S_IN_WQ] and not CG[CG_RUNNING, S[S_TCG]]:
+            slot = -1
+            for r in range(1, nw):
+                if not R[R_SCHED, r]:
+                    slot = r
+                    break
+            if slot < 0:
+                S[S_ERR] = ERR_NO_WORKER_SLOT
+                return RC_ERROR
+            S[S_IN_WQ] = 0
+            S[S_SEQ] += 1
+            R[R_SCHED, slot] = 1
+            R[R_T, slot] = now
+            R[R_SEQ, slot] = S[S_SEQ]
+            R[R_STAGE, slot] = ST_START
+            R[R_KIND, slot] = 1
+            R[R_CG, slot] = S[S_TCG]
+            S[S_ACTIVE] += 1

@@ -1,0 +1,308 @@
+"""The batched engine gives exactly what the step-by-step engine gives (issue 4).
+
+Every comparison runs one scenario with ``engine="reference"`` (the kernel model driven
+step by step) and ``engine="batched"`` and compares the whole summary (every counter:
+cgroups, enclaves, ENCLS leaves, times, latency percentiles), the time series and every
+fault latency.  The hypothesis test draws small random scenarios across the eligible
+space: EPC sizes and sections, cgroup trees with limits, EADD/EAUG builds, patterns,
+costs, sample intervals, time limits, the unreferenced-fault experiment.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from epcsim.errors import EpcsimError
+from epcsim.scenario.schema import load_scenario
+from epcsim.sim.batched import static_ineligibility
+from epcsim.sim.engine import simulate
+
+
+def _toml(
+    *,
+    epc_pages: int = 256,
+    sections: list[int] | None = None,
+    cgroups: list[tuple[str, str]] = (("/t", "max"),),
+    cgroup: str = "/t",
+    build: str = "eaug",
+    size_pages: int = 1024,
+    workload: str = 'pattern = "zipf", alpha = 0.9',
+    accesses: int | None = 5000,
+    run_for: str | None = None,
+    duration: str = "100s",
+    sample: str = "1ms",
+    unref: bool = False,
+    misc: bool = True,
+    costs: dict[str, int] | None = None,
+    seed: int = 1,
+) -> str:
+    host = [f'duration = "{duration}"', f'sample_interval = "{sample}"', f"seed = {seed}"]
+    host.append("cpus = 1")
+    if sections:
+        host.append("sections = [" + ", ".join(f'"{p * 4}KiB"' for p in sections) + "]")
+    else:
+        host.append(f'epc = "{epc_pages * 4}KiB"')
+    if not misc:
+        host.append("misc = false")
+    if unref:
+        host.append("experiments = { fault_unreferenced = true }")
+    out = ['name = "exact"', "[host]", *host]
+    if costs:
+        out.append("[host.costs]")
+        out += [f'{k} = "{v}ns"' for k, v in costs.items()]
+    for path, mx in cgroups:
+        out += ["[[cgroup]]", f'path = "{path}"', f'max = "{mx}"']
+    amount = f"accesses = {accesses}" if run_for is None else f'duration = "{run_for}"'
+    out += [
+        "[[enclave]]",
+        'name = "e"',
+        f'cgroup = "{cgroup}"',
+        f'build = "{build}"',
+        f'size = "{size_pages * 4}KiB"',
+        f"workload = {{ {workload}, {amount} }}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _both(toml: str):
+    ref = simulate(toml, engine="reference")
+    bat = simulate(toml, engine="auto")
+    return ref, bat
+
+
+def _assert_same(ref, bat) -> None:
+    assert ref.engine == "reference"
+    a = json.dumps(ref.summary, sort_keys=True)
+    b = json.dumps(bat.summary, sort_keys=True)
+    if a != b:  # show the differing fields
+        fa, fb = _flat(ref.summary), _flat(bat.summary)
+        diff = {k: (fa.get(k), fb.get(k)) for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
+        pytest.fail(f"summaries differ (reference, batched): {diff}")
+    assert ref.timeseries.equals(bat.timeseries)
+    assert np.array_equal(ref.fault_latency_ns, bat.fault_latency_ns)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    else:
+        out[prefix] = d
+    return out
+
+
+# --- fixed scenarios: each reaches a different part of the core --------------------------
+
+
+FIXED = {
+    # thrashing under ksgxd only (footprint 4x the EPC)
+    "ksgxd": {},
+    # the cgroup's own limit: charges fail in /t, the worker reclaims
+    "limit": {"cgroups": [("/t", "600KiB")]},
+    # a nested tree: the cursor rotates over siblings with empty LRUs
+    "tree": {
+        "cgroups": [("/a", "max"), ("/a/b", "800KiB"), ("/a/c", "max"), ("/d", "max")],
+        "cgroup": "/a/b",
+    },
+    # every page fits: no reclaim at all
+    "fits": {"epc_pages": 2048, "size_pages": 256},
+    # a tiny enclave evicted whole: the SECS goes out and comes back (ELDU first)
+    "secs": {"epc_pages": 80, "size_pages": 64, "workload": 'pattern = "sequential"'},
+    # the loop misses on every access
+    "loop": {"workload": 'pattern = "loop", length = 600', "accesses": 8000},
+    # the time limit stops the run mid-batch
+    "limit_time": {"duration": "3ms", "accesses": 50000},
+    # a duration workload
+    "duration": {"accesses": None, "run_for": "2ms"},
+    # the experiment switch
+    "unref": {"unref": True},
+    # misc disabled: everything charges the root
+    "nomisc": {"misc": False, "cgroups": [], "cgroup": "/"},
+    # two EPC sections (NUMA nodes)
+    "sections": {"sections": [100, 156]},
+    # a task in the root cgroup
+    "root": {"cgroups": [], "cgroup": "/"},
+    # sampling more often than events
+    "fine_samples": {"sample": "10us", "accesses": 3000},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_scenarios_match(name: str) -> None:
+    ref, bat = _both(_toml(**FIXED[name]))
+    assert bat.engine == "batched", bat.engine_note
+    _assert_same(ref, bat)
+
+
+def test_fixed_scenarios_exercise_reclaim() -> None:
+    """The fixed set is not vacuous: evictions, worker reclaim, SECS eviction happen."""
+    ref = simulate(_toml(**FIXED["limit"]), engine="batched")
+    cg = ref.summary["cgroups"]["/t"]
+    assert cg["evictions"] > 1000 and cg["max_events"] > 0
+    secs = simulate(_toml(**FIXED["secs"]), engine="batched")
+    assert secs.summary["encls"]["EREMOVE"] > 0  # the SECS was evicted (EWB + EREMOVE)
+    lim = simulate(_toml(**FIXED["limit_time"]), engine="batched")
+    assert lim.summary["truncated"] is True
+
+
+def test_eadd_build_then_batched_steady_state() -> None:
+    """An EADD build that fits leaves ksgxd idle: the thread runs batched."""
+    ref, bat = _both(_toml(build="eadd", size_pages=128, epc_pages=256))
+    assert bat.engine == "batched"
+    _assert_same(ref, bat)
+
+
+def test_busy_reclaimer_at_thread_start_falls_back() -> None:
+    """An EADD build larger than the EPC leaves ksgxd running when the thread starts:
+    the step-by-step engine runs it, and says why."""
+    ref, bat = _both(_toml(build="eadd", size_pages=1024, epc_pages=256))
+    assert bat.engine == "reference"
+    assert "ksgxd" in bat.engine_note
+    _assert_same(ref, bat)
+
+
+# --- random scenarios ------------------------------------------------------------------
+
+PATTERNS = [
+    'pattern = "uniform"',
+    'pattern = "zipf", alpha = 0.7',
+    'pattern = "zipf", alpha = 1.2',
+    'pattern = "sequential"',
+    'pattern = "loop", length = {loop}',
+    'pattern = "hotcold", hot_fraction = 0.1, hot_probability = 0.9',
+]
+TREES = [
+    ([("/t", "max")], "/t"),
+    ([], "/"),
+    ([("/a", "max"), ("/a/t", "max"), ("/b", "max")], "/a/t"),
+    ([("/a", "max"), ("/b", "max"), ("/b/t", "max")], "/b/t"),
+]
+
+
+@st.composite
+def scenarios(draw, thrash: bool = False) -> str:
+    """A random eligible scenario; *thrash*: the footprint is 2-4x the EPC and the
+    workload long enough to cycle through it several times."""
+    epc_pages = draw(st.integers(64, 700))
+    sections = None
+    if draw(st.booleans()) and epc_pages >= 128:
+        k = draw(st.integers(32, epc_pages - 32))
+        sections = [k, epc_pages - k]
+    cgroups, cgroup = draw(st.sampled_from(TREES))
+    # limits: max, or a size around the EPC (below it, the cgroup's own limit binds)
+    limited = []
+    for path, _ in cgroups:
+        mx = draw(st.sampled_from(["max", "max", None]))
+        if mx is None:
+            mx = f"{draw(st.integers(40, epc_pages + 64)) * 4}KiB"
+        limited.append((path, mx))
+    # mostly larger than the EPC: the interesting part is reclaim
+    size_pages = draw(st.integers(16, 4 * epc_pages) | st.integers(epc_pages, 4 * epc_pages))
+    if thrash:
+        size_pages = draw(st.integers(2 * epc_pages, 4 * epc_pages))
+    costs = None
+    if draw(st.booleans()):
+        costs = {
+            "access": draw(st.integers(1, 400)),
+            "fault": draw(st.integers(100, 6000)),
+            "ewb": draw(st.integers(10, 9000)),
+            "eldu": draw(st.integers(10, 9000)),
+            "reclaim_batch": draw(st.integers(0, 5000)),
+            "kernel_step": draw(st.integers(0, 300)),
+        }
+    use_duration = draw(st.integers(0, 5)) == 0 and not thrash
+    n = draw(st.integers(5 * epc_pages, 20 * epc_pages) if thrash else st.integers(1, 20000))
+    return _toml(
+        epc_pages=epc_pages if sections is None else 0,
+        sections=sections,
+        cgroups=limited,
+        cgroup=cgroup,
+        build=draw(st.sampled_from(["eaug", "eaug", "eadd"])),
+        size_pages=size_pages,
+        workload=draw(st.sampled_from(PATTERNS)).format(loop=max(1, size_pages * 3 // 4)),
+        accesses=None if use_duration else n,
+        run_for=f"{draw(st.integers(1, 3000))}us" if use_duration else None,
+        # short limits: a livelocked configuration (a binding ancestor limit) retries its
+        # fault every few microseconds until the limit, slowly in the reference engine
+        duration="300ms" if thrash else draw(st.sampled_from(["300ms", "300ms", "1ms", "5ms"])),
+        sample=draw(st.sampled_from(["10us", "100us", "1ms"])),
+        unref=draw(st.booleans()),
+        misc=draw(st.integers(0, 7)) != 0,
+        costs=costs,
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios())
+def test_random_scenarios_match(toml: str) -> None:
+    ref, bat = _both(toml)
+    _assert_same(ref, bat)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios(thrash=True))
+def test_random_thrashing_scenarios_match(toml: str) -> None:
+    ref, bat = _both(toml)
+    assert bat.engine == "batched" or "busy" in bat.engine_note
+    _assert_same(ref, bat)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(scenarios(thrash=True))
+def test_random_thrashing_scenarios_match_long(toml: str) -> None:
+    ref, bat = _both(toml)
+    _assert_same(ref, bat)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(scenarios())
+def test_random_scenarios_match_long(toml: str) -> None:
+    ref, bat = _both(toml)
+    _assert_same(ref, bat)
+
+
+# --- engine selection -------------------------------------------------------------------
+
+
+def test_batched_refuses_ineligible_scenario_with_reason() -> None:
+    sc = _toml().replace('name = "e"', 'name = "e"\nthreads = 2')
+    with pytest.raises(EpcsimError, match="one enclave thread"):
+        simulate(sc, engine="batched")
+    res = simulate(sc.replace("accesses = 5000", "accesses = 200"), engine="auto")
+    assert res.engine == "reference"
+    assert res.engine_note == "the batched engine runs one enclave thread"
+
+
+def test_unknown_engine_is_an_error() -> None:
+    with pytest.raises(EpcsimError, match="engine: expected one of auto, batched, reference"):
+        simulate(_toml(), engine="fast")
+
+
+@pytest.mark.parametrize(
+    "builtin, reason",
+    [
+        ("kselftest", "one enclave instance"),
+        ("noisy-neighbour", "one enclave instance"),
+        ("overcommit", "one enclave instance"),
+    ],
+)
+def test_builtins_static_eligibility(builtin: str, reason: str) -> None:
+    why = static_ineligibility(load_scenario(f"builtin:{builtin}"))
+    assert why is not None and reason in why
