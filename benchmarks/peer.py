@@ -218,19 +218,28 @@ def steady_reclaimable(ts) -> float:
 # --------------------------------------------------------------------------- libCacheSim
 
 
-def clock(path: Path, cache_pages: int, footprint: int) -> tuple[float, float]:
-    """(miss ratio, seconds of process_trace) of libCacheSim's CLOCK (default
-    init_freq=0) with *cache_pages* pages and its hash table sized to *footprint*."""
+def clock(
+    path: Path, cache_pages: int, footprint: int, *, best: bool = True
+) -> tuple[float, float, int]:
+    """(miss ratio, seconds of process_trace, hashpower) of libCacheSim's CLOCK (default
+    init_freq=0) with *cache_pages* pages.  Its best setting: the hash table sized to
+    the footprint, 2^(k-2) .. 2^(k+1) buckets for k = ceil(log2(footprint)), each timed
+    once and the fastest kept (*best* False: only 2^k).  The miss ratio does not depend
+    on the table size."""
     import libcachesim as lcs
 
-    cache = lcs.Clock(
-        cache_size=max(1, cache_pages) * PAGE,
-        hashpower=max(10, math.ceil(math.log2(max(2, footprint))) + 1),
-    )
-    reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
-    t0 = time.perf_counter()
-    mr, _ = cache.process_trace(reader)
-    return float(mr), time.perf_counter() - t0
+    k = max(10, math.ceil(math.log2(max(2, footprint))))
+    out: tuple[float, float, int] | None = None
+    for hp in (k - 2, k - 1, k, k + 1) if best else (k,):
+        cache = lcs.Clock(cache_size=max(1, cache_pages) * PAGE, hashpower=hp)
+        reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
+        t0 = time.perf_counter()
+        mr, _ = cache.process_trace(reader)
+        dt = time.perf_counter() - t0
+        if out is None or dt < out[1]:
+            out = (float(mr), dt, hp)
+    assert out is not None
+    return out
 
 
 # --------------------------------------------------------------------------- CLI
@@ -375,7 +384,7 @@ def main() -> None:
                 epc = math.ceil(footprint / k)
                 e = runner(scenario(npy, epc), n)
                 cache = max(1, round(e.steady_reclaimable))
-                mr, lcs_s = clock(lcs_path, cache, footprint)
+                mr, lcs_s, hp = clock(lcs_path, cache, footprint)
                 e_tput, l_tput = n / e.wall_s, n / lcs_s
                 ratio = e_tput / l_tput
                 gap = 100 * (e.miss_ratio - mr)
@@ -396,12 +405,16 @@ def main() -> None:
                 ]
                 msg = (
                     f"  EPC {epc:,} pages (1/{k}): epcsim {e.wall_s:.2f} s "
-                    f"[{e.engine}], CLOCK {lcs_s:.3f} s, ratio {ratio:.3f}"
+                    f"[{e.engine}], CLOCK {lcs_s:.3f} s (hashpower {hp}), ratio {ratio:.3f}"
                 )
                 if args.unref:
                     u = runner(scenario(npy, epc, unref=True), n)
                     cache_u = max(1, round(u.steady_reclaimable))
-                    mr_u = mr if cache_u == cache else clock(lcs_path, cache_u, footprint)[0]
+                    mr_u = (
+                        mr
+                        if cache_u == cache
+                        else clock(lcs_path, cache_u, footprint, best=False)[0]
+                    )
                     row += [f"{u.miss_ratio:.4f}", f"{100 * (u.miss_ratio - mr_u):+.2f}"]
                     msg += f"; unref {u.wall_s:.2f} s"
                 row += ["-" if target is None else f"{target:.1f}", e.engine]

@@ -119,10 +119,11 @@ class Encl:
         self._alloc_arrays(0)
 
     def _alloc_arrays(self, n: int) -> None:
-        # epc/va and desc/type are rows of one buffer each (the batched engine's compiled
-        # core takes them whole)
-        self.i32 = np.full((2, n), -1, dtype=np.int32)
-        self.epc, self.va = self.i32
+        # epc/va are the columns of one array (a page's two share a cache line; a fault
+        # and an eviction touch both), desc/type the rows of another (hits touch desc
+        # only); the batched engine's compiled core takes the arrays whole
+        self.i32 = np.full((n, 2), -1, dtype=np.int32)
+        self.epc, self.va = self.i32.T
         self.u8 = np.zeros((2, n), dtype=np.uint8)
         self.desc, self.type = self.u8
         self.memcg = np.full(n, -1, dtype=np.int16)

@@ -20,8 +20,9 @@ Layout (few arguments per call: numba passes every array field by value):
   ``R_PAGES``.. the pages of the actor's current batch.
 - ``VA[f, no]`` (int64): VA pages (``VA_*``), rows ``VA_BITS``.. their 512-slot maps.
 - ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (prev, next, owner_encl, owner_idx),
-  ``u8`` (flags, kind) and ``cg`` arrays; ``E32``/``E8``/``EMEM``: the enclave's ``i32``
-  (epc, va), ``u8`` (desc, type) and ``memcg`` arrays (:mod:`epcsim.kernel.epc`,
+  ``u8`` (flags, kind) and ``cg`` arrays (rows); ``E32``/``E8``/``EMEM``: the enclave's
+  ``i32`` (columns epc, va: ``E32[idx, E_EPC]``), ``u8`` (rows desc, type) and ``memcg``
+  arrays (:mod:`epcsim.kernel.epc`,
   :mod:`epcsim.kernel.encl`).
 
 Hot paths are source-level single call sites inlined by numba (``inline="always"``);
@@ -521,7 +522,7 @@ def _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx):
     evicted one, -EBUSY for one being reclaimed.  Returns 0, VM_FAULT_NOPAGE or
     VM_FAULT_SIGBUS."""
     present = E8[E_DESC, idx] & DESC_PRESENT
-    if present and E32[E_EPC, idx] >= 0:
+    if present and E32[idx, E_EPC] >= 0:
         if E8[E_DESC, idx] & DESC_BEING_RECLAIMED:
             return VM_FAULT_NOPAGE
         E8[E_DESC, idx] &= NOT_ACC_BLOCKED
@@ -544,18 +545,18 @@ def _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx):
         S[S_E_PAGE_CNT] += 1
         _leaf(S, L_EAUG, 1)
         S[S_E_NR_EAUG] += 1
-        E32[E_EPC, idx] = page
+        E32[idx, E_EPC] = page
         E8[E_TYPE, idx] = SGX_PAGE_TYPE_REG
         E8[E_DESC, idx] = DESC_PRESENT
     else:
         # sgx_encl_eldu(): ELDU, free the VA slot, truncate the backing
         _leaf(S, L_ELDU, 1)
         S[S_E_NR_ELDU] += 1
-        _free_va_slot(S, VA, E32[E_VA, idx])
-        E32[E_VA, idx] = -1
+        _free_va_slot(S, VA, E32[idx, E_VA])
+        E32[idx, E_VA] = -1
         S[S_E_BACKING] -= BACKING
         EMEM[idx] = -1
-        E32[E_EPC, idx] = page
+        E32[idx, E_EPC] = page
         E8[E_DESC, idx] &= NOT_ACC_BLOCKED
     S[S_E_SECS_CHILD] += 1
     # sgx_mark_page_reclaimable()
@@ -682,8 +683,8 @@ def _phase4(S, CG, R, VA, P32, P8, PCG, E32, E8, r):
         _leaf(S, L_EWB, 1)
         slot = _alloc_va_slot(S, VA)
         E8[E_DESC, idx] &= NOT_RECLAIM_BITS
-        E32[E_VA, idx] = slot
-        E32[E_EPC, idx] = -1
+        E32[idx, E_VA] = slot
+        E32[idx, E_EPC] = -1
         S[S_E_SECS_CHILD] -= 1
         S[S_E_NR_EVICTED] += 1
         if S[S_E_SECS_CHILD] == 0 and S[S_E_SECS_EPC] >= 0:
@@ -900,7 +901,7 @@ def run_core(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, buf, LAT, SAMP, SAMPT):
                 if idx < 0 or idx >= npages:
                     break
                 d = E8[E_DESC, idx]
-                if E32[E_EPC, idx] < 0 or d & DESC_BLOCKED:
+                if E32[idx, E_EPC] < 0 or d & DESC_BLOCKED:
                     break
                 E8[E_DESC, idx] = d | DESC_ACCESSED
                 k += 1
