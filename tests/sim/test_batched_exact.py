@@ -306,3 +306,79 @@ def test_unknown_engine_is_an_error() -> None:
 def test_builtins_static_eligibility(builtin: str, reason: str) -> None:
     why = static_ineligibility(load_scenario(f"builtin:{builtin}"))
     assert why is not None and reason in why
+
+
+# --- the whole kernel state, not only the outputs -------------------------------------------
+
+
+def _kernel_state(sim) -> dict:
+    """Every field the batched core writes, read from the kernel objects."""
+    h = sim.host
+    pool = h.epc
+    out: dict = {
+        "pool": (pool.i32.tobytes(), pool.u8.tobytes(), pool.cg.tobytes()),
+        "free": [(f.head, f.tail, f.nr) for f in pool.free_lists],
+        "scalars": (pool.nr_free_pages, h.nr_lru_pages, h.ksgxd_woken, list(h.encls_count)),
+        "wq": [s.id for s in h.sgx_cg_wq],
+        "cgroups": [
+            (
+                s.lru.head,
+                s.lru.tail,
+                s.lru.nr,
+                s.nr_pages,
+                s.nr_evicted,
+                s.nr_reclaim_batches,
+                s.nr_enomem,
+                s.nr_faults,
+                s.work_pending,
+                s.work_running,
+                s.next_cg.id,
+                s.cg.usage,
+                s.cg.peak,
+                s.cg.events,
+                s.cg.events_local,
+                s.cg.refcnt,
+            )  # fmt: skip
+            for s in h.sgx_cgroups
+            if s is not None
+        ],
+        "memcg": [m.usage for m in h.memcgs],
+        "heap": sorted((t, p, s) for t, p, s, _, _ in sim._heap),
+        "sim": (sim.now, sim._seq, sim._active, sim._ksgxd_running),
+    }
+    for e in h.encls:
+        if e is None:
+            continue
+        out[f"encl{e.id}"] = (
+            e.i32.tobytes(), e.u8.tobytes(), e.memcg.tobytes(), e.secs_epc, e.secs_va,
+            e.secs_memcg, e.secs_child_cnt, e.page_cnt, e.refcount, e.nr_eaug, e.nr_eldu,
+            e.nr_evicted, e.nr_faults, e.backing_bytes,
+            [(v.no, v.epc, v.bits, v.used) for v in e.va_all], list(e.va_pages),
+        )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("name", ["ksgxd", "limit", "tree", "secs", "loop", "sections"])
+@pytest.mark.parametrize("stop", ["2ms", "7ms"])
+def test_truncated_runs_leave_identical_kernel_state(name: str, stop: str) -> None:
+    """Stopped by the time limit mid-run (the core hands back with ksgxd or the worker
+    anywhere in a batch), both engines leave the same kernel state, field by field:
+    EPC and enclave arrays, VA pages and their slot maps, LRUs, cursors, counters,
+    the event heap's (time, priority, seq) entries."""
+    from epcsim.scenario.schema import load_scenario
+    from epcsim.sim.engine import Simulation
+
+    kw = dict(FIXED[name])
+    kw.update(duration=stop, accesses=200000)
+    sc = load_scenario(_toml(**kw))
+    states = []
+    for engine in ("reference", "batched"):
+        sim = Simulation(sc, engine=engine)
+        res = sim.run()
+        assert res.summary["truncated"]
+        assert res.engine == engine
+        states.append(_kernel_state(sim))
+    ref, bat = states
+    assert ref.keys() == bat.keys()
+    for k in ref:
+        assert ref[k] == bat[k], k

@@ -225,8 +225,8 @@ NOT_ACC_BLOCKED = 0xFF & ~(DESC_ACCESSED | DESC_BLOCKED)
 NOT_ACC = 0xFF & ~DESC_ACCESSED
 NOT_TRACKED = 0xFF & ~TRACKED
 
-_inline = njit(cache=True, _nrt=False, inline="always")
-_outline = njit(cache=True, _nrt=False)
+_inline = njit(cache=True, _nrt=False, inline="always", error_model="numpy")
+_outline = njit(cache=True, _nrt=False, error_model="numpy")
 
 
 @_inline
@@ -442,10 +442,23 @@ def _alloc_va_slot(S, VA):
     for w in range(8):
         word = VA[VA_BITS + w, no]
         if word != -1:
+            # find_first_zero_bit(): the lowest clear bit, by halving
+            inv = ~word
+            low = inv & -inv
             b = 0
-            while (word >> b) & 1:
+            if not low & 0x00000000FFFFFFFF:
+                b += 32
+            if not low & 0x0000FFFF0000FFFF:
+                b += 16
+            if not low & 0x00FF00FF00FF00FF:
+                b += 8
+            if not low & 0x0F0F0F0F0F0F0F0F:
+                b += 4
+            if not low & 0x3333333333333333:
+                b += 2
+            if not low & 0x5555555555555555:
                 b += 1
-            VA[VA_BITS + w, no] = word | (1 << b)
+            VA[VA_BITS + w, no] = word | low
             slot = w * 64 + b
             break
     VA[VA_USED, no] += 1

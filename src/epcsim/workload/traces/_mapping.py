@@ -77,7 +77,7 @@ class DenseMapper:
             self._n += by_first.size
             self._order.append(by_first)
             codes = t[chunk]
-        return codes.astype(np.int64)
+        return codes  # int32
 
     def _find(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.searchsorted(self._keys, u)
@@ -93,7 +93,7 @@ class DenseMapper:
             return np.zeros(0, np.int64)
         if self._table is not None:
             if int(chunk.min()) >= 0 and int(chunk.max()) < self.TABLE_LIMIT:
-                return self._map_table(chunk)
+                return self._map_table(chunk).astype(np.int64)
             self._to_sorted()
         u, first, inv = np.unique(chunk, return_index=True, return_inverse=True)
         pos, found = self._find(u)
@@ -150,13 +150,36 @@ class TracePattern:
     ``accesses = length`` to run it exactly once.
     """
 
+    #: a trace of at most this many accesses keeps its dense numbers in memory (4 bytes
+    #: each) after the numbering pass, instead of reading and mapping the file again
+    KEEP_LIMIT = 1 << 26
+
     def __init__(self, reader: TraceReader) -> None:
         self.reader = reader
         self.mapper = DenseMapper()
         n = 0
+        kept: list[np.ndarray] | None = []
+        m = self.mapper
         for chunk in reader.pages():
-            self.mapper.map(chunk)
+            chunk = np.asarray(chunk, dtype=np.int64)
+            if (
+                m._table is not None
+                and chunk.size
+                and int(chunk.min()) >= 0
+                and int(chunk.max()) < m.TABLE_LIMIT
+            ):
+                codes = m._map_table(chunk)  # int32, no conversion
+            else:
+                codes = m.map(chunk)
             n += chunk.size
+            if kept is not None:
+                if n <= self.KEEP_LIMIT:
+                    kept.append(codes.astype(np.int32, copy=False))
+                else:
+                    kept = None
+        #: the dense numbers of one pass, in read chunks (None: re-read the file)
+        self._kept = kept
+        self._kept_next = 0
         if n == 0:
             raise TraceError("the trace has no accesses", file=reader.path)
         #: accesses in one pass over the trace
@@ -178,6 +201,14 @@ class TracePattern:
         return self.npages
 
     def _refill(self) -> None:
+        if self._kept:
+            if self._kept_next >= len(self._kept):
+                self._kept_next = 0
+                self.passes += 1
+            self._buf = self._kept[self._kept_next].astype(np.int64)
+            self._kept_next += 1
+            self._pos = 0
+            return
         chunk = self.reader.read(getattr(self.reader, "chunk", 1 << 18))
         if chunk.size == 0:
             self.reader.reset()
