@@ -18,7 +18,8 @@ Layout (few arguments per call: numba passes every array field by value):
   preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order.
 - ``R[f, r]`` (int64): the reclaimer actors (r = 0 ksgxd, 1.. workers; ``R_*``), rows
   ``R_PAGES``.. the pages of the actor's current batch.
-- ``VA[f, no]`` (int64): VA pages (``VA_*``), rows ``VA_BITS``.. their 512-slot maps.
+- ``VA[no, f]`` (int64): VA pages (``VA_*``; one VA page's fields together), columns
+  ``VA_BITS``.. their 512-slot maps.
 - ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (prev, next, owner_encl, owner_idx),
   ``u8`` (flags, kind) and ``cg`` arrays (rows); ``E32``/``E8``/``EMEM``: the enclave's
   ``i32`` (columns epc, va: ``E32[idx, E_EPC]``), ``u8`` (rows desc, type) and ``memcg``
@@ -406,27 +407,27 @@ def _free_epc_page(S, CG, P32, P8, PCG, page):
 
 @_inline
 def _va_unlink(S, VA, no):
-    p = VA[VA_PREV, no]
-    n = VA[VA_NEXT, no]
+    p = VA[no, VA_PREV]
+    n = VA[no, VA_NEXT]
     if p < 0:
         S[S_VA_HEAD] = n
     else:
-        VA[VA_NEXT, p] = n
+        VA[p, VA_NEXT] = n
     if n < 0:
         S[S_VA_TAIL] = p
     else:
-        VA[VA_PREV, n] = p
+        VA[n, VA_PREV] = p
 
 
 @_inline
 def _va_add_head(S, VA, no):
     h = S[S_VA_HEAD]
-    VA[VA_PREV, no] = -1
-    VA[VA_NEXT, no] = h
+    VA[no, VA_PREV] = -1
+    VA[no, VA_NEXT] = h
     if h < 0:
         S[S_VA_TAIL] = no
     else:
-        VA[VA_PREV, h] = no
+        VA[h, VA_PREV] = no
     S[S_VA_HEAD] = no
 
 
@@ -435,12 +436,12 @@ def _alloc_va_slot(S, VA):
     """Models sgx_alloc_va_slot() on the first VA page of va_pages (rotated to the
     tail once full)."""
     no = S[S_VA_HEAD]
-    if no < 0 or VA[VA_USED, no] >= SGX_VA_SLOT_COUNT:
+    if no < 0 or VA[no, VA_USED] >= SGX_VA_SLOT_COUNT:
         S[S_ERR] = ERR_NO_VA_SLOT
         return 0
     slot = 0
     for w in range(8):
-        word = VA[VA_BITS + w, no]
+        word = VA[no, VA_BITS + w]
         if word != -1:
             # find_first_zero_bit(): the lowest clear bit, by halving
             inv = ~word
@@ -458,19 +459,19 @@ def _alloc_va_slot(S, VA):
                 b += 2
             if not low & 0x5555555555555555:
                 b += 1
-            VA[VA_BITS + w, no] = word | low
+            VA[no, VA_BITS + w] = word | low
             slot = w * 64 + b
             break
-    VA[VA_USED, no] += 1
-    if VA[VA_USED, no] == SGX_VA_SLOT_COUNT and S[S_VA_TAIL] != no:
+    VA[no, VA_USED] += 1
+    if VA[no, VA_USED] == SGX_VA_SLOT_COUNT and S[S_VA_TAIL] != no:
         _va_unlink(S, VA, no)
         t = S[S_VA_TAIL]
-        VA[VA_NEXT, no] = -1
-        VA[VA_PREV, no] = t
+        VA[no, VA_NEXT] = -1
+        VA[no, VA_PREV] = t
         if t < 0:
             S[S_VA_HEAD] = no
         else:
-            VA[VA_NEXT, t] = no
+            VA[t, VA_NEXT] = no
         S[S_VA_TAIL] = no
     return no * SGX_VA_SLOT_COUNT + slot
 
@@ -480,8 +481,8 @@ def _free_va_slot(S, VA, slot_id):
     """Models sgx_free_va_slot() + list_move() of its VA page to the head."""
     no = slot_id // SGX_VA_SLOT_COUNT
     slot = slot_id % SGX_VA_SLOT_COUNT
-    VA[VA_BITS + slot // 64, no] &= ~(1 << (slot % 64))
-    VA[VA_USED, no] -= 1
+    VA[no, VA_BITS + slot // 64] &= ~(1 << (slot % 64))
+    VA[no, VA_USED] -= 1
     if S[S_VA_HEAD] != no:
         _va_unlink(S, VA, no)
         _va_add_head(S, VA, no)
@@ -519,11 +520,11 @@ def _grow(S, CG, VA, P32, P8, PCG, page):
         _free_epc_page(S, CG, P32, P8, PCG, page)
         return vpage
     S[S_NVA] += 1
-    VA[VA_EPC, vano] = vpage
-    VA[VA_USED, vano] = 0
-    VA[VA_IN, vano] = 1
+    VA[vano, VA_EPC] = vpage
+    VA[vano, VA_USED] = 0
+    VA[vano, VA_IN] = 1
     for w in range(8):
-        VA[VA_BITS + w, vano] = 0
+        VA[vano, VA_BITS + w] = 0
     _va_add_head(S, VA, vano)
     return 0
 

@@ -26,6 +26,7 @@ step-by-step engine runs the scenario (``Result.engine`` says which ran and why)
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,6 @@ from ..errors import EpcsimError
 from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
 from ..kernel.encl import SgxVaPage
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
-from ..kernel.host import SIGBUS
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
 
@@ -170,22 +170,22 @@ class _Packed:
         # VA pages: room for every VA page the enclave can still grow
         nva0 = len(encl.va_all)
         cap = nva0 + (max(encl.npages - encl.page_cnt, 0) + 511) // 512 + 2
-        VA = np.full((C.NVAF, cap), -1, np.int64)
-        VA[C.VA_USED, :] = 0
-        VA[C.VA_IN, :] = 0
-        VA[C.VA_BITS :, :] = 0
+        VA = np.full((cap, C.NVAF), -1, np.int64)
+        VA[:, C.VA_USED] = 0
+        VA[:, C.VA_IN] = 0
+        VA[:, C.VA_BITS :] = 0
         for vp in encl.va_all:
-            VA[C.VA_EPC, vp.no] = vp.epc
-            VA[C.VA_USED, vp.no] = vp.used
+            VA[vp.no, C.VA_EPC] = vp.epc
+            VA[vp.no, C.VA_USED] = vp.used
             bits = vp.bits
             for w in range(8):
                 word = (bits >> (64 * w)) & _MASK64
-                VA[C.VA_BITS + w, vp.no] = word - (1 << 64) if word >> 63 else word
+                VA[vp.no, C.VA_BITS + w] = word - (1 << 64) if word >> 63 else word
         order = list(encl.va_pages)
         for k, no in enumerate(order):
-            VA[C.VA_IN, no] = 1
-            VA[C.VA_PREV, no] = order[k - 1] if k else -1
-            VA[C.VA_NEXT, no] = order[k + 1] if k + 1 < len(order) else -1
+            VA[no, C.VA_IN] = 1
+            VA[no, C.VA_PREV] = order[k - 1] if k else -1
+            VA[no, C.VA_NEXT] = order[k + 1] if k + 1 < len(order) else -1
         self.VA, self.nva0 = VA, nva0
         S = np.zeros(C.NS, np.int64)
         S[C.S_LC : C.S_LC + len(host.encls_count)] = host.encls_count
@@ -339,16 +339,16 @@ class _Packed:
             m = m.parent
         VA = self.VA
         for no in range(self.nva0, int(S[C.S_NVA])):
-            encl.va_all.append(SgxVaPage(no, int(VA[C.VA_EPC, no])))
+            encl.va_all.append(SgxVaPage(no, int(VA[no, C.VA_EPC])))
         for vp in encl.va_all:
-            words = VA[C.VA_BITS :, vp.no].tolist()
+            words = VA[vp.no, C.VA_BITS :].tolist()
             vp.bits = sum((w & _MASK64) << (64 * k) for k, w in enumerate(words))
-            vp.used = int(VA[C.VA_USED, vp.no])
+            vp.used = int(VA[vp.no, C.VA_USED])
         order = OrderedDict()
         no = int(S[C.S_VA_HEAD])
         while no >= 0:
             order[no] = encl.va_all[no]
-            no = int(VA[C.VA_NEXT, no])
+            no = int(VA[no, C.VA_NEXT])
         encl.va_pages = order
 
 
@@ -413,6 +413,9 @@ def take_over(
 
 
 def _hand_back(sim, p: _Packed, rc: int, inst, st, until, cpu: int) -> None:
+    """Put the thread, ksgxd, the workers and the sampler back on the heap with the
+    (time, priority, seq) the core gave them, each as a generator that resumes where the
+    core stopped (mid-batch through the kernel functions' ``_resume`` argument)."""
     C, S, R, host = p.C, p.S, p.R, p.host
     st.accesses = int(S[C.S_TH_ACC]) + st.accesses
     st.faults += int(S[C.S_TH_FAULTS])
@@ -468,18 +471,15 @@ def _hand_back(sim, p: _Packed, rc: int, inst, st, until, cpu: int) -> None:
                 actor = sim._worker(sgx_cg, resume=inner)
         entries.append((int(R[C.R_T, r]), 1, int(R[C.R_SEQ, r]), actor, -1))
     entries.append((int(S[C.S_SM_T]), 2, int(S[C.S_SM_SEQ]), sim._sampler(), -1))
-    import heapq
-
     for e in entries:
         heapq.heappush(sim._heap, e)
-    if rc == C.RC_THREAD_DONE and S[C.S_TH_SIGBUS]:
-        pass  # the signal is raised by the thread's last step (engine._thread_end_step)
     sim.engine_used = "batched"
 
 
 def _never(name: str):
-    raise_ = AssertionError(f"batched engine: thread of {name} resumed past the time limit")
-    raise raise_
+    """The thread's heap entry when the core stopped at the time limit: the run loop
+    stops before it, so it never runs."""
+    raise AssertionError(f"batched engine: thread of {name} resumed past the time limit")
     yield  # pragma: no cover
 
 
@@ -492,6 +492,3 @@ def check_engine(engine: str, sc: Scenario) -> str | None:
     if engine == "batched" and why is not None:
         raise EpcsimError(f"engine batched: {why}; use --engine reference or auto")
     return why
-
-
-_ = SIGBUS
