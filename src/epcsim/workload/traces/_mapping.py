@@ -68,16 +68,15 @@ class DenseMapper:
             grown = np.full(max(top, 2 * t.size), -1, np.int32)
             grown[: t.size] = t
             self._table = t = grown
-        codes = t[chunk]
-        new = codes < 0
-        if new.any():
-            u, first = np.unique(chunk[new], return_index=True)
-            by_first = u[np.argsort(first, kind="stable")]
-            t[by_first] = np.arange(self._n, self._n + by_first.size, dtype=np.int32)
-            self._n += by_first.size
-            self._order.append(by_first)
-            codes = t[chunk]
-        return codes  # int32
+        from ._dense import number_chunk
+
+        codes = np.empty(chunk.size, np.int32)
+        order = np.empty(chunk.size, np.int64)
+        k = number_chunk(t, chunk, codes, order, self._n)
+        if k:
+            self._n += k
+            self._order.append(order[:k].copy())
+        return codes
 
     def _find(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.searchsorted(self._keys, u)
