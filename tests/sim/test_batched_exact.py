@@ -382,3 +382,36 @@ def test_truncated_runs_leave_identical_kernel_state(name: str, stop: str) -> No
     assert ref.keys() == bat.keys()
     for k in ref:
         assert ref[k] == bat[k], k
+
+
+def test_cli_engine_batched_on_ineligible_scenario_exits_2(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from epcsim.cli import app
+
+    r = CliRunner().invoke(
+        app, ["run", "builtin:overcommit", "--engine", "batched", "-q", "-o", str(tmp_path)]
+    )
+    assert r.exit_code == 2
+    assert "engine batched: the batched engine runs one enclave instance" in r.output
+    assert not (tmp_path / "summary.json").exists()
+    r = CliRunner().invoke(app, ["run", "builtin:overcommit", "--engine", "fast"])
+    assert r.exit_code == 2
+
+
+def test_cli_engines_write_identical_run_directories(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from epcsim.cli import app
+
+    sc = tmp_path / "sc.toml"
+    sc.write_text(_toml(**FIXED["limit"]))
+    for engine in ("reference", "batched"):
+        r = CliRunner().invoke(
+            app, ["run", str(sc), "--engine", engine, "-q", "-o", str(tmp_path / engine)]
+        )
+        assert r.exit_code == 0, r.output
+    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy"):
+        a = (tmp_path / "reference" / f).read_bytes()
+        b = (tmp_path / "batched" / f).read_bytes()
+        assert a == b, f
