@@ -113,7 +113,9 @@ def footprint_of(pages: np.ndarray) -> int:
 
 def write_oracle(pages: np.ndarray, path: Path) -> None:
     """*pages* in libCacheSim's oracleGeneral format, every object 4096 bytes, ids + 1
-    (as mrc_vs_clock.py writes them), in chunks of CHUNK records."""
+    (as mrc_vs_clock.py writes them), in chunks of CHUNK records.  Not
+    ``epcsim.workload.traces.write_trace``: that one also fills each record's next
+    access (28 s for 10M records here), which CLOCK does not read."""
     with path.open("wb") as f:
         for s in range(0, len(pages), CHUNK):
             p = pages[s : s + CHUNK]

@@ -77,31 +77,45 @@ def sgx_reclaim_pages(
     continues a batch stopped at a yield point: ``(phase, pages, cnt)`` runs from phase
     2 (*pages* isolated), 3 or 4 (*pages* kept), returning *cnt*.
     """
+    if _resume is None:
+        chunk = _sgx_reclaim_isolate(host, sgx_cg)
+        cnt = len(chunk)
+        if not cnt:
+            return 0
+        yield "reclaim:isolated"
+        phase, pages = 2, chunk
+    else:
+        phase, pages, cnt = _resume
+
+    if phase == 2:
+        # Phase 2: age test, backing allocation
+        kept = _sgx_reclaim_age_and_back(host, sgx_cg, pages, charge_task)
+        if not kept:
+            return cnt
+        yield "reclaim:aged"
+        phase = 3
+    else:
+        kept = pages
+    if phase == 3:
+        # Phase 3: block (zap PTEs in every mm, EBLOCK)
+        _sgx_reclaimer_block(host, kept)
+        yield "reclaim:blocked"
+
+    _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+    return cnt
+
+
+def _sgx_reclaim_isolate(host: Host, sgx_cg: SgxCgroup) -> list[int]:
+    """Phase 1 of sgx_reclaim_pages() (under lru->lock): the first 16 pages of the
+    list, unlinked together (each self-linked: list_del_init()); those whose enclave
+    reference can be taken are returned (TRACKED kept), the others forgotten."""
     pool = host.epc
     m_oe = pool.m_owner_encl
-    encls_tab = host.encls
-    if _resume is not None:
-        phase, pages, cnt = _resume
-        if phase == 2:
-            kept = _sgx_reclaim_age_and_back(host, sgx_cg, pages, charge_task)
-            if not kept:
-                return cnt
-            yield "reclaim:aged"
-            phase = 3
-        else:
-            kept = pages
-        if phase == 3:
-            _sgx_reclaimer_block(host, kept)
-            yield "reclaim:blocked"
-        _sgx_reclaimer_write_batch(host, sgx_cg, kept)
-        return cnt
-    lru = sgx_cg.lru
     m_flags = pool.m_flags
+    encls_tab = host.encls
     chunk: list[int] = []
     sgx_cg.nr_reclaim_batches += 1
-    # Phase 1: isolate (under lru->lock): the first 16 pages of the list, unlinked
-    # together (each self-linked: list_del_init()).
-    taken = lru.isolate_head(SGX_NR_TO_SCAN)
+    taken = sgx_cg.lru.isolate_head(SGX_NR_TO_SCAN)
     host.nr_lru_pages -= len(taken)
     for page in taken:
         encl = encls_tab[m_oe[page]]
@@ -110,23 +124,7 @@ def sgx_reclaim_pages(
             chunk.append(page)
         else:
             m_flags[page] &= ~SGX_EPC_PAGE_RECLAIMER_TRACKED
-    cnt = len(chunk)
-    if not cnt:
-        return 0
-    yield "reclaim:isolated"
-
-    # Phase 2: age test, backing allocation
-    kept = _sgx_reclaim_age_and_back(host, sgx_cg, chunk, charge_task)
-    if not kept:
-        return cnt
-    yield "reclaim:aged"
-
-    # Phase 3: block (zap PTEs in every mm, EBLOCK)
-    _sgx_reclaimer_block(host, kept)
-    yield "reclaim:blocked"
-
-    _sgx_reclaimer_write_batch(host, sgx_cg, kept)
-    return cnt
+    return chunk
 
 
 def _sgx_reclaimer_block(host: Host, kept: list[int]) -> None:

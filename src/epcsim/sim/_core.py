@@ -432,6 +432,18 @@ def _va_add_head(S, VA, no):
 
 
 @_inline
+def _va_add_tail(S, VA, no):
+    t = S[S_VA_TAIL]
+    VA[no, VA_NEXT] = -1
+    VA[no, VA_PREV] = t
+    if t < 0:
+        S[S_VA_HEAD] = no
+    else:
+        VA[t, VA_NEXT] = no
+    S[S_VA_TAIL] = no
+
+
+@_inline
 def _alloc_va_slot(S, VA):
     """Models sgx_alloc_va_slot() on the first VA page of va_pages (rotated to the
     tail once full)."""
@@ -465,14 +477,7 @@ def _alloc_va_slot(S, VA):
     VA[no, VA_USED] += 1
     if VA[no, VA_USED] == SGX_VA_SLOT_COUNT and S[S_VA_TAIL] != no:
         _va_unlink(S, VA, no)
-        t = S[S_VA_TAIL]
-        VA[no, VA_NEXT] = -1
-        VA[no, VA_PREV] = t
-        if t < 0:
-            S[S_VA_HEAD] = no
-        else:
-            VA[t, VA_NEXT] = no
-        S[S_VA_TAIL] = no
+        _va_add_tail(S, VA, no)
     return no * SGX_VA_SLOT_COUNT + slot
 
 

@@ -137,10 +137,11 @@ class Simulation:
     ) -> None:
         sc = scenario
         self.sc = sc
-        #: "auto" / "batched" / "reference" (epcsim.sim.batched); which one ran and why
-        self.engine = engine
+        #: engine "auto" / "batched" / "reference" (epcsim.sim.batched): which one ran, why
         why = check_engine(engine, sc)
-        self.engine_note = (why or "") if engine != "reference" else "engine reference"
+        #: the batched engine may take the enclave thread over at its first step
+        self._batched = engine != "reference" and why is None
+        self.engine_note = (why or "") if engine != "reference" else ""
         self.engine_used = "reference"
         self._cur_cpu = -1
         h = sc.host
@@ -524,7 +525,7 @@ class Simulation:
         pos = 0
         remaining = count if count is not None else 1 << 62
         fault_start = -1
-        if self.engine != "reference" and not self.engine_note:
+        if self._batched:
             why = take_over(
                 self, inst, encl, pattern, rng, remaining, until, st, self._cur_cpu, CHUNK
             )

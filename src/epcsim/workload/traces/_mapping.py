@@ -87,12 +87,16 @@ class DenseMapper:
 
     def map(self, chunk: np.ndarray) -> np.ndarray:
         """Dense numbers of the pages of *chunk*, numbering new pages as first seen."""
+        return self._map_codes(chunk).astype(np.int64, copy=False)
+
+    def _map_codes(self, chunk: np.ndarray) -> np.ndarray:
+        """:meth:`map` without the final conversion: int32 codes in table mode."""
         chunk = np.asarray(chunk, dtype=np.int64)
         if chunk.size == 0:
             return np.zeros(0, np.int64)
         if self._table is not None:
             if int(chunk.min()) >= 0 and int(chunk.max()) < self.TABLE_LIMIT:
-                return self._map_table(chunk).astype(np.int64)
+                return self._map_table(chunk)
             self._to_sorted()
         u, first, inv = np.unique(chunk, return_index=True, return_inverse=True)
         pos, found = self._find(u)
@@ -158,18 +162,8 @@ class TracePattern:
         self.mapper = DenseMapper()
         n = 0
         kept: list[np.ndarray] | None = []
-        m = self.mapper
         for chunk in reader.pages():
-            chunk = np.asarray(chunk, dtype=np.int64)
-            if (
-                m._table is not None
-                and chunk.size
-                and int(chunk.min()) >= 0
-                and int(chunk.max()) < m.TABLE_LIMIT
-            ):
-                codes = m._map_table(chunk)  # int32, no conversion
-            else:
-                codes = m.map(chunk)
+            codes = self.mapper._map_codes(chunk)
             n += chunk.size
             if kept is not None:
                 if n <= self.KEEP_LIMIT:
