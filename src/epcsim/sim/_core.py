@@ -1,4 +1,4 @@
-"""The batched engine's compiled core (numba): the event loop of one enclave thread,
+"""The batched engine's compiled core (numba): the event loop of the enclave threads,
 ksgxd, the ``sgx_cg_wq`` workers and the sampler, over the kernel model's own arrays.
 
 Each function below is a transcription of the kernel-model function it names (see
@@ -7,7 +7,8 @@ step-by-step engine (:mod:`epcsim.sim.engine` driving :mod:`epcsim.kernel`) give
 the same state, the same counters, the same virtual times.
 ``tests/sim/test_batched_exact.py`` checks that on random scenarios.
 :mod:`epcsim.sim.batched` decides when the core may run, packs the state in and out,
-and hands the run back to the step-by-step engine when the thread ends.
+runs the end of each thread (task exit) step by step, and hands the run back to the
+step-by-step engine when the last thread ends.
 
 Layout (few arguments per call: numba passes every array field by value):
 
@@ -15,19 +16,25 @@ Layout (few arguments per call: numba passes every array field by value):
   ``S_LCOST``, the EPC sections' first pages at ``S_SECT`` and the free lists (head,
   tail, nr per node) at ``S_NODES``.
 - ``CG[f, id]`` (int64): per sgx_cgroup fields (``CG_*``); row ``CG_PRE`` is the
-  preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order.
+  preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order,
+  row ``CG_WQ`` the ``sgx_cg_wq`` queue (``S_NWQ`` items, oldest first).
+- ``EN[f, eid]`` (int64): per enclave fields (``EN_*``), by the enclave's host id.
+- ``TH[f, j]`` (int64): per enclave thread fields (``TH_*``); ``CPUF`` the time each
+  CPU is free again (``Simulation.cpu_free``); ``BUF[j]`` thread *j*'s accesses.
 - ``R[f, r]`` (int64): the reclaimer actors (r = 0 ksgxd, 1.. workers; ``R_*``), rows
   ``R_PAGES``.. the pages of the actor's current batch.
-- ``VA[no, f]`` (int64): VA pages (``VA_*``; one VA page's fields together), columns
-  ``VA_BITS``.. their 512-slot maps.
+- ``VA[row, f]`` (int64): VA pages (``VA_*``; one VA page's fields together; enclave
+  *e*'s VA page *no* at row ``EN[EN_VAOFF, e] + no``), columns ``VA_BITS``.. their
+  512-slot maps.
 - ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (prev, next, owner_encl, owner_idx),
-  ``u8`` (flags, kind) and ``cg`` arrays (rows); ``E32``/``E8``/``EMEM``: the enclave's
-  ``i32`` (columns epc, va: ``E32[idx, E_EPC]``), ``u8`` (rows desc, type) and ``memcg``
-  arrays (:mod:`epcsim.kernel.epc`,
-  :mod:`epcsim.kernel.encl`).
+  ``u8`` (flags, kind) and ``cg`` arrays (rows); ``E32``/``E8``/``EMEM``: the enclaves'
+  ``i32`` (columns epc, va: ``E32[off + idx, E_EPC]``), ``u8`` (rows desc, type) and
+  ``memcg`` arrays, one after the other (enclave *e* from ``EN[EN_OFF, e]``)
+  (:mod:`epcsim.kernel.epc`, :mod:`epcsim.kernel.encl`).
 
 Hot paths are source-level single call sites inlined by numba (``inline="always"``);
-rare paths (the SECS, a new VA page, a failed grow) are out-of-line functions.
+rare paths (the SECS, a new VA page, a failed grow, an enclave release) are out-of-line
+functions.
 """
 
 from __future__ import annotations
@@ -71,31 +78,19 @@ S_BATCH_NS = 6
 S_NR_FREE = 7
 S_NR_LRU = 8
 S_WOKEN = 9
-S_ACTIVE = 10
+S_ACTIVE = 10  # change of Simulation._active (reclaimers started minus ended)
 S_SGX2 = 11
 S_UNREF = 12
-S_LIVE_MMS = 13
 S_ROOT = 14  # sgx id of the root cgroup
-S_TCG = 15  # sgx id of the task's cgroup
-S_NID = 16
 S_NNODES = 17
 S_NLIVE = 18
-# the thread
-S_TH_T = 20
-S_TH_SEQ = 21
-S_TH_POS = 22
-S_TH_REMAIN = 23
-S_TH_ACC = 24
-S_TH_FAULTS = 25
-S_TH_RETRIES = 26
-S_TH_STREAK = 27
-S_TH_FSTART = 28
-S_TH_UNTIL = 29  # -1: none
-S_TH_PENDING = 30  # the last step was a fault whose result S_TH_R is not booked yet
-S_TH_R = 31
-S_TH_MIDPOP = 32  # returned for a new chunk in the middle of a pop
-S_TH_SIGBUS = 33
-S_BUFLEN = 34
+S_CUR_TCG = 20  # the faulting thread's task: its cgroup (sgx id)
+S_CUR_NID = 21  # .. its NUMA node
+S_MIDPOP = 22  # thread j + 1 returned for a new chunk in the middle of its pop, or 0
+S_WHO = 23  # the thread a RC_NEED_CHUNK / RC_THREAD_DONE is about
+S_NWQ = 24  # items on sgx_cg_wq (CG_WQ)
+S_KICK = 25  # run _kick_kernel_threads() before the next pop (after a Python step)
+S_STAMP = 26  # reclaim batches so far (one ETRACK per enclave per batch)
 # the sampler
 S_SM_T = 40
 S_SM_SEQ = 41
@@ -103,25 +98,6 @@ S_SM_LAST = 42  # time of the last recorded sample, -1 if none
 S_SM_INTERVAL = 43
 S_NSAMP = 44
 S_NLAT = 45
-# the enclave
-S_E_ID = 50
-S_E_NPAGES = 51
-S_E_SECS_EPC = 52
-S_E_SECS_VA = 53
-S_E_SECS_MEMCG = 54
-S_E_SECS_CHILD = 55
-S_E_PAGE_CNT = 56
-S_E_REFCOUNT = 57
-S_E_NR_EAUG = 59
-S_E_NR_ELDU = 60
-S_E_NR_EVICTED = 61
-S_E_NR_FAULTS = 62
-S_E_BACKING = 63  # delta of encl.backing_bytes (= owner's delta and the memcg's delta)
-S_E_MEMCG = 64  # the memcg backing is charged to
-S_NVA = 65  # len(encl.va_all)
-S_VA_HEAD = 66
-S_VA_TAIL = 67
-S_IN_WQ = 68  # the task cgroup's work item is on sgx_cg_wq
 S_STEPCOST = 69  # leaf costs of the current step
 S_ERR = 70  # internal error code (model invariant broken): the caller raises
 S_LC = 100  # ENCLS leaf counts (12)
@@ -129,6 +105,56 @@ S_LCOST = 120  # ENCLS leaf costs (12)
 S_SECT = 140  # first page of each EPC section (<= 8)
 S_NODES = 150  # free lists: head, tail, nr per node (<= 8 nodes)
 NS = 180
+
+# --- EN: per-enclave fields (by host enclave id) ----------------------------------------
+EN_NPAGES = 0
+EN_SECS_EPC = 1
+EN_SECS_VA = 2
+EN_SECS_MEMCG = 3
+EN_SECS_CHILD = 4
+EN_PAGE_CNT = 5
+EN_REFCOUNT = 6
+EN_NR_EAUG = 7
+EN_NR_ELDU = 8
+EN_NR_EVICTED = 9
+EN_NR_FAULTS = 10
+EN_BACKING = 11  # change of encl.backing_bytes (and of its owner's)
+EN_BACKING0 = 12  # encl.backing_bytes when packed
+EN_MEMCG = 13  # the memcg backing is charged to (sgx_encl_backing_memcg(encl, NULL))
+EN_NVA = 14  # len(encl.va_all)
+EN_VA_HEAD = 15  # va_pages: first and last VA page number, -1 if none
+EN_VA_TAIL = 16
+EN_LIVE_MMS = 17
+EN_OFF = 18  # first row of the enclave's pages in E32 / E8 / EMEM
+EN_VAOFF = 19  # first row of its VA pages in VA
+EN_RELEASED = 20
+EN_TRACKED = 21  # S_STAMP of the last batch that ETRACKed it
+EN_SIGPEND = 22  # its task has a signal pending
+EN_IN = 23  # the enclave is one of the core's
+NENF = 24
+
+# --- TH: per-thread fields ----------------------------------------------------------------
+TH_T = 0
+TH_SEQ = 1
+TH_CPU = 2
+TH_E = 3  # enclave id
+TH_TCG = 4  # task cgroup (sgx id)
+TH_NID = 5
+TH_POS = 6
+TH_BUFLEN = 7
+TH_REMAIN = 8
+TH_ACC = 9
+TH_FAULTS = 10
+TH_RETRIES = 11
+TH_STREAK = 12
+TH_FSTART = 13
+TH_UNTIL = 14  # -1: none
+TH_PENDING = 15  # the last step was a fault whose result TH_R is not booked yet
+TH_R = 16
+TH_SIGBUS = 17
+TH_STARTED = 18  # time of its first step, -1 before
+TH_LIVE = 19  # on the heap (0 once its end step has run)
+NTHF = 20
 
 # --- CG: per-cgroup fields ---------------------------------------------------------------
 CG_LRU_HEAD = 0
@@ -154,7 +180,9 @@ CG_PENDING = 19
 CG_RUNNING = 20
 CG_PRE = 21  # by position: the preorder walk
 CG_LIVE = 22  # by index: live cgroup ids in id order
-NCGF = 23
+CG_WQ = 23  # by position: sgx_cg_wq, oldest first
+CG_MEMD = 24  # by memcg id: change of the memcg's own backing charges
+NCGF = 25
 
 # --- R: reclaimer actors -----------------------------------------------------------------
 R_SCHED = 0
@@ -171,7 +199,6 @@ R_KIND = 10  # 0 ksgxd, 1 worker
 R_CG = 11  # a worker's cgroup
 R_PAGES = 12  # .. + SGX_NR_TO_SCAN: the batch
 NRF = R_PAGES + SGX_NR_TO_SCAN
-NWORKERS = 4
 
 ST_START = 0
 ST_PH2 = 1  # after "reclaim:isolated"
@@ -216,8 +243,8 @@ RC_LIMIT = 4
 RC_ERROR = 5
 
 ERR_NO_VA_SLOT = 1
-ERR_ENCL_RELEASE = 2
 ERR_NO_WORKER_SLOT = 3
+ERR_FOREIGN_ENCL = 4
 
 TRACKED = SGX_EPC_PAGE_RECLAIMER_TRACKED
 IS_FREE = SGX_EPC_PAGE_IS_FREE
@@ -253,6 +280,24 @@ def _lru_add_tail(CG, P32, c, i):
     CG[CG_LRU_NR, c] += 1
 
 
+@_inline
+def _lru_del_init(CG, P32, c, i):
+    """EpcList.del_init() on cgroup *c*'s LRU (``list_del_init``)."""
+    p = P32[P_PREV, i]
+    n = P32[P_NEXT, i]
+    if p < 0:
+        CG[CG_LRU_HEAD, c] = n
+    else:
+        P32[P_NEXT, p] = n
+    if n < 0:
+        CG[CG_LRU_TAIL, c] = p
+    else:
+        P32[P_PREV, n] = p
+    P32[P_PREV, i] = i
+    P32[P_NEXT, i] = i
+    CG[CG_LRU_NR, c] -= 1
+
+
 # --- the allocator (epc.py) --------------------------------------------------------------
 
 
@@ -261,7 +306,7 @@ def _alloc_from_nodes(S, P32, P8):
     """Models __sgx_alloc_epc_page(): the head of the local node's free list, else of
     the following nodes, wrapping."""
     nodes = S[S_NNODES]
-    nid0 = S[S_NID] if 0 <= S[S_NID] < nodes else 0
+    nid0 = S[S_CUR_NID] if 0 <= S[S_CUR_NID] < nodes else 0
     nid = nid0
     while True:
         b = S_NODES + 3 * nid
@@ -330,11 +375,11 @@ def _lru_empty(S, CG, root):
 
 
 @_inline
-def _alloc_epc_page(S, CG, P32, P8, PCG, kind, oidx):
-    """Models sgx_alloc_epc_page(..., SGX_NO_RECLAIM) for the thread's task, with
-    sgx_cgroup_try_charge(), __sgx_cgroup_try_charge(), misc_cg_try_charge() and
+def _alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
+    """Models sgx_alloc_epc_page(..., SGX_NO_RECLAIM) for the faulting thread's task,
+    with sgx_cgroup_try_charge(), __sgx_cgroup_try_charge(), misc_cg_try_charge() and
     queue_work().  Returns the page or -ENOMEM / -EBUSY."""
-    c = S[S_TCG]
+    c = S[S_CUR_TCG]
     CG[CG_REFCNT, c] += 1  # sgx_get_current_cg()
     i = c
     failed = -1
@@ -352,7 +397,7 @@ def _alloc_epc_page(S, CG, P32, P8, PCG, kind, oidx):
     page = _alloc_from_nodes(S, P32, P8)
     if page >= 0:
         P8[P_KIND, page] = kind
-        P32[P_OE, page] = S[S_E_ID]
+        P32[P_OE, page] = e
         P32[P_OI, page] = oidx
         PCG[page] = c
         CG[CG_NR_PAGES, c] += 1
@@ -385,9 +430,10 @@ def _charge_failed(S, CG, c, failed):
     if _lru_empty(S, CG, c):
         CG[CG_NR_ENOMEM, c] += 1
         return -ENOMEM
-    if not CG[CG_PENDING, c]:  # queue_work()
+    if not CG[CG_PENDING, c]:  # queue_work(): the tail of sgx_cg_wq
         CG[CG_PENDING, c] = 1
-        S[S_IN_WQ] = 1
+        CG[CG_WQ, S[S_NWQ]] = c
+        S[S_NWQ] += 1
     return -EBUSY
 
 
@@ -406,54 +452,58 @@ def _free_epc_page(S, CG, P32, P8, PCG, page):
 
 
 @_inline
-def _va_unlink(S, VA, no):
-    p = VA[no, VA_PREV]
-    n = VA[no, VA_NEXT]
+def _va_unlink(EN, VA, e, no):
+    off = EN[EN_VAOFF, e]
+    p = VA[off + no, VA_PREV]
+    n = VA[off + no, VA_NEXT]
     if p < 0:
-        S[S_VA_HEAD] = n
+        EN[EN_VA_HEAD, e] = n
     else:
-        VA[p, VA_NEXT] = n
+        VA[off + p, VA_NEXT] = n
     if n < 0:
-        S[S_VA_TAIL] = p
+        EN[EN_VA_TAIL, e] = p
     else:
-        VA[n, VA_PREV] = p
+        VA[off + n, VA_PREV] = p
 
 
 @_inline
-def _va_add_head(S, VA, no):
-    h = S[S_VA_HEAD]
-    VA[no, VA_PREV] = -1
-    VA[no, VA_NEXT] = h
+def _va_add_head(EN, VA, e, no):
+    off = EN[EN_VAOFF, e]
+    h = EN[EN_VA_HEAD, e]
+    VA[off + no, VA_PREV] = -1
+    VA[off + no, VA_NEXT] = h
     if h < 0:
-        S[S_VA_TAIL] = no
+        EN[EN_VA_TAIL, e] = no
     else:
-        VA[h, VA_PREV] = no
-    S[S_VA_HEAD] = no
+        VA[off + h, VA_PREV] = no
+    EN[EN_VA_HEAD, e] = no
 
 
 @_inline
-def _va_add_tail(S, VA, no):
-    t = S[S_VA_TAIL]
-    VA[no, VA_NEXT] = -1
-    VA[no, VA_PREV] = t
+def _va_add_tail(EN, VA, e, no):
+    off = EN[EN_VAOFF, e]
+    t = EN[EN_VA_TAIL, e]
+    VA[off + no, VA_NEXT] = -1
+    VA[off + no, VA_PREV] = t
     if t < 0:
-        S[S_VA_HEAD] = no
+        EN[EN_VA_HEAD, e] = no
     else:
-        VA[t, VA_NEXT] = no
-    S[S_VA_TAIL] = no
+        VA[off + t, VA_NEXT] = no
+    EN[EN_VA_TAIL, e] = no
 
 
 @_inline
-def _alloc_va_slot(S, VA):
+def _alloc_va_slot(S, EN, VA, e):
     """Models sgx_alloc_va_slot() on the first VA page of va_pages (rotated to the
     tail once full)."""
-    no = S[S_VA_HEAD]
-    if no < 0 or VA[no, VA_USED] >= SGX_VA_SLOT_COUNT:
+    no = EN[EN_VA_HEAD, e]
+    row = EN[EN_VAOFF, e] + no
+    if no < 0 or VA[row, VA_USED] >= SGX_VA_SLOT_COUNT:
         S[S_ERR] = ERR_NO_VA_SLOT
         return 0
     slot = 0
     for w in range(8):
-        word = VA[no, VA_BITS + w]
+        word = VA[row, VA_BITS + w]
         if word != -1:
             # find_first_zero_bit(): the lowest clear bit, by halving
             inv = ~word
@@ -471,113 +521,118 @@ def _alloc_va_slot(S, VA):
                 b += 2
             if not low & 0x5555555555555555:
                 b += 1
-            VA[no, VA_BITS + w] = word | low
+            VA[row, VA_BITS + w] = word | low
             slot = w * 64 + b
             break
-    VA[no, VA_USED] += 1
-    if VA[no, VA_USED] == SGX_VA_SLOT_COUNT and S[S_VA_TAIL] != no:
-        _va_unlink(S, VA, no)
-        _va_add_tail(S, VA, no)
+    VA[row, VA_USED] += 1
+    if VA[row, VA_USED] == SGX_VA_SLOT_COUNT and EN[EN_VA_TAIL, e] != no:
+        _va_unlink(EN, VA, e, no)
+        _va_add_tail(EN, VA, e, no)
     return no * SGX_VA_SLOT_COUNT + slot
 
 
 @_inline
-def _free_va_slot(S, VA, slot_id):
+def _free_va_slot(EN, VA, e, slot_id):
     """Models sgx_free_va_slot() + list_move() of its VA page to the head."""
     no = slot_id // SGX_VA_SLOT_COUNT
     slot = slot_id % SGX_VA_SLOT_COUNT
-    VA[no, VA_BITS + slot // 64] &= ~(1 << (slot % 64))
-    VA[no, VA_USED] -= 1
-    if S[S_VA_HEAD] != no:
-        _va_unlink(S, VA, no)
-        _va_add_head(S, VA, no)
+    row = EN[EN_VAOFF, e] + no
+    VA[row, VA_BITS + slot // 64] &= ~(1 << (slot % 64))
+    VA[row, VA_USED] -= 1
+    if EN[EN_VA_HEAD, e] != no:
+        _va_unlink(EN, VA, e, no)
+        _va_add_head(EN, VA, e, no)
 
 
 # --- enclave faults (encl.py) ------------------------------------------------------------
 
 
 @_outline
-def _load_secs(S, CG, VA, P32, P8, PCG):
+def _load_secs(S, CG, EN, VA, P32, P8, PCG, e):
     """Models sgx_encl_load_secs() with sgx_encl_eldu() of the SECS (rare: the SECS
     goes out only with the enclave's last page).  Returns 0 or a negative errno."""
-    page = _alloc_epc_page(S, CG, P32, P8, PCG, KIND_SECS, -1)
+    page = _alloc_epc_page(S, CG, P32, P8, PCG, e, KIND_SECS, -1)
     if page < 0:
         return page
     _leaf(S, L_ELDU, 1)
-    S[S_E_NR_ELDU] += 1
-    _free_va_slot(S, VA, S[S_E_SECS_VA])
-    S[S_E_SECS_VA] = -1
-    S[S_E_BACKING] -= BACKING
-    S[S_E_SECS_MEMCG] = -1
-    S[S_E_SECS_EPC] = page
+    EN[EN_NR_ELDU, e] += 1
+    _free_va_slot(EN, VA, e, EN[EN_SECS_VA, e])
+    EN[EN_SECS_VA, e] = -1
+    EN[EN_BACKING, e] -= BACKING
+    CG[CG_MEMD, EN[EN_SECS_MEMCG, e]] -= BACKING
+    EN[EN_SECS_MEMCG, e] = -1
+    EN[EN_SECS_EPC, e] = page
     return 0
 
 
 @_outline
-def _grow(S, CG, VA, P32, P8, PCG, page):
+def _grow(S, CG, EN, VA, P32, P8, PCG, e, page):
     """Models sgx_encl_grow(NO_RECLAIM) when a VA page is due (every 512 page_cnt),
     and sgx_encl_free_epc_page() of the new page when it fails.  Returns 0 or a
     negative errno."""
-    vano = S[S_NVA]
-    vpage = _alloc_epc_page(S, CG, P32, P8, PCG, KIND_VA, vano)
+    vano = EN[EN_NVA, e]
+    vpage = _alloc_epc_page(S, CG, P32, P8, PCG, e, KIND_VA, vano)
     if vpage < 0:
         _leaf(S, L_EREMOVE, 1)
         _free_epc_page(S, CG, P32, P8, PCG, page)
         return vpage
-    S[S_NVA] += 1
-    VA[vano, VA_EPC] = vpage
-    VA[vano, VA_USED] = 0
-    VA[vano, VA_IN] = 1
+    EN[EN_NVA, e] += 1
+    row = EN[EN_VAOFF, e] + vano
+    VA[row, VA_EPC] = vpage
+    VA[row, VA_USED] = 0
+    VA[row, VA_IN] = 1
     for w in range(8):
-        VA[vano, VA_BITS + w] = 0
-    _va_add_head(S, VA, vano)
+        VA[row, VA_BITS + w] = 0
+    _va_add_head(EN, VA, e, vano)
     return 0
 
 
 @_inline
-def _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx):
+def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx):
     """Models sgx_vma_fault() for an in-range page: sgx_encl_eaug_page() for a page not
     in page_array, __sgx_encl_load_page() (sgx_encl_load_secs(), sgx_encl_eldu()) for an
     evicted one, -EBUSY for one being reclaimed.  Returns 0, VM_FAULT_NOPAGE or
     VM_FAULT_SIGBUS."""
-    present = E8[E_DESC, idx] & DESC_PRESENT
-    if present and E32[idx, E_EPC] >= 0:
-        if E8[E_DESC, idx] & DESC_BEING_RECLAIMED:
+    g = EN[EN_OFF, e] + idx
+    present = E8[E_DESC, g] & DESC_PRESENT
+    if present and E32[g, E_EPC] >= 0:
+        if E8[E_DESC, g] & DESC_BEING_RECLAIMED:
             return VM_FAULT_NOPAGE
-        E8[E_DESC, idx] &= NOT_ACC_BLOCKED
+        E8[E_DESC, g] &= NOT_ACC_BLOCKED
         return 0
     if not present and not S[S_SGX2]:
         return VM_FAULT_SIGBUS
-    if S[S_E_SECS_EPC] < 0:
-        ret = _load_secs(S, CG, VA, P32, P8, PCG)
+    if EN[EN_SECS_EPC, e] < 0:
+        ret = _load_secs(S, CG, EN, VA, P32, P8, PCG, e)
         if ret:
             return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS
-    page = _alloc_epc_page(S, CG, P32, P8, PCG, KIND_ENCL, idx)
+    page = _alloc_epc_page(S, CG, P32, P8, PCG, e, KIND_ENCL, idx)
     if page < 0:
         return VM_FAULT_NOPAGE if page == -EBUSY else VM_FAULT_SIGBUS
     if not present:
         # sgx_encl_eaug_page(): grow, EAUG
-        if S[S_E_PAGE_CNT] % SGX_VA_SLOT_COUNT == 0:
-            ret = _grow(S, CG, VA, P32, P8, PCG, page)
+        if EN[EN_PAGE_CNT, e] % SGX_VA_SLOT_COUNT == 0:
+            ret = _grow(S, CG, EN, VA, P32, P8, PCG, e, page)
             if ret:
                 return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS
-        S[S_E_PAGE_CNT] += 1
+        EN[EN_PAGE_CNT, e] += 1
         _leaf(S, L_EAUG, 1)
-        S[S_E_NR_EAUG] += 1
-        E32[idx, E_EPC] = page
-        E8[E_TYPE, idx] = SGX_PAGE_TYPE_REG
-        E8[E_DESC, idx] = DESC_PRESENT
+        EN[EN_NR_EAUG, e] += 1
+        E32[g, E_EPC] = page
+        E8[E_TYPE, g] = SGX_PAGE_TYPE_REG
+        E8[E_DESC, g] = DESC_PRESENT
     else:
         # sgx_encl_eldu(): ELDU, free the VA slot, truncate the backing
         _leaf(S, L_ELDU, 1)
-        S[S_E_NR_ELDU] += 1
-        _free_va_slot(S, VA, E32[idx, E_VA])
-        E32[idx, E_VA] = -1
-        S[S_E_BACKING] -= BACKING
-        EMEM[idx] = -1
-        E32[idx, E_EPC] = page
-        E8[E_DESC, idx] &= NOT_ACC_BLOCKED
-    S[S_E_SECS_CHILD] += 1
+        EN[EN_NR_ELDU, e] += 1
+        _free_va_slot(EN, VA, e, E32[g, E_VA])
+        E32[g, E_VA] = -1
+        EN[EN_BACKING, e] -= BACKING
+        CG[CG_MEMD, EMEM[g]] -= BACKING
+        EMEM[g] = -1
+        E32[g, E_EPC] = page
+        E8[E_DESC, g] &= NOT_ACC_BLOCKED
+    EN[EN_SECS_CHILD, e] += 1
     # sgx_mark_page_reclaimable()
     P8[P_FLAGS, page] |= TRACKED
     _lru_add_tail(CG, P32, PCG[page], page)
@@ -585,14 +640,78 @@ def _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx):
     return 0
 
 
+# --- the enclave's release (encl.py) --------------------------------------------------------
+
+
+@_outline
+def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
+    """Models sgx_encl_release() when a reclaimer drops the last reference (the task
+    has exited): every resident page unmarked (sgx_unmark_page_reclaimable()) and freed
+    (EREMOVE), the SECS, every VA page, the backing (every memcg charge returned)."""
+    EN[EN_RELEASED, e] = 1
+    off = EN[EN_OFF, e]
+    for idx in range(EN[EN_NPAGES, e]):
+        g = off + idx
+        page = E32[g, E_EPC]
+        if page < 0:
+            continue
+        if P8[P_FLAGS, page] & TRACKED:
+            if P32[P_PREV, page] == page:
+                continue  # isolated by a reclaimer: -EBUSY
+            c = PCG[page]
+            _lru_del_init(CG, P32, c if c >= 0 else S[S_ROOT], page)
+            S[S_NR_LRU] -= 1
+            P8[P_FLAGS, page] &= NOT_TRACKED
+        _leaf(S, L_EREMOVE, 1)
+        _free_epc_page(S, CG, P32, P8, PCG, page)
+        EN[EN_SECS_CHILD, e] -= 1
+        E32[g, E_EPC] = -1
+    if EN[EN_SECS_CHILD, e] == 0 and EN[EN_SECS_EPC, e] >= 0:
+        _leaf(S, L_EREMOVE, 1)
+        _free_epc_page(S, CG, P32, P8, PCG, EN[EN_SECS_EPC, e])
+        EN[EN_SECS_EPC, e] = -1
+    vaoff = EN[EN_VAOFF, e]
+    no = EN[EN_VA_HEAD, e]
+    while no >= 0:
+        row = vaoff + no
+        _leaf(S, L_EREMOVE, 1)
+        _free_epc_page(S, CG, P32, P8, PCG, VA[row, VA_EPC])
+        VA[row, VA_EPC] = -1
+        VA[row, VA_IN] = 0
+        no = VA[row, VA_NEXT]
+    EN[EN_VA_HEAD, e] = -1
+    EN[EN_VA_TAIL, e] = -1
+    # fput(encl->backing): every memcg charge returned
+    for idx in range(EN[EN_NPAGES, e]):
+        g = off + idx
+        if E32[g, E_VA] >= 0:
+            CG[CG_MEMD, EMEM[g]] -= BACKING
+            E32[g, E_VA] = -1
+            EMEM[g] = -1
+        E8[E_DESC, g] = 0
+    if EN[EN_SECS_VA, e] >= 0:
+        CG[CG_MEMD, EN[EN_SECS_MEMCG, e]] -= BACKING
+        EN[EN_SECS_VA, e] = -1
+    EN[EN_BACKING, e] = -EN[EN_BACKING0, e]
+
+
+@_inline
+def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
+    """Models sgx_encl_put(): kref_put(&encl->refcount, sgx_encl_release)."""
+    EN[EN_REFCOUNT, e] -= 1
+    if EN[EN_REFCOUNT, e] == 0:
+        _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e)
+
+
 # --- reclaim (reclaim.py, epc_cgroup.py) ---------------------------------------------------
 
 
 @_inline
-def _reclaim_loop(S, CG, R, P32, P8, r):
+def _reclaim_loop(S, CG, EN, R, P32, P8, r):
     """The loop of sgx_cgroup_reclaim_pages() (with sgx_cgroup_next_get()) and phase 1
-    of sgx_reclaim_pages() (isolate).  Returns True at the "reclaim:isolated" yield
-    point (the batch in R[R_PAGES.., r]), False when the loop is over."""
+    of sgx_reclaim_pages() (_sgx_reclaim_isolate()).  Returns True at the
+    "reclaim:isolated" yield point (the batch in R[R_PAGES.., r]), False when the loop
+    is over."""
     root = R[R_ROOT, r]
     while R[R_CNT, r] < R[R_NR, r] and not _lru_empty(S, CG, root):
         # sgx_cgroup_next_get(): the cgroup at the cursor, which moves on in preorder
@@ -623,26 +742,30 @@ def _reclaim_loop(S, CG, R, P32, P8, r):
                 P32[P_NEXT, pg] = pg
             CG[CG_LRU_NR, c] -= n
             S[S_NR_LRU] -= n
-        # kref_get_unless_zero(): the enclave is alive while its task runs
-        if S[S_E_REFCOUNT] > 0:
-            S[S_E_REFCOUNT] += n
-        else:
-            for k in range(n):
-                P8[P_FLAGS, R[R_PAGES + k, r]] &= NOT_TRACKED
-            n = 0
-        if n == 0:
+        # kref_get_unless_zero() per page: pages of a released enclave are forgotten
+        kept = 0
+        for k in range(n):
+            pg = R[R_PAGES + k, r]
+            e = P32[P_OE, pg]
+            if EN[EN_REFCOUNT, e] > 0:
+                EN[EN_REFCOUNT, e] += 1
+                R[R_PAGES + kept, r] = pg
+                kept += 1
+            else:
+                P8[P_FLAGS, pg] &= NOT_TRACKED
+        if kept == 0:
             if c != root:
                 CG[CG_REFCNT, c] -= 1  # sgx_put_cg()
             continue
         R[R_C, r] = c
-        R[R_NP, r] = n
-        R[R_CB, r] = n
+        R[R_NP, r] = kept
+        R[R_CB, r] = kept
         return True
     return False
 
 
 @_inline
-def _phase2(S, CG, R, P32, E8, EMEM, r):
+def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
     """Phase 2 of sgx_reclaim_pages(): sgx_reclaimer_age() and the backing (no
     memory.max: every charge fits).  Returns the number of pages kept."""
     c = R[R_C, r]
@@ -650,67 +773,71 @@ def _phase2(S, CG, R, P32, E8, EMEM, r):
     kept = 0
     for k in range(n):
         page = R[R_PAGES + k, r]
-        idx = P32[P_OI, page]
+        e = P32[P_OE, page]
+        g = EN[EN_OFF, e] + P32[P_OI, page]
         young = False
-        if S[S_LIVE_MMS]:
-            d = E8[E_DESC, idx]
+        if EN[EN_LIVE_MMS, e]:
+            d = E8[E_DESC, g]
             if d & DESC_ACCESSED:
-                E8[E_DESC, idx] = d & NOT_ACC
+                E8[E_DESC, g] = d & NOT_ACC
                 young = True
         if not young:
-            EMEM[idx] = S[S_E_MEMCG]
-            E8[E_DESC, idx] |= DESC_BEING_RECLAIMED
+            EMEM[g] = EN[EN_MEMCG, e]
+            E8[E_DESC, g] |= DESC_BEING_RECLAIMED
+            EN[EN_BACKING, e] += BACKING
+            CG[CG_MEMD, EN[EN_MEMCG, e]] += BACKING
             R[R_PAGES + kept, r] = page
             kept += 1
         else:
             _lru_add_tail(CG, P32, c, page)
             S[S_NR_LRU] += 1
-            S[S_E_REFCOUNT] -= 1
-            if S[S_E_REFCOUNT] == 0:
-                S[S_ERR] = ERR_ENCL_RELEASE
-    if kept:
-        S[S_E_BACKING] += kept * BACKING
+            _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e)
     R[R_NP, r] = kept
     return kept
 
 
 @_outline
-def _evict_secs(S, CG, VA, P32, P8, PCG):
+def _evict_secs(S, CG, EN, VA, P32, P8, PCG, e):
     """sgx_reclaimer_write()'s SECS write-back after its last child: backing, VA slot,
     EWB, sgx_encl_free_epc_page()."""
-    S[S_E_BACKING] += BACKING
-    S[S_E_SECS_MEMCG] = S[S_E_MEMCG]
-    S[S_E_SECS_VA] = _alloc_va_slot(S, VA)
+    EN[EN_BACKING, e] += BACKING
+    CG[CG_MEMD, EN[EN_MEMCG, e]] += BACKING
+    EN[EN_SECS_MEMCG, e] = EN[EN_MEMCG, e]
+    EN[EN_SECS_VA, e] = _alloc_va_slot(S, EN, VA, e)
     _leaf(S, L_EWB, 1)
-    secs = S[S_E_SECS_EPC]
-    S[S_E_SECS_EPC] = -1
+    secs = EN[EN_SECS_EPC, e]
+    EN[EN_SECS_EPC, e] = -1
     _leaf(S, L_EREMOVE, 1)
     _free_epc_page(S, CG, P32, P8, PCG, secs)
 
 
 @_inline
-def _phase4(S, CG, R, VA, P32, P8, PCG, E32, E8, r):
+def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
     """Phase 4 of sgx_reclaim_pages(): sgx_reclaimer_write() / sgx_encl_ewb() per page
-    (one ETRACK per enclave per batch), the SECS after its last child, kref_put(),
-    sgx_free_epc_page() (the uncharge of the batch at the end)."""
+    (one ETRACK per enclave per batch), the SECS after its last child, kref_put() (which
+    may release the enclave), sgx_free_epc_page() (the uncharge of the batch at the
+    end)."""
     c = R[R_C, r]
     k = R[R_NP, r]
-    _leaf(S, L_ETRACK, 1)
+    S[S_STAMP] += 1
+    stamp = S[S_STAMP]
     for j in range(k):
         page = R[R_PAGES + j, r]
-        idx = P32[P_OI, page]
+        e = P32[P_OE, page]
+        g = EN[EN_OFF, e] + P32[P_OI, page]
+        if EN[EN_TRACKED, e] != stamp:
+            EN[EN_TRACKED, e] = stamp
+            _leaf(S, L_ETRACK, 1)
         _leaf(S, L_EWB, 1)
-        slot = _alloc_va_slot(S, VA)
-        E8[E_DESC, idx] &= NOT_RECLAIM_BITS
-        E32[idx, E_VA] = slot
-        E32[idx, E_EPC] = -1
-        S[S_E_SECS_CHILD] -= 1
-        S[S_E_NR_EVICTED] += 1
-        if S[S_E_SECS_CHILD] == 0 and S[S_E_SECS_EPC] >= 0:
-            _evict_secs(S, CG, VA, P32, P8, PCG)
-        S[S_E_REFCOUNT] -= 1
-        if S[S_E_REFCOUNT] == 0:
-            S[S_ERR] = ERR_ENCL_RELEASE
+        slot = _alloc_va_slot(S, EN, VA, e)
+        E8[E_DESC, g] &= NOT_RECLAIM_BITS
+        E32[g, E_VA] = slot
+        E32[g, E_EPC] = -1
+        EN[EN_SECS_CHILD, e] -= 1
+        EN[EN_NR_EVICTED, e] += 1
+        if EN[EN_SECS_CHILD, e] == 0 and EN[EN_SECS_EPC, e] >= 0:
+            _evict_secs(S, CG, EN, VA, P32, P8, PCG, e)
+        _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e)
         _free_to_node(S, P32, P8, PCG, page)
     CG[CG_NR_PAGES, c] -= k
     CG[CG_NR_EVICTED, c] += k
@@ -730,7 +857,7 @@ def _should_reclaim(S, CG, c):
 
 
 @_inline
-def _reclaimer_step(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
+def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
     """One step of ksgxd (ksgxd_step()) or of a sgx_cg_wq worker
     (sgx_cgroup_reclaim_work_func()): from the yield point the actor stopped at to its
     next one.  Returns False when the actor ends (no reschedule)."""
@@ -757,18 +884,19 @@ def _reclaimer_step(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
             CG[CG_RUNNING, R[R_CG, r]] = 1
             check = True
     elif stage == ST_PH2:
-        if _phase2(S, CG, R, P32, E8, EMEM, r):
+        if _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
             nstage = ST_PH3
         else:
             loop = True
     elif stage == ST_PH3:
         n = R[R_NP, r]
         for k in range(n):
-            E8[E_DESC, P32[P_OI, R[R_PAGES + k, r]]] |= DESC_BLOCKED
+            pg = R[R_PAGES + k, r]
+            E8[E_DESC, EN[EN_OFF, P32[P_OE, pg]] + P32[P_OI, pg]] |= DESC_BLOCKED
         _leaf(S, L_EBLOCK, n)
         nstage = ST_PH4
     elif stage == ST_PH4:
-        _phase4(S, CG, R, VA, P32, P8, PCG, E32, E8, r)
+        _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r)
         loop = True
     elif ksgxd:  # ST_RESCHED: ksgxd_step() returns True (the kstep's last step)
         nstage = ST_START
@@ -791,7 +919,7 @@ def _reclaimer_step(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
             CG[CG_RUNNING, c] = 0
             nstage = ST_END
     if loop:
-        if _reclaim_loop(S, CG, R, P32, P8, r):
+        if _reclaim_loop(S, CG, EN, R, P32, P8, r):
             S[S_STEPCOST] += S[S_BATCH_NS]
             nstage = ST_PH2
         else:
@@ -823,33 +951,96 @@ def _record_sample(S, CG, SAMP, SAMPT, now):
 
 
 @_outline
-def run_core(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, buf, LAT, SAMP, SAMPT):
-    """Run the simulation loop (Simulation.run() with the thread, ksgxd, worker and
-    sampler actors) until the thread's next step ends it (RC_THREAD_DONE), the next
-    event is past the time limit (RC_LIMIT), the thread needs the next chunk of
-    accesses (RC_NEED_CHUNK), a buffer is full (RC_FLUSH) or a model invariant broke
-    (RC_ERROR)."""
+def _kick(S, CG, R, now):
+    """Simulation._kick_kernel_threads(): start ksgxd if woken and not running, then a
+    worker for each runnable sgx_cg_wq item (sgx_cg_wq_take_runnable(): oldest first;
+    an item whose work function still runs stays queued).  Returns False if no worker
+    slot was free (cannot happen: one slot per cgroup)."""
+    if S[S_WOKEN] and not R[R_SCHED, 0]:
+        S[S_SEQ] += 1
+        R[R_SCHED, 0] = 1
+        R[R_T, 0] = now
+        R[R_SEQ, 0] = S[S_SEQ]
+        R[R_STAGE, 0] = ST_START
+        S[S_ACTIVE] += 1
+    nq = S[S_NWQ]
+    if nq:
+        keep = 0
+        nw = R.shape[1]
+        for q in range(nq):
+            c = CG[CG_WQ, q]
+            if CG[CG_RUNNING, c]:
+                CG[CG_WQ, keep] = c
+                keep += 1
+                continue
+            slot = -1
+            for r in range(1, nw):
+                if not R[R_SCHED, r]:
+                    slot = r
+                    break
+            if slot < 0:
+                S[S_ERR] = ERR_NO_WORKER_SLOT
+                return False
+            S[S_SEQ] += 1
+            R[R_SCHED, slot] = 1
+            R[R_T, slot] = now
+            R[R_SEQ, slot] = S[S_SEQ]
+            R[R_STAGE, slot] = ST_START
+            R[R_KIND, slot] = 1
+            R[R_CG, slot] = c
+            S[S_ACTIVE] += 1
+        S[S_NWQ] = keep
+    return True
+
+
+@_outline
+def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, SAMP, SAMPT):
+    """Run the simulation loop (Simulation.run() with the enclave threads, ksgxd, the
+    workers and the sampler) until a thread's next step ends it (RC_THREAD_DONE, thread
+    in S_WHO), the next event is past the time limit (RC_LIMIT), a thread needs the
+    next chunk of accesses (RC_NEED_CHUNK), a buffer is full (RC_FLUSH) or a model
+    invariant broke (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
     nw = R.shape[1]
-    npages = S[S_E_NPAGES]
+    nt = TH.shape[1]
+    big = 1 << 62
     while True:
         if S[S_ERR]:
             return RC_ERROR
-        who = -1  # the thread
-        if not S[S_TH_MIDPOP]:
-            # pop the least (t, prio, seq): the thread and kernel threads have priority
+        if S[S_KICK]:
+            S[S_KICK] = 0
+            if not _kick(S, CG, R, S[S_NOW]):
+                return RC_ERROR
+        j = -1  # the thread stepping
+        who = -1  # the reclaimer stepping; -2: the sampler
+        mid = S[S_MIDPOP]
+        if mid:
+            j = mid - 1
+        else:
+            # pop the least (t, prio, seq): threads and kernel threads have priority
             # 1, the sampler 2
-            bt = S[S_TH_T]
-            bs = S[S_TH_SEQ]
+            bt = big
+            bs = big
+            for jj in range(nt):
+                if TH[TH_LIVE, jj]:
+                    t = TH[TH_T, jj]
+                    if t < bt or (t == bt and TH[TH_SEQ, jj] < bs):
+                        j, bt, bs = jj, t, TH[TH_SEQ, jj]
             for r in range(nw):
                 if R[R_SCHED, r]:
                     t = R[R_T, r]
                     if t < bt or (t == bt and R[R_SEQ, r] < bs):
-                        who, bt, bs = r, t, R[R_SEQ, r]
+                        j, who, bt, bs = -1, r, t, R[R_SEQ, r]
             if S[S_SM_T] < bt:
-                who, bt = -2, S[S_SM_T]
+                j, who, bt = -1, -2, S[S_SM_T]
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
+            if j >= 0 and CPUF[TH[TH_CPU, j]] > bt:
+                # the CPU is busy with another task's step: wait for it
+                S[S_SEQ] += 1
+                TH[TH_T, j] = CPUF[TH[TH_CPU, j]]
+                TH[TH_SEQ, j] = S[S_SEQ]
+                continue
             S[S_NOW] = bt
         now = S[S_NOW]
         S[S_STEPCOST] = 0
@@ -862,8 +1053,8 @@ def run_core(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, buf, LAT, SAMP, SAMPT):
             S[S_SEQ] += 1
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
-        elif who >= 0:
-            if _reclaimer_step(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, who):
+        elif j < 0:
+            if _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, who):
                 d = S[S_KSTEP_NS] + S[S_STEPCOST]
                 S[S_SEQ] += 1
                 R[R_T, who] = now + (d if d > 0 else 1)
@@ -872,104 +1063,103 @@ def run_core(S, CG, R, VA, P32, P8, PCG, E32, E8, EMEM, buf, LAT, SAMP, SAMPT):
                 R[R_SCHED, who] = 0
                 S[S_ACTIVE] -= 1
         else:
-            # the thread (Simulation._thread): book the last fault's result
-            if not S[S_TH_MIDPOP] and S[S_TH_PENDING]:
-                rr = S[S_TH_R]
+            # an enclave thread (Simulation._thread): book the last fault's result
+            e = TH[TH_E, j]
+            if not mid and TH[TH_PENDING, j]:
+                rr = TH[TH_R, j]
                 n = S[S_NLAT]
                 if rr == 0 and n >= LAT.shape[0]:
                     return RC_FLUSH
-                S[S_TH_PENDING] = 0
+                TH[TH_PENDING, j] = 0
                 if rr == 0:
-                    S[S_TH_FAULTS] += 1
-                    S[S_TH_STREAK] = 0
-                    LAT[n] = now - S[S_TH_FSTART]
+                    TH[TH_FAULTS, j] += 1
+                    TH[TH_STREAK, j] = 0
+                    LAT[n] = now - TH[TH_FSTART, j]
                     S[S_NLAT] = n + 1
-                    S[S_TH_FSTART] = -1
+                    TH[TH_FSTART, j] = -1
                     if S[S_UNREF]:
-                        S[S_TH_POS] += 1
-                        S[S_TH_REMAIN] -= 1
-                        S[S_TH_ACC] += 1
+                        TH[TH_POS, j] += 1
+                        TH[TH_REMAIN, j] -= 1
+                        TH[TH_ACC, j] += 1
                 elif rr == VM_FAULT_NOPAGE:
-                    S[S_TH_RETRIES] += 1
-                    S[S_TH_STREAK] += 1
+                    TH[TH_RETRIES, j] += 1
+                    TH[TH_STREAK, j] += 1
                 else:
-                    S[S_TH_SIGBUS] = 1
-            S[S_TH_MIDPOP] = 0
-            until = S[S_TH_UNTIL]
-            if S[S_TH_REMAIN] <= 0 or S[S_TH_SIGBUS] or (until >= 0 and now >= until):
+                    TH[TH_SIGBUS, j] = 1
+                    EN[EN_SIGPEND, e] = 1
+            S[S_MIDPOP] = 0
+            if TH[TH_STARTED, j] < 0:
+                TH[TH_STARTED, j] = now
+            until = TH[TH_UNTIL, j]
+            if (
+                TH[TH_REMAIN, j] <= 0
+                or TH[TH_SIGBUS, j]
+                or (until >= 0 and now >= until)
+                or EN[EN_SIGPEND, e]
+            ):
+                S[S_WHO] = j
                 return RC_THREAD_DONE
-            pos = S[S_TH_POS]
-            if pos >= S[S_BUFLEN]:
-                S[S_TH_MIDPOP] = 1
+            pos = TH[TH_POS, j]
+            if pos >= TH[TH_BUFLEN, j]:
+                S[S_MIDPOP] = j + 1
+                S[S_WHO] = j
                 return RC_NEED_CHUNK
             # accesses up to the next event of any other actor
             nxt_t = S[S_SM_T]
             for r in range(nw):
                 if R[R_SCHED, r] and R[R_T, r] < nxt_t:
                     nxt_t = R[R_T, r]
-            n = S[S_BUFLEN] - pos
+            for jj in range(nt):
+                if jj != j and TH[TH_LIVE, jj] and TH[TH_T, jj] < nxt_t:
+                    nxt_t = TH[TH_T, jj]
+            n = TH[TH_BUFLEN, j] - pos
             if until >= 0:
                 m = (until - now) // access_ns
                 n = min(n, m if m > 1 else 1)
             m = (nxt_t - now) // access_ns
             n = min(n, m if m > 1 else 1)
             # sgx_encl_access(): hits set the accessed bit, up to the first miss
+            off = EN[EN_OFF, e]
+            npages = EN[EN_NPAGES, e]
             k = 0
             while k < n:
-                idx = buf[pos + k]
+                idx = BUF[j, pos + k]
                 if idx < 0 or idx >= npages:
                     break
-                d = E8[E_DESC, idx]
-                if E32[idx, E_EPC] < 0 or d & DESC_BLOCKED:
+                g = off + idx
+                d = E8[E_DESC, g]
+                if E32[g, E_EPC] < 0 or d & DESC_BLOCKED:
                     break
-                E8[E_DESC, idx] = d | DESC_ACCESSED
+                E8[E_DESC, g] = d | DESC_ACCESSED
                 k += 1
             if k:
-                S[S_TH_POS] = pos + k
-                S[S_TH_REMAIN] -= k
-                S[S_TH_ACC] += k
+                TH[TH_POS, j] = pos + k
+                TH[TH_REMAIN, j] -= k
+                TH[TH_ACC, j] += k
                 d = k * access_ns
             else:
                 # sgx_vma_fault()
-                idx = buf[pos]
-                if S[S_TH_FSTART] < 0:
-                    S[S_TH_FSTART] = now
-                S[S_E_NR_FAULTS] += 1
+                idx = BUF[j, pos]
+                if TH[TH_FSTART, j] < 0:
+                    TH[TH_FSTART, j] = now
+                EN[EN_NR_FAULTS, e] += 1
                 if idx < 0 or idx >= npages:
                     rr = VM_FAULT_SIGBUS
                 else:
-                    rr = _vma_fault(S, CG, VA, P32, P8, PCG, E32, E8, EMEM, idx)
+                    S[S_CUR_TCG] = TH[TH_TCG, j]
+                    S[S_CUR_NID] = TH[TH_NID, j]
+                    rr = _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx)
                 if rr == 0:
-                    CG[CG_NR_FAULTS, S[S_TCG]] += 1
-                S[S_TH_PENDING] = 1
-                S[S_TH_R] = rr
+                    CG[CG_NR_FAULTS, TH[TH_TCG, j]] += 1
+                TH[TH_PENDING, j] = 1
+                TH[TH_R, j] = rr
                 d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
             S[S_SEQ] += 1
-            S[S_TH_T] = now + (d if d > 0 else 1)
-            S[S_TH_SEQ] = S[S_SEQ]
+            t1 = now + (d if d > 0 else 1)
+            TH[TH_T, j] = t1
+            TH[TH_SEQ, j] = S[S_SEQ]
+            CPUF[TH[TH_CPU, j]] = t1
         # _kick_kernel_threads()
-        if S[S_WOKEN] and not R[R_SCHED, 0]:
-            S[S_SEQ] += 1
-            R[R_SCHED, 0] = 1
-            R[R_T, 0] = now
-            R[R_SEQ, 0] = S[S_SEQ]
-            R[R_STAGE, 0] = ST_START
-            S[S_ACTIVE] += 1
-        if S[S_IN_WQ] and not CG[CG_RUNNING, S[S_TCG]]:
-            slot = -1
-            for r in range(1, nw):
-                if not R[R_SCHED, r]:
-                    slot = r
-                    break
-            if slot < 0:
-                S[S_ERR] = ERR_NO_WORKER_SLOT
-                return RC_ERROR
-            S[S_IN_WQ] = 0
-            S[S_SEQ] += 1
-            R[R_SCHED, slot] = 1
-            R[R_T, slot] = now
-            R[R_SEQ, slot] = S[S_SEQ]
-            R[R_STAGE, slot] = ST_START
-            R[R_KIND, slot] = 1
-            R[R_CG, slot] = S[S_TCG]
-            S[S_ACTIVE] += 1
+        kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
+        if kick and not _kick(S, CG, R, now):
+            return RC_ERROR

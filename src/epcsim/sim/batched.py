@@ -27,6 +27,7 @@ step-by-step engine runs the scenario (``Result.engine`` says which ran and why)
 from __future__ import annotations
 
 import heapq
+import inspect
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from ..errors import EpcsimError
 from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
-from ..kernel.encl import SgxVaPage
+from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
@@ -51,21 +52,29 @@ _I64_CAP = 1 << 62
 _MASK64 = (1 << 64) - 1
 LAT_CAP = 1 << 16
 SAMP_CAP = 4096
+#: accesses per thread buffer (the simulation draws at most this many at a time)
+CHUNK_CAP = 65536
+#: enclave threads the core runs at most (each has a CHUNK_CAP buffer: 512 KiB)
+MAX_THREADS = 256
 
 
 def static_ineligibility(sc: Scenario) -> str | None:
     """Why the batched engine cannot run *sc* (None if it can, subject to the checks at
-    the thread's first step)."""
-    insts = sum(e.count for e in sc.enclave)
-    if insts != 1 or sc.vepc:
-        return "the batched engine runs one enclave instance (and no vEPC)"
-    e = sc.enclave[0]
-    if e.program is not None:
-        return "the batched engine does not run the kselftest program"
-    if e.threads != 1:
-        return "the batched engine runs one enclave thread"
-    if e.edmm is not None:
-        return "the batched engine does not run EDMM operations"
+    the first enclave thread's first step)."""
+    if not sc.enclave or sc.vepc:
+        return "the batched engine runs enclaves (and no vEPC)"
+    threads = 0
+    for e in sc.enclave:
+        if e.program is not None:
+            return "the batched engine does not run the kselftest program"
+        if e.edmm is not None:
+            return "the batched engine does not run EDMM operations"
+        s = str(e.start)
+        if s == "manual" or s.startswith("after:"):
+            return "the batched engine starts every enclave at a time (not manual/after:)"
+        threads += e.count * e.threads
+    if threads > MAX_THREADS:
+        return f"the batched engine runs at most {MAX_THREADS} enclave threads"
     if sc.at:
         return "the batched engine does not run timed operations ([[at]])"
     if any(c.memory_max not in (None, "max") for c in sc.cgroup):
@@ -73,58 +82,158 @@ def static_ineligibility(sc: Scenario) -> str | None:
     return None
 
 
-def _dynamic_ineligibility(sim: Simulation, inst: Instance, encl: Encl) -> str | None:
+class _Thread:
+    """An enclave thread the core runs: the arguments of Simulation._thread() and its
+    heap entry."""
+
+    __slots__ = ("inst", "encl", "pattern", "rng", "remaining", "until", "st", "cpu")
+
+    def __init__(self, inst, encl, pattern, rng, remaining, until, st, cpu) -> None:
+        self.inst, self.encl, self.pattern, self.rng = inst, encl, pattern, rng
+        self.remaining, self.until, self.st, self.cpu = remaining, until, st, cpu
+
+
+def _dynamic_ineligibility(sim: Simulation, threads: list[_Thread]) -> str | None:
     host = sim.host
-    task = inst.task
-    if sim._ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
-        return "ksgxd or a reclaim worker was busy when the enclave thread started"
-    if len(sim._heap) != 1 or sim._heap[0][1] != 2:
-        return "other actors were scheduled when the enclave thread started"
-    if task is None or task.exited or task.signal_pending:
-        return "the task is not running"
-    if encl.mm_list != [task.pid] or encl.nr_live_mms != 1 or encl.released:
-        return "the enclave is mapped by another mm"
-    if not encl.flags & SGX_ENCL_INITIALIZED:
-        return "the enclave is not initialised"
+    for inst in sim.instances.values():
+        if inst.started_ns < 0:
+            return "an enclave had not started when the first enclave thread ran"
+        if inst.ended_ns >= 0:
+            continue
+        task, encl = inst.task, inst.encl
+        if task is None or encl is None or inst.running_threads != len(inst.threads):
+            return "an enclave was still being built when the first enclave thread ran"
+        if task.exited or task.signal_pending:
+            return "a task is not running"
+        if encl.mm_list != [task.pid] or encl.nr_live_mms != 1 or encl.released:
+            return "an enclave is mapped by another mm"
+        if not encl.flags & SGX_ENCL_INITIALIZED:
+            return "an enclave is not initialised"
+        if any(p.epc < 0 and p.no in encl.va_pages for p in encl.va_all):
+            return "an enclave's VA pages are inconsistent"
+        m = host.task_memcg(task)
+        while m is not None:
+            if m.max_pages < PAGE_COUNTER_MAX:
+                return "the batched engine does not model memory.max (OOM) limits"
+            m = m.parent
+    ours = {id(t.encl) for t in threads}
+    if any(not e.released and id(e) not in ours for e in host.encls):
+        return "an enclave outside the running threads holds EPC pages"
     for sgx_cg in host.sgx_cgroups:
         if sgx_cg is None:
             continue
         cg = sgx_cg.cg
         if not cg.online or cg.freed or sgx_cg.work_running or sgx_cg.work_pending:
             return "a cgroup is offline or has reclaim work"
-    memcg = host.task_memcg(task)
-    m = memcg
-    while m is not None:
-        if m.max_pages < PAGE_COUNTER_MAX:
-            return "the batched engine does not model memory.max (OOM) limits"
-        m = m.parent
-    used = encl.memcg[encl.memcg >= 0]
-    if (used.size and (used != memcg.id).any()) or encl.secs_memcg not in (-1, memcg.id):
-        return "the enclave has backing in another memcg"
-    if any(p.epc < 0 and p.no in encl.va_pages for p in encl.va_all):
-        return "the enclave's VA pages are inconsistent"
     return None
 
 
 class _Packed:
     """The state handed to the core, and what is needed to hand it back."""
 
-    def __init__(self, sim: Simulation, inst: Instance, encl: Encl) -> None:
+    def __init__(
+        self,
+        sim: Simulation,
+        threads: list[_Thread],
+        seqs: list[tuple[int, int]],
+        sampler: tuple[int, int],
+    ) -> None:
         from . import _core as C
 
         self.C = C
         host = sim.host
-        pool = host.epc
-        task = inst.task
-        assert task is not None
-        self.sim, self.host, self.inst, self.encl, self.task = sim, host, inst, encl, task
+        self.sim, self.host, self.threads = sim, host, threads
+        if len(host.epc.free_lists) > 8:
+            raise AssertionError("more than 8 EPC sections")
+        encls: list[Encl] = []
+        for t in threads:
+            if all(t.encl is not e for e in encls):
+                encls.append(t.encl)
+        self.encls = encls
         cgs = host.sgx_cgroups
         ncg = len(cgs)
-        CG = np.zeros((C.NCGF, ncg), np.int64)
+        self.CG = np.zeros((C.NCGF, max(ncg, len(host.memcgs))), np.int64)
+        self.live = [s for s in cgs if s is not None]
+        # worker slots: one running per cgroup, and the slot of one that has finished
+        # stays taken until its last step is popped (room for a few of those)
+        self.R = np.zeros((C.NRF, 1 + 3 * ncg + 8), np.int64)
+        self.R[C.R_KIND, 1:] = 1
+        # enclave rows: one after the other (a single enclave's arrays are used as they are)
+        self.off: list[int] = []
+        self.vaoff: list[int] = []
+        n = nva = 0
+        for e in encls:
+            self.off.append(n)
+            self.vaoff.append(nva)
+            n += e.npages
+            nva += len(e.va_all) + (max(e.npages - e.page_cnt, 0) + 511) // 512 + 2
+        self.nva0 = [len(e.va_all) for e in encls]
+        if len(encls) == 1:
+            e = encls[0]
+            self.E32, self.E8, self.EMEM = e.i32, e.u8, e.memcg
+        else:
+            self.E32 = np.empty((n, 2), np.int32)
+            self.E8 = np.empty((2, n), np.uint8)
+            self.EMEM = np.empty(n, np.int16)
+        self.VA = np.full((nva, C.NVAF), -1, np.int64)
+        self.EN = np.zeros((C.NENF, len(host.encls)), np.int64)
+        S = np.zeros(C.NS, np.int64)
+        self.S = S
+        costs = sim.costs
+        S[C.S_NOW] = sim.now
+        S[C.S_SEQ] = sim._seq
+        S[C.S_LIMIT] = sim.limit_ns
+        S[C.S_LCOST : C.S_LCOST + len(sim.leaf_cost)] = sim.leaf_cost
+        S[C.S_ACCESS_NS] = costs.access
+        S[C.S_FAULT_NS] = costs.fault
+        S[C.S_KSTEP_NS] = costs.kernel_step
+        S[C.S_BATCH_NS] = costs.reclaim_batch
+        S[C.S_ACTIVE] = 1  # the generator that took over ends (Simulation._active - 1)
+        S[C.S_SGX2] = int(host.sgx2)
+        S[C.S_UNREF] = int(sim.sc.host.experiments.fault_unreferenced)
+        S[C.S_ROOT] = host.sgx_cg_root.id
+        S[C.S_SM_T], S[C.S_SM_SEQ] = sampler
+        S[C.S_SM_LAST] = sim._cols["time_ns"][-1] if sim._cols["time_ns"] else -1
+        S[C.S_SM_INTERVAL] = sim.sample_ns
+        S[C.S_NLIVE] = len(self.live)
+        self.CG[C.CG_LIVE, : len(self.live)] = [s.id for s in self.live]
+        # the threads: the first is mid-pop (it is taking over), the others wait
+        nt = len(threads)
+        TH = np.zeros((C.NTHF, nt), np.int64)
+        for j, t in enumerate(threads):
+            TH[C.TH_T, j], TH[C.TH_SEQ, j] = seqs[j]
+            TH[C.TH_CPU, j] = t.cpu
+            TH[C.TH_E, j] = t.encl.id
+            TH[C.TH_REMAIN, j] = t.remaining
+            TH[C.TH_ACC, j] = t.st.accesses
+            TH[C.TH_FAULTS, j] = t.st.faults
+            TH[C.TH_RETRIES, j] = t.st.retries
+            TH[C.TH_STREAK, j] = t.st.streak
+            TH[C.TH_FSTART, j] = -1
+            TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
+            TH[C.TH_STARTED, j] = t.st.started_ns
+            TH[C.TH_LIVE, j] = 1
+        S[C.S_MIDPOP] = 1
+        self.TH = TH
+        self.CPUF = np.array(sim.cpu_free, np.int64)
+        self.LAT = np.zeros(LAT_CAP, np.int64)
+        self.SAMP = np.zeros((SAMP_CAP, len(self.live), 8), np.int64)
+        self.SAMPT = np.zeros(SAMP_CAP, np.int64)
+        self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
+        self.paths = [_cg_path(s) for s in self.live]
+        self.limits = [
+            None if s.cg.parent is None or s.cg.max >= 1 << 63 else s.cg.max for s in self.live
+        ]
+        self.load()
+
+    def load(self) -> None:
+        """Kernel objects -> arrays: everything the kernel model may have changed since
+        the last write_back() (a thread's end, step by step)."""
+        C, S, CG, EN, VA, host = self.C, self.S, self.CG, self.EN, self.VA, self.host
+        pool = host.epc
+        cgs = host.sgx_cgroups
         capacity = host.misc.root.ctrl.capacity
-        for s in cgs:
-            if s is None:
-                continue
+        for s in self.live:
             cg = s.cg
             i = s.id
             CG[C.CG_LRU_HEAD, i] = s.lru.head
@@ -143,10 +252,10 @@ class _Packed:
             CG[C.CG_LIMIT, i] = min(cg.max, capacity, _I64_CAP)
             CG[C.CG_PARENT, i] = cg.parent.priv.id if cg.parent is not None else -1
             CG[C.CG_MAXPAGES, i] = min(sgx_cgroup_max_pages_to_root(s), _I64_CAP)
+            CG[C.CG_PENDING, i] = int(s.work_pending)
+            CG[C.CG_RUNNING, i] = int(s.work_running)
         # preorder of the whole tree (css_next_descendant_pre order)
         pre: list[int] = []
-        if len(pool.free_lists) > 8:
-            raise AssertionError("more than 8 EPC sections")
 
         def walk(cg) -> None:
             sid = cg.priv.id
@@ -157,103 +266,81 @@ class _Packed:
             CG[C.CG_SUBEND, sid] = len(pre)
 
         walk(host.misc.root)
-        for s in cgs:
-            if s is not None:
-                CG[C.CG_CURSOR, s.id] = CG[C.CG_PREPOS, s.next_cg.id]
-        self.CG = CG
         self.PRE = np.array(pre, np.int64)
         CG[C.CG_PRE, : len(pre)] = self.PRE
-        self.live = [s for s in cgs if s is not None]
-        CG[C.CG_LIVE, : len(self.live)] = [s.id for s in self.live]
-        self.R = np.zeros((C.NRF, 1 + C.NWORKERS), np.int64)
-        self.R[C.R_KIND, 1:] = 1
-        # VA pages: room for every VA page the enclave can still grow
-        nva0 = len(encl.va_all)
-        cap = nva0 + (max(encl.npages - encl.page_cnt, 0) + 511) // 512 + 2
-        VA = np.full((cap, C.NVAF), -1, np.int64)
-        VA[:, C.VA_USED] = 0
-        VA[:, C.VA_IN] = 0
-        VA[:, C.VA_BITS :] = 0
-        for vp in encl.va_all:
-            VA[vp.no, C.VA_EPC] = vp.epc
-            VA[vp.no, C.VA_USED] = vp.used
-            bits = vp.bits
-            for w in range(8):
-                word = (bits >> (64 * w)) & _MASK64
-                VA[vp.no, C.VA_BITS + w] = word - (1 << 64) if word >> 63 else word
-        order = list(encl.va_pages)
-        for k, no in enumerate(order):
-            VA[no, C.VA_IN] = 1
-            VA[no, C.VA_PREV] = order[k - 1] if k else -1
-            VA[no, C.VA_NEXT] = order[k + 1] if k + 1 < len(order) else -1
-        self.VA, self.nva0 = VA, nva0
-        S = np.zeros(C.NS, np.int64)
+        for s in self.live:
+            CG[C.CG_CURSOR, s.id] = CG[C.CG_PREPOS, s.next_cg.id]
+        wq = [s.id for s in host.sgx_cg_wq]
+        CG[C.CG_WQ, : len(wq)] = wq
+        S[C.S_NWQ] = len(wq)
+        CG[C.CG_MEMD] = 0
         S[C.S_LC : C.S_LC + len(host.encls_count)] = host.encls_count
-        S[C.S_LCOST : C.S_LCOST + len(sim.leaf_cost)] = sim.leaf_cost
         fl = pool.free_lists
         S[C.S_NNODES] = len(fl)
         S[C.S_SECT : C.S_SECT + len(fl)] = pool.section_start
         for k, f in enumerate(fl):
             S[C.S_NODES + 3 * k : C.S_NODES + 3 * k + 3] = (f.head, f.tail, f.nr)
-        S[C.S_NLIVE] = len(self.live)
-        costs = sim.costs
-        S[C.S_NOW] = sim.now
-        S[C.S_SEQ] = sim._seq
-        S[C.S_LIMIT] = sim.limit_ns
-        S[C.S_ACCESS_NS] = costs.access
-        S[C.S_FAULT_NS] = costs.fault
-        S[C.S_KSTEP_NS] = costs.kernel_step
-        S[C.S_BATCH_NS] = costs.reclaim_batch
         S[C.S_NR_FREE] = pool.nr_free_pages
         S[C.S_NR_LRU] = host.nr_lru_pages
         S[C.S_WOKEN] = int(host.ksgxd_woken)
-        S[C.S_ACTIVE] = 1
-        S[C.S_SGX2] = int(host.sgx2)
-        S[C.S_UNREF] = int(sim.sc.host.experiments.fault_unreferenced)
-        S[C.S_LIVE_MMS] = encl.nr_live_mms
-        S[C.S_ROOT] = host.sgx_cg_root.id
-        S[C.S_TCG] = host.task_misc_cg(task).priv.id
-        S[C.S_NID] = task.nid
-        S[C.S_TH_T] = sim.now
-        S[C.S_TH_MIDPOP] = 1
-        S[C.S_TH_FSTART] = -1
-        S[C.S_TH_UNTIL] = -1
-        _, prio, seq, _, _ = sim._heap[0]
-        S[C.S_SM_T] = sim._heap[0][0]
-        S[C.S_SM_SEQ] = seq
-        S[C.S_SM_LAST] = sim._cols["time_ns"][-1] if sim._cols["time_ns"] else -1
-        S[C.S_SM_INTERVAL] = sim.sample_ns
-        S[C.S_E_ID] = encl.id
-        S[C.S_E_NPAGES] = encl.npages
-        S[C.S_E_SECS_EPC] = encl.secs_epc
-        S[C.S_E_SECS_VA] = encl.secs_va
-        S[C.S_E_SECS_MEMCG] = encl.secs_memcg
-        S[C.S_E_SECS_CHILD] = encl.secs_child_cnt
-        S[C.S_E_PAGE_CNT] = encl.page_cnt
-        S[C.S_E_REFCOUNT] = encl.refcount
-        S[C.S_E_NR_EAUG] = encl.nr_eaug
-        S[C.S_E_NR_ELDU] = encl.nr_eldu
-        S[C.S_E_NR_EVICTED] = encl.nr_evicted
-        S[C.S_E_NR_FAULTS] = encl.nr_faults
-        S[C.S_E_MEMCG] = host.task_memcg(task).id
-        S[C.S_NVA] = nva0
-        S[C.S_VA_HEAD] = order[0] if order else -1
-        S[C.S_VA_TAIL] = order[-1] if order else -1
-        self.S = S
-        self.LAT = np.zeros(LAT_CAP, np.int64)
-        self.SAMP = np.zeros((SAMP_CAP, len(self.live), 8), np.int64)
-        self.SAMPT = np.zeros(SAMP_CAP, np.int64)
-        self.buf = np.zeros(0, np.int64)
-        self.paths = [_cg_path(s) for s in self.live]
-        self.limits = [
-            None if s.cg.parent is None or s.cg.max >= 1 << 63 else s.cg.max for s in self.live
-        ]
+        for k, encl in enumerate(self.encls):
+            e = encl.id
+            off, vaoff = self.off[k], self.vaoff[k]
+            if len(self.encls) > 1:
+                n = encl.npages
+                self.E32[off : off + n] = encl.i32
+                self.E8[:, off : off + n] = encl.u8
+                self.EMEM[off : off + n] = encl.memcg
+            EN[C.EN_IN, e] = 1
+            EN[C.EN_NPAGES, e] = encl.npages
+            EN[C.EN_SECS_EPC, e] = encl.secs_epc
+            EN[C.EN_SECS_VA, e] = encl.secs_va
+            EN[C.EN_SECS_MEMCG, e] = encl.secs_memcg
+            EN[C.EN_SECS_CHILD, e] = encl.secs_child_cnt
+            EN[C.EN_PAGE_CNT, e] = encl.page_cnt
+            EN[C.EN_REFCOUNT, e] = encl.refcount
+            EN[C.EN_NR_EAUG, e] = encl.nr_eaug
+            EN[C.EN_NR_ELDU, e] = encl.nr_eldu
+            EN[C.EN_NR_EVICTED, e] = encl.nr_evicted
+            EN[C.EN_NR_FAULTS, e] = encl.nr_faults
+            EN[C.EN_BACKING, e] = 0
+            EN[C.EN_BACKING0, e] = encl.backing_bytes
+            EN[C.EN_MEMCG, e] = sgx_encl_backing_memcg(host, encl, None).id
+            EN[C.EN_NVA, e] = len(encl.va_all)
+            EN[C.EN_LIVE_MMS, e] = encl.nr_live_mms
+            EN[C.EN_OFF, e] = off
+            EN[C.EN_VAOFF, e] = vaoff
+            EN[C.EN_RELEASED, e] = int(encl.released)
+            EN[C.EN_TRACKED, e] = 0
+            EN[C.EN_SIGPEND, e] = int(encl.owner.signal_pending)
+            for vp in encl.va_all:
+                row = vaoff + vp.no
+                VA[row, C.VA_EPC] = vp.epc
+                VA[row, C.VA_USED] = vp.used
+                VA[row, C.VA_IN] = int(vp.no in encl.va_pages)
+                bits = vp.bits
+                for w in range(8):
+                    word = (bits >> (64 * w)) & _MASK64
+                    VA[row, C.VA_BITS + w] = word - (1 << 64) if word >> 63 else word
+            order = list(encl.va_pages)
+            for k2, no in enumerate(order):
+                VA[vaoff + no, C.VA_PREV] = order[k2 - 1] if k2 else -1
+                VA[vaoff + no, C.VA_NEXT] = order[k2 + 1] if k2 + 1 < len(order) else -1
+            EN[C.EN_VA_HEAD, e] = order[0] if order else -1
+            EN[C.EN_VA_TAIL, e] = order[-1] if order else -1
+        TH = self.TH
+        for j, t in enumerate(self.threads):
+            task = t.inst.task
+            TH[C.TH_TCG, j] = host.task_misc_cg(task).priv.id
+            TH[C.TH_NID, j] = task.nid
+        self.CPUF[:] = self.sim.cpu_free
+        del cgs
 
     def run(self) -> int:
-        C, pool, encl = self.C, self.host.epc, self.encl
-        return C.run_core(
-            self.S, self.CG, self.R, self.VA, pool.i32, pool.u8, pool.cg, encl.i32,
-            encl.u8, encl.memcg, self.buf, self.LAT, self.SAMP, self.SAMPT,
+        return self.C.run_core(
+            self.S, self.CG, self.EN, self.TH, self.CPUF, self.R, self.VA, self.host.epc.i32,
+            self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.BUF,
+            self.LAT, self.SAMP, self.SAMPT,
         )  # fmt: skip
 
     def flush(self) -> None:
@@ -287,8 +374,9 @@ class _Packed:
             S[C.S_NSAMP] = 0
 
     def write_back(self) -> None:
-        """Write every scalar the core changed back to the kernel-model objects."""
-        C, S, CG, host, encl = self.C, self.S, self.CG, self.host, self.encl
+        """Write every scalar and array the core changed back to the kernel-model
+        objects and the simulation (followed by load() if the core goes on)."""
+        C, S, CG, EN, VA, host, sim = self.C, self.S, self.CG, self.EN, self.VA, self.host, self.sim
         pool = host.epc
         cgs = host.sgx_cgroups
         for s in self.live:
@@ -310,6 +398,15 @@ class _Packed:
             cg.events = int(CG[C.CG_EVENTS, i])
             cg.events_local = int(CG[C.CG_EVENTS_LOCAL, i])
             cg.refcnt = int(CG[C.CG_REFCNT, i])
+        host.sgx_cg_wq.clear()
+        host.sgx_cg_wq.extend(cgs[int(c)] for c in CG[C.CG_WQ, : int(S[C.S_NWQ])])
+        for mid in np.flatnonzero(CG[C.CG_MEMD]).tolist():
+            delta = int(CG[C.CG_MEMD, mid])
+            m = host.memcgs[mid]
+            while m is not None:
+                m.usage += delta
+                m = m.parent
+        CG[C.CG_MEMD] = 0
         for k, f in enumerate(pool.free_lists):
             f.head, f.tail, f.nr = (int(S[C.S_NODES + 3 * k + j]) for j in range(3))
         pool.nr_free_pages = int(S[C.S_NR_FREE])
@@ -318,38 +415,60 @@ class _Packed:
         counts = host.encls_count
         for i in range(len(counts)):
             counts[i] = int(S[C.S_LC + i])
-        if S[C.S_IN_WQ]:
-            host.sgx_cg_wq.append(cgs[int(S[C.S_TCG])])
-        encl.secs_epc = int(S[C.S_E_SECS_EPC])
-        encl.secs_va = int(S[C.S_E_SECS_VA])
-        encl.secs_memcg = int(S[C.S_E_SECS_MEMCG])
-        encl.secs_child_cnt = int(S[C.S_E_SECS_CHILD])
-        encl.page_cnt = int(S[C.S_E_PAGE_CNT])
-        encl.refcount = int(S[C.S_E_REFCOUNT])
-        encl.nr_eaug = int(S[C.S_E_NR_EAUG])
-        encl.nr_eldu = int(S[C.S_E_NR_ELDU])
-        encl.nr_evicted = int(S[C.S_E_NR_EVICTED])
-        encl.nr_faults = int(S[C.S_E_NR_FAULTS])
-        delta = int(S[C.S_E_BACKING])
-        encl.backing_bytes += delta
-        encl.owner.backing_bytes += delta
-        m = host.memcgs[int(S[C.S_E_MEMCG])]
-        while m is not None:
-            m.usage += delta
-            m = m.parent
-        VA = self.VA
-        for no in range(self.nva0, int(S[C.S_NVA])):
-            encl.va_all.append(SgxVaPage(no, int(VA[no, C.VA_EPC])))
-        for vp in encl.va_all:
-            words = VA[vp.no, C.VA_BITS :].tolist()
-            vp.bits = sum((w & _MASK64) << (64 * k) for k, w in enumerate(words))
-            vp.used = int(VA[vp.no, C.VA_USED])
-        order = OrderedDict()
-        no = int(S[C.S_VA_HEAD])
-        while no >= 0:
-            order[no] = encl.va_all[no]
-            no = int(VA[no, C.VA_NEXT])
-        encl.va_pages = order
+        for k, encl in enumerate(self.encls):
+            e = encl.id
+            off, vaoff = self.off[k], self.vaoff[k]
+            if len(self.encls) > 1:
+                n = encl.npages
+                encl.i32[:] = self.E32[off : off + n]
+                encl.u8[:] = self.E8[:, off : off + n]
+                encl.memcg[:] = self.EMEM[off : off + n]
+            encl.secs_epc = int(EN[C.EN_SECS_EPC, e])
+            encl.secs_va = int(EN[C.EN_SECS_VA, e])
+            encl.secs_memcg = int(EN[C.EN_SECS_MEMCG, e])
+            encl.secs_child_cnt = int(EN[C.EN_SECS_CHILD, e])
+            encl.page_cnt = int(EN[C.EN_PAGE_CNT, e])
+            encl.refcount = int(EN[C.EN_REFCOUNT, e])
+            encl.nr_eaug = int(EN[C.EN_NR_EAUG, e])
+            encl.nr_eldu = int(EN[C.EN_NR_ELDU, e])
+            encl.nr_evicted = int(EN[C.EN_NR_EVICTED, e])
+            encl.nr_faults = int(EN[C.EN_NR_FAULTS, e])
+            delta = int(EN[C.EN_BACKING, e])
+            encl.backing_bytes += delta
+            encl.owner.backing_bytes += delta
+            EN[C.EN_BACKING, e] = 0
+            EN[C.EN_BACKING0, e] = encl.backing_bytes
+            for no in range(len(encl.va_all), int(EN[C.EN_NVA, e])):
+                encl.va_all.append(SgxVaPage(no, int(VA[vaoff + no, C.VA_EPC])))
+            for vp in encl.va_all:
+                row = vaoff + vp.no
+                words = VA[row, C.VA_BITS :].tolist()
+                vp.bits = sum((w & _MASK64) << (64 * k2) for k2, w in enumerate(words))
+                vp.used = int(VA[row, C.VA_USED])
+                vp.epc = int(VA[row, C.VA_EPC])
+            order = OrderedDict()
+            no = int(EN[C.EN_VA_HEAD, e])
+            while no >= 0:
+                order[no] = encl.va_all[no]
+                no = int(VA[vaoff + no, C.VA_NEXT])
+            encl.va_pages = order
+            if EN[C.EN_RELEASED, e] and not encl.released:
+                encl.released = True
+                host.encl_released(encl)
+        TH = self.TH
+        for j, t in enumerate(self.threads):
+            st = t.st
+            st.accesses = int(TH[C.TH_ACC, j])
+            st.faults = int(TH[C.TH_FAULTS, j])
+            st.retries = int(TH[C.TH_RETRIES, j])
+            st.streak = int(TH[C.TH_STREAK, j])
+            st.started_ns = int(TH[C.TH_STARTED, j])
+        sim.now = int(S[C.S_NOW])
+        sim._seq = int(S[C.S_SEQ])
+        sim.cpu_free[:] = self.CPUF.tolist()
+        sim._active += int(S[C.S_ACTIVE])
+        S[C.S_ACTIVE] = 0
+        sim._ksgxd_running = bool(self.R[C.R_SCHED, 0])
 
 
 def _cg_path(sgx_cg) -> str:
@@ -370,70 +489,108 @@ def take_over(
     cpu: int,
     chunk: int,
 ) -> str | None:
-    """Run the thread's steady state in the core, at the thread's first step.
+    """Run the enclave threads in the core, at the first step of the first of them.
 
-    Returns a reason (and changes nothing) if the run is not eligible; otherwise runs
-    until the thread's next step would end it or the time limit, puts every actor back
-    on the heap as a generator resuming where the core stopped, and returns None.  The
-    caller's generator then returns: its heap entry is replaced by the continuation.
+    The other threads must be on the heap, not yet run (``Simulation._fresh``), with
+    only the sampler besides.  Returns a reason (and changes nothing) if the run is not
+    eligible; otherwise runs until the last thread's next step would end it or the time
+    limit (each earlier thread's end -- its task's exit -- runs step by step in between),
+    puts every actor back on the heap as a generator resuming where the core stopped,
+    and returns None.  The caller's generator then returns: its heap entry is replaced
+    by the continuation.
     """
-    why = _dynamic_ineligibility(sim, inst, encl)
+    host = sim.host
+    if sim._ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
+        return "ksgxd or a reclaim worker was busy when the enclave threads started"
+    threads = [_Thread(inst, encl, pattern, rng, remaining, until, st, cpu)]
+    seqs = [(sim.now, 0)]
+    sampler = None
+    for t, prio, seq, gen, c in sorted(sim._heap, key=lambda x: (x[0], x[1], x[2])):
+        args = sim._fresh.get(gen)
+        if prio == 2 and sampler is None:
+            sampler = (t, seq)
+            continue
+        if args is None or inspect.getgeneratorstate(gen) != inspect.GEN_CREATED:
+            return "other actors were scheduled when the first enclave thread ran"
+        ti, te, tp, tr, tcount, tuntil, tst = args
+        left = tcount if tcount is not None else 1 << 62
+        threads.append(_Thread(ti, te, tp, tr, left, tuntil, tst, c))
+        seqs.append((t, seq))
+    if sampler is None:
+        return "the sampler is not scheduled"
+    why = _dynamic_ineligibility(sim, threads)
     if why is not None:
         return why
     from . import _core as C
 
-    p = _Packed(sim, inst, encl)
-    S = p.S
-    S[C.S_TH_REMAIN] = remaining
-    if until is not None:
-        S[C.S_TH_UNTIL] = until
+    if chunk > CHUNK_CAP:
+        raise AssertionError("chunk larger than the core's buffers")
+    p = _Packed(sim, threads, seqs, sampler)
+    S, TH = p.S, p.TH
     if sim._lat_buf:
         sim.fault_lat.append(np.asarray(sim._lat_buf, np.int64))
         sim._lat_buf = []
     sim._heap.clear()
+    sim._fresh.clear()
     while True:
         rc = p.run()
         if rc == C.RC_NEED_CHUNK:
-            want = min(chunk, int(S[C.S_TH_REMAIN]))
-            p.buf = np.ascontiguousarray(pattern.take(rng, want), dtype=np.int64)
-            S[C.S_BUFLEN] = len(p.buf)
-            S[C.S_TH_POS] = 0
+            j = int(S[C.S_WHO])
+            t = threads[j]
+            want = min(chunk, int(TH[C.TH_REMAIN, j]))
+            buf = t.pattern.take(t.rng, want)
+            p.BUF[j, : len(buf)] = buf
+            TH[C.TH_BUFLEN, j] = len(buf)
+            TH[C.TH_POS, j] = 0
         elif rc == C.RC_FLUSH:
             p.flush()
         elif rc == C.RC_ERROR:
             raise AssertionError(f"batched engine: model invariant broken (code {S[C.S_ERR]})")
+        elif rc == C.RC_THREAD_DONE and TH[C.TH_LIVE].sum() > 1:
+            # a thread ends (its task may exit): step by step, then the core goes on
+            j = int(S[C.S_WHO])
+            t = threads[j]
+            p.flush()
+            p.write_back()
+            sim._cur_cpu = t.cpu
+            end = sim._thread_end_step(
+                t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
+            )
+            for _ in end:
+                raise AssertionError("a thread's end step yielded")
+            sim._active -= 1
+            TH[C.TH_LIVE, j] = 0
+            if sim._heap or sim._watchers:
+                raise AssertionError("a thread's end scheduled an actor")
+            p.load()
+            S[C.S_KICK] = 1
         else:
             break
         if sim.progress is not None:
             sim.progress(int(S[C.S_NOW]), sim.limit_ns)
     p.flush()
     p.write_back()
-    _hand_back(sim, p, rc, inst, st, until, cpu)
+    _hand_back(sim, p, rc)
     return None
 
 
-def _hand_back(sim, p: _Packed, rc: int, inst, st, until, cpu: int) -> None:
-    """Put the thread, ksgxd, the workers and the sampler back on the heap with the
-    (time, priority, seq) the core gave them, each as a generator that resumes where the
-    core stopped (mid-batch through the kernel functions' ``_resume`` argument)."""
-    C, S, R, host = p.C, p.S, p.R, p.host
-    st.accesses = int(S[C.S_TH_ACC]) + st.accesses
-    st.faults += int(S[C.S_TH_FAULTS])
-    st.retries += int(S[C.S_TH_RETRIES])
-    st.streak = int(S[C.S_TH_STREAK])
-    remaining = int(S[C.S_TH_REMAIN])
-    sim.now = int(S[C.S_NOW])
-    sim._seq = int(S[C.S_SEQ])
-    sim._active += int(S[C.S_ACTIVE])
-    sim._ksgxd_running = bool(R[C.R_SCHED, 0])
-    t_thread = int(S[C.S_TH_T])
-    sim.cpu_free[cpu] = t_thread
-    if rc == C.RC_THREAD_DONE:
-        sigbus = bool(S[C.S_TH_SIGBUS])
-        gen = sim._thread_end_step(inst, st, remaining, until, sigbus)
-    else:
-        gen = _never(inst.name)
-    entries = [(t_thread, 1, int(S[C.S_TH_SEQ]), gen, cpu)]
+def _hand_back(sim, p: _Packed, rc: int) -> None:
+    """Put the live threads, ksgxd, the workers and the sampler back on the heap with
+    the (time, priority, seq) the core gave them, each as a generator that resumes
+    where the core stopped (mid-batch through the kernel functions' ``_resume``
+    argument)."""
+    C, S, R, TH, host = p.C, p.S, p.R, p.TH, p.host
+    entries = []
+    for j, t in enumerate(p.threads):
+        if not TH[C.TH_LIVE, j]:
+            continue
+        if rc == C.RC_THREAD_DONE:
+            gen = sim._thread_end_step(
+                t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
+            )
+        else:
+            gen = _never(t.inst.name)
+        entries.append((int(TH[C.TH_T, j]), 1, int(TH[C.TH_SEQ, j]), gen, t.cpu))
     for r in range(R.shape[1]):
         if not R[C.R_SCHED, r]:
             continue

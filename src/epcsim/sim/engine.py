@@ -173,6 +173,9 @@ class Simulation:
         self._active = 0  # actors other than the sampler
         #: ops waiting for an instance to have added N pages: (inst, pages, k, at, delay)
         self._watchers: list[tuple[Instance, int, int, Any, int]] = []
+        #: enclave threads not yet run, with their arguments (the batched engine takes
+        #: them over together)
+        self._fresh: dict[Actor, tuple] = {}
 
     # --- the core -----------------------------------------------------------------------
 
@@ -507,10 +510,10 @@ class Simulation:
             pattern = (
                 patterns[k % len(patterns)] if patterns is not None else make_pattern(wl, npages)
             )
-            self.start(
-                self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0),
-                cpu=self._next_cpu(),
-            )
+            gen = self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0)
+            if self._batched:
+                self._fresh[gen] = (inst, encl, pattern, rngs[k], share, until, st)
+            self.start(gen, cpu=self._next_cpu())
 
     def _thread(self, inst, encl, pattern, rng, count, until, st: ThreadStats, first) -> Actor:
         """An enclave thread: accesses in vectorised runs of hits, faults one at a time."""
@@ -532,6 +535,8 @@ class Simulation:
             if why is None:
                 return  # the continuation replaced this generator on the heap
             self.engine_note = why
+            self._batched = False
+            self._fresh.clear()
         try:
             while remaining > 0 and not task.exited:
                 if until is not None and self.now >= until:
