@@ -91,6 +91,8 @@ S_WHO = 23  # the thread a RC_NEED_CHUNK / RC_THREAD_DONE is about
 S_NWQ = 24  # items on sgx_cg_wq (CG_WQ)
 S_KICK = 25  # run _kick_kernel_threads() before the next pop (after a Python step)
 S_STAMP = 26  # reclaim batches so far (one ETRACK per enclave per batch)
+S_NHP = 27  # threads on the thread heap (TH_HEAP)
+S_NR_HI = 28  # reclaimer slots ever used (the pop scans R[:, :S_NR_HI])
 # the sampler
 S_SM_T = 40
 S_SM_SEQ = 41
@@ -153,8 +155,9 @@ TH_PENDING = 15  # the last step was a fault whose result TH_R is not booked yet
 TH_R = 16
 TH_SIGBUS = 17
 TH_STARTED = 18  # time of its first step, -1 before
-TH_LIVE = 19  # on the heap (0 once its end step has run)
-NTHF = 20
+TH_LIVE = 19  # 1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended
+TH_HEAP = 20  # by position: the threads' binary heap on (TH_T, TH_SEQ)
+NTHF = 21
 
 # --- CG: per-cgroup fields ---------------------------------------------------------------
 CG_LRU_HEAD = 0
@@ -931,6 +934,32 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
 # --- the event loop ------------------------------------------------------------------------
 
 
+@_inline
+def _th_less(TH, a, b):
+    """Thread *a*'s heap entry (t, seq) is before thread *b*'s."""
+    ta = TH[TH_T, a]
+    tb = TH[TH_T, b]
+    return ta < tb or (ta == tb and TH[TH_SEQ, a] < TH[TH_SEQ, b])
+
+
+@_inline
+def _th_sift_down(TH, n, pos):
+    """Restore the thread heap below *pos* (its entry's key grew)."""
+    x = TH[TH_HEAP, pos]
+    while True:
+        c = 2 * pos + 1
+        if c >= n:
+            break
+        if c + 1 < n and _th_less(TH, TH[TH_HEAP, c + 1], TH[TH_HEAP, c]):
+            c += 1
+        y = TH[TH_HEAP, c]
+        if not _th_less(TH, y, x):
+            break
+        TH[TH_HEAP, pos] = y
+        pos = c
+    TH[TH_HEAP, pos] = x
+
+
 @_outline
 def _record_sample(S, CG, SAMP, SAMPT, now):
     """Simulation._record_sample() for the counters of every live cgroup."""
@@ -981,6 +1010,8 @@ def _kick(S, CG, R, now):
             if slot < 0:
                 S[S_ERR] = ERR_NO_WORKER_SLOT
                 return False
+            if slot >= S[S_NR_HI]:
+                S[S_NR_HI] = slot + 1
             S[S_SEQ] += 1
             R[R_SCHED, slot] = 1
             R[R_T, slot] = now
@@ -1001,8 +1032,6 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
     next chunk of accesses (RC_NEED_CHUNK), a buffer is full (RC_FLUSH) or a model
     invariant broke (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
-    nw = R.shape[1]
-    nt = TH.shape[1]
     big = 1 << 62
     while True:
         if S[S_ERR]:
@@ -1021,12 +1050,11 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
             # 1, the sampler 2
             bt = big
             bs = big
-            for jj in range(nt):
-                if TH[TH_LIVE, jj]:
-                    t = TH[TH_T, jj]
-                    if t < bt or (t == bt and TH[TH_SEQ, jj] < bs):
-                        j, bt, bs = jj, t, TH[TH_SEQ, jj]
-            for r in range(nw):
+            if S[S_NHP]:
+                j = TH[TH_HEAP, 0]
+                bt = TH[TH_T, j]
+                bs = TH[TH_SEQ, j]
+            for r in range(S[S_NR_HI]):
                 if R[R_SCHED, r]:
                     t = R[R_T, r]
                     if t < bt or (t == bt and R[R_SEQ, r] < bs):
@@ -1040,6 +1068,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
                 S[S_SEQ] += 1
                 TH[TH_T, j] = CPUF[TH[TH_CPU, j]]
                 TH[TH_SEQ, j] = S[S_SEQ]
+                _th_sift_down(TH, S[S_NHP], 0)
                 continue
             S[S_NOW] = bt
         now = S[S_NOW]
@@ -1098,6 +1127,12 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
                 or EN[EN_SIGPEND, e]
             ):
                 S[S_WHO] = j
+                TH[TH_LIVE, j] = 2
+                n = S[S_NHP] - 1  # off the thread heap (it is the root)
+                S[S_NHP] = n
+                if n:
+                    TH[TH_HEAP, 0] = TH[TH_HEAP, n]
+                    _th_sift_down(TH, n, 0)
                 return RC_THREAD_DONE
             pos = TH[TH_POS, j]
             if pos >= TH[TH_BUFLEN, j]:
@@ -1106,12 +1141,14 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
                 return RC_NEED_CHUNK
             # accesses up to the next event of any other actor
             nxt_t = S[S_SM_T]
-            for r in range(nw):
+            for r in range(S[S_NR_HI]):
                 if R[R_SCHED, r] and R[R_T, r] < nxt_t:
                     nxt_t = R[R_T, r]
-            for jj in range(nt):
-                if jj != j and TH[TH_LIVE, jj] and TH[TH_T, jj] < nxt_t:
-                    nxt_t = TH[TH_T, jj]
+            nhp = S[S_NHP]  # the thread is the heap's root: the next is a child
+            if nhp > 1 and TH[TH_T, TH[TH_HEAP, 1]] < nxt_t:
+                nxt_t = TH[TH_T, TH[TH_HEAP, 1]]
+            if nhp > 2 and TH[TH_T, TH[TH_HEAP, 2]] < nxt_t:
+                nxt_t = TH[TH_T, TH[TH_HEAP, 2]]
             n = TH[TH_BUFLEN, j] - pos
             if until >= 0:
                 m = (until - now) // access_ns
@@ -1159,6 +1196,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
             TH[TH_T, j] = t1
             TH[TH_SEQ, j] = S[S_SEQ]
             CPUF[TH[TH_CPU, j]] = t1
+            _th_sift_down(TH, S[S_NHP], 0)
         # _kick_kernel_threads()
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
         if kick and not _kick(S, CG, R, now):

@@ -214,6 +214,11 @@ class _Packed:
             TH[C.TH_STARTED, j] = t.st.started_ns
             TH[C.TH_LIVE, j] = 1
         S[C.S_MIDPOP] = 1
+        # the thread heap: sorted by (t, seq) is a heap (the first thread leads)
+        order = sorted(range(nt), key=lambda j: seqs[j])
+        TH[C.TH_HEAP, :nt] = order
+        S[C.S_NHP] = nt
+        S[C.S_NR_HI] = 1
         self.TH = TH
         self.CPUF = np.array(sim.cpu_free, np.int64)
         self.LAT = np.zeros(LAT_CAP, np.int64)
@@ -546,7 +551,7 @@ def take_over(
             p.flush()
         elif rc == C.RC_ERROR:
             raise AssertionError(f"batched engine: model invariant broken (code {S[C.S_ERR]})")
-        elif rc == C.RC_THREAD_DONE and TH[C.TH_LIVE].sum() > 1:
+        elif rc == C.RC_THREAD_DONE and (TH[C.TH_LIVE] == 1).any():
             # a thread ends (its task may exit): step by step, then the core goes on
             j = int(S[C.S_WHO])
             t = threads[j]
@@ -584,7 +589,7 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     for j, t in enumerate(p.threads):
         if not TH[C.TH_LIVE, j]:
             continue
-        if rc == C.RC_THREAD_DONE:
+        if TH[C.TH_LIVE, j] == 2:  # RC_THREAD_DONE: its end step
             gen = sim._thread_end_step(
                 t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
             )
