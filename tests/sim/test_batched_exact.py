@@ -603,6 +603,37 @@ def test_truncated_runs_leave_identical_kernel_state(name: str, stop: str) -> No
         assert ref[k] == bat[k], k
 
 
+@pytest.mark.parametrize("name", ["tenants", "secs", "cpu_wait", "parent_limit"])
+@pytest.mark.parametrize("stop", ["1ms", "4ms"])
+def test_truncated_multi_runs_leave_identical_kernel_state(name: str, stop: str) -> None:
+    """The same with several enclaves and threads: stopped mid-run (some tasks may
+    have exited already, a reclaimer may hold pages of an exited enclave)."""
+    from epcsim.sim.engine import Simulation
+
+    kw = dict(FIXED_MULTI[name])
+    kw.update(duration=stop)
+    if name == "cpu_wait":
+        kw["enclaves"] = [dict(kw["enclaves"][0], accesses=100000)]
+    sc = load_scenario(_toml_multi(**kw))
+    states = []
+    for engine in ("reference", "batched"):
+        sim = Simulation(sc, engine=engine)
+        res = sim.run()
+        assert res.summary["truncated"]
+        assert res.engine == engine
+        st_ = _kernel_state(sim)
+        st_["threads"] = [
+            (t.accesses, t.faults, t.retries, t.streak, t.started_ns, t.ended_ns, t.stuck)
+            for i in sim.instances.values()
+            for t in i.threads
+        ]
+        states.append(st_)
+    ref, bat = states
+    assert ref.keys() == bat.keys()
+    for k in ref:
+        assert ref[k] == bat[k], k
+
+
 def test_cli_engine_batched_on_ineligible_scenario_exits_2(tmp_path) -> None:
     from typer.testing import CliRunner
 
