@@ -201,7 +201,9 @@ R_CB = 9
 R_KIND = 10  # 0 ksgxd, 1 worker
 R_CG = 11  # a worker's cgroup
 R_PAGES = 12  # .. + SGX_NR_TO_SCAN: the batch
-NRF = R_PAGES + SGX_NR_TO_SCAN
+R_ES = R_PAGES + SGX_NR_TO_SCAN  # .. their enclaves (owner_encl)
+R_GS = R_ES + SGX_NR_TO_SCAN  # .. their rows in E32 / E8 / EMEM
+NRF = R_GS + SGX_NR_TO_SCAN
 
 ST_START = 0
 ST_PH2 = 1  # after "reclaim:isolated"
@@ -753,6 +755,8 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, r):
             if EN[EN_REFCOUNT, e] > 0:
                 EN[EN_REFCOUNT, e] += 1
                 R[R_PAGES + kept, r] = pg
+                R[R_ES + kept, r] = e
+                R[R_GS + kept, r] = EN[EN_OFF, e] + P32[P_OI, pg]
                 kept += 1
             else:
                 P8[P_FLAGS, pg] &= NOT_TRACKED
@@ -776,8 +780,8 @@ def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
     kept = 0
     for k in range(n):
         page = R[R_PAGES + k, r]
-        e = P32[P_OE, page]
-        g = EN[EN_OFF, e] + P32[P_OI, page]
+        e = R[R_ES + k, r]
+        g = R[R_GS + k, r]
         young = False
         if EN[EN_LIVE_MMS, e]:
             d = E8[E_DESC, g]
@@ -790,6 +794,8 @@ def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
             EN[EN_BACKING, e] += BACKING
             CG[CG_MEMD, EN[EN_MEMCG, e]] += BACKING
             R[R_PAGES + kept, r] = page
+            R[R_ES + kept, r] = e
+            R[R_GS + kept, r] = g
             kept += 1
         else:
             _lru_add_tail(CG, P32, c, page)
@@ -826,8 +832,8 @@ def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
     stamp = S[S_STAMP]
     for j in range(k):
         page = R[R_PAGES + j, r]
-        e = P32[P_OE, page]
-        g = EN[EN_OFF, e] + P32[P_OI, page]
+        e = R[R_ES + j, r]
+        g = R[R_GS + j, r]
         if EN[EN_TRACKED, e] != stamp:
             EN[EN_TRACKED, e] = stamp
             _leaf(S, L_ETRACK, 1)
@@ -894,8 +900,7 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
     elif stage == ST_PH3:
         n = R[R_NP, r]
         for k in range(n):
-            pg = R[R_PAGES + k, r]
-            E8[E_DESC, EN[EN_OFF, P32[P_OE, pg]] + P32[P_OI, pg]] |= DESC_BLOCKED
+            E8[E_DESC, R[R_GS + k, r]] |= DESC_BLOCKED
         _leaf(S, L_EBLOCK, n)
         nstage = ST_PH4
     elif stage == ST_PH4:
