@@ -185,6 +185,39 @@ TREES = [
 ]
 
 
+def _draw_limits(draw, cgroups, epc_pages: int) -> list[tuple[str, str]]:
+    """Each cgroup's misc.max: max, or a size around the EPC (below it, its own limit
+    binds)."""
+    limited = []
+    for path, _ in cgroups:
+        mx = draw(st.sampled_from(["max", "max", None]))
+        if mx is None:
+            mx = f"{draw(st.integers(40, epc_pages + 64)) * 4}KiB"
+        limited.append((path, mx))
+    return limited
+
+
+def _draw_common(draw, *, ewb: int = 9000, kernel_step: int = 300) -> dict:
+    """Costs (half the time), sampling, the experiment, misc, seed."""
+    costs = None
+    if draw(st.booleans()):
+        costs = {
+            "access": draw(st.integers(1, 400)),
+            "fault": draw(st.integers(100, 6000)),
+            "ewb": draw(st.integers(10, ewb)),
+            "eldu": draw(st.integers(10, 9000)),
+            "reclaim_batch": draw(st.integers(0, 5000)),
+            "kernel_step": draw(st.integers(0, kernel_step)),
+        }
+    return {
+        "sample": draw(st.sampled_from(["10us", "100us", "1ms"])),
+        "unref": draw(st.booleans()),
+        "misc": draw(st.integers(0, 7)) != 0,
+        "costs": costs,
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
 @st.composite
 def scenarios(draw, thrash: bool = False) -> str:
     """A random eligible scenario; *thrash*: the footprint is 2-4x the EPC and the
@@ -195,27 +228,11 @@ def scenarios(draw, thrash: bool = False) -> str:
         k = draw(st.integers(32, epc_pages - 32))
         sections = [k, epc_pages - k]
     cgroups, cgroup = draw(st.sampled_from(TREES))
-    # limits: max, or a size around the EPC (below it, the cgroup's own limit binds)
-    limited = []
-    for path, _ in cgroups:
-        mx = draw(st.sampled_from(["max", "max", None]))
-        if mx is None:
-            mx = f"{draw(st.integers(40, epc_pages + 64)) * 4}KiB"
-        limited.append((path, mx))
+    limited = _draw_limits(draw, cgroups, epc_pages)
     # mostly larger than the EPC: the interesting part is reclaim
     size_pages = draw(st.integers(16, 4 * epc_pages) | st.integers(epc_pages, 4 * epc_pages))
     if thrash:
         size_pages = draw(st.integers(2 * epc_pages, 4 * epc_pages))
-    costs = None
-    if draw(st.booleans()):
-        costs = {
-            "access": draw(st.integers(1, 400)),
-            "fault": draw(st.integers(100, 6000)),
-            "ewb": draw(st.integers(10, 9000)),
-            "eldu": draw(st.integers(10, 9000)),
-            "reclaim_batch": draw(st.integers(0, 5000)),
-            "kernel_step": draw(st.integers(0, 300)),
-        }
     use_duration = draw(st.integers(0, 5)) == 0 and not thrash
     n = draw(st.integers(5 * epc_pages, 20 * epc_pages) if thrash else st.integers(1, 20000))
     return _toml(
@@ -231,11 +248,7 @@ def scenarios(draw, thrash: bool = False) -> str:
         # short limits: a livelocked configuration (a binding ancestor limit) retries its
         # fault every few microseconds until the limit, slowly in the reference engine
         duration="300ms" if thrash else draw(st.sampled_from(["300ms", "300ms", "1ms", "5ms"])),
-        sample=draw(st.sampled_from(["10us", "100us", "1ms"])),
-        unref=draw(st.booleans()),
-        misc=draw(st.integers(0, 7)) != 0,
-        costs=costs,
-        seed=draw(st.integers(0, 2**16)),
+        **_draw_common(draw),
     )
 
 
@@ -419,12 +432,7 @@ def multi_scenarios(draw) -> str:
     """Random eligible scenarios with several enclave groups and threads."""
     epc_pages = draw(st.integers(64, 500))
     cgroups = [("/a", "max"), ("/a/x", "max"), ("/a/y", "max"), ("/b", "max")]
-    limited = []
-    for path, _ in cgroups:
-        mx = draw(st.sampled_from(["max", "max", None]))
-        if mx is None:
-            mx = f"{draw(st.integers(40, epc_pages + 64)) * 4}KiB"
-        limited.append((path, mx))
+    limited = _draw_limits(draw, cgroups, epc_pages)
     enclaves = []
     for _ in range(draw(st.integers(1, 4))):
         size = draw(st.integers(16, 2 * epc_pages))
@@ -441,16 +449,6 @@ def multi_scenarios(draw) -> str:
                 "run_for": f"{draw(st.integers(1, 3000))}us" if use_duration else None,
             }
         )
-    costs = None
-    if draw(st.booleans()):
-        costs = {
-            "access": draw(st.integers(1, 400)),
-            "fault": draw(st.integers(100, 6000)),
-            "ewb": draw(st.integers(10, 20000)),
-            "eldu": draw(st.integers(10, 9000)),
-            "reclaim_batch": draw(st.integers(0, 5000)),
-            "kernel_step": draw(st.integers(0, 3000)),
-        }
     return _toml_multi(
         enclaves,
         epc_pages=epc_pages,
@@ -459,11 +457,7 @@ def multi_scenarios(draw) -> str:
         # start together (eligible); sometimes fewer (the reference runs it)
         cpus=draw(st.sampled_from([1, 2, 16]) | st.just(sum(e["count"] for e in enclaves))),
         duration=draw(st.sampled_from(["20ms", "1ms", "5ms"])),
-        sample=draw(st.sampled_from(["10us", "100us", "1ms"])),
-        unref=draw(st.booleans()),
-        misc=draw(st.integers(0, 7)) != 0,
-        costs=costs,
-        seed=draw(st.integers(0, 2**16)),
+        **_draw_common(draw, ewb=20000, kernel_step=3000),
     )
 
 

@@ -132,8 +132,7 @@ EN_VAOFF = 19  # first row of its VA pages in VA
 EN_RELEASED = 20
 EN_TRACKED = 21  # S_STAMP of the last batch that ETRACKed it
 EN_SIGPEND = 22  # its task has a signal pending
-EN_IN = 23  # the enclave is one of the core's
-NENF = 24
+NENF = 23
 
 # --- TH: per-thread fields ----------------------------------------------------------------
 TH_T = 0
@@ -217,8 +216,7 @@ VA_PREV = 0
 VA_NEXT = 1
 VA_USED = 2
 VA_EPC = 3
-VA_IN = 4
-VA_BITS = 5  # .. + 8 words of 64 slots
+VA_BITS = 4  # .. + 8 words of 64 slots
 NVAF = VA_BITS + 8
 
 # --- array rows --------------------------------------------------------------------------
@@ -249,7 +247,6 @@ RC_ERROR = 5
 
 ERR_NO_VA_SLOT = 1
 ERR_NO_WORKER_SLOT = 3
-ERR_FOREIGN_ENCL = 4
 
 TRACKED = SGX_EPC_PAGE_RECLAIMER_TRACKED
 IS_FREE = SGX_EPC_PAGE_IS_FREE
@@ -585,7 +582,6 @@ def _grow(S, CG, EN, VA, P32, P8, PCG, e, page):
     row = EN[EN_VAOFF, e] + vano
     VA[row, VA_EPC] = vpage
     VA[row, VA_USED] = 0
-    VA[row, VA_IN] = 1
     for w in range(8):
         VA[row, VA_BITS + w] = 0
     _va_add_head(EN, VA, e, vano)
@@ -682,7 +678,6 @@ def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
         _leaf(S, L_EREMOVE, 1)
         _free_epc_page(S, CG, P32, P8, PCG, VA[row, VA_EPC])
         VA[row, VA_EPC] = -1
-        VA[row, VA_IN] = 0
         no = VA[row, VA_NEXT]
     EN[EN_VA_HEAD, e] = -1
     EN[EN_VA_TAIL, e] = -1

@@ -57,6 +57,36 @@ CHUNK_CAP = 65536
 #: enclave threads the core runs at most (each has a CHUNK_CAP buffer: 512 KiB)
 MAX_THREADS = 256
 
+#: fields the core reads and writes back, as (object attribute, row name in _core):
+#: the sgx_cgroup's, its LRU's, its misc cgroup's, the enclave's
+_SGX_CG_FIELDS = (
+    ("nr_pages", "CG_NR_PAGES"),
+    ("nr_evicted", "CG_NR_EVICTED"),
+    ("nr_reclaim_batches", "CG_NR_BATCHES"),
+    ("nr_enomem", "CG_NR_ENOMEM"),
+    ("nr_faults", "CG_NR_FAULTS"),
+)
+_LRU_FIELDS = (("head", "CG_LRU_HEAD"), ("tail", "CG_LRU_TAIL"), ("nr", "CG_LRU_NR"))
+_MISC_CG_FIELDS = (
+    ("usage", "CG_USAGE"),
+    ("peak", "CG_PEAK"),
+    ("events", "CG_EVENTS"),
+    ("events_local", "CG_EVENTS_LOCAL"),
+    ("refcnt", "CG_REFCNT"),
+)
+_ENCL_FIELDS = (
+    ("secs_epc", "EN_SECS_EPC"),
+    ("secs_va", "EN_SECS_VA"),
+    ("secs_memcg", "EN_SECS_MEMCG"),
+    ("secs_child_cnt", "EN_SECS_CHILD"),
+    ("page_cnt", "EN_PAGE_CNT"),
+    ("refcount", "EN_REFCOUNT"),
+    ("nr_eaug", "EN_NR_EAUG"),
+    ("nr_eldu", "EN_NR_ELDU"),
+    ("nr_evicted", "EN_NR_EVICTED"),
+    ("nr_faults", "EN_NR_FAULTS"),
+)
+
 
 def static_ineligibility(sc: Scenario) -> str | None:
     """Why the batched engine cannot run *sc* (None if it can, subject to the checks at
@@ -101,7 +131,7 @@ def _dynamic_ineligibility(sim: Simulation, threads: list[_Thread]) -> str | Non
         if inst.ended_ns >= 0:
             continue
         task, encl = inst.task, inst.encl
-        if task is None or encl is None or inst.running_threads != len(inst.threads):
+        if task is None or encl is None:
             return "an enclave was still being built when the first enclave thread ran"
         if task.exited or task.signal_pending:
             return "a task is not running"
@@ -236,24 +266,13 @@ class _Packed:
         the last write_back() (a thread's end, step by step)."""
         C, S, CG, EN, VA, host = self.C, self.S, self.CG, self.EN, self.VA, self.host
         pool = host.epc
-        cgs = host.sgx_cgroups
         capacity = host.misc.root.ctrl.capacity
         for s in self.live:
             cg = s.cg
             i = s.id
-            CG[C.CG_LRU_HEAD, i] = s.lru.head
-            CG[C.CG_LRU_TAIL, i] = s.lru.tail
-            CG[C.CG_LRU_NR, i] = s.lru.nr
-            CG[C.CG_NR_PAGES, i] = s.nr_pages
-            CG[C.CG_NR_EVICTED, i] = s.nr_evicted
-            CG[C.CG_NR_BATCHES, i] = s.nr_reclaim_batches
-            CG[C.CG_NR_ENOMEM, i] = s.nr_enomem
-            CG[C.CG_NR_FAULTS, i] = s.nr_faults
-            CG[C.CG_USAGE, i] = cg.usage
-            CG[C.CG_PEAK, i] = cg.peak
-            CG[C.CG_EVENTS, i] = cg.events
-            CG[C.CG_EVENTS_LOCAL, i] = cg.events_local
-            CG[C.CG_REFCNT, i] = cg.refcnt
+            for obj, fields in ((s, _SGX_CG_FIELDS), (s.lru, _LRU_FIELDS), (cg, _MISC_CG_FIELDS)):
+                for attr, row in fields:
+                    CG[getattr(C, row), i] = getattr(obj, attr)
             CG[C.CG_LIMIT, i] = min(cg.max, capacity, _I64_CAP)
             CG[C.CG_PARENT, i] = cg.parent.priv.id if cg.parent is not None else -1
             CG[C.CG_MAXPAGES, i] = min(sgx_cgroup_max_pages_to_root(s), _I64_CAP)
@@ -296,18 +315,9 @@ class _Packed:
                 self.E32[off : off + n] = encl.i32
                 self.E8[:, off : off + n] = encl.u8
                 self.EMEM[off : off + n] = encl.memcg
-            EN[C.EN_IN, e] = 1
+            for attr, row in _ENCL_FIELDS:
+                EN[getattr(C, row), e] = getattr(encl, attr)
             EN[C.EN_NPAGES, e] = encl.npages
-            EN[C.EN_SECS_EPC, e] = encl.secs_epc
-            EN[C.EN_SECS_VA, e] = encl.secs_va
-            EN[C.EN_SECS_MEMCG, e] = encl.secs_memcg
-            EN[C.EN_SECS_CHILD, e] = encl.secs_child_cnt
-            EN[C.EN_PAGE_CNT, e] = encl.page_cnt
-            EN[C.EN_REFCOUNT, e] = encl.refcount
-            EN[C.EN_NR_EAUG, e] = encl.nr_eaug
-            EN[C.EN_NR_ELDU, e] = encl.nr_eldu
-            EN[C.EN_NR_EVICTED, e] = encl.nr_evicted
-            EN[C.EN_NR_FAULTS, e] = encl.nr_faults
             EN[C.EN_BACKING, e] = 0
             EN[C.EN_BACKING0, e] = encl.backing_bytes
             EN[C.EN_MEMCG, e] = sgx_encl_backing_memcg(host, encl, None).id
@@ -322,7 +332,6 @@ class _Packed:
                 row = vaoff + vp.no
                 VA[row, C.VA_EPC] = vp.epc
                 VA[row, C.VA_USED] = vp.used
-                VA[row, C.VA_IN] = int(vp.no in encl.va_pages)
                 bits = vp.bits
                 for w in range(8):
                     word = (bits >> (64 * w)) & _MASK64
@@ -339,7 +348,6 @@ class _Packed:
             TH[C.TH_TCG, j] = host.task_misc_cg(task).priv.id
             TH[C.TH_NID, j] = task.nid
         self.CPUF[:] = self.sim.cpu_free
-        del cgs
 
     def run(self) -> int:
         return self.C.run_core(
@@ -386,23 +394,12 @@ class _Packed:
         cgs = host.sgx_cgroups
         for s in self.live:
             i = s.id
-            cg = s.cg
-            s.lru.head = int(CG[C.CG_LRU_HEAD, i])
-            s.lru.tail = int(CG[C.CG_LRU_TAIL, i])
-            s.lru.nr = int(CG[C.CG_LRU_NR, i])
-            s.nr_pages = int(CG[C.CG_NR_PAGES, i])
-            s.nr_evicted = int(CG[C.CG_NR_EVICTED, i])
-            s.nr_reclaim_batches = int(CG[C.CG_NR_BATCHES, i])
-            s.nr_enomem = int(CG[C.CG_NR_ENOMEM, i])
-            s.nr_faults = int(CG[C.CG_NR_FAULTS, i])
+            for obj, fields in ((s, _SGX_CG_FIELDS), (s.lru, _LRU_FIELDS), (s.cg, _MISC_CG_FIELDS)):
+                for attr, row in fields:
+                    setattr(obj, attr, int(CG[getattr(C, row), i]))
             s.work_pending = bool(CG[C.CG_PENDING, i])
             s.work_running = bool(CG[C.CG_RUNNING, i])
             s.next_cg = cgs[int(self.PRE[CG[C.CG_CURSOR, i]])]
-            cg.usage = int(CG[C.CG_USAGE, i])
-            cg.peak = int(CG[C.CG_PEAK, i])
-            cg.events = int(CG[C.CG_EVENTS, i])
-            cg.events_local = int(CG[C.CG_EVENTS_LOCAL, i])
-            cg.refcnt = int(CG[C.CG_REFCNT, i])
         host.sgx_cg_wq.clear()
         host.sgx_cg_wq.extend(cgs[int(c)] for c in CG[C.CG_WQ, : int(S[C.S_NWQ])])
         for mid in np.flatnonzero(CG[C.CG_MEMD]).tolist():
@@ -428,16 +425,8 @@ class _Packed:
                 encl.i32[:] = self.E32[off : off + n]
                 encl.u8[:] = self.E8[:, off : off + n]
                 encl.memcg[:] = self.EMEM[off : off + n]
-            encl.secs_epc = int(EN[C.EN_SECS_EPC, e])
-            encl.secs_va = int(EN[C.EN_SECS_VA, e])
-            encl.secs_memcg = int(EN[C.EN_SECS_MEMCG, e])
-            encl.secs_child_cnt = int(EN[C.EN_SECS_CHILD, e])
-            encl.page_cnt = int(EN[C.EN_PAGE_CNT, e])
-            encl.refcount = int(EN[C.EN_REFCOUNT, e])
-            encl.nr_eaug = int(EN[C.EN_NR_EAUG, e])
-            encl.nr_eldu = int(EN[C.EN_NR_ELDU, e])
-            encl.nr_evicted = int(EN[C.EN_NR_EVICTED, e])
-            encl.nr_faults = int(EN[C.EN_NR_FAULTS, e])
+            for attr, row in _ENCL_FIELDS:
+                setattr(encl, attr, int(EN[getattr(C, row), e]))
             delta = int(EN[C.EN_BACKING, e])
             encl.backing_bytes += delta
             encl.owner.backing_bytes += delta
@@ -557,7 +546,6 @@ def take_over(
             t = threads[j]
             p.flush()
             p.write_back()
-            sim._cur_cpu = t.cpu
             end = sim._thread_end_step(
                 t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
             )
