@@ -155,6 +155,25 @@ def test_bad_cost_value_is_a_scenario_error():
     assert ei.value.table == "host.costs" and ei.value.field == "access"
 
 
+@pytest.mark.parametrize("value", ['"0ns"', "0"])
+def test_zero_access_cost_is_a_scenario_error(value):
+    """A zero access cost would divide by zero where a run of hits is cut at the next
+    event (it was a ZeroDivisionError traceback): a scenario error naming the field."""
+    toml = with_costs(FITS, f"access = {value}")
+    with pytest.raises(ScenarioError, match="must be > 0") as ei:
+        load_scenario(toml)
+    assert ei.value.table == "host.costs" and ei.value.field == "access"
+    with pytest.raises(ScenarioError):
+        epcsim.run(toml)
+    with pytest.raises(ScenarioError):
+        epcsim.run(FITS, overrides=["host.costs.access=0"])
+
+
+def test_zero_cost_of_an_encls_leaf_is_allowed():
+    _, r = run(with_costs(FITS, "eadd = 0"))
+    assert r.summary["sim_time_ns"] > 0
+
+
 # --- faults ----------------------------------------------------------------------------
 
 

@@ -451,9 +451,12 @@ def _check(sc: Scenario, label: str) -> None:
         if k not in known:
             fail(f"unknown cost {k!r} (known: {', '.join(sorted(known))})", "host.costs", k)
         try:
-            parse_time(v, what=k)
+            ns = parse_time(v, what=k)
         except EpcsimError as e:
             fail(str(e).split(": ", 1)[-1], "host.costs", k)
+        if k == "access" and ns == 0:
+            # a run of hits is cut at the next event by (next - now) // access
+            fail("must be > 0 (each access takes virtual time)", "host.costs", k)
     capacity = sc.capacity
 
     def size(v: SizeLike, table: str, field: str) -> int:

@@ -12,7 +12,7 @@ time-derived figure epcsim reports is therefore an *estimate from this cost mode
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..kernel import encls
 
@@ -25,7 +25,7 @@ class CostModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: one access to a resident enclave page (trace element; MEE-protected memory)
-    access: int = 50
+    access: int = Field(50, ge=1)
     #: a page fault round trip: AEX, kernel entry/exit, ERESUME (also a retried fault)
     fault: int = 3_000
     ecreate: int = 10_000
