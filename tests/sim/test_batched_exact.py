@@ -427,6 +427,42 @@ def test_multi_scenarios_release_enclaves_in_the_core(monkeypatch) -> None:
     assert found, where
 
 
+def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeypatch) -> None:
+    """ELDU uncharges the backing from the memcg each page was charged to.  The core
+    reads the page's memcg only for an enclave whose memcg changed since some page went
+    out (EN_EMIX); forcing that path everywhere gives the same results, and an exited
+    task's enclave (its backing now goes to the root memcg) is flagged."""
+    from epcsim.sim import batched
+
+    flags: list[int] = []
+    load = batched._Packed.load
+
+    def forced(self) -> None:
+        load(self)
+        for encl in self.encls:
+            flags.append(int(self.EN[self.C.EN_EMIX, encl.id]))
+            self.EN[self.C.EN_EMIX, encl.id] = 1
+
+    monkeypatch.setattr(batched._Packed, "load", forced)
+    for toml in (_toml(**FIXED["limit"]), _toml_multi(**FIXED_MULTI["tenants"])):
+        ref, bat = _both(toml)
+        assert bat.engine == "batched", bat.engine_note
+        _assert_same(ref, bat)
+    assert 1 in flags and 0 in flags
+
+
+@given(
+    t=st.integers(0, (1 << 62) - 1) | st.integers(0, 1 << 53),
+    access=st.integers(1, 10**6) | st.integers(1, 1 << 40),
+)
+def test_div_access_is_floor_division(t: int, access: int) -> None:
+    """The hit-run cut divides by the reciprocal and corrects: exactly t // access."""
+    from epcsim.sim._core import _div_access
+
+    assert _div_access.py_func(t, access, 1.0 / access) == t // access
+    assert _div_access(t, access, 1.0 / access) == t // access
+
+
 @st.composite
 def multi_scenarios(draw) -> str:
     """Random eligible scenarios with several enclave groups and threads."""

@@ -79,17 +79,18 @@ class EpcPool:
         self.nr_pages = n
         self.section_pages = [int(s) for s in section_pages]
         self.section_start = np.cumsum([0, *self.section_pages[:-1]]).astype(np.int64)
-        # the int32 and uint8 fields are rows of two arrays (one buffer each, which the
-        # batched engine's compiled core takes whole)
-        self.i32 = np.empty((4, n), dtype=np.int32)
-        self.prev, self.next, self.owner_encl, self.owner_idx = self.i32
+        # the int32 and uint8 fields are columns of two arrays, one row per page (a
+        # page's list links and owner share a cache line; the batched engine's compiled
+        # core takes the arrays whole)
+        self.i32 = np.empty((n, 4), dtype=np.int32)
+        self.prev, self.next, self.owner_encl, self.owner_idx = self.i32.T
         self.prev[:] = np.arange(n, dtype=np.int32)
         self.next[:] = self.prev
         self.owner_encl[:] = -1
         self.owner_idx[:] = -1
         self.cg = np.full(n, -1, dtype=np.int16)
-        self.u8 = np.zeros((2, n), dtype=np.uint8)
-        self.flags, self.kind = self.u8
+        self.u8 = np.zeros((n, 2), dtype=np.uint8)
+        self.flags, self.kind = self.u8.T
         self.m_prev = memoryview(self.prev)
         self.m_next = memoryview(self.next)
         self.m_owner_encl = memoryview(self.owner_encl)

@@ -26,11 +26,15 @@ Layout (few arguments per call: numba passes every array field by value):
 - ``VA[row, f]`` (int64): VA pages (``VA_*``; one VA page's fields together; enclave
   *e*'s VA page *no* at row ``EN[EN_VAOFF, e] + no``), columns ``VA_BITS``.. their
   512-slot maps.
-- ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (prev, next, owner_encl, owner_idx),
-  ``u8`` (flags, kind) and ``cg`` arrays (rows); ``E32``/``E8``/``EMEM``: the enclaves'
-  ``i32`` (columns epc, va: ``E32[off + idx, E_EPC]``), ``u8`` (rows desc, type) and
-  ``memcg`` arrays, one after the other (enclave *e* from ``EN[EN_OFF, e]``)
-  (:mod:`epcsim.kernel.epc`, :mod:`epcsim.kernel.encl`).
+- ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (one row per page: prev, next,
+  owner_encl, owner_idx: ``P32[page, P_NEXT]``), ``u8`` (one row per page: flags, kind)
+  and ``cg`` arrays; ``E32``/``E8``/``EMEM``: the enclaves' ``i32`` (columns epc, va:
+  ``E32[off + idx, E_EPC]``), ``u8`` (rows desc, type) and ``memcg`` arrays, one after
+  the other (enclave *e* from ``EN[EN_OFF, e]``) (:mod:`epcsim.kernel.epc`,
+  :mod:`epcsim.kernel.encl`).
+- ``HB``: one bit per enclave page row, set while the page can be hit (resident, not
+  blocked): the access loop reads it instead of ``E32`` and ``E8`` (derived by
+  :mod:`epcsim.sim.batched` at each load, kept up to date here).
 
 Hot paths are source-level single call sites inlined by numba (``inline="always"``);
 rare paths (the SECS, a new VA page, a failed grow, an enclave release) are out-of-line
@@ -132,7 +136,8 @@ EN_VAOFF = 19  # first row of its VA pages in VA
 EN_RELEASED = 20
 EN_TRACKED = 21  # S_STAMP of the last batch that ETRACKed it
 EN_SIGPEND = 22  # its task has a signal pending
-NENF = 23
+EN_EMIX = 23  # some evicted page's backing is charged to a memcg other than EN_MEMCG
+NENF = 24
 
 # --- TH: per-thread fields ----------------------------------------------------------------
 TH_T = 0
@@ -265,6 +270,17 @@ def _leaf(S, leaf, n):
     S[S_STEPCOST] += n * S[S_LCOST + leaf]
 
 
+@_inline
+def _hb_set(HB, g):
+    """Enclave page row *g* can be hit: resident and not blocked."""
+    HB[g >> 6] |= 1 << (g & 63)
+
+
+@_inline
+def _hb_clear(HB, g):
+    HB[g >> 6] &= ~(1 << (g & 63))
+
+
 # --- lists (lru.py) ----------------------------------------------------------------------
 
 
@@ -272,12 +288,12 @@ def _leaf(S, leaf, n):
 def _lru_add_tail(CG, P32, c, i):
     """EpcList.add_tail() on cgroup *c*'s LRU (``list_add_tail``)."""
     t = CG[CG_LRU_TAIL, c]
-    P32[P_PREV, i] = t
-    P32[P_NEXT, i] = -1
+    P32[i, P_PREV] = t
+    P32[i, P_NEXT] = -1
     if t < 0:
         CG[CG_LRU_HEAD, c] = i
     else:
-        P32[P_NEXT, t] = i
+        P32[t, P_NEXT] = i
     CG[CG_LRU_TAIL, c] = i
     CG[CG_LRU_NR, c] += 1
 
@@ -285,18 +301,18 @@ def _lru_add_tail(CG, P32, c, i):
 @_inline
 def _lru_del_init(CG, P32, c, i):
     """EpcList.del_init() on cgroup *c*'s LRU (``list_del_init``)."""
-    p = P32[P_PREV, i]
-    n = P32[P_NEXT, i]
+    p = P32[i, P_PREV]
+    n = P32[i, P_NEXT]
     if p < 0:
         CG[CG_LRU_HEAD, c] = n
     else:
-        P32[P_NEXT, p] = n
+        P32[p, P_NEXT] = n
     if n < 0:
         CG[CG_LRU_TAIL, c] = p
     else:
-        P32[P_PREV, n] = p
-    P32[P_PREV, i] = i
-    P32[P_NEXT, i] = i
+        P32[n, P_PREV] = p
+    P32[i, P_PREV] = i
+    P32[i, P_NEXT] = i
     CG[CG_LRU_NR, c] -= 1
 
 
@@ -314,16 +330,16 @@ def _alloc_from_nodes(S, P32, P8):
         b = S_NODES + 3 * nid
         i = S[b]
         if i >= 0:
-            n = P32[P_NEXT, i]
+            n = P32[i, P_NEXT]
             S[b] = n
             if n < 0:
                 S[b + 1] = -1
             else:
-                P32[P_PREV, n] = -1
-            P32[P_PREV, i] = i
-            P32[P_NEXT, i] = i
+                P32[n, P_PREV] = -1
+            P32[i, P_PREV] = i
+            P32[i, P_NEXT] = i
             S[b + 2] -= 1
-            P8[P_FLAGS, i] = 0
+            P8[i, P_FLAGS] = 0
             S[S_NR_FREE] -= 1
             return i
         nid = (nid + 1) % nodes
@@ -336,24 +352,24 @@ def _free_to_node(S, P32, P8, PCG, page):
     """Models the second half of sgx_free_epc_page() (_sgx_free_epc_page_to_node): owner
     cleared, tail of the page's node's free list, IS_FREE."""
     PCG[page] = -1
-    P8[P_KIND, page] = KIND_FREE
-    P32[P_OE, page] = -1
-    P32[P_OI, page] = -1
+    P8[page, P_KIND] = KIND_FREE
+    P32[page, P_OE] = -1
+    P32[page, P_OI] = -1
     nid = 0
     for k in range(1, S[S_NNODES]):
         if S[S_SECT + k] <= page:
             nid = k
     b = S_NODES + 3 * nid
     t = S[b + 1]
-    P32[P_PREV, page] = t
-    P32[P_NEXT, page] = -1
+    P32[page, P_PREV] = t
+    P32[page, P_NEXT] = -1
     if t < 0:
         S[b] = page
     else:
-        P32[P_NEXT, t] = page
+        P32[t, P_NEXT] = page
     S[b + 1] = page
     S[b + 2] += 1
-    P8[P_FLAGS, page] = IS_FREE
+    P8[page, P_FLAGS] = IS_FREE
     S[S_NR_FREE] += 1
 
 
@@ -398,9 +414,9 @@ def _alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
         return _charge_failed(S, CG, c, failed)
     page = _alloc_from_nodes(S, P32, P8)
     if page >= 0:
-        P8[P_KIND, page] = kind
-        P32[P_OE, page] = e
-        P32[P_OI, page] = oidx
+        P8[page, P_KIND] = kind
+        P32[page, P_OE] = e
+        P32[page, P_OI] = oidx
         PCG[page] = c
         CG[CG_NR_PAGES, c] += 1
     else:
@@ -589,7 +605,7 @@ def _grow(S, CG, EN, VA, P32, P8, PCG, e, page):
 
 
 @_inline
-def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx):
+def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
     """Models sgx_vma_fault() for an in-range page: sgx_encl_eaug_page() for a page not
     in page_array, __sgx_encl_load_page() (sgx_encl_load_secs(), sgx_encl_eldu()) for an
     evicted one, -EBUSY for one being reclaimed.  Returns 0, VM_FAULT_NOPAGE or
@@ -600,6 +616,7 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx):
         if E8[E_DESC, g] & DESC_BEING_RECLAIMED:
             return VM_FAULT_NOPAGE
         E8[E_DESC, g] &= NOT_ACC_BLOCKED
+        _hb_set(HB, g)
         return 0
     if not present and not S[S_SGX2]:
         return VM_FAULT_SIGBUS
@@ -622,6 +639,7 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx):
         E32[g, E_EPC] = page
         E8[E_TYPE, g] = SGX_PAGE_TYPE_REG
         E8[E_DESC, g] = DESC_PRESENT
+        _hb_set(HB, g)
     else:
         # sgx_encl_eldu(): ELDU, free the VA slot, truncate the backing
         _leaf(S, L_ELDU, 1)
@@ -629,13 +647,16 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx):
         _free_va_slot(EN, VA, e, E32[g, E_VA])
         E32[g, E_VA] = -1
         EN[EN_BACKING, e] -= BACKING
-        CG[CG_MEMD, EMEM[g]] -= BACKING
+        # the memcg the backing was charged to: the enclave's unless it has changed
+        # since some page went out (EN_EMIX; saves a load that misses the cache)
+        CG[CG_MEMD, EMEM[g] if EN[EN_EMIX, e] else EN[EN_MEMCG, e]] -= BACKING
         EMEM[g] = -1
         E32[g, E_EPC] = page
         E8[E_DESC, g] &= NOT_ACC_BLOCKED
+        _hb_set(HB, g)
     EN[EN_SECS_CHILD, e] += 1
     # sgx_mark_page_reclaimable()
-    P8[P_FLAGS, page] |= TRACKED
+    P8[page, P_FLAGS] |= TRACKED
     _lru_add_tail(CG, P32, PCG[page], page)
     S[S_NR_LRU] += 1
     return 0
@@ -645,7 +666,7 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx):
 
 
 @_outline
-def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
+def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     """Models sgx_encl_release() when a reclaimer drops the last reference (the task
     has exited): every resident page unmarked (sgx_unmark_page_reclaimable()) and freed
     (EREMOVE), the SECS, every VA page, the backing (every memcg charge returned)."""
@@ -656,17 +677,18 @@ def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
         page = E32[g, E_EPC]
         if page < 0:
             continue
-        if P8[P_FLAGS, page] & TRACKED:
-            if P32[P_PREV, page] == page:
+        if P8[page, P_FLAGS] & TRACKED:
+            if P32[page, P_PREV] == page:
                 continue  # isolated by a reclaimer: -EBUSY
             c = PCG[page]
             _lru_del_init(CG, P32, c if c >= 0 else S[S_ROOT], page)
             S[S_NR_LRU] -= 1
-            P8[P_FLAGS, page] &= NOT_TRACKED
+            P8[page, P_FLAGS] &= NOT_TRACKED
         _leaf(S, L_EREMOVE, 1)
         _free_epc_page(S, CG, P32, P8, PCG, page)
         EN[EN_SECS_CHILD, e] -= 1
         E32[g, E_EPC] = -1
+        _hb_clear(HB, g)
     if EN[EN_SECS_CHILD, e] == 0 and EN[EN_SECS_EPC, e] >= 0:
         _leaf(S, L_EREMOVE, 1)
         _free_epc_page(S, CG, P32, P8, PCG, EN[EN_SECS_EPC, e])
@@ -696,11 +718,11 @@ def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
 
 
 @_inline
-def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e):
+def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     """Models sgx_encl_put(): kref_put(&encl->refcount, sgx_encl_release)."""
     EN[EN_REFCOUNT, e] -= 1
     if EN[EN_REFCOUNT, e] == 0:
-        _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e)
+        _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
 
 
 # --- reclaim (reclaim.py, epc_cgroup.py) ---------------------------------------------------
@@ -729,32 +751,32 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, r):
         while i >= 0 and n < SGX_NR_TO_SCAN:
             R[R_PAGES + n, r] = i
             n += 1
-            i = P32[P_NEXT, i]
+            i = P32[i, P_NEXT]
         if n:
             CG[CG_LRU_HEAD, c] = i
             if i < 0:
                 CG[CG_LRU_TAIL, c] = -1
             else:
-                P32[P_PREV, i] = -1
+                P32[i, P_PREV] = -1
             for k in range(n):
                 pg = R[R_PAGES + k, r]
-                P32[P_PREV, pg] = pg
-                P32[P_NEXT, pg] = pg
+                P32[pg, P_PREV] = pg
+                P32[pg, P_NEXT] = pg
             CG[CG_LRU_NR, c] -= n
             S[S_NR_LRU] -= n
         # kref_get_unless_zero() per page: pages of a released enclave are forgotten
         kept = 0
         for k in range(n):
             pg = R[R_PAGES + k, r]
-            e = P32[P_OE, pg]
+            e = P32[pg, P_OE]
             if EN[EN_REFCOUNT, e] > 0:
                 EN[EN_REFCOUNT, e] += 1
                 R[R_PAGES + kept, r] = pg
                 R[R_ES + kept, r] = e
-                R[R_GS + kept, r] = EN[EN_OFF, e] + P32[P_OI, pg]
+                R[R_GS + kept, r] = EN[EN_OFF, e] + P32[pg, P_OI]
                 kept += 1
             else:
-                P8[P_FLAGS, pg] &= NOT_TRACKED
+                P8[pg, P_FLAGS] &= NOT_TRACKED
         if kept == 0:
             if c != root:
                 CG[CG_REFCNT, c] -= 1  # sgx_put_cg()
@@ -767,7 +789,7 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, r):
 
 
 @_inline
-def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
+def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Phase 2 of sgx_reclaim_pages(): sgx_reclaimer_age() and the backing (no
     memory.max: every charge fits).  Returns the number of pages kept."""
     c = R[R_C, r]
@@ -795,7 +817,7 @@ def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
         else:
             _lru_add_tail(CG, P32, c, page)
             S[S_NR_LRU] += 1
-            _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e)
+            _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
     R[R_NP, r] = kept
     return kept
 
@@ -816,7 +838,7 @@ def _evict_secs(S, CG, EN, VA, P32, P8, PCG, e):
 
 
 @_inline
-def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
+def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Phase 4 of sgx_reclaim_pages(): sgx_reclaimer_write() / sgx_encl_ewb() per page
     (one ETRACK per enclave per batch), the SECS after its last child, kref_put() (which
     may release the enclave), sgx_free_epc_page() (the uncharge of the batch at the
@@ -841,7 +863,7 @@ def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
         EN[EN_NR_EVICTED, e] += 1
         if EN[EN_SECS_CHILD, e] == 0 and EN[EN_SECS_EPC, e] >= 0:
             _evict_secs(S, CG, EN, VA, P32, P8, PCG, e)
-        _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e)
+        _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
         _free_to_node(S, P32, P8, PCG, page)
     CG[CG_NR_PAGES, c] -= k
     CG[CG_NR_EVICTED, c] += k
@@ -861,7 +883,7 @@ def _should_reclaim(S, CG, c):
 
 
 @_inline
-def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
+def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """One step of ksgxd (ksgxd_step()) or of a sgx_cg_wq worker
     (sgx_cgroup_reclaim_work_func()): from the yield point the actor stopped at to its
     next one.  Returns False when the actor ends (no reschedule)."""
@@ -888,18 +910,20 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
             CG[CG_RUNNING, R[R_CG, r]] = 1
             check = True
     elif stage == ST_PH2:
-        if _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r):
+        if _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             nstage = ST_PH3
         else:
             loop = True
     elif stage == ST_PH3:
         n = R[R_NP, r]
         for k in range(n):
-            E8[E_DESC, R[R_GS + k, r]] |= DESC_BLOCKED
+            g = R[R_GS + k, r]
+            E8[E_DESC, g] |= DESC_BLOCKED
+            _hb_clear(HB, g)
         _leaf(S, L_EBLOCK, n)
         nstage = ST_PH4
     elif stage == ST_PH4:
-        _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, r)
+        _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r)
         loop = True
     elif ksgxd:  # ST_RESCHED: ksgxd_step() returns True (the kstep's last step)
         nstage = ST_START
@@ -1024,14 +1048,29 @@ def _kick(S, CG, R, now):
     return True
 
 
+@_inline
+def _div_access(t, access_ns, inv_access):
+    """t // access_ns for 0 <= t (access_ns >= 1): by the reciprocal, corrected to the
+    exact quotient (a division takes ~40 cycles; this runs once per enclave step)."""
+    if t >= 1 << 52:
+        return t // access_ns
+    m = int(t * inv_access)
+    if m * access_ns > t:
+        m -= 1
+    elif (m + 1) * access_ns <= t:
+        m += 1
+    return m
+
+
 @_outline
-def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, SAMP, SAMPT):
+def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPT):
     """Run the simulation loop (Simulation.run() with the enclave threads, ksgxd, the
     workers and the sampler) until a thread's next step ends it (RC_THREAD_DONE, thread
     in S_WHO), the next event is past the time limit (RC_LIMIT), a thread needs the
     next chunk of accesses (RC_NEED_CHUNK), a buffer is full (RC_FLUSH) or a model
     invariant broke (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
+    inv_access = 1.0 / access_ns
     big = 1 << 62
     while True:
         if S[S_ERR]:
@@ -1083,7 +1122,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
         elif j < 0:
-            if _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, who):
+            if _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who):
                 d = S[S_KSTEP_NS] + S[S_STEPCOST]
                 S[S_SEQ] += 1
                 R[R_T, who] = now + (d if d > 0 else 1)
@@ -1092,110 +1131,135 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, BUF, LAT, 
                 R[R_SCHED, who] = 0
                 S[S_ACTIVE] -= 1
         else:
-            # an enclave thread (Simulation._thread): book the last fault's result
+            # an enclave thread (Simulation._thread); its steps follow one another
+            # here as long as no other actor's event comes first
             e = TH[TH_E, j]
-            if not mid and TH[TH_PENDING, j]:
-                rr = TH[TH_R, j]
-                n = S[S_NLAT]
-                if rr == 0 and n >= LAT.shape[0]:
-                    return RC_FLUSH
-                TH[TH_PENDING, j] = 0
-                if rr == 0:
-                    TH[TH_FAULTS, j] += 1
-                    TH[TH_STREAK, j] = 0
-                    LAT[n] = now - TH[TH_FSTART, j]
-                    S[S_NLAT] = n + 1
-                    TH[TH_FSTART, j] = -1
-                    if S[S_UNREF]:
-                        TH[TH_POS, j] += 1
-                        TH[TH_REMAIN, j] -= 1
-                        TH[TH_ACC, j] += 1
-                elif rr == VM_FAULT_NOPAGE:
-                    TH[TH_RETRIES, j] += 1
-                    TH[TH_STREAK, j] += 1
+            while True:
+                # book the last fault's result
+                if not mid and TH[TH_PENDING, j]:
+                    rr = TH[TH_R, j]
+                    n = S[S_NLAT]
+                    if rr == 0 and n >= LAT.shape[0]:
+                        return RC_FLUSH
+                    TH[TH_PENDING, j] = 0
+                    if rr == 0:
+                        TH[TH_FAULTS, j] += 1
+                        TH[TH_STREAK, j] = 0
+                        LAT[n] = now - TH[TH_FSTART, j]
+                        S[S_NLAT] = n + 1
+                        TH[TH_FSTART, j] = -1
+                        if S[S_UNREF]:
+                            TH[TH_POS, j] += 1
+                            TH[TH_REMAIN, j] -= 1
+                            TH[TH_ACC, j] += 1
+                    elif rr == VM_FAULT_NOPAGE:
+                        TH[TH_RETRIES, j] += 1
+                        TH[TH_STREAK, j] += 1
+                    else:
+                        TH[TH_SIGBUS, j] = 1
+                        EN[EN_SIGPEND, e] = 1
+                mid = 0
+                S[S_MIDPOP] = 0
+                if TH[TH_STARTED, j] < 0:
+                    TH[TH_STARTED, j] = now
+                until = TH[TH_UNTIL, j]
+                if (
+                    TH[TH_REMAIN, j] <= 0
+                    or TH[TH_SIGBUS, j]
+                    or (until >= 0 and now >= until)
+                    or EN[EN_SIGPEND, e]
+                ):
+                    S[S_WHO] = j
+                    TH[TH_LIVE, j] = 2
+                    n = S[S_NHP] - 1  # off the thread heap (it is the root)
+                    S[S_NHP] = n
+                    if n:
+                        TH[TH_HEAP, 0] = TH[TH_HEAP, n]
+                        _th_sift_down(TH, n, 0)
+                    return RC_THREAD_DONE
+                pos = TH[TH_POS, j]
+                if pos >= TH[TH_BUFLEN, j]:
+                    S[S_MIDPOP] = j + 1
+                    S[S_WHO] = j
+                    return RC_NEED_CHUNK
+                # accesses up to the next event of any other actor: the kernel threads
+                # and the other enclave threads (the thread is the heap's root: the
+                # next is a child) win a tie, the sampler does not
+                nxt_k = big
+                for r in range(S[S_NR_HI]):
+                    if R[R_SCHED, r] and R[R_T, r] < nxt_k:
+                        nxt_k = R[R_T, r]
+                nhp = S[S_NHP]
+                if nhp > 1 and TH[TH_T, TH[TH_HEAP, 1]] < nxt_k:
+                    nxt_k = TH[TH_T, TH[TH_HEAP, 1]]
+                if nhp > 2 and TH[TH_T, TH[TH_HEAP, 2]] < nxt_k:
+                    nxt_k = TH[TH_T, TH[TH_HEAP, 2]]
+                nxt_s = S[S_SM_T]
+                nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
+                # n = min(n, max(1, (t - now) // access_ns)) for t = until, nxt_t
+                # (the division only where it can cut)
+                n = TH[TH_BUFLEN, j] - pos
+                if until >= 0 and n * access_ns > until - now:
+                    m = _div_access(until - now, access_ns, inv_access)
+                    n = m if m > 1 else 1
+                if n * access_ns > nxt_t - now:
+                    m = _div_access(nxt_t - now, access_ns, inv_access)
+                    m = m if m > 1 else 1
+                    n = m if m < n else n
+                # sgx_encl_access(): hits set the accessed bit, up to the first miss
+                off = EN[EN_OFF, e]
+                npages = EN[EN_NPAGES, e]
+                k = 0
+                while k < n:
+                    idx = BUF[j, pos + k]
+                    if idx < 0 or idx >= npages:
+                        break
+                    g = off + idx
+                    if not (HB[g >> 6] >> (g & 63)) & 1:  # not resident, or blocked
+                        break
+                    E8[E_DESC, g] |= DESC_ACCESSED
+                    k += 1
+                if k:
+                    TH[TH_POS, j] = pos + k
+                    TH[TH_REMAIN, j] -= k
+                    TH[TH_ACC, j] += k
+                    d = k * access_ns
                 else:
-                    TH[TH_SIGBUS, j] = 1
-                    EN[EN_SIGPEND, e] = 1
-            S[S_MIDPOP] = 0
-            if TH[TH_STARTED, j] < 0:
-                TH[TH_STARTED, j] = now
-            until = TH[TH_UNTIL, j]
-            if (
-                TH[TH_REMAIN, j] <= 0
-                or TH[TH_SIGBUS, j]
-                or (until >= 0 and now >= until)
-                or EN[EN_SIGPEND, e]
-            ):
-                S[S_WHO] = j
-                TH[TH_LIVE, j] = 2
-                n = S[S_NHP] - 1  # off the thread heap (it is the root)
-                S[S_NHP] = n
-                if n:
-                    TH[TH_HEAP, 0] = TH[TH_HEAP, n]
-                    _th_sift_down(TH, n, 0)
-                return RC_THREAD_DONE
-            pos = TH[TH_POS, j]
-            if pos >= TH[TH_BUFLEN, j]:
-                S[S_MIDPOP] = j + 1
-                S[S_WHO] = j
-                return RC_NEED_CHUNK
-            # accesses up to the next event of any other actor
-            nxt_t = S[S_SM_T]
-            for r in range(S[S_NR_HI]):
-                if R[R_SCHED, r] and R[R_T, r] < nxt_t:
-                    nxt_t = R[R_T, r]
-            nhp = S[S_NHP]  # the thread is the heap's root: the next is a child
-            if nhp > 1 and TH[TH_T, TH[TH_HEAP, 1]] < nxt_t:
-                nxt_t = TH[TH_T, TH[TH_HEAP, 1]]
-            if nhp > 2 and TH[TH_T, TH[TH_HEAP, 2]] < nxt_t:
-                nxt_t = TH[TH_T, TH[TH_HEAP, 2]]
-            n = TH[TH_BUFLEN, j] - pos
-            if until >= 0:
-                m = (until - now) // access_ns
-                n = min(n, m if m > 1 else 1)
-            m = (nxt_t - now) // access_ns
-            n = min(n, m if m > 1 else 1)
-            # sgx_encl_access(): hits set the accessed bit, up to the first miss
-            off = EN[EN_OFF, e]
-            npages = EN[EN_NPAGES, e]
-            k = 0
-            while k < n:
-                idx = BUF[j, pos + k]
-                if idx < 0 or idx >= npages:
+                    # sgx_vma_fault()
+                    idx = BUF[j, pos]
+                    if TH[TH_FSTART, j] < 0:
+                        TH[TH_FSTART, j] = now
+                    EN[EN_NR_FAULTS, e] += 1
+                    if idx < 0 or idx >= npages:
+                        rr = VM_FAULT_SIGBUS
+                    else:
+                        S[S_CUR_TCG] = TH[TH_TCG, j]
+                        S[S_CUR_NID] = TH[TH_NID, j]
+                        rr = _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
+                    if rr == 0:
+                        CG[CG_NR_FAULTS, TH[TH_TCG, j]] += 1
+                    TH[TH_PENDING, j] = 1
+                    TH[TH_R, j] = rr
+                    d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
+                S[S_SEQ] += 1
+                t1 = now + (d if d > 0 else 1)
+                TH[TH_T, j] = t1
+                TH[TH_SEQ, j] = S[S_SEQ]
+                CPUF[TH[TH_CPU, j]] = t1
+                # the thread's next step is the next event (its CPU is its own, the
+                # heap stays valid: t1 is below the children's keys) unless a kernel
+                # thread is to be kicked, another actor comes first or the time is up
+                if (
+                    t1 >= nxt_k
+                    or t1 > nxt_s
+                    or t1 > S[S_LIMIT]
+                    or S[S_NWQ]
+                    or (S[S_WOKEN] and not R[R_SCHED, 0])
+                ):
                     break
-                g = off + idx
-                d = E8[E_DESC, g]
-                if E32[g, E_EPC] < 0 or d & DESC_BLOCKED:
-                    break
-                E8[E_DESC, g] = d | DESC_ACCESSED
-                k += 1
-            if k:
-                TH[TH_POS, j] = pos + k
-                TH[TH_REMAIN, j] -= k
-                TH[TH_ACC, j] += k
-                d = k * access_ns
-            else:
-                # sgx_vma_fault()
-                idx = BUF[j, pos]
-                if TH[TH_FSTART, j] < 0:
-                    TH[TH_FSTART, j] = now
-                EN[EN_NR_FAULTS, e] += 1
-                if idx < 0 or idx >= npages:
-                    rr = VM_FAULT_SIGBUS
-                else:
-                    S[S_CUR_TCG] = TH[TH_TCG, j]
-                    S[S_CUR_NID] = TH[TH_NID, j]
-                    rr = _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, e, idx)
-                if rr == 0:
-                    CG[CG_NR_FAULTS, TH[TH_TCG, j]] += 1
-                TH[TH_PENDING, j] = 1
-                TH[TH_R, j] = rr
-                d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
-            S[S_SEQ] += 1
-            t1 = now + (d if d > 0 else 1)
-            TH[TH_T, j] = t1
-            TH[TH_SEQ, j] = S[S_SEQ]
-            CPUF[TH[TH_CPU, j]] = t1
+                now = t1
+                S[S_NOW] = now
+                S[S_STEPCOST] = 0
             _th_sift_down(TH, S[S_NHP], 0)
         # _kick_kernel_threads()
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
+from ..kernel.constants import DESC_BLOCKED, PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
@@ -206,6 +206,9 @@ class _Packed:
             self.E8 = np.empty((2, n), np.uint8)
             self.EMEM = np.empty(n, np.int16)
         self.VA = np.full((nva, C.NVAF), -1, np.int64)
+        # which enclave page rows can be hit (resident, not blocked): one bit each,
+        # derived from E32 / E8 at every load(), kept by the core
+        self.HB = np.zeros((n + 63) // 64 + 1, np.int64)
         self.EN = np.zeros((C.NENF, len(host.encls)), np.int64)
         S = np.zeros(C.NS, np.int64)
         self.S = S
@@ -320,7 +323,9 @@ class _Packed:
             EN[C.EN_NPAGES, e] = encl.npages
             EN[C.EN_BACKING, e] = 0
             EN[C.EN_BACKING0, e] = encl.backing_bytes
-            EN[C.EN_MEMCG, e] = sgx_encl_backing_memcg(host, encl, None).id
+            memcg = sgx_encl_backing_memcg(host, encl, None).id
+            EN[C.EN_MEMCG, e] = memcg
+            EN[C.EN_EMIX, e] = int(bool(np.any((encl.memcg >= 0) & (encl.memcg != memcg))))
             EN[C.EN_NVA, e] = len(encl.va_all)
             EN[C.EN_LIVE_MMS, e] = encl.nr_live_mms
             EN[C.EN_OFF, e] = off
@@ -342,6 +347,11 @@ class _Packed:
                 VA[vaoff + no, C.VA_NEXT] = order[k2 + 1] if k2 + 1 < len(order) else -1
             EN[C.EN_VA_HEAD, e] = order[0] if order else -1
             EN[C.EN_VA_TAIL, e] = order[-1] if order else -1
+        E32, E8 = self.E32, self.E8
+        hit = (E32[:, C.E_EPC] >= 0) & ((E8[C.E_DESC] & DESC_BLOCKED) == 0)
+        packed = np.packbits(hit, bitorder="little")
+        self.HB[:] = 0
+        self.HB.view(np.uint8)[: len(packed)] = packed
         TH = self.TH
         for j, t in enumerate(self.threads):
             task = t.inst.task
@@ -352,7 +362,7 @@ class _Packed:
     def run(self) -> int:
         return self.C.run_core(
             self.S, self.CG, self.EN, self.TH, self.CPUF, self.R, self.VA, self.host.epc.i32,
-            self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.BUF,
+            self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.HB, self.BUF,
             self.LAT, self.SAMP, self.SAMPT,
         )  # fmt: skip
 
