@@ -43,7 +43,10 @@ functions.
 
 from __future__ import annotations
 
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..kernel import encls
 from ..kernel.constants import (
@@ -263,6 +266,35 @@ NOT_TRACKED = 0xFF & ~TRACKED
 _inline = njit(cache=True, _nrt=False, inline="always", error_model="numpy")
 _outline = njit(cache=True, _nrt=False, error_model="numpy")
 
+#: accesses after a fault whose enclave page rows are prefetched
+PF_AHEAD = 4
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Ask the cache for the line of ``arr[i, j]`` (``llvm.prefetch``, for writing): a
+    hint with no effect on any value, so that a later fault or reclaim phase does not
+    wait for memory."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        aryty, ity, jty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [
+            context.cast(builder, args[1], ity, types.intp),
+            context.cast(builder, args[2], jty, types.intp),
+        ]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=True)
+        i32 = ir.IntType(32)
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # rw = 1 (write), locality = 3 (keep), cache type = 1 (data)
+        builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 
 @_inline
 def _leaf(S, leaf, n):
@@ -336,6 +368,7 @@ def _alloc_from_nodes(S, P32, P8):
                 S[b + 1] = -1
             else:
                 P32[n, P_PREV] = -1
+                _prefetch(P8, n, P_FLAGS)  # the next allocation's
             P32[i, P_PREV] = i
             P32[i, P_NEXT] = i
             S[b + 2] -= 1
@@ -729,7 +762,7 @@ def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
 
 
 @_inline
-def _reclaim_loop(S, CG, EN, R, P32, P8, r):
+def _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
     """The loop of sgx_cgroup_reclaim_pages() (with sgx_cgroup_next_get()) and phase 1
     of sgx_reclaim_pages() (_sgx_reclaim_isolate()).  Returns True at the
     "reclaim:isolated" yield point (the batch in R[R_PAGES.., r]), False when the loop
@@ -773,7 +806,10 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, r):
                 EN[EN_REFCOUNT, e] += 1
                 R[R_PAGES + kept, r] = pg
                 R[R_ES + kept, r] = e
-                R[R_GS + kept, r] = EN[EN_OFF, e] + P32[pg, P_OI]
+                g = EN[EN_OFF, e] + P32[pg, P_OI]
+                R[R_GS + kept, r] = g
+                _prefetch(E8, E_DESC, g)  # for phase 2 and 4
+                _prefetch(E32, g, E_EPC)  # for phase 4
                 kept += 1
             else:
                 P8[pg, P_FLAGS] &= NOT_TRACKED
@@ -946,7 +982,7 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             CG[CG_RUNNING, c] = 0
             nstage = ST_END
     if loop:
-        if _reclaim_loop(S, CG, EN, R, P32, P8, r):
+        if _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
             S[S_STEPCOST] += S[S_BATCH_NS]
             nstage = ST_PH2
         else:
@@ -1225,7 +1261,13 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                     TH[TH_ACC, j] += k
                     d = k * access_ns
                 else:
-                    # sgx_vma_fault()
+                    # sgx_vma_fault(); first the next accesses' rows are asked for
+                    buflen = TH[TH_BUFLEN, j]
+                    for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
+                        ix = BUF[j, q]
+                        if 0 <= ix < npages:
+                            _prefetch(E32, off + ix, E_EPC)
+                            _prefetch(E8, E_DESC, off + ix)
                     idx = BUF[j, pos]
                     if TH[TH_FSTART, j] < 0:
                         TH[TH_FSTART, j] = now
