@@ -1261,16 +1261,17 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                     TH[TH_ACC, j] += k
                     d = k * access_ns
                 else:
-                    # sgx_vma_fault(); first the next accesses' rows are asked for
-                    buflen = TH[TH_BUFLEN, j]
-                    for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
-                        ix = BUF[j, q]
-                        if 0 <= ix < npages:
-                            _prefetch(E32, off + ix, E_EPC)
-                            _prefetch(E8, E_DESC, off + ix)
+                    # sgx_vma_fault(); at an access's first fault the next accesses'
+                    # rows are asked for
                     idx = BUF[j, pos]
                     if TH[TH_FSTART, j] < 0:
                         TH[TH_FSTART, j] = now
+                        buflen = TH[TH_BUFLEN, j]
+                        for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
+                            ix = BUF[j, q]
+                            if 0 <= ix < npages:
+                                _prefetch(E32, off + ix, E_EPC)
+                                _prefetch(E8, E_DESC, off + ix)
                     EN[EN_NR_FAULTS, e] += 1
                     if idx < 0 or idx >= npages:
                         rr = VM_FAULT_SIGBUS
