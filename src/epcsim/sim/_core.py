@@ -99,7 +99,7 @@ S_NWQ = 24  # items on sgx_cg_wq (CG_WQ)
 S_KICK = 25  # run _kick_kernel_threads() before the next pop (after a Python step)
 S_STAMP = 26  # reclaim batches so far (one ETRACK per enclave per batch)
 S_NHP = 27  # threads on the thread heap (TH_HEAP)
-S_NR_HI = 28  # reclaimer slots ever used (the pop scans R[:, :S_NR_HI])
+S_NRH = 29  # scheduled reclaimers (on the reclaimer heap, R_HEAP)
 # the sampler
 S_SM_T = 40
 S_SM_SEQ = 41
@@ -164,7 +164,9 @@ TH_SIGBUS = 17
 TH_STARTED = 18  # time of its first step, -1 before
 TH_LIVE = 19  # 1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended
 TH_HEAP = 20  # by position: the threads' binary heap on (TH_T, TH_SEQ)
-NTHF = 21
+TH_HT = 21  # by position: the heap entry's TH_T (kept for every position but the root)
+TH_HS = 22  # .. its TH_SEQ
+NTHF = 23
 
 # --- CG: per-cgroup fields ---------------------------------------------------------------
 CG_LRU_HEAD = 0
@@ -210,7 +212,8 @@ R_CG = 11  # a worker's cgroup
 R_PAGES = 12  # .. + SGX_NR_TO_SCAN: the batch
 R_ES = R_PAGES + SGX_NR_TO_SCAN  # .. their enclaves (owner_encl)
 R_GS = R_ES + SGX_NR_TO_SCAN  # .. their rows in E32 / E8 / EMEM
-NRF = R_GS + SGX_NR_TO_SCAN
+R_HEAP = R_GS + SGX_NR_TO_SCAN  # by position: the scheduled slots' heap on (R_T, R_SEQ)
+NRF = R_HEAP + 1
 
 ST_START = 0
 ST_PH2 = 1  # after "reclaim:isolated"
@@ -995,29 +998,35 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
 
 
 @_inline
-def _th_less(TH, a, b):
-    """Thread *a*'s heap entry (t, seq) is before thread *b*'s."""
-    ta = TH[TH_T, a]
-    tb = TH[TH_T, b]
-    return ta < tb or (ta == tb and TH[TH_SEQ, a] < TH[TH_SEQ, b])
-
-
-@_inline
 def _th_sift_down(TH, n, pos):
-    """Restore the thread heap below *pos* (its entry's key grew)."""
+    """Restore the thread heap below *pos* (its entry's key grew).  The entries' keys
+    are kept by position (TH_HT, TH_HS) so that a level reads two neighbouring words;
+    the entry at *pos* is keyed by its thread's TH_T, TH_SEQ."""
     x = TH[TH_HEAP, pos]
+    xt = TH[TH_T, x]
+    xs = TH[TH_SEQ, x]
     while True:
         c = 2 * pos + 1
         if c >= n:
             break
-        if c + 1 < n and _th_less(TH, TH[TH_HEAP, c + 1], TH[TH_HEAP, c]):
-            c += 1
-        y = TH[TH_HEAP, c]
-        if not _th_less(TH, y, x):
+        ct = TH[TH_HT, c]
+        cs = TH[TH_HS, c]
+        if c + 1 < n:
+            dt = TH[TH_HT, c + 1]
+            ds = TH[TH_HS, c + 1]
+            if dt < ct or (dt == ct and ds < cs):
+                c += 1
+                ct = dt
+                cs = ds
+        if not (ct < xt or (ct == xt and cs < xs)):
             break
-        TH[TH_HEAP, pos] = y
+        TH[TH_HEAP, pos] = TH[TH_HEAP, c]
+        TH[TH_HT, pos] = ct
+        TH[TH_HS, pos] = cs
         pos = c
     TH[TH_HEAP, pos] = x
+    TH[TH_HT, pos] = xt
+    TH[TH_HS, pos] = xs
 
 
 @_outline
@@ -1039,6 +1048,47 @@ def _record_sample(S, CG, SAMP, SAMPT, now):
     S[S_SM_LAST] = now
 
 
+@_inline
+def _r_less(R, a, b):
+    """Reclaimer slot *a*'s (t, seq) is before slot *b*'s."""
+    ta = R[R_T, a]
+    tb = R[R_T, b]
+    return ta < tb or (ta == tb and R[R_SEQ, a] < R[R_SEQ, b])
+
+
+@_inline
+def _r_sift_down(R, n, pos):
+    """Restore the reclaimer heap below *pos* (its entry's key grew)."""
+    x = R[R_HEAP, pos]
+    while True:
+        c = 2 * pos + 1
+        if c >= n:
+            break
+        if c + 1 < n and _r_less(R, R[R_HEAP, c + 1], R[R_HEAP, c]):
+            c += 1
+        y = R[R_HEAP, c]
+        if not _r_less(R, y, x):
+            break
+        R[R_HEAP, pos] = y
+        pos = c
+    R[R_HEAP, pos] = x
+
+
+@_inline
+def _r_push(S, R, slot):
+    """Put a newly scheduled reclaimer slot on the heap (sift up)."""
+    pos = S[S_NRH]
+    S[S_NRH] = pos + 1
+    while pos > 0:
+        up = (pos - 1) // 2
+        y = R[R_HEAP, up]
+        if not _r_less(R, slot, y):
+            break
+        R[R_HEAP, pos] = y
+        pos = up
+    R[R_HEAP, pos] = slot
+
+
 @_outline
 def _kick(S, CG, R, now):
     """Simulation._kick_kernel_threads(): start ksgxd if woken and not running, then a
@@ -1052,6 +1102,7 @@ def _kick(S, CG, R, now):
         R[R_SEQ, 0] = S[S_SEQ]
         R[R_STAGE, 0] = ST_START
         S[S_ACTIVE] += 1
+        _r_push(S, R, 0)
     nq = S[S_NWQ]
     if nq:
         keep = 0
@@ -1070,8 +1121,6 @@ def _kick(S, CG, R, now):
             if slot < 0:
                 S[S_ERR] = ERR_NO_WORKER_SLOT
                 return False
-            if slot >= S[S_NR_HI]:
-                S[S_NR_HI] = slot + 1
             S[S_SEQ] += 1
             R[R_SCHED, slot] = 1
             R[R_T, slot] = now
@@ -1080,6 +1129,7 @@ def _kick(S, CG, R, now):
             R[R_KIND, slot] = 1
             R[R_CG, slot] = c
             S[S_ACTIVE] += 1
+            _r_push(S, R, slot)
         S[S_NWQ] = keep
     return True
 
@@ -1129,11 +1179,11 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 j = TH[TH_HEAP, 0]
                 bt = TH[TH_T, j]
                 bs = TH[TH_SEQ, j]
-            for r in range(S[S_NR_HI]):
-                if R[R_SCHED, r]:
-                    t = R[R_T, r]
-                    if t < bt or (t == bt and R[R_SEQ, r] < bs):
-                        j, who, bt, bs = -1, r, t, R[R_SEQ, r]
+            if S[S_NRH]:
+                r = R[R_HEAP, 0]
+                t = R[R_T, r]
+                if t < bt or (t == bt and R[R_SEQ, r] < bs):
+                    j, who, bt, bs = -1, r, t, R[R_SEQ, r]
             if S[S_SM_T] < bt:
                 j, who, bt = -1, -2, S[S_SM_T]
             if bt > S[S_LIMIT]:
@@ -1163,9 +1213,15 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 S[S_SEQ] += 1
                 R[R_T, who] = now + (d if d > 0 else 1)
                 R[R_SEQ, who] = S[S_SEQ]
+                _r_sift_down(R, S[S_NRH], 0)  # it is the heap's root
             else:
                 R[R_SCHED, who] = 0
                 S[S_ACTIVE] -= 1
+                n = S[S_NRH] - 1
+                S[S_NRH] = n
+                if n:
+                    R[R_HEAP, 0] = R[R_HEAP, n]
+                    _r_sift_down(R, n, 0)
         else:
             # an enclave thread (Simulation._thread); its steps follow one another
             # here as long as no other actor's event comes first
@@ -1221,15 +1277,12 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 # accesses up to the next event of any other actor: the kernel threads
                 # and the other enclave threads (the thread is the heap's root: the
                 # next is a child) win a tie, the sampler does not
-                nxt_k = big
-                for r in range(S[S_NR_HI]):
-                    if R[R_SCHED, r] and R[R_T, r] < nxt_k:
-                        nxt_k = R[R_T, r]
+                nxt_k = R[R_T, R[R_HEAP, 0]] if S[S_NRH] else big
                 nhp = S[S_NHP]
-                if nhp > 1 and TH[TH_T, TH[TH_HEAP, 1]] < nxt_k:
-                    nxt_k = TH[TH_T, TH[TH_HEAP, 1]]
-                if nhp > 2 and TH[TH_T, TH[TH_HEAP, 2]] < nxt_k:
-                    nxt_k = TH[TH_T, TH[TH_HEAP, 2]]
+                if nhp > 1 and TH[TH_HT, 1] < nxt_k:
+                    nxt_k = TH[TH_HT, 1]
+                if nhp > 2 and TH[TH_HT, 2] < nxt_k:
+                    nxt_k = TH[TH_HT, 2]
                 nxt_s = S[S_SM_T]
                 nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
                 # n = min(n, max(1, (t - now) // access_ns)) for t = until, nxt_t

@@ -250,8 +250,9 @@ class _Packed:
         # the thread heap: sorted by (t, seq) is a heap (the first thread leads)
         order = sorted(range(nt), key=lambda j: seqs[j])
         TH[C.TH_HEAP, :nt] = order
+        TH[C.TH_HT, :nt] = TH[C.TH_T, order]
+        TH[C.TH_HS, :nt] = TH[C.TH_SEQ, order]
         S[C.S_NHP] = nt
-        S[C.S_NR_HI] = 1
         self.TH = TH
         self.CPUF = np.array(sim.cpu_free, np.int64)
         self.LAT = np.zeros(LAT_CAP, np.int64)
