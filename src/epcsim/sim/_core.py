@@ -1226,6 +1226,18 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
             # an enclave thread (Simulation._thread); its steps follow one another
             # here as long as no other actor's event comes first
             e = TH[TH_E, j]
+            # the next event of any other actor: the kernel threads and the other
+            # enclave threads (the thread is the heap's root: the next is a child) win
+            # a tie, the sampler does not; none of them moves while this thread steps
+            nxt_k = R[R_T, R[R_HEAP, 0]] if S[S_NRH] else big
+            nhp = S[S_NHP]
+            if nhp > 1 and TH[TH_HT, 1] < nxt_k:
+                nxt_k = TH[TH_HT, 1]
+            if nhp > 2 and TH[TH_HT, 2] < nxt_k:
+                nxt_k = TH[TH_HT, 2]
+            nxt_s = S[S_SM_T]
+            nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
+            limit = S[S_LIMIT]
             while True:
                 # book the last fault's result
                 if not mid and TH[TH_PENDING, j]:
@@ -1274,17 +1286,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                     S[S_MIDPOP] = j + 1
                     S[S_WHO] = j
                     return RC_NEED_CHUNK
-                # accesses up to the next event of any other actor: the kernel threads
-                # and the other enclave threads (the thread is the heap's root: the
-                # next is a child) win a tie, the sampler does not
-                nxt_k = R[R_T, R[R_HEAP, 0]] if S[S_NRH] else big
-                nhp = S[S_NHP]
-                if nhp > 1 and TH[TH_HT, 1] < nxt_k:
-                    nxt_k = TH[TH_HT, 1]
-                if nhp > 2 and TH[TH_HT, 2] < nxt_k:
-                    nxt_k = TH[TH_HT, 2]
-                nxt_s = S[S_SM_T]
-                nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
+                # accesses up to the next event of any other actor (nxt_k, nxt_s)
                 # n = min(n, max(1, (t - now) // access_ns)) for t = until, nxt_t
                 # (the division only where it can cut)
                 n = TH[TH_BUFLEN, j] - pos
@@ -1348,7 +1350,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 if (
                     t1 >= nxt_k
                     or t1 > nxt_s
-                    or t1 > S[S_LIMIT]
+                    or t1 > limit
                     or S[S_NWQ]
                     or (S[S_WOKEN] and not R[R_SCHED, 0])
                 ):
