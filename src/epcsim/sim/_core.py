@@ -19,10 +19,13 @@ Layout (few arguments per call: numba passes every array field by value):
   preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order,
   row ``CG_WQ`` the ``sgx_cg_wq`` queue (``S_NWQ`` items, oldest first).
 - ``EN[f, eid]`` (int64): per enclave fields (``EN_*``), by the enclave's host id.
-- ``TH[f, j]`` (int64): per enclave thread fields (``TH_*``); ``CPUF`` the time each
-  CPU is free again (``Simulation.cpu_free``); ``BUF[j]`` thread *j*'s accesses.
+- ``TH[f, j]`` (int64): per enclave thread fields (``TH_*``); row ``TH_HEAP`` (by
+  position, keys in ``TH_HT``/``TH_HS``) the threads' binary heap on ``(t, seq)``;
+  ``CPUF`` the time each CPU is free again (``Simulation.cpu_free``); ``BUF[j]`` thread
+  *j*'s accesses.
 - ``R[f, r]`` (int64): the reclaimer actors (r = 0 ksgxd, 1.. workers; ``R_*``), rows
-  ``R_PAGES``.. the pages of the actor's current batch.
+  ``R_PAGES``.. the pages of the actor's current batch, row ``R_HEAP`` (by position)
+  the scheduled actors' binary heap on ``(t, seq)``.
 - ``VA[row, f]`` (int64): VA pages (``VA_*``; one VA page's fields together; enclave
   *e*'s VA page *no* at row ``EN[EN_VAOFF, e] + no``), columns ``VA_BITS``.. their
   512-slot maps.
