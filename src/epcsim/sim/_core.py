@@ -19,13 +19,13 @@ Layout (few arguments per call: numba passes every array field by value):
   preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order,
   row ``CG_WQ`` the ``sgx_cg_wq`` queue (``S_NWQ`` items, oldest first).
 - ``EN[f, eid]`` (int64): per enclave fields (``EN_*``), by the enclave's host id.
-- ``TH[f, j]`` (int64): per enclave thread fields (``TH_*``); row ``TH_HEAP`` (by
-  position, keys in ``TH_HT``/``TH_HS``) the threads' binary heap on ``(t, seq)``;
+- ``TH[f, j]`` (int64): per enclave thread fields (``TH_*``); rows ``TH_HEAP``..
+  (by position) the threads' binary heap on ``(t, seq)`` (``_heap_*``);
   ``CPUF`` the time each CPU is free again (``Simulation.cpu_free``); ``BUF[j]`` thread
   *j*'s accesses.
 - ``R[f, r]`` (int64): the reclaimer actors (r = 0 ksgxd, 1.. workers; ``R_*``), rows
-  ``R_PAGES``.. the pages of the actor's current batch, row ``R_HEAP`` (by position)
-  the scheduled actors' binary heap on ``(t, seq)``.
+  ``R_PAGES``.. the pages of the actor's current batch, rows ``R_HEAP``.. (by
+  position) the scheduled actors' binary heap on ``(t, seq)``.
 - ``VA[row, f]`` (int64): VA pages (``VA_*``; one VA page's fields together; enclave
   *e*'s VA page *no* at row ``EN[EN_VAOFF, e] + no``), columns ``VA_BITS``.. their
   512-slot maps.
@@ -166,8 +166,8 @@ TH_R = 16
 TH_SIGBUS = 17
 TH_STARTED = 18  # time of its first step, -1 before
 TH_LIVE = 19  # 1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended
-TH_HEAP = 20  # by position: the threads' binary heap on (TH_T, TH_SEQ)
-TH_HT = 21  # by position: the heap entry's TH_T (kept for every position but the root)
+TH_HEAP = 20  # by position: the threads' binary heap (_heap_*): the thread
+TH_HT = 21  # .. its TH_T
 TH_HS = 22  # .. its TH_SEQ
 NTHF = 23
 
@@ -215,8 +215,10 @@ R_CG = 11  # a worker's cgroup
 R_PAGES = 12  # .. + SGX_NR_TO_SCAN: the batch
 R_ES = R_PAGES + SGX_NR_TO_SCAN  # .. their enclaves (owner_encl)
 R_GS = R_ES + SGX_NR_TO_SCAN  # .. their rows in E32 / E8 / EMEM
-R_HEAP = R_GS + SGX_NR_TO_SCAN  # by position: the scheduled slots' heap on (R_T, R_SEQ)
-NRF = R_HEAP + 1
+R_HEAP = R_GS + SGX_NR_TO_SCAN  # by position: the scheduled slots' heap (_heap_*): slot
+R_HT = R_HEAP + 1  # .. its R_T
+R_HS = R_HEAP + 2  # .. its R_SEQ
+NRF = R_HEAP + 3
 
 ST_START = 0
 ST_PH2 = 1  # after "reclaim:isolated"
@@ -1000,36 +1002,79 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
 # --- the event loop ------------------------------------------------------------------------
 
 
+# A binary heap on (t, seq) is three rows of an int64 table, by position: row h the
+# actor (thread or reclaimer slot), h + 1 its time, h + 2 its seq.  The threads' heap
+# is TH[TH_HEAP..], the scheduled reclaimers' R[R_HEAP..]; the actor's own time and seq
+# (TH_T / R_T, ...) are kept equal to its entry's.
+
+
 @_inline
-def _th_sift_down(TH, n, pos):
-    """Restore the thread heap below *pos* (its entry's key grew).  The entries' keys
-    are kept by position (TH_HT, TH_HS) so that a level reads two neighbouring words;
-    the entry at *pos* is keyed by its thread's TH_T, TH_SEQ."""
-    x = TH[TH_HEAP, pos]
-    xt = TH[TH_T, x]
-    xs = TH[TH_SEQ, x]
+def _key_less(ta, sa, tb, sb):
+    return ta < tb or (ta == tb and sa < sb)
+
+
+@_inline
+def _heap_sift_down(A, h, n, pos):
+    """Restore the heap in rows h.. of *A* (*n* entries) below *pos*, whose key grew."""
+    x = A[h, pos]
+    xt = A[h + 1, pos]
+    xs = A[h + 2, pos]
     while True:
         c = 2 * pos + 1
         if c >= n:
             break
-        ct = TH[TH_HT, c]
-        cs = TH[TH_HS, c]
-        if c + 1 < n:
-            dt = TH[TH_HT, c + 1]
-            ds = TH[TH_HS, c + 1]
-            if dt < ct or (dt == ct and ds < cs):
-                c += 1
-                ct = dt
-                cs = ds
-        if not (ct < xt or (ct == xt and cs < xs)):
+        ct = A[h + 1, c]
+        cs = A[h + 2, c]
+        if c + 1 < n and _key_less(A[h + 1, c + 1], A[h + 2, c + 1], ct, cs):
+            c += 1
+            ct = A[h + 1, c]
+            cs = A[h + 2, c]
+        if not _key_less(ct, cs, xt, xs):
             break
-        TH[TH_HEAP, pos] = TH[TH_HEAP, c]
-        TH[TH_HT, pos] = ct
-        TH[TH_HS, pos] = cs
+        A[h, pos] = A[h, c]
+        A[h + 1, pos] = ct
+        A[h + 2, pos] = cs
         pos = c
-    TH[TH_HEAP, pos] = x
-    TH[TH_HT, pos] = xt
-    TH[TH_HS, pos] = xs
+    A[h, pos] = x
+    A[h + 1, pos] = xt
+    A[h + 2, pos] = xs
+
+
+@_inline
+def _heap_rekey_root(A, h, n, t, seq):
+    """The root's actor is rescheduled at (t, seq)."""
+    A[h + 1, 0] = t
+    A[h + 2, 0] = seq
+    _heap_sift_down(A, h, n, 0)
+
+
+@_inline
+def _heap_pop_root(A, h, n):
+    """Take the root off a heap that has *n* entries left."""
+    if n:
+        A[h, 0] = A[h, n]
+        A[h + 1, 0] = A[h + 1, n]
+        A[h + 2, 0] = A[h + 2, n]
+        _heap_sift_down(A, h, n, 0)
+
+
+@_inline
+def _heap_push(A, h, n, x, t, seq):
+    """Put actor *x* at (t, seq) on a heap of *n* entries (sift up)."""
+    pos = n
+    while pos > 0:
+        up = (pos - 1) // 2
+        ut = A[h + 1, up]
+        us = A[h + 2, up]
+        if not _key_less(t, seq, ut, us):
+            break
+        A[h, pos] = A[h, up]
+        A[h + 1, pos] = ut
+        A[h + 2, pos] = us
+        pos = up
+    A[h, pos] = x
+    A[h + 1, pos] = t
+    A[h + 2, pos] = seq
 
 
 @_outline
@@ -1051,47 +1096,6 @@ def _record_sample(S, CG, SAMP, SAMPT, now):
     S[S_SM_LAST] = now
 
 
-@_inline
-def _r_less(R, a, b):
-    """Reclaimer slot *a*'s (t, seq) is before slot *b*'s."""
-    ta = R[R_T, a]
-    tb = R[R_T, b]
-    return ta < tb or (ta == tb and R[R_SEQ, a] < R[R_SEQ, b])
-
-
-@_inline
-def _r_sift_down(R, n, pos):
-    """Restore the reclaimer heap below *pos* (its entry's key grew)."""
-    x = R[R_HEAP, pos]
-    while True:
-        c = 2 * pos + 1
-        if c >= n:
-            break
-        if c + 1 < n and _r_less(R, R[R_HEAP, c + 1], R[R_HEAP, c]):
-            c += 1
-        y = R[R_HEAP, c]
-        if not _r_less(R, y, x):
-            break
-        R[R_HEAP, pos] = y
-        pos = c
-    R[R_HEAP, pos] = x
-
-
-@_inline
-def _r_push(S, R, slot):
-    """Put a newly scheduled reclaimer slot on the heap (sift up)."""
-    pos = S[S_NRH]
-    S[S_NRH] = pos + 1
-    while pos > 0:
-        up = (pos - 1) // 2
-        y = R[R_HEAP, up]
-        if not _r_less(R, slot, y):
-            break
-        R[R_HEAP, pos] = y
-        pos = up
-    R[R_HEAP, pos] = slot
-
-
 @_outline
 def _kick(S, CG, R, now):
     """Simulation._kick_kernel_threads(): start ksgxd if woken and not running, then a
@@ -1105,7 +1109,8 @@ def _kick(S, CG, R, now):
         R[R_SEQ, 0] = S[S_SEQ]
         R[R_STAGE, 0] = ST_START
         S[S_ACTIVE] += 1
-        _r_push(S, R, 0)
+        _heap_push(R, R_HEAP, S[S_NRH], 0, now, S[S_SEQ])
+        S[S_NRH] += 1
     nq = S[S_NWQ]
     if nq:
         keep = 0
@@ -1132,7 +1137,8 @@ def _kick(S, CG, R, now):
             R[R_KIND, slot] = 1
             R[R_CG, slot] = c
             S[S_ACTIVE] += 1
-            _r_push(S, R, slot)
+            _heap_push(R, R_HEAP, S[S_NRH], slot, now, S[S_SEQ])
+            S[S_NRH] += 1
         S[S_NWQ] = keep
     return True
 
@@ -1180,13 +1186,12 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
             bs = big
             if S[S_NHP]:
                 j = TH[TH_HEAP, 0]
-                bt = TH[TH_T, j]
-                bs = TH[TH_SEQ, j]
+                bt = TH[TH_HT, 0]
+                bs = TH[TH_HS, 0]
             if S[S_NRH]:
-                r = R[R_HEAP, 0]
-                t = R[R_T, r]
-                if t < bt or (t == bt and R[R_SEQ, r] < bs):
-                    j, who, bt, bs = -1, r, t, R[R_SEQ, r]
+                t = R[R_HT, 0]
+                if _key_less(t, R[R_HS, 0], bt, bs):
+                    j, who, bt, bs = -1, R[R_HEAP, 0], t, R[R_HS, 0]
             if S[S_SM_T] < bt:
                 j, who, bt = -1, -2, S[S_SM_T]
             if bt > S[S_LIMIT]:
@@ -1196,7 +1201,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 S[S_SEQ] += 1
                 TH[TH_T, j] = CPUF[TH[TH_CPU, j]]
                 TH[TH_SEQ, j] = S[S_SEQ]
-                _th_sift_down(TH, S[S_NHP], 0)
+                _heap_rekey_root(TH, TH_HEAP, S[S_NHP], TH[TH_T, j], S[S_SEQ])
                 continue
             S[S_NOW] = bt
         now = S[S_NOW]
@@ -1216,15 +1221,12 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 S[S_SEQ] += 1
                 R[R_T, who] = now + (d if d > 0 else 1)
                 R[R_SEQ, who] = S[S_SEQ]
-                _r_sift_down(R, S[S_NRH], 0)  # it is the heap's root
+                _heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, who], S[S_SEQ])  # the root
             else:
                 R[R_SCHED, who] = 0
                 S[S_ACTIVE] -= 1
-                n = S[S_NRH] - 1
-                S[S_NRH] = n
-                if n:
-                    R[R_HEAP, 0] = R[R_HEAP, n]
-                    _r_sift_down(R, n, 0)
+                S[S_NRH] -= 1
+                _heap_pop_root(R, R_HEAP, S[S_NRH])
         else:
             # an enclave thread (Simulation._thread); its steps follow one another
             # here as long as no other actor's event comes first
@@ -1232,7 +1234,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
             # the next event of any other actor: the kernel threads and the other
             # enclave threads (the thread is the heap's root: the next is a child) win
             # a tie, the sampler does not; none of them moves while this thread steps
-            nxt_k = R[R_T, R[R_HEAP, 0]] if S[S_NRH] else big
+            nxt_k = R[R_HT, 0] if S[S_NRH] else big
             nhp = S[S_NHP]
             if nhp > 1 and TH[TH_HT, 1] < nxt_k:
                 nxt_k = TH[TH_HT, 1]
@@ -1278,11 +1280,8 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 ):
                     S[S_WHO] = j
                     TH[TH_LIVE, j] = 2
-                    n = S[S_NHP] - 1  # off the thread heap (it is the root)
-                    S[S_NHP] = n
-                    if n:
-                        TH[TH_HEAP, 0] = TH[TH_HEAP, n]
-                        _th_sift_down(TH, n, 0)
+                    S[S_NHP] -= 1  # off the thread heap (it is the root)
+                    _heap_pop_root(TH, TH_HEAP, S[S_NHP])
                     return RC_THREAD_DONE
                 pos = TH[TH_POS, j]
                 if pos >= TH[TH_BUFLEN, j]:
@@ -1346,6 +1345,8 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 t1 = now + (d if d > 0 else 1)
                 TH[TH_T, j] = t1
                 TH[TH_SEQ, j] = S[S_SEQ]
+                TH[TH_HT, 0] = t1  # its heap entry (the root) follows
+                TH[TH_HS, 0] = S[S_SEQ]
                 CPUF[TH[TH_CPU, j]] = t1
                 # the thread's next step is the next event (its CPU is its own, the
                 # heap stays valid: t1 is below the children's keys) unless a kernel
@@ -1361,7 +1362,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 now = t1
                 S[S_NOW] = now
                 S[S_STEPCOST] = 0
-            _th_sift_down(TH, S[S_NHP], 0)
+            _heap_sift_down(TH, TH_HEAP, S[S_NHP], 0)
         # _kick_kernel_threads()
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
         if kick and not _kick(S, CG, R, now):
