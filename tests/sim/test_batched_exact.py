@@ -252,43 +252,35 @@ def scenarios(draw, thrash: bool = False) -> str:
     )
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+def _engines_agree(name: str, strategy, examples: int, *, slow: bool = False, thrash=False):
+    """A hypothesis test *name*: both engines give the same results on *examples* draws
+    of *strategy* (behind the ``slow`` marker if *slow*); *thrash*: the batched engine
+    must run unless a reclaimer was busy at the threads' start."""
+
+    def test(toml: str) -> None:
+        ref, bat = _both(toml)
+        if thrash:
+            assert bat.engine == "batched" or "busy" in bat.engine_note
+        _assert_same(ref, bat)
+
+    test.__name__ = test.__qualname__ = name
+    health = list(HealthCheck) if slow else [HealthCheck.too_slow, HealthCheck.data_too_large]
+    test = settings(max_examples=examples, deadline=None, suppress_health_check=health)(
+        given(strategy)(test)
+    )
+    return pytest.mark.slow(test) if slow else test
+
+
+test_random_scenarios_match = _engines_agree("test_random_scenarios_match", scenarios(), 60)
+test_random_thrashing_scenarios_match = _engines_agree(
+    "test_random_thrashing_scenarios_match", scenarios(thrash=True), 30, thrash=True
 )
-@given(scenarios())
-def test_random_scenarios_match(toml: str) -> None:
-    ref, bat = _both(toml)
-    _assert_same(ref, bat)
-
-
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+test_random_thrashing_scenarios_match_long = _engines_agree(
+    "test_random_thrashing_scenarios_match_long", scenarios(thrash=True), 400, slow=True
 )
-@given(scenarios(thrash=True))
-def test_random_thrashing_scenarios_match(toml: str) -> None:
-    ref, bat = _both(toml)
-    assert bat.engine == "batched" or "busy" in bat.engine_note
-    _assert_same(ref, bat)
-
-
-@pytest.mark.slow
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-@given(scenarios(thrash=True))
-def test_random_thrashing_scenarios_match_long(toml: str) -> None:
-    ref, bat = _both(toml)
-    _assert_same(ref, bat)
-
-
-@pytest.mark.slow
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
-@given(scenarios())
-def test_random_scenarios_match_long(toml: str) -> None:
-    ref, bat = _both(toml)
-    _assert_same(ref, bat)
+test_random_scenarios_match_long = _engines_agree(
+    "test_random_scenarios_match_long", scenarios(), 600, slow=True
+)
 
 
 # --- several enclaves and threads ---------------------------------------------------------
@@ -497,23 +489,12 @@ def multi_scenarios(draw) -> str:
     )
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+test_random_multi_scenarios_match = _engines_agree(
+    "test_random_multi_scenarios_match", multi_scenarios(), 40
 )
-@given(multi_scenarios())
-def test_random_multi_scenarios_match(toml: str) -> None:
-    ref, bat = _both(toml)
-    _assert_same(ref, bat)
-
-
-@pytest.mark.slow
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-@given(multi_scenarios())
-def test_random_multi_scenarios_match_long(toml: str) -> None:
-    ref, bat = _both(toml)
-    _assert_same(ref, bat)
+test_random_multi_scenarios_match_long = _engines_agree(
+    "test_random_multi_scenarios_match_long", multi_scenarios(), 400, slow=True
+)
 
 
 # --- engine selection -------------------------------------------------------------------
