@@ -447,16 +447,19 @@ def _check(sc: Scenario, label: str) -> None:
     from ..sim.costs import CostModel
 
     known = set(CostModel.model_fields)
+    parsed: dict[str, int] = {}
     for k, v in h.costs.items():
         if k not in known:
             fail(f"unknown cost {k!r} (known: {', '.join(sorted(known))})", "host.costs", k)
         try:
-            ns = parse_time(v, what=k)
+            parsed[k] = parse_time(v, what=k)
         except EpcsimError as e:
             fail(str(e).split(": ", 1)[-1], "host.costs", k)
-        if k == "access" and ns == 0:
-            # a run of hits is cut at the next event by (next - now) // access
-            fail("must be > 0 (each access takes virtual time)", "host.costs", k)
+    try:
+        CostModel(**parsed)  # the model's own rules (e.g. access > 0)
+    except ValidationError as e:
+        err = e.errors()[0]
+        fail(err["msg"].removeprefix("Value error, "), "host.costs", str(err["loc"][0]))
     capacity = sc.capacity
 
     def size(v: SizeLike, table: str, field: str) -> int:

@@ -12,7 +12,7 @@ time-derived figure epcsim reports is therefore an *estimate from this cost mode
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..kernel import encls
 
@@ -25,7 +25,7 @@ class CostModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: one access to a resident enclave page (trace element; MEE-protected memory)
-    access: int = Field(50, ge=1)
+    access: int = 50
     #: a page fault round trip: AEX, kernel entry/exit, ERESUME (also a retried fault)
     fault: int = 3_000
     ecreate: int = 10_000
@@ -48,6 +48,14 @@ class CostModel(BaseModel):
     reclaim_batch: int = 2_000
     #: one step of a kernel loop that did nothing measurable (cond_resched)
     kernel_step: int = 100
+
+    @field_validator("access")
+    @classmethod
+    def _access_takes_time(cls, v: int) -> int:
+        # a run of hits is cut at the next event by (next - now) // access
+        if v < 1:
+            raise ValueError("must be > 0 (each access takes virtual time)")
+        return v
 
     def leaf_costs(self) -> list[int]:
         """Cost per ENCLS leaf, indexed like ``host.encls_count``."""
