@@ -443,6 +443,22 @@ def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeyp
     assert 1 in flags and 0 in flags
 
 
+@pytest.mark.parametrize(("cap", "top"), [(2, 8), (3, 1 << 24)])
+def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) -> None:
+    """The core's latency buffer, when full, is handed to the simulation as it is (a
+    view) and replaced: with a tiny buffer (replaced every few faults) and with one sized
+    to the accesses, every latency arrives, in order, as the reference records them."""
+    from epcsim.sim import batched
+
+    monkeypatch.setattr(batched, "LAT_CAP", cap)
+    monkeypatch.setattr(batched, "LAT_MAX", top)
+    for toml in (_toml(**FIXED["ksgxd"]), _toml_multi(**FIXED_MULTI["tenants"])):
+        ref, bat = _both(toml)
+        assert bat.engine == "batched", bat.engine_note
+        assert len(bat.fault_latency_ns) > 4 * top or top > 8
+        _assert_same(ref, bat)
+
+
 @given(
     t=st.integers(0, (1 << 62) - 1) | st.integers(0, 1 << 53),
     access=st.integers(1, 10**6) | st.integers(1, 1 << 40),

@@ -91,6 +91,7 @@ S_WOKEN = 9
 S_ACTIVE = 10  # change of Simulation._active (reclaimers started minus ended)
 S_SGX2 = 11
 S_UNREF = 12
+S_LRU_PF = 13  # the LRU's prefetch walk: the page whose next row is asked for next, or -1
 S_ROOT = 14  # sgx id of the root cgroup
 S_NNODES = 17
 S_NLIVE = 18
@@ -103,6 +104,7 @@ S_KICK = 25  # run _kick_kernel_threads() before the next pop (after a Python st
 S_STAMP = 26  # reclaim batches so far (one ETRACK per enclave per batch)
 S_NHP = 27  # threads on the thread heap (TH_HEAP)
 S_NRH = 29  # scheduled reclaimers (on the reclaimer heap, R_HEAP)
+S_LRU_PF_N = 30  # hops left to the prefetch walk
 # the sampler
 S_SM_T = 40
 S_SM_SEQ = 41
@@ -276,6 +278,8 @@ _outline = njit(cache=True, _nrt=False, error_model="numpy")
 
 #: accesses after a fault whose enclave page rows are prefetched
 PF_AHEAD = 4
+#: rows of an LRU the prefetch walk reads ahead of its next isolation
+LRU_PF_HOPS = 2 * SGX_NR_TO_SCAN
 
 
 @intrinsic
@@ -319,6 +323,25 @@ def _hb_set(HB, g):
 @_inline
 def _hb_clear(HB, g):
     HB[g >> 6] &= ~(1 << (g & 63))
+
+
+@_inline
+def _lru_pf_step(S, P32):
+    """One hop of the LRU's prefetch walk: the next isolation follows the list from its
+    head one row at a time, each row a cache miss; between isolations the enclave
+    threads' steps walk the same rows ahead of it, one per step, asking for the next
+    row while this one is (by then) in the cache.  A hint only: a link that has changed
+    since (a page isolated, freed, moved) at worst asks for a row nobody reads."""
+    x = S[S_LRU_PF]
+    if x >= 0:
+        nx = P32[x, P_NEXT]
+        left = S[S_LRU_PF_N] - 1
+        if nx >= 0 and nx != x and left > 0:
+            _prefetch(P32, nx, P_PREV)
+            S[S_LRU_PF] = nx
+            S[S_LRU_PF_N] = left
+        else:
+            S[S_LRU_PF] = -1
 
 
 # --- lists (lru.py) ----------------------------------------------------------------------
@@ -377,6 +400,7 @@ def _alloc_from_nodes(S, P32, P8):
             else:
                 P32[n, P_PREV] = -1
                 _prefetch(P8, n, P_FLAGS)  # the next allocation's
+                _prefetch(P32, n, P_PREV)
             P32[i, P_PREV] = i
             P32[i, P_NEXT] = i
             S[b + 2] -= 1
@@ -799,6 +823,8 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
                 CG[CG_LRU_TAIL, c] = -1
             else:
                 P32[i, P_PREV] = -1
+                S[S_LRU_PF] = i  # the next batch's rows, walked ahead (_lru_pf_step)
+                S[S_LRU_PF_N] = LRU_PF_HOPS
             for k in range(n):
                 pg = R[R_PAGES + k, r]
                 P32[pg, P_PREV] = pg
@@ -1269,6 +1295,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                         EN[EN_SIGPEND, e] = 1
                 mid = 0
                 S[S_MIDPOP] = 0
+                _lru_pf_step(S, P32)
                 if TH[TH_STARTED, j] < 0:
                     TH[TH_STARTED, j] = now
                 until = TH[TH_UNTIL, j]

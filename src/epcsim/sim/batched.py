@@ -39,6 +39,7 @@ from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
+from ..workload.traces import TracePattern
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -50,7 +51,12 @@ ENGINES = ("auto", "batched", "reference")
 
 _I64_CAP = 1 << 62
 _MASK64 = (1 << 64) - 1
+#: fault latencies the core records before the first hand-over to the simulation: the
+#: buffer is sized to the threads' accesses up to LAT_MAX (np.empty: pages never written
+#: cost nothing) and, when full, replaced by one twice as large; the simulation keeps
+#: views of the filled parts (no copy)
 LAT_CAP = 1 << 16
+LAT_MAX = 1 << 24
 SAMP_CAP = 4096
 #: accesses per thread buffer (the simulation draws at most this many at a time)
 CHUNK_CAP = 65536
@@ -216,6 +222,7 @@ class _Packed:
         S[C.S_NOW] = sim.now
         S[C.S_SEQ] = sim._seq
         S[C.S_LIMIT] = sim.limit_ns
+        S[C.S_LRU_PF] = -1
         S[C.S_LCOST : C.S_LCOST + len(sim.leaf_cost)] = sim.leaf_cost
         S[C.S_ACCESS_NS] = costs.access
         S[C.S_FAULT_NS] = costs.fault
@@ -255,7 +262,9 @@ class _Packed:
         S[C.S_NHP] = nt
         self.TH = TH
         self.CPUF = np.array(sim.cpu_free, np.int64)
-        self.LAT = np.zeros(LAT_CAP, np.int64)
+        want = sum(min(t.remaining, LAT_MAX) for t in threads)
+        self.LAT = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
+        self.lat_from = 0  # LAT[:lat_from] is with the simulation already
         self.SAMP = np.zeros((SAMP_CAP, len(self.live), 8), np.int64)
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
@@ -371,8 +380,12 @@ class _Packed:
         """Move recorded samples and fault latencies to the simulation."""
         C, S, sim = self.C, self.S, self.sim
         n = int(S[C.S_NLAT])
-        if n:
-            sim.fault_lat.append(self.LAT[:n].copy())
+        if n > self.lat_from:
+            sim.fault_lat.append(self.LAT[self.lat_from : n])
+            self.lat_from = n
+        if n == len(self.LAT):
+            self.LAT = np.empty(min(2 * n, LAT_MAX), np.int64)
+            self.lat_from = 0
             S[C.S_NLAT] = 0
         k = int(S[C.S_NSAMP])
         if k:
@@ -543,9 +556,13 @@ def take_over(
             j = int(S[C.S_WHO])
             t = threads[j]
             want = min(chunk, int(TH[C.TH_REMAIN, j]))
-            buf = t.pattern.take(t.rng, want)
-            p.BUF[j, : len(buf)] = buf
-            TH[C.TH_BUFLEN, j] = len(buf)
+            if isinstance(t.pattern, TracePattern):
+                n = len(t.pattern.take(t.rng, want, out=p.BUF[j]))
+            else:
+                buf = t.pattern.take(t.rng, want)
+                p.BUF[j, : len(buf)] = buf
+                n = len(buf)
+            TH[C.TH_BUFLEN, j] = n
             TH[C.TH_POS, j] = 0
         elif rc == C.RC_FLUSH:
             p.flush()

@@ -766,7 +766,11 @@ class Simulation:
 
     def _result(self, *, truncated: bool) -> Result:
         table = pa.table(self._cols, schema=TIMESERIES_SCHEMA)
-        lat = np.concatenate(self.fault_lat) if self.fault_lat else np.zeros(0, np.int64)
+        parts = self.fault_lat
+        if len(parts) == 1:
+            lat = parts[0]
+        else:
+            lat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         for inst in self.instances.values():
             for t in inst.threads:
                 # a thread still retrying a fault when time ran out is stuck

@@ -198,7 +198,7 @@ class TracePattern:
             if self._kept_next >= len(self._kept):
                 self._kept_next = 0
                 self.passes += 1
-            self._buf = self._kept[self._kept_next].astype(np.int64)
+            self._buf = self._kept[self._kept_next]  # int32: take() converts as it copies
             self._kept_next += 1
             self._pos = 0
             return
@@ -212,23 +212,32 @@ class TracePattern:
         self._buf = self.mapper.lookup(chunk)
         self._pos = 0
 
-    def take(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def take(
+        self, rng: np.random.Generator, n: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """The next *n* dense page numbers (np.int64 in ``[0, npages)``), wrapping
-        around at the end of the trace; *rng* is not used."""
+        around at the end of the trace; *rng* is not used.  With *out* (an int64 array
+        of at least *n* elements) they are written to ``out[:n]``, which is returned:
+        one copy from the trace's numbers to the caller's buffer."""
         n = operator.index(n)
         if n < 0:
             raise EpcsimUsageError(f"take: n must be >= 0, got {n}")
-        parts = []
-        while n > 0:
+        if out is None:
+            out = np.empty(n, np.int64)
+        elif out.dtype != np.int64 or out.ndim != 1 or len(out) < n:
+            raise EpcsimUsageError(
+                f"take: out must be a 1-D int64 array of at least {n} elements, "
+                f"got {out.dtype} {out.shape}"
+            )
+        done = 0
+        while done < n:
             if self._pos >= self._buf.size:
                 self._refill()
-            k = min(n, self._buf.size - self._pos)
-            parts.append(self._buf[self._pos : self._pos + k])
+            k = min(n - done, self._buf.size - self._pos)
+            out[done : done + k] = self._buf[self._pos : self._pos + k]
             self._pos += k
-            n -= k
-        if not parts:
-            return np.zeros(0, np.int64)
-        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+            done += k
+        return out[:n]
 
     def __repr__(self) -> str:
         return f"<Pattern {self.description} over {self.npages} pages>"
