@@ -459,18 +459,6 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
         _assert_same(ref, bat)
 
 
-@given(
-    t=st.integers(0, (1 << 62) - 1) | st.integers(0, 1 << 53),
-    access=st.integers(1, 10**6) | st.integers(1, 1 << 40),
-)
-def test_div_access_is_floor_division(t: int, access: int) -> None:
-    """The hit-run cut divides by the reciprocal and corrects: exactly t // access."""
-    from epcsim.sim._core import _div_access
-
-    assert _div_access.py_func(t, access, 1.0 / access) == t // access
-    assert _div_access(t, access, 1.0 / access) == t // access
-
-
 @st.composite
 def multi_scenarios(draw) -> str:
     """Random eligible scenarios with several enclave groups and threads."""

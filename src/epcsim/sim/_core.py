@@ -46,6 +46,7 @@ functions.
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -309,20 +310,29 @@ def _prefetch(typingctx, arr, i, j):
 
 
 @_inline
+def _u(i):
+    """*i* as an unsigned index.  numba wraps every signed array index (a negative one
+    counts from the end: a compare, an add and a select each time, and the dimension's
+    size kept at hand); the core's indices are never negative, so it indexes with
+    _u(...) and skips that."""
+    return np.uintp(i)
+
+
+@_inline
 def _leaf(S, leaf, n):
-    S[S_LC + leaf] += n
-    S[S_STEPCOST] += n * S[S_LCOST + leaf]
+    S[_u(S_LC + leaf)] += n
+    S[S_STEPCOST] += n * S[_u(S_LCOST + leaf)]
 
 
 @_inline
 def _hb_set(HB, g):
     """Enclave page row *g* can be hit: resident and not blocked."""
-    HB[g >> 6] |= 1 << (g & 63)
+    HB[_u(g >> 6)] |= 1 << (g & 63)
 
 
 @_inline
 def _hb_clear(HB, g):
-    HB[g >> 6] &= ~(1 << (g & 63))
+    HB[_u(g >> 6)] &= ~(1 << (g & 63))
 
 
 @_inline
@@ -334,7 +344,7 @@ def _lru_pf_step(S, P32):
     since (a page isolated, freed, moved) at worst asks for a row nobody reads."""
     x = S[S_LRU_PF]
     if x >= 0:
-        nx = P32[x, P_NEXT]
+        nx = P32[_u(x), P_NEXT]
         left = S[S_LRU_PF_N] - 1
         if nx >= 0 and nx != x and left > 0:
             _prefetch(P32, nx, P_PREV)
@@ -350,33 +360,33 @@ def _lru_pf_step(S, P32):
 @_inline
 def _lru_add_tail(CG, P32, c, i):
     """EpcList.add_tail() on cgroup *c*'s LRU (``list_add_tail``)."""
-    t = CG[CG_LRU_TAIL, c]
-    P32[i, P_PREV] = t
-    P32[i, P_NEXT] = -1
+    t = CG[CG_LRU_TAIL, _u(c)]
+    P32[_u(i), P_PREV] = t
+    P32[_u(i), P_NEXT] = -1
     if t < 0:
-        CG[CG_LRU_HEAD, c] = i
+        CG[CG_LRU_HEAD, _u(c)] = i
     else:
-        P32[t, P_NEXT] = i
-    CG[CG_LRU_TAIL, c] = i
-    CG[CG_LRU_NR, c] += 1
+        P32[_u(t), P_NEXT] = i
+    CG[CG_LRU_TAIL, _u(c)] = i
+    CG[CG_LRU_NR, _u(c)] += 1
 
 
 @_inline
 def _lru_del_init(CG, P32, c, i):
     """EpcList.del_init() on cgroup *c*'s LRU (``list_del_init``)."""
-    p = P32[i, P_PREV]
-    n = P32[i, P_NEXT]
+    p = P32[_u(i), P_PREV]
+    n = P32[_u(i), P_NEXT]
     if p < 0:
-        CG[CG_LRU_HEAD, c] = n
+        CG[CG_LRU_HEAD, _u(c)] = n
     else:
-        P32[p, P_NEXT] = n
+        P32[_u(p), P_NEXT] = n
     if n < 0:
-        CG[CG_LRU_TAIL, c] = p
+        CG[CG_LRU_TAIL, _u(c)] = p
     else:
-        P32[n, P_PREV] = p
-    P32[i, P_PREV] = i
-    P32[i, P_NEXT] = i
-    CG[CG_LRU_NR, c] -= 1
+        P32[_u(n), P_PREV] = p
+    P32[_u(i), P_PREV] = i
+    P32[_u(i), P_NEXT] = i
+    CG[CG_LRU_NR, _u(c)] -= 1
 
 
 # --- the allocator (epc.py) --------------------------------------------------------------
@@ -391,20 +401,20 @@ def _alloc_from_nodes(S, P32, P8):
     nid = nid0
     while True:
         b = S_NODES + 3 * nid
-        i = S[b]
+        i = S[_u(b)]
         if i >= 0:
-            n = P32[i, P_NEXT]
-            S[b] = n
+            n = P32[_u(i), P_NEXT]
+            S[_u(b)] = n
             if n < 0:
-                S[b + 1] = -1
+                S[_u(b + 1)] = -1
             else:
-                P32[n, P_PREV] = -1
+                P32[_u(n), P_PREV] = -1
                 _prefetch(P8, n, P_FLAGS)  # the next allocation's
                 _prefetch(P32, n, P_PREV)
-            P32[i, P_PREV] = i
-            P32[i, P_NEXT] = i
-            S[b + 2] -= 1
-            P8[i, P_FLAGS] = 0
+            P32[_u(i), P_PREV] = i
+            P32[_u(i), P_NEXT] = i
+            S[_u(b + 2)] -= 1
+            P8[_u(i), P_FLAGS] = 0
             S[S_NR_FREE] -= 1
             return i
         nid = (nid + 1) % nodes
@@ -416,25 +426,25 @@ def _alloc_from_nodes(S, P32, P8):
 def _free_to_node(S, P32, P8, PCG, page):
     """Models the second half of sgx_free_epc_page() (_sgx_free_epc_page_to_node): owner
     cleared, tail of the page's node's free list, IS_FREE."""
-    PCG[page] = -1
-    P8[page, P_KIND] = KIND_FREE
-    P32[page, P_OE] = -1
-    P32[page, P_OI] = -1
+    PCG[_u(page)] = -1
+    P8[_u(page), P_KIND] = KIND_FREE
+    P32[_u(page), P_OE] = -1
+    P32[_u(page), P_OI] = -1
     nid = 0
     for k in range(1, S[S_NNODES]):
-        if S[S_SECT + k] <= page:
+        if S[_u(S_SECT + k)] <= page:
             nid = k
     b = S_NODES + 3 * nid
-    t = S[b + 1]
-    P32[page, P_PREV] = t
-    P32[page, P_NEXT] = -1
+    t = S[_u(b + 1)]
+    P32[_u(page), P_PREV] = t
+    P32[_u(page), P_NEXT] = -1
     if t < 0:
-        S[b] = page
+        S[_u(b)] = page
     else:
-        P32[t, P_NEXT] = page
-    S[b + 1] = page
-    S[b + 2] += 1
-    P8[page, P_FLAGS] = IS_FREE
+        P32[_u(t), P_NEXT] = page
+    S[_u(b + 1)] = page
+    S[_u(b + 2)] += 1
+    P8[_u(page), P_FLAGS] = IS_FREE
     S[S_NR_FREE] += 1
 
 
@@ -442,17 +452,17 @@ def _free_to_node(S, P32, P8, PCG, page):
 def _uncharge(CG, c, amount):
     """Models misc_cg_uncharge() up the tree."""
     while c >= 0:
-        CG[CG_USAGE, c] -= amount
-        c = CG[CG_PARENT, c]
+        CG[CG_USAGE, _u(c)] -= amount
+        c = CG[CG_PARENT, _u(c)]
 
 
 @_inline
 def _lru_empty(S, CG, root):
     """Models sgx_cgroup_lru_empty()."""
-    if CG[CG_PARENT, root] < 0:
+    if CG[CG_PARENT, _u(root)] < 0:
         return S[S_NR_LRU] == 0
-    for p in range(CG[CG_PREPOS, root], CG[CG_SUBEND, root]):  # noqa: SIM110 (numba)
-        if CG[CG_LRU_NR, CG[CG_PRE, p]]:
+    for p in range(CG[CG_PREPOS, _u(root)], CG[CG_SUBEND, _u(root)]):  # noqa: SIM110 (numba)
+        if CG[CG_LRU_NR, _u(CG[CG_PRE, _u(p)])]:
             return False
     return True
 
@@ -463,32 +473,32 @@ def _alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
     with sgx_cgroup_try_charge(), __sgx_cgroup_try_charge(), misc_cg_try_charge() and
     queue_work().  Returns the page or -ENOMEM / -EBUSY."""
     c = S[S_CUR_TCG]
-    CG[CG_REFCNT, c] += 1  # sgx_get_current_cg()
+    CG[CG_REFCNT, _u(c)] += 1  # sgx_get_current_cg()
     i = c
     failed = -1
     while i >= 0:
-        new = CG[CG_USAGE, i] + PAGE
-        CG[CG_USAGE, i] = new
-        if new > CG[CG_LIMIT, i]:
+        new = CG[CG_USAGE, _u(i)] + PAGE
+        CG[CG_USAGE, _u(i)] = new
+        if new > CG[CG_LIMIT, _u(i)]:
             failed = i
             break
-        if new > CG[CG_PEAK, i]:
-            CG[CG_PEAK, i] = new
-        i = CG[CG_PARENT, i]
+        if new > CG[CG_PEAK, _u(i)]:
+            CG[CG_PEAK, _u(i)] = new
+        i = CG[CG_PARENT, _u(i)]
     if failed >= 0:
         return _charge_failed(S, CG, c, failed)
     page = _alloc_from_nodes(S, P32, P8)
     if page >= 0:
-        P8[page, P_KIND] = kind
-        P32[page, P_OE] = e
-        P32[page, P_OI] = oidx
-        PCG[page] = c
-        CG[CG_NR_PAGES, c] += 1
+        P8[_u(page), P_KIND] = kind
+        P32[_u(page), P_OE] = e
+        P32[_u(page), P_OI] = oidx
+        PCG[_u(page)] = c
+        CG[CG_NR_PAGES, _u(c)] += 1
     else:
         if S[S_NR_LRU] > 0:  # sgx_can_reclaim_global(), NO_RECLAIM
             page = -EBUSY
         _uncharge(CG, c, PAGE)
-        CG[CG_REFCNT, c] -= 1
+        CG[CG_REFCNT, _u(c)] -= 1
     if S[S_NR_FREE] < SGX_NR_LOW_PAGES and S[S_NR_LRU] > 0:
         S[S_WOKEN] = 1  # sgx_should_reclaim_global(SGX_NR_LOW_PAGES): wake_up(ksgxd)
     return page
@@ -498,24 +508,24 @@ def _alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
 def _charge_failed(S, CG, c, failed):
     """misc_cg_try_charge()'s err_charge (events, undo) and the rest of
     __sgx_cgroup_try_charge() / sgx_cgroup_try_charge(NO_RECLAIM)."""
-    CG[CG_EVENTS_LOCAL, failed] += 1
+    CG[CG_EVENTS_LOCAL, _u(failed)] += 1
     j = failed
-    while j >= 0 and CG[CG_PARENT, j] >= 0:
-        CG[CG_EVENTS, j] += 1
-        j = CG[CG_PARENT, j]
+    while j >= 0 and CG[CG_PARENT, _u(j)] >= 0:
+        CG[CG_EVENTS, _u(j)] += 1
+        j = CG[CG_PARENT, _u(j)]
     j = c
     while True:
-        CG[CG_USAGE, j] -= PAGE
+        CG[CG_USAGE, _u(j)] -= PAGE
         if j == failed:
             break
-        j = CG[CG_PARENT, j]
-    CG[CG_REFCNT, c] -= 1  # sgx_put_cg()
+        j = CG[CG_PARENT, _u(j)]
+    CG[CG_REFCNT, _u(c)] -= 1  # sgx_put_cg()
     if _lru_empty(S, CG, c):
-        CG[CG_NR_ENOMEM, c] += 1
+        CG[CG_NR_ENOMEM, _u(c)] += 1
         return -ENOMEM
-    if not CG[CG_PENDING, c]:  # queue_work(): the tail of sgx_cg_wq
-        CG[CG_PENDING, c] = 1
-        CG[CG_WQ, S[S_NWQ]] = c
+    if not CG[CG_PENDING, _u(c)]:  # queue_work(): the tail of sgx_cg_wq
+        CG[CG_PENDING, _u(c)] = 1
+        CG[CG_WQ, _u(S[S_NWQ])] = c
         S[S_NWQ] += 1
     return -EBUSY
 
@@ -523,11 +533,11 @@ def _charge_failed(S, CG, c, failed):
 @_inline
 def _free_epc_page(S, CG, P32, P8, PCG, page):
     """Models sgx_free_epc_page(): uncharge, drop the css reference, free."""
-    c = PCG[page]
+    c = PCG[_u(page)]
     if c >= 0:
-        CG[CG_NR_PAGES, c] -= 1
+        CG[CG_NR_PAGES, _u(c)] -= 1
         _uncharge(CG, c, PAGE)
-        CG[CG_REFCNT, c] -= 1
+        CG[CG_REFCNT, _u(c)] -= 1
     _free_to_node(S, P32, P8, PCG, page)
 
 
@@ -536,57 +546,57 @@ def _free_epc_page(S, CG, P32, P8, PCG, page):
 
 @_inline
 def _va_unlink(EN, VA, e, no):
-    off = EN[EN_VAOFF, e]
-    p = VA[off + no, VA_PREV]
-    n = VA[off + no, VA_NEXT]
+    off = EN[EN_VAOFF, _u(e)]
+    p = VA[_u(off + no), VA_PREV]
+    n = VA[_u(off + no), VA_NEXT]
     if p < 0:
-        EN[EN_VA_HEAD, e] = n
+        EN[EN_VA_HEAD, _u(e)] = n
     else:
-        VA[off + p, VA_NEXT] = n
+        VA[_u(off + p), VA_NEXT] = n
     if n < 0:
-        EN[EN_VA_TAIL, e] = p
+        EN[EN_VA_TAIL, _u(e)] = p
     else:
-        VA[off + n, VA_PREV] = p
+        VA[_u(off + n), VA_PREV] = p
 
 
 @_inline
 def _va_add_head(EN, VA, e, no):
-    off = EN[EN_VAOFF, e]
-    h = EN[EN_VA_HEAD, e]
-    VA[off + no, VA_PREV] = -1
-    VA[off + no, VA_NEXT] = h
+    off = EN[EN_VAOFF, _u(e)]
+    h = EN[EN_VA_HEAD, _u(e)]
+    VA[_u(off + no), VA_PREV] = -1
+    VA[_u(off + no), VA_NEXT] = h
     if h < 0:
-        EN[EN_VA_TAIL, e] = no
+        EN[EN_VA_TAIL, _u(e)] = no
     else:
-        VA[off + h, VA_PREV] = no
-    EN[EN_VA_HEAD, e] = no
+        VA[_u(off + h), VA_PREV] = no
+    EN[EN_VA_HEAD, _u(e)] = no
 
 
 @_inline
 def _va_add_tail(EN, VA, e, no):
-    off = EN[EN_VAOFF, e]
-    t = EN[EN_VA_TAIL, e]
-    VA[off + no, VA_NEXT] = -1
-    VA[off + no, VA_PREV] = t
+    off = EN[EN_VAOFF, _u(e)]
+    t = EN[EN_VA_TAIL, _u(e)]
+    VA[_u(off + no), VA_NEXT] = -1
+    VA[_u(off + no), VA_PREV] = t
     if t < 0:
-        EN[EN_VA_HEAD, e] = no
+        EN[EN_VA_HEAD, _u(e)] = no
     else:
-        VA[off + t, VA_NEXT] = no
-    EN[EN_VA_TAIL, e] = no
+        VA[_u(off + t), VA_NEXT] = no
+    EN[EN_VA_TAIL, _u(e)] = no
 
 
 @_inline
 def _alloc_va_slot(S, EN, VA, e):
     """Models sgx_alloc_va_slot() on the first VA page of va_pages (rotated to the
     tail once full)."""
-    no = EN[EN_VA_HEAD, e]
-    row = EN[EN_VAOFF, e] + no
-    if no < 0 or VA[row, VA_USED] >= SGX_VA_SLOT_COUNT:
+    no = EN[EN_VA_HEAD, _u(e)]
+    row = EN[EN_VAOFF, _u(e)] + no
+    if no < 0 or VA[_u(row), VA_USED] >= SGX_VA_SLOT_COUNT:
         S[S_ERR] = ERR_NO_VA_SLOT
         return 0
     slot = 0
     for w in range(8):
-        word = VA[row, VA_BITS + w]
+        word = VA[_u(row), _u(VA_BITS + w)]
         if word != -1:
             # find_first_zero_bit(): the lowest clear bit, by halving
             inv = ~word
@@ -604,11 +614,11 @@ def _alloc_va_slot(S, EN, VA, e):
                 b += 2
             if not low & 0x5555555555555555:
                 b += 1
-            VA[row, VA_BITS + w] = word | low
+            VA[_u(row), _u(VA_BITS + w)] = word | low
             slot = w * 64 + b
             break
-    VA[row, VA_USED] += 1
-    if VA[row, VA_USED] == SGX_VA_SLOT_COUNT and EN[EN_VA_TAIL, e] != no:
+    VA[_u(row), VA_USED] += 1
+    if VA[_u(row), VA_USED] == SGX_VA_SLOT_COUNT and EN[EN_VA_TAIL, _u(e)] != no:
         _va_unlink(EN, VA, e, no)
         _va_add_tail(EN, VA, e, no)
     return no * SGX_VA_SLOT_COUNT + slot
@@ -619,10 +629,10 @@ def _free_va_slot(EN, VA, e, slot_id):
     """Models sgx_free_va_slot() + list_move() of its VA page to the head."""
     no = slot_id // SGX_VA_SLOT_COUNT
     slot = slot_id % SGX_VA_SLOT_COUNT
-    row = EN[EN_VAOFF, e] + no
-    VA[row, VA_BITS + slot // 64] &= ~(1 << (slot % 64))
-    VA[row, VA_USED] -= 1
-    if EN[EN_VA_HEAD, e] != no:
+    row = EN[EN_VAOFF, _u(e)] + no
+    VA[_u(row), _u(VA_BITS + slot // 64)] &= ~(1 << (slot % 64))
+    VA[_u(row), VA_USED] -= 1
+    if EN[EN_VA_HEAD, _u(e)] != no:
         _va_unlink(EN, VA, e, no)
         _va_add_head(EN, VA, e, no)
 
@@ -638,13 +648,13 @@ def _load_secs(S, CG, EN, VA, P32, P8, PCG, e):
     if page < 0:
         return page
     _leaf(S, L_ELDU, 1)
-    EN[EN_NR_ELDU, e] += 1
-    _free_va_slot(EN, VA, e, EN[EN_SECS_VA, e])
-    EN[EN_SECS_VA, e] = -1
-    EN[EN_BACKING, e] -= BACKING
-    CG[CG_MEMD, EN[EN_SECS_MEMCG, e]] -= BACKING
-    EN[EN_SECS_MEMCG, e] = -1
-    EN[EN_SECS_EPC, e] = page
+    EN[EN_NR_ELDU, _u(e)] += 1
+    _free_va_slot(EN, VA, e, EN[EN_SECS_VA, _u(e)])
+    EN[EN_SECS_VA, _u(e)] = -1
+    EN[EN_BACKING, _u(e)] -= BACKING
+    CG[CG_MEMD, _u(EN[EN_SECS_MEMCG, _u(e)])] -= BACKING
+    EN[EN_SECS_MEMCG, _u(e)] = -1
+    EN[EN_SECS_EPC, _u(e)] = page
     return 0
 
 
@@ -653,18 +663,18 @@ def _grow(S, CG, EN, VA, P32, P8, PCG, e, page):
     """Models sgx_encl_grow(NO_RECLAIM) when a VA page is due (every 512 page_cnt),
     and sgx_encl_free_epc_page() of the new page when it fails.  Returns 0 or a
     negative errno."""
-    vano = EN[EN_NVA, e]
+    vano = EN[EN_NVA, _u(e)]
     vpage = _alloc_epc_page(S, CG, P32, P8, PCG, e, KIND_VA, vano)
     if vpage < 0:
         _leaf(S, L_EREMOVE, 1)
         _free_epc_page(S, CG, P32, P8, PCG, page)
         return vpage
-    EN[EN_NVA, e] += 1
-    row = EN[EN_VAOFF, e] + vano
-    VA[row, VA_EPC] = vpage
-    VA[row, VA_USED] = 0
+    EN[EN_NVA, _u(e)] += 1
+    row = EN[EN_VAOFF, _u(e)] + vano
+    VA[_u(row), VA_EPC] = vpage
+    VA[_u(row), VA_USED] = 0
     for w in range(8):
-        VA[row, VA_BITS + w] = 0
+        VA[_u(row), _u(VA_BITS + w)] = 0
     _va_add_head(EN, VA, e, vano)
     return 0
 
@@ -675,17 +685,17 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
     in page_array, __sgx_encl_load_page() (sgx_encl_load_secs(), sgx_encl_eldu()) for an
     evicted one, -EBUSY for one being reclaimed.  Returns 0, VM_FAULT_NOPAGE or
     VM_FAULT_SIGBUS."""
-    g = EN[EN_OFF, e] + idx
-    present = E8[E_DESC, g] & DESC_PRESENT
-    if present and E32[g, E_EPC] >= 0:
-        if E8[E_DESC, g] & DESC_BEING_RECLAIMED:
+    g = EN[EN_OFF, _u(e)] + idx
+    present = E8[E_DESC, _u(g)] & DESC_PRESENT
+    if present and E32[_u(g), E_EPC] >= 0:
+        if E8[E_DESC, _u(g)] & DESC_BEING_RECLAIMED:
             return VM_FAULT_NOPAGE
-        E8[E_DESC, g] &= NOT_ACC_BLOCKED
+        E8[E_DESC, _u(g)] &= NOT_ACC_BLOCKED
         _hb_set(HB, g)
         return 0
     if not present and not S[S_SGX2]:
         return VM_FAULT_SIGBUS
-    if EN[EN_SECS_EPC, e] < 0:
+    if EN[EN_SECS_EPC, _u(e)] < 0:
         ret = _load_secs(S, CG, EN, VA, P32, P8, PCG, e)
         if ret:
             return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS
@@ -694,35 +704,35 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
         return VM_FAULT_NOPAGE if page == -EBUSY else VM_FAULT_SIGBUS
     if not present:
         # sgx_encl_eaug_page(): grow, EAUG
-        if EN[EN_PAGE_CNT, e] % SGX_VA_SLOT_COUNT == 0:
+        if EN[EN_PAGE_CNT, _u(e)] % SGX_VA_SLOT_COUNT == 0:
             ret = _grow(S, CG, EN, VA, P32, P8, PCG, e, page)
             if ret:
                 return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS
-        EN[EN_PAGE_CNT, e] += 1
+        EN[EN_PAGE_CNT, _u(e)] += 1
         _leaf(S, L_EAUG, 1)
-        EN[EN_NR_EAUG, e] += 1
-        E32[g, E_EPC] = page
-        E8[E_TYPE, g] = SGX_PAGE_TYPE_REG
-        E8[E_DESC, g] = DESC_PRESENT
+        EN[EN_NR_EAUG, _u(e)] += 1
+        E32[_u(g), E_EPC] = page
+        E8[E_TYPE, _u(g)] = SGX_PAGE_TYPE_REG
+        E8[E_DESC, _u(g)] = DESC_PRESENT
         _hb_set(HB, g)
     else:
         # sgx_encl_eldu(): ELDU, free the VA slot, truncate the backing
         _leaf(S, L_ELDU, 1)
-        EN[EN_NR_ELDU, e] += 1
-        _free_va_slot(EN, VA, e, E32[g, E_VA])
-        E32[g, E_VA] = -1
-        EN[EN_BACKING, e] -= BACKING
+        EN[EN_NR_ELDU, _u(e)] += 1
+        _free_va_slot(EN, VA, e, E32[_u(g), E_VA])
+        E32[_u(g), E_VA] = -1
+        EN[EN_BACKING, _u(e)] -= BACKING
         # the memcg the backing was charged to: the enclave's unless it has changed
         # since some page went out (EN_EMIX; saves a load that misses the cache)
-        CG[CG_MEMD, EMEM[g] if EN[EN_EMIX, e] else EN[EN_MEMCG, e]] -= BACKING
-        EMEM[g] = -1
-        E32[g, E_EPC] = page
-        E8[E_DESC, g] &= NOT_ACC_BLOCKED
+        CG[CG_MEMD, _u(EMEM[_u(g)] if EN[EN_EMIX, _u(e)] else EN[EN_MEMCG, _u(e)])] -= BACKING
+        EMEM[_u(g)] = -1
+        E32[_u(g), E_EPC] = page
+        E8[E_DESC, _u(g)] &= NOT_ACC_BLOCKED
         _hb_set(HB, g)
-    EN[EN_SECS_CHILD, e] += 1
+    EN[EN_SECS_CHILD, _u(e)] += 1
     # sgx_mark_page_reclaimable()
-    P8[page, P_FLAGS] |= TRACKED
-    _lru_add_tail(CG, P32, PCG[page], page)
+    P8[_u(page), P_FLAGS] |= TRACKED
+    _lru_add_tail(CG, P32, PCG[_u(page)], page)
     S[S_NR_LRU] += 1
     return 0
 
@@ -735,58 +745,58 @@ def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     """Models sgx_encl_release() when a reclaimer drops the last reference (the task
     has exited): every resident page unmarked (sgx_unmark_page_reclaimable()) and freed
     (EREMOVE), the SECS, every VA page, the backing (every memcg charge returned)."""
-    EN[EN_RELEASED, e] = 1
-    off = EN[EN_OFF, e]
-    for idx in range(EN[EN_NPAGES, e]):
+    EN[EN_RELEASED, _u(e)] = 1
+    off = EN[EN_OFF, _u(e)]
+    for idx in range(EN[EN_NPAGES, _u(e)]):
         g = off + idx
-        page = E32[g, E_EPC]
+        page = E32[_u(g), E_EPC]
         if page < 0:
             continue
-        if P8[page, P_FLAGS] & TRACKED:
-            if P32[page, P_PREV] == page:
+        if P8[_u(page), P_FLAGS] & TRACKED:
+            if P32[_u(page), P_PREV] == page:
                 continue  # isolated by a reclaimer: -EBUSY
-            c = PCG[page]
+            c = PCG[_u(page)]
             _lru_del_init(CG, P32, c if c >= 0 else S[S_ROOT], page)
             S[S_NR_LRU] -= 1
-            P8[page, P_FLAGS] &= NOT_TRACKED
+            P8[_u(page), P_FLAGS] &= NOT_TRACKED
         _leaf(S, L_EREMOVE, 1)
         _free_epc_page(S, CG, P32, P8, PCG, page)
-        EN[EN_SECS_CHILD, e] -= 1
-        E32[g, E_EPC] = -1
+        EN[EN_SECS_CHILD, _u(e)] -= 1
+        E32[_u(g), E_EPC] = -1
         _hb_clear(HB, g)
-    if EN[EN_SECS_CHILD, e] == 0 and EN[EN_SECS_EPC, e] >= 0:
+    if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0:
         _leaf(S, L_EREMOVE, 1)
-        _free_epc_page(S, CG, P32, P8, PCG, EN[EN_SECS_EPC, e])
-        EN[EN_SECS_EPC, e] = -1
-    vaoff = EN[EN_VAOFF, e]
-    no = EN[EN_VA_HEAD, e]
+        _free_epc_page(S, CG, P32, P8, PCG, EN[EN_SECS_EPC, _u(e)])
+        EN[EN_SECS_EPC, _u(e)] = -1
+    vaoff = EN[EN_VAOFF, _u(e)]
+    no = EN[EN_VA_HEAD, _u(e)]
     while no >= 0:
         row = vaoff + no
         _leaf(S, L_EREMOVE, 1)
-        _free_epc_page(S, CG, P32, P8, PCG, VA[row, VA_EPC])
-        VA[row, VA_EPC] = -1
-        no = VA[row, VA_NEXT]
-    EN[EN_VA_HEAD, e] = -1
-    EN[EN_VA_TAIL, e] = -1
+        _free_epc_page(S, CG, P32, P8, PCG, VA[_u(row), VA_EPC])
+        VA[_u(row), VA_EPC] = -1
+        no = VA[_u(row), VA_NEXT]
+    EN[EN_VA_HEAD, _u(e)] = -1
+    EN[EN_VA_TAIL, _u(e)] = -1
     # fput(encl->backing): every memcg charge returned
-    for idx in range(EN[EN_NPAGES, e]):
+    for idx in range(EN[EN_NPAGES, _u(e)]):
         g = off + idx
-        if E32[g, E_VA] >= 0:
-            CG[CG_MEMD, EMEM[g]] -= BACKING
-            E32[g, E_VA] = -1
-            EMEM[g] = -1
-        E8[E_DESC, g] = 0
-    if EN[EN_SECS_VA, e] >= 0:
-        CG[CG_MEMD, EN[EN_SECS_MEMCG, e]] -= BACKING
-        EN[EN_SECS_VA, e] = -1
-    EN[EN_BACKING, e] = -EN[EN_BACKING0, e]
+        if E32[_u(g), E_VA] >= 0:
+            CG[CG_MEMD, _u(EMEM[_u(g)])] -= BACKING
+            E32[_u(g), E_VA] = -1
+            EMEM[_u(g)] = -1
+        E8[E_DESC, _u(g)] = 0
+    if EN[EN_SECS_VA, _u(e)] >= 0:
+        CG[CG_MEMD, _u(EN[EN_SECS_MEMCG, _u(e)])] -= BACKING
+        EN[EN_SECS_VA, _u(e)] = -1
+    EN[EN_BACKING, _u(e)] = -EN[EN_BACKING0, _u(e)]
 
 
 @_inline
 def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     """Models sgx_encl_put(): kref_put(&encl->refcount, sgx_encl_release)."""
-    EN[EN_REFCOUNT, e] -= 1
-    if EN[EN_REFCOUNT, e] == 0:
+    EN[EN_REFCOUNT, _u(e)] -= 1
+    if EN[EN_REFCOUNT, _u(e)] == 0:
         _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
 
 
@@ -799,61 +809,61 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
     of sgx_reclaim_pages() (_sgx_reclaim_isolate()).  Returns True at the
     "reclaim:isolated" yield point (the batch in R[R_PAGES.., r]), False when the loop
     is over."""
-    root = R[R_ROOT, r]
-    while R[R_CNT, r] < R[R_NR, r] and not _lru_empty(S, CG, root):
+    root = R[R_ROOT, _u(r)]
+    while R[R_CNT, _u(r)] < R[R_NR, _u(r)] and not _lru_empty(S, CG, root):
         # sgx_cgroup_next_get(): the cgroup at the cursor, which moves on in preorder
-        p = CG[CG_CURSOR, root]
+        p = CG[CG_CURSOR, _u(root)]
         q = p + 1
-        if q >= CG[CG_SUBEND, root]:
-            q = CG[CG_PREPOS, root]
-        CG[CG_CURSOR, root] = q
-        c = CG[CG_PRE, p]
+        if q >= CG[CG_SUBEND, _u(root)]:
+            q = CG[CG_PREPOS, _u(root)]
+        CG[CG_CURSOR, _u(root)] = q
+        c = CG[CG_PRE, _u(p)]
         if c != root:
-            CG[CG_REFCNT, c] += 1  # css_tryget(), held across the batch
-        CG[CG_NR_BATCHES, c] += 1
+            CG[CG_REFCNT, _u(c)] += 1  # css_tryget(), held across the batch
+        CG[CG_NR_BATCHES, _u(c)] += 1
         n = 0
-        i = CG[CG_LRU_HEAD, c]
+        i = CG[CG_LRU_HEAD, _u(c)]
         while i >= 0 and n < SGX_NR_TO_SCAN:
-            R[R_PAGES + n, r] = i
+            R[_u(R_PAGES + n), _u(r)] = i
             n += 1
-            i = P32[i, P_NEXT]
+            i = P32[_u(i), P_NEXT]
         if n:
-            CG[CG_LRU_HEAD, c] = i
+            CG[CG_LRU_HEAD, _u(c)] = i
             if i < 0:
-                CG[CG_LRU_TAIL, c] = -1
+                CG[CG_LRU_TAIL, _u(c)] = -1
             else:
-                P32[i, P_PREV] = -1
+                P32[_u(i), P_PREV] = -1
                 S[S_LRU_PF] = i  # the next batch's rows, walked ahead (_lru_pf_step)
                 S[S_LRU_PF_N] = LRU_PF_HOPS
             for k in range(n):
-                pg = R[R_PAGES + k, r]
-                P32[pg, P_PREV] = pg
-                P32[pg, P_NEXT] = pg
-            CG[CG_LRU_NR, c] -= n
+                pg = R[_u(R_PAGES + k), _u(r)]
+                P32[_u(pg), P_PREV] = pg
+                P32[_u(pg), P_NEXT] = pg
+            CG[CG_LRU_NR, _u(c)] -= n
             S[S_NR_LRU] -= n
         # kref_get_unless_zero() per page: pages of a released enclave are forgotten
         kept = 0
         for k in range(n):
-            pg = R[R_PAGES + k, r]
-            e = P32[pg, P_OE]
-            if EN[EN_REFCOUNT, e] > 0:
-                EN[EN_REFCOUNT, e] += 1
-                R[R_PAGES + kept, r] = pg
-                R[R_ES + kept, r] = e
-                g = EN[EN_OFF, e] + P32[pg, P_OI]
-                R[R_GS + kept, r] = g
+            pg = R[_u(R_PAGES + k), _u(r)]
+            e = P32[_u(pg), P_OE]
+            if EN[EN_REFCOUNT, _u(e)] > 0:
+                EN[EN_REFCOUNT, _u(e)] += 1
+                R[_u(R_PAGES + kept), _u(r)] = pg
+                R[_u(R_ES + kept), _u(r)] = e
+                g = EN[EN_OFF, _u(e)] + P32[_u(pg), P_OI]
+                R[_u(R_GS + kept), _u(r)] = g
                 _prefetch(E8, E_DESC, g)  # for phase 2 and 4
                 _prefetch(E32, g, E_EPC)  # for phase 4
                 kept += 1
             else:
-                P8[pg, P_FLAGS] &= NOT_TRACKED
+                P8[_u(pg), P_FLAGS] &= NOT_TRACKED
         if kept == 0:
             if c != root:
-                CG[CG_REFCNT, c] -= 1  # sgx_put_cg()
+                CG[CG_REFCNT, _u(c)] -= 1  # sgx_put_cg()
             continue
-        R[R_C, r] = c
-        R[R_NP, r] = kept
-        R[R_CB, r] = kept
+        R[R_C, _u(r)] = c
+        R[R_NP, _u(r)] = kept
+        R[R_CB, _u(r)] = kept
         return True
     return False
 
@@ -862,33 +872,33 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
 def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Phase 2 of sgx_reclaim_pages(): sgx_reclaimer_age() and the backing (no
     memory.max: every charge fits).  Returns the number of pages kept."""
-    c = R[R_C, r]
-    n = R[R_NP, r]
+    c = R[R_C, _u(r)]
+    n = R[R_NP, _u(r)]
     kept = 0
     for k in range(n):
-        page = R[R_PAGES + k, r]
-        e = R[R_ES + k, r]
-        g = R[R_GS + k, r]
+        page = R[_u(R_PAGES + k), _u(r)]
+        e = R[_u(R_ES + k), _u(r)]
+        g = R[_u(R_GS + k), _u(r)]
         young = False
-        if EN[EN_LIVE_MMS, e]:
-            d = E8[E_DESC, g]
+        if EN[EN_LIVE_MMS, _u(e)]:
+            d = E8[E_DESC, _u(g)]
             if d & DESC_ACCESSED:
-                E8[E_DESC, g] = d & NOT_ACC
+                E8[E_DESC, _u(g)] = d & NOT_ACC
                 young = True
         if not young:
-            EMEM[g] = EN[EN_MEMCG, e]
-            E8[E_DESC, g] |= DESC_BEING_RECLAIMED
-            EN[EN_BACKING, e] += BACKING
-            CG[CG_MEMD, EN[EN_MEMCG, e]] += BACKING
-            R[R_PAGES + kept, r] = page
-            R[R_ES + kept, r] = e
-            R[R_GS + kept, r] = g
+            EMEM[_u(g)] = EN[EN_MEMCG, _u(e)]
+            E8[E_DESC, _u(g)] |= DESC_BEING_RECLAIMED
+            EN[EN_BACKING, _u(e)] += BACKING
+            CG[CG_MEMD, _u(EN[EN_MEMCG, _u(e)])] += BACKING
+            R[_u(R_PAGES + kept), _u(r)] = page
+            R[_u(R_ES + kept), _u(r)] = e
+            R[_u(R_GS + kept), _u(r)] = g
             kept += 1
         else:
             _lru_add_tail(CG, P32, c, page)
             S[S_NR_LRU] += 1
             _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
-    R[R_NP, r] = kept
+    R[R_NP, _u(r)] = kept
     return kept
 
 
@@ -896,13 +906,13 @@ def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
 def _evict_secs(S, CG, EN, VA, P32, P8, PCG, e):
     """sgx_reclaimer_write()'s SECS write-back after its last child: backing, VA slot,
     EWB, sgx_encl_free_epc_page()."""
-    EN[EN_BACKING, e] += BACKING
-    CG[CG_MEMD, EN[EN_MEMCG, e]] += BACKING
-    EN[EN_SECS_MEMCG, e] = EN[EN_MEMCG, e]
-    EN[EN_SECS_VA, e] = _alloc_va_slot(S, EN, VA, e)
+    EN[EN_BACKING, _u(e)] += BACKING
+    CG[CG_MEMD, _u(EN[EN_MEMCG, _u(e)])] += BACKING
+    EN[EN_SECS_MEMCG, _u(e)] = EN[EN_MEMCG, _u(e)]
+    EN[EN_SECS_VA, _u(e)] = _alloc_va_slot(S, EN, VA, e)
     _leaf(S, L_EWB, 1)
-    secs = EN[EN_SECS_EPC, e]
-    EN[EN_SECS_EPC, e] = -1
+    secs = EN[EN_SECS_EPC, _u(e)]
+    EN[EN_SECS_EPC, _u(e)] = -1
     _leaf(S, L_EREMOVE, 1)
     _free_epc_page(S, CG, P32, P8, PCG, secs)
 
@@ -913,32 +923,32 @@ def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     (one ETRACK per enclave per batch), the SECS after its last child, kref_put() (which
     may release the enclave), sgx_free_epc_page() (the uncharge of the batch at the
     end)."""
-    c = R[R_C, r]
-    k = R[R_NP, r]
+    c = R[R_C, _u(r)]
+    k = R[R_NP, _u(r)]
     S[S_STAMP] += 1
     stamp = S[S_STAMP]
     for j in range(k):
-        page = R[R_PAGES + j, r]
-        e = R[R_ES + j, r]
-        g = R[R_GS + j, r]
-        if EN[EN_TRACKED, e] != stamp:
-            EN[EN_TRACKED, e] = stamp
+        page = R[_u(R_PAGES + j), _u(r)]
+        e = R[_u(R_ES + j), _u(r)]
+        g = R[_u(R_GS + j), _u(r)]
+        if EN[EN_TRACKED, _u(e)] != stamp:
+            EN[EN_TRACKED, _u(e)] = stamp
             _leaf(S, L_ETRACK, 1)
         _leaf(S, L_EWB, 1)
         slot = _alloc_va_slot(S, EN, VA, e)
-        E8[E_DESC, g] &= NOT_RECLAIM_BITS
-        E32[g, E_VA] = slot
-        E32[g, E_EPC] = -1
-        EN[EN_SECS_CHILD, e] -= 1
-        EN[EN_NR_EVICTED, e] += 1
-        if EN[EN_SECS_CHILD, e] == 0 and EN[EN_SECS_EPC, e] >= 0:
+        E8[E_DESC, _u(g)] &= NOT_RECLAIM_BITS
+        E32[_u(g), E_VA] = slot
+        E32[_u(g), E_EPC] = -1
+        EN[EN_SECS_CHILD, _u(e)] -= 1
+        EN[EN_NR_EVICTED, _u(e)] += 1
+        if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0:
             _evict_secs(S, CG, EN, VA, P32, P8, PCG, e)
         _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
         _free_to_node(S, P32, P8, PCG, page)
-    CG[CG_NR_PAGES, c] -= k
-    CG[CG_NR_EVICTED, c] += k
+    CG[CG_NR_PAGES, _u(c)] -= k
+    CG[CG_NR_EVICTED, _u(c)] += k
     _uncharge(CG, c, k * PAGE)
-    CG[CG_REFCNT, c] -= k
+    CG[CG_REFCNT, _u(c)] -= k
 
 
 @_inline
@@ -946,10 +956,10 @@ def _should_reclaim(S, CG, c):
     """Models sgx_cgroup_should_reclaim()."""
     if _lru_empty(S, CG, c):
         return False
-    limit = CG[CG_MAXPAGES, c]
+    limit = CG[CG_MAXPAGES, _u(c)]
     if limit > SGX_CG_LOW_LIMIT:
         limit -= SGX_CG_MIN_FREE_PAGE
-    return CG[CG_USAGE, c] // PAGE >= limit
+    return CG[CG_USAGE, _u(c)] // PAGE >= limit
 
 
 @_inline
@@ -957,10 +967,10 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """One step of ksgxd (ksgxd_step()) or of a sgx_cg_wq worker
     (sgx_cgroup_reclaim_work_func()): from the yield point the actor stopped at to its
     next one.  Returns False when the actor ends (no reschedule)."""
-    stage = R[R_STAGE, r]
+    stage = R[R_STAGE, _u(r)]
     if stage == ST_END:
         return False
-    ksgxd = R[R_KIND, r] == 0
+    ksgxd = R[R_KIND, _u(r)] == 0
     nstage = ST_RESCHED
     loop = False  # (re)enter the reclaim loop
     check = False  # a worker's loop head: while (sgx_cgroup_should_reclaim())
@@ -968,16 +978,16 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         if ksgxd:
             if S[S_NR_FREE] < SGX_NR_HIGH_PAGES and S[S_NR_LRU] > 0:
                 S[S_WOKEN] = 1
-                R[R_ROOT, r] = S[S_ROOT]
-                R[R_NR, r] = SGX_NR_TO_SCAN
-                R[R_CNT, r] = 0
+                R[R_ROOT, _u(r)] = S[S_ROOT]
+                R[R_NR, _u(r)] = SGX_NR_TO_SCAN
+                R[R_CNT, _u(r)] = 0
                 loop = True
             else:
                 S[S_WOKEN] = 0
                 nstage = ST_END
         else:
-            CG[CG_PENDING, R[R_CG, r]] = 0
-            CG[CG_RUNNING, R[R_CG, r]] = 1
+            CG[CG_PENDING, _u(R[R_CG, _u(r)])] = 0
+            CG[CG_RUNNING, _u(R[R_CG, _u(r)])] = 1
             check = True
     elif stage == ST_PH2:
         if _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
@@ -985,10 +995,10 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         else:
             loop = True
     elif stage == ST_PH3:
-        n = R[R_NP, r]
+        n = R[R_NP, _u(r)]
         for k in range(n):
-            g = R[R_GS + k, r]
-            E8[E_DESC, g] |= DESC_BLOCKED
+            g = R[_u(R_GS + k), _u(r)]
+            E8[E_DESC, _u(g)] |= DESC_BLOCKED
             _hb_clear(HB, g)
         _leaf(S, L_EBLOCK, n)
         nstage = ST_PH4
@@ -1001,19 +1011,19 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         check = True
     if loop and stage != ST_START:
         # back in sgx_cgroup_reclaim_pages() after a batch: count it, put the cgroup
-        R[R_CNT, r] += R[R_CB, r]
-        c = R[R_C, r]
-        if c != R[R_ROOT, r]:
-            CG[CG_REFCNT, c] -= 1
+        R[R_CNT, _u(r)] += R[R_CB, _u(r)]
+        c = R[R_C, _u(r)]
+        if c != R[R_ROOT, _u(r)]:
+            CG[CG_REFCNT, _u(c)] -= 1
     if check:
-        c = R[R_CG, r]
+        c = R[R_CG, _u(r)]
         if _should_reclaim(S, CG, c):
-            R[R_ROOT, r] = c
-            R[R_NR, r] = SGX_NR_TO_SCAN
-            R[R_CNT, r] = 0
+            R[R_ROOT, _u(r)] = c
+            R[R_NR, _u(r)] = SGX_NR_TO_SCAN
+            R[R_CNT, _u(r)] = 0
             loop = True
         else:
-            CG[CG_RUNNING, c] = 0
+            CG[CG_RUNNING, _u(c)] = 0
             nstage = ST_END
     if loop:
         if _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
@@ -1021,7 +1031,7 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             nstage = ST_PH2
         else:
             nstage = ST_RESCHED
-    R[R_STAGE, r] = nstage
+    R[R_STAGE, _u(r)] = nstage
     return True
 
 
@@ -1042,35 +1052,35 @@ def _key_less(ta, sa, tb, sb):
 @_inline
 def _heap_sift_down(A, h, n, pos):
     """Restore the heap in rows h.. of *A* (*n* entries) below *pos*, whose key grew."""
-    x = A[h, pos]
-    xt = A[h + 1, pos]
-    xs = A[h + 2, pos]
+    x = A[_u(h), _u(pos)]
+    xt = A[_u(h + 1), _u(pos)]
+    xs = A[_u(h + 2), _u(pos)]
     while True:
         c = 2 * pos + 1
         if c >= n:
             break
-        ct = A[h + 1, c]
-        cs = A[h + 2, c]
-        if c + 1 < n and _key_less(A[h + 1, c + 1], A[h + 2, c + 1], ct, cs):
+        ct = A[_u(h + 1), _u(c)]
+        cs = A[_u(h + 2), _u(c)]
+        if c + 1 < n and _key_less(A[_u(h + 1), _u(c + 1)], A[_u(h + 2), _u(c + 1)], ct, cs):
             c += 1
-            ct = A[h + 1, c]
-            cs = A[h + 2, c]
+            ct = A[_u(h + 1), _u(c)]
+            cs = A[_u(h + 2), _u(c)]
         if not _key_less(ct, cs, xt, xs):
             break
-        A[h, pos] = A[h, c]
-        A[h + 1, pos] = ct
-        A[h + 2, pos] = cs
+        A[_u(h), _u(pos)] = A[_u(h), _u(c)]
+        A[_u(h + 1), _u(pos)] = ct
+        A[_u(h + 2), _u(pos)] = cs
         pos = c
-    A[h, pos] = x
-    A[h + 1, pos] = xt
-    A[h + 2, pos] = xs
+    A[_u(h), _u(pos)] = x
+    A[_u(h + 1), _u(pos)] = xt
+    A[_u(h + 2), _u(pos)] = xs
 
 
 @_inline
 def _heap_rekey_root(A, h, n, t, seq):
     """The root's actor is rescheduled at (t, seq)."""
-    A[h + 1, 0] = t
-    A[h + 2, 0] = seq
+    A[_u(h + 1), 0] = t
+    A[_u(h + 2), 0] = seq
     _heap_sift_down(A, h, n, 0)
 
 
@@ -1078,9 +1088,9 @@ def _heap_rekey_root(A, h, n, t, seq):
 def _heap_pop_root(A, h, n):
     """Take the root off a heap that has *n* entries left."""
     if n:
-        A[h, 0] = A[h, n]
-        A[h + 1, 0] = A[h + 1, n]
-        A[h + 2, 0] = A[h + 2, n]
+        A[_u(h), 0] = A[_u(h), _u(n)]
+        A[_u(h + 1), 0] = A[_u(h + 1), _u(n)]
+        A[_u(h + 2), 0] = A[_u(h + 2), _u(n)]
         _heap_sift_down(A, h, n, 0)
 
 
@@ -1090,34 +1100,36 @@ def _heap_push(A, h, n, x, t, seq):
     pos = n
     while pos > 0:
         up = (pos - 1) // 2
-        ut = A[h + 1, up]
-        us = A[h + 2, up]
+        ut = A[_u(h + 1), _u(up)]
+        us = A[_u(h + 2), _u(up)]
         if not _key_less(t, seq, ut, us):
             break
-        A[h, pos] = A[h, up]
-        A[h + 1, pos] = ut
-        A[h + 2, pos] = us
+        A[_u(h), _u(pos)] = A[_u(h), _u(up)]
+        A[_u(h + 1), _u(pos)] = ut
+        A[_u(h + 2), _u(pos)] = us
         pos = up
-    A[h, pos] = x
-    A[h + 1, pos] = t
-    A[h + 2, pos] = seq
+    A[_u(h), _u(pos)] = x
+    A[_u(h + 1), _u(pos)] = t
+    A[_u(h + 2), _u(pos)] = seq
 
 
 @_outline
 def _record_sample(S, CG, SAMP, SAMPT, now):
     """Simulation._record_sample() for the counters of every live cgroup."""
     k = S[S_NSAMP]
-    SAMPT[k] = now
+    SAMPT[_u(k)] = now
     for j in range(S[S_NLIVE]):
-        c = CG[CG_LIVE, j]
-        SAMP[k, j, 0] = CG[CG_USAGE, c]
-        SAMP[k, j, 1] = CG[CG_PEAK, c]
-        SAMP[k, j, 2] = CG[CG_EVENTS, c] if CG[CG_PARENT, c] >= 0 else CG[CG_EVENTS_LOCAL, c]
-        SAMP[k, j, 3] = CG[CG_NR_FAULTS, c]
-        SAMP[k, j, 4] = CG[CG_NR_EVICTED, c]
-        SAMP[k, j, 5] = CG[CG_NR_BATCHES, c]
-        SAMP[k, j, 6] = CG[CG_LRU_NR, c]
-        SAMP[k, j, 7] = CG[CG_NR_ENOMEM, c]
+        c = CG[CG_LIVE, _u(j)]
+        SAMP[_u(k), _u(j), 0] = CG[CG_USAGE, _u(c)]
+        SAMP[_u(k), _u(j), 1] = CG[CG_PEAK, _u(c)]
+        SAMP[_u(k), _u(j), 2] = (
+            CG[CG_EVENTS, _u(c)] if CG[CG_PARENT, _u(c)] >= 0 else CG[CG_EVENTS_LOCAL, _u(c)]
+        )
+        SAMP[_u(k), _u(j), 3] = CG[CG_NR_FAULTS, _u(c)]
+        SAMP[_u(k), _u(j), 4] = CG[CG_NR_EVICTED, _u(c)]
+        SAMP[_u(k), _u(j), 5] = CG[CG_NR_BATCHES, _u(c)]
+        SAMP[_u(k), _u(j), 6] = CG[CG_LRU_NR, _u(c)]
+        SAMP[_u(k), _u(j), 7] = CG[CG_NR_ENOMEM, _u(c)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
 
@@ -1142,45 +1154,31 @@ def _kick(S, CG, R, now):
         keep = 0
         nw = R.shape[1]
         for q in range(nq):
-            c = CG[CG_WQ, q]
-            if CG[CG_RUNNING, c]:
-                CG[CG_WQ, keep] = c
+            c = CG[CG_WQ, _u(q)]
+            if CG[CG_RUNNING, _u(c)]:
+                CG[CG_WQ, _u(keep)] = c
                 keep += 1
                 continue
             slot = -1
             for r in range(1, nw):
-                if not R[R_SCHED, r]:
+                if not R[R_SCHED, _u(r)]:
                     slot = r
                     break
             if slot < 0:
                 S[S_ERR] = ERR_NO_WORKER_SLOT
                 return False
             S[S_SEQ] += 1
-            R[R_SCHED, slot] = 1
-            R[R_T, slot] = now
-            R[R_SEQ, slot] = S[S_SEQ]
-            R[R_STAGE, slot] = ST_START
-            R[R_KIND, slot] = 1
-            R[R_CG, slot] = c
+            R[R_SCHED, _u(slot)] = 1
+            R[R_T, _u(slot)] = now
+            R[R_SEQ, _u(slot)] = S[S_SEQ]
+            R[R_STAGE, _u(slot)] = ST_START
+            R[R_KIND, _u(slot)] = 1
+            R[R_CG, _u(slot)] = c
             S[S_ACTIVE] += 1
             _heap_push(R, R_HEAP, S[S_NRH], slot, now, S[S_SEQ])
             S[S_NRH] += 1
         S[S_NWQ] = keep
     return True
-
-
-@_inline
-def _div_access(t, access_ns, inv_access):
-    """t // access_ns for 0 <= t (access_ns >= 1): by the reciprocal, corrected to the
-    exact quotient (a division takes ~40 cycles; this runs once per enclave step)."""
-    if t >= 1 << 52:
-        return t // access_ns
-    m = int(t * inv_access)
-    if m * access_ns > t:
-        m -= 1
-    elif (m + 1) * access_ns <= t:
-        m += 1
-    return m
 
 
 @_outline
@@ -1191,7 +1189,6 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
     next chunk of accesses (RC_NEED_CHUNK), a buffer is full (RC_FLUSH) or a model
     invariant broke (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
-    inv_access = 1.0 / access_ns
     big = 1 << 62
     while True:
         if S[S_ERR]:
@@ -1222,12 +1219,12 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 j, who, bt = -1, -2, S[S_SM_T]
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
-            if j >= 0 and CPUF[TH[TH_CPU, j]] > bt:
+            if j >= 0 and CPUF[_u(TH[TH_CPU, _u(j)])] > bt:
                 # the CPU is busy with another task's step: wait for it
                 S[S_SEQ] += 1
-                TH[TH_T, j] = CPUF[TH[TH_CPU, j]]
-                TH[TH_SEQ, j] = S[S_SEQ]
-                _heap_rekey_root(TH, TH_HEAP, S[S_NHP], TH[TH_T, j], S[S_SEQ])
+                TH[TH_T, _u(j)] = CPUF[_u(TH[TH_CPU, _u(j)])]
+                TH[TH_SEQ, _u(j)] = S[S_SEQ]
+                _heap_rekey_root(TH, TH_HEAP, S[S_NHP], TH[TH_T, _u(j)], S[S_SEQ])
                 continue
             S[S_NOW] = bt
         now = S[S_NOW]
@@ -1245,18 +1242,18 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
             if _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who):
                 d = S[S_KSTEP_NS] + S[S_STEPCOST]
                 S[S_SEQ] += 1
-                R[R_T, who] = now + (d if d > 0 else 1)
-                R[R_SEQ, who] = S[S_SEQ]
-                _heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, who], S[S_SEQ])  # the root
+                R[R_T, _u(who)] = now + (d if d > 0 else 1)
+                R[R_SEQ, _u(who)] = S[S_SEQ]
+                _heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])  # the root
             else:
-                R[R_SCHED, who] = 0
+                R[R_SCHED, _u(who)] = 0
                 S[S_ACTIVE] -= 1
                 S[S_NRH] -= 1
                 _heap_pop_root(R, R_HEAP, S[S_NRH])
         else:
             # an enclave thread (Simulation._thread); its steps follow one another
             # here as long as no other actor's event comes first
-            e = TH[TH_E, j]
+            e = TH[TH_E, _u(j)]
             # the next event of any other actor: the kernel threads and the other
             # enclave threads (the thread is the heap's root: the next is a child) win
             # a tie, the sampler does not; none of them moves while this thread steps
@@ -1271,110 +1268,110 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
             limit = S[S_LIMIT]
             while True:
                 # book the last fault's result
-                if not mid and TH[TH_PENDING, j]:
-                    rr = TH[TH_R, j]
+                if not mid and TH[TH_PENDING, _u(j)]:
+                    rr = TH[TH_R, _u(j)]
                     n = S[S_NLAT]
                     if rr == 0 and n >= LAT.shape[0]:
                         return RC_FLUSH
-                    TH[TH_PENDING, j] = 0
+                    TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
-                        TH[TH_FAULTS, j] += 1
-                        TH[TH_STREAK, j] = 0
-                        LAT[n] = now - TH[TH_FSTART, j]
+                        TH[TH_FAULTS, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] = 0
+                        LAT[_u(n)] = now - TH[TH_FSTART, _u(j)]
                         S[S_NLAT] = n + 1
-                        TH[TH_FSTART, j] = -1
+                        TH[TH_FSTART, _u(j)] = -1
                         if S[S_UNREF]:
-                            TH[TH_POS, j] += 1
-                            TH[TH_REMAIN, j] -= 1
-                            TH[TH_ACC, j] += 1
+                            TH[TH_POS, _u(j)] += 1
+                            TH[TH_REMAIN, _u(j)] -= 1
+                            TH[TH_ACC, _u(j)] += 1
                     elif rr == VM_FAULT_NOPAGE:
-                        TH[TH_RETRIES, j] += 1
-                        TH[TH_STREAK, j] += 1
+                        TH[TH_RETRIES, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] += 1
                     else:
-                        TH[TH_SIGBUS, j] = 1
-                        EN[EN_SIGPEND, e] = 1
+                        TH[TH_SIGBUS, _u(j)] = 1
+                        EN[EN_SIGPEND, _u(e)] = 1
                 mid = 0
                 S[S_MIDPOP] = 0
                 _lru_pf_step(S, P32)
-                if TH[TH_STARTED, j] < 0:
-                    TH[TH_STARTED, j] = now
-                until = TH[TH_UNTIL, j]
+                if TH[TH_STARTED, _u(j)] < 0:
+                    TH[TH_STARTED, _u(j)] = now
+                until = TH[TH_UNTIL, _u(j)]
                 if (
-                    TH[TH_REMAIN, j] <= 0
-                    or TH[TH_SIGBUS, j]
+                    TH[TH_REMAIN, _u(j)] <= 0
+                    or TH[TH_SIGBUS, _u(j)]
                     or (until >= 0 and now >= until)
-                    or EN[EN_SIGPEND, e]
+                    or EN[EN_SIGPEND, _u(e)]
                 ):
                     S[S_WHO] = j
-                    TH[TH_LIVE, j] = 2
+                    TH[TH_LIVE, _u(j)] = 2
                     S[S_NHP] -= 1  # off the thread heap (it is the root)
                     _heap_pop_root(TH, TH_HEAP, S[S_NHP])
                     return RC_THREAD_DONE
-                pos = TH[TH_POS, j]
-                if pos >= TH[TH_BUFLEN, j]:
+                pos = TH[TH_POS, _u(j)]
+                if pos >= TH[TH_BUFLEN, _u(j)]:
                     S[S_MIDPOP] = j + 1
                     S[S_WHO] = j
                     return RC_NEED_CHUNK
-                # accesses up to the next event of any other actor (nxt_k, nxt_s)
-                # n = min(n, max(1, (t - now) // access_ns)) for t = until, nxt_t
-                # (the division only where it can cut)
-                n = TH[TH_BUFLEN, j] - pos
-                if until >= 0 and n * access_ns > until - now:
-                    m = _div_access(until - now, access_ns, inv_access)
-                    n = m if m > 1 else 1
-                if n * access_ns > nxt_t - now:
-                    m = _div_access(nxt_t - now, access_ns, inv_access)
-                    m = m if m > 1 else 1
-                    n = m if m < n else n
+                # accesses up to the next event of any other actor (nxt_k, nxt_s) or
+                # the thread's end: max(1, (tend - now) // access_ns) of them, that is
+                # the first always and each next one while it ends by tend (tk: the
+                # time after access k, compared with tend raised to the first's end)
+                tend = until if 0 <= until < nxt_t else nxt_t
+                t_one = now + access_ns
+                if tend < t_one:
+                    tend = t_one
+                n = TH[TH_BUFLEN, _u(j)] - pos
                 # sgx_encl_access(): hits set the accessed bit, up to the first miss
-                off = EN[EN_OFF, e]
-                npages = EN[EN_NPAGES, e]
+                off = EN[EN_OFF, _u(e)]
+                npages = EN[EN_NPAGES, _u(e)]
                 k = 0
-                while k < n:
-                    idx = BUF[j, pos + k]
+                tk = t_one
+                while k < n and tk <= tend:
+                    idx = BUF[_u(j), _u(pos + k)]
                     if idx < 0 or idx >= npages:
                         break
                     g = off + idx
-                    if not (HB[g >> 6] >> (g & 63)) & 1:  # not resident, or blocked
+                    if not (HB[_u(g >> 6)] >> (g & 63)) & 1:  # not resident, or blocked
                         break
-                    E8[E_DESC, g] |= DESC_ACCESSED
+                    E8[E_DESC, _u(g)] |= DESC_ACCESSED
                     k += 1
+                    tk += access_ns
                 if k:
-                    TH[TH_POS, j] = pos + k
-                    TH[TH_REMAIN, j] -= k
-                    TH[TH_ACC, j] += k
+                    TH[TH_POS, _u(j)] = pos + k
+                    TH[TH_REMAIN, _u(j)] -= k
+                    TH[TH_ACC, _u(j)] += k
                     d = k * access_ns
                 else:
                     # sgx_vma_fault(); at an access's first fault the next accesses'
                     # rows are asked for
-                    idx = BUF[j, pos]
-                    if TH[TH_FSTART, j] < 0:
-                        TH[TH_FSTART, j] = now
-                        buflen = TH[TH_BUFLEN, j]
+                    idx = BUF[_u(j), _u(pos)]
+                    if TH[TH_FSTART, _u(j)] < 0:
+                        TH[TH_FSTART, _u(j)] = now
+                        buflen = TH[TH_BUFLEN, _u(j)]
                         for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
-                            ix = BUF[j, q]
+                            ix = BUF[_u(j), _u(q)]
                             if 0 <= ix < npages:
                                 _prefetch(E32, off + ix, E_EPC)
                                 _prefetch(E8, E_DESC, off + ix)
-                    EN[EN_NR_FAULTS, e] += 1
+                    EN[EN_NR_FAULTS, _u(e)] += 1
                     if idx < 0 or idx >= npages:
                         rr = VM_FAULT_SIGBUS
                     else:
-                        S[S_CUR_TCG] = TH[TH_TCG, j]
-                        S[S_CUR_NID] = TH[TH_NID, j]
+                        S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
+                        S[S_CUR_NID] = TH[TH_NID, _u(j)]
                         rr = _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
                     if rr == 0:
-                        CG[CG_NR_FAULTS, TH[TH_TCG, j]] += 1
-                    TH[TH_PENDING, j] = 1
-                    TH[TH_R, j] = rr
+                        CG[CG_NR_FAULTS, _u(TH[TH_TCG, _u(j)])] += 1
+                    TH[TH_PENDING, _u(j)] = 1
+                    TH[TH_R, _u(j)] = rr
                     d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
                 S[S_SEQ] += 1
                 t1 = now + (d if d > 0 else 1)
-                TH[TH_T, j] = t1
-                TH[TH_SEQ, j] = S[S_SEQ]
+                TH[TH_T, _u(j)] = t1
+                TH[TH_SEQ, _u(j)] = S[S_SEQ]
                 TH[TH_HT, 0] = t1  # its heap entry (the root) follows
                 TH[TH_HS, 0] = S[S_SEQ]
-                CPUF[TH[TH_CPU, j]] = t1
+                CPUF[_u(TH[TH_CPU, _u(j)])] = t1
                 # the thread's next step is the next event (its CPU is its own, the
                 # heap stays valid: t1 is below the children's keys) unless a kernel
                 # thread is to be kicked, another actor comes first or the time is up

@@ -212,9 +212,7 @@ class TracePattern:
         self._buf = self.mapper.lookup(chunk)
         self._pos = 0
 
-    def take(
-        self, rng: np.random.Generator, n: int, out: np.ndarray | None = None
-    ) -> np.ndarray:
+    def take(self, rng: np.random.Generator, n: int, out: np.ndarray | None = None) -> np.ndarray:
         """The next *n* dense page numbers (np.int64 in ``[0, npages)``), wrapping
         around at the end of the trace; *rng* is not used.  With *out* (an int64 array
         of at least *n* elements) they are written to ``out[:n]``, which is returned:
