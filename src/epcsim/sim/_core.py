@@ -50,6 +50,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from ..kernel import encls
@@ -598,22 +599,10 @@ def _alloc_va_slot(S, EN, VA, e):
     for w in range(8):
         word = VA[_u(row), _u(VA_BITS + w)]
         if word != -1:
-            # find_first_zero_bit(): the lowest clear bit, by halving
+            # find_first_zero_bit(): the lowest clear bit (llvm.cttz of its complement)
             inv = ~word
             low = inv & -inv
-            b = 0
-            if not low & 0x00000000FFFFFFFF:
-                b += 32
-            if not low & 0x0000FFFF0000FFFF:
-                b += 16
-            if not low & 0x00FF00FF00FF00FF:
-                b += 8
-            if not low & 0x0F0F0F0F0F0F0F0F:
-                b += 4
-            if not low & 0x3333333333333333:
-                b += 2
-            if not low & 0x5555555555555555:
-                b += 1
+            b = trailing_zeros(inv)
             VA[_u(row), _u(VA_BITS + w)] = word | low
             slot = w * 64 + b
             break
