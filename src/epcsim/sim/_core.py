@@ -340,9 +340,11 @@ def _hb_clear(HB, g):
 def _lru_pf_step(S, P32):
     """One hop of the LRU's prefetch walk: the next isolation follows the list from its
     head one row at a time, each row a cache miss; between isolations the enclave
-    threads' steps walk the same rows ahead of it, one per step, asking for the next
-    row while this one is (by then) in the cache.  A hint only: a link that has changed
-    since (a page isolated, freed, moved) at worst asks for a row nobody reads."""
+    threads' faults walk the same rows ahead of it, one per fault, asking for the next
+    row while this one is (by then, a fault later) in the cache.  (Once per step, hit
+    runs of a few accesses came back before the row did and waited for it.)  A hint
+    only: a link that has changed since (a page isolated, freed, moved) at worst asks
+    for a row nobody reads."""
     x = S[S_LRU_PF]
     if x >= 0:
         nx = P32[_u(x), P_NEXT]
@@ -1281,7 +1283,6 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                         EN[EN_SIGPEND, _u(e)] = 1
                 mid = 0
                 S[S_MIDPOP] = 0
-                _lru_pf_step(S, P32)
                 if TH[TH_STARTED, _u(j)] < 0:
                     TH[TH_STARTED, _u(j)] = now
                 until = TH[TH_UNTIL, _u(j)]
@@ -1334,6 +1335,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                     # sgx_vma_fault(); at an access's first fault the next accesses'
                     # rows are asked for
                     idx = BUF[_u(j), _u(pos)]
+                    _lru_pf_step(S, P32)
                     if TH[TH_FSTART, _u(j)] < 0:
                         TH[TH_FSTART, _u(j)] = now
                         buflen = TH[TH_BUFLEN, _u(j)]
