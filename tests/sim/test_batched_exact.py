@@ -445,9 +445,11 @@ def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeyp
 
 @pytest.mark.parametrize(("cap", "top"), [(2, 8), (3, 1 << 24)])
 def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) -> None:
-    """The core's latency buffer, when full, is handed to the simulation as it is (a
-    view) and replaced: with a tiny buffer (replaced every few faults) and with one sized
-    to the accesses, every latency arrives, in order, as the reference records them."""
+    """The core's latency buffer is copied, when full and at every hand-over, to the end
+    of an array the simulation keeps views of (one view per run of hand-overs, a new
+    array when full): with a 2-entry buffer and an 8-entry array (both replaced every
+    few faults) and with the array sized to the accesses, every latency arrives, in
+    order, as the reference records them."""
     from epcsim.sim import batched
 
     monkeypatch.setattr(batched, "LAT_CAP", cap)

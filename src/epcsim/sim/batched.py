@@ -51,11 +51,12 @@ ENGINES = ("auto", "batched", "reference")
 
 _I64_CAP = 1 << 62
 _MASK64 = (1 << 64) - 1
-#: fault latencies the core records before the first hand-over to the simulation: the
-#: buffer is sized to the threads' accesses up to LAT_MAX (np.empty: pages never written
-#: cost nothing) and, when full, replaced by one twice as large; the simulation keeps
-#: views of the filled parts (no copy)
+#: fault latencies the core records between hand-overs (a small buffer that stays in the
+#: cache: the core's stores into fresh memory measured slower than a copy)
 LAT_CAP = 1 << 16
+#: at a hand-over they are copied to the end of one array sized to the threads'
+#: accesses (at most LAT_MAX; when full, another twice as large), of which the
+#: simulation keeps views: the parts of a run are one view, no concatenation at the end
 LAT_MAX = 1 << 24
 SAMP_CAP = 4096
 #: accesses per thread buffer (the simulation draws at most this many at a time)
@@ -262,9 +263,12 @@ class _Packed:
         S[C.S_NHP] = nt
         self.TH = TH
         self.CPUF = np.array(sim.cpu_free, np.int64)
+        self.LAT = np.zeros(LAT_CAP, np.int64)
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
-        self.LAT = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
-        self.lat_from = 0  # LAT[:lat_from] is with the simulation already
+        self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
+        self.lat_used = 0  # lat_out[:lat_used] holds latencies handed over
+        self.lat_view: np.ndarray | None = None  # the last view given to the simulation
+        self.lat_view_from = 0
         self.SAMP = np.zeros((SAMP_CAP, len(self.live), 8), np.int64)
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
@@ -380,12 +384,21 @@ class _Packed:
         """Move recorded samples and fault latencies to the simulation."""
         C, S, sim = self.C, self.S, self.sim
         n = int(S[C.S_NLAT])
-        if n > self.lat_from:
-            sim.fault_lat.append(self.LAT[self.lat_from : n])
-            self.lat_from = n
-        if n == len(self.LAT):
-            self.LAT = np.empty(min(2 * n, LAT_MAX), np.int64)
-            self.lat_from = 0
+        if n:
+            a = self.lat_used
+            if a + n > len(self.lat_out):
+                self.lat_out = np.empty(max(min(2 * len(self.lat_out), LAT_MAX), n), np.int64)
+                self.lat_view = None
+                a = 0
+            self.lat_out[a : a + n] = self.LAT[:n]
+            self.lat_used = a + n
+            parts = sim.fault_lat
+            if self.lat_view is not None and parts and parts[-1] is self.lat_view:
+                parts[-1] = self.lat_out[self.lat_view_from : a + n]  # extend it
+            else:
+                self.lat_view_from = a
+                parts.append(self.lat_out[a : a + n])
+            self.lat_view = parts[-1]
             S[C.S_NLAT] = 0
         k = int(S[C.S_NSAMP])
         if k:
