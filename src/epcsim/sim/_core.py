@@ -1041,6 +1041,14 @@ def _key_less(ta, sa, tb, sb):
 
 
 @_inline
+def _heap_put(A, h, pos, x, t, seq):
+    """Entry *pos* of the heap in rows h.. of *A* is actor *x* at (t, seq)."""
+    A[_u(h), _u(pos)] = x
+    A[_u(h + 1), _u(pos)] = t
+    A[_u(h + 2), _u(pos)] = seq
+
+
+@_inline
 def _heap_sift_down(A, h, n, pos):
     """Restore the heap in rows h.. of *A* (*n* entries) below *pos*, whose key grew."""
     x = A[_u(h), _u(pos)]
@@ -1058,13 +1066,9 @@ def _heap_sift_down(A, h, n, pos):
             cs = A[_u(h + 2), _u(c)]
         if not _key_less(ct, cs, xt, xs):
             break
-        A[_u(h), _u(pos)] = A[_u(h), _u(c)]
-        A[_u(h + 1), _u(pos)] = ct
-        A[_u(h + 2), _u(pos)] = cs
+        _heap_put(A, h, pos, A[_u(h), _u(c)], ct, cs)
         pos = c
-    A[_u(h), _u(pos)] = x
-    A[_u(h + 1), _u(pos)] = xt
-    A[_u(h + 2), _u(pos)] = xs
+    _heap_put(A, h, pos, x, xt, xs)
 
 
 @_inline
@@ -1079,9 +1083,7 @@ def _heap_rekey_root(A, h, n, t, seq):
 def _heap_pop_root(A, h, n):
     """Take the root off a heap that has *n* entries left."""
     if n:
-        A[_u(h), 0] = A[_u(h), _u(n)]
-        A[_u(h + 1), 0] = A[_u(h + 1), _u(n)]
-        A[_u(h + 2), 0] = A[_u(h + 2), _u(n)]
+        _heap_put(A, h, 0, A[_u(h), _u(n)], A[_u(h + 1), _u(n)], A[_u(h + 2), _u(n)])
         _heap_sift_down(A, h, n, 0)
 
 
@@ -1095,13 +1097,9 @@ def _heap_push(A, h, n, x, t, seq):
         us = A[_u(h + 2), _u(up)]
         if not _key_less(t, seq, ut, us):
             break
-        A[_u(h), _u(pos)] = A[_u(h), _u(up)]
-        A[_u(h + 1), _u(pos)] = ut
-        A[_u(h + 2), _u(pos)] = us
+        _heap_put(A, h, pos, A[_u(h), _u(up)], ut, us)
         pos = up
-    A[_u(h), _u(pos)] = x
-    A[_u(h + 1), _u(pos)] = t
-    A[_u(h + 2), _u(pos)] = seq
+    _heap_put(A, h, pos, x, t, seq)
 
 
 @_outline
