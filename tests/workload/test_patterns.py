@@ -99,6 +99,24 @@ def test_is_pattern_and_negative_n(kind: str) -> None:
         p.take(np.random.default_rng(0), -1)
 
 
+@pytest.mark.parametrize("kind", sorted(SPECS))
+def test_take_into_a_buffer(kind: str) -> None:
+    """take_into() writes what take() returns into out[:n], leaves the rest, and refuses
+    a buffer it cannot fill (1-D int64 with room for n) without drawing."""
+    a, b = make_pattern(SPECS[kind], 16), make_pattern(SPECS[kind], 16)
+    ra, rb = np.random.default_rng(5), np.random.default_rng(5)
+    buf = np.full(40, -7, np.int64)
+    for n in (13, 0, 40, 2):
+        got = b.take_into(rb, n, buf)
+        assert np.shares_memory(got, buf) or n == 0
+        assert got.tolist() == a.take(ra, n).tolist()
+    assert buf[2:].tolist() != [-7] * 38 and buf.min() >= 0
+    for bad in (np.zeros(2, np.int64), np.zeros(5, np.int32), np.zeros((5, 1), np.int64)):
+        with pytest.raises(EpcsimUsageError, match="take: out must be a 1-D int64 array"):
+            b.take_into(rb, 3, bad)
+    assert b.take(rb, 9).tolist() == a.take(ra, 9).tolist()
+
+
 # ------------------------------------------------------------------ determinism
 
 

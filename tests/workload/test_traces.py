@@ -563,7 +563,7 @@ def test_trace_pattern_wraps_and_ignores_rng(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_trace_pattern_take_into_a_buffer(tmp_path: Path, keep: bool, monkeypatch) -> None:
-    """take(out=) writes the same numbers into the caller's buffer (kept int32 chunks
+    """take_into() writes the same numbers into the caller's buffer (kept int32 chunks
     or re-read ones), returns the written prefix, and refuses a buffer it cannot fill
     without changing its position."""
     if not keep:
@@ -574,14 +574,14 @@ def test_trace_pattern_take_into_a_buffer(tmp_path: Path, keep: bool, monkeypatc
     assert (a._kept is not None) == keep
     buf = np.full(10, -7, np.int64)
     for n in (3, 0, 9, 4):
-        got = b.take(None, n, out=buf)  # type: ignore[arg-type]
+        got = b.take_into(None, n, buf)  # type: ignore[arg-type]
         assert got.base is buf or got.size == 0 or np.shares_memory(got, buf)
         assert got.tolist() == a.take(None, n).tolist()  # type: ignore[arg-type]
     # buf[4:9] from the 9-access take (positions 7..11), buf[9] never written
     assert buf[4:].tolist() == [0, 2, 1, 0, 1, -7]
     for bad in (np.zeros(2, np.int64), np.zeros(5, np.int32), np.zeros((5, 1), np.int64)):
         with pytest.raises(EpcsimUsageError, match="take: out must be a 1-D int64 array"):
-            b.take(None, 3, out=bad)  # type: ignore[arg-type]
+            b.take_into(None, 3, bad)  # type: ignore[arg-type]
     assert b.take(None, 2).tolist() == a.take(None, 2).tolist()  # type: ignore[arg-type]
 
 

@@ -39,7 +39,6 @@ from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
-from ..workload.traces import TracePattern
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -569,13 +568,7 @@ def take_over(
             j = int(S[C.S_WHO])
             t = threads[j]
             want = min(chunk, int(TH[C.TH_REMAIN, j]))
-            if isinstance(t.pattern, TracePattern):
-                n = len(t.pattern.take(t.rng, want, out=p.BUF[j]))
-            else:
-                buf = t.pattern.take(t.rng, want)
-                p.BUF[j, : len(buf)] = buf
-                n = len(buf)
-            TH[C.TH_BUFLEN, j] = n
+            TH[C.TH_BUFLEN, j] = len(t.pattern.take_into(t.rng, want, p.BUF[j]))
             TH[C.TH_POS, j] = 0
         elif rc == C.RC_FLUSH:
             p.flush()

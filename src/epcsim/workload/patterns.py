@@ -109,6 +109,11 @@ class Pattern(Protocol):
         deterministic given the rng state and the call sequence."""
         ...
 
+    def take_into(self, rng: np.random.Generator, n: int, out: np.ndarray) -> np.ndarray:
+        """:meth:`take` written to ``out[:n]`` (a 1-D int64 array of at least *n*
+        elements), which is returned: the batched engine's thread buffers."""
+        ...
+
 
 # --------------------------------------------------------------------------- parsing
 
@@ -366,9 +371,28 @@ def _count(n: int) -> int:
     return n
 
 
+def _check_out(n: int, out: np.ndarray) -> None:
+    """take_into()'s buffer: 1-D int64 with room for *n*."""
+    if out.dtype != np.int64 or out.ndim != 1 or len(out) < n:
+        raise EpcsimUsageError(
+            f"take: out must be a 1-D int64 array of at least {n} elements, "
+            f"got {out.dtype} {out.shape}"
+        )
+
+
 class _Base:
     npages: int
     description: str
+
+    def take(self, rng: np.random.Generator, n: int) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def take_into(self, rng: np.random.Generator, n: int, out: np.ndarray) -> np.ndarray:
+        """Pattern.take_into(): the drawn indices copied into the buffer."""
+        n = _count(n)
+        _check_out(n, out)
+        out[:n] = self.take(rng, n)
+        return out[:n]
 
     def __repr__(self) -> str:
         return f"<Pattern {self.description} over {self.npages} pages>"

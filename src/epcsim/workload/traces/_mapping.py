@@ -9,11 +9,9 @@ enclave of exactly that many pages, and the first page the program touches is pa
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from ...errors import EpcsimUsageError
+from ..patterns import _check_out, _count
 from ._base import TraceError, TraceReader
 
 __all__ = ["DenseMapper", "TracePattern"]
@@ -212,21 +210,17 @@ class TracePattern:
         self._buf = self.mapper.lookup(chunk)
         self._pos = 0
 
-    def take(self, rng: np.random.Generator, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    def take(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """The next *n* dense page numbers (np.int64 in ``[0, npages)``), wrapping
-        around at the end of the trace; *rng* is not used.  With *out* (an int64 array
-        of at least *n* elements) they are written to ``out[:n]``, which is returned:
-        one copy from the trace's numbers to the caller's buffer."""
-        n = operator.index(n)
-        if n < 0:
-            raise EpcsimUsageError(f"take: n must be >= 0, got {n}")
-        if out is None:
-            out = np.empty(n, np.int64)
-        elif out.dtype != np.int64 or out.ndim != 1 or len(out) < n:
-            raise EpcsimUsageError(
-                f"take: out must be a 1-D int64 array of at least {n} elements, "
-                f"got {out.dtype} {out.shape}"
-            )
+        around at the end of the trace; *rng* is not used."""
+        n = _count(n)
+        return self.take_into(rng, n, np.empty(n, np.int64))
+
+    def take_into(self, rng: np.random.Generator, n: int, out: np.ndarray) -> np.ndarray:
+        """:meth:`take` written to ``out[:n]``, which is returned: one copy from the
+        trace's kept numbers to the caller's buffer."""
+        n = _count(n)
+        _check_out(n, out)
         done = 0
         while done < n:
             if self._pos >= self._buf.size:
