@@ -75,7 +75,7 @@ app = typer.Typer(
 
 def _die(message: str) -> NoReturn:
     """One line on stderr, exit status 2."""
-    one_line = " ".join(str(message).split("\n")).strip()
+    one_line = " ".join(str(message).splitlines()).strip()  # \r, \x85, \u2028 too
     typer.echo(f"epcsim: error: {one_line}", err=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 

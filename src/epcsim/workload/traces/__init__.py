@@ -26,6 +26,7 @@ instead.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def _first_lines(path: Path, n: int = 8) -> list[str]:
     try:
         with open_text(path) as f:
             head = f.read(1 << 16)
-    except (OSError, EOFError, UnicodeError):
+    except (OSError, EOFError, UnicodeError, zlib.error):  # a corrupt gzip stream
         return []
     lines = head.splitlines()
     if len(head) == 1 << 16 and lines:

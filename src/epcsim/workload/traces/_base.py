@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import operator
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,14 +240,14 @@ def open_text(path: Path) -> TextIO:
 
 def text_batches(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(number of lines before the batch, lines) of about :data:`TEXT_BATCH` characters;
-    a corrupt gzip stream is a TraceError."""
+    a corrupt gzip stream (a bad header, a bad deflate stream, a cut end) is a TraceError."""
     done = 0
     try:
         with open_text(path) as f:
             while lines := f.readlines(TEXT_BATCH):
                 yield done, lines
                 done += len(lines)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise TraceError(f"cannot read: {e}", file=path) from None
 
 

@@ -27,6 +27,7 @@ compressed with gzip are read transparently.
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class CsvReader(BaseReader):
         with open_text(self.path) as f:
             try:
                 first = f.readline()
-            except (OSError, EOFError) as e:
+            except (OSError, EOFError, zlib.error) as e:
                 raise TraceError(f"cannot read: {e}", file=self.path) from None
         fields = first.rstrip("\r\n").split(delimiter)
         if has_header is None:
