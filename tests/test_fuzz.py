@@ -362,6 +362,58 @@ WEIRD_STRINGS = [
     "/dev/null",
 ]
 
+#: values a valid scenario could hold, so that many mutated scenarios still run
+PLAUSIBLE = [
+    "4KiB",
+    "64KiB",
+    "256KiB",
+    "1MiB",
+    "2MiB",
+    "capacity/4",
+    "capacity",
+    "0s",
+    "1us",
+    "100us",
+    "1ms",
+    "max",
+    "sgx_epc 4096",
+    "sgx_epc 0",
+    "sgx_epc max",
+    "/a",
+    "/b",
+    "/c",
+    "/",
+    "e",
+    "g",
+    "g#0",
+    "v",
+    "after:e",
+    "manual",
+    "uniform",
+    "sequential",
+    "hotcold",
+    "eadd",
+    "eaug",
+    "success",
+    "failure",
+    "none",
+    0,
+    1,
+    2,
+    3,
+    8,
+    100,
+    4096,
+    0.5,
+    True,
+    False,
+    {"pattern": "loop", "length": 4, "accesses": 50},
+    {"pattern": "sequential", "duration": "1ms"},
+    {"pattern": "hotcold", "hot_fraction": 0.5, "hot_probability": 0.9, "accesses": 100},
+    {"pattern": "phases", "phases": [{"pattern": "uniform", "accesses": 10}]},
+    {"remove_pages": 1, "restrict_pages": 1},
+]
+
 _text = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 _scalars = st.one_of(
     st.sampled_from(WEIRD_STRINGS),
@@ -374,7 +426,7 @@ _scalars = st.one_of(
     st.just(datetime.date(2026, 1, 1)),
 )
 weird_values = st.recursive(
-    _scalars,
+    st.one_of(st.sampled_from(PLAUSIBLE), _scalars),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.dictionaries(
@@ -541,7 +593,7 @@ def _check_validate(raw: bytes) -> None:
         invoke(["validate", "in/s.toml"], work=work)
 
 
-@_profiles(default=150, long=3000)
+@_profiles(default=80, long=3000)
 def test_fuzz_validate_scenarios(n: int, slow: bool) -> None:
     strategy = st.one_of(scenario_files(BASE), scenario_files(TRACE_BASE))
     _fuzz(strategy, _check_validate, n, slow)
@@ -603,7 +655,7 @@ def _report_figures(on: bool) -> Iterator[None]:
         epcsim.report.write_report = real
 
 
-@_profiles(default=12, long=400)
+@_profiles(default=8, long=400)
 def test_fuzz_run_scenarios(n: int, slow: bool) -> None:
     strategy = st.tuples(
         st.one_of(scenario_files(BASE), scenario_files(TRACE_BASE)),
@@ -712,7 +764,7 @@ def _check_set(args: tuple[str, list[str]]) -> None:
             )
 
 
-@_profiles(default=100, long=2000)
+@_profiles(default=60, long=2000)
 def test_fuzz_set_strings(n: int, slow: bool) -> None:
     strategy = st.tuples(
         st.sampled_from(["validate", "validate", "validate", "run"]),
@@ -830,20 +882,23 @@ def trace_read_args(draw: st.DrawFn) -> list[str]:
     return args
 
 
-def _check_trace_info(args: tuple[tuple[str, bytes], list[str], str | None]) -> None:
-    (name, raw), read_args, window = args
+def _check_trace_info(args: tuple[tuple[str, bytes], list[str], str | None, bool]) -> None:
+    (name, raw), read_args, window, plot = args
     with _workdir() as work:
         (work / "in" / name).write_bytes(raw)
         extra = ["--window", window] if window is not None else []
-        invoke(["trace", "info", f"in/{name}", *read_args, *extra], work=work)
+        if plot:
+            extra += ["--plot", "out/wss.png"]
+        invoke(["trace", "info", f"in/{name}", *read_args, *extra], work=work, outputs=("out",))
 
 
-@_profiles(default=150, long=2500)
+@_profiles(default=80, long=2500)
 def test_fuzz_trace_info(n: int, slow: bool) -> None:
     strategy = st.tuples(
         trace_files(),
         trace_read_args(),
         st.none() | st.sampled_from(["1", "7", "0", "-3", "x", "99999999999999999999"]),
+        st.integers(0, 29).map(lambda i: i == 29),  # a figure is slow to draw: 1 in 30
     )
     _fuzz(strategy, _check_trace_info, n, slow)
 
@@ -878,7 +933,7 @@ def _check_trace_convert(args: tuple[tuple[str, bytes], list[str], str, list[str
         )
 
 
-@_profiles(default=100, long=2000)
+@_profiles(default=60, long=2000)
 def test_fuzz_trace_convert(n: int, slow: bool) -> None:
     more = st.lists(
         st.sampled_from(["--dense"]) | st.sampled_from(TO_ARGS).map(lambda t: f"--to={t}"),
@@ -919,13 +974,16 @@ def run_dir_edits(draw: st.DrawFn) -> list[tuple[str, str, Any]]:
     for _ in range(draw(st.integers(1, 3))):
         f = draw(
             st.sampled_from(
-                ["summary.json", "summary.json", "timeseries.parquet", "fault_latency.npy"]
-                + ["report.html", "INCOMPLETE", "usage.png"]
+                ["summary.json", "summary.json", "summary.json", "timeseries.parquet"]
+                + ["timeseries.parquet", "fault_latency.npy", "report.html", "INCOMPLETE"]
+                + ["usage.png"]
             )
         )
-        op = draw(st.sampled_from(["json", "json", "bytes", "delete", "noise", "dir", "empty"]))
+        op = draw(
+            st.sampled_from(["structure", "structure", "bytes", "delete", "noise", "dir", "empty"])
+        )
         arg: Any = None
-        if op in ("json", "bytes"):
+        if op in ("structure", "bytes"):
             arg = draw(st.randoms(use_true_random=False))
         elif op == "noise":
             arg = draw(st.binary(max_size=200))
@@ -938,6 +996,8 @@ def _json_mutate(value: Any, rnd: Any) -> Any:
     paths = list(_paths(value))
     if not paths:
         return rnd.choice([None, [], {}, "x", -1])
+    if rnd.randrange(2):  # half the time a top-level key: a whole table of the summary
+        paths = [p for p in paths if len(p) == 1]
     path = rnd.choice(paths)
     parent = _parent(value, path)
     choice = rnd.randrange(6)
@@ -948,6 +1008,34 @@ def _json_mutate(value: Any, rnd: Any) -> Any:
             [None, -1, 0, 2**70, 1.5, float("nan"), "", "x", "\u202e", [], {}, [1], {"a": 1}, True]
         )
     return value
+
+
+def _parquet_mutate(path: Path, rnd: Any) -> None:
+    """Drop, rename, retype or empty the columns of a valid Parquet table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return
+    if table.num_columns == 0:
+        return
+    i = rnd.randrange(table.num_columns)
+    k = rnd.randrange(5)
+    if k == 0:
+        table = table.remove_column(i)
+    elif k == 1:
+        table = table.rename_columns([*table.column_names[:i], "x", *table.column_names[i + 1 :]])
+    elif k == 2:
+        table = table.set_column(i, table.column_names[i], table.column(i).cast(pa.string()))
+    elif k == 3:
+        table = table.slice(0, 0)
+    else:
+        table = table.set_column(
+            i, table.column_names[i], pa.array([None] * table.num_rows, type=pa.float64())
+        )
+    pq.write_table(table, path)
 
 
 def _apply_edits(run: Path, edits: list[tuple[str, str, Any]]) -> None:
@@ -968,13 +1056,26 @@ def _apply_edits(run: Path, edits: list[tuple[str, str, Any]]) -> None:
             p.write_bytes(b"")
         elif op == "noise":
             p.write_bytes(arg)
-        elif op == "json" and f == "summary.json" and p.is_file():
+        elif op == "structure" and f == "summary.json" and p.is_file():
             try:
                 value = json.loads(p.read_text())
             except ValueError:
                 continue
             p.write_text(json.dumps(_json_mutate(value, arg)))
-        elif p.is_file():  # bytes (or json of a non-JSON file): flip, cut, or append
+        elif op == "structure" and f == "timeseries.parquet" and p.is_file():
+            _parquet_mutate(p, arg)
+        elif op == "structure" and f == "fault_latency.npy":
+            bad = [
+                np.zeros((2, 3), dtype=np.int64),
+                np.array([1.5, -2.0]),
+                np.array([], dtype=np.int64),
+                np.array(["a", "b"]),
+                np.array([-1, 2**62], dtype=np.int64),
+                np.int64(5),
+                np.array([1, 2], dtype=np.int8),
+            ]
+            np.save(p, bad[arg.randrange(len(bad))])
+        elif p.is_file():  # bytes (or structure of another file): flip, cut, or append
             raw = bytearray(p.read_bytes())
             k = arg.randrange(3)
             if k == 0 and raw:
@@ -996,7 +1097,7 @@ def _check_report(edits: list[tuple[str, str, Any]]) -> None:
         )
 
 
-@_profiles(default=8, long=300)
+@_profiles(default=5, long=300)
 def test_fuzz_report_run_dirs(n: int, slow: bool) -> None:
     _fuzz(run_dir_edits(), _check_report, n, slow)
 
@@ -1097,7 +1198,7 @@ def _cheap_dict(data: dict, overrides: Any) -> bool:
         return _cheap(p, [])
 
 
-@_profiles(default=25, long=800)
+@_profiles(default=20, long=800)
 def test_fuzz_api_run(n: int, slow: bool) -> None:
     _fuzz(api_arguments(), _check_api, n, slow)
 
@@ -1199,3 +1300,25 @@ def test_error_naming_a_key_with_a_line_break_is_one_line(tmp_path: Path, sep: s
     r = invoke(["validate", "s.toml"], work=tmp_path)
     assert r.exit_code == 2
     assert r.stderr == "epcsim: error: s.toml: host.bad key: unknown key (got 1)\n"
+
+
+def _npy_with_header(header: str) -> bytes:
+    text = header.encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + bytes(8 * 6)
+
+
+@pytest.mark.parametrize("command", ["info", "convert"])
+def test_npy_trace_with_unbalanced_header_is_exit_2(tmp_path: Path, command: str) -> None:
+    """`epcsim trace convert t.npy out.bin` on a .npy whose header dict is followed by
+    an unbalanced brace raised tokenize.TokenError out of numpy's header parser."""
+    header = "{'descr': '<i8', 'fortran_order': False, 'shape': (6,)}   {   \n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in" / "t.npy").write_bytes(_npy_with_header(header))
+    args = ["trace", command, "in/t.npy"] + (["out/c.bin"] if command == "convert" else [])
+    r = invoke(args, work=tmp_path)
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "epcsim: error: in/t.npy: not a NumPy .npy file (('EOF in multi-line statement', (2, 0)))\n"
+    ), r.stderr
+    assert not (tmp_path / "out" / "c.bin").exists()

@@ -13,6 +13,7 @@ the int64 data, then the final shape into the header.
 from __future__ import annotations
 
 import ast
+import tokenize
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -46,6 +47,11 @@ class NpyReader(BaseReader):
                     shape, fortran, dtype = npformat.read_array_header_2_0(f)
             except (ValueError, SyntaxError, EOFError) as e:
                 raise TraceError(f"not a NumPy .npy file ({e})", file=self.path) from None
+            except tokenize.TokenError:  # numpy re-tokenizes a header it cannot parse
+                raise TraceError(
+                    "not a NumPy .npy file (the header is not a dictionary literal)",
+                    file=self.path,
+                ) from None
             self.offset = f.tell()
         if len(shape) != 1:
             raise TraceError(
