@@ -1319,6 +1319,6 @@ def test_npy_trace_with_unbalanced_header_is_exit_2(tmp_path: Path, command: str
     r = invoke(args, work=tmp_path)
     assert r.exit_code == 2
     assert r.stderr == (
-        "epcsim: error: in/t.npy: not a NumPy .npy file (('EOF in multi-line statement', (2, 0)))\n"
+        "epcsim: error: in/t.npy: not a NumPy .npy file (the header is not a dictionary literal)\n"
     ), r.stderr
     assert not (tmp_path / "out" / "c.bin").exists()
