@@ -91,16 +91,16 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
     GiB, ``pages``, or ``N%`` of the trace's footprint), or a range ``A:B:N`` (N sizes
     from A to B, evenly spaced, each end a size as above).
 
-    The footprint is the trace's distinct pages.  A percentage and the points of a
-    range are rounded to the nearest page, halves up, in exact arithmetic (25% of 2034
-    pages is 509; of 2036, 509).
+    The footprint is the trace's distinct pages.  A percentage is rounded to the nearest
+    page, halves up, in exact arithmetic (25% of 2034 pages is 509, not 508); a range
+    rounds its ends so, then the evenly spaced points between them.
 
     Raises:
         EpcsimError: naming the bad item.
     """
     from .units import parse_size
 
-    def one(item: str) -> Fraction:
+    def one(item: str) -> int:
         item = item.strip()
         if item.endswith("%"):
             try:
@@ -120,7 +120,7 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
             pages = Fraction(b // PAGE_SIZE)
         if _round_half_up(pages) < 1:
             raise EpcsimError(f"--sizes: {item!r} is less than one page")
-        return pages
+        return _round_half_up(pages)
 
     if ":" in spec:
         parts = spec.split(":")
@@ -134,9 +134,9 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
         if n < 1 or b < a:
             raise EpcsimError(f"--sizes: need N >= 1 and A <= B in {spec!r}")
         if n == 1:
-            return [_round_half_up(a)]
-        return sorted({_round_half_up(a + (b - a) * k / (n - 1)) for k in range(n)})
-    out = sorted({_round_half_up(one(x)) for x in spec.split(",") if x.strip()})
+            return [a]
+        return sorted({_round_half_up(a + Fraction((b - a) * k, n - 1)) for k in range(n)})
+    out = sorted({one(x) for x in spec.split(",") if x.strip()})
     if not out:
         raise EpcsimError(f"--sizes: no size given in {spec!r}")
     return out
