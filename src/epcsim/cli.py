@@ -240,9 +240,9 @@ class LazyProgress:
             console=self.console or Console(stderr=True),
             transient=True,
         )
+        label, total, completed, text = self.describe()
+        self._task = self.bar.add_task(label, total=total, completed=completed, what=text)
         self.bar.start()
-        self._task = self.bar.add_task("simulating", total=None, what="")
-        self._update_locked()
 
     def describe(self) -> tuple[str, int | None, int, str]:
         """(label, bar total or None, bar completed, text) for the current state."""
