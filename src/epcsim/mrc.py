@@ -17,6 +17,10 @@ per-cgroup headroom (32 pages above SGX_CG_LOW_LIMIT = 128) and the VA/SECS page
 1 per 512 enclave pages) keep their absolute sizes, so they take a larger share of a
 small sampled EPC.  Below ``SAMPLED_MIN_PAGES`` sampled EPC pages the point is flagged
 (and the CLI warns): ``docs/MRC.md`` has the measured error.
+
+A point is trusted (:func:`trust`) iff its steady reclaimable pages are at least
+max(512, 50% of its EPC's pages), and, sampled, its sampled EPC has at least
+``SAMPLED_MIN_PAGES`` pages; ``MrcPoint.reason`` says why not.
 """
 
 from __future__ import annotations
