@@ -453,3 +453,22 @@ def test_compiled_core_cached_reads_numbas_index(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(cache_file, "_load_index", moved)
     assert compiled_core_cached() is True  # cannot tell: do not claim a compile
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["run"], ["scenarios"], ["validate"], ["report"], ["mrc"], ["trace"],
+     ["trace", "info"], ["trace", "convert"]],
+    ids=lambda a: " ".join(a) or "epcsim",
+)  # fmt: skip
+def test_help_has_no_bool_metavar_and_no_emoji(argv: list[str]) -> None:
+    """Typer's rich help showed ``<bool>`` after every flag (``--help`` included) and
+    rich turned ``:B:`` in ``A:B:N`` into an emoji."""
+    r = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "--help" in r.stdout
+    assert "<bool>" not in r.stdout
+    emoji = [c for c in r.stdout if ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x2800]
+    assert emoji == [], emoji
+    help_line = next(x for x in r.stdout.splitlines() if "--help" in x)
+    assert help_line.split()[2:4] == ["Show", "this"], help_line
