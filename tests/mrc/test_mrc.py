@@ -707,3 +707,18 @@ def test_cli_mrc_help_has_no_emoji_and_no_bool_metavar() -> None:
     for line in flags:
         # the flag, then its help text with nothing in between
         assert line.split()[2] in ("Experiment:", "Show"), line
+
+
+def test_cli_mrc_interrupted_while_simulating_writes_nothing(
+    traces, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import epcsim.mrc
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(epcsim.mrc, "mrc", interrupt)
+    r = invoke("mrc", traces["loop"], "--out", tmp_path / "o")
+    assert r.exit_code == 130
+    assert r.stdout == "" and r.stderr == "interrupted\n"
+    assert not (tmp_path / "o").exists()
