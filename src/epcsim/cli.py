@@ -212,6 +212,7 @@ class LazyProgress:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._reported = False
 
     def begin(self, limit_ns: int | None = None) -> None:
         """Start the wall clock (and the timer that shows the bar after *delay*)."""
@@ -249,6 +250,8 @@ class LazyProgress:
         if self.compiling and self._done > 0:
             self.compiling = False
         label = COMPILING_LABEL if self.compiling else "simulating"
+        if not self._reported:  # shown by the timer before the first report
+            return label, None, 0, ""
         if self._total:
             unit = _SINGULAR.get(self._unit, self._unit) if self._total == 1 else self._unit
             return label, self._total, self._done, f"{self._done:,} / {self._total:,} {unit}"
@@ -272,6 +275,7 @@ class LazyProgress:
         with self._lock:
             self._done, self._total, self._unit = done, total, unit
             self._now, self._limit = now, limit
+            self._reported = True
             if self.bar is None:
                 if time.monotonic() - self.t0 >= self.delay:
                     self._show_locked()

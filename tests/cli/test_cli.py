@@ -373,6 +373,8 @@ def test_progress_shown_by_timer_without_callbacks() -> None:
     deadline = time.monotonic() + 5
     while not p.shown and time.monotonic() < deadline:
         time.sleep(0.01)
+    # nothing reported yet: no claim about the virtual time or the work
+    assert p.describe() == ("simulating", None, 0, "")
     p.close()
     assert p.shown
 
