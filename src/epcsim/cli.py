@@ -534,7 +534,11 @@ def run(
     try:
         with _user_errors():
             result = epcsim.run(
-                sc, seed=run_seed, out=outdir, progress=progress, engine=engine.value
+                sc,
+                seed=run_seed,
+                out=outdir,
+                progress=progress if show else None,
+                engine=engine.value,
             )
     except KeyboardInterrupt:
         progress.close()
