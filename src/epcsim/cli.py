@@ -236,13 +236,15 @@ class LazyProgress:
             BarColumn(),
             TextColumn("{task.fields[what]}"),
             TimeElapsedColumn(),
-            TextColumn("eta"),
+            TextColumn("{task.fields[eta]}"),
             TimeRemainingColumn(),
             console=self.console or Console(stderr=True),
             transient=True,
         )
         label, total, completed, text = self.describe()
-        self._task = self.bar.add_task(label, total=total, completed=completed, what=text)
+        self._task = self.bar.add_task(
+            label, total=total, completed=completed, what=text, eta="eta" if total else ""
+        )
         self.bar.start()
 
     def describe(self) -> tuple[str, int | None, int, str]:
@@ -267,7 +269,14 @@ class LazyProgress:
     def _update_locked(self) -> None:
         assert self.bar is not None and self._task is not None
         label, total, completed, text = self.describe()
-        self.bar.update(self._task, description=label, total=total, completed=completed, what=text)
+        self.bar.update(
+            self._task,
+            description=label,
+            total=total,
+            completed=completed,
+            what=text,
+            eta="eta" if total else "",
+        )
 
     def _set(self, done: int, total: int | None, unit: str, now: int, limit: int | None) -> None:
         if not self.enabled:
