@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .scenario import Scenario, load_scenario
 from .sim import Result, simulate
+from .sim.progress import SimProgress
 
 __all__ = ["run"]
 
@@ -18,7 +19,7 @@ def run(
     seed: int | None = None,
     out: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[SimProgress], None] | None = None,
     report: bool = True,
     engine: str = "auto",
 ) -> Result:
@@ -32,7 +33,10 @@ def run(
             ``report.html`` with its figures); ``INCOMPLETE`` marks it until the run
             has finished.
         overrides: ``KEY=VALUE`` settings with dotted keys (``host.epc=1GiB``).
-        progress: called with (virtual ns, virtual-time limit) as the run advances.
+        progress: called as the run advances, and once at its end, with a
+            :class:`~epcsim.sim.progress.SimProgress`: the work done (accesses, selftest
+            processes) against the work to do (None where not known in advance), and
+            the virtual time against the limit.
         report: also build ``report.html`` in *out*.
         engine: "auto" (the batched engine where the scenario allows it), "batched"
             (an error if it cannot run) or "reference" (step by step); the results are

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,12 +37,17 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .errors import EpcsimError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sim.progress import SimProgress
 
 __all__ = ["app", "main"]
 
@@ -61,8 +66,33 @@ ESTIMATE_NOTE = (
     "not measurements"
 )
 
+
+def _flags_without_metavar(params: list[Any]) -> list[Any]:
+    """Typer's rich help shows ``<bool>`` as the value of every flag (``--help``
+    included), which takes no value: give flags an empty metavar instead."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """A command whose flags show no metavar in ``--help``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """A command group whose flags show no metavar in ``--help``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="epcsim",
+    cls=_Group,
     help="Simulate Linux SGX EPC memory under cgroup (misc sgx_epc) limits.",
     add_completion=False,
     no_args_is_help=True,
@@ -137,14 +167,26 @@ def default_out(scenario_name: str, seed: int) -> Path:
     return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}"
 
 
+#: what the bar says while the batched engine's core compiles (numba, cached afterwards)
+COMPILING_LABEL = "compiling the engine (first run only)"
+
+_SINGULAR = {"accesses": "access", "selftest processes": "selftest process", "sizes": "size"}
+
+
 class LazyProgress:
     """The ``progress`` callback of :func:`epcsim.run`: a transient rich progress bar of
-    virtual time against the time limit, shown only once the run has taken longer than
-    *delay* seconds of wall time (short runs print nothing).
+    the work done against the work to do (the enclave threads' accesses and the
+    selftest processes, :class:`~epcsim.sim.progress.SimProgress`) with the elapsed and
+    the remaining wall time, shown only once the run has taken longer than *delay*
+    seconds of wall time (short runs print nothing).
 
-    The simulator reports progress only every 1/200 of the time limit, so a run that
-    ends long before its limit may never call back: :meth:`begin` also arms a timer
-    that shows the bar (elapsed wall time, virtual time so far) after *delay*.
+    Where the work to do is not known in advance (a workload bounded by ``duration``)
+    the bar shows the virtual time against the time limit, says so, and gives no ETA.
+    With *compiling* (the batched engine's compiled core is not in numba's cache) it
+    says :data:`COMPILING_LABEL` until the first work is done.
+
+    :meth:`begin` arms a timer that shows the bar after *delay* even if no callback
+    comes (a run compiling, or one between two reports).
     """
 
     def __init__(
@@ -153,18 +195,24 @@ class LazyProgress:
         enabled: bool = True,
         delay: float = PROGRESS_DELAY_S,
         console: Console | None = None,
+        compiling: bool = False,
     ) -> None:
         self.enabled = enabled
         self.delay = delay
         self.console = console
+        self.compiling = compiling
         self.t0 = time.monotonic()
         self.bar: Progress | None = None
         self._task: TaskID | None = None
+        self._done = 0
+        self._total: int | None = None
+        self._unit = "accesses"
         self._now = 0
         self._limit: int | None = None
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._reported = False
 
     def begin(self, limit_ns: int | None = None) -> None:
         """Start the wall clock (and the timer that shows the bar after *delay*)."""
@@ -184,37 +232,67 @@ class LazyProgress:
             return
         self.bar = Progress(
             SpinnerColumn(),
-            TextColumn("simulating"),
+            TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.fields[vt]}"),
+            TextColumn("{task.fields[what]}"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            TimeRemainingColumn(),
             console=self.console or Console(stderr=True),
             transient=True,
         )
+        label, total, completed, text = self.describe()
+        self._task = self.bar.add_task(
+            label, total=total, completed=completed, what=text, eta="eta" if total else ""
+        )
         self.bar.start()
-        self._task = self.bar.add_task("simulating", total=self._limit, vt="")
-        self._update_locked()
+
+    def describe(self) -> tuple[str, int | None, int, str]:
+        """(label, bar total or None, bar completed, text) for the current state."""
+        if self.compiling and self._done > 0:
+            self.compiling = False
+        label = COMPILING_LABEL if self.compiling else "simulating"
+        if not self._reported:  # shown by the timer before the first report
+            return label, None, 0, ""
+        if self._total:
+            unit = _SINGULAR.get(self._unit, self._unit) if self._total == 1 else self._unit
+            return label, self._total, self._done, f"{self._done:,} / {self._total:,} {unit}"
+        if self._limit:
+            text = (
+                f"virtual time {_time(self._now)} / {_time(self._limit)} "
+                "(the work to do is not known in advance)"
+            )
+        else:
+            text = ""
+        return label, None, 0, text
 
     def _update_locked(self) -> None:
         assert self.bar is not None and self._task is not None
-        limit = f" / {_time(self._limit)}" if self._limit else ""
+        label, total, completed, text = self.describe()
         self.bar.update(
             self._task,
-            total=self._limit,
-            completed=self._now,
-            vt=f"{_time(self._now)}{limit} virtual",
+            description=label,
+            total=total,
+            completed=completed,
+            what=text,
+            eta="eta" if total else "",
         )
 
-    def __call__(self, now_ns: int, limit_ns: int) -> None:
+    def _set(self, done: int, total: int | None, unit: str, now: int, limit: int | None) -> None:
         if not self.enabled:
             return
         with self._lock:
-            self._now, self._limit = now_ns, max(limit_ns, 1)
+            self._done, self._total, self._unit = done, total, unit
+            self._now, self._limit = now, limit
+            self._reported = True
             if self.bar is None:
                 if time.monotonic() - self.t0 >= self.delay:
                     self._show_locked()
                 return
             self._update_locked()
+
+    def __call__(self, p: SimProgress) -> None:
+        self._set(p.done, p.total, p.unit, p.now_ns, max(p.limit_ns, 1))
 
     @property
     def shown(self) -> bool:
@@ -228,6 +306,17 @@ class LazyProgress:
                 self._timer.cancel()
             if self.bar is not None:
                 self.bar.stop()
+
+
+def _will_compile(sc: Any, engine: str) -> bool:
+    """Whether this run will compile the batched engine's core first (eligible, and
+    numba's cache does not hold it yet)."""
+    from .sim.batched import static_ineligibility
+    from .sim.progress import compiled_core_cached
+
+    if engine == "reference" or static_ineligibility(sc) is not None:
+        return False
+    return not compiled_core_cached()
 
 
 def _print_summary(console: Console, summary: dict[str, Any], out: Path) -> None:
@@ -398,7 +487,7 @@ class EngineName(enum.StrEnum):
     reference = "reference"
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     scenario: ScenarioArg,
     out: Annotated[
@@ -413,7 +502,7 @@ def run(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", min=0, help="Override host.seed.", show_default=False),
+        typer.Option("--seed", min=0, metavar="N", help="Override host.seed.", show_default=False),
     ] = None,
     set_: SetOpt = None,
     quiet: Annotated[
@@ -446,12 +535,19 @@ def run(
         _die(f"--out {outdir}: exists and is not a directory")
 
     err = Console(stderr=True)
-    progress = LazyProgress(enabled=not quiet and err.is_terminal, console=err)
+    show = not quiet and err.is_terminal
+    progress = LazyProgress(
+        enabled=show, console=err, compiling=show and _will_compile(sc, engine.value)
+    )
     progress.begin(_duration_ns(sc))
     try:
         with _user_errors():
             result = epcsim.run(
-                sc, seed=run_seed, out=outdir, progress=progress, engine=engine.value
+                sc,
+                seed=run_seed,
+                out=outdir,
+                progress=progress if show else None,
+                engine=engine.value,
             )
     except KeyboardInterrupt:
         progress.close()
@@ -475,7 +571,7 @@ def run(
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def scenarios() -> None:
     """List the built-in scenarios (run one with `epcsim run builtin:NAME`)."""
     from .scenario import list_builtins
@@ -486,7 +582,7 @@ def scenarios() -> None:
         typer.echo(f"{name.ljust(width)}  {description}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
     """Load and validate a scenario without running it."""
     from .scenario import load_scenario
@@ -496,7 +592,7 @@ def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
     typer.echo(f"ok: {sc.name} ({sc.digest()[:12]})")
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
     run_dir: Annotated[
         Path,
@@ -527,6 +623,7 @@ def report(
 
 trace_app = typer.Typer(
     name="trace",
+    cls=_Group,
     help="Read, analyse and convert page-access traces (docs/TRACES.md).",
     no_args_is_help=True,
 )
@@ -577,7 +674,7 @@ def _open_trace_cli(path: Path, fmt: str | None, options: list[str] | None, skip
     return open_trace(path, format=fmt, **opts)
 
 
-@trace_app.command("info")
+@trace_app.command("info", cls=_Command)
 def trace_info(
     trace: TraceArg,
     format: TraceFormatOpt = None,
@@ -674,7 +771,7 @@ def trace_info(
         console.print(Text(f"wrote {plot}"))
 
 
-@trace_app.command("convert")
+@trace_app.command("convert", cls=_Command)
 def trace_convert(
     trace: TraceArg,
     out: Annotated[
@@ -723,18 +820,11 @@ class _SizesProgress(LazyProgress):
     """:class:`LazyProgress` counting the sizes done (the ``progress`` callback of
     :func:`epcsim.mrc.mrc` is called with (done, total))."""
 
-    def _update_locked(self) -> None:
-        assert self.bar is not None and self._task is not None
-        total = self._limit
-        self.bar.update(
-            self._task,
-            total=total,
-            completed=self._now,
-            vt=f"{self._now}/{total} sizes" if total else "",
-        )
+    def __call__(self, done: int, total: int) -> None:  # type: ignore[override]
+        self._set(done, total, "sizes", 0, None)
 
 
-@app.command("mrc")
+@app.command("mrc", cls=_Command)
 def mrc_command(
     trace: TraceArg,
     format: TraceFormatOpt = None,
@@ -746,8 +836,9 @@ def mrc_command(
             "-s",
             metavar="LIST|RANGE",
             help="EPC sizes: a comma list (units B, KiB, MiB, GiB, pages; N% of the trace's "
-            "footprint; a bare number is bytes) or a range A:B:N (N sizes from A to B), "
-            "e.g. 10%:100%:10 (the default) or 1000pages,2000pages,64MiB.",
+            "footprint, to the nearest page; a bare number is bytes) or a range FROM:TO:N "
+            "(N sizes from FROM to TO), e.g. 10%:100%:10 (the default) or "
+            "1000pages,2000pages,64MiB.",
             show_default=False,
         ),
     ] = None,
@@ -794,7 +885,8 @@ def mrc_command(
     """The miss-ratio curve of a trace under the v16 reclaimer (one simulation per EPC
     size); write mrc.csv and mrc.png (docs/MRC.md)."""
     from .kernel.constants import PAGE_SIZE
-    from .mrc import SAMPLED_MIN_PAGES, mrc, write_mrc
+    from .mrc import format_ratios, mrc, write_mrc
+    from .sim.progress import compiled_core_cached
 
     if sample is not None and not 0 < sample <= 1:
         _die(f"--sample: a rate in (0, 1], got {sample}")
@@ -810,7 +902,12 @@ def mrc_command(
         _die(f"--out {outdir}: exists and is not a directory")
 
     err = Console(stderr=True)
-    progress = _SizesProgress(enabled=err.is_terminal, console=err)
+    sampled = sample is not None and sample != 1
+    progress = _SizesProgress(
+        enabled=err.is_terminal,
+        console=err,
+        compiling=err.is_terminal and not compiled_core_cached(),
+    )
     progress.begin(None)
     t0 = time.monotonic()
     try:
@@ -833,14 +930,26 @@ def mrc_command(
         progress.close()
     wall = time.monotonic() - t0
 
+    # the files first: a reader of the output (`| head -1`) may stop reading at any line
+    title = f"{trace.name}" + (f", sampled at {sample:g}" if sampled else "")
+    if fault_unreferenced:
+        title += ", fault_unreferenced"
+    try:
+        csv_path, png = write_mrc(points, outdir, title=title)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as e:
+        _die(f"cannot write {e.filename or outdir}: {e.strerror or e}")
+
     console = _stdout()
-    sampled = sample is not None and sample != 1
     mode = f"sampled at {sample:g} (spatial hash)" if sampled else "exact"
+    n = len(points)
     console.print(
         Text(
             f"trace {trace} ({reader.format_name}): {points[0].accesses:,} accesses"
-            f"{' in the sample' if sampled else ''}, {len(points)} sizes, {mode}, "
-            f"wall {wall:.1f} s"
+            f"{' in the sample' if sampled else ''}, {n} size{'' if n == 1 else 's'}, "
+            f"{mode}, wall {wall:.1f} s"
         )
     )
     if fault_unreferenced:
@@ -858,12 +967,13 @@ def mrc_command(
     cols += ["miss ratio", "mean reclaimable", "steady reclaimable", "trusted"]
     for col in cols:
         t.add_column(col, justify="left" if col == "trusted" else "right")
-    for p in points:
+    ratios = format_ratios([p.miss_ratio for p in points])
+    for p, ratio in zip(points, ratios):
         row = [f"{p.epc_pages:,}", f"{p.epc_pages * PAGE_SIZE / 2**20:.2f}"]
         if sampled:
             row.append(f"{p.sim_epc_pages:,}")
         row += [
-            f"{p.miss_ratio:.4f}",
+            ratio,
             f"{p.mean_reclaimable_pages:,.1f}",
             f"{p.steady_reclaimable_pages:,.1f}",
         ]
@@ -872,19 +982,11 @@ def mrc_command(
     for p in points:
         if not p.trusted:
             typer.echo(
-                f"warning: sampled EPC of {p.sim_epc_pages} pages at size {p.epc_pages} pages "
-                f"({p.epc_pages * PAGE_SIZE / 2**20:.2f} MiB) is below {SAMPLED_MIN_PAGES} "
-                "pages; the curve is not to be trusted there (kernel constants do not scale, "
-                "docs/MRC.md)",
+                f"warning: size {p.epc_pages} pages ({p.epc_pages * PAGE_SIZE / 2**20:.2f} MiB) "
+                f"is not to be trusted: {p.reason} (the kernel's fixed constants weigh on "
+                "a cache this small; docs/MRC.md)",
                 err=True,
             )
-    title = f"{trace.name}" + (f", sampled at {sample:g}" if sampled else "")
-    if fault_unreferenced:
-        title += ", fault_unreferenced"
-    try:
-        csv_path, png = write_mrc(points, outdir, title=title)
-    except OSError as e:
-        _die(f"cannot write {e.filename or outdir}: {e.strerror or e}")
     console.print(Text(f"wrote {csv_path} and {png}"))
 
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import epcsim
 from epcsim.cli import LazyProgress, app, default_out
+from epcsim.sim.progress import SimProgress
 
 TINY = """\
 name = "tiny"
@@ -337,12 +338,16 @@ def _terminal() -> tuple[Console, io.StringIO]:
     return Console(file=buf, force_terminal=True, width=100), buf
 
 
+def sp(done: int, total: int | None, now: int = 0, limit: int = 10**9) -> SimProgress:
+    return SimProgress(now, limit, done, total, "accesses")
+
+
 def test_progress_not_shown_for_short_runs() -> None:
     console, buf = _terminal()
     p = LazyProgress(delay=60, console=console)
     p.begin(1_000_000_000)
     for t in range(0, 1_000_000_000, 5_000_000):
-        p(t, 1_000_000_000)
+        p(sp(t // 1000, 10**6, t))
     p.close()
     assert not p.shown
     assert buf.getvalue() == ""
@@ -351,12 +356,14 @@ def test_progress_not_shown_for_short_runs() -> None:
 def test_progress_shown_after_delay_from_callback() -> None:
     console, buf = _terminal()
     p = LazyProgress(delay=0, console=console)
-    p(250_000_000, 1_000_000_000)
+    p(sp(250_000, 1_000_000, 250_000_000))
     assert p.shown
-    p(500_000_000, 1_000_000_000)
+    assert p.describe() == ("simulating", 1_000_000, 250_000, "250,000 / 1,000,000 accesses")
+    p(sp(500_000, 1_000_000, 500_000_000))
     p.close()
     p.close()  # idempotent
-    assert "virtual" in buf.getvalue()
+    assert "500,000 / 1,000,000 accesses" in buf.getvalue()
+    assert "eta" in buf.getvalue()
 
 
 def test_progress_shown_by_timer_without_callbacks() -> None:
@@ -366,6 +373,8 @@ def test_progress_shown_by_timer_without_callbacks() -> None:
     deadline = time.monotonic() + 5
     while not p.shown and time.monotonic() < deadline:
         time.sleep(0.01)
+    # nothing reported yet: no claim about the virtual time or the work
+    assert p.describe() == ("simulating", None, 0, "")
     p.close()
     assert p.shown
 
@@ -374,6 +383,94 @@ def test_progress_disabled() -> None:
     console, buf = _terminal()
     p = LazyProgress(enabled=False, delay=0, console=console)
     p.begin(10**9)
-    p(1, 10**9)
+    p(sp(1, 10))
     p.close()
     assert not p.shown and buf.getvalue() == ""
+
+
+def test_progress_measures_work_not_virtual_time() -> None:
+    """The bar measured virtual time against host.duration (``784ms / 600s``, about 0%
+    throughout): it measures the work done against the work to do."""
+    console, _ = _terminal()
+    p = LazyProgress(delay=0, console=console)
+    p(SimProgress(784_000_000, 600 * 10**9, 3, 8, "selftest processes"))
+    assert p.describe() == ("simulating", 8, 3, "3 / 8 selftest processes")
+    p(SimProgress(784_000_000, 600 * 10**9, 0, 1, "selftest processes"))
+    assert p.describe()[3] == "0 / 1 selftest process"
+    # the work to do is not known (a duration-bound workload): virtual time, said so
+    p(SimProgress(784_000_000, 600 * 10**9, 5000, None, "accesses"))
+    assert p.describe() == (
+        "simulating",
+        None,
+        0,
+        "virtual time 784ms / 600s (the work to do is not known in advance)",
+    )
+    p.close()
+
+
+def test_progress_says_compiling_until_work_is_done() -> None:
+    """The first compiled run compiles for 30-40 s behind a bar that said "simulating"."""
+    from epcsim.cli import COMPILING_LABEL
+
+    assert COMPILING_LABEL == "compiling the engine (first run only)"
+    console, buf = _terminal()
+    p = LazyProgress(delay=0, console=console, compiling=True)
+    p(sp(0, 1000))
+    assert p.describe()[0] == COMPILING_LABEL
+    assert COMPILING_LABEL in buf.getvalue()
+    p(sp(10, 1000))
+    assert p.describe()[0] == "simulating"
+    p(sp(10, 1000))
+    assert p.describe()[0] == "simulating"
+    p.close()
+
+
+def test_will_compile_only_when_the_cache_is_cold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import epcsim.sim.progress
+    from epcsim.cli import _will_compile
+    from epcsim.scenario import load_scenario
+
+    sc = load_scenario(TINY)
+    kself = load_scenario("builtin:kselftest")  # not run by the batched engine
+    monkeypatch.setattr(epcsim.sim.progress, "compiled_core_cached", lambda: False)
+    assert _will_compile(sc, "auto") and _will_compile(sc, "batched")
+    assert not _will_compile(sc, "reference") and not _will_compile(kself, "auto")
+    monkeypatch.setattr(epcsim.sim.progress, "compiled_core_cached", lambda: True)
+    assert not _will_compile(sc, "auto")
+
+
+def test_compiled_core_cached_reads_numbas_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cold: numba's index of the core's cache has no entry for the current source."""
+    from epcsim.sim import _core
+    from epcsim.sim.progress import compiled_core_cached
+
+    cache_file = _core.run_core._cache._cache_file
+    monkeypatch.setattr(cache_file, "_load_index", lambda: {})
+    assert compiled_core_cached() is False
+    monkeypatch.setattr(cache_file, "_load_index", lambda: {("sig", "target"): "data"})
+    assert compiled_core_cached() is True
+
+    def moved() -> dict:
+        raise AttributeError("numba internals moved")
+
+    monkeypatch.setattr(cache_file, "_load_index", moved)
+    assert compiled_core_cached() is True  # cannot tell: do not claim a compile
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["run"], ["scenarios"], ["validate"], ["report"], ["mrc"], ["trace"],
+     ["trace", "info"], ["trace", "convert"]],
+    ids=lambda a: " ".join(a) or "epcsim",
+)  # fmt: skip
+def test_help_has_no_bool_metavar_and_no_emoji(argv: list[str]) -> None:
+    """Typer's rich help showed ``<bool>`` after every flag (``--help`` included) and
+    rich turned ``:B:`` in ``A:B:N`` into an emoji."""
+    r = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "--help" in r.stdout
+    assert "<bool>" not in r.stdout
+    emoji = [c for c in r.stdout if ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x2800]
+    assert emoji == [], emoji
+    help_line = next(x for x in r.stdout.splitlines() if "--help" in x)
+    assert help_line.split()[2:4] == ["Show", "this"], help_line

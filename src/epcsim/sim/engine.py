@@ -75,6 +75,7 @@ from ..workload.kselftest import test_sgx_process
 from ..workload.patterns import make_pattern
 from .batched import check_engine, take_over
 from .costs import CostModel
+from .progress import SimProgress, sim_progress
 from .result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
 
 __all__ = ["Simulation", "simulate"]
@@ -132,7 +133,7 @@ class Simulation:
         scenario: Scenario,
         *,
         seed: int | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[SimProgress], None] | None = None,
         engine: str = "auto",
     ) -> None:
         sc = scenario
@@ -238,12 +239,14 @@ class Simulation:
                 t - last_progress >= limit // 200 + 1 or not steps & 4095
             ):
                 last_progress = t
-                self.progress(t, limit)
+                self.progress(sim_progress(self, t))
             if self._active == 0:
                 break
         truncated = bool(heap) and self._active > 0
         if truncated:
             self.now = limit
+        if self.progress is not None:
+            self.progress(sim_progress(self, self.now))
         self._record_sample()
         res = self._result(truncated=truncated)
         res.engine = self.engine_used
@@ -937,7 +940,7 @@ def simulate(
     *,
     seed: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[SimProgress], None] | None = None,
     engine: str = "auto",
 ) -> Result:
     """Run *scenario* (a :class:`Scenario`, a path, ``builtin:NAME``, a TOML string or a
