@@ -388,7 +388,15 @@ def test_detect_format(tmp_path: Path) -> None:
         "(give one of oracleGeneral, csv, lackey, text, npy, native)"
     )
     assert get_format("ORACLE").name == "oracleGeneral"
-    assert format_for_output("x.npy") == "npy" and format_for_output("x.dat") == "native"
+    assert format_for_output("x.npy") == "npy" and format_for_output("X.oracleGeneral.BIN") == (
+        "oracleGeneral"
+    )
+    with pytest.raises(TraceError) as e:
+        format_for_output("x.dat")
+    assert str(e.value) == (
+        "x.dat: no writable trace format has this extension (use oracleGeneral "
+        ".oracleGeneral.bin .oracleGeneral .bin; text .txt; npy .npy; native .epct)"
+    )
 
 
 # --------------------------------------------------------------------------- reader API
@@ -665,7 +673,7 @@ def test_cli_trace_convert(tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         assert r.output.strip() == f"wrote {out} ({SMALL.size} pages, {to})"
         assert np.array_equal(read_all(open_trace(out)), SMALL)
-    out = tmp_path / "o.dat"
+    out = tmp_path / "o.oracleGeneral"
     r = invoke("trace", "convert", src, out, "--to", "oracleGeneral", "--dense")
     assert r.exit_code == 0, r.output
     got = read_all(open_trace(out, format="oracleGeneral"))
@@ -695,7 +703,7 @@ def test_cli_trace_options_and_skip_bad(tmp_path: Path) -> None:
         (["info", "{d}/t.txt", "-O", "unit"], "--option 'unit': expected KEY=VALUE"),
         (["info", "{d}/t.txt", "-O", "x=1"], "format 'text': unknown option 'x'"),
         (["convert", "{d}/t.txt", "{d}/o", "--to", "csv"], "cannot write format 'csv'"),
-        (["convert", "{d}/missing", "{d}/o"], "{d}/missing: no such file"),
+        (["convert", "{d}/missing", "{d}/o.epct"], "{d}/missing: no such file"),
     ],
 )
 def test_cli_trace_bad_input_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

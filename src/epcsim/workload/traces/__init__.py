@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._atomic import same_file
 from . import csv, lackey, native, npy, oracle, text
 from ._base import (
     DEFAULT_CHUNK,
@@ -171,16 +172,33 @@ def open_trace(path: str | Path, *, format: str | None = None, **options: Any) -
     return fmt.reader(p, **opts)
 
 
+def _check_not_input(source: object, path: str | Path) -> None:
+    """TraceError when *path* is the file *source* reads (same path, hard link or
+    symlink): writing a trace onto its own input is refused before anything is written."""
+    inp = getattr(source, "path", None)
+    if inp is None:
+        inp = getattr(getattr(source, "reader", None), "path", None)
+    if inp is not None and same_file(inp, path):
+        raise TraceError(
+            f"is the input trace {inp} (the same file); write to another file", file=path
+        )
+
+
 def write_trace(
     source: Iterable[np.ndarray] | np.ndarray, path: str | Path, *, format: str = "native"
 ) -> int:
     """Write the pages of *source* (a reader, an iterable of int64 chunks, or one array)
     to *path* in *format* (one with a writer: native, npy, text, oracleGeneral); returns
-    the number of pages written."""
+    the number of pages written.
+
+    The file is written under a temporary name in *path*'s folder and renamed onto
+    *path* when complete: an error or an interrupt (Ctrl-C) leaves any previous *path*
+    untouched and no partial file.  Writing onto the file a reader reads is refused
+    (TraceError) before anything is written."""
     fmt = get_format(format)
     if fmt.writer is None:
-        writable = ", ".join(f.name for f in FORMATS.values() if f.writer is not None)
-        raise TraceError(f"cannot write format {fmt.name!r} (writable: {writable})")
+        raise TraceError(f"cannot write format {fmt.name!r} (writable: {_writable()})")
+    _check_not_input(source, path)
     if isinstance(source, np.ndarray):
         source = [np.asarray(source, dtype=np.int64)]
     try:
@@ -203,15 +221,44 @@ class _DenseSource:
 
 def convert_trace(reader: TraceReader, out: str | Path, *, to: str, dense: bool = False) -> int:
     """Write *reader*'s pages to *out* in format *to*; with *dense*, renumbered by
-    :class:`DenseMapper` first.  Returns the number of pages written."""
+    :class:`DenseMapper` first.  Returns the number of pages written.  Atomic, and
+    refused when *out* is the reader's file (see :func:`write_trace`)."""
+    _check_not_input(reader, out)
     source: Iterable[np.ndarray] = _DenseSource(reader) if dense else reader
     return write_trace(source, out, format=to)
 
 
-def format_for_output(path: str | Path) -> str:
-    """The writable format an output file name asks for (native when none matches)."""
+def _writable() -> str:
+    return ", ".join(f.name for f in FORMATS.values() if f.writer is not None)
+
+
+def _write_extensions(fmts: Iterable[TraceFormat]) -> str:
+    return "; ".join(f"{f.name} {' '.join(f.write_extensions)}" for f in fmts)
+
+
+def format_for_output(path: str | Path, to: str | None = None) -> str:
+    """The writable format of an output file *path*: the one whose extension it has
+    (``.epct`` native, ``.npy``, ``.txt`` text, ``.oracleGeneral.bin``/``.bin``
+    oracleGeneral).  With *to*, that format, and *path* must have one of its extensions.
+    A name with no writable format's extension (``out.csv``, ``out.dat``) is a
+    TraceError naming the extensions that work: nothing writes one format under
+    another's name."""
     name = Path(path).name.lower()
-    for fmt in FORMATS.values():
-        if fmt.writer is not None and any(name.endswith(e) for e in fmt.extensions):
+    writable = [f for f in FORMATS.values() if f.writer is not None]
+    if to is not None:
+        fmt = get_format(to)
+        if fmt.writer is None:
+            raise TraceError(f"cannot write format {fmt.name!r} (writable: {_writable()})")
+        if any(name.endswith(e.lower()) for e in fmt.write_extensions):
             return fmt.name
-    return "native"
+        raise TraceError(
+            f"a {fmt.name} trace is written to a name ending {' or '.join(fmt.write_extensions)}",
+            file=path,
+        )
+    for fmt in writable:
+        if any(name.endswith(e.lower()) for e in fmt.write_extensions):
+            return fmt.name
+    raise TraceError(
+        f"no writable trace format has this extension (use {_write_extensions(writable)})",
+        file=path,
+    )

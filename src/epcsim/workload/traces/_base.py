@@ -185,8 +185,12 @@ class TraceFormat:
     aliases: tuple[str, ...] = ()
     #: file-name endings that select this format (lower case, with the dot)
     extensions: tuple[str, ...] = ()
-    #: ``writer(path, source)`` writes pages; *source* an iterable of int64 chunks
+    #: ``writer(path, source)`` writes pages (atomically); *source* an iterable of int64
+    #: chunks
     writer: Callable[[Path, Iterable[np.ndarray]], int] | None = None
+    #: file-name endings an output of the writer may have (as shown in messages;
+    #: matched case-insensitively): ``trace convert`` refuses any other
+    write_extensions: tuple[str, ...] = ()
     #: the bytes every file of this format starts with (binary formats with a header)
     magic: bytes | None = None
     #: ``sniff_text(lines)``: is this the format, given the first non-blank lines of the

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..._atomic import atomic_open
 from ._base import DEFAULT_CHUNK, BaseReader, TraceError, TraceFormat
 
 __all__ = ["FORMAT", "MAGIC", "NativeReader", "write_native"]
@@ -85,7 +86,8 @@ class NativeReader(BaseReader):
 
 
 def write_native(path: Path, source: Iterable[np.ndarray]) -> int:
-    """Write the pages of *source* in the native format; returns the count."""
+    """Write the pages of *source* in the native format; returns the count.  Atomic: the
+    file is written under a temporary name and renamed onto *path* when complete."""
     one_shot = isinstance(source, Iterator)
     itemsize = 8
     if not one_shot:
@@ -97,7 +99,7 @@ def write_native(path: Path, source: Iterable[np.ndarray]) -> int:
         itemsize = 4 if lo >= 0 and hi < 2**32 else 8
     dtype = "<u4" if itemsize == 4 else "<u8"
     n = 0
-    with open(path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(_HEAD.pack(MAGIC, VERSION, itemsize, 0, 0, 0))
         for pages in source:
             pages = np.asarray(pages, dtype=np.int64)
@@ -115,5 +117,6 @@ FORMAT = TraceFormat(
     aliases=("epcsim", "epct"),
     extensions=(".epct",),
     writer=write_native,
+    write_extensions=(".epct",),
     magic=MAGIC,
 )

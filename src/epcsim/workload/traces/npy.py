@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npformat
 
+from ..._atomic import atomic_open
 from ._base import DEFAULT_CHUNK, BaseReader, TraceError, TraceFormat
 
 __all__ = ["FORMAT", "NpyReader", "write_npy"]
@@ -98,9 +99,9 @@ def _header(n: int) -> bytes:
 
 def write_npy(path: Path, source: Iterable[np.ndarray]) -> int:
     """Write the pages of *source* as a one-dimensional int64 ``.npy``; returns the
-    count."""
+    count.  Atomic: written under a temporary name, renamed onto *path* when complete."""
     n = 0
-    with open(path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(_header(0))
         for pages in source:
             a = np.asarray(pages, dtype=np.int64).astype("<i8", copy=False)
@@ -117,5 +118,6 @@ FORMAT = TraceFormat(
     reader=NpyReader,
     extensions=(".npy",),
     writer=write_npy,
+    write_extensions=(".npy",),
     magic=MAGIC,
 )

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..._atomic import atomic_path
 from ._base import (
     DEFAULT_CHUNK,
     PAGE_SIZE,
@@ -178,19 +179,23 @@ def _fill_next_access(path: Path, n: int, chunk: int) -> None:
 
 def write_oracle(path: Path, source: Iterable[np.ndarray], *, chunk: int = DEFAULT_CHUNK) -> int:
     """Write the pages of *source* as oracleGeneral records (one 4096-byte object per
-    page); returns the number of records."""
+    page); returns the number of records.  Atomic: the records and their
+    ``next_access_vtime`` are written under a temporary name, renamed onto *path* when
+    both passes completed."""
     n = 0
-    with open(path, "wb") as f:
-        for pages in source:
-            pages = np.asarray(pages, dtype=np.int64)
-            rec = np.zeros(pages.size, dtype=ORACLE_DTYPE)
-            rec["clock_time"] = (np.arange(n + 1, n + 1 + pages.size, dtype=np.int64)) & 0xFFFFFFFF
-            rec["obj_id"] = pages.view(np.uint64)
-            rec["obj_size"] = PAGE_SIZE
-            rec["next_access_vtime"] = -1
-            rec.tofile(f)
-            n += pages.size
-    _fill_next_access(path, n, chunk)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            for pages in source:
+                pages = np.asarray(pages, dtype=np.int64)
+                rec = np.zeros(pages.size, dtype=ORACLE_DTYPE)
+                pos = np.arange(n + 1, n + 1 + pages.size, dtype=np.int64)
+                rec["clock_time"] = pos & 0xFFFFFFFF
+                rec["obj_id"] = pages.view(np.uint64)
+                rec["obj_size"] = PAGE_SIZE
+                rec["next_access_vtime"] = -1
+                rec.tofile(f)
+                n += pages.size
+        _fill_next_access(tmp, n, chunk)
     return n
 
 
@@ -205,4 +210,5 @@ FORMAT = TraceFormat(
     aliases=("oracle", "oraclegeneral", "oracle_general"),
     extensions=(".oraclegeneral.bin", ".oraclegeneral", ".bin"),
     writer=write_oracle,
+    write_extensions=(".oracleGeneral.bin", ".oracleGeneral", ".bin"),
 )
