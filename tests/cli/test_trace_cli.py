@@ -209,3 +209,63 @@ def test_info_plot_interrupted_keeps_the_previous_png(
     assert r.exit_code == 130, r.output
     assert png.read_bytes() == b"old"
     assert files(tmp_path) == ["good.txt", "wss.png"]
+
+
+# --------------------------------------------------------------------------- validate
+
+SCENARIO = """\
+name = "t"
+[host]
+epc = "4MiB"
+duration = "1s"
+
+[[cgroup]]
+path = "/a"
+max = "1MiB"
+
+[[enclave]]
+name = "e"
+cgroup = "/a"
+workload = {{ trace = "{trace}" }}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "bad.txt",
+            "1\n2\nxx\n",
+            "line 3: bad page number 'xx' (expected a decimal or 0x hex integer)",
+        ),
+        ("empty.txt", "", "the trace has no accesses"),
+        ("blank.txt", "\n\n", "the trace has no accesses"),
+        (
+            "bad.csv",
+            "id\n1\n-2\n",
+            "line 3: bad object id '-2' in column 1 (expected an integer in [0, 2**64))",
+        ),
+        ("header.csv", "id\n", "the trace has no accesses"),
+        ("bad.lackey", "==1== x\n L 04002000,8\n X 1,2\n", "line 3: malformed lackey line"),
+    ],
+)
+def test_validate_reads_the_trace_as_run_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str, message: str
+) -> None:
+    """`epcsim validate` said ok for a scenario whose text/csv/lackey trace is malformed
+    or empty; `run` then failed without the enclave[0].workload.trace context."""
+    import epcsim
+    from epcsim.errors import ScenarioError
+
+    monkeypatch.chdir(tmp_path)
+    Path(name).write_text(text)
+    Path("sc.toml").write_text(SCENARIO.format(trace=name))
+    prefix = f"epcsim: error: sc.toml: enclave[0].workload.trace: {name}: {message}"
+    for cmd in (["validate", "sc.toml"], ["run", "sc.toml", "--out", "r"]):
+        r = invoke(*cmd)
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith(prefix) and r.output.count("\n") == 1, r.output
+    assert not Path("r").exists()
+    with pytest.raises(ScenarioError) as e:
+        epcsim.run("sc.toml")
+    assert ("epcsim: error: " + str(e.value)).startswith(prefix)

@@ -44,7 +44,7 @@ from ._base import (
     check_file,
     open_text,
 )
-from ._mapping import DenseMapper, TracePattern
+from ._mapping import DenseMapper, TracePattern, check_trace
 from ._stats import auto_window, stack_distances, trace_stats
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     # using
     "DenseMapper",
     "TracePattern",
+    "check_trace",
     "trace_stats",
     "stack_distances",
     "auto_window",
