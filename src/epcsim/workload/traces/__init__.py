@@ -42,7 +42,10 @@ from ._base import (
     TraceFormat,
     TraceReader,
     check_file,
+    is_zstd,
+    open_binary,
     open_text,
+    read_items,
 )
 from ._mapping import DenseMapper, TracePattern, check_trace
 from ._stats import auto_window, stack_distances, trace_stats
@@ -124,14 +127,18 @@ def detect_format(path: str | Path) -> TraceFormat:
     extensions, longest first: ``x.oracleGeneral.bin``, ``.csv``, ``.npy``...), then by
     sniffing the first text lines (lackey's ``==`` header or access lines, or a number
     per line); a ``.txt`` file that fits neither is ``text``.  TraceError when none
-    fits."""
+    fits.  A zstd-compressed file (by its magic ``28 b5 2f fd``) is looked at
+    decompressed, its name without ``.zst``."""
     p = check_file(path)
-    with open(p, "rb") as f:
-        head = f.read(16)
+    compressed = is_zstd(p)
+    with open_binary(p) as f:
+        head = read_items(f, np.dtype(np.uint8), 16)[0].tobytes()
     for fmt in FORMATS.values():
         if fmt.magic is not None and head.startswith(fmt.magic):
             return fmt
     name = p.name.lower()
+    if compressed and name.endswith(".zst"):
+        name = name[: -len(".zst")]
     by_ext = sorted(
         ((ext, fmt) for fmt in FORMATS.values() for ext in fmt.extensions),
         key=lambda x: -len(x[0]),

@@ -40,6 +40,9 @@ from ._base import (
     TraceError,
     TraceFormat,
     block_pages,
+    is_zstd,
+    open_binary,
+    read_items,
 )
 
 __all__ = ["FORMAT", "ORACLE_DTYPE", "OracleGeneralReader", "write_oracle"]
@@ -79,6 +82,13 @@ class OracleGeneralReader(BaseReader):
         self.mapping = mapping
         self.block_size = int(block_size)
         self._options.update(mapping=mapping, block_size=self.block_size)
+        #: zstd-compressed (by its magic): streamed, its length known after a pass
+        self.compressed = is_zstd(self.path)
+        #: records and the bytes of a partial last record (None: not known before a pass)
+        self.records: int | None = None
+        self.tail: int | None = None
+        if self.compressed:
+            return
         size = self.path.stat().st_size
         self.records, self.tail = divmod(size, RECORD)
         if self.tail and not skip_bad:
@@ -90,15 +100,30 @@ class OracleGeneralReader(BaseReader):
             )
 
     def records_chunks(self) -> Iterator[np.ndarray]:
-        """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size."""
-        with open(self.path, "rb") as f:
+        """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size (a
+        zstd-compressed file decompressed as it is read).  A partial record at the end
+        of a compressed file is reported after the last chunk (``truncated record``)."""
+        with open_binary(self.path) as f:
             left = self.records
-            while left > 0:
-                rec = np.fromfile(f, dtype=ORACLE_DTYPE, count=min(self.chunk, left))
-                if rec.size == 0:  # pragma: no cover - the file shrank under us
-                    raise TraceError("file shrank while being read", file=self.path)
-                left -= rec.size
-                yield rec
+            done = 0
+            while left is None or left > 0:
+                want = self.chunk if left is None else min(self.chunk, left)
+                rec, partial = read_items(f, ORACLE_DTYPE, want)
+                if rec.size:
+                    yield rec
+                done += rec.size
+                if left is not None:
+                    if rec.size < want:  # pragma: no cover - the file shrank under us
+                        raise TraceError("file shrank while being read", file=self.path)
+                    left -= rec.size
+                elif rec.size < want:  # the end of the decompressed data
+                    if partial:
+                        self._bad(
+                            f"truncated record ({partial} of {RECORD} bytes at the end of "
+                            "the decompressed data)",
+                            record=done + 1,
+                        )
+                    break
 
     def _chunks(self) -> Iterator[np.ndarray]:
         done = 0
@@ -109,6 +134,7 @@ class OracleGeneralReader(BaseReader):
                 yield self._addresses(rec, done)
             done += rec.size
         if self.tail:
+            assert self.records is not None
             self._bad("truncated record", record=self.records + 1)
 
     def _addresses(self, rec: np.ndarray, done: int) -> np.ndarray:
@@ -118,7 +144,7 @@ class OracleGeneralReader(BaseReader):
         return block_pages(rec["obj_id"], rec["obj_size"], self.block_size, bad)
 
     def count(self) -> int:
-        if self.mapping == "object":
+        if self.mapping == "object" and self.records is not None:
             return self.records
         return super().count()
 
