@@ -269,3 +269,18 @@ def test_validate_reads_the_trace_as_run_does(
     with pytest.raises(ScenarioError) as e:
         epcsim.run("sc.toml")
     assert ("epcsim: error: " + str(e.value)).startswith(prefix)
+
+
+def test_cli_interrupted_info_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "big.txt"
+    src.write_text("1\n2\n")
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        yield np.arange(50, dtype=np.int64)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TextReader, "_chunks", chunks)
+    r = invoke("trace", "info", src, "--plot", tmp_path / "w.png")
+    assert r.exit_code == 130, r.output
+    assert r.output == "interrupted\n"
+    assert files(tmp_path) == ["big.txt"]
