@@ -50,13 +50,16 @@ def _run(pages, start, last, words, tree, owner, state, hist, out):  # pragma: n
     """Distances of ``pages[start:]`` until the window's positions run out; returns the
     index reached.  ``state`` = [time, marks, distances recorded into *out* (when it
     has room)]; ``last[x]`` is the position (1-based) of page x's latest access, 0 when
-    not seen; ``words`` the marks' bitmap, ``tree`` the Fenwick tree of its words'
-    counts (word w at index w + 1), ``owner[q]`` the page accessed at position q."""
+    not seen; ``words`` the marks' bitmap, ``tree`` the Fenwick tree of the counts of
+    its words before the one holding the time (word w at index w + 1; that last word
+    joins when it is full, one tree update per 64 accesses instead of one each),
+    ``owner[q]`` the page accessed at position q."""
     cap = words.shape[0] * 64 - 1
     nt = tree.shape[0] - 1
     t = state[0]
     live = state[1]
     k = state[2]
+    cur = t >> 6  # the word being filled: not in the tree yet
     i = start
     n = pages.shape[0]
     while i < n and t < cap:
@@ -77,19 +80,23 @@ def _run(pages, start, last, words, tree, owner, state, hist, out):  # pragma: n
                 out[k] = d
             k += 1
             words[w] &= ~(_ONE << b)
-            j = w + 1
-            while j <= nt:
-                tree[j] -= 1
-                j += j & -j
+            if w < cur:
+                j = w + 1
+                while j <= nt:
+                    tree[j] -= 1
+                    j += j & -j
         else:
             live += 1
         t += 1
         w = t >> 6
+        if w != cur:  # the word filled: its marks go to the tree
+            c = _popcount(words[cur])
+            j = cur + 1
+            while j <= nt:
+                tree[j] += c
+                j += j & -j
+            cur = w
         words[w] |= _ONE << (np.uint64(t) & _63)
-        j = w + 1
-        while j <= nt:
-            tree[j] += 1
-            j += j & -j
         last[x] = t
         owner[t] = x
         i += 1
@@ -140,6 +147,7 @@ class ReuseDistances:
         counts[full] = rest
         words[0] &= ~np.uint64(1)
         counts[0] -= 1
+        counts[marks // 64] = 0  # the word being filled joins the tree when full
         # the Fenwick tree of the counts: tree[i] = counts[i - lowbit(i)] + ... + counts[i - 1]
         prefix = np.concatenate([np.zeros(1, np.int64), np.cumsum(counts)])
         i = np.arange(1, nwords + 1, dtype=np.int64)
