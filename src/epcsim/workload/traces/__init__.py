@@ -14,8 +14,11 @@ list :data:`FORMATS` below is the registry (a new format is one module and one e
 ========================  ====================================================
 
 A reader yields np.int64 page numbers (4 KiB pages) in chunks and never holds the whole
-trace in memory.  Object traces (libCacheSim) give one page per object id (sizes
-ignored) unless ``mapping="address"``.  :class:`DenseMapper` renumbers pages densely in
+trace in memory; zstd-compressed files (libCacheSim's ``.zst``, recognised by the zstd
+magic) are decompressed as they are read, for every format.  Writers write atomically
+(a temporary name, renamed when complete) and refuse the file they read.  Object
+traces (libCacheSim) give one page per object id (sizes ignored) unless
+``mapping="address"``.  :class:`DenseMapper` renumbers pages densely in
 first-seen order; :class:`TracePattern` runs a trace as an enclave's workload;
 :func:`trace_stats` computes ``epcsim trace info``'s numbers.  See ``docs/TRACES.md``.
 
