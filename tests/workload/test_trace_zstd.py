@@ -130,3 +130,23 @@ def test_cli_trace_info_of_an_oracle_zst(tmp_path: Path) -> None:
     r = runner.invoke(app, ["trace", "convert", str(z), str(out)])
     assert r.output == f"wrote {out} ({PAGES.size} pages, native)\n"
     assert read_all(out).tolist() == PAGES.tolist()
+
+
+def test_highly_compressed_data_is_decompressed_in_bounded_steps(tmp_path: Path) -> None:
+    """64 MiB of a repeated pattern compresses to a few KiB: it is decompressed a bounded
+    piece at a time, not all at once."""
+    from epcsim.workload.traces._base import ZstdFile
+
+    data = np.tile(np.arange(64, dtype=np.int64), 1 << 17).tobytes()
+    assert len(data) == 64 << 20
+    z = tmp_path / "loop.npy.zst"
+    z.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    assert z.stat().st_size < 64 << 10
+    f = ZstdFile(z)
+    buf = bytearray(1 << 20)
+    got = biggest = 0
+    while n := f.readinto(buf):
+        got += n
+        biggest = max(biggest, len(f._buf))
+    f.close()
+    assert got == len(data) and biggest <= 33 << 20

@@ -232,8 +232,10 @@ def check_file(path: str | Path) -> Path:
 
 #: The first bytes of a zstd frame (RFC 8878), as libCacheSim's ``.zst`` traces start.
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-#: Compressed bytes read per step when decompressing zstd.
+#: Compressed bytes read from the file at a time when decompressing zstd.
 ZSTD_READ = 1 << 17
+#: Compressed bytes decompressed per step (bounds one step's output).
+ZSTD_FEED = 1 << 10
 
 
 def is_zstd(path: Path) -> bool:
@@ -244,7 +246,8 @@ def is_zstd(path: Path) -> bool:
 
 class ZstdFile(io.RawIOBase):
     """A zstd-compressed file, decompressed as it is read (streamed: ``ZSTD_READ``
-    compressed bytes at a time, every frame in order, as ``zstd -d`` does).  Corrupt data,
+    compressed bytes read at a time, decompressed ``ZSTD_FEED`` at a time, every frame in
+    order, as ``zstd -d`` does).  Corrupt data,
     or a file ending inside a frame (a cut download), is a TraceError naming the file:
     a truncated trace is never read as a shorter one."""
 
@@ -258,6 +261,7 @@ class ZstdFile(io.RawIOBase):
         self._obj = self._dctx.decompressobj()
         self._in_frame = False
         self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._pending = memoryview(b"")  # compressed bytes read, not yet decompressed
         self._buf = b""
         self._pos = 0
         self._out = 0  # decompressed bytes handed out
@@ -282,29 +286,37 @@ class ZstdFile(io.RawIOBase):
         return n
 
     def _fill(self) -> None:
-        data = self._f.read(ZSTD_READ)
-        if not data:
-            if self._in_frame:
-                raise TraceError(
-                    "truncated zstd data (the file ends inside a frame)", file=self.path
-                )
-            self._eof = True
-            self._buf, self._pos = b"", 0
-            return
-        out = []
-        while data:
+        """Decompress input pieces of ``ZSTD_FEED`` bytes until there is output (or the
+        end): a piece of at most 1 KiB bounds the output of one step to about 32 MiB even
+        for data compressed 30,000 times (a tight loop of pages, run-length blocks)."""
+        while True:
+            if not self._pending:
+                data = self._f.read(ZSTD_READ)
+                if not data:
+                    if self._in_frame:
+                        raise TraceError(
+                            "truncated zstd data (the file ends inside a frame)", file=self.path
+                        )
+                    self._eof = True
+                    self._buf, self._pos = b"", 0
+                    return
+                self._pending = memoryview(data)
+            piece = self._pending[:ZSTD_FEED]
+            self._pending = self._pending[ZSTD_FEED:]
             self._in_frame = True
             try:
-                out.append(self._obj.decompress(data))
+                out = self._obj.decompress(piece)
             except self._zstd.ZstdError as e:
                 raise TraceError(f"corrupt zstd data ({e})", file=self.path) from None
-            if self._obj.eof:  # a frame ended: the rest starts the next one
-                data = self._obj.unused_data
+            if self._obj.eof:  # a frame ended: the rest of the piece starts the next one
+                rest = self._obj.unused_data
                 self._obj = self._dctx.decompressobj()
                 self._in_frame = False
-            else:
-                data = b""
-        self._buf, self._pos = b"".join(out), 0
+                if rest:
+                    self._pending = memoryview(bytes(rest) + bytes(self._pending))
+            if out:
+                self._buf, self._pos = out, 0
+                return
 
     def close(self) -> None:
         self._f.close()
