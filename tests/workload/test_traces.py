@@ -678,6 +678,10 @@ def test_collapsed_trace_over_a_million_accesses_is_exact(tmp_path: Path) -> Non
     out = invoke("trace", "info", path)
     assert out.exit_code == 0, out.output
     assert re.search(r"│ reuse distance \(pages\) +│ +exact │", out.output)
+    # a real collapsed lackey trace
+    s = trace_stats(open_trace(LACKEY_TRUE, collapse=True))
+    r = s["reuse"]
+    assert r["method"] == "exact" and r["p50"] >= 1 and r["max"] <= s["footprint_pages"] - 1
 
 
 def test_trace_stats_small_exact_and_sampled(tmp_path: Path) -> None:
