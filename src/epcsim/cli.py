@@ -704,9 +704,17 @@ def trace_info(
     """Accesses, footprint, reuse distances and working-set size of a trace."""
     from .workload.traces import trace_stats
 
-    with _user_errors():
-        reader = _open_trace_cli(trace, format, option, skip_bad)
-        stats = trace_stats(reader, window=window)
+    if plot is not None and plot.suffix.lower() != ".png":
+        _die(f"--plot {plot}: the plot is a PNG image; give a name ending .png")
+    if plot is not None and plot.is_dir():
+        _die(f"--plot {plot}: is a directory")
+    try:
+        with _user_errors():
+            reader = _open_trace_cli(trace, format, option, skip_bad)
+            stats = trace_stats(reader, window=window)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     console = _stdout()
     reuse = stats["reuse"]
     t = Table(title=f"trace {trace}", title_justify="left")
@@ -768,6 +776,9 @@ def trace_info(
             plot_working_set(stats, plot)
         except OSError as e:
             _die(f"cannot write {plot}: {e.strerror or e}")
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted; {plot} was not written", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         console.print(Text(f"wrote {plot}"))
 
 
@@ -786,7 +797,8 @@ def trace_convert(
             "-t",
             metavar="F2",
             help="Output format: native, npy, text, oracleGeneral "
-            "(default: from OUT's extension, .epct .npy .txt .bin; else native).",
+            "(default: from OUT's extension, .epct .npy .txt .bin; OUT must have one of "
+            "the format's extensions).",
             show_default=False,
         ),
     ] = None,
@@ -797,15 +809,24 @@ def trace_convert(
     option: TraceOptionOpt = None,
     skip_bad: SkipBadOpt = False,
 ) -> None:
-    """Convert a trace to another format (pages, one object per page)."""
-    from .workload.traces import convert_trace, format_for_output, get_format
+    """Convert a trace to another format (pages, one object per page).  OUT is written
+    under a temporary name and renamed when complete; writing onto TRACE is refused."""
+    from ._atomic import same_file
+    from .workload.traces import convert_trace, format_for_output
 
     if out.is_dir():
         _die(f"{out}: is a directory")
     with _user_errors():
-        reader = _open_trace_cli(trace, format, option, skip_bad)
-        target = get_format(to).name if to is not None else format_for_output(out)
-        n = convert_trace(reader, out, to=target, dense=dense)
+        target = format_for_output(out, to)
+    if same_file(trace, out):
+        _die(f"{out}: is the input trace {trace} (the same file); write to another file")
+    try:
+        with _user_errors():
+            reader = _open_trace_cli(trace, format, option, skip_bad)
+            n = convert_trace(reader, out, to=target, dense=dense)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; {out} was not written", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     note = f", {reader.skipped:,} malformed skipped" if reader.skipped else ""
     typer.echo(f"wrote {out} ({n:,} pages, {target}{note})")
 

@@ -614,8 +614,9 @@ def _check(sc: Scenario, label: str) -> None:
 
 def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
     """A trace workload: paths exist (one per thread if a list), the format and its
-    options are valid, accesses/duration well formed (both optional: one pass)."""
-    from ..workload.traces import TraceError, open_trace
+    options are valid, every trace reads through and has accesses (as the run will read
+    it), accesses/duration well formed (both optional: one pass)."""
+    from ..workload.traces import TraceError, check_trace, open_trace
 
     wl = e.workload
     assert wl is not None
@@ -639,8 +640,8 @@ def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
         except EpcsimError as err:
             fail(str(err).split(": ", 1)[-1], f"{t}.workload", "duration")
     for p in paths:
-        try:
-            open_trace(p, format=fmt, **opts)
+        try:  # read it through, as the run will: malformed or empty fails here
+            check_trace(open_trace(p, format=fmt, **opts))
         except TraceError as err:
             fail(str(err), f"{t}.workload", "trace")
 
