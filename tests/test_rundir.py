@@ -75,7 +75,7 @@ def test_run_directory_has_a_manifest_and_nothing_else(made: Path) -> None:
     assert (facts["scenario"], facts["scenario_hash"], facts["seed"]) == (
         "tiny",
         summary["scenario_hash"],
-        1,
+        0,
     )
     assert (facts["engine_requested"], facts["engine"]) == ("reference", "reference")
     assert isinstance(facts["wall_s"], float) and facts["wall_s"] >= 0
