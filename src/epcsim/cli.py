@@ -3,6 +3,7 @@
 Commands::
 
     epcsim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE ...] [--quiet]
+               [--engine auto|compiled|reference] [--force]
     epcsim scenarios
     epcsim validate SCENARIO [--set KEY=VALUE ...]
     epcsim report DIR
