@@ -462,16 +462,13 @@ def run(
     """
     import epcsim
 
-    from .rundir import RunKey, check_out
     from .scenario import load_scenario
 
     with _user_errors():
         sc = load_scenario(scenario, overrides=tuple(set_ or ()))
     run_seed = sc.host.seed if seed is None else seed
-    digest = sc.digest()
-    outdir = out if out is not None else str(default_out(sc.name, run_seed, digest))
-    with _user_errors():  # refuse a bad --out before simulating (epcsim.run checks again)
-        check_out(outdir, RunKey(sc.name, digest, run_seed), force=force)
+    # epcsim.run checks --out (and every other argument) before it creates anything
+    outdir = out if out is not None else str(default_out(sc.name, run_seed, sc.digest()))
 
     err = Console(stderr=True)
     progress = LazyProgress(enabled=not quiet and err.is_terminal, console=err)
