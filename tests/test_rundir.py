@@ -312,3 +312,23 @@ def test_report_rebuild_is_identical(made: Path, tmp_path: Path) -> None:
     write_report(d)
     assert _snapshot(d) == before
     assert sorted(p.name for p in d.iterdir()) == sorted(before)  # no scratch left
+
+
+def test_failed_install_puts_the_previous_run_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    _run(out, report=False)
+    before = _snapshot(out)
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(src).name.startswith(".run.tmp-"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr("epcsim.rundir.os.replace", failing)
+    with pytest.raises(OSError, match="No space left"):
+        _run(out, report=False)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]

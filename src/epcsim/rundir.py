@@ -243,7 +243,11 @@ def _install(tmp: Path, target: Path) -> None:
     if target.is_dir() and any(target.iterdir()):
         aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         os.replace(target, aside)  # onto the empty directory just made
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(aside, target)  # put the previous run back
+            raise
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, target)  # target absent, or an empty directory
