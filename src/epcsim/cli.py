@@ -3,6 +3,7 @@
 Commands::
 
     epcsim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE ...] [--quiet]
+               [--engine auto|compiled|reference] [--force]
     epcsim scenarios
     epcsim validate SCENARIO [--set KEY=VALUE ...]
     epcsim report DIR
@@ -162,9 +163,11 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "scenario"
 
 
-def default_out(scenario_name: str, seed: int) -> Path:
-    """``./epcsim-runs/<scenario-name>-seed<seed>``."""
-    return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}"
+def default_out(scenario_name: str, seed: int, scenario_hash: str) -> Path:
+    """``./epcsim-runs/<scenario-name>-seed<seed>-<hash>``: *hash* is the first 12 hex
+    digits of the resolved scenario's ``scenario_hash``, so a run with other ``--set``
+    values gets its own directory."""
+    return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}-{scenario_hash[:12]}"
 
 
 #: what the bar says while the batched engine's core compiles (numba, cached afterwards)
@@ -319,13 +322,24 @@ def _will_compile(sc: Any, engine: str) -> bool:
     return not compiled_core_cached()
 
 
-def _print_summary(console: Console, summary: dict[str, Any], out: Path) -> None:
+def _engine_line(run: dict[str, Any]) -> str:
+    """``engine compiled (auto: ...), wall 1.2 s`` from ``run.json``'s facts."""
+    wall = run.get("wall_s")
+    wall_text = f", wall {wall:.3g} s" if isinstance(wall, int | float) else ""
+    return f"engine {run.get('engine')} ({run.get('engine_reason')}){wall_text}"
+
+
+def _print_summary(
+    console: Console, summary: dict[str, Any], out: Path, run: dict[str, Any] | None = None
+) -> None:
     head = (
         f"scenario {summary.get('scenario')} ({str(summary.get('scenario_hash', ''))[:12]}), "
         f"seed {summary.get('seed')}, EPC {_size(summary.get('capacity_bytes'))}, "
         f"virtual time {_time(summary.get('sim_time_ns'))}"
     )
     console.print(Text(head))
+    if run:
+        console.print(Text(_engine_line(run)))
     if summary.get("truncated"):
         console.print(
             Text(
@@ -480,23 +494,26 @@ SetOpt = Annotated[
 
 
 class EngineName(enum.StrEnum):
-    """``--engine`` values (epcsim.sim.batched.ENGINES)."""
+    """``--engine`` values (epcsim.api.ENGINES; ``batched`` is the old name of
+    ``compiled``)."""
 
     auto = "auto"
-    batched = "batched"
+    compiled = "compiled"
     reference = "reference"
+    batched = "batched"
 
 
 @app.command(cls=_Command)
 def run(
     scenario: ScenarioArg,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--out",
             "-o",
             metavar="DIR",
-            help=f"Run directory to write (default: ./{DEFAULT_RUNS_DIR}/<scenario>-seed<seed>).",
+            help="Run directory to write: new, empty, or holding a run of the same scenario "
+            f"and seed (default: ./{DEFAULT_RUNS_DIR}/<scenario>-seed<seed>-<hash>).",
             show_default=False,
         ),
     ] = None,
@@ -513,13 +530,22 @@ def run(
         EngineName,
         typer.Option(
             "--engine",
-            help="auto: the batched engine where the scenario allows it, else the "
-            "step-by-step reference; batched: fail if it cannot run (docs/ENGINES.md). "
+            help="auto: the compiled engine where the scenario allows it, else the "
+            "step-by-step reference; compiled: refuse (exit 2, with the reason) if it cannot "
+            "run (batched: old name of compiled); reference (docs/ENGINES.md). "
             "Both give identical results.",
         ),
     ] = EngineName.auto,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a run directory holding a different run (never a directory "
+            "epcsim did not write).",
+        ),
+    ] = False,
 ) -> None:
-    """Run a scenario; write summary.json, timeseries.parquet and report.html.
+    """Run a scenario; write summary.json, timeseries.parquet, report.html and run.json.
 
     Exit status 0 when every expectation passes, 1 when one fails, 2 for bad input.
     """
@@ -530,9 +556,8 @@ def run(
     with _user_errors():
         sc = load_scenario(scenario, overrides=tuple(set_ or ()))
     run_seed = sc.host.seed if seed is None else seed
-    outdir = out if out is not None else default_out(sc.name, run_seed)
-    if outdir.exists() and not outdir.is_dir():
-        _die(f"--out {outdir}: exists and is not a directory")
+    # epcsim.run checks --out (and every other argument) before it creates anything
+    outdir = out if out is not None else str(default_out(sc.name, run_seed, sc.digest()))
 
     err = Console(stderr=True)
     show = not quiet and err.is_terminal
@@ -548,10 +573,14 @@ def run(
                 out=outdir,
                 progress=progress if show else None,
                 engine=engine.value,
+                force=force,
             )
     except KeyboardInterrupt:
         progress.close()
-        typer.echo(f"interrupted; {outdir} is incomplete", err=True)
+        typer.echo(
+            f"interrupted; {outdir} was not written (a previous run there is unchanged)",
+            err=True,
+        )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except OSError as e:
         progress.close()
@@ -562,10 +591,8 @@ def run(
         progress.close()
 
     console = _stdout()
-    if engine.value == "batched" and result.engine != "batched":
-        err.print(f"note: the reference engine ran: {result.engine_note}", highlight=False)
     if not quiet:
-        _print_summary(console, result.summary, outdir)
+        _print_summary(console, result.summary, Path(outdir), result.run)
     ok = _print_expectations(console, result.summary, quiet=quiet)
     if not ok:
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
@@ -599,23 +626,23 @@ def report(
         typer.Argument(metavar="DIR", help="A run directory written by `epcsim run`."),
     ],
 ) -> None:
-    """Rebuild report.html (and its figures) from a run directory."""
-    if not run_dir.exists():
-        _die(f"{run_dir}: no such directory")
-    if not run_dir.is_dir():
-        _die(f"{run_dir}: not a directory")
-    for needed in ("summary.json", "timeseries.parquet"):
-        if not (run_dir / needed).is_file():
-            _die(f"{run_dir}: not a run directory (no {needed}; write one with `epcsim run`)")
+    """Rebuild report.html (and its figures) from a run directory.
+
+    The whole directory is checked first (summary.json, timeseries.parquet,
+    fault_latency.npy, run.json): a bad one is an error naming the file, and nothing is
+    written.
+    """
+    from .report import check_run_dir, write_report
+
+    with _user_errors():
+        check_run_dir(run_dir)
     if (run_dir / "INCOMPLETE").exists():
         typer.echo(f"note: {run_dir} is marked INCOMPLETE (an interrupted run)", err=True)
-    from .report import write_report
-
     try:
         with _user_errors():
             html = write_report(run_dir)
-    except (OSError, ValueError) as e:  # unreadable summary.json / parquet, unwritable dir
-        _die(f"{run_dir}: cannot rebuild the report: {e}")
+    except OSError as e:  # an unwritable directory
+        _die(f"{run_dir}: cannot write the report: {e.strerror or e}")
     typer.echo(f"wrote {html}")
 
 

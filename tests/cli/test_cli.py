@@ -112,8 +112,9 @@ def test_seed_override_quiet_and_default_out(
     assert_no_crash(r)
     assert r.exit_code == 0, r.output
     assert r.stdout == ""  # --quiet: nothing unless an expectation fails
-    out = tmp_path / default_out("tiny", 7)
-    assert out == tmp_path / "epcsim-runs" / "tiny-seed7"
+    digest = epcsim.load_scenario(scenario).digest()
+    out = tmp_path / default_out("tiny", 7, digest)
+    assert out == tmp_path / "epcsim-runs" / f"tiny-seed7-{digest[:12]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed"] == 7
 
@@ -136,25 +137,37 @@ def test_builtin_kselftest_small_capacity(tmp_path: Path, monkeypatch: pytest.Mo
     r = invoke("run", "builtin:kselftest", "--set", "host.epc=8MiB", "--quiet")
     assert_no_crash(r)
     assert r.exit_code == 0, r.output
-    summary = json.loads((tmp_path / "epcsim-runs/kselftest-seed1/summary.json").read_text())
+    digest = epcsim.load_scenario("builtin:kselftest", overrides=["host.epc=8MiB"]).digest()
+    run_dir = tmp_path / f"epcsim-runs/kselftest-seed1-{digest[:12]}"
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["capacity_bytes"] == 8 << 20
     assert len(summary["expectations"]) == 7
 
 
-def test_interrupt_leaves_incomplete_marker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupt_leaves_the_previous_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C: exit 130, the directory keeps the previous run (or does not appear)."""
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert invoke("run", scenario, "--out", out, "--engine", "reference").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("epcsim.api.simulate", interrupted)
-    scenario = write(tmp_path, TINY)
-    out = tmp_path / "out"
     r = invoke("run", scenario, "--out", out)
     assert r.exit_code == 130, r.output
-    assert f"interrupted; {out} is incomplete" in r.stderr
-    assert (out / "INCOMPLETE").is_file()
-    assert not (out / "summary.json").exists()
+    assert r.stderr == f"interrupted; {out} was not written (a previous run there is unchanged)\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    r = invoke("run", scenario, "--out", tmp_path / "new")
+    assert r.exit_code == 130, r.output
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".new.lock",
+        ".out.lock",
+        "out",
+        "tiny.toml",
+    ]
 
 
 def test_out_is_a_file(tmp_path: Path) -> None:
@@ -474,3 +487,214 @@ def test_help_has_no_bool_metavar_and_no_emoji(argv: list[str]) -> None:
     assert emoji == [], emoji
     help_line = next(x for x in r.stdout.splitlines() if "--help" in x)
     assert help_line.split()[2:4] == ["Show", "this"], help_line
+
+
+# --- run directories (docs/OUTPUTS.md) ----------------------------------------------------
+
+
+def one_error_line(r) -> str:
+    """The single ``epcsim: error:`` line of an exit-2 result."""
+    assert_no_crash(r)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epcsim: error: "), r.stderr
+    return lines[0]
+
+
+def test_out_holding_other_files_is_refused(tmp_path: Path) -> None:
+    """``--out DIR`` where DIR is not an epcsim run used to write beside its files."""
+    scenario = write(tmp_path, TINY)
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("keep")
+    for extra in ([], ["--force"]):
+        r = invoke("run", scenario, "--out", d, *extra)
+        assert one_error_line(r) == (
+            f"epcsim: error: out {d}: not an epcsim run directory (it holds files and no "
+            "run.json); name a new or empty directory"
+        )
+    assert [p.name for p in d.iterdir()] == ["thesis.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "tiny.toml"]
+
+
+def test_out_empty_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out ''`` used to spray the run's files into the current directory."""
+    scenario = write(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    r = invoke("run", scenario, "--out", "")
+    assert one_error_line(r) == "epcsim: error: out: empty path: name the run directory"
+    r = invoke("run", scenario, "--out", ".")
+    assert one_error_line(r) == (
+        "epcsim: error: out .: is the current directory or contains it; "
+        "name a directory for the run"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.toml"]
+
+
+def test_same_run_twice_and_set_gets_its_own_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's main job twice works; ``--set`` no longer replaces the default run."""
+    scenario = write(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        r = invoke("run", scenario, "--quiet")
+        assert_no_crash(r)
+        assert r.exit_code == 0, r.output
+    r = invoke("run", scenario, "--quiet", "--set", "host.epc=8MiB")
+    assert r.exit_code == 0, r.output
+    runs = sorted(p.name for p in (tmp_path / "epcsim-runs").iterdir() if p.is_dir())
+    d1 = epcsim.load_scenario(scenario).digest()[:12]
+    d2 = epcsim.load_scenario(scenario, overrides=["host.epc=8MiB"]).digest()[:12]
+    assert runs == sorted([f"tiny-seed0-{d1}", f"tiny-seed0-{d2}"])
+    big = json.loads((tmp_path / "epcsim-runs" / f"tiny-seed0-{d2}" / "summary.json").read_text())
+    assert big["capacity_bytes"] == 8 << 20
+
+
+def test_replacing_a_different_run_needs_force(tmp_path: Path) -> None:
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert invoke("run", scenario, "--out", out, "--quiet").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    digest = epcsim.load_scenario(scenario).digest()
+    r = invoke("run", scenario, "--out", out, "--seed", "5")
+    assert one_error_line(r) == (
+        f"epcsim: error: out {out}: holds a different run (scenario tiny ({digest[:12]}), "
+        "seed 0); replace it with --force (force=True)"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    r = invoke("run", scenario, "--out", out, "--seed", "5", "--force", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["seed"] == 5
+
+
+def test_concurrent_run_into_the_same_directory_is_refused(tmp_path: Path) -> None:
+    """The lock a running ``epcsim run`` holds (held here in-process) makes a second one
+    fail before it writes anything."""
+    import fcntl
+    import os
+
+    from epcsim.rundir import lock_path
+
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    lock = lock_path(out)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = invoke("run", scenario, "--out", out)
+    finally:
+        os.close(fd)
+    assert one_error_line(r) == (
+        f"epcsim: error: out {out}: another epcsim run is writing it (it holds {lock}); "
+        "wait for it to finish or choose another directory"
+    )
+    assert not out.exists()
+
+
+# --- which engine ran -----------------------------------------------------------------
+
+
+def test_header_names_the_engine(passed_run, tmp_path: Path) -> None:
+    r, out = passed_run
+    head = r.stdout.splitlines()[1]
+    assert head.startswith(
+        "engine compiled (auto: the scenario is eligible for the compiled engine), wall "
+    ), head
+    facts = json.loads((out / "run.json").read_text())
+    assert (facts["engine_requested"], facts["engine"]) == ("auto", "compiled")
+    scenario = write(tmp_path, TINY)
+    r = invoke("run", scenario, "--out", tmp_path / "ref", "--engine", "reference")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[1].startswith("engine reference (requested reference), wall ")
+    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy"):
+        assert (out / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("name", ["compiled", "batched"])
+def test_engine_compiled_refuses_with_the_reason(tmp_path: Path, name: str) -> None:
+    """``--engine batched`` used to fall back to the reference engine with exit 0."""
+    out = tmp_path / "out"
+    r = invoke("run", "builtin:kselftest", "--engine", name, "--out", out)
+    assert one_error_line(r) == (
+        "epcsim: error: engine compiled: the compiled engine does not run the kselftest "
+        "program; use engine reference or auto"
+    )
+    assert not out.exists()
+
+
+def test_engine_compiled_refuses_at_run_time(tmp_path: Path) -> None:
+    """Ineligible only once the enclave thread starts (ksgxd still busy with the EADD
+    build): exit 2 with the reason, no run directory."""
+    busy = write(
+        tmp_path,
+        TINY.replace('epc = "4MiB"', 'epc = "1MiB"\ncpus = 1')
+        .replace('max = "1MiB"', 'max = "max"')
+        .replace('size = "2MiB"', 'size = "4MiB"\nbuild = "eadd"')
+        .replace("accesses = 20000", "accesses = 500"),
+        "busy.toml",
+    )
+    out = tmp_path / "out"
+    r = invoke("run", busy, "--engine", "compiled", "--out", out)
+    assert one_error_line(r) == (
+        "epcsim: error: engine compiled: ksgxd or a reclaim worker was busy when the "
+        "enclave threads started; use engine reference or auto"
+    )
+    assert not out.exists()
+
+
+def test_run_help_describes_engine_behaviour() -> None:
+    r = invoke("run", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.replace("│", " ").split())
+    assert "compiled: refuse (exit 2, with the reason) if it cannot run" in text
+    assert "--force" in text
+
+
+# --- report: the run directory is checked before anything is written ---------------------
+
+
+@pytest.fixture
+def run_copy(passed_run, tmp_path: Path) -> Path:
+    import shutil
+
+    _, out = passed_run
+    d = tmp_path / "copy"
+    shutil.copytree(out, d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        pytest.param("summary.json", b"[1,2]", "expected a JSON object, got list", id="list"),
+        pytest.param(
+            "summary.json", b'{"scenario":"x"}', "scenario_hash: Field required", id="partial"
+        ),
+        pytest.param("summary.json", b"{", "cannot read it as JSON: ", id="json"),
+        pytest.param(
+            "fault_latency.npy", b"\x93NUMPY garbage", "cannot read the fault latencies: ", id="npy"
+        ),
+        pytest.param("timeseries.parquet", b"nope", "cannot read the time series: ", id="parquet"),
+    ],
+)
+def test_report_bad_run_directory(run_copy: Path, name: str, content: bytes, message: str) -> None:
+    """``summary.json`` = ``[1,2]`` used to end in an AttributeError traceback after
+    rewriting 3 of 4 figures; ``{"scenario":"x"}`` gave a report without complaint."""
+    (run_copy / name).write_bytes(content)
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    r = invoke("report", run_copy)
+    line = one_error_line(r)
+    assert line.startswith(f"epcsim: error: {run_copy / name}: "), line
+    assert message in line
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
+
+
+def test_report_warns_about_an_incomplete_run(run_copy: Path) -> None:
+    (run_copy / "INCOMPLETE").write_text("run in progress or interrupted\n")
+    r = invoke("report", run_copy)
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"note: {run_copy} is marked INCOMPLETE (an interrupted run)\n"
+    html = (run_copy / "report.html").read_text()
+    engine = "compiled (auto: the scenario is eligible for the compiled engine)"
+    assert f'<th scope="row">engine</th><td>{engine}</td>' in html

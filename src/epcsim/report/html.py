@@ -178,6 +178,8 @@ def _run_facts(result: Result) -> str:
         ("time-series schema version", s.get("timeseries_schema_version", "")),
         ("expectations", "passed" if result.passed else "FAILED"),
     ]
+    if result.run.get("engine"):  # run.json: the engine that ran (no wall time: deterministic)
+        rows.append(("engine", f"{result.run['engine']} ({result.run.get('engine_reason', '')})"))
     return _facts(rows)
 
 

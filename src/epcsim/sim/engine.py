@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
+from ..errors import EpcsimError
 from ..kernel import Host, send_signal, task_exit
 from ..kernel.cgroup import host_controllers
 from ..kernel.constants import (
@@ -144,6 +145,8 @@ class Simulation:
         self._batched = engine != "reference" and why is None
         self.engine_note = (why or "") if engine != "reference" else ""
         self.engine_used = "reference"
+        #: "batched" was asked for: refuse (EpcsimError) rather than fall back
+        self._batched_required = engine == "batched"
         self._cur_cpu = -1
         h = sc.host
         self.seed = h.seed if seed is None else seed
@@ -537,6 +540,8 @@ class Simulation:
             )
             if why is None:
                 return  # the continuation replaced this generator on the heap
+            if self._batched_required:
+                raise EpcsimError(f"engine batched: {why}; use engine reference or auto")
             self.engine_note = why
             self._batched = False
             self._fresh.clear()
