@@ -5,7 +5,7 @@ At a 1280 px wide viewport the page must not scroll sideways
 (``complete`` and ``naturalWidth > 0``) and the browser must report no error (console
 error, uncaught exception, failed load).  A full-page screenshot of each report is saved
 to ``$EPCSIM_SCREENSHOTS`` or, by default, ``tests/report/screenshots/`` (ignored by git;
-tests/README.md).
+docs/OUTPUTS.md).
 
 Without a browser the test is skipped, unless ``EPCSIM_REQUIRE_BROWSER=1`` (set by
 ``.ci/run``, which installs Debian's ``chromium``): then it fails.

@@ -296,7 +296,10 @@ def _figures(figures: Sequence[FigureInfo]) -> str:
     for f in figures:
         if f.note:
             # nothing to draw: a line of text instead of an empty image
-            parts.append(f'<p class="nofig"><b>{_e(f.title)}:</b> no figure, {_e(f.note)}.</p>')
+            parts.append(
+                f'<p class="nofig" data-file="{_e(f.filename)}"><b>{_e(f.title)}:</b> '
+                f"no figure, {_e(f.note)}.</p>"
+            )
             continue
         parts.append(
             "<figure>\n"
