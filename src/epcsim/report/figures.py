@@ -309,7 +309,8 @@ def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
                 "usage.png",
                 "EPC usage vs limit",
                 "EPC usage per cgroup (solid) and its misc.max limit (dashed, where not max), "
-                "sampled every sample interval of virtual time.",
+                "sampled every sample interval of virtual time; the size axis is logarithmic "
+                "above one page (4 KiB), so small cgroups show beside large ones.",
             ),
             lambda: _usage(series),
         ),
@@ -335,7 +336,8 @@ def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
                 "slowdown.png",
                 "Per-enclave slowdown",
                 "Run time of each enclave divided by the time its accesses would take with "
-                "every page resident (dashed line: 1, no overhead).",
+                "every page resident, written above each bar (dashed line: 1, no overhead; "
+                "a logarithmic axis when the largest is 10× the smallest or more).",
             ),
             lambda: _slowdown(result.summary.get("enclaves", {})),
         ),
