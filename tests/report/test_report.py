@@ -380,3 +380,9 @@ def test_figures_are_written_atomically(
         write_report(d)
     assert (d / "usage.png").read_bytes() == before
     assert sorted(p.name for p in d.iterdir() if ".tmp-" in p.name) == []
+
+
+def test_usage_figure_of_cgroups_that_never_charged() -> None:
+    """All usage 0: an axis a few pages tall, not one of a fraction of a byte."""
+    (ax,) = figures._usage(_series_of({"/": [0, 0, 0]})).axes
+    assert ax.get_ylim() == (0.0, 16384.0)

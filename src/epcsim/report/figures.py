@@ -162,7 +162,8 @@ def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure | str:
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("EPC usage (log scale above 4 KiB)")
     ax.set_title("EPC usage and limit per cgroup")
-    ax.set_ylim(bottom=0)
+    # at least a few pages tall, so a cgroup that never used any EPC still gets an axis
+    ax.set_ylim(0, max(ax.get_ylim()[1], 4 * PAGE_SIZE))
     ax.grid(True, alpha=0.3)
     _legend(fig, handles, labels)
     return fig
