@@ -5,7 +5,7 @@ The user-space boundary of the cgroup side of the model: ``read``, ``write``, ``
 a real cgroupfs (``FileNotFoundError`` for ENOENT, ``PermissionError`` for EACCES, ...),
 and change nothing when they fail.
 
-Files (SPEC §5.4; as on current kernels):
+Files (misc.c, Documentation/admin-guide/cgroup-v2.rst; as on current kernels):
 
 =========================  ===========================================================
 ``cgroup.procs``           every cgroup, RW (write a pid, ``0`` = the writing task)

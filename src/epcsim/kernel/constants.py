@@ -1,4 +1,4 @@
-"""Constants of the SGX driver and the misc controller (SPEC §3).
+"""Constants of the SGX driver and the misc controller (sgx.h, encl.h; SGX_CG_* of v16 patch 10).
 
 Models the constants of ``arch/x86/kernel/cpu/sgx/sgx.h``, ``encl.h``, ``epc_cgroup.h``
 and ``kernel/cgroup/misc.c``, keeping the kernel's names.

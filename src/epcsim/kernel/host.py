@@ -1,6 +1,6 @@
 """A machine with SGX: the EPC, the misc and memory controllers, tasks and enclaves.
 
-Models the initialisation of ``sgx_init()`` (SPEC §4.14: EPC sections, ksgxd, the root
+Models the initialisation of ``sgx_init()`` (v16 patch 5; EPC sections, ksgxd, the root
 ``sgx_cgroup``, the misc ops and capacity), the task side of ``kernel/exit.c`` that the
 SGX code sees (``exit_mm()`` tearing down the mm, ``exit_files()`` closing the enclave
 and vEPC files), signals (``signal_pending()``), and the memcg OOM kill.
@@ -78,7 +78,7 @@ class Host:
             or omit it and give *sections*.
         sections: EPC bytes per section (each its own NUMA node), 1 to 8 sections.
         misc_enabled: False models ``cgroup_disable=misc``: every page is charged to and
-            tracked on the root (SPEC §5.5), the misc files do not exist.
+            tracked on the root, the misc files do not exist.
         sgx2: the CPU supports SGX2 (EAUG on fault, EDMM ioctls).
 
     Raises:

@@ -1,4 +1,4 @@
-"""The misc cgroup controller for the ``sgx_epc`` resource (SPEC §5).
+"""The misc cgroup controller for the ``sgx_epc`` resource (kernel/cgroup/misc.c, v16 patches 2-4).
 
 Models ``kernel/cgroup/misc.c`` as extended by patches 02-04: the per-cgroup state
 (``struct misc_cg`` / ``struct misc_res``: usage, max, peak, events, events_local),
@@ -176,7 +176,7 @@ def css_put(cg: MiscCg) -> None:
 
 
 def misc_cg_try_charge(cg: MiscCg, amount: int) -> int:
-    """Models misc_cg_try_charge() (misc.c; SPEC §5.1, §5.3).
+    """Models misc_cg_try_charge() (misc.c; hierarchical charge, max events).
 
     Charges *amount* bytes to *cg* and every ancestor.  At each level the new usage is
     compared with that level's ``max`` and with the capacity; peak is updated for each
@@ -386,7 +386,7 @@ def _kstrtoull(s: str, base: int) -> tuple[int, int]:
 
 
 def misc_cg_max_write(cg: MiscCg, buf: str) -> int:
-    """Models misc_cg_max_write() (misc.c; SPEC §5.4).
+    """Models misc_cg_max_write() (misc.c; the misc.max interface file).
 
     Accepts ``"<name> <u64>"`` or ``"<name> max"`` (surrounding whitespace stripped).
 
