@@ -12,8 +12,6 @@ byte-identical when rebuilt.  See ``docs/OUTPUTS.md``.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -162,18 +160,10 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     the figures and ``report.html`` into it, each file atomically; return the HTML path."""
     d = Path(run_dir)
     result = check_run_dir(d)
-    # the figures are drawn in a scratch directory and renamed into place one by one
-    scratch = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=d))
-    try:
-        figures = write_figures(result, scratch)
-        html = render_html(result, figures)
-        umask = os.umask(0)
-        os.umask(umask)
-        for info in figures:
-            os.chmod(scratch / info.filename, 0o666 & ~umask)
-            os.replace(scratch / info.filename, d / info.filename)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # figures.py writes each PNG atomically (and removes the PNG of a figure that has
+    # nothing to draw); the HTML last, so it never names a figure not yet written
+    figures = write_figures(result, d)
+    html = render_html(result, figures)
     out = d / "report.html"
     atomic_write_text(out, html)
     return out
