@@ -32,7 +32,8 @@ from ..errors import EpcsimError, ScenarioError
 from ..kernel.cgroupfs import memparse
 from ..kernel.constants import MAX_NUM, PAGE_SIZE
 from ..kernel.misc import kstrtou64
-from ..units import parse_size, parse_time
+from ..units import format_size, parse_size, parse_time
+from . import limits
 
 __all__ = [
     "Scenario",
@@ -262,15 +263,32 @@ def _read_source(source: str | Path) -> tuple[str, str, Path | None]:
                 raise ScenarioError(
                     f"no built-in scenario {name!r} (available: {', '.join(names)})", file=s
                 )
-            text = resources.files("epcsim.scenario.builtins").joinpath(f"{name}.toml").read_text()
-            return text, s, None
+            data = resources.files("epcsim.scenario.builtins").joinpath(f"{name}.toml").read_bytes()
+            return _decode(data, s), s, None
         p = Path(s)
         if not p.exists():
             raise ScenarioError("no such file", file=s)
         if p.is_dir():
             raise ScenarioError("is a directory, not a scenario file", file=s)
-        return p.read_text(), s, p.parent
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise ScenarioError(f"cannot read: {e.strerror}", file=s) from None
+        return _decode(data, s), s, p.parent
     return str(source), "<string>", None
+
+
+def _decode(data: bytes, label: str) -> str:
+    """The text of a scenario file: TOML is UTF-8 (a BOM is not allowed either)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ScenarioError(
+            f"not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}); "
+            "TOML files are UTF-8",
+            file=label,
+        ) from None
 
 
 def _parse_value(v: str) -> Any:
@@ -289,6 +307,9 @@ def _apply_override(data: dict, item: str, label: str) -> None:
     for i, part in enumerate(parts[:-1]):
         if isinstance(cur, list):
             try:
+                # list elements are numbered from 0: no sign (-1 is not the last one)
+                if not re.fullmatch(r"[0-9]+", part):
+                    raise ValueError(part)
                 cur = cur[int(part)]
             except (ValueError, IndexError):
                 raise ScenarioError(
@@ -435,9 +456,21 @@ def _check(sc: Scenario, label: str) -> None:
                         f"must be a positive multiple of 4096, got {s!r}", "host", f"sections[{k}]"
                     )
         for f in ("duration", "sample_interval"):
-            parse_time(getattr(h, f), what=f)
-        if parse_time(h.sample_interval) <= 0:
-            fail("must be > 0", "host", "sample_interval")
+            if parse_time(getattr(h, f), what=f) <= 0:
+                fail(f"must be > 0, got {getattr(h, f)!r}", "host", f)
+        pages = (
+            parse_size(h.epc) // PAGE_SIZE
+            if h.epc is not None
+            else sum(parse_size(x) for x in h.sections or []) // PAGE_SIZE
+        )
+        if pages > limits.MAX_EPC_PAGES:
+            fail(
+                f"{h.epc if h.epc is not None else h.sections!r} is {pages} EPC pages; the "
+                f"model holds at most {limits.MAX_EPC_PAGES} (EPC page numbers are int32: "
+                f"{format_size(limits.MAX_EPC_PAGES * PAGE_SIZE)})",
+                "host",
+                "epc" if h.epc is not None else "sections",
+            )
     except ScenarioError:
         raise
     except EpcsimError as e:
@@ -469,6 +502,23 @@ def _check(sc: Scenario, label: str) -> None:
             fail(str(e).split(": ", 1)[-1], table, field)
             raise AssertionError from None
 
+    ncg = len(sc.cgroup) + sum(1 for a in sc.at if a.mkdir is not None)
+    if ncg > limits.MAX_CGROUPS:
+        fail(
+            f"{ncg} cgroups ([[cgroup]] and [[at]] mkdir); the model holds at most "
+            f"{limits.MAX_CGROUPS} (cgroup ids are int16)",
+            "cgroup",
+        )
+    nthreads = sum(e.count * e.threads for e in sc.enclave)
+    if nthreads > limits.MAX_THREADS:
+        i = max(range(len(sc.enclave)), key=lambda k: sc.enclave[k].count * sc.enclave[k].threads)
+        fail(
+            f"{nthreads} enclave threads in all (count x threads summed over [[enclave]]); "
+            f"at most {limits.MAX_THREADS}",
+            f"enclave[{i}]",
+            "threads",
+        )
+    enclave_bytes: list[int] = []
     declared: dict[str, CgroupSpec] = {}
     for i, c in enumerate(sc.cgroup):
         t = f"cgroup[{i}]"
@@ -508,6 +558,15 @@ def _check(sc: Scenario, label: str) -> None:
         b = size(e.size, t, "size") if e.size is not None else PAGE_SIZE
         if b <= 0 or b % PAGE_SIZE:
             fail(f"must be a positive multiple of 4096, got {e.size!r}", t, "size")
+        if b > limits.MAX_ENCL_PAGES * PAGE_SIZE:
+            fail(
+                f"{e.size!r} is {b // PAGE_SIZE} pages; an enclave holds at most "
+                f"{limits.MAX_ENCL_PAGES} ({format_size(limits.MAX_ENCL_PAGES * PAGE_SIZE)}: "
+                "its ELRANGE, the next power of two, is numbered with int32 page indices)",
+                t,
+                "size",
+            )
+        enclave_bytes.append(b if e.size is not None else 0)
         if (e.workload is None) == (e.program is None):
             fail("give exactly one of workload or program", t, "workload")
         if is_trace:
@@ -552,6 +611,13 @@ def _check(sc: Scenario, label: str) -> None:
         cg = "/" + "/".join(p for p in v.cgroup.split("/") if p)
         if cg not in made:
             fail(f"cgroup {v.cgroup} does not exist", t, "cgroup")
+        if v.pages > limits.MAX_VEPC_PAGES:
+            fail(
+                f"{v.pages} pages; a vEPC holds at most {limits.MAX_VEPC_PAGES} (int32 page "
+                "numbers)",
+                t,
+                "pages",
+            )
         _check_start(v.start, t, fail)
     instances = set(groups)
     for g, n in groups.items():
@@ -610,6 +676,7 @@ def _check(sc: Scenario, label: str) -> None:
                     fail(f"no enclave or group named {n!r}", t, "enclaves")
         if x.file is not None and x.equals is None:
             fail("required with file", t, "equals")
+    limits.check_memory(sc, enclave_bytes, fail, label)
 
 
 def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
@@ -675,6 +742,8 @@ def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> N
     fname = parts[-1]
     if cg not in made:
         fail(f"cgroup {cg} does not exist", t, "write.path")
+    if cg == "/" and fname in ("misc.max", "memory.max"):
+        fail(f"the root cgroup has no {fname} (only non-root cgroups have one)", t, "write.path")
     try:
         value = resolve_write_value(w.path, w.value, capacity)
     except EpcsimError as e:
