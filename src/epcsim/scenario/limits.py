@@ -241,9 +241,10 @@ def check_memory(sc, enclave_bytes: list[int], fail, label: str) -> MemoryEstima
     total = est.total
     _, (_, table, fld, _) = est.largest()
     if avail is not None and total > avail:
+        how = f"set by {MEMORY_ENV}" if src == MEMORY_ENV else f"{src}; {MEMORY_ENV} overrides it"
         fail(
             f"the run would need up to {_gib(total)} of memory ({est.describe()}), more "
-            f"than the {_gib(avail)} available ({src}; {MEMORY_ENV} overrides it)",
+            f"than the {_gib(avail)} available ({how})",
             table,
             fld,
         )

@@ -467,7 +467,7 @@ def _check(sc: Scenario, label: str) -> None:
             fail(
                 f"{h.epc if h.epc is not None else h.sections!r} is {pages} EPC pages; the "
                 f"model holds at most {limits.MAX_EPC_PAGES} (EPC page numbers are int32: "
-                f"{format_size(limits.MAX_EPC_PAGES * PAGE_SIZE)})",
+                f"{format_size((limits.MAX_EPC_PAGES + 1) * PAGE_SIZE)} - 4KiB)",
                 "host",
                 "epc" if h.epc is not None else "sections",
             )
