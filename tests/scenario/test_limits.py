@@ -392,3 +392,15 @@ def test_decimal_units_are_exact() -> None:
         parse_size("0.1B")
     with pytest.raises(EpcsimError, match="not a whole number of nanoseconds"):
         parse_time("1.5ns")
+
+
+def test_check_memory_false_skips_only_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mrc's points have duration = 100000s as a cap only: they load with
+    check_memory=False; the model's limits still hold."""
+    mrc_like = TRIVIAL.replace('epc = "1MiB"', 'epc = "1MiB"\nduration = "1000000s"')
+    e = raises(mrc_like)
+    assert where(e) == ("<string>", "host", "sample_interval")
+    sc = load_scenario(mrc_like, check_memory=False)
+    assert sc.host.duration == "1000000s"
+    with pytest.raises(ScenarioError, match="the model holds at most 2147483647"):
+        load_scenario(mrc_like, overrides=["host.epc=1024TiB"], check_memory=False)
