@@ -112,7 +112,7 @@ def test_unreadable_file_is_a_scenario_error(
 # --- the model's limits (int32 page numbers, int16 cgroup ids, threads) ------------------
 
 
-def test_epc_above_int32_pages_is_refused() -> None:
+def test_epc_above_int32_pages_is_refused(tmp_path: Path) -> None:
     """host.epc = "1024TiB" validated, then run died with MemoryError; now refused at
     load whatever the machine, naming the limit."""
     e = raises(TRIVIAL, ("host.epc=1024TiB",))
@@ -122,6 +122,11 @@ def test_epc_above_int32_pages_is_refused() -> None:
         "2147483647 (EPC page numbers are int32: 8TiB - 4KiB)"
     )
     assert MAX_EPC_PAGES == 2**31 - 1
+    out = tmp_path / "run"
+    for argv in (["validate"], ["run", "--out", str(out)]):
+        line = cli_error(argv[0], TRIVIAL, *argv[1:], "--set", "host.epc=1024TiB")
+        assert line == f"epcsim: error: {e}"
+    assert not out.exists()
 
 
 def test_epc_limit_is_exact() -> None:
