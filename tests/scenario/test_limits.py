@@ -388,10 +388,12 @@ def test_huge_numbers_are_refused_not_crashed(text: str) -> None:
 
 
 def test_decimal_units_are_exact() -> None:
-    """Decimals are exact fractions: 0.3GB is 300,000,000 bytes (a float made it
-    300000000.00000006, refused), 0.1B is refused."""
-    assert parse_size("0.3GB") == 300_000_000
+    """Decimals are exact fractions: 2.01KB is 2,010 bytes and 8.2MB 8,200,000 (floats
+    made them 2009.9999999999998 and 8199999.999999999, refused), 0.1B is refused."""
+    assert parse_size("2.01KB") == 2010
+    assert parse_size("8.2MB") == 8_200_000
     assert parse_size("1.5KiB") == 1536
+    assert parse_time("2.01us") == 2010
     assert parse_time("0.3ms") == 300_000
     with pytest.raises(EpcsimError, match="not a whole number of bytes"):
         parse_size("0.1B")
