@@ -820,3 +820,38 @@ def test_empty_path_enoent_and_mount_prefix_exact():
     raises_errno(errno.ENOENT, h.fs.mkdir, "")
     raises_errno(errno.ENOENT, h.fs.read, "/sys/fs/cgroupX/misc.current")
     assert h.fs.read("/sys/fs/cgroup/a/misc.max") == "sgx_epc max\n"
+
+
+def test_write_of_more_than_a_page_e2big():
+    """cgroup files' atomic_write_len is PAGE_SIZE: a longer write(2) is E2BIG before any
+    parsing (a megabyte of digits is not read); exactly a page is parsed."""
+    h = make_host("1MiB", "/a")
+    e = raises_errno(errno.E2BIG, h.fs.write, "/a/misc.max", "sgx_epc " + "1" * 4089)
+    assert e.filename == "/a/misc.max"
+    raises_errno(errno.E2BIG, h.fs.write, "/a/misc.max", b"sgx_epc " + b"0" * (1 << 20))
+    assert h.fs.read("/a/misc.max") == "sgx_epc max\n"
+    page = "sgx_epc 4096" + " " * (4096 - 12)  # trailing space is stripped
+    assert h.fs.write("/a/misc.max", page) == 4096
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"
+    # a read-only file is EACCES whatever the size (open fails first)
+    raises_errno(errno.EACCES, h.fs.write, "/a/misc.current", "x" * 5000)
+
+
+def test_write_returns_the_bytes_written():
+    """write(2) returns the bytes it was given; bytes that are not UTF-8 are no number."""
+    h = make_host("1MiB", "/a")
+    assert h.fs.write("/a/misc.max", "sgx_epc 4096\n") == 13
+    raises_errno(errno.EINVAL, h.fs.write, "/a/misc.max", b"sgx_epc \xff")
+
+
+def test_path_too_long_or_with_nul():
+    """getname(): a path of PATH_MAX (4096) bytes or more -> ENAMETOOLONG; a NUL byte ->
+    ValueError, as Python's os functions raise."""
+    h = make_host("1MiB", "/a")
+    long = "/a/" + "x/" * 2047  # 4097 bytes
+    raises_errno(errno.ENAMETOOLONG, h.fs.read, long)
+    raises_errno(errno.ENAMETOOLONG, h.fs.mkdir, "/" + "b" * 4095)
+    raises_errno(errno.ENOENT, h.fs.read, "/" + "b" * 4094)  # 4095 bytes: looked up
+    with pytest.raises(ValueError, match="embedded null byte"):
+        h.fs.mkdir("/b\0c")
+    assert h.fs.listdir("/") == ROOT_FILES + ["a"]

@@ -411,3 +411,18 @@ def test_check_memory_false_skips_only_the_estimate(monkeypatch: pytest.MonkeyPa
     assert sc.host.duration == "1000000s"
     with pytest.raises(ScenarioError, match="the model holds at most 2147483647"):
         load_scenario(mrc_like, overrides=["host.epc=1024TiB"], check_memory=False)
+
+
+def test_write_value_longer_than_a_page_is_refused() -> None:
+    """One write(2) to a cgroup file takes at most PAGE_SIZE bytes (E2BIG at run time):
+    refused at load, before parsing the value."""
+    value = "sgx_epc 4096" + " " * 4085  # 4097 bytes
+    e = raises(
+        TRIVIAL.replace("[[enclave]]", '[[cgroup]]\npath = "/a"\n\n[[enclave]]')
+        + f'[[at]]\nwrite = {{ path = "/a/misc.max", value = "{value}" }}\n'
+    )
+    assert where(e) == ("<string>", "at[0]", "write.value")
+    assert str(e) == (
+        "<string>: at[0].write.value: 4097 bytes; one write to a cgroup file takes at most "
+        "a page (4096 bytes, else E2BIG)"
+    )

@@ -33,6 +33,11 @@ or ``..`` is handled as ``do_mkdirat()`` / ``do_rmdir()`` do: mkdir gives EEXIST
 rmdir EINVAL for ``.`` and ENOTEMPTY for ``..``; the root itself gives EEXIST to
 mkdir and EBUSY to rmdir.  Deliberate difference: the model has nothing above the
 mount, so ``..`` at the root stays there (as at ``/``).
+
+Sizes, as the kernel bounds them: a path of ``PATH_MAX`` (4096) bytes or more is
+ENAMETOOLONG (``getname()``), a NUL in it a ``ValueError`` (as Python's ``os`` functions
+raise); one write(2) to an interface file takes at most a page, ``PAGE_SIZE`` bytes
+(cgroup files' ``atomic_write_len``): more is E2BIG and nothing is parsed.
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ __all__ = ["CgroupFs", "memparse"]
 MOUNT = "/sys/fs/cgroup"
 
 _RW = {"cgroup.procs", "cgroup.subtree_control", "misc.max", "memory.max"}
+
+#: include/uapi/linux/limits.h: a path's bytes, its terminating NUL included
+PATH_MAX = 4096
+#: cgroup_kf_ops.atomic_write_len: the most one write(2) to a cgroup file may carry
+WRITE_MAX = PAGE_SIZE
 
 
 def _err(code: int, path: str) -> OSError:
@@ -127,8 +137,12 @@ class CgroupFs:
         """
         if not isinstance(path, str):
             raise TypeError(f"path must be str, not {type(path).__name__}")
+        if "\0" in path:
+            raise ValueError("embedded null byte")
         if not path:
             raise _err(errno.ENOENT, path)
+        if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise _err(errno.ENAMETOOLONG, path)
         rel = path
         if rel == MOUNT or rel.startswith(MOUNT + "/"):
             rel = rel[len(MOUNT) :]
@@ -251,18 +265,23 @@ class CgroupFs:
         """Write an interface file, as one write(2).  Returns the bytes written.
 
         Raises OSError: ENOENT (no such file/cgroup), ENOTDIR, EISDIR, EACCES (read-only
-        file), EINVAL (malformed or negative value, unknown resource or controller),
-        ERANGE (value above 2^64-1), EBUSY (cgroup.procs / subtree_control rules), ESRCH
-        (no such pid).  State is unchanged on error.  TypeError: *data* is neither str
-        nor bytes (as ``os.write()``).
+        file), E2BIG (more than a page of data), EINVAL (malformed or negative value,
+        unknown resource or controller), ERANGE (value above 2^64-1), EBUSY
+        (cgroup.procs / subtree_control rules), ESRCH (no such pid).  State is unchanged
+        on error.  TypeError: *data* is neither str nor bytes (as ``os.write()``).
         """
         if isinstance(data, bytes | bytearray | memoryview):
-            data = bytes(data).decode("utf-8", "replace")
-        elif not isinstance(data, str):
+            raw = bytes(data)
+        elif isinstance(data, str):
+            raw = data.encode("utf-8", "surrogateescape")
+        else:
             raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
         c, name, writable = self._file(path)
         if not writable:
             raise _err(errno.EACCES, path)
+        if len(raw) > WRITE_MAX:
+            raise _err(errno.E2BIG, path)
+        data = raw.decode("utf-8", "replace")
         host = self.host
         if name == "misc.max":
             assert c.misc is not None
@@ -275,7 +294,7 @@ class CgroupFs:
             ret = self._memory_max_write(c, data)
         if ret:
             raise _err(-ret, path)
-        return len(data.encode())
+        return len(raw)
 
     def _procs_write(self, c: Cgroup, data: str, task: Task | None) -> int:
         """Models cgroup_procs_write(): kstrtoint(strstrip(buf), 0) then attach; any

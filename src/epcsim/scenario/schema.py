@@ -758,6 +758,13 @@ def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> N
         value = resolve_write_value(w.path, w.value, capacity)
     except EpcsimError as e:
         fail(str(e).split(": ", 1)[-1], t, "write.value")
+    if len(value.encode()) > PAGE_SIZE:
+        fail(
+            f"{len(value.encode())} bytes; one write to a cgroup file takes at most a page "
+            f"({PAGE_SIZE} bytes, else E2BIG)",
+            t,
+            "write.value",
+        )
     if fname == "misc.max":
         if not _misc_max_ok(value):
             fail(
