@@ -228,7 +228,8 @@ name = "g"
 pages = 10
 """
     )
-    est = estimate_memory(sc, [96 << 10, 8 << 10])
+    est = estimate_memory(sc)
+    assert estimate_memory(sc, [96 << 10, 8 << 10]) == est
     # enclave e: ELRANGE 128KiB = 32 pages, x2 processes; d: 2 pages; zipf: 32 pages once
     # threads: 5 (fixed part) + buffers 50001 + 50000 (x2 processes) + 65536 (d)
     # faults: e's accesses (100001 x 2 processes), d's 3ms / 3000ns + 1 = 1001
@@ -333,10 +334,9 @@ def test_estimate_uses_the_trace_free_size_for_program_enclaves() -> None:
     """The kselftest program records no fault latencies: its threads cost their fixed
     part only, its pages are test_sgx's ELRANGE."""
     sc = load_scenario("builtin:kselftest")
-    est = limits.estimate_memory(
-        sc, [parse_size(e.size) if "capacity" not in str(e.size) else 0 for e in sc.enclave]
-    )
+    est = limits.estimate_memory(sc)
     assert est.parts["faults"][0] == 0
+    assert est.parts["threads"][0] == (16 << 10) * sum(e.count for e in sc.enclave)
 
 
 # --- values the run could not use ----------------------------------------------------------

@@ -17,10 +17,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import EpcsimError
 from ..kernel.constants import PAGE_SIZE
 from ..units import parse_size, parse_time
+
+if TYPE_CHECKING:
+    from .schema import Scenario
 
 __all__ = [
     "MAX_EPC_PAGES",
@@ -142,9 +146,10 @@ def _elrange_pages(nbytes: int) -> int:
     return size // PAGE_SIZE
 
 
-def estimate_memory(sc, enclave_bytes: list[int]) -> MemoryEstimate:
-    """The memory estimate of a validated scenario *sc* (a ``Scenario``), given each
-    ``[[enclave]]``'s data bytes (0 when a trace gives the size).
+def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> MemoryEstimate:
+    """The memory estimate of a validated scenario *sc*.  *enclave_bytes*: each
+    ``[[enclave]]``'s data bytes (0 when a trace gives the size), computed from *sc* if
+    not given.
 
     Formula (every term an upper bound; ``docs/SCENARIOS.md``)::
 
@@ -162,6 +167,13 @@ def estimate_memory(sc, enclave_bytes: list[int]) -> MemoryEstimate:
     from ..workload.kselftest import test_sgx_pages
 
     h = sc.host
+    if enclave_bytes is None:
+        from .schema import eval_size
+
+        enclave_bytes = [
+            eval_size(e.size, sc.capacity, what="size") if e.size is not None else 0
+            for e in sc.enclave
+        ]
     parts: dict[str, tuple[int, str, str, str]] = {}
     epc_pages = sc.capacity // PAGE_SIZE
     epc_field = "epc" if h.epc is not None else "sections"
@@ -226,7 +238,7 @@ def estimate_memory(sc, enclave_bytes: list[int]) -> MemoryEstimate:
     return MemoryEstimate(parts)
 
 
-def check_memory(sc, enclave_bytes: list[int], fail, label: str) -> MemoryEstimate:
+def check_memory(sc: Scenario, enclave_bytes: list[int], fail, label: str) -> MemoryEstimate:
     """Refuse (``fail(msg, table, field)``) a scenario whose estimate exceeds the
     available memory; warn (:class:`MemoryEstimateWarning`) above half of it or above
     :data:`WARN_BYTES`."""
