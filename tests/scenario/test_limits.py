@@ -426,3 +426,33 @@ def test_write_value_longer_than_a_page_is_refused() -> None:
         "<string>: at[0].write.value: 4097 bytes; one write to a cgroup file takes at most "
         "a page (4096 bytes, else E2BIG)"
     )
+
+
+@pytest.mark.parametrize(
+    "extra, table, field",
+    [
+        ('[[cgroup]]\npath = "/.."\n', "cgroup[0]", "path"),
+        ('[[cgroup]]\npath = "/a/."\n', "cgroup[0]", "path"),
+        ('[[at]]\nmkdir = "/a/../b"\n', "at[0]", "mkdir"),
+        ('[[at]]\nrmdir = "/."\n', "at[0]", "rmdir"),
+        ('[[at]]\nwrite = { path = "/b/../misc.max", value = "x" }\n', "at[0]", "write.path"),
+        ('[[expect]]\nfile = "/./misc.current"\nequals = "x"\n', "expect[0]", "file"),
+    ],
+)
+def test_dot_and_dotdot_in_scenario_paths_are_refused(extra: str, table: str, field: str) -> None:
+    """A [[cgroup]] path "/.." validated, then the run failed (mkdir: EEXIST): paths are
+    compared as written, so '.' and '..' are refused at load."""
+    e = raises(TRIVIAL + extra)
+    assert where(e) == ("<string>", table, field)
+    assert "'.' and '..' are " in str(e)
+
+
+def test_validator_messages_have_no_pydantic_prefix() -> None:
+    """Our own validators' messages come without pydantic's "Value error, " and without a
+    second "(got ...)"."""
+    e = raises(TRIVIAL + '[[cgroup]]\npath = "/.."\n')
+    assert str(e) == "<string>: cgroup[0].path: '.' and '..' are not cgroup names, got '/..'"
+    e = raises(TRIVIAL + '[[cgroup]]\npath = "a"\n')
+    assert str(e) == (
+        "<string>: cgroup[0].path: must be an absolute cgroup path like /a/b, got 'a'"
+    )

@@ -126,6 +126,8 @@ class CgroupSpec(_Model):
         parts = [p for p in v.split("/") if p]
         if not v.startswith("/") or not parts or any(not _NAME_RE.match(p) for p in parts):
             raise ValueError(f"must be an absolute cgroup path like /a/b, got {v!r}")
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"'.' and '..' are not cgroup names, got {v!r}")
         return "/" + "/".join(parts)
 
 
@@ -415,7 +417,7 @@ def load_scenario(
     except ValidationError as e:
         err = e.errors()[0]
         table, field = _loc(err, data)
-        msg = err.get("msg", "invalid")
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
         loc = err.get("loc", ())
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
@@ -424,8 +426,8 @@ def load_scenario(
         elif err.get("type") == "missing":
             msg = "required key is missing"
         inp = err.get("input")
-        if err.get("type") not in ("missing",) and not isinstance(inp, dict):
-            msg += f" (got {inp!r})"
+        if err.get("type") not in ("missing", "value_error") and not isinstance(inp, dict):
+            msg += f" (got {inp!r})"  # our own validators name the value already
         raise ScenarioError(msg, file=label, table=table, field=field) from None
     _check(sc, label, check_memory)
     return sc
@@ -447,6 +449,19 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
         raise ScenarioError(msg, file=label, table=table, field=field)
 
     h = sc.host
+    # paths are compared as written: '.' and '..' would name another cgroup at run time
+    paths = [(f"enclave[{i}]", "cgroup", e.cgroup) for i, e in enumerate(sc.enclave)]
+    paths += [(f"vepc[{i}]", "cgroup", v.cgroup) for i, v in enumerate(sc.vepc)]
+    for i, a in enumerate(sc.at):
+        paths += [(f"at[{i}]", k, getattr(a, k)) for k in ("mkdir", "rmdir")]
+        if a.write is not None:
+            paths.append((f"at[{i}]", "write.path", a.write.path))
+        if a.migrate is not None:
+            paths.append((f"at[{i}]", "migrate", a.migrate.cgroup))
+    paths += [(f"expect[{i}]", "file", x.file) for i, x in enumerate(sc.expect)]
+    for table, field, path in paths:
+        if path is not None and any(p in (".", "..") for p in path.split("/")):
+            fail(f"'.' and '..' are not allowed in paths, got {path!r}", table, field)
     if (h.epc is None) == (h.sections is None):
         fail("give exactly one of epc or sections", "host", "epc")
     try:
