@@ -456,3 +456,14 @@ def test_validator_messages_have_no_pydantic_prefix() -> None:
     assert str(e) == (
         "<string>: cgroup[0].path: must be an absolute cgroup path like /a/b, got 'a'"
     )
+
+
+@pytest.mark.parametrize("expr", ["capacity" + "+1" * 5000, "capacity" + "*2" * 100])
+def test_long_capacity_expressions_are_refused(expr: str) -> None:
+    """A 10,000-character expression raised RecursionError from the parser."""
+    e = raises(TRIVIAL, (f"enclave.0.size={expr}",))
+    assert where(e) == ("<string>", "enclave[0]", "size")
+    assert str(e) == (
+        "<string>: enclave[0].size: an expression of capacity has at most 200 characters, "
+        f"got {len(expr)}"
+    )

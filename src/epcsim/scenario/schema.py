@@ -44,15 +44,22 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: longest capacity expression (the parser recurses once per operator)
+_EXPR_MAX = 200
 
 
 def eval_size(value: int | str, capacity: int, *, what: str) -> int:
     """A size, or an integer expression of ``capacity`` (+ - * / // and parentheses;
     "/" is integer division as in the selftest script's shell arithmetic)."""
     if isinstance(value, str) and "capacity" in value:
+        if len(value) > _EXPR_MAX:
+            raise EpcsimError(
+                f"{what}: an expression of capacity has at most {_EXPR_MAX} characters, "
+                f"got {len(value)}"
+            )
         try:
             tree = ast.parse(value.strip(), mode="eval")
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             raise EpcsimError(f"{what}: not an expression of capacity: {value!r}") from None
 
         def ev(n: ast.AST) -> int:
