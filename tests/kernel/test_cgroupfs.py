@@ -855,3 +855,15 @@ def test_path_too_long_or_with_nul():
     with pytest.raises(ValueError, match="embedded null byte"):
         h.fs.mkdir("/b\0c")
     assert h.fs.listdir("/") == ROOT_FILES + ["a"]
+
+
+def test_write_stops_at_the_first_nul():
+    """The handlers read the NUL-terminated buffer as a C string: what follows a NUL is
+    not seen; write(2) still returns every byte."""
+    h = make_host("1MiB", "/a")
+    assert h.fs.write("/a/misc.max", "sgx_epc 4096\0junk") == 17
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"
+    assert h.fs.write("/a/memory.max", b"1M\0x") == 4
+    assert h.fs.read("/a/memory.max") == "1048576\n"
+    raises_errno(errno.EINVAL, h.fs.write, "/a/misc.max", "\0sgx_epc 8192")
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"

@@ -281,7 +281,9 @@ class CgroupFs:
             raise _err(errno.EACCES, path)
         if len(raw) > WRITE_MAX:
             raise _err(errno.E2BIG, path)
-        data = raw.decode("utf-8", "replace")
+        # kernfs_fop_write_iter() NUL-terminates the buffer and every handler here reads
+        # it as a C string (strstrip, strsep, kstrto*): it ends at the first NUL
+        data = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         host = self.host
         if name == "misc.max":
             assert c.misc is not None

@@ -787,6 +787,7 @@ def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> N
             t,
             "write.value",
         )
+    value = value.split("\0", 1)[0]  # the kernel reads the buffer as a C string
     if fname == "misc.max":
         if not _misc_max_ok(value):
             fail(
