@@ -151,13 +151,30 @@ def test_enclave_size_above_the_elrange_limit_names_the_size() -> None:
     e = raises(TRIVIAL, ("enclave.0.size=64TiB",))
     assert where(e) == ("<string>", "enclave[0]", "size")
     assert str(e) == (
-        "<string>: enclave[0].size: '64TiB' is 17179869184 pages; an enclave holds at most "
-        "1073741824 (4TiB: its ELRANGE, the next power of two, is numbered with int32 page "
-        "indices)"
+        "<string>: enclave[0].size: '64TiB' needs an ELRANGE of 17179869184 pages (the next "
+        "power of two of the size); an enclave holds at most 1073741824 (4TiB: enclave page "
+        "indices are int32)"
     )
     assert MAX_ENCL_PAGES * 4096 == 4 << 40
     e = raises(TRIVIAL, ("enclave.0.size=4100GiB",))
     assert where(e) == ("<string>", "enclave[0]", "size")
+    assert "needs an ELRANGE of 2147483648 pages" in str(e)
+    # 4 TiB exactly fits the model (and is then too big for this machine's memory)
+    e = raises(TRIVIAL, ("enclave.0.size=4TiB",))
+    assert "the run would need up to" in str(e)
+
+
+def test_kselftest_heap_counts_test_sgx_pages() -> None:
+    """A kselftest heap of exactly 4 TiB: with test_sgx's own pages the ELRANGE is 8 TiB."""
+    toml = TRIVIAL.replace('workload = { pattern = "uniform", accesses = 1000 }', "")
+    toml = toml.replace('name = "e"', 'name = "e"\nprogram = "kselftest"')
+    e = raises(toml, ("enclave.0.size=4TiB",))
+    assert where(e) == ("<string>", "enclave[0]", "size")
+    assert str(e) == (
+        "<string>: enclave[0].size: '4TiB' needs an ELRANGE of 2147483648 pages (the next "
+        "power of two of the heap and test_sgx's pages); an enclave holds at most 1073741824 "
+        "(4TiB: enclave page indices are int32)"
+    )
 
 
 def test_vepc_pages_above_int32_is_refused() -> None:

@@ -138,8 +138,14 @@ def available_memory() -> tuple[int | None, str]:
         return None, "unknown"
 
 
-def _elrange_pages(nbytes: int) -> int:
-    """Pages of the ELRANGE for *nbytes* of data: the next power of two, at least 2."""
+def elrange_pages(nbytes: int, program: str | None = None) -> int:
+    """Pages of the ELRANGE of an enclave with *nbytes* of data (the heap for
+    ``program = "kselftest"``, plus test_sgx's own pages): the next power of two, at
+    least 2 pages."""
+    if program == "kselftest":
+        from ..workload.kselftest import test_sgx_pages
+
+        return test_sgx_pages(nbytes)[1] // PAGE_SIZE
     size = 2 * PAGE_SIZE
     while size < nbytes:
         size <<= 1
@@ -164,7 +170,6 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
                     (none for the kselftest program, which records no latencies)
     """
     from ..sim.costs import CostModel
-    from ..workload.kselftest import test_sgx_pages
 
     h = sc.host
     if enclave_bytes is None:
@@ -194,10 +199,7 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
     encl_pages = zipf_pages = threads = buffered = faults = 0
     top_pages = top_threads = (0, 0)  # (amount, index): the enclave to name
     for i, (e, data) in enumerate(zip(sc.enclave, enclave_bytes, strict=True)):
-        if e.program == "kselftest":
-            pages = test_sgx_pages(data)[1] // PAGE_SIZE
-        else:
-            pages = _elrange_pages(data)
+        pages = elrange_pages(data, e.program)
         encl_pages += e.count * pages
         top_pages = max(top_pages, (e.count * pages, -i))
         top_threads = max(top_threads, (e.count * e.threads, -i))

@@ -589,11 +589,14 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
         b = size(e.size, t, "size") if e.size is not None else PAGE_SIZE
         if b <= 0 or b % PAGE_SIZE:
             fail(f"must be a positive multiple of 4096, got {e.size!r}", t, "size")
-        if b > limits.MAX_ENCL_PAGES * PAGE_SIZE:
+        elrange = limits.elrange_pages(b, e.program)
+        if elrange > limits.MAX_ENCL_PAGES:
+            of = "the heap and test_sgx's pages" if e.program else "the size"
             fail(
-                f"{e.size!r} is {b // PAGE_SIZE} pages; an enclave holds at most "
-                f"{limits.MAX_ENCL_PAGES} ({format_size(limits.MAX_ENCL_PAGES * PAGE_SIZE)}: "
-                "its ELRANGE, the next power of two, is numbered with int32 page indices)",
+                f"{e.size!r} needs an ELRANGE of {elrange} pages (the next power of two of "
+                f"{of}); an enclave holds at most {limits.MAX_ENCL_PAGES} "
+                f"({format_size(limits.MAX_ENCL_PAGES * PAGE_SIZE)}: enclave page indices "
+                "are int32)",
                 t,
                 "size",
             )
