@@ -132,8 +132,9 @@ class CgroupFs:
 
         Raises:
             TypeError: *path* is not a str.
+            ValueError: *path* has a NUL.
             OSError: ENOENT (empty path, missing component), ENOTDIR (a file used as a
-                directory).
+                directory), ENAMETOOLONG (``PATH_MAX`` bytes or more).
         """
         if not isinstance(path, str):
             raise TypeError(f"path must be str, not {type(path).__name__}")
