@@ -484,3 +484,13 @@ def test_long_capacity_expressions_are_refused(expr: str) -> None:
         "<string>: enclave[0].size: an expression of capacity has at most 200 characters, "
         f"got {len(expr)}"
     )
+
+
+def test_nul_in_a_path_is_refused() -> None:
+    """A NUL in a path is a ValueError at the cgroupfs boundary (as in Python's os):
+    refused at load rather than crashing the run."""
+    e = raises(TRIVIAL + '[[expect]]\nfile = "/misc.current\\u0000"\nequals = "x"\n')
+    assert where(e) == ("<string>", "expect[0]", "file")
+    assert str(e) == (
+        "<string>: expect[0].file: a NUL byte is not allowed in paths, got '/misc.current\\x00'"
+    )

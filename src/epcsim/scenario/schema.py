@@ -469,6 +469,8 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
     for table, field, path in paths:
         if path is not None and any(p in (".", "..") for p in path.split("/")):
             fail(f"'.' and '..' are not allowed in paths, got {path!r}", table, field)
+        if path is not None and "\0" in path:
+            fail(f"a NUL byte is not allowed in paths, got {path!r}", table, field)
     if (h.epc is None) == (h.sections is None):
         fail("give exactly one of epc or sections", "host", "epc")
     try:
