@@ -8,9 +8,13 @@ interface files (``misc_cg_max_show/write``, ``misc_cg_current_show``,
 ``misc_cg_peak_show``, ``misc_cg_capacity_show``, ``misc_events_show``,
 ``misc_events_local_show``) including ``kstrtou64()``.
 
-Only ``sgx_epc`` has a non-zero capacity on a modelled host; the other names the kernel
-knows (sev, sev_es, tdx) are accepted as names but have capacity 0, so writing them is
-EINVAL exactly as on an SGX-only machine.
+The resource names are those of the kernel the series applies to (v6.11, the base of
+v16 and v17): ``misc_res_name[]`` = sev, sev_es (CONFIG_KVM_AMD_SEV) and the series'
+sgx_epc (patch 04, "cgroup/misc: Add SGX EPC resource type").  ``tdx`` was added to the
+misc controller in 2025, after that base: for the modelled kernel it is an unknown name,
+EINVAL whatever the value.  Only ``sgx_epc`` has a non-zero capacity on a modelled host;
+sev and sev_es are accepted as names but have capacity 0, so writing them is EINVAL
+exactly as on an SGX-only machine.
 """
 
 from __future__ import annotations
@@ -389,6 +393,10 @@ def misc_cg_max_write(cg: MiscCg, buf: str) -> int:
     """Models misc_cg_max_write() (misc.c; the misc.max interface file).
 
     Accepts ``"<name> <u64>"`` or ``"<name> max"`` (surrounding whitespace stripped).
+
+    The name is looked up in ``misc_res_name[]`` (:data:`MISC_RES_NAMES`: sev, sev_es,
+    sgx_epc) before the value is parsed, so an unknown name (``tdx``) is EINVAL even with
+    a value kstrtou64 would refuse with ERANGE.
 
     Returns:
         0 after storing the new max (verbatim: no rounding, no eviction);
