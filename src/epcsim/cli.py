@@ -120,6 +120,25 @@ def _user_errors() -> Iterator[None]:
         _die(str(e))
 
 
+def _load(scenario: str, set_: list[str] | None) -> Any:
+    """Load a scenario for a command: bad input exits 2, and a memory-estimate warning
+    (:class:`~epcsim.scenario.MemoryEstimateWarning`) is one line ``epcsim: warning: ...``
+    on stderr instead of Python's warning format."""
+    import warnings
+
+    from .scenario import MemoryEstimateWarning, load_scenario
+
+    with _user_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MemoryEstimateWarning)
+        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    for w in caught:
+        if issubclass(w.category, MemoryEstimateWarning):
+            typer.echo(f"epcsim: warning: {w.message}", err=True)
+        else:  # pragma: no cover - re-emit anything else unchanged
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return sc
+
+
 def _stdout() -> Console:
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -551,10 +570,7 @@ def run(
     """
     import epcsim
 
-    from .scenario import load_scenario
-
-    with _user_errors():
-        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    sc = _load(scenario, set_)
     run_seed = sc.host.seed if seed is None else seed
     # epcsim.run checks --out (and every other argument) before it creates anything
     outdir = out if out is not None else str(default_out(sc.name, run_seed, sc.digest()))
@@ -612,10 +628,7 @@ def scenarios() -> None:
 @app.command(cls=_Command)
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
     """Load and validate a scenario without running it."""
-    from .scenario import load_scenario
-
-    with _user_errors():
-        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    sc = _load(scenario, set_)
     typer.echo(f"ok: {sc.name} ({sc.digest()[:12]})")
 
 

@@ -698,3 +698,14 @@ def test_report_warns_about_an_incomplete_run(run_copy: Path) -> None:
     html = (run_copy / "report.html").read_text()
     engine = "compiled (auto: the scenario is eligible for the compiled engine)"
     assert f'<th scope="row">engine</th><td>{engine}</td>' in html
+
+
+def test_memory_estimate_warning_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set host.epc=1TiB` on a trivial scenario warns as ``epcsim: warning: ...`` (one
+    line on stderr), not in Python's warning format with a source line."""
+    monkeypatch.setenv("EPCSIM_MEMORY_AVAILABLE", "64GiB")
+    r = invoke("validate", "builtin:overcommit", "--set", "host.epc=1TiB")
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epcsim: warning: "), r.stderr
+    assert "MemoryEstimateWarning" not in r.stderr

@@ -38,6 +38,11 @@ SIGBUS = 7
 SIGTERM = 15
 
 
+#: EPC pages a host may have: EPC page numbers are int32 (the EPC pool's list links
+#: and every page-table entry), so at most 2^31 - 1 pages.
+MAX_EPC_PAGES = 2**31 - 1
+
+
 class Task:
     """A process (one mm, one thread group) as the SGX code sees it.
 
@@ -111,6 +116,11 @@ class Host:
             if b <= 0 or b % PAGE_SIZE:
                 raise HostConfigError(f"{what}: must be a positive multiple of 4096, got {s!r}")
             pages.append(b // PAGE_SIZE)
+        if sum(pages) > MAX_EPC_PAGES:
+            raise HostConfigError(
+                f"host.epc: {sum(pages)} EPC pages; the model holds at most {MAX_EPC_PAGES} "
+                "(EPC page numbers are int32)"
+            )
         self.misc_enabled = misc_enabled
         self.sgx2 = sgx2
         # sgx_page_cache_init(): the EPC

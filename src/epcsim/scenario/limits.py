@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EpcsimError
 from ..kernel.constants import PAGE_SIZE
+from ..kernel.host import MAX_EPC_PAGES as _HOST_MAX_EPC_PAGES
 from ..units import parse_size, parse_time
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ __all__ = [
 
 #: EPC pages a host may have: EPC page numbers are int32 (``EpcPool`` list links and
 #: owners, the enclaves' ``epc`` column, the batched engine's copies), -1 meaning none.
-MAX_EPC_PAGES = 2**31 - 1
+MAX_EPC_PAGES = _HOST_MAX_EPC_PAGES
 #: ELRANGE pages of one enclave (the size rounded up to a power of two): enclave page
 #: numbers are int32 (``EpcPool.owner_idx``, VA slot ids), so at most 2^30 pages (4 TiB).
 MAX_ENCL_PAGES = 2**30
