@@ -703,7 +703,7 @@ def test_report_warns_about_an_incomplete_run(run_copy: Path) -> None:
 def test_memory_estimate_warning_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--set host.epc=1TiB` on a trivial scenario warns as ``epcsim: warning: ...`` (one
     line on stderr), not in Python's warning format with a source line."""
-    monkeypatch.setenv("EPCSIM_MEMORY_AVAILABLE", "64GiB")
+    monkeypatch.setenv("EPCSIM_MEMORY_AVAILABLE", "40GiB")
     r = invoke("validate", "builtin:overcommit", "--set", "host.epc=1TiB")
     assert r.exit_code == 0, r.output
     lines = r.stderr.splitlines()

@@ -297,7 +297,7 @@ def test_refusal_follows_the_available_memory(monkeypatch: pytest.MonkeyPatch) -
 
 def test_one_tib_epc_warns() -> None:
     """`--set host.epc=1TiB` on a trivial scenario silently took 6.9 GB: now a
-    MemoryEstimateWarning (above 2 GiB, or above half of the available memory)."""
+    MemoryEstimateWarning (above half of the available memory)."""
     with pytest.warns(MemoryEstimateWarning) as rec:
         load_scenario(TRIVIAL, overrides=["host.epc=1TiB"])
     assert len(rec) == 1

@@ -8,8 +8,8 @@ Two kinds of bound (``docs/SCENARIOS.md``, "Limits and memory"):
   :class:`~epcsim.errors.ScenarioError` naming the field, the value and the limit.
 * **The memory estimate**: an upper bound on the memory a run takes, from a documented
   formula (:func:`estimate_memory`).  Above the memory available on this machine
-  (:func:`available_memory`) the scenario is refused; above half of it, or above
-  :data:`WARN_BYTES`, loading warns with :class:`MemoryEstimateWarning`.
+  (:func:`available_memory`) the scenario is refused; above
+  :data:`WARN_FRACTION` (half) of it, loading warns with :class:`MemoryEstimateWarning`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ __all__ = [
     "MAX_CGROUPS",
     "MAX_THREADS",
     "MEMORY_ENV",
-    "WARN_BYTES",
+    "WARN_FRACTION",
     "MemoryEstimate",
     "MemoryEstimateWarning",
     "available_memory",
@@ -58,8 +58,8 @@ MAX_THREADS = 65_536
 
 #: environment variable overriding the available memory (a size: "8GiB", bytes)
 MEMORY_ENV = "EPCSIM_MEMORY_AVAILABLE"
-#: an estimate above this warns whatever the machine has
-WARN_BYTES = 2 << 30
+#: an estimate above this share of the available memory warns
+WARN_FRACTION = 0.5
 
 # --- the formula (bytes), measured on the model (docs/SCENARIOS.md) ----------------------
 
@@ -243,8 +243,8 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
 
 def check_memory(sc: Scenario, enclave_bytes: list[int], fail, label: str) -> MemoryEstimate:
     """Refuse (``fail(msg, table, field)``) a scenario whose estimate exceeds the
-    available memory; warn (:class:`MemoryEstimateWarning`) above half of it or above
-    :data:`WARN_BYTES`."""
+    available memory; warn (:class:`MemoryEstimateWarning`) above
+    :data:`WARN_FRACTION` of it."""
     import warnings
 
     est = estimate_memory(sc, enclave_bytes)
@@ -263,7 +263,7 @@ def check_memory(sc: Scenario, enclave_bytes: list[int], fail, label: str) -> Me
             table,
             fld,
         )
-    if total > WARN_BYTES or (avail is not None and 2 * total > avail):
+    if avail is not None and total > WARN_FRACTION * avail:
         of = f" of the {_gib(avail)} available" if avail is not None else ""
         warnings.warn(
             f"{label}: the run may need up to {_gib(total)} of memory{of} ({est.describe()})",
