@@ -2,62 +2,233 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import importlib.metadata
+import json
+import operator
 import os
-from collections.abc import Callable
-from pathlib import Path
+import platform
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from . import __version__
+from ._atomic import atomic_write_text
+from .errors import EpcsimError
+from .rundir import MANIFEST, RUN_FORMAT, RUN_JSON_VERSION, RunKey, check_out, claim
 from .scenario import Scenario, load_scenario
 from .sim import Result, simulate
+from .sim.batched import static_ineligibility
+from .sim.progress import SimProgress
 
-__all__ = ["run"]
+__all__ = ["ENGINE_ALIASES", "ENGINES", "run", "run_facts"]
+
+#: the ``engine`` values :func:`run` accepts ("batched" is the old name of "compiled")
+ENGINES = ("auto", "compiled", "reference", "batched")
+#: accepted alias -> name
+ENGINE_ALIASES = {"batched": "compiled"}
+#: the simulator's internal engine names (epcsim.sim.batched.ENGINES)
+_INTERNAL = {"auto": "auto", "compiled": "batched", "reference": "reference"}
+
+
+def _public(text: str) -> str:
+    """The simulator's messages say "batched engine"; users see "compiled"."""
+    return text.replace("engine batched", "engine compiled").replace(
+        "the batched engine", "the compiled engine"
+    )
+
+
+def _check_seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool):
+        raise EpcsimError(f"seed: expected a non-negative integer, got {seed!r}")
+    try:
+        value = operator.index(seed)  # int, numpy integers; not str, float
+    except TypeError:
+        raise EpcsimError(
+            f"seed: expected a non-negative integer, got {type(seed).__name__} {seed!r}"
+        ) from None
+    if value < 0:
+        raise EpcsimError(f"seed: expected a non-negative integer, got {value}")
+    return value
+
+
+def _check_overrides(overrides: object) -> tuple[str, ...]:
+    if isinstance(overrides, str | bytes) or not isinstance(overrides, Iterable):
+        raise EpcsimError(
+            "overrides: expected a list of KEY=VALUE strings, got "
+            f"{type(overrides).__name__} {overrides!r}"
+        )
+    items = tuple(overrides)
+    for item in items:
+        if not isinstance(item, str):
+            raise EpcsimError(
+                f"overrides: expected KEY=VALUE strings, got {type(item).__name__} {item!r}"
+            )
+    return items
+
+
+def _check_engine(engine: object) -> str:
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise EpcsimError(
+            f"engine: expected one of auto, compiled, reference (or batched), got {engine!r}"
+        )
+    return ENGINE_ALIASES.get(engine, engine)
+
+
+def _load(scenario: object, overrides: tuple[str, ...]) -> Scenario:
+    if isinstance(scenario, Scenario):
+        if not overrides:
+            return scenario
+        return load_scenario(scenario.model_dump(mode="json"), overrides=overrides)
+    if isinstance(scenario, os.PathLike):
+        scenario = os.fspath(scenario)
+    if not isinstance(scenario, str | dict):
+        raise EpcsimError(
+            "scenario: expected a Scenario, a path, builtin:NAME, a TOML string or a dict, "
+            f"got {type(scenario).__name__}"
+        )
+    return load_scenario(scenario, overrides=overrides)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"epcsim": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "numba", "pyarrow"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def run_facts(
+    result: Result, key: RunKey, *, requested: str, wall_s: float, files: list[str]
+) -> dict[str, Any]:
+    """The content of ``run.json`` (docs/OUTPUTS.md): what is about the run rather than
+    the model.  Not deterministic (wall time, date, versions)."""
+    engine = "compiled" if result.engine == "batched" else "reference"
+    if requested == "auto":
+        reason = (
+            "auto: the scenario is eligible for the compiled engine"
+            if engine == "compiled"
+            else f"auto: {_public(result.engine_note) or 'the compiled engine did not run'}"
+        )
+    else:
+        reason = f"requested {requested}"
+    return {
+        "format": RUN_FORMAT,
+        "version": RUN_JSON_VERSION,
+        "scenario": key.scenario,
+        "scenario_hash": key.scenario_hash,
+        "seed": key.seed,
+        "engine_requested": requested,
+        "engine": engine,
+        "engine_reason": reason,
+        "outcome": result.summary.get("outcome", ""),
+        "wall_s": round(wall_s, 3),
+        "finished_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": _versions(),
+        "files": sorted(files),
+    }
 
 
 def run(
-    scenario: Scenario | str | os.PathLike | dict,
+    scenario: Scenario | str | os.PathLike[str] | dict,
     *,
     seed: int | None = None,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[SimProgress], None] | None = None,
     report: bool = True,
     engine: str = "auto",
+    force: bool = False,
 ) -> Result:
     """Run a scenario and return its :class:`~epcsim.sim.Result`.
+
+    Every argument is checked before anything is created or run.
 
     Args:
         scenario: a :class:`~epcsim.scenario.Scenario`, a path to a TOML file,
             ``"builtin:NAME"``, a TOML string, or a dict.
-        seed: overrides the scenario's ``host.seed``.
+        seed: overrides the scenario's ``host.seed`` (a non-negative integer).
         out: a run directory to write (``summary.json``, ``timeseries.parquet``,
-            ``report.html`` with its figures); ``INCOMPLETE`` marks it until the run
-            has finished.
-        overrides: ``KEY=VALUE`` settings with dotted keys (``host.epc=1GiB``).
-        progress: called with (virtual ns, virtual-time limit) as the run advances.
+            ``fault_latency.npy``, ``report.html`` with its figures, and ``run.json``
+            last): a new or empty directory, or one holding a run of the same scenario
+            and seed (replaced).  It is built aside and renamed into place when complete
+            (``docs/OUTPUTS.md``).
+        overrides: ``KEY=VALUE`` settings with dotted keys (``["host.epc=1GiB"]``).
+        progress: called as the run advances, and once at its end, with a
+            :class:`~epcsim.sim.progress.SimProgress`: the work done (accesses, selftest
+            processes) against the work to do (None where not known in advance), and
+            the virtual time against the limit.
         report: also build ``report.html`` in *out*.
-        engine: "auto" (the batched engine where the scenario allows it), "batched"
-            (an error if it cannot run) or "reference" (step by step); the results are
-            identical (``docs/ENGINES.md``).
+        engine: "auto" (the compiled engine where the scenario allows it), "compiled"
+            (an error if it cannot run; "batched" is its old name) or "reference" (step
+            by step); the results are identical (``docs/ENGINES.md``).
+        force: replace a run directory holding a *different* run.
+
+    Returns:
+        The result; ``result.engine`` is "compiled" or "reference" and ``result.run``
+        holds the facts written to ``run.json``.
 
     Raises:
         epcsim.errors.ScenarioError: for a bad scenario (nothing is run).
+        epcsim.errors.EpcsimError: for any other bad argument, a directory *out* that
+            may not be written (not an epcsim run, another run without *force*, locked
+            by another run), or ``engine="compiled"`` for a scenario it cannot run.
     """
-    if isinstance(scenario, os.PathLike):
-        scenario = str(scenario)
-    sc = (
-        scenario if isinstance(scenario, Scenario) else load_scenario(scenario, overrides=overrides)
-    )
-    if isinstance(scenario, Scenario) and overrides:
-        sc = load_scenario(scenario.model_dump(mode="json"), overrides=overrides)
-    outdir = Path(out) if out is not None else None
-    if outdir is not None:
-        outdir.mkdir(parents=True, exist_ok=True)
-        (outdir / "INCOMPLETE").write_text("run in progress or interrupted\n")
-    result = simulate(sc, seed=seed, progress=progress, engine=engine)
-    if outdir is not None:
-        result.write(outdir)
-        if report:
+    run_seed = _check_seed(seed)
+    items = _check_overrides(overrides)
+    requested = _check_engine(engine)
+    if progress is not None and not callable(progress):
+        raise EpcsimError(f"progress: expected a callable or None, got {type(progress).__name__}")
+    for name, flag in (("report", report), ("force", force)):
+        if not isinstance(flag, bool):
+            raise EpcsimError(f"{name}: expected True or False, got {flag!r}")
+    sc = _load(scenario, items)
+    if run_seed is None:
+        run_seed = sc.host.seed
+    if requested == "compiled":
+        why = static_ineligibility(sc)
+        if why is not None:
+            raise EpcsimError(f"engine compiled: {_public(why)}; use engine reference or auto")
+    key = RunKey(sc.name, sc.digest(), run_seed)
+    target = check_out(out, key, force=force) if out is not None else None
+
+    t0 = time.monotonic()
+    if target is None:
+        result = _simulate(sc, run_seed, progress, requested)
+        result.run = run_facts(
+            result, key, requested=requested, wall_s=time.monotonic() - t0, files=[]
+        )
+        result.engine = result.run["engine"]
+        return result
+    with claim(target, key, force=force) as tmp:
+        result = _simulate(sc, run_seed, progress, requested)
+        result.write(tmp)
+        for final in (False, True):  # the report shows run.json's engine: write it first
+            files = [p.name for p in tmp.iterdir() if p.name != MANIFEST] + [MANIFEST]
+            result.run = run_facts(
+                result, key, requested=requested, wall_s=time.monotonic() - t0, files=files
+            )
+            text = json.dumps(result.run, indent=2, sort_keys=True) + "\n"
+            atomic_write_text(tmp / MANIFEST, text)
+            if final or not report:
+                break
             from .report import write_report
 
-            write_report(outdir)
-        (outdir / "INCOMPLETE").unlink()
+            write_report(tmp)
+    result.engine = result.run["engine"]
     return result
+
+
+def _simulate(
+    sc: Scenario, seed: int, progress: Callable[[SimProgress], None] | None, requested: str
+) -> Result:
+    try:
+        return simulate(sc, seed=seed, progress=progress, engine=_INTERNAL[requested])
+    except EpcsimError as e:
+        if requested == "compiled":  # the compiled engine refused at the first thread step
+            raise EpcsimError(_public(str(e))) from None
+        raise

@@ -3,6 +3,7 @@
 Commands::
 
     epcsim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE ...] [--quiet]
+               [--engine auto|compiled|reference] [--force]
     epcsim scenarios
     epcsim validate SCENARIO [--set KEY=VALUE ...]
     epcsim report DIR
@@ -26,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,12 +38,17 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .errors import EpcsimError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sim.progress import SimProgress
 
 __all__ = ["app", "main"]
 
@@ -61,8 +67,33 @@ ESTIMATE_NOTE = (
     "not measurements"
 )
 
+
+def _flags_without_metavar(params: list[Any]) -> list[Any]:
+    """Typer's rich help shows ``<bool>`` as the value of every flag (``--help``
+    included), which takes no value: give flags an empty metavar instead."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """A command whose flags show no metavar in ``--help``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """A command group whose flags show no metavar in ``--help``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="epcsim",
+    cls=_Group,
     help="Simulate Linux SGX EPC memory under cgroup (misc sgx_epc) limits.",
     add_completion=False,
     no_args_is_help=True,
@@ -87,6 +118,25 @@ def _user_errors() -> Iterator[None]:
         yield
     except EpcsimError as e:
         _die(str(e))
+
+
+def _load(scenario: str, set_: list[str] | None) -> Any:
+    """Load a scenario for a command: bad input exits 2, and a memory-estimate warning
+    (:class:`~epcsim.scenario.MemoryEstimateWarning`) is one line ``epcsim: warning: ...``
+    on stderr instead of Python's warning format."""
+    import warnings
+
+    from .scenario import MemoryEstimateWarning, load_scenario
+
+    with _user_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MemoryEstimateWarning)
+        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    for w in caught:
+        if issubclass(w.category, MemoryEstimateWarning):
+            typer.echo(f"epcsim: warning: {w.message}", err=True)
+        else:  # pragma: no cover - re-emit anything else unchanged
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return sc
 
 
 def _stdout() -> Console:
@@ -132,19 +182,33 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "scenario"
 
 
-def default_out(scenario_name: str, seed: int) -> Path:
-    """``./epcsim-runs/<scenario-name>-seed<seed>``."""
-    return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}"
+def default_out(scenario_name: str, seed: int, scenario_hash: str) -> Path:
+    """``./epcsim-runs/<scenario-name>-seed<seed>-<hash>``: *hash* is the first 12 hex
+    digits of the resolved scenario's ``scenario_hash``, so a run with other ``--set``
+    values gets its own directory."""
+    return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}-{scenario_hash[:12]}"
+
+
+#: what the bar says while the batched engine's core compiles (numba, cached afterwards)
+COMPILING_LABEL = "compiling the engine (first run only)"
+
+_SINGULAR = {"accesses": "access", "selftest processes": "selftest process", "sizes": "size"}
 
 
 class LazyProgress:
     """The ``progress`` callback of :func:`epcsim.run`: a transient rich progress bar of
-    virtual time against the time limit, shown only once the run has taken longer than
-    *delay* seconds of wall time (short runs print nothing).
+    the work done against the work to do (the enclave threads' accesses and the
+    selftest processes, :class:`~epcsim.sim.progress.SimProgress`) with the elapsed and
+    the remaining wall time, shown only once the run has taken longer than *delay*
+    seconds of wall time (short runs print nothing).
 
-    The simulator reports progress only every 1/200 of the time limit, so a run that
-    ends long before its limit may never call back: :meth:`begin` also arms a timer
-    that shows the bar (elapsed wall time, virtual time so far) after *delay*.
+    Where the work to do is not known in advance (a workload bounded by ``duration``)
+    the bar shows the virtual time against the time limit, says so, and gives no ETA.
+    With *compiling* (the batched engine's compiled core is not in numba's cache) it
+    says :data:`COMPILING_LABEL` until the first work is done.
+
+    :meth:`begin` arms a timer that shows the bar after *delay* even if no callback
+    comes (a run compiling, or one between two reports).
     """
 
     def __init__(
@@ -153,18 +217,24 @@ class LazyProgress:
         enabled: bool = True,
         delay: float = PROGRESS_DELAY_S,
         console: Console | None = None,
+        compiling: bool = False,
     ) -> None:
         self.enabled = enabled
         self.delay = delay
         self.console = console
+        self.compiling = compiling
         self.t0 = time.monotonic()
         self.bar: Progress | None = None
         self._task: TaskID | None = None
+        self._done = 0
+        self._total: int | None = None
+        self._unit = "accesses"
         self._now = 0
         self._limit: int | None = None
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._reported = False
 
     def begin(self, limit_ns: int | None = None) -> None:
         """Start the wall clock (and the timer that shows the bar after *delay*)."""
@@ -184,37 +254,67 @@ class LazyProgress:
             return
         self.bar = Progress(
             SpinnerColumn(),
-            TextColumn("simulating"),
+            TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.fields[vt]}"),
+            TextColumn("{task.fields[what]}"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            TimeRemainingColumn(),
             console=self.console or Console(stderr=True),
             transient=True,
         )
+        label, total, completed, text = self.describe()
+        self._task = self.bar.add_task(
+            label, total=total, completed=completed, what=text, eta="eta" if total else ""
+        )
         self.bar.start()
-        self._task = self.bar.add_task("simulating", total=self._limit, vt="")
-        self._update_locked()
+
+    def describe(self) -> tuple[str, int | None, int, str]:
+        """(label, bar total or None, bar completed, text) for the current state."""
+        if self.compiling and self._done > 0:
+            self.compiling = False
+        label = COMPILING_LABEL if self.compiling else "simulating"
+        if not self._reported:  # shown by the timer before the first report
+            return label, None, 0, ""
+        if self._total:
+            unit = _SINGULAR.get(self._unit, self._unit) if self._total == 1 else self._unit
+            return label, self._total, self._done, f"{self._done:,} / {self._total:,} {unit}"
+        if self._limit:
+            text = (
+                f"virtual time {_time(self._now)} / {_time(self._limit)} "
+                "(the work to do is not known in advance)"
+            )
+        else:
+            text = ""
+        return label, None, 0, text
 
     def _update_locked(self) -> None:
         assert self.bar is not None and self._task is not None
-        limit = f" / {_time(self._limit)}" if self._limit else ""
+        label, total, completed, text = self.describe()
         self.bar.update(
             self._task,
-            total=self._limit,
-            completed=self._now,
-            vt=f"{_time(self._now)}{limit} virtual",
+            description=label,
+            total=total,
+            completed=completed,
+            what=text,
+            eta="eta" if total else "",
         )
 
-    def __call__(self, now_ns: int, limit_ns: int) -> None:
+    def _set(self, done: int, total: int | None, unit: str, now: int, limit: int | None) -> None:
         if not self.enabled:
             return
         with self._lock:
-            self._now, self._limit = now_ns, max(limit_ns, 1)
+            self._done, self._total, self._unit = done, total, unit
+            self._now, self._limit = now, limit
+            self._reported = True
             if self.bar is None:
                 if time.monotonic() - self.t0 >= self.delay:
                     self._show_locked()
                 return
             self._update_locked()
+
+    def __call__(self, p: SimProgress) -> None:
+        self._set(p.done, p.total, p.unit, p.now_ns, max(p.limit_ns, 1))
 
     @property
     def shown(self) -> bool:
@@ -230,13 +330,35 @@ class LazyProgress:
                 self.bar.stop()
 
 
-def _print_summary(console: Console, summary: dict[str, Any], out: Path) -> None:
+def _will_compile(sc: Any, engine: str) -> bool:
+    """Whether this run will compile the batched engine's core first (eligible, and
+    numba's cache does not hold it yet)."""
+    from .sim.batched import static_ineligibility
+    from .sim.progress import compiled_core_cached
+
+    if engine == "reference" or static_ineligibility(sc) is not None:
+        return False
+    return not compiled_core_cached()
+
+
+def _engine_line(run: dict[str, Any]) -> str:
+    """``engine compiled (auto: ...), wall 1.2 s`` from ``run.json``'s facts."""
+    wall = run.get("wall_s")
+    wall_text = f", wall {wall:.3g} s" if isinstance(wall, int | float) else ""
+    return f"engine {run.get('engine')} ({run.get('engine_reason')}){wall_text}"
+
+
+def _print_summary(
+    console: Console, summary: dict[str, Any], out: Path, run: dict[str, Any] | None = None
+) -> None:
     head = (
         f"scenario {summary.get('scenario')} ({str(summary.get('scenario_hash', ''))[:12]}), "
         f"seed {summary.get('seed')}, EPC {_size(summary.get('capacity_bytes'))}, "
         f"virtual time {_time(summary.get('sim_time_ns'))}"
     )
     console.print(Text(head))
+    if run:
+        console.print(Text(_engine_line(run)))
     if summary.get("truncated"):
         console.print(
             Text(
@@ -391,29 +513,32 @@ SetOpt = Annotated[
 
 
 class EngineName(enum.StrEnum):
-    """``--engine`` values (epcsim.sim.batched.ENGINES)."""
+    """``--engine`` values (epcsim.api.ENGINES; ``batched`` is the old name of
+    ``compiled``)."""
 
     auto = "auto"
-    batched = "batched"
+    compiled = "compiled"
     reference = "reference"
+    batched = "batched"
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     scenario: ScenarioArg,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--out",
             "-o",
             metavar="DIR",
-            help=f"Run directory to write (default: ./{DEFAULT_RUNS_DIR}/<scenario>-seed<seed>).",
+            help="Run directory to write: new, empty, or holding a run of the same scenario "
+            f"and seed (default: ./{DEFAULT_RUNS_DIR}/<scenario>-seed<seed>-<hash>).",
             show_default=False,
         ),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", min=0, help="Override host.seed.", show_default=False),
+        typer.Option("--seed", min=0, metavar="N", help="Override host.seed.", show_default=False),
     ] = None,
     set_: SetOpt = None,
     quiet: Annotated[
@@ -424,38 +549,54 @@ def run(
         EngineName,
         typer.Option(
             "--engine",
-            help="auto: the batched engine where the scenario allows it, else the "
-            "step-by-step reference; batched: fail if it cannot run (docs/ENGINES.md). "
+            help="auto: the compiled engine where the scenario allows it, else the "
+            "step-by-step reference; compiled: refuse (exit 2, with the reason) if it cannot "
+            "run (batched: old name of compiled); reference (docs/ENGINES.md). "
             "Both give identical results.",
         ),
     ] = EngineName.auto,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a run directory holding a different run (never a directory "
+            "epcsim did not write).",
+        ),
+    ] = False,
 ) -> None:
-    """Run a scenario; write summary.json, timeseries.parquet and report.html.
+    """Run a scenario; write summary.json, timeseries.parquet, report.html and run.json.
 
     Exit status 0 when every expectation passes, 1 when one fails, 2 for bad input.
     """
     import epcsim
 
-    from .scenario import load_scenario
-
-    with _user_errors():
-        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    sc = _load(scenario, set_)
     run_seed = sc.host.seed if seed is None else seed
-    outdir = out if out is not None else default_out(sc.name, run_seed)
-    if outdir.exists() and not outdir.is_dir():
-        _die(f"--out {outdir}: exists and is not a directory")
+    # epcsim.run checks --out (and every other argument) before it creates anything
+    outdir = out if out is not None else str(default_out(sc.name, run_seed, sc.digest()))
 
     err = Console(stderr=True)
-    progress = LazyProgress(enabled=not quiet and err.is_terminal, console=err)
+    show = not quiet and err.is_terminal
+    progress = LazyProgress(
+        enabled=show, console=err, compiling=show and _will_compile(sc, engine.value)
+    )
     progress.begin(_duration_ns(sc))
     try:
         with _user_errors():
             result = epcsim.run(
-                sc, seed=run_seed, out=outdir, progress=progress, engine=engine.value
+                sc,
+                seed=run_seed,
+                out=outdir,
+                progress=progress if show else None,
+                engine=engine.value,
+                force=force,
             )
     except KeyboardInterrupt:
         progress.close()
-        typer.echo(f"interrupted; {outdir} is incomplete", err=True)
+        typer.echo(
+            f"interrupted; {outdir} was not written (a previous run there is unchanged)",
+            err=True,
+        )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except OSError as e:
         progress.close()
@@ -466,16 +607,14 @@ def run(
         progress.close()
 
     console = _stdout()
-    if engine.value == "batched" and result.engine != "batched":
-        err.print(f"note: the reference engine ran: {result.engine_note}", highlight=False)
     if not quiet:
-        _print_summary(console, result.summary, outdir)
+        _print_summary(console, result.summary, Path(outdir), result.run)
     ok = _print_expectations(console, result.summary, quiet=quiet)
     if not ok:
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def scenarios() -> None:
     """List the built-in scenarios (run one with `epcsim run builtin:NAME`)."""
     from .scenario import list_builtins
@@ -486,40 +625,37 @@ def scenarios() -> None:
         typer.echo(f"{name.ljust(width)}  {description}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
     """Load and validate a scenario without running it."""
-    from .scenario import load_scenario
-
-    with _user_errors():
-        sc = load_scenario(scenario, overrides=tuple(set_ or ()))
+    sc = _load(scenario, set_)
     typer.echo(f"ok: {sc.name} ({sc.digest()[:12]})")
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
     run_dir: Annotated[
         Path,
         typer.Argument(metavar="DIR", help="A run directory written by `epcsim run`."),
     ],
 ) -> None:
-    """Rebuild report.html (and its figures) from a run directory."""
-    if not run_dir.exists():
-        _die(f"{run_dir}: no such directory")
-    if not run_dir.is_dir():
-        _die(f"{run_dir}: not a directory")
-    for needed in ("summary.json", "timeseries.parquet"):
-        if not (run_dir / needed).is_file():
-            _die(f"{run_dir}: not a run directory (no {needed}; write one with `epcsim run`)")
+    """Rebuild report.html (and its figures) from a run directory.
+
+    The whole directory is checked first (summary.json, timeseries.parquet,
+    fault_latency.npy, run.json): a bad one is an error naming the file, and nothing is
+    written.
+    """
+    from .report import check_run_dir, write_report
+
+    with _user_errors():
+        check_run_dir(run_dir)
     if (run_dir / "INCOMPLETE").exists():
         typer.echo(f"note: {run_dir} is marked INCOMPLETE (an interrupted run)", err=True)
-    from .report import write_report
-
     try:
         with _user_errors():
             html = write_report(run_dir)
-    except (OSError, ValueError) as e:  # unreadable summary.json / parquet, unwritable dir
-        _die(f"{run_dir}: cannot rebuild the report: {e}")
+    except OSError as e:  # an unwritable directory
+        _die(f"{run_dir}: cannot write the report: {e.strerror or e}")
     typer.echo(f"wrote {html}")
 
 
@@ -527,6 +663,7 @@ def report(
 
 trace_app = typer.Typer(
     name="trace",
+    cls=_Group,
     help="Read, analyse and convert page-access traces (docs/TRACES.md).",
     no_args_is_help=True,
 )
@@ -577,7 +714,7 @@ def _open_trace_cli(path: Path, fmt: str | None, options: list[str] | None, skip
     return open_trace(path, format=fmt, **opts)
 
 
-@trace_app.command("info")
+@trace_app.command("info", cls=_Command)
 def trace_info(
     trace: TraceArg,
     format: TraceFormatOpt = None,
@@ -607,9 +744,17 @@ def trace_info(
     """Accesses, footprint, reuse distances and working-set size of a trace."""
     from .workload.traces import trace_stats
 
-    with _user_errors():
-        reader = _open_trace_cli(trace, format, option, skip_bad)
-        stats = trace_stats(reader, window=window)
+    if plot is not None and plot.suffix.lower() != ".png":
+        _die(f"--plot {plot}: the plot is a PNG image; give a name ending .png")
+    if plot is not None and plot.is_dir():
+        _die(f"--plot {plot}: is a directory")
+    try:
+        with _user_errors():
+            reader = _open_trace_cli(trace, format, option, skip_bad)
+            stats = trace_stats(reader, window=window)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     console = _stdout()
     reuse = stats["reuse"]
     t = Table(title=f"trace {trace}", title_justify="left")
@@ -671,10 +816,13 @@ def trace_info(
             plot_working_set(stats, plot)
         except OSError as e:
             _die(f"cannot write {plot}: {e.strerror or e}")
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted; {plot} was not written", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         console.print(Text(f"wrote {plot}"))
 
 
-@trace_app.command("convert")
+@trace_app.command("convert", cls=_Command)
 def trace_convert(
     trace: TraceArg,
     out: Annotated[
@@ -689,7 +837,8 @@ def trace_convert(
             "-t",
             metavar="F2",
             help="Output format: native, npy, text, oracleGeneral "
-            "(default: from OUT's extension, .epct .npy .txt .bin; else native).",
+            "(default: from OUT's extension, .epct .npy .txt .bin; OUT must have one of "
+            "the format's extensions).",
             show_default=False,
         ),
     ] = None,
@@ -700,15 +849,24 @@ def trace_convert(
     option: TraceOptionOpt = None,
     skip_bad: SkipBadOpt = False,
 ) -> None:
-    """Convert a trace to another format (pages, one object per page)."""
-    from .workload.traces import convert_trace, format_for_output, get_format
+    """Convert a trace to another format (pages, one object per page).  OUT is written
+    under a temporary name and renamed when complete; writing onto TRACE is refused."""
+    from ._atomic import same_file
+    from .workload.traces import convert_trace, format_for_output
 
     if out.is_dir():
         _die(f"{out}: is a directory")
     with _user_errors():
-        reader = _open_trace_cli(trace, format, option, skip_bad)
-        target = get_format(to).name if to is not None else format_for_output(out)
-        n = convert_trace(reader, out, to=target, dense=dense)
+        target = format_for_output(out, to)
+    if same_file(trace, out):
+        _die(f"{out}: is the input trace {trace} (the same file); write to another file")
+    try:
+        with _user_errors():
+            reader = _open_trace_cli(trace, format, option, skip_bad)
+            n = convert_trace(reader, out, to=target, dense=dense)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; {out} was not written", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     note = f", {reader.skipped:,} malformed skipped" if reader.skipped else ""
     typer.echo(f"wrote {out} ({n:,} pages, {target}{note})")
 
@@ -723,18 +881,11 @@ class _SizesProgress(LazyProgress):
     """:class:`LazyProgress` counting the sizes done (the ``progress`` callback of
     :func:`epcsim.mrc.mrc` is called with (done, total))."""
 
-    def _update_locked(self) -> None:
-        assert self.bar is not None and self._task is not None
-        total = self._limit
-        self.bar.update(
-            self._task,
-            total=total,
-            completed=self._now,
-            vt=f"{self._now}/{total} sizes" if total else "",
-        )
+    def __call__(self, done: int, total: int) -> None:  # type: ignore[override]
+        self._set(done, total, "sizes", 0, None)
 
 
-@app.command("mrc")
+@app.command("mrc", cls=_Command)
 def mrc_command(
     trace: TraceArg,
     format: TraceFormatOpt = None,
@@ -746,8 +897,9 @@ def mrc_command(
             "-s",
             metavar="LIST|RANGE",
             help="EPC sizes: a comma list (units B, KiB, MiB, GiB, pages; N% of the trace's "
-            "footprint; a bare number is bytes) or a range A:B:N (N sizes from A to B), "
-            "e.g. 10%:100%:10 (the default) or 1000pages,2000pages,64MiB.",
+            "footprint, to the nearest page; a bare number is bytes) or a range FROM:TO:N "
+            "(N sizes from FROM to TO), e.g. 10%:100%:10 (the default) or "
+            "1000pages,2000pages,64MiB.",
             show_default=False,
         ),
     ] = None,
@@ -794,7 +946,8 @@ def mrc_command(
     """The miss-ratio curve of a trace under the v16 reclaimer (one simulation per EPC
     size); write mrc.csv and mrc.png (docs/MRC.md)."""
     from .kernel.constants import PAGE_SIZE
-    from .mrc import SAMPLED_MIN_PAGES, mrc, write_mrc
+    from .mrc import format_ratios, mrc, write_mrc
+    from .sim.progress import compiled_core_cached
 
     if sample is not None and not 0 < sample <= 1:
         _die(f"--sample: a rate in (0, 1], got {sample}")
@@ -810,7 +963,12 @@ def mrc_command(
         _die(f"--out {outdir}: exists and is not a directory")
 
     err = Console(stderr=True)
-    progress = _SizesProgress(enabled=err.is_terminal, console=err)
+    sampled = sample is not None and sample != 1
+    progress = _SizesProgress(
+        enabled=err.is_terminal,
+        console=err,
+        compiling=err.is_terminal and not compiled_core_cached(),
+    )
     progress.begin(None)
     t0 = time.monotonic()
     try:
@@ -833,14 +991,26 @@ def mrc_command(
         progress.close()
     wall = time.monotonic() - t0
 
+    # the files first: a reader of the output (`| head -1`) may stop reading at any line
+    title = f"{trace.name}" + (f", sampled at {sample:g}" if sampled else "")
+    if fault_unreferenced:
+        title += ", fault_unreferenced"
+    try:
+        csv_path, png = write_mrc(points, outdir, title=title)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as e:
+        _die(f"cannot write {e.filename or outdir}: {e.strerror or e}")
+
     console = _stdout()
-    sampled = sample is not None and sample != 1
     mode = f"sampled at {sample:g} (spatial hash)" if sampled else "exact"
+    n = len(points)
     console.print(
         Text(
             f"trace {trace} ({reader.format_name}): {points[0].accesses:,} accesses"
-            f"{' in the sample' if sampled else ''}, {len(points)} sizes, {mode}, "
-            f"wall {wall:.1f} s"
+            f"{' in the sample' if sampled else ''}, {n} size{'' if n == 1 else 's'}, "
+            f"{mode}, wall {wall:.1f} s"
         )
     )
     if fault_unreferenced:
@@ -858,12 +1028,13 @@ def mrc_command(
     cols += ["miss ratio", "mean reclaimable", "steady reclaimable", "trusted"]
     for col in cols:
         t.add_column(col, justify="left" if col == "trusted" else "right")
-    for p in points:
+    ratios = format_ratios([p.miss_ratio for p in points])
+    for p, ratio in zip(points, ratios):
         row = [f"{p.epc_pages:,}", f"{p.epc_pages * PAGE_SIZE / 2**20:.2f}"]
         if sampled:
             row.append(f"{p.sim_epc_pages:,}")
         row += [
-            f"{p.miss_ratio:.4f}",
+            ratio,
             f"{p.mean_reclaimable_pages:,.1f}",
             f"{p.steady_reclaimable_pages:,.1f}",
         ]
@@ -872,19 +1043,11 @@ def mrc_command(
     for p in points:
         if not p.trusted:
             typer.echo(
-                f"warning: sampled EPC of {p.sim_epc_pages} pages at size {p.epc_pages} pages "
-                f"({p.epc_pages * PAGE_SIZE / 2**20:.2f} MiB) is below {SAMPLED_MIN_PAGES} "
-                "pages; the curve is not to be trusted there (kernel constants do not scale, "
-                "docs/MRC.md)",
+                f"warning: size {p.epc_pages} pages ({p.epc_pages * PAGE_SIZE / 2**20:.2f} MiB) "
+                f"is not to be trusted: {p.reason} (the kernel's fixed constants weigh on "
+                "a cache this small; docs/MRC.md)",
                 err=True,
             )
-    title = f"{trace.name}" + (f", sampled at {sample:g}" if sampled else "")
-    if fault_unreferenced:
-        title += ", fault_unreferenced"
-    try:
-        csv_path, png = write_mrc(points, outdir, title=title)
-    except OSError as e:
-        _die(f"cannot write {e.filename or outdir}: {e.strerror or e}")
     console.print(Text(f"wrote {csv_path} and {png}"))
 
 

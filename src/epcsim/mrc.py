@@ -17,6 +17,10 @@ per-cgroup headroom (32 pages above SGX_CG_LOW_LIMIT = 128) and the VA/SECS page
 1 per 512 enclave pages) keep their absolute sizes, so they take a larger share of a
 small sampled EPC.  Below ``SAMPLED_MIN_PAGES`` sampled EPC pages the point is flagged
 (and the CLI warns): ``docs/MRC.md`` has the measured error.
+
+A point is trusted (:func:`trust`) iff its steady reclaimable pages are at least
+max(512, 50% of its EPC's pages), and, sampled, its sampled EPC has at least
+``SAMPLED_MIN_PAGES`` pages; ``MrcPoint.reason`` says why not.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +42,25 @@ import numpy as np
 from .errors import EpcsimError
 from .kernel.constants import PAGE_SIZE, SGX_VA_SLOT_COUNT
 
-__all__ = ["MrcPoint", "mrc", "parse_sizes", "sample_pages", "SAMPLED_MIN_PAGES", "write_mrc"]
+__all__ = [
+    "MrcPoint",
+    "SAMPLED_MIN_PAGES",
+    "TRUSTED_MIN_RECLAIMABLE",
+    "TRUSTED_MIN_SHARE",
+    "format_ratios",
+    "mrc",
+    "parse_sizes",
+    "sample_pages",
+    "trust",
+    "write_mrc",
+]
 
 #: below this many sampled EPC pages a sampled point is not to be trusted
 SAMPLED_MIN_PAGES = 1000
+#: a point is trusted only if its steady reclaimable pages are at least this many ...
+TRUSTED_MIN_RECLAIMABLE = 512
+#: ... and at least this share of the (simulated) EPC's pages
+TRUSTED_MIN_SHARE = 0.5
 
 
 @dataclass
@@ -58,13 +79,25 @@ class MrcPoint:
     steady_reclaimable_pages: float
     sample: float
     trusted: bool
+    #: why the point is not trusted (empty when it is; :func:`trust`)
+    reason: str
     wall_s: float
+
+
+def _round_half_up(x: Fraction) -> int:
+    """The nearest integer, halves up (509.5 -> 510, 508.5 -> 509): Python's round()
+    rounds halves to even, which would make 25% of 2034 pages 508."""
+    return math.floor(x + Fraction(1, 2))
 
 
 def parse_sizes(spec: str, footprint: int) -> list[int]:
     """Sizes in EPC pages from ``--sizes``: a comma list of sizes (units: B, KiB, MiB,
     GiB, ``pages``, or ``N%`` of the trace's footprint), or a range ``A:B:N`` (N sizes
     from A to B, evenly spaced, each end a size as above).
+
+    The footprint is the trace's distinct pages.  A percentage is rounded to the nearest
+    page, halves up, in exact arithmetic (25% of 2034 pages is 509, not 508); a range
+    rounds its ends so, then the evenly spaced points between them.
 
     Raises:
         EpcsimError: naming the bad item.
@@ -75,20 +108,23 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
         item = item.strip()
         if item.endswith("%"):
             try:
-                pct = float(item[:-1])
-            except ValueError:
+                pct = Fraction(Decimal(item[:-1].strip()))
+            except (InvalidOperation, ValueError, OverflowError):
                 raise EpcsimError(f"--sizes: not a percentage: {item!r}") from None
-            if not math.isfinite(pct):
-                raise EpcsimError(f"--sizes: not a percentage: {item!r}")
-            pages = int(round(footprint * pct / 100))
+            pages = footprint * pct / 100
         else:
             b = parse_size(item, what="--sizes")
             if b % PAGE_SIZE:
-                raise EpcsimError(f"--sizes: {item!r} is not a multiple of 4096 bytes")
-            pages = b // PAGE_SIZE
-        if pages < 1:
+                hint = (
+                    f" (a bare number is bytes; for {item} pages write {item}pages)"
+                    if item.isdigit()
+                    else ""
+                )
+                raise EpcsimError(f"--sizes: {item!r} is not a multiple of 4096 bytes{hint}")
+            pages = Fraction(b // PAGE_SIZE)
+        if _round_half_up(pages) < 1:
             raise EpcsimError(f"--sizes: {item!r} is less than one page")
-        return pages
+        return _round_half_up(pages)
 
     if ":" in spec:
         parts = spec.split(":")
@@ -101,11 +137,52 @@ def parse_sizes(spec: str, footprint: int) -> list[int]:
             raise EpcsimError(f"--sizes: N must be an integer in {spec!r}") from None
         if n < 1 or b < a:
             raise EpcsimError(f"--sizes: need N >= 1 and A <= B in {spec!r}")
-        return sorted({int(round(x)) for x in np.linspace(a, b, n)})
+        if n == 1:
+            return [a]
+        return sorted({_round_half_up(a + Fraction((b - a) * k, n - 1)) for k in range(n)})
     out = sorted({one(x) for x in spec.split(",") if x.strip()})
     if not out:
         raise EpcsimError(f"--sizes: no size given in {spec!r}")
     return out
+
+
+def trust(steady_reclaimable_pages: float, sim_epc_pages: int, sample: float) -> tuple[bool, str]:
+    """Whether a point is to be trusted, and why not.
+
+    A point is trusted iff the cache it measured is large enough for the kernel's fixed
+    constants (the 32/64-page ksgxd watermarks, the 16-page batch, the SECS and VA
+    pages) not to dominate: its steady reclaimable pages are at least
+    max(``TRUSTED_MIN_RECLAIMABLE`` = 512, ``TRUSTED_MIN_SHARE`` = 50% of the simulated
+    EPC's pages); and, sampled, its simulated EPC has at least ``SAMPLED_MIN_PAGES``.
+    The reason is empty for a trusted point, else each failed test, ``; ``-separated.
+    """
+    why = []
+    need = max(TRUSTED_MIN_RECLAIMABLE, TRUSTED_MIN_SHARE * sim_epc_pages)
+    if steady_reclaimable_pages < need:
+        which = (
+            f"{TRUSTED_MIN_RECLAIMABLE}"
+            if need == TRUSTED_MIN_RECLAIMABLE
+            else f"{TRUSTED_MIN_SHARE:.0%} of the {sim_epc_pages} EPC pages"
+        )
+        why.append(f"steady reclaimable pages {steady_reclaimable_pages:.1f} < {which}")
+    if sample != 1.0 and sim_epc_pages < SAMPLED_MIN_PAGES:
+        why.append(f"sampled EPC {sim_epc_pages} pages < {SAMPLED_MIN_PAGES}")
+    return not why, "; ".join(why)
+
+
+def format_ratios(values: Sequence[float]) -> list[str]:
+    """The miss ratios as fixed-point strings with enough digits to tell the points
+    apart: at least 4 decimals and 4 significant digits of the smallest non-zero ratio
+    (0.4301; 0.0004100), more where two different ratios would otherwise print the same.
+    """
+    nonzero = [abs(v) for v in values if v]
+    d = 4
+    if nonzero:
+        d = max(d, 3 - math.floor(math.log10(min(nonzero))))
+    distinct = len(set(values))
+    while d < 17 and len({f"{v:.{d}f}" for v in values}) < distinct:
+        d += 1
+    return [f"{v:.{d}f}" for v in values]
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -153,7 +230,9 @@ def _run_one(args: tuple) -> tuple[int, int, float, float, float]:
             }
         ],
     }
-    r = simulate(load_scenario(sc))
+    # the duration is only a cap (a truncated run is refused below): the memory estimate,
+    # which bounds the samples by duration / sample_interval, does not apply
+    r = simulate(load_scenario(sc, check_memory=False))
     e = r.summary["enclaves"]["trace"]
     if e["outcome"] != "success" or e["accesses"] != accesses:
         # an EPC too small for the enclave (SIGBUS: nothing reclaimable) must not give
@@ -263,6 +342,7 @@ def mrc(
     points = []
     for s, ss, (acc, miss, recl, steady, wall) in zip(sizes, sim_sizes, out):
         denom = expected if expected else acc
+        trusted, reason = trust(steady, ss, rate)
         points.append(
             MrcPoint(
                 epc_pages=int(s),
@@ -273,7 +353,8 @@ def mrc(
                 mean_reclaimable_pages=recl,
                 steady_reclaimable_pages=steady,
                 sample=rate,
-                trusted=rate == 1.0 or ss >= SAMPLED_MIN_PAGES,
+                trusted=trusted,
+                reason=reason,
                 wall_s=wall,
             )
         )
@@ -281,20 +362,27 @@ def mrc(
 
 
 def write_mrc(points: list[MrcPoint], out: str | Path, *, title: str = "") -> tuple[Path, Path]:
-    """Write ``mrc.csv`` and ``mrc.png`` into *out*; returns their paths."""
+    """Write ``mrc.csv`` and ``mrc.png`` into *out*; returns their paths.
+
+    Each file is written atomically (``epcsim._atomic``): an interrupted or failed write
+    leaves no partial file and any previous one untouched.  ``miss_ratio`` is written
+    with every digit (``repr`` of the float: it reads back as the same number).
+    """
     import csv
+
+    from ._atomic import atomic_open, atomic_path
 
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     csv_path = d / "mrc.csv"
-    fields = [f for f in asdict(points[0]) if f != "wall_s"] if points else []
-    with csv_path.open("w", newline="") as f:
+    fields = [f for f in MrcPoint.__dataclass_fields__ if f != "wall_s"]
+    with atomic_open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for p in points:
             row = asdict(p)
             row.pop("wall_s")
-            row["miss_ratio"] = f"{p.miss_ratio:.6f}"
+            row["miss_ratio"] = repr(float(p.miss_ratio))
             row["mean_reclaimable_pages"] = f"{p.mean_reclaimable_pages:.1f}"
             row["steady_reclaimable_pages"] = f"{p.steady_reclaimable_pages:.1f}"
             w.writerow(row)
@@ -310,15 +398,18 @@ def write_mrc(points: list[MrcPoint], out: str | Path, *, title: str = "") -> tu
     ax.plot(x, y, marker="o", label="v16 reclaimer (epcsim)")
     bad = [(xx, yy) for xx, yy, p in zip(x, y, points) if not p.trusted]
     if bad:
-        ax.scatter(*zip(*bad), color="red", zorder=3, label=f"sampled EPC < {SAMPLED_MIN_PAGES}")
+        ax.scatter(*zip(*bad), color="red", zorder=3, label="not trusted (mrc.csv: reason)")
     ax.set_xlabel("EPC size (MiB)")
     ax.set_ylabel("miss ratio")
     # resolved faults can outnumber accesses at tiny EPCs (a page reclaimed before its
-    # retried access): do not cut those points off
-    ax.set_ylim(0, max(1.02, 1.02 * max(y, default=0.0)))
+    # retried access): do not cut those points off; a curve of small ratios (a trace
+    # that fits, 0.0004) gets an axis that shows it rather than a flat line at 0
+    top = max(y, default=0.0)
+    ax.set_ylim(0, max(1.02, 1.02 * top) if top >= 0.1 else (1.1 * top or 1.0))
     ax.grid(alpha=0.3)
     ax.set_title(title or "miss-ratio curve")
     ax.legend()
     png = d / "mrc.png"
-    fig.savefig(png, metadata={"Software": None})
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     return csv_path, png

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from .errors import EpcsimError
 
@@ -27,6 +28,9 @@ _UNITS = {
     "page": 4096,
     "pages": 4096,
 }
+#: longer numbers are refused before any conversion (Python's int() refuses past 4300
+#: digits with a ValueError; no size or time of the model needs more than 20)
+_MAX_DIGITS = 64
 _RE = re.compile(r"^\s*(0[xX][0-9a-fA-F_]+|\d[\d_]*(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
@@ -56,16 +60,16 @@ def parse_size(value: int | str, *, what: str = "size") -> int:
             f"{what}: unknown unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB, "
             "KB, MB, GB, TB or pages)"
         )
+    if len(num) > _MAX_DIGITS:
+        raise EpcsimError(f"{what}: {value[:20]!r}... has more than {_MAX_DIGITS} digits")
     if num.lower().startswith("0x"):
         if unit not in ("", "b"):
             raise EpcsimError(f"{what}: a hex size takes no unit: {value!r}")
         return int(num, 16)
-    if "." in num:
-        out = float(num) * _UNITS[unit]
-        if out != int(out):
-            raise EpcsimError(f"{what}: {value!r} is not a whole number of bytes")
-        return int(out)
-    return int(num) * _UNITS[unit]
+    out = Fraction(num) * _UNITS[unit]  # exact: "1.5KiB" is 1536, "0.1B" is refused
+    if out.denominator != 1:
+        raise EpcsimError(f"{what}: {value!r} is not a whole number of bytes")
+    return int(out)
 
 
 def format_size(n: int) -> str:
@@ -104,8 +108,11 @@ def parse_time(value: int | str, *, what: str = "time") -> int:
     m = _TRE.match(value)
     if not m or m.group(2) not in _TIME_UNITS:
         raise EpcsimError(f"{what}: not a time: {value!r} (a number with ns, us, ms, s or min)")
-    num = float(m.group(1).replace("_", "")) * _TIME_UNITS[m.group(2)]
-    if num != int(num):
+    digits = m.group(1).replace("_", "")
+    if len(digits) > _MAX_DIGITS:
+        raise EpcsimError(f"{what}: {value[:20]!r}... has more than {_MAX_DIGITS} digits")
+    num = Fraction(digits) * _TIME_UNITS[m.group(2)]  # exact, whatever the size
+    if num.denominator != 1:
         raise EpcsimError(f"{what}: {value!r} is not a whole number of nanoseconds")
     return int(num)
 

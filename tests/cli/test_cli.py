@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import epcsim
 from epcsim.cli import LazyProgress, app, default_out
+from epcsim.sim.progress import SimProgress
 
 TINY = """\
 name = "tiny"
@@ -111,8 +112,9 @@ def test_seed_override_quiet_and_default_out(
     assert_no_crash(r)
     assert r.exit_code == 0, r.output
     assert r.stdout == ""  # --quiet: nothing unless an expectation fails
-    out = tmp_path / default_out("tiny", 7)
-    assert out == tmp_path / "epcsim-runs" / "tiny-seed7"
+    digest = epcsim.load_scenario(scenario).digest()
+    out = tmp_path / default_out("tiny", 7, digest)
+    assert out == tmp_path / "epcsim-runs" / f"tiny-seed7-{digest[:12]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed"] == 7
 
@@ -135,25 +137,37 @@ def test_builtin_kselftest_small_capacity(tmp_path: Path, monkeypatch: pytest.Mo
     r = invoke("run", "builtin:kselftest", "--set", "host.epc=8MiB", "--quiet")
     assert_no_crash(r)
     assert r.exit_code == 0, r.output
-    summary = json.loads((tmp_path / "epcsim-runs/kselftest-seed1/summary.json").read_text())
+    digest = epcsim.load_scenario("builtin:kselftest", overrides=["host.epc=8MiB"]).digest()
+    run_dir = tmp_path / f"epcsim-runs/kselftest-seed1-{digest[:12]}"
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["capacity_bytes"] == 8 << 20
     assert len(summary["expectations"]) == 7
 
 
-def test_interrupt_leaves_incomplete_marker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupt_leaves_the_previous_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C: exit 130, the directory keeps the previous run (or does not appear)."""
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert invoke("run", scenario, "--out", out, "--engine", "reference").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("epcsim.api.simulate", interrupted)
-    scenario = write(tmp_path, TINY)
-    out = tmp_path / "out"
     r = invoke("run", scenario, "--out", out)
     assert r.exit_code == 130, r.output
-    assert f"interrupted; {out} is incomplete" in r.stderr
-    assert (out / "INCOMPLETE").is_file()
-    assert not (out / "summary.json").exists()
+    assert r.stderr == f"interrupted; {out} was not written (a previous run there is unchanged)\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    r = invoke("run", scenario, "--out", tmp_path / "new")
+    assert r.exit_code == 130, r.output
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".new.lock",
+        ".out.lock",
+        "out",
+        "tiny.toml",
+    ]
 
 
 def test_out_is_a_file(tmp_path: Path) -> None:
@@ -337,12 +351,16 @@ def _terminal() -> tuple[Console, io.StringIO]:
     return Console(file=buf, force_terminal=True, width=100), buf
 
 
+def sp(done: int, total: int | None, now: int = 0, limit: int = 10**9) -> SimProgress:
+    return SimProgress(now, limit, done, total, "accesses")
+
+
 def test_progress_not_shown_for_short_runs() -> None:
     console, buf = _terminal()
     p = LazyProgress(delay=60, console=console)
     p.begin(1_000_000_000)
     for t in range(0, 1_000_000_000, 5_000_000):
-        p(t, 1_000_000_000)
+        p(sp(t // 1000, 10**6, t))
     p.close()
     assert not p.shown
     assert buf.getvalue() == ""
@@ -351,12 +369,14 @@ def test_progress_not_shown_for_short_runs() -> None:
 def test_progress_shown_after_delay_from_callback() -> None:
     console, buf = _terminal()
     p = LazyProgress(delay=0, console=console)
-    p(250_000_000, 1_000_000_000)
+    p(sp(250_000, 1_000_000, 250_000_000))
     assert p.shown
-    p(500_000_000, 1_000_000_000)
+    assert p.describe() == ("simulating", 1_000_000, 250_000, "250,000 / 1,000,000 accesses")
+    p(sp(500_000, 1_000_000, 500_000_000))
     p.close()
     p.close()  # idempotent
-    assert "virtual" in buf.getvalue()
+    assert "500,000 / 1,000,000 accesses" in buf.getvalue()
+    assert "eta" in buf.getvalue()
 
 
 def test_progress_shown_by_timer_without_callbacks() -> None:
@@ -366,6 +386,8 @@ def test_progress_shown_by_timer_without_callbacks() -> None:
     deadline = time.monotonic() + 5
     while not p.shown and time.monotonic() < deadline:
         time.sleep(0.01)
+    # nothing reported yet: no claim about the virtual time or the work
+    assert p.describe() == ("simulating", None, 0, "")
     p.close()
     assert p.shown
 
@@ -374,6 +396,316 @@ def test_progress_disabled() -> None:
     console, buf = _terminal()
     p = LazyProgress(enabled=False, delay=0, console=console)
     p.begin(10**9)
-    p(1, 10**9)
+    p(sp(1, 10))
     p.close()
     assert not p.shown and buf.getvalue() == ""
+
+
+def test_progress_measures_work_not_virtual_time() -> None:
+    """The bar measured virtual time against host.duration (``784ms / 600s``, about 0%
+    throughout): it measures the work done against the work to do."""
+    console, _ = _terminal()
+    p = LazyProgress(delay=0, console=console)
+    p(SimProgress(784_000_000, 600 * 10**9, 3, 8, "selftest processes"))
+    assert p.describe() == ("simulating", 8, 3, "3 / 8 selftest processes")
+    p(SimProgress(784_000_000, 600 * 10**9, 0, 1, "selftest processes"))
+    assert p.describe()[3] == "0 / 1 selftest process"
+    # the work to do is not known (a duration-bound workload): virtual time, said so
+    p(SimProgress(784_000_000, 600 * 10**9, 5000, None, "accesses"))
+    assert p.describe() == (
+        "simulating",
+        None,
+        0,
+        "virtual time 784ms / 600s (the work to do is not known in advance)",
+    )
+    p.close()
+
+
+def test_progress_says_compiling_until_work_is_done() -> None:
+    """The first compiled run compiles for 30-40 s behind a bar that said "simulating"."""
+    from epcsim.cli import COMPILING_LABEL
+
+    assert COMPILING_LABEL == "compiling the engine (first run only)"
+    console, buf = _terminal()
+    p = LazyProgress(delay=0, console=console, compiling=True)
+    p(sp(0, 1000))
+    assert p.describe()[0] == COMPILING_LABEL
+    assert COMPILING_LABEL in buf.getvalue()
+    p(sp(10, 1000))
+    assert p.describe()[0] == "simulating"
+    p(sp(10, 1000))
+    assert p.describe()[0] == "simulating"
+    p.close()
+
+
+def test_will_compile_only_when_the_cache_is_cold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import epcsim.sim.progress
+    from epcsim.cli import _will_compile
+    from epcsim.scenario import load_scenario
+
+    sc = load_scenario(TINY)
+    kself = load_scenario("builtin:kselftest")  # not run by the batched engine
+    monkeypatch.setattr(epcsim.sim.progress, "compiled_core_cached", lambda: False)
+    assert _will_compile(sc, "auto") and _will_compile(sc, "batched")
+    assert not _will_compile(sc, "reference") and not _will_compile(kself, "auto")
+    monkeypatch.setattr(epcsim.sim.progress, "compiled_core_cached", lambda: True)
+    assert not _will_compile(sc, "auto")
+
+
+def test_compiled_core_cached_reads_numbas_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cold: numba's index of the core's cache has no entry for the current source."""
+    from epcsim.sim import _core
+    from epcsim.sim.progress import compiled_core_cached
+
+    cache_file = _core.run_core._cache._cache_file
+    monkeypatch.setattr(cache_file, "_load_index", lambda: {})
+    assert compiled_core_cached() is False
+    monkeypatch.setattr(cache_file, "_load_index", lambda: {("sig", "target"): "data"})
+    assert compiled_core_cached() is True
+
+    def moved() -> dict:
+        raise AttributeError("numba internals moved")
+
+    monkeypatch.setattr(cache_file, "_load_index", moved)
+    assert compiled_core_cached() is True  # cannot tell: do not claim a compile
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["run"], ["scenarios"], ["validate"], ["report"], ["mrc"], ["trace"],
+     ["trace", "info"], ["trace", "convert"]],
+    ids=lambda a: " ".join(a) or "epcsim",
+)  # fmt: skip
+def test_help_has_no_bool_metavar_and_no_emoji(argv: list[str]) -> None:
+    """Typer's rich help showed ``<bool>`` after every flag (``--help`` included) and
+    rich turned ``:B:`` in ``A:B:N`` into an emoji."""
+    r = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "--help" in r.stdout
+    assert "<bool>" not in r.stdout
+    emoji = [c for c in r.stdout if ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x2800]
+    assert emoji == [], emoji
+    help_line = next(x for x in r.stdout.splitlines() if "--help" in x)
+    assert help_line.split()[2:4] == ["Show", "this"], help_line
+
+
+# --- run directories (docs/OUTPUTS.md) ----------------------------------------------------
+
+
+def one_error_line(r) -> str:
+    """The single ``epcsim: error:`` line of an exit-2 result."""
+    assert_no_crash(r)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epcsim: error: "), r.stderr
+    return lines[0]
+
+
+def test_out_holding_other_files_is_refused(tmp_path: Path) -> None:
+    """``--out DIR`` where DIR is not an epcsim run used to write beside its files."""
+    scenario = write(tmp_path, TINY)
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("keep")
+    for extra in ([], ["--force"]):
+        r = invoke("run", scenario, "--out", d, *extra)
+        assert one_error_line(r) == (
+            f"epcsim: error: out {d}: not an epcsim run directory (it holds files and no "
+            "run.json); name a new or empty directory"
+        )
+    assert [p.name for p in d.iterdir()] == ["thesis.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "tiny.toml"]
+
+
+def test_out_empty_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out ''`` used to spray the run's files into the current directory."""
+    scenario = write(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    r = invoke("run", scenario, "--out", "")
+    assert one_error_line(r) == "epcsim: error: out: empty path: name the run directory"
+    r = invoke("run", scenario, "--out", ".")
+    assert one_error_line(r) == (
+        "epcsim: error: out .: is the current directory or contains it; "
+        "name a directory for the run"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.toml"]
+
+
+def test_same_run_twice_and_set_gets_its_own_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's main job twice works; ``--set`` no longer replaces the default run."""
+    scenario = write(tmp_path, TINY)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        r = invoke("run", scenario, "--quiet")
+        assert_no_crash(r)
+        assert r.exit_code == 0, r.output
+    r = invoke("run", scenario, "--quiet", "--set", "host.epc=8MiB")
+    assert r.exit_code == 0, r.output
+    runs = sorted(p.name for p in (tmp_path / "epcsim-runs").iterdir() if p.is_dir())
+    d1 = epcsim.load_scenario(scenario).digest()[:12]
+    d2 = epcsim.load_scenario(scenario, overrides=["host.epc=8MiB"]).digest()[:12]
+    assert runs == sorted([f"tiny-seed0-{d1}", f"tiny-seed0-{d2}"])
+    big = json.loads((tmp_path / "epcsim-runs" / f"tiny-seed0-{d2}" / "summary.json").read_text())
+    assert big["capacity_bytes"] == 8 << 20
+
+
+def test_replacing_a_different_run_needs_force(tmp_path: Path) -> None:
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    assert invoke("run", scenario, "--out", out, "--quiet").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    digest = epcsim.load_scenario(scenario).digest()
+    r = invoke("run", scenario, "--out", out, "--seed", "5")
+    assert one_error_line(r) == (
+        f"epcsim: error: out {out}: holds a different run (scenario tiny ({digest[:12]}), "
+        "seed 0); replace it with --force (force=True)"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    r = invoke("run", scenario, "--out", out, "--seed", "5", "--force", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["seed"] == 5
+
+
+def test_concurrent_run_into_the_same_directory_is_refused(tmp_path: Path) -> None:
+    """The lock a running ``epcsim run`` holds (held here in-process) makes a second one
+    fail before it writes anything."""
+    import fcntl
+    import os
+
+    from epcsim.rundir import lock_path
+
+    scenario = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    lock = lock_path(out)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = invoke("run", scenario, "--out", out)
+    finally:
+        os.close(fd)
+    assert one_error_line(r) == (
+        f"epcsim: error: out {out}: another epcsim run is writing it (it holds {lock}); "
+        "wait for it to finish or choose another directory"
+    )
+    assert not out.exists()
+
+
+# --- which engine ran -----------------------------------------------------------------
+
+
+def test_header_names_the_engine(passed_run, tmp_path: Path) -> None:
+    r, out = passed_run
+    head = r.stdout.splitlines()[1]
+    assert head.startswith(
+        "engine compiled (auto: the scenario is eligible for the compiled engine), wall "
+    ), head
+    facts = json.loads((out / "run.json").read_text())
+    assert (facts["engine_requested"], facts["engine"]) == ("auto", "compiled")
+    scenario = write(tmp_path, TINY)
+    r = invoke("run", scenario, "--out", tmp_path / "ref", "--engine", "reference")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[1].startswith("engine reference (requested reference), wall ")
+    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy"):
+        assert (out / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("name", ["compiled", "batched"])
+def test_engine_compiled_refuses_with_the_reason(tmp_path: Path, name: str) -> None:
+    """``--engine batched`` used to fall back to the reference engine with exit 0."""
+    out = tmp_path / "out"
+    r = invoke("run", "builtin:kselftest", "--engine", name, "--out", out)
+    assert one_error_line(r) == (
+        "epcsim: error: engine compiled: the compiled engine does not run the kselftest "
+        "program; use engine reference or auto"
+    )
+    assert not out.exists()
+
+
+def test_engine_compiled_refuses_at_run_time(tmp_path: Path) -> None:
+    """Ineligible only once the enclave thread starts (ksgxd still busy with the EADD
+    build): exit 2 with the reason, no run directory."""
+    busy = write(
+        tmp_path,
+        TINY.replace('epc = "4MiB"', 'epc = "1MiB"\ncpus = 1')
+        .replace('max = "1MiB"', 'max = "max"')
+        .replace('size = "2MiB"', 'size = "4MiB"\nbuild = "eadd"')
+        .replace("accesses = 20000", "accesses = 500"),
+        "busy.toml",
+    )
+    out = tmp_path / "out"
+    r = invoke("run", busy, "--engine", "compiled", "--out", out)
+    assert one_error_line(r) == (
+        "epcsim: error: engine compiled: ksgxd or a reclaim worker was busy when the "
+        "enclave threads started; use engine reference or auto"
+    )
+    assert not out.exists()
+
+
+def test_run_help_describes_engine_behaviour() -> None:
+    r = invoke("run", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.replace("│", " ").split())
+    assert "compiled: refuse (exit 2, with the reason) if it cannot run" in text
+    assert "--force" in text
+
+
+# --- report: the run directory is checked before anything is written ---------------------
+
+
+@pytest.fixture
+def run_copy(passed_run, tmp_path: Path) -> Path:
+    import shutil
+
+    _, out = passed_run
+    d = tmp_path / "copy"
+    shutil.copytree(out, d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        pytest.param("summary.json", b"[1,2]", "expected a JSON object, got list", id="list"),
+        pytest.param(
+            "summary.json", b'{"scenario":"x"}', "scenario_hash: Field required", id="partial"
+        ),
+        pytest.param("summary.json", b"{", "cannot read it as JSON: ", id="json"),
+        pytest.param(
+            "fault_latency.npy", b"\x93NUMPY garbage", "cannot read the fault latencies: ", id="npy"
+        ),
+        pytest.param("timeseries.parquet", b"nope", "cannot read the time series: ", id="parquet"),
+    ],
+)
+def test_report_bad_run_directory(run_copy: Path, name: str, content: bytes, message: str) -> None:
+    """``summary.json`` = ``[1,2]`` used to end in an AttributeError traceback after
+    rewriting 3 of 4 figures; ``{"scenario":"x"}`` gave a report without complaint."""
+    (run_copy / name).write_bytes(content)
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    r = invoke("report", run_copy)
+    line = one_error_line(r)
+    assert line.startswith(f"epcsim: error: {run_copy / name}: "), line
+    assert message in line
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
+
+
+def test_report_warns_about_an_incomplete_run(run_copy: Path) -> None:
+    (run_copy / "INCOMPLETE").write_text("run in progress or interrupted\n")
+    r = invoke("report", run_copy)
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"note: {run_copy} is marked INCOMPLETE (an interrupted run)\n"
+    html = (run_copy / "report.html").read_text()
+    engine = "compiled (auto: the scenario is eligible for the compiled engine)"
+    assert f'<th scope="row">engine</th><td>{engine}</td>' in html
+
+
+def test_memory_estimate_warning_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set host.epc=1TiB` on a trivial scenario warns as ``epcsim: warning: ...`` (one
+    line on stderr), not in Python's warning format with a source line."""
+    monkeypatch.setenv("EPCSIM_MEMORY_AVAILABLE", "40GiB")
+    r = invoke("validate", "builtin:overcommit", "--set", "host.epc=1TiB")
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epcsim: warning: "), r.stderr
+    assert "MemoryEstimateWarning" not in r.stderr

@@ -715,3 +715,155 @@ def test_misc_disabled_enable_einval():
     h = Host("1MiB", misc_enabled=False)
     raises_errno(errno.EINVAL, h.fs.write, "/cgroup.subtree_control", "+misc")
     assert h.fs.read("/cgroup.subtree_control") == "\n"
+
+
+# --- the VFS path walk (link_path_walk, do_mkdirat, do_rmdir) -----------------------------
+
+
+def test_write_data_not_str_or_bytes_typeerror():
+    """write(path, 12345) -> TypeError as os.write() gives for a non-bytes buffer (was an
+    AttributeError); nothing changes."""
+    h = make_host("1MiB", "/a")
+    with pytest.raises(TypeError, match="data must be str or bytes, not int"):
+        h.fs.write("/a/misc.max", 12345)  # type: ignore[arg-type]
+    assert h.fs.read("/a/misc.max") == "sgx_epc max\n"
+    assert h.fs.write("/a/misc.max", bytearray(b"sgx_epc 4096")) == 12
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"
+
+
+def test_path_not_str_typeerror():
+    h = make_host("1MiB", "/a")
+    with pytest.raises(TypeError, match="path must be str, not int"):
+        h.fs.read(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("op", ["read", "write", "rmdir"])
+def test_trailing_slash_on_file_enotdir(op):
+    """A trailing '/' requires a directory: /t/misc.max/ -> ENOTDIR (NotADirectoryError),
+    for read, write and rmdir; the file is unchanged."""
+    h = make_host("1MiB", "/t")
+    fn = {"read": h.fs.read, "rmdir": h.fs.rmdir}.get(op)
+    args = ("sgx_epc 4096",) if op == "write" else ()
+    fn = fn or h.fs.write
+    e = raises_errno(errno.ENOTDIR, fn, "/t/misc.max/", *args)
+    assert isinstance(e, NotADirectoryError)
+    assert e.filename == "/t/misc.max/"
+    raises_errno(errno.ENOTDIR, h.fs.read, "/t/misc.max/.")
+    assert h.fs.read("/t/misc.max") == "sgx_epc max\n"
+    assert not h.fs.exists("/t/misc.max/")
+    assert h.fs.exists("/t/misc.max") and h.fs.exists("/t/")
+
+
+def test_trailing_slash_missing_file_enoent_and_mkdir_over_file_eexist():
+    h = make_host("1MiB", "/t")
+    raises_errno(errno.ENOENT, h.fs.read, "/t/nope/")
+    raises_errno(errno.EEXIST, h.fs.mkdir, "/t/misc.max/")
+    h.fs.mkdir("/t/u/")  # a trailing slash on a new directory is fine
+    assert h.fs.exists("/t/u")
+    h.fs.rmdir("/t/u/")
+    assert not h.fs.exists("/t/u")
+
+
+@pytest.mark.parametrize("path", ["/b/..", "/b/.", "/.", "/..", "/", "/sys/fs/cgroup"])
+def test_mkdir_dot_dotdot_root_eexist(path):
+    """do_mkdirat(): a last component '.' or '..' (or the root) is not a new name ->
+    EEXIST (was EINVAL for /b/..); nothing is created."""
+    h = make_host("1MiB", "/b")
+    e = raises_errno(errno.EEXIST, h.fs.mkdir, path)
+    assert isinstance(e, FileExistsError)
+    assert h.fs.listdir("/") == ROOT_FILES + ["b"]
+    assert h.fs.listdir("/b") == CORE_FILES + MEMORY_CHILD_FILES + MISC_CHILD_FILES
+
+
+@pytest.mark.parametrize(
+    "path, code",
+    [
+        ("/.", errno.EINVAL),  # was EBUSY
+        ("/b/.", errno.EINVAL),
+        ("/b/c/.", errno.EINVAL),
+        ("/b/..", errno.ENOTEMPTY),
+        ("/b/c/..", errno.ENOTEMPTY),
+        ("/", errno.EBUSY),
+        ("/sys/fs/cgroup", errno.EBUSY),
+        ("/sys/fs/cgroup/", errno.EBUSY),
+    ],
+)
+def test_rmdir_dot_dotdot_root(path, code):
+    """do_rmdir(): last component '.' -> EINVAL, '..' -> ENOTEMPTY, the root -> EBUSY;
+    nothing is removed, even where the directory itself is empty."""
+    h = make_host("1MiB", "/b")
+    h.fs.mkdir("/b/c")
+    raises_errno(code, h.fs.rmdir, path)
+    assert h.fs.exists("/b/c")
+
+
+def test_dotdot_walks_to_the_parent():
+    """'..' inside a path goes up ('.' stays), as link_path_walk() does; at the root it
+    stays at the root (the model has nothing above the mount)."""
+    h = make_host("1MiB", "/a", "/b")
+    h.fs.write("/a/../b/./misc.max", "sgx_epc 8192")
+    assert h.fs.read("/b/misc.max") == "sgx_epc 8192\n"
+    assert h.fs.read("/../../a/../b/misc.max") == "sgx_epc 8192\n"
+    h.fs.mkdir("/a/../c")
+    assert h.fs.listdir("/") == ROOT_FILES + ["a", "b", "c"]
+    h.fs.rmdir("/b/../c")
+    assert not h.fs.exists("/c")
+    raises_errno(errno.ENOENT, h.fs.read, "/nope/../a/misc.max")  # each step must exist
+    raises_errno(errno.ENOTDIR, h.fs.read, "/a/misc.max/../misc.max")
+
+
+def test_empty_path_enoent_and_mount_prefix_exact():
+    """An empty path -> ENOENT, as open(""); the mount prefix is a whole component
+    (/sys/fs/cgroupX is not the mount)."""
+    h = make_host("1MiB", "/a")
+    raises_errno(errno.ENOENT, h.fs.read, "")
+    raises_errno(errno.ENOENT, h.fs.mkdir, "")
+    raises_errno(errno.ENOENT, h.fs.read, "/sys/fs/cgroupX/misc.current")
+    assert h.fs.read("/sys/fs/cgroup/a/misc.max") == "sgx_epc max\n"
+
+
+def test_write_of_more_than_a_page_e2big():
+    """cgroup files' atomic_write_len is PAGE_SIZE: a longer write(2) is E2BIG before any
+    parsing (a megabyte of digits is not read); exactly a page is parsed."""
+    h = make_host("1MiB", "/a")
+    e = raises_errno(errno.E2BIG, h.fs.write, "/a/misc.max", "sgx_epc " + "1" * 4089)
+    assert e.filename == "/a/misc.max"
+    raises_errno(errno.E2BIG, h.fs.write, "/a/misc.max", b"sgx_epc " + b"0" * (1 << 20))
+    assert h.fs.read("/a/misc.max") == "sgx_epc max\n"
+    page = "sgx_epc 4096" + " " * (4096 - 12)  # trailing space is stripped
+    assert h.fs.write("/a/misc.max", page) == 4096
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"
+    # a read-only file is EACCES whatever the size (open fails first)
+    raises_errno(errno.EACCES, h.fs.write, "/a/misc.current", "x" * 5000)
+
+
+def test_write_returns_the_bytes_written():
+    """write(2) returns the bytes it was given; bytes that are not UTF-8 are no number."""
+    h = make_host("1MiB", "/a")
+    assert h.fs.write("/a/misc.max", "sgx_epc 4096\n") == 13
+    raises_errno(errno.EINVAL, h.fs.write, "/a/misc.max", b"sgx_epc \xff")
+
+
+def test_path_too_long_or_with_nul():
+    """getname(): a path of PATH_MAX (4096) bytes or more -> ENAMETOOLONG; a NUL byte ->
+    ValueError, as Python's os functions raise."""
+    h = make_host("1MiB", "/a")
+    long = "/a/" + "x/" * 2047  # 4097 bytes
+    raises_errno(errno.ENAMETOOLONG, h.fs.read, long)
+    raises_errno(errno.ENAMETOOLONG, h.fs.mkdir, "/" + "b" * 4095)
+    raises_errno(errno.ENOENT, h.fs.read, "/" + "b" * 4094)  # 4095 bytes: looked up
+    with pytest.raises(ValueError, match="embedded null byte"):
+        h.fs.mkdir("/b\0c")
+    assert h.fs.listdir("/") == ROOT_FILES + ["a"]
+
+
+def test_write_stops_at_the_first_nul():
+    """The handlers read the NUL-terminated buffer as a C string: what follows a NUL is
+    not seen; write(2) still returns every byte."""
+    h = make_host("1MiB", "/a")
+    assert h.fs.write("/a/misc.max", "sgx_epc 4096\0junk") == 17
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"
+    assert h.fs.write("/a/memory.max", b"1M\0x") == 4
+    assert h.fs.read("/a/memory.max") == "1048576\n"
+    raises_errno(errno.EINVAL, h.fs.write, "/a/misc.max", "\0sgx_epc 8192")
+    assert h.fs.read("/a/misc.max") == "sgx_epc 4096\n"

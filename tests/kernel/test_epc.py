@@ -230,3 +230,16 @@ def test_epc_pool_at_most_32_bytes_per_page():
 def test_epc_pool_footprint_multi_section():
     h = Host(sections=["64MiB"] * 4)
     assert h.epc.nbytes() / h.epc.nr_pages <= 32
+
+
+def test_host_above_the_int32_page_limit_is_a_host_config_error() -> None:
+    """Host("1024TiB") died with a MemoryError: EPC page numbers are int32."""
+    from epcsim.errors import HostConfigError
+    from epcsim.kernel.host import MAX_EPC_PAGES, Host
+
+    with pytest.raises(HostConfigError) as e:
+        Host("1024TiB")
+    assert str(e.value) == (
+        f"host.epc: {(1024 << 40) // 4096} EPC pages; the model holds at most "
+        f"{MAX_EPC_PAGES} (EPC page numbers are int32)"
+    )

@@ -15,7 +15,16 @@ from typer.testing import CliRunner
 
 from epcsim.cli import app
 from epcsim.errors import EpcsimError
-from epcsim.mrc import SAMPLED_MIN_PAGES, MrcPoint, mrc, parse_sizes, sample_pages, write_mrc
+from epcsim.mrc import (
+    SAMPLED_MIN_PAGES,
+    MrcPoint,
+    format_ratios,
+    mrc,
+    parse_sizes,
+    sample_pages,
+    trust,
+    write_mrc,
+)
 
 runner = CliRunner()
 
@@ -79,6 +88,12 @@ def strip_wall(points: list[MrcPoint]) -> list[dict]:
         ("1pages:2pages:5", 1000, [1, 2]),  # rounded and deduplicated
         ("7pages:9pages:1", 1000, [7]),
         ("1MiB:2MiB:3", 1000, [256, 384, 512]),
+        # to the nearest page, halves up (round() would give 508, 127 and 3)
+        ("25%", 2034, [509]),
+        ("25%", 2036, [509]),
+        ("12.5%", 1020, [128]),
+        ("1pages:4pages:3", 1000, [1, 3, 4]),  # 1, 2.5, 4
+        ("0.05%", 1000, [1]),  # half a page is one
     ],
 )
 def test_parse_sizes(spec: str, footprint: int, expected: list[int]) -> None:
@@ -102,6 +117,7 @@ def test_parse_sizes(spec: str, footprint: int, expected: list[int]) -> None:
         ("-5%", "less than one page"),
         ("0pages", "'0pages' is less than one page"),
         ("1000", "'1000' is not a multiple of 4096 bytes"),
+        ("0.04%", "--sizes: '0.04%' is less than one page"),
         ("abc", "--sizes: not a size: 'abc'"),
         ("", "--sizes: no size given"),
         (" , ", "no size given"),
@@ -111,6 +127,68 @@ def test_parse_sizes_errors(spec: str, message: str) -> None:
     with pytest.raises(EpcsimError) as ei:
         parse_sizes(spec, 1000)
     assert message in str(ei.value)
+
+
+def test_parse_sizes_bare_number_suggests_pages() -> None:
+    """``--sizes 1285``: bytes, not a multiple of 4096; the error says how to write
+    pages."""
+    with pytest.raises(EpcsimError) as ei:
+        parse_sizes("1285", 2034)
+    assert str(ei.value) == (
+        "--sizes: '1285' is not a multiple of 4096 bytes "
+        "(a bare number is bytes; for 1285 pages write 1285pages)"
+    )
+    with pytest.raises(EpcsimError) as ei:
+        parse_sizes("1KiB", 2034)  # not a bare number: no suggestion
+    assert str(ei.value) == "--sizes: '1KiB' is not a multiple of 4096 bytes"
+
+
+# --- trust and format_ratios --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steady", "sim_epc", "sample", "trusted", "reason"),
+    [
+        (1.0, 20, 1.0, False, "steady reclaimable pages 1.0 < 512"),
+        (511.9, 600, 1.0, False, "steady reclaimable pages 511.9 < 512"),
+        (512.0, 1000, 1.0, True, ""),  # 50% of 1000 is below 512
+        (1049.9, 2100, 1.0, False, "steady reclaimable pages 1049.9 < 50% of the 2100 EPC pages"),
+        (1050.0, 2100, 1.0, True, ""),
+        (950.0, 999, 0.1, False, "sampled EPC 999 pages < 1000"),
+        (
+            100.0,
+            500,
+            0.5,
+            False,
+            "steady reclaimable pages 100.0 < 512; sampled EPC 500 pages < 1000",
+        ),
+        (900.0, 1000, 0.1, True, ""),
+    ],
+)
+def test_trust(steady: float, sim_epc: int, sample: float, trusted: bool, reason: str) -> None:
+    """Trusted iff steady reclaimable >= max(512, 50% of the EPC) (and, sampled, the
+    simulated EPC has at least SAMPLED_MIN_PAGES)."""
+    assert trust(steady, sim_epc, sample) == (trusted, reason)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "expected"),
+    [
+        ([1.0, 0.2], ["1.0000", "0.2000"]),
+        ([0.8067, 0.7253, 0.4301], ["0.8067", "0.7253", "0.4301"]),
+        # a sqlite-sized curve: 4 decimals would print 0.0004 for every point
+        (
+            [0.00047, 0.00043, 0.00041, 0.00041],
+            ["0.0004700", "0.0004300", "0.0004100", "0.0004100"],
+        ),
+        # two ratios equal to 4 decimals get more
+        ([0.43014, 0.43011], ["0.43014", "0.43011"]),
+        ([0.0, 0.5], ["0.0000", "0.5000"]),
+        ([], []),
+    ],
+)
+def test_format_ratios_tell_the_points_apart(ratios: list[float], expected: list[str]) -> None:
+    assert format_ratios(ratios) == expected
 
 
 # --- sample_pages -------------------------------------------------------------------------
@@ -177,7 +255,9 @@ def test_loop_larger_than_the_cache_misses_every_access(traces) -> None:
     assert big.steady_reclaimable_pages == LOOP_PAGES  # nothing evicted: the maximum
     for p in (small, mid, big):
         assert p.sim_epc_pages == p.epc_pages
-        assert p.sample == 1.0 and p.trusted
+        # a 300-page loop: the cache is never 512 pages, too small to trust
+        assert p.sample == 1.0 and not p.trusted
+        assert p.reason == f"steady reclaimable pages {p.steady_reclaimable_pages:.1f} < 512"
         assert p.mean_reclaimable_pages <= p.steady_reclaimable_pages + 1e-9
         assert p.wall_s > 0
 
@@ -254,8 +334,12 @@ def test_sampled_points(traces) -> None:
         assert p.sample == rate
         assert p.accesses == len(kept)
         assert p.sim_epc_pages == round(p.epc_pages * scale)
-        assert p.trusted is (p.sim_epc_pages >= SAMPLED_MIN_PAGES)
-        assert not p.trusted  # a few hundred pages: far below the threshold
+        assert p.sim_epc_pages < SAMPLED_MIN_PAGES  # a few hundred pages
+        assert not p.trusted
+        assert p.reason == (
+            f"steady reclaimable pages {p.steady_reclaimable_pages:.1f} < 512; "
+            f"sampled EPC {p.sim_epc_pages} pages < 1000"
+        )
     assert points[-1].misses == len(np.unique(kept))  # cold misses only
     # rate 1 is the exact curve
     assert strip_wall(mrc(traces["loop"], sizes=[600], sample=1, workers=1)) == strip_wall(
@@ -288,15 +372,15 @@ def test_mrc_errors(traces, tmp_path: Path) -> None:
 
 def fake_points(trusted_last: bool = True) -> list[MrcPoint]:
     return [
-        MrcPoint(100, 10, 5000, 4500, 0.9, 8.25, 9.5, 0.1, False, 0.5),
-        MrcPoint(1000, 100, 5000, 2000, 0.4, 80.0, 95.04, 0.1, False, 0.5),
-        MrcPoint(20000, 2000, 5000, 1234, 0.2468, 1800.0, 1950.0, 0.1, trusted_last, 0.5),
+        MrcPoint(100, 10, 5000, 4500, 0.9, 8.25, 9.5, 0.1, False, "r1", 0.5),
+        MrcPoint(1000, 100, 5000, 2000, 0.4, 80.0, 95.04, 0.1, False, "r2; r3", 0.5),
+        MrcPoint(20000, 2000, 5000, 1234, 0.2468, 1800.0, 1950.0, 0.1, trusted_last, "", 0.5),
     ]
 
 
 CSV_HEADER = (
     "epc_pages,sim_epc_pages,accesses,misses,miss_ratio,mean_reclaimable_pages,"
-    "steady_reclaimable_pages,sample,trusted"
+    "steady_reclaimable_pages,sample,trusted,reason"
 )
 
 
@@ -307,9 +391,9 @@ def test_write_mrc_csv(tmp_path: Path) -> None:
     lines = csv_path.read_text().splitlines()
     assert lines[0] == CSV_HEADER
     assert lines[1:] == [
-        "100,10,5000,4500,0.900000,8.2,9.5,0.1,False",
-        "1000,100,5000,2000,0.400000,80.0,95.0,0.1,False",
-        "20000,2000,5000,1234,0.246800,1800.0,1950.0,0.1,True",
+        "100,10,5000,4500,0.9,8.2,9.5,0.1,False,r1",
+        "1000,100,5000,2000,0.4,80.0,95.0,0.1,False,r2; r3",
+        "20000,2000,5000,1234,0.2468,1800.0,1950.0,0.1,True,",
     ]
     rows = read_csv(csv_path)
     assert [int(r["epc_pages"]) for r in rows] == [100, 1000, 20000]
@@ -351,11 +435,21 @@ def test_cli_mrc_writes_table_csv_png(traces, tmp_path: Path) -> None:
         assert col in r.stdout, col
     assert "1,500 accesses" in r.stdout and "exact" in r.stdout
     assert "0.2000" in r.stdout and "2.34" in r.stdout  # 600 pages = 2.34 MiB
-    assert "warning" not in r.output
+    assert "2 sizes" in r.stdout
     lines = (out / "mrc.csv").read_text().splitlines()
     assert lines[0] == CSV_HEADER
     assert [x.split(",")[0] for x in lines[1:]] == ["100", "600"]
-    assert lines[2].split(",")[4] == "0.200000"
+    assert lines[2].split(",")[4] == "0.2"
+    # a 300-page loop: no point has 512 reclaimable pages, none is trusted
+    rows = read_csv(out / "mrc.csv")
+    assert [r["trusted"] for r in rows] == ["False", "False"]
+    assert r.stderr.splitlines() == [
+        f"warning: size {row['epc_pages']} pages "
+        f"({int(row['epc_pages']) * 4096 / 2**20:.2f} MiB) is not to be trusted: "
+        f"steady reclaimable pages {row['steady_reclaimable_pages']} < 512 (the kernel's "
+        "fixed constants weigh on a cache this small; docs/MRC.md)"
+        for row in rows
+    ]
     assert (out / "mrc.png").read_bytes()[:4] == b"\x89PNG"
     assert f"wrote {out / 'mrc.csv'} and {out / 'mrc.png'}" in r.stdout
 
@@ -373,11 +467,12 @@ def test_cli_mrc_sampled_warns_below_the_threshold(traces, tmp_path: Path) -> No
     rows = read_csv(tmp_path / "s" / "mrc.csv")
     for w, row in zip(warnings, rows):
         assert w == (
-            f"warning: sampled EPC of {row['sim_epc_pages']} pages at size "
-            f"{row['epc_pages']} pages ({int(row['epc_pages']) * 4096 / 2**20:.2f} MiB) is "
-            "below 1000 pages; the curve is not to be trusted there (kernel constants do "
-            "not scale, docs/MRC.md)"
+            f"warning: size {row['epc_pages']} pages "
+            f"({int(row['epc_pages']) * 4096 / 2**20:.2f} MiB) is not to be trusted: "
+            f"{row['reason']} (the kernel's fixed constants weigh on a cache this small; "
+            "docs/MRC.md)"
         )
+        assert row["reason"].endswith(f"sampled EPC {row['sim_epc_pages']} pages < 1000")
         assert row["trusted"] == "False"
 
 
@@ -410,6 +505,11 @@ def test_cli_mrc_default_out_options_and_experiment(
         (["{d}/missing.npy"], "{d}/missing.npy: no such file"),
         (["{loop}", "--sizes", "10XB"], "--sizes: unknown unit 'XB' in '10XB'"),
         (["{loop}", "--sizes", "5:1:3"], "--sizes: '5' is not a multiple of 4096 bytes"),
+        (
+            ["{loop}", "--sizes", "1285"],
+            "--sizes: '1285' is not a multiple of 4096 bytes (a bare number is bytes; "
+            "for 1285 pages write 1285pages)",
+        ),
         (["{loop}", "--sizes", "5pages:1pages:3"], "--sizes: need N >= 1 and A <= B"),
         (["{loop}", "--sizes", "abc%"], "--sizes: not a percentage: 'abc%'"),
         (["{loop}", "--sizes", ""], "--sizes: no size given"),
@@ -468,9 +568,157 @@ def test_cli_mrc_progress_counts_sizes() -> None:
     assert p.shown
     p(2, 3)
     p.close()
-    assert "2/3 sizes" in buf.getvalue()
+    assert "2 / 3 sizes" in buf.getvalue()
     quiet = _SizesProgress(enabled=False)
     quiet.begin(None)
     quiet(1, 3)
     assert not quiet.shown
     quiet.close()
+
+
+# --- outputs: written first, atomically; digits; help ------------------------------------
+
+
+def sqlite_points(n: int) -> list[MrcPoint]:
+    """A curve as a small, sqlite-sized trace gives: miss ratios of a few 1e-4."""
+    ratios = [0.00047, 0.00043, 0.00041][:n]
+    return [
+        MrcPoint(2000 + 100 * k, 2000 + 100 * k, 1_000_000, round(r * 1e6), r, 1500.0,
+                 1900.0 + 100 * k, 1.0, True, "", 0.1)
+        for k, r in enumerate(ratios)
+    ]  # fmt: skip
+
+
+def test_cli_mrc_small_ratios_print_apart_and_one_size(
+    traces, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``epcsim mrc`` on a sqlite-sized curve printed 0.0004 for every point, and "1 sizes"
+    for a single one."""
+    import epcsim.mrc
+
+    monkeypatch.setattr(epcsim.mrc, "mrc", lambda *a, **k: sqlite_points(3))
+    r = invoke("mrc", traces["loop"], "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    assert "1,000,000 accesses, 3 sizes, exact" in r.stdout
+    for ratio in ("0.0004700", "0.0004300", "0.0004100"):
+        assert f" {ratio} " in r.stdout, r.stdout
+    assert read_csv(tmp_path / "a" / "mrc.csv")[2]["miss_ratio"] == "0.00041"
+    monkeypatch.setattr(epcsim.mrc, "mrc", lambda *a, **k: sqlite_points(1))
+    r = invoke("mrc", traces["loop"], "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert "1,000,000 accesses, 1 size, exact" in r.stdout
+
+
+def test_cli_mrc_writes_the_files_before_printing(
+    traces, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``epcsim mrc ... | head -1`` stops reading after the first line: mrc.csv and mrc.png
+    must exist by then."""
+    import io
+
+    from rich.console import Console
+
+    import epcsim.cli
+    import epcsim.mrc
+
+    out = tmp_path / "out"
+    seen: list[tuple[bool, bool]] = []
+
+    class Recording(Console):
+        def print(self, *args, **kwargs) -> None:  # type: ignore[override]
+            seen.append(((out / "mrc.csv").exists(), (out / "mrc.png").exists()))
+            super().print(*args, **kwargs)
+
+    monkeypatch.setattr(epcsim.mrc, "mrc", lambda *a, **k: sqlite_points(2))
+    monkeypatch.setattr(epcsim.cli, "_stdout", lambda: Recording(file=io.StringIO()))
+    r = invoke("mrc", traces["loop"], "--out", out)
+    assert r.exit_code == 0, r.output
+    assert seen and all(x == (True, True) for x in seen), seen
+
+
+@pytest.mark.parametrize("fail_in", ["csv", "png"])
+def test_write_mrc_interrupted_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str
+) -> None:
+    """Ctrl-C while mrc.csv or mrc.png is being written: no partial file, no temporary
+    file left, and the previous outputs untouched."""
+    import csv as csvmod
+
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "out"
+    write_mrc(fake_points(), out, title="old")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["mrc.csv", "mrc.png"]
+
+    def interrupt(*args, **kwargs):
+        if fail_in == "png":
+            Path(args[1] if len(args) > 1 else kwargs["fname"]).write_bytes(b"\x89PNG partial")
+        raise KeyboardInterrupt
+
+    if fail_in == "csv":
+        calls = iter(range(100))
+        real = csvmod.DictWriter.writerow
+
+        def writerow(self, row):
+            if next(calls) == 1:  # after the first row is written
+                raise KeyboardInterrupt
+            return real(self, row)
+
+        monkeypatch.setattr(csvmod.DictWriter, "writerow", writerow)
+    else:
+        monkeypatch.setattr(Figure, "savefig", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_mrc(fake_points(trusted_last=False), out, title="new")
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == ["mrc.csv", "mrc.png"]  # no temporary file left
+    assert after["mrc.png"] == before["mrc.png"]
+    if fail_in == "csv":  # the CSV is written first: nothing new at all
+        assert after["mrc.csv"] == before["mrc.csv"]
+    else:  # the CSV was complete before the PNG was interrupted
+        assert after["mrc.csv"].decode().endswith("1950.0,0.1,False,\n")
+
+
+def test_cli_mrc_interrupted_while_writing_exits_130(
+    traces, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import epcsim.mrc
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(epcsim.mrc, "mrc", lambda *a, **k: sqlite_points(2))
+    monkeypatch.setattr(epcsim.mrc, "write_mrc", interrupt)
+    r = invoke("mrc", traces["loop"], "--out", tmp_path / "o")
+    assert r.exit_code == 130
+    assert r.stdout == "" and r.stderr == "interrupted\n"
+
+
+def test_cli_mrc_help_has_no_emoji_and_no_bool_metavar() -> None:
+    """``epcsim mrc --help`` rendered ``A:B:N`` as ``A🅱N`` (rich's emoji codes) and showed
+    ``<bool>`` as the value of every flag."""
+    r = runner.invoke(app, ["mrc", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "FROM:TO:N" in r.stdout
+    assert "\N{NEGATIVE SQUARED LATIN CAPITAL LETTER B}" not in r.stdout
+    assert "<bool>" not in r.stdout
+    flags = [x for x in r.stdout.splitlines() if "--fault-unreferenced" in x or "--help" in x]
+    assert len(flags) == 2
+    for line in flags:
+        # the flag, then its help text with nothing in between
+        assert line.split()[2] in ("Experiment:", "Show"), line
+
+
+def test_cli_mrc_interrupted_while_simulating_writes_nothing(
+    traces, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import epcsim.mrc
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(epcsim.mrc, "mrc", interrupt)
+    r = invoke("mrc", traces["loop"], "--out", tmp_path / "o")
+    assert r.exit_code == 130
+    assert r.stdout == "" and r.stderr == "interrupted\n"
+    assert not (tmp_path / "o").exists()

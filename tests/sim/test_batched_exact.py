@@ -660,7 +660,7 @@ def test_cli_engine_batched_on_ineligible_scenario_exits_2(tmp_path) -> None:
         app, ["run", "builtin:kselftest", "--engine", "batched", "-q", "-o", str(tmp_path)]
     )
     assert r.exit_code == 2
-    assert "engine batched: the batched engine does not run the kselftest program" in r.output
+    assert "engine compiled: the compiled engine does not run the kselftest program" in r.output
     assert not (tmp_path / "summary.json").exists()
     r = CliRunner().invoke(app, ["run", "builtin:overcommit", "--engine", "fast"])
     assert r.exit_code == 2

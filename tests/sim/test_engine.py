@@ -1117,7 +1117,7 @@ def test_python_api_accepts_scenario_object_path_and_dict(tmp_path: Path):
 
 def test_python_api_progress_is_called_with_virtual_times():
     seen: list[tuple[int, int]] = []
-    epcsim.run(EAUG_OVER, progress=lambda t, lim: seen.append((t, lim)))
+    epcsim.run(EAUG_OVER, progress=lambda p: seen.append((p.now_ns, p.limit_ns)))
     assert seen
     assert all(lim == 200 * MS for _, lim in seen)
     ts = [t for t, _ in seen]

@@ -6,6 +6,7 @@ its formats, dense mapping, the trace as a Pattern, statistics, and `epcsim trac
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from collections import OrderedDict
 from pathlib import Path
@@ -388,7 +389,15 @@ def test_detect_format(tmp_path: Path) -> None:
         "(give one of oracleGeneral, csv, lackey, text, npy, native)"
     )
     assert get_format("ORACLE").name == "oracleGeneral"
-    assert format_for_output("x.npy") == "npy" and format_for_output("x.dat") == "native"
+    assert format_for_output("x.npy") == "npy" and format_for_output("X.oracleGeneral.BIN") == (
+        "oracleGeneral"
+    )
+    with pytest.raises(TraceError) as e:
+        format_for_output("x.dat")
+    assert str(e.value) == (
+        "x.dat: no writable trace format has this extension (use oracleGeneral "
+        ".oracleGeneral.bin .oracleGeneral .bin; text .txt; npy .npy; native .epct)"
+    )
 
 
 # --------------------------------------------------------------------------- reader API
@@ -602,6 +611,79 @@ def test_stack_distances_against_an_lru_stack() -> None:
         assert stack_distances(x).tolist() == expect
 
 
+def lru_stack_distances(x: np.ndarray) -> list[int]:
+    stack: list[int] = []
+    expect = []
+    for p in x.tolist():
+        if p in stack:
+            expect.append(len(stack) - 1 - stack.index(p))
+            stack.remove(p)
+        stack.append(p)
+    return expect
+
+
+def test_reuse_distances_across_tree_rebuilds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Fenwick tree's positions run out and are renumbered many times (a 4-position
+    minimum), in chunks of any size: the distances stay an LRU stack's."""
+    from epcsim.workload.traces import _reuse
+
+    monkeypatch.setattr(_reuse, "_MIN_TREE", 4)
+    rng = np.random.default_rng(11)
+    for pages in [*rng.integers(1, 60, 20), *rng.integers(200, 700, 6)]:
+        x = rng.integers(0, pages, rng.integers(0, 3000))
+        _, dense = np.unique(x, return_inverse=True)
+        rd = _reuse.ReuseDistances()
+        got: list[int] = []
+        cuts = np.sort(rng.integers(0, x.size + 1, 4))
+        for part in np.split(dense, cuts):
+            got += rd.add(part, record=True).tolist()
+        expect = lru_stack_distances(x)
+        assert got == expect
+        assert rd.hist.sum() == len(expect)
+        assert np.array_equal(np.flatnonzero(rd.hist), np.unique(expect))
+
+
+def test_reuse_summary_is_numpys_inverted_cdf() -> None:
+    from epcsim.workload.traces._stats import _summary
+
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 3, 7, 10, 99, 100, 101, 1000, 4321):
+        d = rng.integers(0, 50, n)
+        s = _summary(np.bincount(d, minlength=60), 1.0, 10**9)
+        q = np.percentile(d, [50, 90, 99], method="inverted_cdf")
+        assert [s["p50"], s["p90"], s["p99"]] == q.astype(int).tolist()
+        assert s["max"] == d.max() and s["mean"] == pytest.approx(d.mean(), rel=1e-12)
+
+
+def test_collapsed_trace_over_a_million_accesses_is_exact(tmp_path: Path) -> None:
+    """`trace info` sampled the reuse distances of traces over 10**6 accesses: a median
+    of 0 on a collapsed trace (where no page follows itself: the exact minimum is 1) and
+    a maximum above the footprint."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 30_000, 1_300_000)
+    x = x[np.r_[True, x[1:] != x[:-1]]]  # collapsed
+    assert x.size > 1_000_000
+    path = tmp_path / "collapsed.npy"
+    write_trace(x, path, format="npy")
+    s = trace_stats(open_trace(path))
+    r = s["reuse"]
+    footprint = s["footprint_pages"]
+    assert r["method"] == "exact" and r["rate"] == 1.0
+    assert r["sampled"] == r["reaccesses"] == x.size - footprint
+    assert 1 <= r["p50"] <= r["p90"] <= r["p99"] <= r["max"] <= footprint - 1
+    d = stack_distances(x)
+    assert d.min() >= 1 and r["max"] == d.max()
+    q = np.percentile(d, [50, 90, 99], method="inverted_cdf").astype(int).tolist()
+    assert [r["p50"], r["p90"], r["p99"]] == q
+    out = invoke("trace", "info", path)
+    assert out.exit_code == 0, out.output
+    assert re.search(r"│ reuse distance \(pages\) +│ +exact │", out.output)
+    # a real collapsed lackey trace
+    s = trace_stats(open_trace(LACKEY_TRUE, collapse=True))
+    r = s["reuse"]
+    assert r["method"] == "exact" and r["p50"] >= 1 and r["max"] <= s["footprint_pages"] - 1
+
+
 def test_trace_stats_small_exact_and_sampled(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_text("1\n2\n1\n3\n2\n1\n")
@@ -621,6 +703,7 @@ def test_trace_stats_small_exact_and_sampled(tmp_path: Path) -> None:
     assert r["method"] == "sampled" and 0.2 < r["rate"] < 0.3
     assert abs(r["p50"] - 1999) < 200 and r["reaccesses"] == 18_000
     assert s["footprint_pages"] == 2000  # footprint and working sets stay exact
+    assert r["max"] <= 1999  # an estimate, capped at the largest distance there is
 
 
 def test_auto_window() -> None:
@@ -665,7 +748,7 @@ def test_cli_trace_convert(tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         assert r.output.strip() == f"wrote {out} ({SMALL.size} pages, {to})"
         assert np.array_equal(read_all(open_trace(out)), SMALL)
-    out = tmp_path / "o.dat"
+    out = tmp_path / "o.oracleGeneral"
     r = invoke("trace", "convert", src, out, "--to", "oracleGeneral", "--dense")
     assert r.exit_code == 0, r.output
     got = read_all(open_trace(out, format="oracleGeneral"))
@@ -695,7 +778,7 @@ def test_cli_trace_options_and_skip_bad(tmp_path: Path) -> None:
         (["info", "{d}/t.txt", "-O", "unit"], "--option 'unit': expected KEY=VALUE"),
         (["info", "{d}/t.txt", "-O", "x=1"], "format 'text': unknown option 'x'"),
         (["convert", "{d}/t.txt", "{d}/o", "--to", "csv"], "cannot write format 'csv'"),
-        (["convert", "{d}/missing", "{d}/o"], "{d}/missing: no such file"),
+        (["convert", "{d}/missing", "{d}/o.epct"], "{d}/missing: no such file"),
     ],
 )
 def test_cli_trace_bad_input_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -1,5 +1,6 @@
 """epcsim.kernel — the faithful model of the SGX EPC memory manager with the v16/v17
-EPC cgroup series (SPEC §2-§5).  No clock, no I/O: the simulator drives it.
+EPC cgroup series ("Add Cgroup support for SGX EPC memory" v16, patches 1-14).  No clock,
+no I/O: the simulator drives it.
 
 Entry points: :class:`Host` (the machine), ``host.fs`` (the cgroupfs boundary),
 ``host.spawn()`` (a process), the ioctls of :mod:`epcsim.kernel.ioctl`, the kernel

@@ -5,7 +5,7 @@ Models what the SGX code needs of ``kernel/cgroup/cgroup.c``: ``cgroup_mkdir()``
 for the ``memory`` and ``misc`` controllers (creating and killing the children's css),
 ``cgroup_attach_task()`` via ``cgroup.procs`` (with the no-internal-process rule), and
 the effective css of a task: the css of the nearest ancestor-or-self where the
-controller is enabled (``task_get_css()``, SPEC §5.5).
+controller is enabled (``task_get_css()``).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def cgroup_mkdir(host: Host, parent: Cgroup, name: str) -> int:
 def cgroup_rmdir(host: Host, cgrp: Cgroup) -> int:
     """Models cgroup_rmdir(): EBUSY with live children or tasks; otherwise the cgroup
     goes away and its css go offline (a misc css with charged pages stays in the tree,
-    reachable by reclaim, until they are freed; SPEC §4.6).
+    reachable by reclaim, until they are freed: each page holds a css reference, v16 patch 5).
 
     Returns: 0, -EBUSY, or -EINVAL for the root.
     """
@@ -209,8 +209,8 @@ def cgroup_subtree_control_write(host: Host, cgrp: Cgroup, buf: str) -> int:
 def cgroup_attach_task(host: Host, cgrp: Cgroup, task: Task) -> int:
     """Models a write of a pid to ``cgroup.procs`` (cgroup_attach_task()).
 
-    Existing charges stay where they are (SPEC §5.5): only future allocations charge the
-    new cgroup.
+    Existing charges stay where they are ("Migration" in v16 patch 15): only future
+    allocations charge the new cgroup.
 
     Returns: 0; -EBUSY if *cgrp* is a non-root cgroup with controllers enabled in its
     subtree_control (no internal processes); -ESRCH-like errors are the caller's.

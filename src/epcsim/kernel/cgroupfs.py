@@ -5,7 +5,7 @@ The user-space boundary of the cgroup side of the model: ``read``, ``write``, ``
 a real cgroupfs (``FileNotFoundError`` for ENOENT, ``PermissionError`` for EACCES, ...),
 and change nothing when they fail.
 
-Files (SPEC §5.4; as on current kernels):
+Files (misc.c, Documentation/admin-guide/cgroup-v2.rst; as on current kernels):
 
 =========================  ===========================================================
 ``cgroup.procs``           every cgroup, RW (write a pid, ``0`` = the writing task)
@@ -24,6 +24,20 @@ Files (SPEC §5.4; as on current kernels):
 
 "Where a controller is enabled" means the root, or a cgroup whose parent has it in
 ``cgroup.subtree_control``.  With misc disabled at boot no misc file exists.
+
+Paths are walked as the VFS walks them (``link_path_walk()``): empty components and
+``.`` are skipped, ``..`` goes to the parent, every component but the last must be a
+directory (ENOTDIR for a file, ENOENT for nothing), and a trailing ``/`` requires the
+last one to be a directory too (``/a/misc.max/`` is ENOTDIR).  A last component ``.``
+or ``..`` is handled as ``do_mkdirat()`` / ``do_rmdir()`` do: mkdir gives EEXIST,
+rmdir EINVAL for ``.`` and ENOTEMPTY for ``..``; the root itself gives EEXIST to
+mkdir and EBUSY to rmdir.  Deliberate difference: the model has nothing above the
+mount, so ``..`` at the root stays there (as at ``/``).
+
+Sizes, as the kernel bounds them: a path of ``PATH_MAX`` (4096) bytes or more is
+ENAMETOOLONG (``getname()``), a NUL in it a ``ValueError`` (as Python's ``os`` functions
+raise); one write(2) to an interface file takes at most a page, ``PAGE_SIZE`` bytes
+(cgroup files' ``atomic_write_len``): more is E2BIG and nothing is parsed.
 """
 
 from __future__ import annotations
@@ -61,6 +75,11 @@ __all__ = ["CgroupFs", "memparse"]
 MOUNT = "/sys/fs/cgroup"
 
 _RW = {"cgroup.procs", "cgroup.subtree_control", "misc.max", "memory.max"}
+
+#: include/uapi/linux/limits.h: a path's bytes, its terminating NUL included
+PATH_MAX = 4096
+#: cgroup_kf_ops.atomic_write_len: the most one write(2) to a cgroup file may carry
+WRITE_MAX = PAGE_SIZE
 
 
 def _err(code: int, path: str) -> OSError:
@@ -104,22 +123,55 @@ class CgroupFs:
 
     # --- path resolution --------------------------------------------------------------
 
-    @staticmethod
-    def _parts(path: str) -> list[str]:
-        if path.startswith(MOUNT):
-            path = path[len(MOUNT) :]
-        return [p for p in path.split("/") if p and p != "."]
+    def _walk(self, path: str) -> tuple[Cgroup, str, bool]:
+        """Models link_path_walk(): ``(directory, last component, trailing slash)``.
 
-    def _dir(self, parts: list[str], path: str) -> Cgroup:
+        Every component but the last is resolved (``.``, ``..``, child cgroups); the
+        last is returned as written: ``""`` for the root (``/``, the mount), ``.``,
+        ``..`` or a name.
+
+        Raises:
+            TypeError: *path* is not a str.
+            ValueError: *path* has a NUL.
+            OSError: ENOENT (empty path, missing component), ENOTDIR (a file used as a
+                directory), ENAMETOOLONG (``PATH_MAX`` bytes or more).
+        """
+        if not isinstance(path, str):
+            raise TypeError(f"path must be str, not {type(path).__name__}")
+        if "\0" in path:
+            raise ValueError("embedded null byte")
+        if not path:
+            raise _err(errno.ENOENT, path)
+        if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise _err(errno.ENAMETOOLONG, path)
+        rel = path
+        if rel == MOUNT or rel.startswith(MOUNT + "/"):
+            rel = rel[len(MOUNT) :]
+        comps = rel.split("/")
+        names = [p for p in comps if p]
+        trailing = len(comps) > 1 and comps[-1] == ""
         c = self.host.root
-        for p in parts:
-            ch = c.children.get(p)
-            if ch is None:
-                if self._files(c).get(p):
-                    raise _err(errno.ENOTDIR, path)
-                raise _err(errno.ENOENT, path)
-            c = ch
-        return c
+        for p in names[:-1]:
+            c = self._step(c, p, path)
+        return c, (names[-1] if names else ""), trailing
+
+    def _step(self, c: Cgroup, name: str, path: str) -> Cgroup:
+        """One component of a walk: ``.``, ``..`` or a child cgroup."""
+        if name == ".":
+            return c
+        if name == "..":
+            return c.parent or c
+        ch = c.children.get(name)
+        if ch is None:
+            if name in self._files(c):
+                raise _err(errno.ENOTDIR, path)
+            raise _err(errno.ENOENT, path)
+        return ch
+
+    def _cgroup(self, path: str) -> Cgroup:
+        """The cgroup directory *path* names (ENOENT, ENOTDIR otherwise)."""
+        c, last, _ = self._walk(path)
+        return self._step(c, last, path) if last else c
 
     def _files(self, c: Cgroup) -> dict[str, bool]:
         """Name -> writable, for the files that exist in *c*."""
@@ -141,33 +193,35 @@ class CgroupFs:
         return files
 
     def _file(self, path: str) -> tuple[Cgroup, str, bool]:
-        parts = self._parts(path)
-        if not parts:
-            raise _err(errno.EISDIR, path)
-        c = self._dir(parts[:-1], path)
-        name = parts[-1]
-        if name in c.children:
+        """(cgroup, file name, writable) of an interface file: EISDIR for a directory,
+        ENOTDIR for a file with a trailing ``/``, ENOENT for nothing."""
+        c, name, trailing = self._walk(path)
+        if name in ("", ".", "..") or name in c.children:
             raise _err(errno.EISDIR, path)
         files = self._files(c)
         if name not in files:
             raise _err(errno.ENOENT, path)
+        if trailing:
+            raise _err(errno.ENOTDIR, path)
         return c, name, files[name]
 
     # --- queries ------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
         try:
-            parts = self._parts(path)
-            if not parts:
-                return True
-            c = self._dir(parts[:-1], path)
+            self._cgroup(path)
+            return True
+        except OSError:
+            pass
+        try:
+            self._file(path)
+            return True
         except OSError:
             return False
-        return parts[-1] in c.children or parts[-1] in self._files(c)
 
     def listdir(self, path: str = "/") -> list[str]:
         """Names in the cgroup directory *path*: files, then child cgroups."""
-        c = self._dir(self._parts(path), path)
+        c = self._cgroup(path)
         return sorted(self._files(c)) + list(c.children)
 
     # --- read -------------------------------------------------------------------------------
@@ -211,16 +265,26 @@ class CgroupFs:
     def write(self, path: str, data: str | bytes, *, task: Task | None = None) -> int:
         """Write an interface file, as one write(2).  Returns the bytes written.
 
-        Raises OSError: ENOENT (no such file/cgroup), EACCES (read-only file), EINVAL
-        (malformed or negative value, unknown resource or controller), ERANGE (value
-        above 2^64-1), EBUSY (cgroup.procs / subtree_control rules), ESRCH (no such
-        pid).  State is unchanged on error.
+        Raises OSError: ENOENT (no such file/cgroup), ENOTDIR, EISDIR, EACCES (read-only
+        file), E2BIG (more than a page of data), EINVAL (malformed or negative value,
+        unknown resource or controller), ERANGE (value above 2^64-1), EBUSY
+        (cgroup.procs / subtree_control rules), ESRCH (no such pid).  State is unchanged
+        on error.  TypeError: *data* is neither str nor bytes (as ``os.write()``).
         """
+        if isinstance(data, bytes | bytearray | memoryview):
+            raw = bytes(data)
+        elif isinstance(data, str):
+            raw = data.encode("utf-8", "surrogateescape")
+        else:
+            raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
         c, name, writable = self._file(path)
-        if isinstance(data, bytes):
-            data = data.decode("utf-8", "replace")
         if not writable:
             raise _err(errno.EACCES, path)
+        if len(raw) > WRITE_MAX:
+            raise _err(errno.E2BIG, path)
+        # kernfs_fop_write_iter() NUL-terminates the buffer and every handler here reads
+        # it as a C string (strstrip, strsep, kstrto*): it ends at the first NUL
+        data = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         host = self.host
         if name == "misc.max":
             assert c.misc is not None
@@ -233,7 +297,7 @@ class CgroupFs:
             ret = self._memory_max_write(c, data)
         if ret:
             raise _err(-ret, path)
-        return len(data.encode())
+        return len(raw)
 
     def _procs_write(self, c: Cgroup, data: str, task: Task | None) -> int:
         """Models cgroup_procs_write(): kstrtoint(strstrip(buf), 0) then attach; any
@@ -272,26 +336,30 @@ class CgroupFs:
     # --- mkdir / rmdir --------------------------------------------------------------------
 
     def mkdir(self, path: str) -> None:
-        """``mkdir(2)``: EEXIST if it exists, ENOENT if the parent does not."""
-        parts = self._parts(path)
-        if not parts:
+        """Models ``mkdir(2)`` (do_mkdirat(), filename_create()): EEXIST if the name
+        exists (a cgroup or a file) or is the root, ``.`` or ``..``; ENOENT / ENOTDIR
+        for a bad parent."""
+        parent, name, _ = self._walk(path)
+        if name in ("", ".", "..") or name in self._files(parent):
             raise _err(errno.EEXIST, path)
-        parent = self._dir(parts[:-1], path)
-        if parts[-1] in self._files(parent):
-            raise _err(errno.EEXIST, path)
-        ret = cgroup_mkdir(self.host, parent, parts[-1])
+        ret = cgroup_mkdir(self.host, parent, name)
         if ret:
             raise _err(-ret, path)
 
     def rmdir(self, path: str) -> None:
-        """``rmdir(2)``: EBUSY with child cgroups or tasks, ENOENT if absent."""
-        parts = self._parts(path)
-        if not parts:
+        """Models ``rmdir(2)`` (do_rmdir()): EBUSY for the root and for a cgroup with
+        child cgroups or tasks; EINVAL for a last component ``.``, ENOTEMPTY for ``..``;
+        ENOTDIR for a file; ENOENT if absent."""
+        parent, name, _ = self._walk(path)
+        if not name:
             raise _err(errno.EBUSY, path)
-        parent = self._dir(parts[:-1], path)
-        c = parent.children.get(parts[-1])
+        if name == ".":
+            raise _err(errno.EINVAL, path)
+        if name == "..":
+            raise _err(errno.ENOTEMPTY, path)
+        c = parent.children.get(name)
         if c is None:
-            if parts[-1] in self._files(parent):
+            if name in self._files(parent):
                 raise _err(errno.ENOTDIR, path)
             raise _err(errno.ENOENT, path)
         ret = cgroup_rmdir(self.host, c)

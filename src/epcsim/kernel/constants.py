@@ -1,4 +1,4 @@
-"""Constants of the SGX driver and the misc controller (SPEC §3).
+"""Constants of the SGX driver and the misc controller (sgx.h, encl.h; SGX_CG_* of v16 patch 10).
 
 Models the constants of ``arch/x86/kernel/cpu/sgx/sgx.h``, ``encl.h``, ``epc_cgroup.h``
 and ``kernel/cgroup/misc.c``, keeping the kernel's names.
@@ -40,9 +40,10 @@ MAX_STR = "max"
 #: memcg PAGE_COUNTER_MAX (pages) as seen on a 64-bit kernel: LONG_MAX / PAGE_SIZE.
 PAGE_COUNTER_MAX = ((1 << 63) - 1) // PAGE_SIZE
 
-#: The misc resource this model implements, and the names the kernel knows.
+#: The misc resource this model implements, and ``misc_res_name[]`` of the kernel the
+#: series applies to (v6.11: sev, sev_es, and sgx_epc from patch 04; tdx came in 2025).
 SGX_EPC_RES = "sgx_epc"
-MISC_RES_NAMES = ("sev", "sev_es", "tdx", SGX_EPC_RES)
+MISC_RES_NAMES = ("sev", "sev_es", SGX_EPC_RES)
 
 # enum sgx_reclaim (patch 01)
 SGX_NO_RECLAIM = 0

@@ -1,7 +1,7 @@
 """Enclaves: pages, VA slots, SECS, backing store, the fault path, EDMM and release.
 
 Models ``arch/x86/kernel/cpu/sgx/encl.c`` / ``encl.h`` and the enclave-building half of
-``ioctl.c`` (SPEC §2.4, §4.12): ``sgx_encl_grow()`` / ``sgx_encl_shrink()``,
+``ioctl.c`` (unchanged by the series): ``sgx_encl_grow()`` / ``sgx_encl_shrink()``,
 ``sgx_alloc_va_page()``, ``sgx_alloc_va_slot()`` / ``sgx_free_va_slot()``,
 ``sgx_encl_alloc_backing()`` (patch 11 memcg choice), ``sgx_encl_eldu()``,
 ``sgx_encl_load_secs()``, ``__sgx_encl_load_page()``, ``sgx_vma_fault()``,
@@ -83,7 +83,7 @@ class SgxVaPage:
 
 
 class Encl:
-    """Models ``struct sgx_encl`` and its ``page_array`` (SPEC §2.4).
+    """Models ``struct sgx_encl`` and its ``page_array`` (encl.h).
 
     ``refcount`` is the kref: one for the open file, one per mm on ``mm_list``, one per
     page a reclaimer has isolated.  ``mm_list`` holds the pids whose mm maps the
@@ -182,7 +182,7 @@ def sgx_mmu_notifier_release(host: Host, encl: Encl, task: Task) -> None:
 
 
 def sgx_encl_grow(host: Host, task: Task, encl: Encl, reclaim: int) -> Generator[str, None, int]:
-    """Models sgx_encl_grow() (SPEC §4.12): a new VA page (``sgx_alloc_va_page()``) every
+    """Models sgx_encl_grow() (encl.c): a new VA page (``sgx_alloc_va_page()``) every
     SGX_VA_SLOT_COUNT ``page_cnt`` increments, then ``page_cnt += 1``.
 
     The new VA page goes to the head of ``va_pages`` (``list_add`` by the caller).
@@ -279,7 +279,7 @@ def sgx_encl_backing_memcg(host: Host, encl: Encl, charge_task: Task | None) -> 
 
 
 def sgx_encl_alloc_backing(host: Host, encl: Encl, idx: int, charge_task: Task | None) -> int:
-    """Models sgx_encl_alloc_backing() with patch 11's memcg choice (SPEC §4.9).
+    """Models sgx_encl_alloc_backing() with the memcg choice of v16 patch 11.
 
     The shmem contents page and PCMD entry (4096 + 128 bytes) are charged to the memcg
     of *charge_task*'s mm, or (None) of the first live mm on the enclave's mm_list, or
@@ -326,7 +326,7 @@ def sgx_encl_free_epc_page(host: Host, page: int) -> None:
 
 
 def sgx_encl_release(host: Host, encl: Encl) -> None:
-    """Models sgx_encl_release() (the kref release; SPEC §4.12).
+    """Models sgx_encl_release() (encl.c; the kref release).
 
     Frees (EREMOVE) every resident page, skipping a page a reclaimer holds (unmark
     returns -EBUSY; with atomic phases this cannot coincide with a zero refcount, since
@@ -420,7 +420,7 @@ def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -
 
 
 def sgx_encl_eldu(host: Host, task: Task, encl: Encl, idx: int) -> int:
-    """Models sgx_encl_eldu() (SPEC §4.12): allocate (NO_RECLAIM), ELDU, free the VA
+    """Models sgx_encl_eldu() (encl.c): allocate (NO_RECLAIM), ELDU, free the VA
     slot (its VA page moves to the head), truncate the backing.
 
     Args:
@@ -495,7 +495,7 @@ def _sgx_encl_load_page(host: Host, task: Task, encl: Encl, idx: int) -> int:
 
 
 def sgx_encl_eaug_page(host: Host, task: Task, encl: Encl, idx: int) -> int:
-    """Models sgx_encl_eaug_page() (SGX2 fault on an absent page; SPEC §4.1, §4.12).
+    """Models sgx_encl_eaug_page() (encl.c; SGX2 fault on an absent page).
 
     SECS first if evicted, then the page (NO_RECLAIM), then a VA page if due
     (NO_RECLAIM), EAUG, mark reclaimable.
@@ -536,7 +536,7 @@ def sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
 
 
 def _sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
-    """Models sgx_vma_fault() (encl.c; SPEC §4.1, §4.12).
+    """Models sgx_vma_fault() (encl.c; NO_RECLAIM allocations, v16 patch 10).
 
     A page absent from page_array is EAUG'ed (SGX2); an evicted page is ELDU'ed (SECS
     first); a resident page being reclaimed gives -EBUSY.  On success the PTE is mapped
@@ -607,7 +607,7 @@ def sgx_encl_access(encl: Encl, idxs: np.ndarray) -> int:
 
 
 def sgx_encl_create(host: Host, task: Task, encl: Encl, size: int) -> Generator[str, None, int]:
-    """Models sgx_encl_create() (ioctl.c; SPEC §4.12): grow (VA page #1, DO_RECLAIM),
+    """Models sgx_encl_create() (ioctl.c): grow (VA page #1, DO_RECLAIM),
     the SECS (DO_RECLAIM), ECREATE.  Unwinds in reverse on failure.
 
     Returns: 0 or a negative errno from the allocator (-ENOMEM, -ERESTARTSYS, -EINVAL).
@@ -632,7 +632,7 @@ def sgx_encl_create(host: Host, task: Task, encl: Encl, size: int) -> Generator[
 def sgx_encl_add_page(
     host: Host, task: Task, encl: Encl, idx: int, page_type: int, measure: bool
 ) -> Generator[str, None, int]:
-    """Models sgx_encl_add_page() (ioctl.c; SPEC §4.12): allocate the page (DO_RECLAIM),
+    """Models sgx_encl_add_page() (ioctl.c): allocate the page (DO_RECLAIM),
     grow (DO_RECLAIM), insert into page_array, EADD (+16 EEXTEND if measured), count a
     SECS child, mark reclaimable.
 
@@ -709,7 +709,7 @@ def sgx_enclave_modify_types_page(
     host: Host, task: Task, encl: Encl, idx: int, page_type: int
 ) -> int:
     """Per-page body of sgx_enclave_modify_types(): load, EMODT; a page becoming TCS is
-    unmarked (its PTEs zapped) and marked reclaimable again (SPEC §4.11).
+    unmarked (its PTEs zapped) and marked reclaimable again (ioctl.c, sgx_enclave_modify_types()).
 
     Returns: 0; -EAGAIN (load busy, or the reclaimer holds the page); -EFAULT; -EINVAL
     for a transition other than REG->TCS, REG->TRIM, TCS->TRIM.
@@ -735,7 +735,7 @@ def sgx_enclave_modify_types_page(
 
 
 def sgx_encl_remove_page(host: Host, task: Task, encl: Encl, idx: int) -> int:
-    """Per-page body of sgx_encl_remove_pages() (EDMM; SPEC §4.11): load, require TRIM,
+    """Per-page body of sgx_encl_remove_pages() (ioctl.c, EDMM): load, require TRIM,
     unmark (the reclaimer holding it gives -EBUSY), zap, EREMOVE + free, erase from
     page_array, shrink (VA pages are never freed here).
 

@@ -2,9 +2,10 @@
 
 Models the allocator half of ``arch/x86/kernel/cpu/sgx/main.c`` and ``struct
 sgx_epc_page`` of ``sgx.h``: ``__sgx_alloc_epc_page_from_node()``,
-``__sgx_alloc_epc_page()``, ``sgx_alloc_epc_page()`` (SPEC §4.1), ``sgx_free_epc_page()``
-(SPEC §4.10), ``sgx_mark_page_reclaimable()`` / ``sgx_unmark_page_reclaimable()`` (SPEC
-§4.11) and ``sgx_epc_page_lru()``.
+``__sgx_alloc_epc_page()``, ``sgx_alloc_epc_page()`` (charging since v16 patch 5),
+``sgx_free_epc_page()``, ``sgx_mark_page_reclaimable()`` /
+``sgx_unmark_page_reclaimable()`` and ``sgx_epc_page_lru()`` (per-cgroup LRUs since v16
+patch 14).
 
 Per-page state lives in NumPy arrays indexed by the EPC page number (DESIGN.md, "Data
 layout"); scalar paths use memoryviews of the same buffers, which are about twice as
@@ -177,7 +178,7 @@ def _sgx_alloc_epc_page(pool: EpcPool, local_nid: int) -> int:
 def sgx_alloc_epc_page(
     host: Host, task: Task, kind: int, owner_encl: int, owner_idx: int, reclaim: int
 ) -> Generator[str, None, int]:
-    """Models sgx_alloc_epc_page() (main.c, v16 after patch 14; SPEC §4.1).
+    """Models sgx_alloc_epc_page() (main.c, v16 after patch 14).
 
     Charges one page to the current task's misc cgroup (``sgx_cgroup_try_charge``), then
     takes a free page; on physical shortage reclaims globally (DO_RECLAIM only).
@@ -278,7 +279,7 @@ def sgx_alloc_epc_page_nowait(
 
 
 def sgx_free_epc_page(host: Host, page: int) -> None:
-    """Models sgx_free_epc_page() (main.c; SPEC §4.10).
+    """Models sgx_free_epc_page() (main.c; the uncharge of v16 patch 5).
 
     Uncharges the page's cgroup and drops the css reference the page held, then puts
     the page at the tail of its node's free list.  ``sgx_encl_free_epc_page()`` (EREMOVE
@@ -370,7 +371,7 @@ def sgx_epc_page_lru(host: Host, page: int) -> SgxEpcLruList:
 
 
 def sgx_mark_page_reclaimable(host: Host, page: int) -> None:
-    """Models sgx_mark_page_reclaimable() (main.c; SPEC §4.11).
+    """Models sgx_mark_page_reclaimable() (main.c; v16 patch 7).
 
     Sets RECLAIMER_TRACKED and adds the page at the tail of its cgroup's LRU.
     """
@@ -381,7 +382,7 @@ def sgx_mark_page_reclaimable(host: Host, page: int) -> None:
 
 
 def sgx_unmark_page_reclaimable(host: Host, page: int) -> int:
-    """Models sgx_unmark_page_reclaimable() (main.c; SPEC §4.11).
+    """Models sgx_unmark_page_reclaimable() (main.c; v16 patch 7).
 
     Returns:
         0 if the page was unlinked from its LRU (TRACKED cleared) or was not tracked;

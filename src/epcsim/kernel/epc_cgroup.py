@@ -1,4 +1,4 @@
-"""Per-cgroup EPC accounting and reclamation (SPEC §4.2-§4.6).
+"""Per-cgroup EPC accounting and reclamation (v16 patches 5, 9, 10, 12-14).
 
 Models ``arch/x86/kernel/cpu/sgx/epc_cgroup.c`` and ``epc_cgroup.h`` of the v16 series
 with the v17 iterator fix: ``struct sgx_cgroup``, ``sgx_cgroup_try_charge()`` and
@@ -56,7 +56,7 @@ __all__ = [
 
 
 class SgxCgroup:
-    """Models ``struct sgx_cgroup`` (SPEC §2.1), stored in the misc css's ``priv``.
+    """Models ``struct sgx_cgroup`` (epc_cgroup.h, v16 patch 5), stored in the misc css's ``priv``.
 
     Besides the kernel's fields it carries model counters used by metrics (they never
     influence behaviour): pages evicted from its LRU, reclaim batches run on its LRU,
@@ -126,7 +126,7 @@ def sgx_cgroup_uncharge(host: Host, sgx_cg: SgxCgroup) -> None:
     misc_cg_uncharge(sgx_cg.cg, PAGE_SIZE)
 
 
-# --- iteration over a subtree (SPEC §4.6) -----------------------------------------------
+# --- iteration over a subtree (v16 patch 9, v17 fix) ------------------------------------
 
 
 def _preorder_successor(root: MiscCg, c: MiscCg) -> MiscCg | None:
@@ -146,7 +146,7 @@ def _preorder_successor(root: MiscCg, c: MiscCg) -> MiscCg | None:
 
 
 def sgx_cgroup_next_desc_pre(root: SgxCgroup, c: SgxCgroup) -> SgxCgroup:
-    """Models sgx_cgroup_next_desc_pre() with the v17 fix (SPEC §4.6).
+    """Models sgx_cgroup_next_desc_pre() with the v17 fix (v16 patch 9; v17 of the same).
 
     Returns the next cgroup after *c* in a preorder walk of subtree(*root*) whose css
     reference could be taken (the reference is held by the caller), or *root* (no
@@ -164,7 +164,7 @@ def sgx_cgroup_next_desc_pre(root: SgxCgroup, c: SgxCgroup) -> SgxCgroup:
 
 
 def sgx_cgroup_next_get(host: Host, root: SgxCgroup) -> SgxCgroup:
-    """Models sgx_cgroup_next_get() (SPEC §4.6): the cgroup to scan next for a reclaim
+    """Models sgx_cgroup_next_get() (v16 patch 9): the cgroup to scan next for a reclaim
     rooted at *root*, referenced unless it is *root*; advances ``root.next_cg``.
 
     Context: under ``root.next_cg_lock`` (atomic in the model).
@@ -211,7 +211,7 @@ def sgx_cgroup_lru_empty(host: Host, root: MiscCg) -> bool:
     return True
 
 
-# --- charge (SPEC §4.2) -----------------------------------------------------------------
+# --- charge (v16 patches 9, 10) ---------------------------------------------------------
 
 
 def _sgx_cgroup_try_charge(host: Host, task: Task, sgx_cg: SgxCgroup) -> int:
@@ -234,7 +234,7 @@ def _sgx_cgroup_try_charge(host: Host, task: Task, sgx_cg: SgxCgroup) -> int:
 def sgx_cgroup_try_charge(
     host: Host, task: Task, sgx_cg: SgxCgroup, reclaim: int, *, first: int | None = None
 ) -> Generator[str, None, int]:
-    """Models sgx_cgroup_try_charge() (SPEC §4.2).
+    """Models sgx_cgroup_try_charge() (v16 patch 9, NO_RECLAIM by v16 patch 10).
 
     Repeats one charge attempt; while it is -EBUSY, NO_RECLAIM queues the cgroup's
     async work and returns -EBUSY, DO_RECLAIM reclaims one batch from subtree(cg)
@@ -260,7 +260,7 @@ def sgx_cgroup_try_charge(
         yield "cond_resched"
 
 
-# --- reclaim (SPEC §4.3-§4.5, §4.8) -------------------------------------------------------
+# --- reclaim (v16 patches 9, 10, 12, 13) ------------------------------------------------
 
 
 def sgx_cgroup_reclaim_pages(
@@ -270,7 +270,7 @@ def sgx_cgroup_reclaim_pages(
     nr_to_scan: int,
     _resume: tuple[int, SgxCgroup, Generator[str, None, int]] | None = None,
 ) -> Generator[str, None, int]:
-    """Models sgx_cgroup_reclaim_pages() (SPEC §4.3).
+    """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
     Runs ``sgx_reclaim_pages()`` on one cgroup LRU of subtree(*root*) after another,
     in the rotating preorder of ``root.next_cg``, until *nr_to_scan* pages were
@@ -313,7 +313,7 @@ def sgx_cgroup_max_pages_to_root(sgx_cg: SgxCgroup) -> int:
 
 
 def sgx_cgroup_should_reclaim(host: Host, sgx_cg: SgxCgroup) -> bool:
-    """Models sgx_cgroup_should_reclaim() (SPEC §4.4).
+    """Models sgx_cgroup_should_reclaim() (v16 patch 10).
 
     True iff subtree(cg) has something on an LRU and cg's *own* usage (pages) reaches
     the smallest limit up to the root, less SGX_CG_MIN_FREE_PAGE unless that limit is
@@ -359,7 +359,7 @@ def sgx_cg_wq_take_runnable(host: Host) -> list[SgxCgroup]:
 def sgx_cgroup_reclaim_work_func(
     host: Host, sgx_cg: SgxCgroup, _resume: Generator[str, None, int] | str | None = None
 ) -> Generator[str, None, None]:
-    """Models sgx_cgroup_reclaim_work_func() (SPEC §4.5), as run by a wq worker.
+    """Models sgx_cgroup_reclaim_work_func() (v16 patch 10), as run by a wq worker.
 
     The work's PENDING bit is cleared when it starts (so it may be queued again while
     running).  Loops while ``sgx_cgroup_should_reclaim()``: reclaims 16 pages from
@@ -385,7 +385,7 @@ def sgx_cgroup_reclaim_work_func(
 
 
 def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
-    """Models sgx_cgroup_reclaim_direct() (patch 13; SPEC §4.8 step 1): one 16-page
+    """Models sgx_cgroup_reclaim_direct() (v16 patch 13): one 16-page
     pass over subtree(current cg) if it should reclaim, charging current's mm."""
     sgx_cg = sgx_get_current_cg(host, task)
     if sgx_cgroup_should_reclaim(host, sgx_cg):
@@ -397,7 +397,7 @@ def sgx_cgroup_reclaim_pages_global(
     host: Host, charge_task: Task | None
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages_global() (patch 12): a 16-page rotating reclaim
-    rooted at the root cgroup, i.e. over every cgroup (SPEC §4.7)."""
+    rooted at the root cgroup, i.e. over every cgroup."""
     return (
         yield from sgx_cgroup_reclaim_pages(host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN)
     )
@@ -413,7 +413,7 @@ def sgx_cgroup_misc_alloc(host: Host, cg: MiscCg) -> int:
 
 
 def sgx_cgroup_misc_free(host: Host, cg: MiscCg) -> None:
-    """Models sgx_cgroup_misc_free() (SPEC §4.6): cancel the work, move every
+    """Models sgx_cgroup_misc_free() (v16 patch 9): cancel the work, move every
     ancestor's cursor off the dying cgroup (successor computed as if it were still in
     place), free the struct."""
     sgx_cg = cg.priv

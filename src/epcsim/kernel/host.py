@@ -1,6 +1,6 @@
 """A machine with SGX: the EPC, the misc and memory controllers, tasks and enclaves.
 
-Models the initialisation of ``sgx_init()`` (SPEC §4.14: EPC sections, ksgxd, the root
+Models the initialisation of ``sgx_init()`` (v16 patch 5; EPC sections, ksgxd, the root
 ``sgx_cgroup``, the misc ops and capacity), the task side of ``kernel/exit.c`` that the
 SGX code sees (``exit_mm()`` tearing down the mm, ``exit_files()`` closing the enclave
 and vEPC files), signals (``signal_pending()``), and the memcg OOM kill.
@@ -36,6 +36,11 @@ __all__ = ["Host", "Task", "task_exit", "oom_kill_task", "send_signal"]
 SIGKILL = 9
 SIGBUS = 7
 SIGTERM = 15
+
+
+#: EPC pages a host may have: EPC page numbers are int32 (the EPC pool's list links
+#: and every page-table entry), so at most 2^31 - 1 pages.
+MAX_EPC_PAGES = 2**31 - 1
 
 
 class Task:
@@ -78,7 +83,7 @@ class Host:
             or omit it and give *sections*.
         sections: EPC bytes per section (each its own NUMA node), 1 to 8 sections.
         misc_enabled: False models ``cgroup_disable=misc``: every page is charged to and
-            tracked on the root (SPEC §5.5), the misc files do not exist.
+            tracked on the root, the misc files do not exist.
         sgx2: the CPU supports SGX2 (EAUG on fault, EDMM ioctls).
 
     Raises:
@@ -111,6 +116,11 @@ class Host:
             if b <= 0 or b % PAGE_SIZE:
                 raise HostConfigError(f"{what}: must be a positive multiple of 4096, got {s!r}")
             pages.append(b // PAGE_SIZE)
+        if sum(pages) > MAX_EPC_PAGES:
+            raise HostConfigError(
+                f"host.epc: {sum(pages)} EPC pages; the model holds at most {MAX_EPC_PAGES} "
+                "(EPC page numbers are int32)"
+            )
         self.misc_enabled = misc_enabled
         self.sgx2 = sgx2
         # sgx_page_cache_init(): the EPC

@@ -1,4 +1,4 @@
-"""The memory controller, as far as SGX backing store needs it (patch 11, SPEC §4.9).
+"""The memory controller, as far as SGX backing store needs it (v16 patch 11).
 
 Models the parts of ``mm/memcontrol.c`` the EPC reclaimer touches: the shmem backing of
 an evicted enclave page is charged to a memory cgroup (``sgx_encl_alloc_backing()`` with

@@ -1,4 +1,4 @@
-"""The misc cgroup controller for the ``sgx_epc`` resource (SPEC §5).
+"""The misc cgroup controller for the ``sgx_epc`` resource (kernel/cgroup/misc.c, v16 patches 2-4).
 
 Models ``kernel/cgroup/misc.c`` as extended by patches 02-04: the per-cgroup state
 (``struct misc_cg`` / ``struct misc_res``: usage, max, peak, events, events_local),
@@ -8,9 +8,13 @@ interface files (``misc_cg_max_show/write``, ``misc_cg_current_show``,
 ``misc_cg_peak_show``, ``misc_cg_capacity_show``, ``misc_events_show``,
 ``misc_events_local_show``) including ``kstrtou64()``.
 
-Only ``sgx_epc`` has a non-zero capacity on a modelled host; the other names the kernel
-knows (sev, sev_es, tdx) are accepted as names but have capacity 0, so writing them is
-EINVAL exactly as on an SGX-only machine.
+The resource names are those of the kernel the series applies to (v6.11, the base of
+v16 and v17): ``misc_res_name[]`` = sev, sev_es (CONFIG_KVM_AMD_SEV) and the series'
+sgx_epc (patch 04, "cgroup/misc: Add SGX EPC resource type").  ``tdx`` was added to the
+misc controller in 2025, after that base: for the modelled kernel it is an unknown name,
+EINVAL whatever the value.  Only ``sgx_epc`` has a non-zero capacity on a modelled host;
+sev and sev_es are accepted as names but have capacity 0, so writing them is EINVAL
+exactly as on an SGX-only machine.
 """
 
 from __future__ import annotations
@@ -176,7 +180,7 @@ def css_put(cg: MiscCg) -> None:
 
 
 def misc_cg_try_charge(cg: MiscCg, amount: int) -> int:
-    """Models misc_cg_try_charge() (misc.c; SPEC §5.1, §5.3).
+    """Models misc_cg_try_charge() (misc.c; hierarchical charge, max events).
 
     Charges *amount* bytes to *cg* and every ancestor.  At each level the new usage is
     compared with that level's ``max`` and with the capacity; peak is updated for each
@@ -386,9 +390,13 @@ def _kstrtoull(s: str, base: int) -> tuple[int, int]:
 
 
 def misc_cg_max_write(cg: MiscCg, buf: str) -> int:
-    """Models misc_cg_max_write() (misc.c; SPEC §5.4).
+    """Models misc_cg_max_write() (misc.c; the misc.max interface file).
 
     Accepts ``"<name> <u64>"`` or ``"<name> max"`` (surrounding whitespace stripped).
+
+    The name is looked up in ``misc_res_name[]`` (:data:`MISC_RES_NAMES`: sev, sev_es,
+    sgx_epc) before the value is parsed, so an unknown name (``tdx``) is EINVAL even with
+    a value kstrtou64 would refuse with ERANGE.
 
     Returns:
         0 after storing the new max (verbatim: no rounding, no eviction);

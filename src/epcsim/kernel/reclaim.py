@@ -2,9 +2,9 @@
 
 Models the reclaimer half of ``arch/x86/kernel/cpu/sgx/main.c`` (v16 after patch 14):
 ``sgx_reclaim_pages()`` with ``sgx_reclaimer_age()``, ``sgx_reclaimer_block()`` and
-``sgx_reclaimer_write()`` / ``sgx_encl_ewb()`` (SPEC §4.9), ``sgx_can_reclaim_global()``,
+``sgx_reclaimer_write()`` / ``sgx_encl_ewb()``, ``sgx_can_reclaim_global()``,
 ``sgx_should_reclaim_global()``, ``sgx_reclaim_pages_global()`` and the body of
-``ksgxd()`` (SPEC §4.7), and ``sgx_reclaim_direct()`` (SPEC §4.8).
+``ksgxd()`` (v16 patch 14), and ``sgx_reclaim_direct()`` (v16 patch 13).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def sgx_reclaim_pages(
     charge_task: Task | None,
     _resume: tuple[int, list[int], int] | None = None,
 ) -> Generator[str, None, int]:
-    """Models sgx_reclaim_pages(lru, charge_mm) (main.c; SPEC §4.9).
+    """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
+    the charge_mm of patch 11).
 
     Phase 1 (isolate) takes up to SGX_NR_TO_SCAN pages from the head of *sgx_cg*'s LRU,
     keeping those whose enclave reference can be taken (TRACKED kept, list empty) and
@@ -240,7 +241,7 @@ def _sgx_reclaim_age_and_back(
 
 
 def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: set[int]) -> None:
-    """Models sgx_reclaimer_write() (main.c; SPEC §4.9 phase 4 steps 1-4) for pages
+    """Models sgx_reclaimer_write() (main.c; after EBLOCK) for pages
     *idxs* of one enclave, in order, with sgx_encl_ewb(): EWB, on "not tracked" ETRACK
     (+ IPIs) and EWB again.  The model counts one ETRACK per enclave per batch (the first
     EWB after the batch's EBLOCKs finds the enclave not tracked) and one EWB per page.
@@ -281,7 +282,7 @@ def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: s
 
 def sgx_reclaim_pages_global(host: Host, charge_task: Task | None) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
-    the root, 16 pages (SPEC §4.7)."""
+    the root, 16 pages."""
     return (
         yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
             host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN
@@ -292,7 +293,7 @@ def sgx_reclaim_pages_global(host: Host, charge_task: Task | None) -> Generator[
 def ksgxd_step(
     host: Host, _resume: Generator[str, None, int] | str | None = None
 ) -> Generator[str, None, bool]:
-    """One iteration of the ksgxd() loop (main.c; SPEC §4.7).
+    """One iteration of the ksgxd() loop (main.c; v16 patch 14).
 
     ``wait_event_freezable(ksgxd_waitq, should_reclaim_global(SGX_NR_HIGH_PAGES))``:
     if the condition holds, one global reclaim with no charge mm and a
@@ -319,7 +320,7 @@ def ksgxd_step(
 
 
 def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
-    """Models sgx_reclaim_direct() (patch 13; SPEC §4.8): a per-cgroup preemptive pass
+    """Models sgx_reclaim_direct() (v16 patch 13): a per-cgroup preemptive pass
     (if the current cgroup should reclaim) then, if free pages are below
     SGX_NR_LOW_PAGES, one global pass; both charge current's mm.  Best effort."""
     yield from _epc_cgroup.sgx_cgroup_reclaim_direct(host, task)

@@ -1,4 +1,4 @@
-"""KVM guest EPC (vEPC) pages (SPEC §2.5).
+"""KVM guest EPC (vEPC) pages (virt.c; charged since v16 patch 5, never reclaimed).
 
 Models ``arch/x86/kernel/cpu/sgx/virt.c``: ``sgx_vepc_fault()`` / ``__sgx_vepc_fault()``
 allocate an EPC page (NO_RECLAIM) the first time a guest page is touched, charged to the

@@ -2,11 +2,14 @@
 
 Each figure is a :class:`matplotlib.figure.Figure` saved as PNG by the Agg renderer with
 matplotlib's default style (whatever the user's ``matplotlibrc`` says) and without the
-``Software`` metadata, so the same run gives byte-identical PNGs.
+``Software`` metadata, so the same run gives byte-identical PNGs.  A PNG is written
+atomically (:mod:`epcsim._atomic`).  A figure with nothing to draw is not written: its
+:class:`FigureInfo` carries a ``note`` saying why, which the page shows instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +21,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from .._atomic import atomic_path
+from ..kernel.constants import PAGE_SIZE
 from ..sim.result import Result
+from .fmt import KIB, MIB, fmt_ns, fmt_ratio
 
 __all__ = ["FigureInfo", "write_figures", "natural_key", "MIB"]
 
-MIB = 1 << 20
 _DPI = 100
 #: PNG metadata: no "Software" (matplotlib version); Agg writes no creation time
 _PNG_METADATA = {"Software": None}
@@ -32,11 +37,13 @@ _LEGEND_ROWS = 20
 
 @dataclass(frozen=True)
 class FigureInfo:
-    """A figure written into the run directory."""
+    """A figure of the report: written into the run directory as *filename*, or, when
+    there is nothing to draw, not written and *note* says why."""
 
     filename: str
     title: str
     caption: str
+    note: str = ""
 
 
 def natural_key(s: str) -> tuple:
@@ -101,15 +108,20 @@ def _legend(fig: Figure, handles: list, labels: list[str]) -> None:
         )
 
 
-def _message(fig: Figure, text: str) -> None:
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize="large")
+def _size_tick(v: float, _pos: object = None) -> str:
+    """Axis label of a size in bytes (``0``, ``4 KiB``, ``64 MiB``, ``1 GiB``)."""
+    if v <= 0:
+        return "0"
+    for unit, name in ((1 << 30, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
+        if v >= unit:
+            return f"{v / unit:g} {name}"
+    return f"{v:g} B"
 
 
-def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
-    fig = Figure(figsize=(9, 4.5), dpi=_DPI, layout="constrained")
+def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure | str:
     if not series:
-        _message(fig, "no samples")
-        return fig
+        return "the time series has no samples"
+    fig = Figure(figsize=(9, 4.5), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     colors = _colors(list(series))
     handles, labels = [], []
@@ -121,7 +133,7 @@ def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
         root = name == "/"
         (h,) = ax.plot(
             t,
-            s["usage_bytes"] / MIB,
+            s["usage_bytes"],
             color=colors[name],
             linewidth=3.0 if root else 1.2,
             alpha=0.45 if root else 1.0,
@@ -133,7 +145,7 @@ def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
             any_limit = True
             ax.plot(
                 t,
-                lim / MIB,
+                lim,
                 color=colors[name],
                 linestyle="--",
                 linewidth=1.0,
@@ -143,9 +155,15 @@ def _usage(series: dict[str, dict[str, np.ndarray]]) -> Figure:
         handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0))
         labels.append("limit (misc.max)")
     ax.set_xlabel("virtual time (s)")
-    ax.set_ylabel("EPC usage (MiB)")
+    # cgroups of a few pages (the selftests' 192 KiB) beside ones of the whole EPC:
+    # logarithmic above one page, linear from 0 to one page
+    ax.set_yscale("symlog", linthresh=PAGE_SIZE, linscale=0.5, base=4)
+    ax.yaxis.set_major_formatter(FuncFormatter(_size_tick))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("EPC usage (log scale above 4 KiB)")
     ax.set_title("EPC usage and limit per cgroup")
-    ax.set_ylim(bottom=0)
+    # at least a few pages tall, so a cgroup that never used any EPC still gets an axis
+    ax.set_ylim(0, max(ax.get_ylim()[1], 4 * PAGE_SIZE))
     ax.grid(True, alpha=0.3)
     _legend(fig, handles, labels)
     return fig
@@ -164,16 +182,15 @@ def _changes(v: np.ndarray) -> bool:
     return bool(np.nanmax(v) > np.nanmin(v))
 
 
-def _rates(series: dict[str, dict[str, np.ndarray]]) -> Figure:
-    fig = Figure(figsize=(9, 6), dpi=_DPI, layout="constrained")
+def _rates(series: dict[str, dict[str, np.ndarray]]) -> Figure | str:
     shown = {
         n: s
         for n, s in series.items()
         if len(s["time_ns"]) >= 2 and (_changes(s["faults"]) or _changes(s["evictions"]))
     }
     if not shown:
-        _message(fig, "no faults or evictions")
-        return fig
+        return "no cgroup had a fault or an eviction between two samples"
+    fig = Figure(figsize=(9, 6), dpi=_DPI, layout="constrained")
     colors = _colors(list(series))
     ax_f, ax_e = fig.subplots(2, 1, sharex=True)
     handles, labels = [], []
@@ -198,12 +215,11 @@ def _fmt_g(v: float, _pos: object = None) -> str:
     return f"{v:g}"
 
 
-def _latency(lat_ns: np.ndarray) -> Figure:
-    fig = Figure(figsize=(9, 4.5), dpi=_DPI, layout="constrained")
+def _latency(lat_ns: np.ndarray) -> Figure | str:
     lat = np.asarray(lat_ns, dtype=np.float64)
     if lat.size == 0:
-        _message(fig, "no faults")
-        return fig
+        return "no enclave fault was resolved"
+    fig = Figure(figsize=(9, 4.5), dpi=_DPI, layout="constrained")
     us = np.maximum(lat, 1.0) / 1e3  # a latency below 1 ns is drawn at 1 ns
     lo, hi = np.log10(us.min()), np.log10(us.max())
     if hi - lo < 0.1:
@@ -218,8 +234,8 @@ def _latency(lat_ns: np.ndarray) -> Figure:
     ax.xaxis.set_minor_formatter(FuncFormatter(_fmt_g) if hi - lo < 1.2 else NullFormatter())
     ax.tick_params(axis="x", which="minor", labelsize="small")
     p50, p99 = np.percentile(us, [50, 99])
-    ax.axvline(p50, color="C1", linestyle="--", linewidth=1.0, label=f"p50 {p50:.3g} µs")
-    ax.axvline(p99, color="C3", linestyle=":", linewidth=1.2, label=f"p99 {p99:.3g} µs")
+    ax.axvline(p50, color="C1", linestyle="--", linewidth=1.0, label=f"p50 {fmt_ns(p50 * 1e3)}")
+    ax.axvline(p99, color="C3", linestyle=":", linewidth=1.2, label=f"p99 {fmt_ns(p99 * 1e3)}")
     ax.set_xlabel("fault latency (µs, log scale)")
     ax.set_ylabel("faults (log scale)")
     ax.set_title(f"Fault latency ({lat.size:,} resolved faults, retries included)")
@@ -228,36 +244,60 @@ def _latency(lat_ns: np.ndarray) -> Figure:
     return fig
 
 
-def _slowdown(enclaves: dict[str, dict]) -> Figure:
+#: a slowdown axis is logarithmic when its largest bar is this many times its smallest
+_SLOWDOWN_LOG_RATIO = 10.0
+
+
+def _slowdown(enclaves: dict[str, dict]) -> Figure | str:
     vals = [
         (n, float(e["slowdown"]))
         for n, e in sorted(enclaves.items(), key=lambda kv: natural_key(kv[0]))
         # None: no accesses; 0: nothing timed (a vEPC owner has no enclave threads)
         if e.get("slowdown") is not None and e["slowdown"] > 0
     ]
+    if not vals:
+        return "no enclave ran timed accesses, so none has a slowdown"
     width = min(30.0, max(6.0, 0.35 * len(vals) + 2.0))
     fig = Figure(figsize=(width, 4.5), dpi=_DPI, layout="constrained")
-    if not vals:
-        _message(fig, "no enclave ran any accesses")
-        return fig
     ax = fig.add_subplot()
     x = np.arange(len(vals))
-    ax.bar(x, [v for _, v in vals], color="C0")
+    ys = np.array([v for _, v in vals])
+    lo, hi = float(ys.min()), float(ys.max())
+    log = hi / lo >= _SLOWDOWN_LOG_RATIO
+    bottom = min(1.0, lo) / 1.5 if log else 0.0
+    bars = ax.bar(x, ys - bottom, bottom=bottom, color="C0")
+    many = len(vals) > 12
+    ax.bar_label(
+        bars,
+        labels=[fmt_ratio(v) for v in ys],
+        padding=2,
+        fontsize="x-small" if many else "small",
+        rotation=90 if many else 0,
+    )
     ax.set_xlim(-0.6, max(len(vals), 4) - 0.4)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     ax.set_xticks(x, [n for n, _ in vals], rotation=45 if len(vals) > 6 else 0, ha="right")
     if len(vals) <= 6:
         for lbl in ax.get_xticklabels():
             lbl.set_horizontalalignment("center")
-    ax.set_ylabel("slowdown (×, 1 = no overhead)")
+    if log:
+        ax.set_yscale("log")
+        # room above the tallest bar for its label
+        ax.set_ylim(bottom, hi * (4.0 if many else 2.0))
+        ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
+        ax.set_ylabel("slowdown (×, log scale; 1 = no overhead)")
+    else:
+        ax.set_ylim(0, hi * (1.35 if many else 1.15))
+        ax.set_ylabel("slowdown (×, 1 = no overhead)")
     ax.set_title("Per-enclave slowdown: run time / (accesses × access cost)")
-    ax.set_ylim(bottom=0)
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
 
 def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, format="png", dpi=_DPI, metadata=_PNG_METADATA)
+    """Write *fig* as PNG to *path* atomically: complete, or the previous file untouched."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, metadata=_PNG_METADATA)
 
 
 def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
@@ -270,7 +310,8 @@ def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
                 "usage.png",
                 "EPC usage vs limit",
                 "EPC usage per cgroup (solid) and its misc.max limit (dashed, where not max), "
-                "sampled every sample interval of virtual time.",
+                "sampled every sample interval of virtual time; the size axis is logarithmic "
+                "above one page (4 KiB), so small cgroups show beside large ones.",
             ),
             lambda: _usage(series),
         ),
@@ -296,7 +337,8 @@ def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
                 "slowdown.png",
                 "Per-enclave slowdown",
                 "Run time of each enclave divided by the time its accesses would take with "
-                "every page resident (dashed line: 1, no overhead).",
+                "every page resident, written above each bar (dashed line: 1, no overhead; "
+                "a logarithmic axis when the largest is 10× the smallest or more).",
             ),
             lambda: _slowdown(result.summary.get("enclaves", {})),
         ),
@@ -304,6 +346,13 @@ def write_figures(result: Result, run_dir: Path) -> list[FigureInfo]:
     out = []
     with mpl_style.context("default"):
         for info, draw in specs:
-            _save(draw(), run_dir / info.filename)
-            out.append(info)
+            fig = draw()
+            if isinstance(fig, str):
+                # nothing to draw: no image, and none left from an earlier report of
+                # this directory to contradict the page
+                (run_dir / info.filename).unlink(missing_ok=True)
+                out.append(dataclasses.replace(info, note=fig))
+            else:
+                _save(fig, run_dir / info.filename)
+                out.append(info)
     return out

@@ -17,7 +17,8 @@ import numpy as np
 from ..kernel.constants import PAGE_SIZE
 from ..sim.costs import COST_SOURCES, CostModel
 from ..sim.result import Result
-from .figures import MIB, FigureInfo, natural_key
+from .figures import FigureInfo, natural_key
+from .fmt import fmt_bytes, fmt_ns, fmt_ratio
 
 __all__ = ["render_html", "fmt_mib", "fmt_ns"]
 
@@ -30,16 +31,19 @@ h1 { margin-bottom: 0.2em; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
 p.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 0.8em; }
 p.verdict { font-size: 1.2em; font-weight: bold; }
+div.table { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.95em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left;
          vertical-align: top; }
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.mono { overflow-wrap: anywhere; }
 td.mono, code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 .pass { color: #0a6b0a; font-weight: bold; }
 .fail { color: #b00020; font-weight: bold; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+p.nofig { color: #666; font-style: italic; margin: 0.2em 0; }
 figcaption { font-size: 0.9em; color: #444; }
 p.empty { color: #666; font-style: italic; }
 """.strip()
@@ -50,33 +54,9 @@ def _e(x: object) -> str:
 
 
 def fmt_mib(n: int | float | None) -> str:
-    """Bytes as MiB with two decimals; ``None`` (no limit) as ``max``."""
-    if n is None:
-        return "max"
-    return f"{n / MIB:,.2f} MiB"
-
-
-def _trim(v: float, digits: int = 3) -> str:
-    s = f"{v:.{digits}f}"
-    return s.rstrip("0").rstrip(".") if "." in s else s
-
-
-def fmt_ns(ns: int | float | None) -> str:
-    """A duration or virtual-time instant in ns, human-readable (``8.22 ms``)."""
-    if ns is None:
-        return "—"
-    v = float(ns)
-    a = abs(v)
-    if a < 1e3:
-        return f"{_trim(v, 1)} ns"
-    if a < 1e6:
-        return f"{_trim(v / 1e3)} µs"
-    if a < 1e9:
-        return f"{_trim(v / 1e6)} ms"
-    if a < 120e9:
-        return f"{_trim(v / 1e9)} s"
-    m, s = divmod(v / 1e9, 60)
-    return f"{int(m)} min {_trim(s, 1)} s"
+    """A size for the tables: ``max`` for ``None``, KiB below 1 MiB, else MiB
+    (:func:`epcsim.report.fmt.fmt_bytes`)."""
+    return fmt_bytes(n)
 
 
 def _int(n: int | None) -> str:
@@ -102,7 +82,7 @@ def _num(text: object) -> _Cell:
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, cls: str = "") -> str:
-    out = [f'<table class="{_e(cls)}">' if cls else "<table>", "<thead><tr>"]
+    out = ['<div class="table">', f'<table class="{_e(cls)}">' if cls else "<table>", "<thead><tr>"]
     out += [f"<th>{_e(h)}</th>" for h in headers]
     out.append("</tr></thead>\n<tbody>")
     for row in rows:
@@ -110,17 +90,21 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, cls: str
         for c in row:
             if isinstance(c, _Cell):
                 attr = f' class="{_e(c.cls)}"' if c.cls else ""
-                cells.append(f"<td{attr}>{_e(c.text)}</td>")
+                text = _e(c.text)
+                if c.cls == "mono":
+                    # cgroup paths and op strings may break after a slash
+                    text = text.replace("/", "/<wbr>")
+                cells.append(f"<td{attr}>{text}</td>")
             else:
                 cells.append(f"<td>{_e(c)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 
 def _facts(table: list[tuple[str, object]]) -> str:
     rows = "\n".join(f'<tr><th scope="row">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in table)
-    return f'<table class="facts">\n{rows}\n</table>'
+    return f'<div class="table"><table class="facts">\n{rows}\n</table></div>'
 
 
 def _sample_interval_ns(result: Result) -> int | None:
@@ -178,6 +162,8 @@ def _run_facts(result: Result) -> str:
         ("time-series schema version", s.get("timeseries_schema_version", "")),
         ("expectations", "passed" if result.passed else "FAILED"),
     ]
+    if result.run.get("engine"):  # run.json: the engine that ran (no wall time: deterministic)
+        rows.append(("engine", f"{result.run['engine']} ({result.run.get('engine_reason', '')})"))
     return _facts(rows)
 
 
@@ -256,7 +242,7 @@ def _enclaves(result: Result) -> str:
                 _num(_int(e.get("faults"))),
                 _num(_int(e.get("fault_retries"))),
                 _num(_int(e.get("stuck_threads"))),
-                _num("—" if sd is None or sd <= 0 else f"{sd:.3f}×"),
+                _num("—" if sd is None or sd <= 0 else fmt_ratio(sd)),
                 e.get("error", "") or "",
             )
         )
@@ -310,6 +296,13 @@ def _latency(result: Result) -> str:
 def _figures(figures: Sequence[FigureInfo]) -> str:
     parts = []
     for f in figures:
+        if f.note:
+            # nothing to draw: a line of text instead of an empty image
+            parts.append(
+                f'<p class="nofig" data-file="{_e(f.filename)}"><b>{_e(f.title)}:</b> '
+                f"no figure, {_e(f.note)}.</p>"
+            )
+            continue
         parts.append(
             "<figure>\n"
             f'<img src="{_e(f.filename)}" alt="{_e(f.title)}">\n'

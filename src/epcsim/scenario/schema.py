@@ -32,7 +32,8 @@ from ..errors import EpcsimError, ScenarioError
 from ..kernel.cgroupfs import memparse
 from ..kernel.constants import MAX_NUM, PAGE_SIZE
 from ..kernel.misc import kstrtou64
-from ..units import parse_size, parse_time
+from ..units import format_size, parse_size, parse_time
+from . import limits
 
 __all__ = [
     "Scenario",
@@ -43,15 +44,22 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: longest capacity expression (the parser recurses once per operator)
+_EXPR_MAX = 200
 
 
 def eval_size(value: int | str, capacity: int, *, what: str) -> int:
     """A size, or an integer expression of ``capacity`` (+ - * / // and parentheses;
     "/" is integer division as in the selftest script's shell arithmetic)."""
     if isinstance(value, str) and "capacity" in value:
+        if len(value) > _EXPR_MAX:
+            raise EpcsimError(
+                f"{what}: an expression of capacity has at most {_EXPR_MAX} characters, "
+                f"got {len(value)}"
+            )
         try:
             tree = ast.parse(value.strip(), mode="eval")
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             raise EpcsimError(f"{what}: not an expression of capacity: {value!r}") from None
 
         def ev(n: ast.AST) -> int:
@@ -125,6 +133,8 @@ class CgroupSpec(_Model):
         parts = [p for p in v.split("/") if p]
         if not v.startswith("/") or not parts or any(not _NAME_RE.match(p) for p in parts):
             raise ValueError(f"must be an absolute cgroup path like /a/b, got {v!r}")
+        if any(p in (".", "..") for p in parts):
+            raise ValueError(f"'.' and '..' are not cgroup names, got {v!r}")
         return "/" + "/".join(parts)
 
 
@@ -262,15 +272,32 @@ def _read_source(source: str | Path) -> tuple[str, str, Path | None]:
                 raise ScenarioError(
                     f"no built-in scenario {name!r} (available: {', '.join(names)})", file=s
                 )
-            text = resources.files("epcsim.scenario.builtins").joinpath(f"{name}.toml").read_text()
-            return text, s, None
+            data = resources.files("epcsim.scenario.builtins").joinpath(f"{name}.toml").read_bytes()
+            return _decode(data, s), s, None
         p = Path(s)
         if not p.exists():
             raise ScenarioError("no such file", file=s)
         if p.is_dir():
             raise ScenarioError("is a directory, not a scenario file", file=s)
-        return p.read_text(), s, p.parent
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise ScenarioError(f"cannot read: {e.strerror}", file=s) from None
+        return _decode(data, s), s, p.parent
     return str(source), "<string>", None
+
+
+def _decode(data: bytes, label: str) -> str:
+    """The text of a scenario file: TOML is UTF-8 (a BOM is not allowed either)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ScenarioError(
+            f"not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}); "
+            "TOML files are UTF-8",
+            file=label,
+        ) from None
 
 
 def _parse_value(v: str) -> Any:
@@ -289,6 +316,9 @@ def _apply_override(data: dict, item: str, label: str) -> None:
     for i, part in enumerate(parts[:-1]):
         if isinstance(cur, list):
             try:
+                # list elements are numbered from 0: no sign (-1 is not the last one)
+                if not re.fullmatch(r"[0-9]+", part):
+                    raise ValueError(part)
                 cur = cur[int(part)]
             except (ValueError, IndexError):
                 raise ScenarioError(
@@ -359,12 +389,21 @@ def _loc(err: dict, data: dict) -> tuple[str, str]:
 
 
 def load_scenario(
-    source: str | Path | dict, *, overrides: list[str] | tuple[str, ...] = ()
+    source: str | Path | dict,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    check_memory: bool = True,
 ) -> Scenario:
     """Load and validate a scenario: a path, ``builtin:NAME``, a TOML string or a dict.
 
     *overrides* are ``KEY=VALUE`` with dotted keys (``host.epc=1GiB``,
     ``enclave.0.count=2``); values are TOML values or bare strings.
+
+    The model's limits are always checked.  With *check_memory* (the default) the run's
+    memory estimate (:mod:`epcsim.scenario.limits`) is checked too: refused above the
+    available memory, a :class:`~epcsim.scenario.limits.MemoryEstimateWarning` above half
+    of it.  ``check_memory=False`` is for callers whose ``duration`` is only a safety cap
+    on a run they know ends sooner (the estimate bounds the samples by ``duration``).
 
     Raises:
         ScenarioError: naming the file, the table and the field.
@@ -385,7 +424,7 @@ def load_scenario(
     except ValidationError as e:
         err = e.errors()[0]
         table, field = _loc(err, data)
-        msg = err.get("msg", "invalid")
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
         loc = err.get("loc", ())
         if err.get("type") == "extra_forbidden":
             msg = "unknown key"
@@ -394,10 +433,10 @@ def load_scenario(
         elif err.get("type") == "missing":
             msg = "required key is missing"
         inp = err.get("input")
-        if err.get("type") not in ("missing",) and not isinstance(inp, dict):
-            msg += f" (got {inp!r})"
+        if err.get("type") not in ("missing", "value_error") and not isinstance(inp, dict):
+            msg += f" (got {inp!r})"  # our own validators name the value already
         raise ScenarioError(msg, file=label, table=table, field=field) from None
-    _check(sc, label)
+    _check(sc, label, check_memory)
     return sc
 
 
@@ -412,11 +451,26 @@ def _misc_max_ok(value: str) -> bool:
     return rest == "max" or kstrtou64(rest, 0)[0] == 0
 
 
-def _check(sc: Scenario, label: str) -> None:
+def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
     def fail(msg: str, table: str, field: str = "") -> None:
         raise ScenarioError(msg, file=label, table=table, field=field)
 
     h = sc.host
+    # paths are compared as written: '.' and '..' would name another cgroup at run time
+    paths = [(f"enclave[{i}]", "cgroup", e.cgroup) for i, e in enumerate(sc.enclave)]
+    paths += [(f"vepc[{i}]", "cgroup", v.cgroup) for i, v in enumerate(sc.vepc)]
+    for i, a in enumerate(sc.at):
+        paths += [(f"at[{i}]", k, getattr(a, k)) for k in ("mkdir", "rmdir")]
+        if a.write is not None:
+            paths.append((f"at[{i}]", "write.path", a.write.path))
+        if a.migrate is not None:
+            paths.append((f"at[{i}]", "migrate", a.migrate.cgroup))
+    paths += [(f"expect[{i}]", "file", x.file) for i, x in enumerate(sc.expect)]
+    for table, field, path in paths:
+        if path is not None and any(p in (".", "..") for p in path.split("/")):
+            fail(f"'.' and '..' are not allowed in paths, got {path!r}", table, field)
+        if path is not None and "\0" in path:
+            fail(f"a NUL byte is not allowed in paths, got {path!r}", table, field)
     if (h.epc is None) == (h.sections is None):
         fail("give exactly one of epc or sections", "host", "epc")
     try:
@@ -435,9 +489,21 @@ def _check(sc: Scenario, label: str) -> None:
                         f"must be a positive multiple of 4096, got {s!r}", "host", f"sections[{k}]"
                     )
         for f in ("duration", "sample_interval"):
-            parse_time(getattr(h, f), what=f)
-        if parse_time(h.sample_interval) <= 0:
-            fail("must be > 0", "host", "sample_interval")
+            if parse_time(getattr(h, f), what=f) <= 0:
+                fail(f"must be > 0, got {getattr(h, f)!r}", "host", f)
+        pages = (
+            parse_size(h.epc) // PAGE_SIZE
+            if h.epc is not None
+            else sum(parse_size(x) for x in h.sections or []) // PAGE_SIZE
+        )
+        if pages > limits.MAX_EPC_PAGES:
+            fail(
+                f"{h.epc if h.epc is not None else h.sections!r} is {pages} EPC pages; the "
+                f"model holds at most {limits.MAX_EPC_PAGES} (EPC page numbers are int32: "
+                f"{format_size((limits.MAX_EPC_PAGES + 1) * PAGE_SIZE)} - 4KiB)",
+                "host",
+                "epc" if h.epc is not None else "sections",
+            )
     except ScenarioError:
         raise
     except EpcsimError as e:
@@ -469,6 +535,23 @@ def _check(sc: Scenario, label: str) -> None:
             fail(str(e).split(": ", 1)[-1], table, field)
             raise AssertionError from None
 
+    ncg = len(sc.cgroup) + sum(1 for a in sc.at if a.mkdir is not None)
+    if ncg > limits.MAX_CGROUPS:
+        fail(
+            f"{ncg} cgroups ([[cgroup]] and [[at]] mkdir); the model holds at most "
+            f"{limits.MAX_CGROUPS} (cgroup ids are int16)",
+            "cgroup",
+        )
+    nthreads = sum(e.count * e.threads for e in sc.enclave)
+    if nthreads > limits.MAX_THREADS:
+        i = max(range(len(sc.enclave)), key=lambda k: sc.enclave[k].count * sc.enclave[k].threads)
+        fail(
+            f"{nthreads} enclave threads in all (count x threads summed over [[enclave]]); "
+            f"at most {limits.MAX_THREADS}",
+            f"enclave[{i}]",
+            "threads",
+        )
+    enclave_bytes: list[int] = []
     declared: dict[str, CgroupSpec] = {}
     for i, c in enumerate(sc.cgroup):
         t = f"cgroup[{i}]"
@@ -508,6 +591,18 @@ def _check(sc: Scenario, label: str) -> None:
         b = size(e.size, t, "size") if e.size is not None else PAGE_SIZE
         if b <= 0 or b % PAGE_SIZE:
             fail(f"must be a positive multiple of 4096, got {e.size!r}", t, "size")
+        elrange = limits.elrange_pages(b, e.program)
+        if elrange > limits.MAX_ENCL_PAGES:
+            of = "the heap and test_sgx's pages" if e.program else "the size"
+            fail(
+                f"{e.size!r} needs an ELRANGE of {elrange} pages (the next power of two of "
+                f"{of}); an enclave holds at most {limits.MAX_ENCL_PAGES} "
+                f"({format_size(limits.MAX_ENCL_PAGES * PAGE_SIZE)}: enclave page indices "
+                "are int32)",
+                t,
+                "size",
+            )
+        enclave_bytes.append(b if e.size is not None else 0)
         if (e.workload is None) == (e.program is None):
             fail("give exactly one of workload or program", t, "workload")
         if is_trace:
@@ -552,6 +647,13 @@ def _check(sc: Scenario, label: str) -> None:
         cg = "/" + "/".join(p for p in v.cgroup.split("/") if p)
         if cg not in made:
             fail(f"cgroup {v.cgroup} does not exist", t, "cgroup")
+        if v.pages > limits.MAX_VEPC_PAGES:
+            fail(
+                f"{v.pages} pages; a vEPC holds at most {limits.MAX_VEPC_PAGES} (int32 page "
+                "numbers)",
+                t,
+                "pages",
+            )
         _check_start(v.start, t, fail)
     instances = set(groups)
     for g, n in groups.items():
@@ -610,12 +712,15 @@ def _check(sc: Scenario, label: str) -> None:
                     fail(f"no enclave or group named {n!r}", t, "enclaves")
         if x.file is not None and x.equals is None:
             fail("required with file", t, "equals")
+    if check_memory:
+        limits.check_memory(sc, enclave_bytes, fail, label)
 
 
 def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
     """A trace workload: paths exist (one per thread if a list), the format and its
-    options are valid, accesses/duration well formed (both optional: one pass)."""
-    from ..workload.traces import TraceError, open_trace
+    options are valid, every trace reads through and has accesses (as the run will read
+    it), accesses/duration well formed (both optional: one pass)."""
+    from ..workload.traces import TraceError, check_trace, open_trace
 
     wl = e.workload
     assert wl is not None
@@ -639,8 +744,8 @@ def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
         except EpcsimError as err:
             fail(str(err).split(": ", 1)[-1], f"{t}.workload", "duration")
     for p in paths:
-        try:
-            open_trace(p, format=fmt, **opts)
+        try:  # read it through, as the run will: malformed or empty fails here
+            check_trace(open_trace(p, format=fmt, **opts))
         except TraceError as err:
             fail(str(err), f"{t}.workload", "trace")
 
@@ -675,10 +780,20 @@ def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> N
     fname = parts[-1]
     if cg not in made:
         fail(f"cgroup {cg} does not exist", t, "write.path")
+    if cg == "/" and fname in ("misc.max", "memory.max"):
+        fail(f"the root cgroup has no {fname} (only non-root cgroups have one)", t, "write.path")
     try:
         value = resolve_write_value(w.path, w.value, capacity)
     except EpcsimError as e:
         fail(str(e).split(": ", 1)[-1], t, "write.value")
+    if len(value.encode()) > PAGE_SIZE:
+        fail(
+            f"{len(value.encode())} bytes; one write to a cgroup file takes at most a page "
+            f"({PAGE_SIZE} bytes, else E2BIG)",
+            t,
+            "write.value",
+        )
+    value = value.split("\0", 1)[0]  # the kernel reads the buffer as a C string
     if fname == "misc.max":
         if not _misc_max_ok(value):
             fail(

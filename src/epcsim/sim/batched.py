@@ -39,6 +39,7 @@ from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
+from .progress import sim_progress
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -594,7 +595,9 @@ def take_over(
         else:
             break
         if sim.progress is not None:
-            sim.progress(int(S[C.S_NOW]), sim.limit_ns)
+            for j, t in enumerate(threads):  # the accesses done so far (write_back's value)
+                t.st.accesses = int(TH[C.TH_ACC, j])
+            sim.progress(sim_progress(sim, int(S[C.S_NOW])))
     p.flush()
     p.write_back()
     _hand_back(sim, p, rc)

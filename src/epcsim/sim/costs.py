@@ -1,6 +1,6 @@
 """The cost model: how long each modelled operation takes in virtual time (ns).
 
-SPEC §8: published figures give about 40K cycles per EPC page swap (VAULT, ASPLOS 2018)
+Published figures give about 40K cycles per EPC page swap (VAULT, ASPLOS 2018)
 and "50k+ cycles" for a successful EINIT (ioctl.c comment); no per-instruction cost of
 EWB/ELDU/EBLOCK/ETRACK is published.  The defaults below split the ~40K-cycle swap
 (13.3 us at 3 GHz) over its parts: fault round trip 3 us + ELDU 5 us + EWB 4 us +
@@ -72,13 +72,13 @@ COST_SOURCES = {
     "ecreate": "assumption",
     "eadd": "assumption: 4 KiB copy into the EPC plus EADD",
     "eextend": "assumption: 16 per measured page",
-    "einit": "ioctl.c comment: EINIT takes 50k+ cycles (SPEC §8)",
+    "einit": "sgx_encl_init() comment in ioctl.c: EINIT takes 50k+ cycles",
     "eremove": "assumption",
     "eaug": "assumption",
-    "eldu": "share of the ~40K-cycle page swap (VAULT, SPEC §8)",
+    "eldu": "share of the ~40K-cycle page swap (VAULT, ASPLOS 2018)",
     "eblock": "share of the ~40K-cycle page swap",
     "etrack": "share of the swap: ETRACK + IPI round, once per enclave per batch",
-    "ewb": "share of the ~40K-cycle page swap (VAULT, SPEC §8)",
+    "ewb": "share of the ~40K-cycle page swap (VAULT, ASPLOS 2018)",
     "emodpr": "assumption",
     "emodt": "assumption",
     "reclaim_batch": "assumption: per-batch locking and PTE zapping",

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
+from ..errors import EpcsimError
 from ..kernel import Host, send_signal, task_exit
 from ..kernel.cgroup import host_controllers
 from ..kernel.constants import (
@@ -75,6 +76,7 @@ from ..workload.kselftest import test_sgx_process
 from ..workload.patterns import make_pattern
 from .batched import check_engine, take_over
 from .costs import CostModel
+from .progress import SimProgress, sim_progress
 from .result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
 
 __all__ = ["Simulation", "simulate"]
@@ -132,7 +134,7 @@ class Simulation:
         scenario: Scenario,
         *,
         seed: int | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[SimProgress], None] | None = None,
         engine: str = "auto",
     ) -> None:
         sc = scenario
@@ -143,6 +145,8 @@ class Simulation:
         self._batched = engine != "reference" and why is None
         self.engine_note = (why or "") if engine != "reference" else ""
         self.engine_used = "reference"
+        #: "batched" was asked for: refuse (EpcsimError) rather than fall back
+        self._batched_required = engine == "batched"
         self._cur_cpu = -1
         h = sc.host
         self.seed = h.seed if seed is None else seed
@@ -238,12 +242,14 @@ class Simulation:
                 t - last_progress >= limit // 200 + 1 or not steps & 4095
             ):
                 last_progress = t
-                self.progress(t, limit)
+                self.progress(sim_progress(self, t))
             if self._active == 0:
                 break
         truncated = bool(heap) and self._active > 0
         if truncated:
             self.now = limit
+        if self.progress is not None:
+            self.progress(sim_progress(self, self.now))
         self._record_sample()
         res = self._result(truncated=truncated)
         res.engine = self.engine_used
@@ -534,6 +540,8 @@ class Simulation:
             )
             if why is None:
                 return  # the continuation replaced this generator on the heap
+            if self._batched_required:
+                raise EpcsimError(f"engine batched: {why}; use engine reference or auto")
             self.engine_note = why
             self._batched = False
             self._fresh.clear()
@@ -937,7 +945,7 @@ def simulate(
     *,
     seed: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[SimProgress], None] | None = None,
     engine: str = "auto",
 ) -> Result:
     """Run *scenario* (a :class:`Scenario`, a path, ``builtin:NAME``, a TOML string or a

@@ -1,7 +1,8 @@
-"""The kernel selftests of the EPC cgroup series (SPEC §6), as processes of the model.
+"""The kernel selftests of the EPC cgroup series (v16 patch 16), as processes of the model.
 
-``test_sgx -t unclobbered_vdso_oversubscribed`` (SPEC §6.2) is :func:`test_sgx_process`;
-``run_epc_cg_selftests.sh`` (SPEC §6.3) is :func:`run_epc_cg_selftests`, which
+``test_sgx -t unclobbered_vdso_oversubscribed`` (tools/testing/selftests/sgx) is
+:func:`test_sgx_process`; ``run_epc_cg_selftests.sh`` (v16 patch 16) is
+:func:`run_epc_cg_selftests`, which
 interleaves concurrent processes round-robin (one ADD_PAGES page per turn) since the
 kernel model has no clock.  The simulator runs the same program in virtual time.
 """
@@ -30,11 +31,10 @@ __all__ = [
     "SelftestReport",
 ]
 
-#: Layout of ``test_encl.elf`` as the model builds it (SPEC §6.2), in pages and in load
-#: order: (name, pages, page type, measured).  The TCS segment holds 2 TCS pages; text
-#: is the enclave's code; data holds the 8 KiB ``encl_buffer`` plus one page of other
-#: data; the heap (C bytes, unmeasured) follows.  Total = C/4096 + 7 pages, matching
-#: SPEC's "N_pages ~ C/4096 + ~6".
+#: Layout of ``test_encl.elf`` (tools/testing/selftests/sgx) as the model builds it, in
+#: pages and in load order: (name, pages, page type, measured).  The TCS segment holds 2
+#: TCS pages; text is the enclave's code; data holds the 8 KiB ``encl_buffer`` plus one
+#: page of other data; the heap (C bytes, unmeasured) follows.  Total = C/4096 + 7 pages.
 TEST_ENCL_LAYOUT: tuple[tuple[str, int, int, bool], ...] = (
     ("tcs", 2, SGX_PAGE_TYPE_TCS, True),
     ("text", 2, SGX_PAGE_TYPE_REG, True),
@@ -60,7 +60,7 @@ def test_sgx_process(
     *,
     progress: Callable[[Task, int], None] | None = None,
 ) -> Generator[str, None, int]:
-    """``test_sgx -t unclobbered_vdso_oversubscribed`` (SPEC §6.2) as one process.
+    """``test_sgx -t unclobbered_vdso_oversubscribed`` as one process.
 
     open + mmap, ECREATE, one ADD_PAGES per segment (heap unmeasured), EINIT, two
     EENTERs touching TCS/text/buffer pages (faults retried on EBUSY), exit.  Returns
@@ -177,7 +177,7 @@ def run_epc_cg_selftests(
     kill_index: int = 3,
     check: bool = False,
 ) -> SelftestReport:
-    """Replay ``run_epc_cg_selftests.sh`` (SPEC §6.3) on a fresh host.
+    """Replay ``run_epc_cg_selftests.sh`` (v16 patch 16) on a fresh host.
 
     Args:
         capacity: EPC bytes (C).

@@ -14,8 +14,11 @@ list :data:`FORMATS` below is the registry (a new format is one module and one e
 ========================  ====================================================
 
 A reader yields np.int64 page numbers (4 KiB pages) in chunks and never holds the whole
-trace in memory.  Object traces (libCacheSim) give one page per object id (sizes
-ignored) unless ``mapping="address"``.  :class:`DenseMapper` renumbers pages densely in
+trace in memory; zstd-compressed files (libCacheSim's ``.zst``, recognised by the zstd
+magic) are decompressed as they are read, for every format.  Writers write atomically
+(a temporary name, renamed when complete) and refuse the file they read.  Object
+traces (libCacheSim) give one page per object id (sizes ignored) unless
+``mapping="address"``.  :class:`DenseMapper` renumbers pages densely in
 first-seen order; :class:`TracePattern` runs a trace as an enclave's workload;
 :func:`trace_stats` computes ``epcsim trace info``'s numbers.  See ``docs/TRACES.md``.
 
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._atomic import same_file
 from . import csv, lackey, native, npy, oracle, text
 from ._base import (
     DEFAULT_CHUNK,
@@ -42,9 +46,12 @@ from ._base import (
     TraceFormat,
     TraceReader,
     check_file,
+    is_zstd,
+    open_binary,
     open_text,
+    read_items,
 )
-from ._mapping import DenseMapper, TracePattern
+from ._mapping import DenseMapper, TracePattern, check_trace
 from ._stats import auto_window, stack_distances, trace_stats
 
 __all__ = [
@@ -64,6 +71,7 @@ __all__ = [
     # using
     "DenseMapper",
     "TracePattern",
+    "check_trace",
     "trace_stats",
     "stack_distances",
     "auto_window",
@@ -123,14 +131,18 @@ def detect_format(path: str | Path) -> TraceFormat:
     extensions, longest first: ``x.oracleGeneral.bin``, ``.csv``, ``.npy``...), then by
     sniffing the first text lines (lackey's ``==`` header or access lines, or a number
     per line); a ``.txt`` file that fits neither is ``text``.  TraceError when none
-    fits."""
+    fits.  A zstd-compressed file (by its magic ``28 b5 2f fd``) is looked at
+    decompressed, its name without ``.zst``."""
     p = check_file(path)
-    with open(p, "rb") as f:
-        head = f.read(16)
+    compressed = is_zstd(p)
+    with open_binary(p) as f:
+        head = read_items(f, np.dtype(np.uint8), 16)[0].tobytes()
     for fmt in FORMATS.values():
         if fmt.magic is not None and head.startswith(fmt.magic):
             return fmt
     name = p.name.lower()
+    if compressed and name.endswith(".zst"):
+        name = name[: -len(".zst")]
     by_ext = sorted(
         ((ext, fmt) for fmt in FORMATS.values() for ext in fmt.extensions),
         key=lambda x: -len(x[0]),
@@ -172,16 +184,33 @@ def open_trace(path: str | Path, *, format: str | None = None, **options: Any) -
     return fmt.reader(p, **opts)
 
 
+def _check_not_input(source: object, path: str | Path) -> None:
+    """TraceError when *path* is the file *source* reads (same path, hard link or
+    symlink): writing a trace onto its own input is refused before anything is written."""
+    inp = getattr(source, "path", None)
+    if inp is None:
+        inp = getattr(getattr(source, "reader", None), "path", None)
+    if inp is not None and same_file(inp, path):
+        raise TraceError(
+            f"is the input trace {inp} (the same file); write to another file", file=path
+        )
+
+
 def write_trace(
     source: Iterable[np.ndarray] | np.ndarray, path: str | Path, *, format: str = "native"
 ) -> int:
     """Write the pages of *source* (a reader, an iterable of int64 chunks, or one array)
     to *path* in *format* (one with a writer: native, npy, text, oracleGeneral); returns
-    the number of pages written."""
+    the number of pages written.
+
+    The file is written under a temporary name in *path*'s folder and renamed onto
+    *path* when complete: an error or an interrupt (Ctrl-C) leaves any previous *path*
+    untouched and no partial file.  Writing onto the file a reader reads is refused
+    (TraceError) before anything is written."""
     fmt = get_format(format)
     if fmt.writer is None:
-        writable = ", ".join(f.name for f in FORMATS.values() if f.writer is not None)
-        raise TraceError(f"cannot write format {fmt.name!r} (writable: {writable})")
+        raise TraceError(f"cannot write format {fmt.name!r} (writable: {_writable()})")
+    _check_not_input(source, path)
     if isinstance(source, np.ndarray):
         source = [np.asarray(source, dtype=np.int64)]
     try:
@@ -204,15 +233,44 @@ class _DenseSource:
 
 def convert_trace(reader: TraceReader, out: str | Path, *, to: str, dense: bool = False) -> int:
     """Write *reader*'s pages to *out* in format *to*; with *dense*, renumbered by
-    :class:`DenseMapper` first.  Returns the number of pages written."""
+    :class:`DenseMapper` first.  Returns the number of pages written.  Atomic, and
+    refused when *out* is the reader's file (see :func:`write_trace`)."""
+    _check_not_input(reader, out)
     source: Iterable[np.ndarray] = _DenseSource(reader) if dense else reader
     return write_trace(source, out, format=to)
 
 
-def format_for_output(path: str | Path) -> str:
-    """The writable format an output file name asks for (native when none matches)."""
+def _writable() -> str:
+    return ", ".join(f.name for f in FORMATS.values() if f.writer is not None)
+
+
+def _write_extensions(fmts: Iterable[TraceFormat]) -> str:
+    return "; ".join(f"{f.name} {' '.join(f.write_extensions)}" for f in fmts)
+
+
+def format_for_output(path: str | Path, to: str | None = None) -> str:
+    """The writable format of an output file *path*: the one whose extension it has
+    (``.epct`` native, ``.npy``, ``.txt`` text, ``.oracleGeneral.bin``/``.bin``
+    oracleGeneral).  With *to*, that format, and *path* must have one of its extensions.
+    A name with no writable format's extension (``out.csv``, ``out.dat``) is a
+    TraceError naming the extensions that work: nothing writes one format under
+    another's name."""
     name = Path(path).name.lower()
-    for fmt in FORMATS.values():
-        if fmt.writer is not None and any(name.endswith(e) for e in fmt.extensions):
+    writable = [f for f in FORMATS.values() if f.writer is not None]
+    if to is not None:
+        fmt = get_format(to)
+        if fmt.writer is None:
+            raise TraceError(f"cannot write format {fmt.name!r} (writable: {_writable()})")
+        if any(name.endswith(e.lower()) for e in fmt.write_extensions):
             return fmt.name
-    return "native"
+        raise TraceError(
+            f"a {fmt.name} trace is written to a name ending {' or '.join(fmt.write_extensions)}",
+            file=path,
+        )
+    for fmt in writable:
+        if any(name.endswith(e.lower()) for e in fmt.write_extensions):
+            return fmt.name
+    raise TraceError(
+        f"no writable trace format has this extension (use {_write_extensions(writable)})",
+        file=path,
+    )

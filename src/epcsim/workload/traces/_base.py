@@ -186,8 +186,12 @@ class TraceFormat:
     aliases: tuple[str, ...] = ()
     #: file-name endings that select this format (lower case, with the dot)
     extensions: tuple[str, ...] = ()
-    #: ``writer(path, source)`` writes pages; *source* an iterable of int64 chunks
+    #: ``writer(path, source)`` writes pages (atomically); *source* an iterable of int64
+    #: chunks
     writer: Callable[[Path, Iterable[np.ndarray]], int] | None = None
+    #: file-name endings an output of the writer may have (as shown in messages;
+    #: matched case-insensitively): ``trace convert`` refuses any other
+    write_extensions: tuple[str, ...] = ()
     #: the bytes every file of this format starts with (binary formats with a header)
     magic: bytes | None = None
     #: ``sniff_text(lines)``: is this the format, given the first non-blank lines of the
@@ -227,20 +231,139 @@ def check_file(path: str | Path) -> Path:
     return p
 
 
+#: The first bytes of a zstd frame (RFC 8878), as libCacheSim's ``.zst`` traces start.
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: Compressed bytes read from the file at a time when decompressing zstd.
+ZSTD_READ = 1 << 17
+#: Compressed bytes decompressed per step (bounds one step's output).
+ZSTD_FEED = 1 << 10
+
+
+def is_zstd(path: Path) -> bool:
+    """Whether *path* is zstd-compressed (by its magic bytes, whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(4) == ZSTD_MAGIC
+
+
+class ZstdFile(io.RawIOBase):
+    """A zstd-compressed file, decompressed as it is read (streamed: ``ZSTD_READ``
+    compressed bytes read at a time, decompressed ``ZSTD_FEED`` at a time, every frame in
+    order, as ``zstd -d`` does).  Corrupt data,
+    or a file ending inside a frame (a cut download), is a TraceError naming the file:
+    a truncated trace is never read as a shorter one."""
+
+    def __init__(self, path: Path) -> None:
+        import zstandard
+
+        super().__init__()
+        self.path = path
+        self._zstd = zstandard
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._pending = memoryview(b"")  # compressed bytes read, not yet decompressed
+        self._buf = b""
+        self._pos = 0
+        self._out = 0  # decompressed bytes handed out
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._out
+
+    def readinto(self, b: Any) -> int:
+        mv = memoryview(b).cast("B")
+        while self._pos >= len(self._buf):
+            if self._eof:
+                return 0
+            self._fill()
+        n = min(len(mv), len(self._buf) - self._pos)
+        mv[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        self._out += n
+        return n
+
+    def _fill(self) -> None:
+        """Decompress input pieces of ``ZSTD_FEED`` bytes until there is output (or the
+        end): a piece of at most 1 KiB bounds the output of one step to about 32 MiB even
+        for data compressed 30,000 times (a tight loop of pages, run-length blocks)."""
+        while True:
+            if not self._pending:
+                data = self._f.read(ZSTD_READ)
+                if not data:
+                    if self._in_frame:
+                        raise TraceError(
+                            "truncated zstd data (the file ends inside a frame)", file=self.path
+                        )
+                    self._eof = True
+                    self._buf, self._pos = b"", 0
+                    return
+                self._pending = memoryview(data)
+            piece = self._pending[:ZSTD_FEED]
+            self._pending = self._pending[ZSTD_FEED:]
+            self._in_frame = True
+            try:
+                out = self._obj.decompress(piece)
+            except self._zstd.ZstdError as e:
+                raise TraceError(f"corrupt zstd data ({e})", file=self.path) from None
+            if self._obj.eof:  # a frame ended: the rest of the piece starts the next one
+                rest = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._in_frame = False
+                if rest:
+                    self._pending = memoryview(bytes(rest) + bytes(self._pending))
+            if out:
+                self._buf, self._pos = out, 0
+                return
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def open_binary(path: Path) -> io.RawIOBase | io.BufferedReader:
+    """*path* opened for reading bytes, decompressed on the fly when it is zstd (by its
+    magic bytes)."""
+    if is_zstd(path):
+        return ZstdFile(path)
+    return open(path, "rb")
+
+
+def read_items(f: Any, dtype: np.dtype, count: int) -> tuple[np.ndarray, int]:
+    """Up to *count* items of *dtype* from the binary stream *f* (fewer only at its end),
+    and the bytes of a partial item after them (non-zero only at the end)."""
+    a = np.empty(count, dtype=dtype)
+    mv = memoryview(a.view(np.uint8))
+    got = 0
+    while got < mv.nbytes:
+        k = f.readinto(mv[got:])
+        if not k:
+            break
+        got += k
+    whole = got // a.itemsize
+    return a[:whole], got - whole * a.itemsize
+
+
 def open_text(path: Path) -> TextIO:
     """*path* opened for reading text (UTF-8, undecodable bytes replaced so they show up
-    as a malformed line); gzip-compressed files (by their magic) are decompressed on the
-    fly."""
+    as a malformed line); gzip- or zstd-compressed files (by their magic) are
+    decompressed on the fly."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head == b"\x1f\x8b":
+        head = f.read(4)
+    if head[:2] == b"\x1f\x8b":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    if head == ZSTD_MAGIC:
+        raw = io.BufferedReader(ZstdFile(path))
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
 
 
 def text_batches(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(number of lines before the batch, lines) of about :data:`TEXT_BATCH` characters;
-    a corrupt gzip stream (a bad header, a bad deflate stream, a cut end) is a TraceError."""
+    a corrupt gzip or zstd stream (a bad header, a bad stream, a cut end) is a TraceError."""
     done = 0
     try:
         with open_text(path) as f:

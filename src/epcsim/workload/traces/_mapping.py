@@ -138,6 +138,22 @@ class DenseMapper:
         return self._order[0].copy() if self._order else np.zeros(0, np.int64)
 
 
+#: the error of a trace (or of what ``skip_bad`` left of it) without accesses
+NO_ACCESSES = "the trace has no accesses"
+
+
+def check_trace(reader: TraceReader) -> int:
+    """Read *reader* through once, as :class:`TracePattern` will, and return its
+    accesses: a malformed line or record raises the reader's TraceError (unless
+    ``skip_bad``), and a trace without accesses raises the TraceError TracePattern
+    raises.  Scenario validation calls it, so ``epcsim validate`` reports what ``run``
+    would fail on, with the same message."""
+    n = reader.count()
+    if n == 0:
+        raise TraceError(NO_ACCESSES, file=reader.path)
+    return n
+
+
 class TracePattern:
     """A trace as a :class:`~epcsim.workload.patterns.Pattern`: the simulator's enclave
     thread takes the trace's pages, densely renumbered (:class:`DenseMapper`), in order.
@@ -172,7 +188,7 @@ class TracePattern:
         self._kept = kept
         self._kept_next = 0
         if n == 0:
-            raise TraceError("the trace has no accesses", file=reader.path)
+            raise TraceError(NO_ACCESSES, file=reader.path)
         #: accesses in one pass over the trace
         self.length = n
         #: distinct pages of the trace: the pattern's pages are 0..npages-1

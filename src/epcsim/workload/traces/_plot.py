@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from ..._atomic import atomic_path
+
 __all__ = ["plot_working_set"]
 
 
 def plot_working_set(stats: dict[str, Any], path: str | Path) -> Path:
     """Draw distinct pages per window against accesses (a step per window), with the
-    footprint as a dashed line; write PNG to *path*."""
+    footprint as a dashed line; write PNG to *path* (atomically: a temporary name in
+    its folder, renamed when complete)."""
     from matplotlib import style as mpl_style
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,5 +46,6 @@ def plot_working_set(stats: dict[str, Any], path: str | Path) -> Path:
         ax.set_title(f"working set of {Path(stats['path']).name} ({stats['format']})")
         ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
     return path

@@ -6,16 +6,16 @@ accessed since the previous access to the same page (an immediate re-access has
 distance 0), so an LRU cache of C pages hits it exactly when the distance is below C.
 First accesses have no distance (they are the footprint's cold misses).
 
-- **Exact** when the trace has at most *max_exact* accesses (10**6 by default): the
-  distance of the re-access at position i whose previous access is p is
-  ``(i - p - 1) - #{earlier re-accesses (p', i') with p' > p}`` (the accesses in between
-  whose page is accessed again before i are the repeats), and that count is a
-  per-element inversion count, done with a vectorised merge (log2(n) NumPy passes:
-  about 1 s for 10**6 accesses).
-- **Approximate** beyond: spatially hashed sampling as SHARDS (Waldspurger et al.,
+- **Exact** when the trace has at most *max_exact* accesses (10**8 by default): a
+  Fenwick tree over positions holding a mark at the latest access of every page gives
+  the distance of each re-access as the marks between its previous access and itself
+  (:mod:`._reuse`, compiled: O(log n) per access, memory O(footprint)), streamed into a
+  histogram of distances, from which the mean, percentiles and maximum are exact.
+- **Sampled** beyond: spatially hashed sampling as SHARDS (Waldspurger et al.,
   FAST'15) does.  Pages whose 64-bit hash (splitmix64) falls under ``rate * 2**24``
   are kept, with ``rate = max_exact / accesses``; the exact distances of the sampled
-  trace, divided by the rate, estimate the distances of the whole trace.
+  trace, divided by the rate, estimate the distances of the whole trace (capped at
+  footprint - 1, the largest distance there is).  Labelled ``sampled``.
 
 Working-set size.  Distinct pages in each window of *window* consecutive accesses
 (tumbling windows; the last one may be shorter).  Not given, the window is a round
@@ -32,11 +32,12 @@ import numpy as np
 from ...errors import EpcsimUsageError
 from ._base import PAGE_SIZE, TraceReader
 from ._mapping import DenseMapper
+from ._reuse import ReuseDistances
 
 __all__ = ["auto_window", "stack_distances", "trace_stats"]
 
 #: Exact reuse distances up to this many accesses (then sampled).
-MAX_EXACT = 1_000_000
+MAX_EXACT = 100_000_000
 #: Windows ``auto_window`` aims at.
 WINDOWS = 20
 _HASH_BITS = 24
@@ -52,50 +53,16 @@ def auto_window(accesses: int, windows: int = WINDOWS) -> int:
     return 10 * k  # pragma: no cover - unreachable
 
 
-def _greater_before(a: np.ndarray) -> np.ndarray:
-    """``out[k] = #{j < k: a[j] > a[k]}`` (a of int64), by a bottom-up merge sort in
-    NumPy: log2(n) levels, each a row-wise stable argsort of rows made of two sorted
-    runs (linear in timsort).  In a merged row, an element of the right run that lands
-    at position k and was j-th in its run has ``k - j`` elements of the left run before
-    it, i.e. not greater than it (ties keep the left first); the other ``s - (k - j)``
-    of the left run are greater, and every one of them came earlier in *a*.  The array
-    is padded to a power of two at the end (the pads only meet each other)."""
-    m = a.size
-    if m < 2:
-        return np.zeros(m, np.int64)
-    size = 1 << (m - 1).bit_length()
-    srt = np.full(size, np.iinfo(np.int64).max, np.int64)
-    srt[:m] = a  # values, sorted within each block of s
-    perm = np.arange(size, dtype=np.int64)  # their positions in a
-    cnt = np.zeros(size, np.int64)
-    s = 1
-    while s < size:
-        rows = size // (2 * s)
-        order = np.argsort(srt.reshape(rows, 2 * s), axis=1, kind="stable")
-        k = np.nonzero(order >= s)
-        j = order[k] - s
-        src = perm.reshape(rows, 2 * s)[k[0], order[k]]
-        cnt[src] += s - (k[1] - j)
-        srt = np.take_along_axis(srt.reshape(rows, 2 * s), order, axis=1).ravel()
-        perm = np.take_along_axis(perm.reshape(rows, 2 * s), order, axis=1).ravel()
-        s <<= 1
-    return cnt[:m]
-
-
 def stack_distances(pages: np.ndarray) -> np.ndarray:
     """Exact LRU stack distances of the re-accesses of *pages* (any int64 page numbers),
     in the order of the re-accesses (see the module docstring)."""
     pages = np.asarray(pages, dtype=np.int64)
     if pages.size < 2:
         return np.zeros(0, np.int64)
-    order = np.argsort(pages, kind="stable")
-    srt = pages[order]
-    same = srt[1:] == srt[:-1]
-    cur = order[1:][same]
-    prev = order[:-1][same]
-    by_pos = np.argsort(cur)
-    cur, prev = cur[by_pos], prev[by_pos]
-    return (cur - prev - 1) - _greater_before(prev)
+    _, dense = np.unique(pages, return_inverse=True)
+    out = ReuseDistances().add(dense.reshape(-1), record=True)
+    assert out is not None
+    return out
 
 
 def _hash_keep(pages: np.ndarray, threshold: int) -> np.ndarray:
@@ -113,17 +80,37 @@ def _distinct_rows(block: np.ndarray) -> np.ndarray:
     return 1 + np.count_nonzero(s[:, 1:] != s[:, :-1], axis=1)
 
 
-def _summary(d: np.ndarray, scale: float) -> dict[str, Any]:
-    if d.size == 0:
+def _quantile_index(n: int, q: float) -> int:
+    """The 0-based rank NumPy's ``inverted_cdf`` method takes for quantile *q* of *n*
+    sorted values (a value that occurs: no interpolation)."""
+    index = np.float64(n) * q - 1
+    prev = np.floor(index)
+    k = int(prev) + (1 if index - prev > 0 else 0)
+    return min(max(k, 0), n - 1)
+
+
+def _summary(hist: np.ndarray, scale: float, cap: int) -> dict[str, Any]:
+    """Mean, p50/p90/p99 (``inverted_cdf``: values that occur) and max of the distances
+    counted in *hist* (``hist[d]`` re-accesses at distance d), divided by *scale* and
+    capped at *cap*."""
+    n = int(hist.sum())
+    if n == 0:
         return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None}
-    x = d.astype(np.float64) / scale
-    q = np.percentile(x, [50, 90, 99], method="inverted_cdf")
+    cum = np.cumsum(hist)
+    ranks = [_quantile_index(n, q) for q in (0.5, 0.9, 0.99)]
+    values = np.searchsorted(cum, np.array(ranks, np.int64) + 1, side="left").tolist()
+    top = int(np.flatnonzero(hist)[-1])
+    total = int(np.dot(hist, np.arange(hist.size, dtype=np.int64)))
+
+    def est(v: int) -> int:
+        return min(round(v / scale), cap)
+
     return {
-        "mean": float(x.mean()),
-        "p50": round(float(q[0])),
-        "p90": round(float(q[1])),
-        "p99": round(float(q[2])),
-        "max": round(float(x.max())),
+        "mean": min(total / n / scale, cap),
+        "p50": est(values[0]),
+        "p90": est(values[1]),
+        "p99": est(values[2]),
+        "max": est(top),
     }
 
 
@@ -146,21 +133,18 @@ def trace_stats(
     if window <= 0:
         raise EpcsimUsageError(f"trace_stats: window must be > 0, got {window}")
     mapper = DenseMapper()
-    kept: list[np.ndarray] = []
-    n_kept = 0
-    keeping = True
+    exact: ReuseDistances | None = ReuseDistances()
     wss: list[np.ndarray] = []
     carry = np.zeros(0, np.int64)
     accesses = 0
     for chunk in reader.pages():
         dense = mapper.map(chunk)
         accesses += chunk.size
-        if keeping:
-            if n_kept + dense.size <= max_exact:
-                kept.append(dense)
-                n_kept += dense.size
+        if exact is not None:
+            if accesses <= max_exact:
+                exact.add(dense)
             else:
-                keeping, kept = False, []
+                exact = None  # too long: sampled in a second pass
         buf = np.concatenate([carry, dense]) if carry.size else dense
         k = buf.size // window
         if k:
@@ -171,8 +155,8 @@ def trace_stats(
     skipped = reader.skipped
     footprint = mapper.footprint
 
-    if keeping:
-        d = stack_distances(np.concatenate(kept) if kept else np.zeros(0, np.int64))
+    if exact is not None:
+        hist = exact.hist
         rate = 1.0
         method = "exact"
     else:
@@ -180,8 +164,10 @@ def trace_stats(
         threshold = max(1, round(rate * (1 << _HASH_BITS)))
         rate = threshold / (1 << _HASH_BITS)
         smapper = DenseMapper()
-        parts = [smapper.map(c[_hash_keep(c, threshold)]) for c in reader.pages()]
-        d = stack_distances(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+        sampled = ReuseDistances()
+        for c in reader.pages():
+            sampled.add(smapper.map(c[_hash_keep(c, threshold)]))
+        hist = sampled.hist
         method = "sampled"
     w = np.concatenate(wss) if wss else np.zeros(0, np.int64)
     return {
@@ -195,8 +181,8 @@ def trace_stats(
             "method": method,
             "rate": rate,
             "reaccesses": accesses - footprint,
-            "sampled": int(d.size),
-            **_summary(d, rate),
+            "sampled": int(hist.sum()),
+            **_summary(hist, rate, max(footprint - 1, 0)),
         },
         "window": window,
         "wss": w.tolist(),

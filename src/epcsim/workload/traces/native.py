@@ -18,10 +18,20 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ._base import DEFAULT_CHUNK, BaseReader, TraceError, TraceFormat
+from ..._atomic import atomic_open
+from ._base import (
+    DEFAULT_CHUNK,
+    BaseReader,
+    TraceError,
+    TraceFormat,
+    is_zstd,
+    open_binary,
+    read_items,
+)
 
 __all__ = ["FORMAT", "MAGIC", "NativeReader", "write_native"]
 
@@ -41,8 +51,10 @@ class NativeReader(BaseReader):
         self, path: str | Path, *, skip_bad: bool = False, chunk: int = DEFAULT_CHUNK
     ) -> None:
         super().__init__(path, skip_bad=skip_bad, chunk=chunk)
-        with open(self.path, "rb") as f:
-            head = f.read(HEADER_SIZE)
+        #: zstd-compressed (by its magic): streamed, truncation found at the end of a pass
+        self.compressed = is_zstd(self.path)
+        with open_binary(self.path) as f:
+            head = _read_exactly(f, HEADER_SIZE)
         if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
             raise TraceError("not an epcsim native trace (no EPCTRACE header)", file=self.path)
         _, version, itemsize, _flags, _, count = _HEAD.unpack(head)
@@ -55,6 +67,9 @@ class NativeReader(BaseReader):
             raise TraceError(f"native trace item size {itemsize} (4 or 8)", file=self.path)
         self.dtype = np.dtype("<u4" if itemsize == 4 else "<u8")
         self.length = count
+        if self.compressed:
+            self.available = count  # at most; a pass finds out
+            return
         have = (self.path.stat().st_size - HEADER_SIZE) // itemsize
         if have < count and not skip_bad:
             raise TraceError(
@@ -65,27 +80,45 @@ class NativeReader(BaseReader):
         self.available = min(have, count)
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        with open(self.path, "rb") as f:
-            f.seek(HEADER_SIZE)
+        with open_binary(self.path) as f:
+            _read_exactly(f, HEADER_SIZE)
             left = self.available
+            done = 0
             while left > 0:
-                a = np.fromfile(f, dtype=self.dtype, count=min(self.chunk, left))
-                if a.size == 0:  # pragma: no cover - the file shrank under us
-                    raise TraceError("file shrank while being read", file=self.path)
+                a, _ = read_items(f, self.dtype, min(self.chunk, left))
+                if a.size == 0:
+                    if self.compressed:
+                        break
+                    raise TraceError(  # pragma: no cover - the file shrank under us
+                        "file shrank while being read", file=self.path
+                    )
                 left -= a.size
+                done += a.size
                 if self.dtype.itemsize == 4:
                     yield a.astype(np.int64)
                 else:
                     yield a.astype(np.uint64, copy=False).view(np.int64)
-        if self.available < self.length:
-            self._bad(f"truncated: the header says {self.length} pages", record=self.available + 1)
+        if done < self.length:
+            self._bad(f"truncated: the header says {self.length} pages", record=done + 1)
 
     def count(self) -> int:
+        if self.compressed:
+            return super().count()
         return self.available
 
 
+def _read_exactly(f: Any, n: int) -> bytes:
+    """*n* bytes from *f* (fewer only at its end)."""
+    parts = []
+    while n > 0 and (b := f.read(n)):
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
 def write_native(path: Path, source: Iterable[np.ndarray]) -> int:
-    """Write the pages of *source* in the native format; returns the count."""
+    """Write the pages of *source* in the native format; returns the count.  Atomic: the
+    file is written under a temporary name and renamed onto *path* when complete."""
     one_shot = isinstance(source, Iterator)
     itemsize = 8
     if not one_shot:
@@ -97,7 +130,7 @@ def write_native(path: Path, source: Iterable[np.ndarray]) -> int:
         itemsize = 4 if lo >= 0 and hi < 2**32 else 8
     dtype = "<u4" if itemsize == 4 else "<u8"
     n = 0
-    with open(path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(_HEAD.pack(MAGIC, VERSION, itemsize, 0, 0, 0))
         for pages in source:
             pages = np.asarray(pages, dtype=np.int64)
@@ -115,5 +148,6 @@ FORMAT = TraceFormat(
     aliases=("epcsim", "epct"),
     extensions=(".epct",),
     writer=write_native,
+    write_extensions=(".epct",),
     magic=MAGIC,
 )

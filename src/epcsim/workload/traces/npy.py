@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npformat
 
-from ._base import DEFAULT_CHUNK, BaseReader, TraceError, TraceFormat
+from ..._atomic import atomic_open
+from ._base import (
+    DEFAULT_CHUNK,
+    BaseReader,
+    TraceError,
+    TraceFormat,
+    is_zstd,
+    open_binary,
+    read_items,
+)
 
 __all__ = ["FORMAT", "NpyReader", "write_npy"]
 
@@ -38,7 +47,9 @@ class NpyReader(BaseReader):
         self, path: str | Path, *, skip_bad: bool = False, chunk: int = DEFAULT_CHUNK
     ) -> None:
         super().__init__(path, skip_bad=skip_bad, chunk=chunk)
-        with open(self.path, "rb") as f:
+        #: zstd-compressed (by its magic): streamed, truncation found at the end of a pass
+        self.compressed = is_zstd(self.path)
+        with open_binary(self.path) as f:
             try:
                 version = npformat.read_magic(f)
                 if version == (1, 0):
@@ -61,6 +72,9 @@ class NpyReader(BaseReader):
             raise TraceError(f"a .npy trace holds integers, this one {dtype}", file=self.path)
         self.dtype = dtype
         self.length = int(shape[0])
+        if self.compressed:
+            self.available = self.length  # at most; a pass finds out
+            return
         size = self.path.stat().st_size
         have = (size - self.offset) // dtype.itemsize
         if have < self.length and not skip_bad:
@@ -72,24 +86,33 @@ class NpyReader(BaseReader):
         self.available = min(have, self.length)
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
+        with open_binary(self.path) as f:
+            if self.compressed:
+                read_items(f, np.dtype(np.uint8), self.offset)  # the header
+            else:
+                f.seek(self.offset)
             left = self.available
+            done = 0
             while left > 0:
-                a = np.fromfile(f, dtype=self.dtype, count=min(self.chunk, left))
-                if a.size == 0:  # pragma: no cover - the file shrank under us
-                    raise TraceError("file shrank while being read", file=self.path)
+                a, _ = read_items(f, self.dtype, min(self.chunk, left))
+                if a.size == 0:
+                    if self.compressed:
+                        break
+                    raise TraceError(  # pragma: no cover - the file shrank under us
+                        "file shrank while being read", file=self.path
+                    )
                 left -= a.size
+                done += a.size
                 if a.dtype.kind == "u" and a.dtype.itemsize == 8:
                     yield a.astype(np.uint64, copy=False).view(np.int64)
                 else:
                     yield a.astype(np.int64)
-        if self.available < self.length:
-            self._bad(
-                f"truncated: the header says {self.length} elements", record=self.available + 1
-            )
+        if done < self.length:
+            self._bad(f"truncated: the header says {self.length} elements", record=done + 1)
 
     def count(self) -> int:
+        if self.compressed:
+            return super().count()
         return self.available
 
 
@@ -104,9 +127,9 @@ def _header(n: int) -> bytes:
 
 def write_npy(path: Path, source: Iterable[np.ndarray]) -> int:
     """Write the pages of *source* as a one-dimensional int64 ``.npy``; returns the
-    count."""
+    count.  Atomic: written under a temporary name, renamed onto *path* when complete."""
     n = 0
-    with open(path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(_header(0))
         for pages in source:
             a = np.asarray(pages, dtype=np.int64).astype("<i8", copy=False)
@@ -123,5 +146,6 @@ FORMAT = TraceFormat(
     reader=NpyReader,
     extensions=(".npy",),
     writer=write_npy,
+    write_extensions=(".npy",),
     magic=MAGIC,
 )

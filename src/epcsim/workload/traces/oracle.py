@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..._atomic import atomic_path
 from ._base import (
     DEFAULT_CHUNK,
     PAGE_SIZE,
@@ -39,6 +40,9 @@ from ._base import (
     TraceError,
     TraceFormat,
     block_pages,
+    is_zstd,
+    open_binary,
+    read_items,
 )
 
 __all__ = ["FORMAT", "ORACLE_DTYPE", "OracleGeneralReader", "write_oracle"]
@@ -78,6 +82,13 @@ class OracleGeneralReader(BaseReader):
         self.mapping = mapping
         self.block_size = int(block_size)
         self._options.update(mapping=mapping, block_size=self.block_size)
+        #: zstd-compressed (by its magic): streamed, its length known after a pass
+        self.compressed = is_zstd(self.path)
+        #: records and the bytes of a partial last record (None: not known before a pass)
+        self.records: int | None = None
+        self.tail: int | None = None
+        if self.compressed:
+            return
         size = self.path.stat().st_size
         self.records, self.tail = divmod(size, RECORD)
         if self.tail and not skip_bad:
@@ -89,15 +100,30 @@ class OracleGeneralReader(BaseReader):
             )
 
     def records_chunks(self) -> Iterator[np.ndarray]:
-        """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size."""
-        with open(self.path, "rb") as f:
+        """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size (a
+        zstd-compressed file decompressed as it is read).  A partial record at the end
+        of a compressed file is reported after the last chunk (``truncated record``)."""
+        with open_binary(self.path) as f:
             left = self.records
-            while left > 0:
-                rec = np.fromfile(f, dtype=ORACLE_DTYPE, count=min(self.chunk, left))
-                if rec.size == 0:  # pragma: no cover - the file shrank under us
-                    raise TraceError("file shrank while being read", file=self.path)
-                left -= rec.size
-                yield rec
+            done = 0
+            while left is None or left > 0:
+                want = self.chunk if left is None else min(self.chunk, left)
+                rec, partial = read_items(f, ORACLE_DTYPE, want)
+                if rec.size:
+                    yield rec
+                done += rec.size
+                if left is not None:
+                    if rec.size < want:  # pragma: no cover - the file shrank under us
+                        raise TraceError("file shrank while being read", file=self.path)
+                    left -= rec.size
+                elif rec.size < want:  # the end of the decompressed data
+                    if partial:
+                        self._bad(
+                            f"truncated record ({partial} of {RECORD} bytes at the end of "
+                            "the decompressed data)",
+                            record=done + 1,
+                        )
+                    break
 
     def _chunks(self) -> Iterator[np.ndarray]:
         done = 0
@@ -108,6 +134,7 @@ class OracleGeneralReader(BaseReader):
                 yield self._addresses(rec, done)
             done += rec.size
         if self.tail:
+            assert self.records is not None
             self._bad("truncated record", record=self.records + 1)
 
     def _addresses(self, rec: np.ndarray, done: int) -> np.ndarray:
@@ -117,7 +144,7 @@ class OracleGeneralReader(BaseReader):
         return block_pages(rec["obj_id"], rec["obj_size"], self.block_size, bad)
 
     def count(self) -> int:
-        if self.mapping == "object":
+        if self.mapping == "object" and self.records is not None:
             return self.records
         return super().count()
 
@@ -178,19 +205,23 @@ def _fill_next_access(path: Path, n: int, chunk: int) -> None:
 
 def write_oracle(path: Path, source: Iterable[np.ndarray], *, chunk: int = DEFAULT_CHUNK) -> int:
     """Write the pages of *source* as oracleGeneral records (one 4096-byte object per
-    page); returns the number of records."""
+    page); returns the number of records.  Atomic: the records and their
+    ``next_access_vtime`` are written under a temporary name, renamed onto *path* when
+    both passes completed."""
     n = 0
-    with open(path, "wb") as f:
-        for pages in source:
-            pages = np.asarray(pages, dtype=np.int64)
-            rec = np.zeros(pages.size, dtype=ORACLE_DTYPE)
-            rec["clock_time"] = (np.arange(n + 1, n + 1 + pages.size, dtype=np.int64)) & 0xFFFFFFFF
-            rec["obj_id"] = pages.view(np.uint64)
-            rec["obj_size"] = PAGE_SIZE
-            rec["next_access_vtime"] = -1
-            rec.tofile(f)
-            n += pages.size
-    _fill_next_access(path, n, chunk)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            for pages in source:
+                pages = np.asarray(pages, dtype=np.int64)
+                rec = np.zeros(pages.size, dtype=ORACLE_DTYPE)
+                pos = np.arange(n + 1, n + 1 + pages.size, dtype=np.int64)
+                rec["clock_time"] = pos & 0xFFFFFFFF
+                rec["obj_id"] = pages.view(np.uint64)
+                rec["obj_size"] = PAGE_SIZE
+                rec["next_access_vtime"] = -1
+                rec.tofile(f)
+                n += pages.size
+        _fill_next_access(tmp, n, chunk)
     return n
 
 
@@ -205,4 +236,5 @@ FORMAT = TraceFormat(
     aliases=("oracle", "oraclegeneral", "oracle_general"),
     extensions=(".oraclegeneral.bin", ".oraclegeneral", ".bin"),
     writer=write_oracle,
+    write_extensions=(".oracleGeneral.bin", ".oracleGeneral", ".bin"),
 )

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pa_csv
 
+from ..._atomic import atomic_open
 from ._base import (
     DEFAULT_CHUNK,
     PAGE_SHIFT,
@@ -114,9 +115,10 @@ class TextReader(BaseReader):
 
 
 def write_text(path: Path, source: Iterable[np.ndarray]) -> int:
-    """Write the pages of *source*, one decimal page number per line; returns the count."""
+    """Write the pages of *source*, one decimal page number per line; returns the count.
+    Atomic: written under a temporary name, renamed onto *path* when complete."""
     n = 0
-    with open(path, "w", encoding="ascii", newline="\n") as f:
+    with atomic_open(path, "w", encoding="ascii", newline="\n") as f:
         for pages in source:
             pages = np.asarray(pages, dtype=np.int64)
             if pages.size:
@@ -134,5 +136,6 @@ FORMAT = TraceFormat(
     aliases=("txt", "plain"),
     extensions=(".txt", ".txt.gz"),
     writer=write_text,
+    write_extensions=(".txt",),
     sniff_text=lambda lines: bool(re.fullmatch(_LINE, lines[0])),
 )
