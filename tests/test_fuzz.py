@@ -57,6 +57,7 @@ RUN_MAX_BYTES = 16 << 20
 RUN_MAX_THREADS = 64
 #: the files ``epcsim run`` writes in a run directory
 RUN_FILES = (
+    "run.json",
     "summary.json",
     "timeseries.parquet",
     "fault_latency.npy",
@@ -95,10 +96,19 @@ def _under(rel: str, outputs: tuple[str, ...]) -> bool:
     return any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in outputs)
 
 
+def _run_lock(rel: str) -> bool:
+    """Whether *rel* is the lock file a run leaves beside its directory (``.DIR.lock``,
+    docs/OUTPUTS.md: it stays)."""
+    name = os.path.basename(rel)
+    return name.startswith(".") and name.endswith(".lock") and len(name) > len("..lock")
+
+
 def _check_files(before: dict[str, str], after: dict[str, str], outputs: tuple[str, ...]) -> None:
     changed = sorted(p for p, h in before.items() if not _under(p, outputs) and after.get(p) != h)
     assert not changed, f"input files changed or removed: {changed}"
-    stray = sorted(p for p in after if p not in before and not _under(p, outputs))
+    stray = sorted(
+        p for p in after if p not in before and not _under(p, outputs) and not _run_lock(p)
+    )
     assert not stray, f"files appeared beside the inputs: {stray}"
 
 
@@ -602,8 +612,8 @@ def test_fuzz_validate_scenarios(n: int, slow: bool) -> None:
 OUT_KINDS = ["fresh", "fresh", "fresh", "run dir", "foreign dir", "file", "empty"]
 
 
-def _check_run(args: tuple[bytes, str, bool]) -> None:
-    raw, out_kind, with_report = args
+def _check_run(args: tuple[bytes, str, bool, bool]) -> None:
+    raw, out_kind, with_report, force = args
     with _workdir() as work:
         _sample_trace(work)
         (work / "in" / "s.toml").write_bytes(raw)
@@ -613,6 +623,8 @@ def _check_run(args: tuple[bytes, str, bool]) -> None:
             return
         out, outputs = _out_arg(work, out_kind)
         args_ = ["run", "in/s.toml", "--out", out, "--engine", "reference", "--set", short[0]]
+        if force:
+            args_.append("--force")
         with _report_figures(with_report):
             invoke(args_, work=work, outputs=outputs, wall_limit=RUN_WALL_LIMIT_S)
 
@@ -661,6 +673,7 @@ def test_fuzz_run_scenarios(n: int, slow: bool) -> None:
         st.one_of(scenario_files(BASE), scenario_files(TRACE_BASE)),
         st.sampled_from(OUT_KINDS),
         st.just(False) if not slow else st.booleans(),
+        st.booleans(),
     )
     _fuzz(strategy, _check_run, n, slow)
 
@@ -976,7 +989,7 @@ def run_dir_edits(draw: st.DrawFn) -> list[tuple[str, str, Any]]:
             st.sampled_from(
                 ["summary.json", "summary.json", "summary.json", "timeseries.parquet"]
                 + ["timeseries.parquet", "fault_latency.npy", "report.html", "INCOMPLETE"]
-                + ["usage.png"]
+                + ["usage.png", "run.json", "run.json"]
             )
         )
         op = draw(
@@ -1056,7 +1069,7 @@ def _apply_edits(run: Path, edits: list[tuple[str, str, Any]]) -> None:
             p.write_bytes(b"")
         elif op == "noise":
             p.write_bytes(arg)
-        elif op == "structure" and f == "summary.json" and p.is_file():
+        elif op == "structure" and f in ("summary.json", "run.json") and p.is_file():
             try:
                 value = json.loads(p.read_text())
             except ValueError:
@@ -1109,6 +1122,8 @@ def test_fuzz_report_run_dirs(n: int, slow: bool) -> None:
 def api_arguments(draw: st.DrawFn) -> dict[str, Any]:
     scenario = draw(
         st.one_of(
+            st.just(BASE),
+            st.just(toml_document(BASE)),
             mutated_data(BASE),
             mutated_data(BASE).map(toml_document),
             st.sampled_from([None, 0, 1.5, b"name = 'x'", [], "", "builtin:", "builtin:nope"]),
@@ -1127,7 +1142,7 @@ def api_arguments(draw: st.DrawFn) -> dict[str, Any]:
             | st.lists(set_strings(), max_size=2)
         )
     kwargs["out"] = draw(st.sampled_from([None, None, "<fresh>", "<file>", "<foreign>", "", 3]))
-    kwargs["engine"] = draw(st.sampled_from(["reference", "reference", "bogus", "", None, 3]))
+    kwargs["engine"] = draw(st.sampled_from(["reference"] * 6 + ["bogus", "", None, 3]))
     return kwargs
 
 
