@@ -466,31 +466,35 @@ def _parent(data: Any, path: tuple) -> Any:
 
 
 @st.composite
-def mutated_data(draw: st.DrawFn, base: dict = BASE) -> dict:
-    """*base* with 1-4 random edits: a value replaced by a weird one, a key deleted, an
-    unknown key added, a list element duplicated."""
+def mutated_data(
+    draw: st.DrawFn,
+    base: dict = BASE,
+    values: st.SearchStrategy = weird_values,
+    edits: int = 4,
+) -> dict:
+    """*base* with 1 to *edits* random edits: a value replaced by one of *values*, a key
+    deleted, an unknown key added, a list element duplicated."""
     data = copy.deepcopy(base)
-    for _ in range(draw(st.integers(1, 4))):
+    for _ in range(draw(st.integers(1, edits))):
         paths = list(_paths(data))
         if not paths:
             break
         path = draw(st.sampled_from(paths))
         parent = _parent(data, path)
         op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add", "dup"]))
-        if op == "replace":
-            parent[path[-1]] = draw(weird_values)
+        if op == "replace":  # a copy: sampled values are shared (PLAUSIBLE's tables)
+            parent[path[-1]] = copy.deepcopy(draw(values))
         elif op == "delete":
             del parent[path[-1]]
         elif op == "add":
             target = parent[path[-1]]
             if isinstance(target, dict):
-                target[draw(st.sampled_from(["bogus", "max", "name", "time"]) | _text)] = draw(
-                    weird_values
-                )
+                key = draw(st.sampled_from(["bogus", "max", "name", "time"]) | _text)
+                target[key] = copy.deepcopy(draw(weird_values))
             elif isinstance(target, list):
-                target.append(draw(weird_values))
+                target.append(copy.deepcopy(draw(weird_values)))
             else:
-                parent[path[-1]] = [target, draw(weird_values)]
+                parent[path[-1]] = [target, copy.deepcopy(draw(weird_values))]
         elif isinstance(parent, list):
             parent.append(copy.deepcopy(parent[path[-1]]))
     return data
@@ -558,13 +562,19 @@ def mutated_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
 
 
 @st.composite
-def scenario_files(draw: st.DrawFn, base: dict = BASE) -> bytes:
+def scenario_files(
+    draw: st.DrawFn,
+    base: dict = BASE,
+    kinds: tuple[str, ...] = ("data", "data", "data+bytes", "bytes", "noise"),
+) -> bytes:
     """The bytes of a scenario file: a mutated valid one, a byte-mutated one, or noise."""
-    kind = draw(st.sampled_from(["data", "data", "data+bytes", "bytes", "noise"]))
+    kind = draw(st.sampled_from(kinds))
     if kind == "noise":
         return draw(st.binary(max_size=200))
     if kind == "bytes":
         return draw(mutated_bytes(toml_document(base).encode()))
+    if kind == "plausible":  # one or two values a valid scenario could hold: most still run
+        return toml_document(draw(mutated_data(base, st.sampled_from(PLAUSIBLE), 2))).encode()
     text = toml_document(draw(mutated_data(base))).encode()
     if kind == "data+bytes":
         text = draw(mutated_bytes(text))
@@ -669,8 +679,10 @@ def _report_figures(on: bool) -> Iterator[None]:
 
 @_profiles(default=8, long=400)
 def test_fuzz_run_scenarios(n: int, slow: bool) -> None:
+    # mostly well-formed TOML, so that most examples run (validate gets the broken bytes)
+    kinds = ("plausible", "plausible", "plausible", "data", "data+bytes")
     strategy = st.tuples(
-        st.one_of(scenario_files(BASE), scenario_files(TRACE_BASE)),
+        st.one_of(scenario_files(BASE, kinds), scenario_files(TRACE_BASE, kinds)),
         st.sampled_from(OUT_KINDS),
         st.just(False) if not slow else st.booleans(),
         st.booleans(),
