@@ -613,7 +613,7 @@ def _check_validate(raw: bytes) -> None:
         invoke(["validate", "in/s.toml"], work=work)
 
 
-@_profiles(default=80, long=3000)
+@_profiles(default=100, long=3000)
 def test_fuzz_validate_scenarios(n: int, slow: bool) -> None:
     strategy = st.one_of(scenario_files(BASE), scenario_files(TRACE_BASE))
     _fuzz(strategy, _check_validate, n, slow)
@@ -677,7 +677,7 @@ def _report_figures(on: bool) -> Iterator[None]:
         epcsim.report.write_report = real
 
 
-@_profiles(default=8, long=400)
+@_profiles(default=12, long=400)
 def test_fuzz_run_scenarios(n: int, slow: bool) -> None:
     # mostly well-formed TOML, so that most examples run (validate gets the broken bytes)
     kinds = ("plausible", "plausible", "plausible", "data", "data+bytes")
@@ -1225,7 +1225,7 @@ def _cheap_dict(data: dict, overrides: Any) -> bool:
         return _cheap(p, [])
 
 
-@_profiles(default=20, long=800)
+@_profiles(default=40, long=800)
 def test_fuzz_api_run(n: int, slow: bool) -> None:
     _fuzz(api_arguments(), _check_api, n, slow)
 
