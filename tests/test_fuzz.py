@@ -1112,19 +1112,19 @@ def _apply_edits(run: Path, edits: list[tuple[str, str, Any]]) -> None:
             p.write_bytes(bytes(raw))
 
 
-def _check_report(edits: list[tuple[str, str, Any]]) -> None:
+def _check_report(args: tuple[list[tuple[str, str, Any]], str]) -> None:
+    edits, target = args
     with _workdir() as work:
         run = work / "in" / "run"
         shutil.copytree(_valid_run_dir(), run)
         _apply_edits(run, edits)
-        invoke(
-            ["report", "in/run"], work=work, outputs=tuple(f"in/run/{f}" for f in REPORT_OUTPUTS)
-        )
+        invoke(["report", target], work=work, outputs=tuple(f"in/run/{f}" for f in REPORT_OUTPUTS))
 
 
 @_profiles(default=5, long=300)
 def test_fuzz_report_run_dirs(n: int, slow: bool) -> None:
-    _fuzz(run_dir_edits(), _check_report, n, slow)
+    targets = ["in/run"] * 6 + ["in/run/", "in", "in/run/summary.json", "in/missing", "", "."]
+    _fuzz(st.tuples(run_dir_edits(), st.sampled_from(targets)), _check_report, n, slow)
 
 
 # --- the Python API: epcsim.run() ---------------------------------------------------------
