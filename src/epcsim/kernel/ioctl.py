@@ -280,14 +280,16 @@ def ioc_enclave_remove_pages(
 
 class FaultResult:
     """Outcome of :func:`encl_access`: accesses done, faults resolved, fault retries
-    (EBUSY -> VM_FAULT_NOPAGE), and whether the process got SIGBUS."""
+    (EBUSY -> VM_FAULT_NOPAGE), the retries of the access being done (0: no fault
+    unresolved), and whether the process got SIGBUS."""
 
-    __slots__ = ("done", "faults", "retries", "sigbus")
+    __slots__ = ("done", "faults", "retries", "streak", "sigbus")
 
     def __init__(self) -> None:
         self.done = 0
         self.faults = 0
         self.retries = 0
+        self.streak = 0
         self.sigbus = False
 
     def __repr__(self) -> str:
@@ -298,7 +300,13 @@ class FaultResult:
 
 
 def encl_access(
-    host: Host, task: Task, encl: Encl, pages, *, max_retries: int | None = None
+    host: Host,
+    task: Task,
+    encl: Encl,
+    pages,
+    *,
+    max_retries: int | None = None,
+    res: FaultResult | None = None,
 ) -> Generator[str, None, FaultResult]:
     """The enclave's code touches enclave pages *pages* (page indices) in order.
 
@@ -309,9 +317,11 @@ def encl_access(
 
     Args:
         max_retries: stop (returning) after this many retries of one page; None: never.
+        res: the result to fill in as the accesses go (the caller can read it before
+            the operation returns); a new one if None.
     """
     idxs = np.asarray(pages, dtype=np.int64)
-    res = FaultResult()
+    res = FaultResult() if res is None else res
     n = len(idxs)
     outside = (idxs < 0) | (idxs >= encl.npages)
     # accesses up to the first address outside the enclave; that one faults (SIGBUS)
@@ -322,6 +332,8 @@ def encl_access(
         streak = 0
         while i < n:
             k = sgx_encl_access(encl, idxs[i:limit]) if i < limit else 0
+            if k:
+                streak = res.streak = 0
             i += k
             res.done = i
             if i >= n:
@@ -331,11 +343,12 @@ def encl_access(
             r = sgx_vma_fault(host, task, encl, int(idxs[i]))
             if r == 0:
                 res.faults += 1
-                streak = 0
+                streak = res.streak = 0
                 continue
             if r == VM_FAULT_NOPAGE:
                 res.retries += 1
                 streak += 1
+                res.streak = streak
                 if max_retries is not None and streak > max_retries:
                     break
                 yield "fault_retry"
