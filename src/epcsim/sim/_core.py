@@ -1283,9 +1283,6 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                         return RC_FLUSH
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
-                        TH[TH_FAULTS, _u(j)] += 1
-                        TH[TH_STREAK, _u(j)] = 0
-                        TH[TH_QUIET, _u(j)] = 0
                         LAT[_u(n)] = now - TH[TH_FSTART, _u(j)]
                         S[S_NLAT] = n + 1
                         TH[TH_FSTART, _u(j)] = -1
@@ -1294,8 +1291,6 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                             TH[TH_REMAIN, _u(j)] -= 1
                             TH[TH_ACC, _u(j)] += 1
                     elif rr == VM_FAULT_NOPAGE:
-                        TH[TH_RETRIES, _u(j)] += 1
-                        TH[TH_STREAK, _u(j)] += 1
                         # the stuck rule (epcsim.sim.stuck): retries with nothing freed
                         # in the task's cgroup's subtree
                         freed = CG[CG_NR_FREED, _u(TH[TH_TCG, _u(j)])]
@@ -1379,8 +1374,16 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                         S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
                         S[S_CUR_NID] = TH[TH_NID, _u(j)]
                         rr = _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
+                    # counted here, where the fault happens (the result is booked at
+                    # the thread's next step, which a run's end may not reach)
                     if rr == 0:
                         CG[CG_NR_FAULTS, _u(TH[TH_TCG, _u(j)])] += 1
+                        TH[TH_FAULTS, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] = 0
+                        TH[TH_QUIET, _u(j)] = 0
+                    elif rr == VM_FAULT_NOPAGE:
+                        TH[TH_RETRIES, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] += 1
                     TH[TH_PENDING, _u(j)] = 1
                     TH[TH_R, _u(j)] = rr
                     d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]

@@ -594,10 +594,15 @@ class Simulation:
                 task.in_kernel += 1
                 r = sgx_vma_fault(host, task, encl, idx)
                 task.in_kernel -= 1
-                yield self._cost(before, None) + self.costs.fault
+                # counted where the fault happens (a run may end before the next step)
                 if r == 0:
                     st.faults += 1
                     st.streak = st.quiet = 0
+                elif r == VM_FAULT_NOPAGE:
+                    st.retries += 1
+                    st.streak += 1
+                yield self._cost(before, None) + self.costs.fault
+                if r == 0:
                     self._lat_buf.append(self.now - fault_start)
                     fault_start = -1
                     if fault_unreferenced:
@@ -608,8 +613,6 @@ class Simulation:
                         st.accesses += 1
                     continue
                 if r == VM_FAULT_NOPAGE:
-                    st.retries += 1
-                    st.streak += 1
                     # the stuck rule: retries with nothing freed in the cgroup's subtree
                     freed = host.task_misc_cg(task).priv.nr_freed
                     if st.streak == 1 or freed != st.freed:

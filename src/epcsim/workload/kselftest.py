@@ -161,7 +161,8 @@ def test_sgx_process(
         stats.error = f"{e.filename}: {errno.errorcode.get(e.errno, e.errno)} ({e.strerror})"
     if task.exited:
         st = task.exit_status if task.exit_status is not None else 1
-        if not stats.error and st >= 128:
+        if st >= 128 and " SIGBUS" not in stats.error:
+            # killed: the signal, not the EINTR it made the ioctl return
             why = " (memcg OOM)" if task.oom_killed else ""
             stats.error = f"killed by {_signame(st - 128)}{why} during {doing}"
         return st
