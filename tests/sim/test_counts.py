@@ -61,7 +61,7 @@ def test_kselftest_counts_every_process() -> None:
     en = s["enclaves"]
     assert all(e["pages_added"] > 0 for e in en.values())
     passed = [n for n, e in en.items() if e["outcome"] == "success"]
-    assert len(passed) == 20
+    assert len(passed) == 21
     # each passing process: 2 EENTERs of 3 accesses; the heap was evicted during the
     # build, so the first EENTER faults the 3 pages back (ELDU)
     for n in passed:
@@ -163,11 +163,21 @@ def test_livelock_engines_agree() -> None:
 
 
 @pytest.mark.parametrize("engine", ["reference", "auto"])
-def test_fault_unresolved_when_the_duration_ends_is_stuck(engine: str) -> None:
-    """5 ms of workload end before STUCK_RETRIES retries: the threads end at their
-    duration with a fault unresolved."""
+def test_fault_unresolved_when_the_duration_ends_is_finished_first(engine: str) -> None:
+    """A thread whose 5 ms end in the middle of a fault goes on retrying that access: in
+    the livelock it ends stuck at its STUCK_RETRIES-th quiet retry, after its 5 ms."""
     sets = (*LIVELOCK, *(f"enclave.{k}.workload.duration=5ms" for k in range(3)))
     s = builtin("nested-fairness", sets, engine).summary
+    assert not s["truncated"]
+    for e in s["enclaves"].values():
+        assert (e["outcome"], e["stuck_threads"]) == ("stuck", 1)
+        assert e["fault_retries"] >= STUCK_RETRIES
+    assert s["sim_time_ns"] > STUCK_RETRIES * 3000  # each retry costs >= costs.fault
+
+
+def test_fault_unresolved_at_the_time_limit_is_stuck() -> None:
+    s = builtin("nested-fairness", (*LIVELOCK, "host.duration=25ms")).summary
+    assert s["truncated"] and s["sim_time_ns"] == 25_000_000
     for e in s["enclaves"].values():
         assert (e["outcome"], e["stuck_threads"]) == ("stuck", 1)
         assert 0 < e["fault_retries"] < STUCK_RETRIES

@@ -1309,7 +1309,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 if (
                     TH[TH_REMAIN, _u(j)] <= 0
                     or TH[TH_SIGBUS, _u(j)]
-                    or (until >= 0 and now >= until)
+                    or (until >= 0 and now >= until and TH[TH_STREAK, _u(j)] == 0)
                     or EN[EN_SIGPEND, _u(e)]
                     or TH[TH_QUIET, _u(j)] >= S[S_STUCK]
                 ):

@@ -553,7 +553,9 @@ class Simulation:
             self._fresh.clear()
         try:
             while remaining > 0 and not task.exited:
-                if until is not None and self.now >= until:
+                # at the end of its duration a thread first finishes the access it is
+                # faulting on (it cannot leave a fault half-way)
+                if until is not None and self.now >= until and not st.streak:
                     break
                 if task.signal_pending:
                     break
@@ -630,8 +632,8 @@ class Simulation:
 
     def _thread_finally(self, inst: Instance, st: ThreadStats, remaining: int, until) -> None:
         """The end of an enclave thread (its last step).  A thread that ends with a fault
-        unresolved (its duration ended, or the stuck rule of :mod:`epcsim.sim.stuck`)
-        and no signal to take is stuck."""
+        unresolved (the stuck rule of :mod:`epcsim.sim.stuck`) and no signal to take is
+        stuck."""
         task = inst.task
         st.ended_ns = self.now
         if st.streak and not task.signal_pending and not task.exited:

@@ -11,8 +11,10 @@ ever: a livelock, not a slow run.  epcsim ends such a thread and reports it ``st
   row while no EPC page charged in its cgroup's subtree is freed (the cgroup's
   hierarchical ``nr_freed`` count, :class:`epcsim.kernel.epc_cgroup.SgxCgroup`, does
   not change from one retry to the next) ends at that retry;
-- a thread whose fault is still unresolved when its workload's ``duration`` ends or
-  the run's time limit comes is stuck too.
+- a thread whose fault is still unresolved when the run's time limit comes is stuck
+  too.  When its workload's ``duration`` ends in the middle of a fault, a thread
+  first finishes that access (it cannot leave a fault half-way): it goes on retrying
+  it, and ends when the fault is resolved, or stuck by either rule above.
 
 A stuck thread's process does not exit (its thread is still in the fault loop): it
 keeps its EPC pages, gets no exit status and its outcome is ``stuck``.
