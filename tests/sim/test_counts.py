@@ -187,3 +187,19 @@ def test_healthy_nested_fairness_is_not_stuck() -> None:
     s = builtin("nested-fairness").summary
     assert s["passed"]
     assert all(e["stuck_threads"] == 0 for e in s["enclaves"].values())
+
+
+def test_the_retry_limit_is_one_parameter_of_both_engines(monkeypatch) -> None:
+    """Both engines read STUCK_RETRIES at run time (the compiled core gets it in S)."""
+    import epcsim.sim.batched
+    import epcsim.sim.engine
+
+    monkeypatch.setattr(epcsim.sim.engine, "STUCK_RETRIES", 50)
+    monkeypatch.setattr(epcsim.sim.batched, "STUCK_RETRIES", 50)
+    src = "builtin:nested-fairness"
+    ref = simulate(src, overrides=LIVELOCK, engine="reference")
+    bat = simulate(src, overrides=LIVELOCK)
+    assert bat.engine == "batched"
+    _assert_same(ref, bat)
+    for e in ref.summary["enclaves"].values():
+        assert (e["outcome"], e["fault_retries"]) == ("stuck", 50)
