@@ -283,7 +283,7 @@ class FaultResult:
     (EBUSY -> VM_FAULT_NOPAGE), the retries of the access being done (0: no fault
     unresolved), and whether the process got SIGBUS."""
 
-    __slots__ = ("done", "faults", "retries", "streak", "sigbus")
+    __slots__ = ("done", "faults", "retries", "streak", "sigbus", "stuck")
 
     def __init__(self) -> None:
         self.done = 0
@@ -291,6 +291,8 @@ class FaultResult:
         self.retries = 0
         self.streak = 0
         self.sigbus = False
+        #: stopped by *stuck_retries* (the simulator's stuck rule)
+        self.stuck = False
 
     def __repr__(self) -> str:
         return (
@@ -307,6 +309,7 @@ def encl_access(
     *,
     max_retries: int | None = None,
     res: FaultResult | None = None,
+    stuck_retries: int | None = None,
 ) -> Generator[str, None, FaultResult]:
     """The enclave's code touches enclave pages *pages* (page indices) in order.
 
@@ -319,6 +322,9 @@ def encl_access(
         max_retries: stop (returning) after this many retries of one page; None: never.
         res: the result to fill in as the accesses go (the caller can read it before
             the operation returns); a new one if None.
+        stuck_retries: stop (``res.stuck``) after this many retries of one page in a
+            row while no page charged in the task's cgroup's subtree is freed
+            (``SgxCgroup.nr_freed``; the simulator's stuck rule); None: never.
     """
     idxs = np.asarray(pages, dtype=np.int64)
     res = FaultResult() if res is None else res
@@ -330,6 +336,7 @@ def encl_access(
     try:
         i = 0
         streak = 0
+        quiet = freed = 0
         while i < n:
             k = sgx_encl_access(encl, idxs[i:limit]) if i < limit else 0
             if k:
@@ -351,6 +358,14 @@ def encl_access(
                 res.streak = streak
                 if max_retries is not None and streak > max_retries:
                     break
+                if stuck_retries is not None:
+                    f = host.task_misc_cg(task).priv.nr_freed
+                    if streak == 1 or f != freed:
+                        freed, quiet = f, 0
+                    quiet += 1
+                    if quiet >= stuck_retries:
+                        res.stuck = True
+                        break
                 yield "fault_retry"
                 continue
             res.sigbus = True

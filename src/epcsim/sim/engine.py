@@ -462,9 +462,15 @@ class Simulation:
         # the process's one thread: its accesses, faults and retries as test_sgx counts
         # them (the two EENTERs), its enclave as soon as it is opened
         inst.threads.append(ThreadStats(started_ns=self.now))
-        stats = inst.selftest = TestSgxStats(on_open=lambda encl: setattr(inst, "encl", encl))
+        stats = inst.selftest = TestSgxStats(
+            on_open=lambda encl: setattr(inst, "encl", encl), stuck_retries=STUCK_RETRIES
+        )
         status = yield from self.kstep(test_sgx_process(self.host, task, heap, stats=stats))
         inst.threads[0].ended_ns = self.now
+        if status is None:  # stuck: the process stays in its fault
+            inst.threads[0].stuck = True
+            inst.outcome = "stuck"
+            return
         self._end_instance(inst, status)
 
     def _enclave_proc(self, inst: Instance) -> Actor:

@@ -53,9 +53,14 @@ EENTER_TOUCHES = (0, 2, 4)
 class TestSgxStats:
     """What one :func:`test_sgx_process` did, readable while it runs: its enclave
     (*on_open* is called with it once opened), the accesses, faults and fault retries of
-    its EENTERs, and ``error``: empty, or which ioctl or access failed and how."""
+    its EENTERs, whether it got stuck, and ``error``: empty, or which ioctl or access
+    failed and how."""
 
     on_open: Callable[[Encl], None] | None = None
+    #: the simulator's stuck rule (epcsim.sim.stuck): quiet retries of one access after
+    #: which the process is stuck; None: it retries for ever
+    stuck_retries: int | None = None
+    stuck: bool = False
     error: str = ""
     #: one FaultResult per EENTER so far (the last one filling in)
     eenters: list[FaultResult] = field(default_factory=list)
@@ -96,13 +101,14 @@ def test_sgx_process(
     *,
     progress: Callable[[Task, int], None] | None = None,
     stats: TestSgxStats | None = None,
-) -> Generator[str, None, int]:
+) -> Generator[str, None, int | None]:
     """``test_sgx -t unclobbered_vdso_oversubscribed`` (SPEC §6.2) as one process.
 
     open + mmap, ECREATE, one ADD_PAGES per segment (heap unmeasured), EINIT, two
     EENTERs touching TCS/text/buffer pages (faults retried on EBUSY), exit.  Returns
     the exit status: 0 on success, 1 when an ioctl fails (the harness assertion),
-    128+signo when killed (SIGBUS 135, SIGTERM 143, SIGKILL 137).
+    128+signo when killed (SIGBUS 135, SIGTERM 143, SIGKILL 137); None when an access
+    got stuck (``stats.stuck_retries``): the process stays in its fault, never exits.
 
     Args:
         progress: called with (task, pages added so far) after each added page.
@@ -151,7 +157,17 @@ def test_sgx_process(
             doing = f"EENTER {k + 1}"
             res = FaultResult()
             stats.eenters.append(res)
-            yield from encl_access(host, task, encl, EENTER_TOUCHES, res=res)
+            yield from encl_access(
+                host, task, encl, EENTER_TOUCHES, res=res, stuck_retries=stats.stuck_retries
+            )
+            if res.stuck:
+                page = EENTER_TOUCHES[res.done]
+                stats.stuck = True
+                stats.error = (
+                    f"EENTER {k + 1}: access to enclave page {page}: stuck after "
+                    f"{res.streak:,} retries with no page freed in its cgroup"
+                )
+                return None
             if res.sigbus:
                 page = EENTER_TOUCHES[res.done]
                 stats.error = f"EENTER {k + 1}: access to enclave page {page}: SIGBUS"
