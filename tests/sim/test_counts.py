@@ -203,3 +203,57 @@ def test_the_retry_limit_is_one_parameter_of_both_engines(monkeypatch) -> None:
     _assert_same(ref, bat)
     for e in ref.summary["enclaves"].values():
         assert (e["outcome"], e["fault_retries"]) == ("stuck", 50)
+
+
+#: test_sgx in /p/a while /p/b's enclave holds half of /p: after its build /p is full,
+#: its first EENTER faults on its evicted TCS and /p/a's async work has nothing to do
+#: (/p/a's own usage is far below /p's limit): a livelock
+KSELFTEST_LIVELOCK = """
+name = "ks-livelock"
+[host]
+epc = "32MiB"
+cpus = 2
+duration = "1s"
+[[cgroup]]
+path = "/p"
+max = "1MiB"
+[[cgroup]]
+path = "/p/a"
+[[cgroup]]
+path = "/p/b"
+[[enclave]]
+name = "B"
+cgroup = "/p/b"
+size = "512KiB"
+build = "eadd"
+workload = { pattern = "uniform", duration = "500ms" }
+[[enclave]]
+name = "A"
+cgroup = "/p/a"
+size = "532KiB"
+program = "kselftest"
+start = "5ms"
+[[expect]]
+enclaves = ["A"]
+outcome = "success"
+"""
+
+
+def test_kselftest_process_livelocked_is_stuck() -> None:
+    r = simulate(KSELFTEST_LIVELOCK)
+    s = r.summary
+    assert not s["passed"] and not s["truncated"]
+    a = s["enclaves"]["A"]
+    assert (a["outcome"], a["exit_status"], a["ended_ns"], a["stuck_threads"]) == (
+        "stuck",
+        None,
+        -1,
+        1,
+    )
+    assert a["fault_retries"] == STUCK_RETRIES
+    assert a["error"] == (
+        "EENTER 1: access to enclave page 0: stuck after 10,000 retries with no page freed "
+        "in its cgroup"
+    )
+    assert s["enclaves"]["B"]["outcome"] == "success"
+    assert_identities(s)
