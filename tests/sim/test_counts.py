@@ -97,6 +97,19 @@ def test_kselftest_report_text_matches_its_tables() -> None:
     assert "63 faults resolved, none of them timed" in text
 
 
+def test_kselftest_latency_figure_note_matches_its_tables(tmp_path) -> None:
+    """The latency figure's note said "no enclave fault was resolved" on kselftest runs
+    whose enclave table has 63 faults (none of them timed)."""
+    from epcsim.report.figures import write_figures
+
+    r = builtin("kselftest")
+    notes = {f.filename: f.note for f in write_figures(r, tmp_path)}
+    assert notes["fault_latency.png"] == (
+        "no timed fault (63 faults resolved, none by an enclave thread)"
+    )
+    assert not (tmp_path / "fault_latency.png").exists()
+
+
 settings_ = settings(
     max_examples=25,
     deadline=None,
