@@ -351,3 +351,59 @@ def test_worked_example_98566144():
     # Test F: backing of one fully evicted enclave ~ C * (1 + 1/32) ~ 101.6 MB per process
     assert round(c * (1 + 1 / 32) / 1e6, 1) == 101.6
     assert 4 * c * (1 + 1 / 32) > 97_026_048
+
+
+# --- failures say what failed; a livelocked access is stuck --------------------------------
+
+
+def _full_parent_host() -> Host:
+    """/p (1 MiB) over /p/a and /p/b, in a 32 MiB EPC (ksgxd never needed)."""
+    h = Host("32MiB")
+    h.fs.write("/cgroup.subtree_control", "+misc +memory")
+    h.fs.mkdir("/p")
+    h.fs.write("/p/cgroup.subtree_control", "+misc +memory")
+    h.fs.mkdir("/p/a")
+    h.fs.mkdir("/p/b")
+    h.fs.write("/p/misc.max", f"sgx_epc {1 << 20}")
+    return h
+
+
+def test_test_sgx_stuck_when_an_ancestor_is_full_of_a_siblings_pages() -> None:
+    """v16 has no OOM killer: test_sgx's first EENTER faults on its evicted TCS while
+    /p is full of /p/b's pages; sgx_vma_fault() returns VM_FAULT_NOPAGE for ever (the
+    async work of /p/a stops at once: /p/a's own usage is far below /p's limit).  With
+    the simulator's stuck rule the process stops there, stuck, without exiting."""
+    h = _full_parent_host()
+    ta, tb = h.spawn("/p/a"), h.spawn("/p/b")
+    heap = 1 << 20
+    npages, _ = ks.test_sgx_pages(heap)
+
+    def fill_parent(task, added: int) -> None:
+        encl = h.encls[ta.encl_fds[0]]
+        if encl.nr_added == npages and not tb.encl_fds:
+            # A is built: /p/b takes what is left of /p
+            e = sgx_ioctl.sgx_open(h, tb)
+            drive(sgx_ioctl.ioc_enclave_create(h, tb, e, 4 << 20))
+            off = 0
+            while h.fs.read("/p/misc.current") != f"sgx_epc {1 << 20}\n":
+                drive(sgx_ioctl.ioc_enclave_add_pages(h, tb, e, off, PAGE_SIZE))
+                off += PAGE_SIZE
+
+    stats = ks.TestSgxStats(stuck_retries=5)
+    status = drive(ks.test_sgx_process(h, ta, heap, progress=fill_parent, stats=stats))
+    assert status is None and stats.stuck and not ta.exited
+    assert stats.error == (
+        "EENTER 1: access to enclave page 0: stuck after 5 retries with no page freed in its cgroup"
+    )
+    assert (stats.accesses, stats.faults, stats.retries) == (0, 0, 5)
+
+
+def test_test_sgx_failure_names_the_ioctl_and_errno() -> None:
+    """Test A's process (SPEC §6.3): its ADD_PAGES fails with ENOMEM; the error says so."""
+    h = _full_parent_host()
+    h.fs.write("/p/misc.max", "sgx_epc 8192")  # VA page + SECS: no room for a page
+    t = h.spawn("/p/a")
+    stats = ks.TestSgxStats()
+    assert drive(ks.test_sgx_process(h, t, 1 << 20, stats=stats)) == 1
+    assert stats.error == "SGX_IOC_ENCLAVE_ADD_PAGES: ENOMEM (Cannot allocate memory)"
+    assert stats.eenters == []

@@ -53,6 +53,7 @@ from .epc import (
     KIND_ENCL,
     KIND_SECS,
     KIND_VA,
+    _count_freed,
     _sgx_free_epc_pages_to_node,
     sgx_alloc_epc_page,
     sgx_alloc_epc_page_nowait,
@@ -113,8 +114,12 @@ class Encl:
         self.released = False
         self.nr_added = 0
         self.nr_eaug = 0
+        #: ELDUs of its pages, the SECS's included (nr_secs_eldu of them)
         self.nr_eldu = 0
+        self.nr_secs_eldu = 0
+        #: EWBs of its pages (the SECS's not included: nr_secs_evicted)
         self.nr_evicted = 0
+        self.nr_secs_evicted = 0
         self.nr_faults = 0
         self._alloc_arrays(0)
 
@@ -406,6 +411,7 @@ def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -
     for cid, cnt in zip(ids.tolist(), counts.tolist()):
         sgx_cg = host.sgx_cgroups[cid]
         sgx_cg.nr_pages -= cnt
+        _count_freed(sgx_cg, cnt)
         cg = sgx_cg.cg
         misc_cg_uncharge(cg, cnt * PAGE_SIZE)
         cg.refcnt -= cnt - 1
@@ -437,6 +443,7 @@ def sgx_encl_eldu(host: Host, task: Task, encl: Encl, idx: int) -> int:
     host.encls_count[encls.ELDU] += 1
     encl.nr_eldu += 1
     if idx == SECS_INDEX:
+        encl.nr_secs_eldu += 1
         sgx_free_va_slot(encl, encl.secs_va)
         encl.secs_va = -1
         _sgx_encl_drop_backing(host, encl, encl.secs_memcg)

@@ -37,6 +37,7 @@ from .lru import EpcList, SgxEpcLruList
 from .misc import css_put, misc_cg_charge_if_fits, misc_cg_uncharge
 
 if TYPE_CHECKING:
+    from .epc_cgroup import SgxCgroup
     from .host import Host, Task
 
 __all__ = [
@@ -278,6 +279,16 @@ def sgx_alloc_epc_page_nowait(
     return page
 
 
+def _count_freed(sgx_cg: SgxCgroup, n: int) -> None:
+    """Model statistics: *n* EPC pages charged to *sgx_cg* were freed and uncharged;
+    count them in ``nr_freed`` of the cgroup and of every ancestor (the simulator's
+    stuck rule compares a faulting task's cgroup's count between retries)."""
+    cg = sgx_cg.cg
+    while cg is not None:
+        cg.priv.nr_freed += n
+        cg = cg.parent
+
+
 def sgx_free_epc_page(host: Host, page: int) -> None:
     """Models sgx_free_epc_page() (main.c; the uncharge of v16 patch 5).
 
@@ -291,6 +302,7 @@ def sgx_free_epc_page(host: Host, page: int) -> None:
         sgx_cg = host.sgx_cgroups[cgid]
         pool.m_cg[page] = -1
         sgx_cg.nr_pages -= 1
+        _count_freed(sgx_cg, 1)
         # sgx_cgroup_uncharge() + sgx_put_cg()
         cg = sgx_cg.cg
         misc_cg_uncharge(cg, PAGE_SIZE)

@@ -60,7 +60,8 @@ class SgxCgroup:
 
     Besides the kernel's fields it carries model counters used by metrics (they never
     influence behaviour): pages evicted from its LRU, reclaim batches run on its LRU,
-    ENOMEM results of charges made in it, and enclave faults of its tasks.
+    ENOMEM results of charges made in it, enclave faults of its tasks, and pages freed
+    from its subtree (``nr_freed``, for the simulator's stuck rule).
     """
 
     __slots__ = (
@@ -75,6 +76,7 @@ class SgxCgroup:
         "nr_reclaim_batches",
         "nr_enomem",
         "nr_faults",
+        "nr_freed",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -94,6 +96,8 @@ class SgxCgroup:
         self.nr_enomem = 0
         #: enclave faults resolved (sgx_vma_fault) for tasks charging this cgroup
         self.nr_faults = 0
+        #: EPC pages freed and uncharged from this cgroup's subtree (hierarchical)
+        self.nr_freed = 0
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"

@@ -280,15 +280,19 @@ def ioc_enclave_remove_pages(
 
 class FaultResult:
     """Outcome of :func:`encl_access`: accesses done, faults resolved, fault retries
-    (EBUSY -> VM_FAULT_NOPAGE), and whether the process got SIGBUS."""
+    (EBUSY -> VM_FAULT_NOPAGE), the retries of the access being done (0: no fault
+    unresolved), and whether the process got SIGBUS."""
 
-    __slots__ = ("done", "faults", "retries", "sigbus")
+    __slots__ = ("done", "faults", "retries", "streak", "sigbus", "stuck")
 
     def __init__(self) -> None:
         self.done = 0
         self.faults = 0
         self.retries = 0
+        self.streak = 0
         self.sigbus = False
+        #: stopped by *stuck_retries* (the simulator's stuck rule)
+        self.stuck = False
 
     def __repr__(self) -> str:
         return (
@@ -298,7 +302,14 @@ class FaultResult:
 
 
 def encl_access(
-    host: Host, task: Task, encl: Encl, pages, *, max_retries: int | None = None
+    host: Host,
+    task: Task,
+    encl: Encl,
+    pages,
+    *,
+    max_retries: int | None = None,
+    res: FaultResult | None = None,
+    stuck_retries: int | None = None,
 ) -> Generator[str, None, FaultResult]:
     """The enclave's code touches enclave pages *pages* (page indices) in order.
 
@@ -309,9 +320,14 @@ def encl_access(
 
     Args:
         max_retries: stop (returning) after this many retries of one page; None: never.
+        res: the result to fill in as the accesses go (the caller can read it before
+            the operation returns); a new one if None.
+        stuck_retries: stop (``res.stuck``) after this many retries of one page in a
+            row while no page charged in the task's cgroup's subtree is freed
+            (``SgxCgroup.nr_freed``; the simulator's stuck rule); None: never.
     """
     idxs = np.asarray(pages, dtype=np.int64)
-    res = FaultResult()
+    res = FaultResult() if res is None else res
     n = len(idxs)
     outside = (idxs < 0) | (idxs >= encl.npages)
     # accesses up to the first address outside the enclave; that one faults (SIGBUS)
@@ -320,8 +336,11 @@ def encl_access(
     try:
         i = 0
         streak = 0
+        quiet = freed = 0
         while i < n:
             k = sgx_encl_access(encl, idxs[i:limit]) if i < limit else 0
+            if k:
+                streak = res.streak = 0
             i += k
             res.done = i
             if i >= n:
@@ -331,13 +350,22 @@ def encl_access(
             r = sgx_vma_fault(host, task, encl, int(idxs[i]))
             if r == 0:
                 res.faults += 1
-                streak = 0
+                streak = res.streak = 0
                 continue
             if r == VM_FAULT_NOPAGE:
                 res.retries += 1
                 streak += 1
+                res.streak = streak
                 if max_retries is not None and streak > max_retries:
                     break
+                if stuck_retries is not None:
+                    f = host.task_misc_cg(task).priv.nr_freed
+                    if streak == 1 or f != freed:
+                        freed, quiet = f, 0
+                    quiet += 1
+                    if quiet >= stuck_retries:
+                        res.stuck = True
+                        break
                 yield "fault_retry"
                 continue
             res.sigbus = True

@@ -173,6 +173,7 @@ def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -
         i = j
     # sgx_free_epc_page()'s uncharge and sgx_put_cg() for the k pages
     sgx_cg.nr_pages -= k
+    _epc._count_freed(sgx_cg, k)
     sgx_cg.nr_evicted += k
     cg = sgx_cg.cg
     misc_cg_uncharge(cg, k * PAGE_SIZE)
@@ -275,6 +276,7 @@ def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: s
     ):
         encl.secs_va = _encl.sgx_alloc_va_slot(encl)
         count[encls.EWB] += 1
+        encl.nr_secs_evicted += 1
         secs = encl.secs_epc
         encl.secs_epc = -1
         _encl.sgx_encl_free_epc_page(host, secs)

@@ -285,6 +285,14 @@ def _latency(result: Result) -> str:
         q = np.percentile(lat, [50, 90, 99, 100]).round().astype(np.int64).tolist()
         fl = {"count": len(lat), "p50_ns": q[0], "p90_ns": q[1], "p99_ns": q[2], "max_ns": q[3]}
     if not fl:
+        # the sentence comes from the same totals as the enclave and cgroup tables
+        enclaves = (result.summary.get("enclaves") or {}).values()
+        faults = sum(int(e.get("faults") or 0) for e in enclaves)
+        if faults:
+            return _empty(
+                f"{faults:,} faults resolved, none of them timed: only enclave threads' "
+                "faults have latency samples (not a kselftest process's or a vEPC's)."
+            )
         return _empty("No faults: every access hit a resident page.")
     rows = [
         (_num(_int(fl.get("count"))),)

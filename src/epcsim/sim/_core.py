@@ -107,6 +107,7 @@ S_STAMP = 26  # reclaim batches so far (one ETRACK per enclave per batch)
 S_NHP = 27  # threads on the thread heap (TH_HEAP)
 S_NRH = 29  # scheduled reclaimers (on the reclaimer heap, R_HEAP)
 S_LRU_PF_N = 30  # hops left to the prefetch walk
+S_STUCK = 31  # epcsim.sim.stuck.STUCK_RETRIES (a value, not baked into the cache)
 # the sampler
 S_SM_T = 40
 S_SM_SEQ = 41
@@ -147,7 +148,9 @@ EN_RELEASED = 20
 EN_TRACKED = 21  # S_STAMP of the last batch that ETRACKed it
 EN_SIGPEND = 22  # its task has a signal pending
 EN_EMIX = 23  # some evicted page's backing is charged to a memcg other than EN_MEMCG
-NENF = 24
+EN_NR_SECS_ELDU = 24
+EN_NR_SECS_EWB = 25
+NENF = 26
 
 # --- TH: per-thread fields ----------------------------------------------------------------
 TH_T = 0
@@ -173,7 +176,9 @@ TH_LIVE = 19  # 1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended
 TH_HEAP = 20  # by position: the threads' binary heap (_heap_*): the thread
 TH_HT = 21  # .. its TH_T
 TH_HS = 22  # .. its TH_SEQ
-NTHF = 23
+TH_QUIET = 23  # VM_FAULT_NOPAGE retries of this access since its cgroup's CG_NR_FREED moved
+TH_FREED = 24  # .. CG_NR_FREED of its cgroup then (epcsim.sim.stuck)
+NTHF = 25
 
 # --- CG: per-cgroup fields ---------------------------------------------------------------
 CG_LRU_HEAD = 0
@@ -201,7 +206,8 @@ CG_PRE = 21  # by position: the preorder walk
 CG_LIVE = 22  # by index: live cgroup ids in id order
 CG_WQ = 23  # by position: sgx_cg_wq, oldest first
 CG_MEMD = 24  # by memcg id: change of the memcg's own backing charges
-NCGF = 25
+CG_NR_FREED = 25  # pages freed and uncharged in the subtree (SgxCgroup.nr_freed)
+NCGF = 26
 
 # --- R: reclaimer actors -----------------------------------------------------------------
 R_SCHED = 0
@@ -460,6 +466,15 @@ def _uncharge(CG, c, amount):
 
 
 @_inline
+def _count_freed(CG, c, n):
+    """Model statistics (epc.py's _count_freed()): *n* pages charged to *c* were freed;
+    counted in CG_NR_FREED of *c* and of every ancestor."""
+    while c >= 0:
+        CG[CG_NR_FREED, _u(c)] += n
+        c = CG[CG_PARENT, _u(c)]
+
+
+@_inline
 def _lru_empty(S, CG, root):
     """Models sgx_cgroup_lru_empty()."""
     if CG[CG_PARENT, _u(root)] < 0:
@@ -539,6 +554,7 @@ def _free_epc_page(S, CG, P32, P8, PCG, page):
     c = PCG[_u(page)]
     if c >= 0:
         CG[CG_NR_PAGES, _u(c)] -= 1
+        _count_freed(CG, c, 1)
         _uncharge(CG, c, PAGE)
         CG[CG_REFCNT, _u(c)] -= 1
     _free_to_node(S, P32, P8, PCG, page)
@@ -640,6 +656,7 @@ def _load_secs(S, CG, EN, VA, P32, P8, PCG, e):
         return page
     _leaf(S, L_ELDU, 1)
     EN[EN_NR_ELDU, _u(e)] += 1
+    EN[EN_NR_SECS_ELDU, _u(e)] += 1
     _free_va_slot(EN, VA, e, EN[EN_SECS_VA, _u(e)])
     EN[EN_SECS_VA, _u(e)] = -1
     EN[EN_BACKING, _u(e)] -= BACKING
@@ -902,6 +919,7 @@ def _evict_secs(S, CG, EN, VA, P32, P8, PCG, e):
     EN[EN_SECS_MEMCG, _u(e)] = EN[EN_MEMCG, _u(e)]
     EN[EN_SECS_VA, _u(e)] = _alloc_va_slot(S, EN, VA, e)
     _leaf(S, L_EWB, 1)
+    EN[EN_NR_SECS_EWB, _u(e)] += 1
     secs = EN[EN_SECS_EPC, _u(e)]
     EN[EN_SECS_EPC, _u(e)] = -1
     _leaf(S, L_EREMOVE, 1)
@@ -937,6 +955,7 @@ def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
         _free_to_node(S, P32, P8, PCG, page)
     CG[CG_NR_PAGES, _u(c)] -= k
+    _count_freed(CG, c, k)
     CG[CG_NR_EVICTED, _u(c)] += k
     _uncharge(CG, c, k * PAGE)
     CG[CG_REFCNT, _u(c)] -= k
@@ -1264,8 +1283,6 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                         return RC_FLUSH
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
-                        TH[TH_FAULTS, _u(j)] += 1
-                        TH[TH_STREAK, _u(j)] = 0
                         LAT[_u(n)] = now - TH[TH_FSTART, _u(j)]
                         S[S_NLAT] = n + 1
                         TH[TH_FSTART, _u(j)] = -1
@@ -1274,8 +1291,13 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                             TH[TH_REMAIN, _u(j)] -= 1
                             TH[TH_ACC, _u(j)] += 1
                     elif rr == VM_FAULT_NOPAGE:
-                        TH[TH_RETRIES, _u(j)] += 1
-                        TH[TH_STREAK, _u(j)] += 1
+                        # the stuck rule (epcsim.sim.stuck): retries with nothing freed
+                        # in the task's cgroup's subtree
+                        freed = CG[CG_NR_FREED, _u(TH[TH_TCG, _u(j)])]
+                        if TH[TH_STREAK, _u(j)] == 1 or freed != TH[TH_FREED, _u(j)]:
+                            TH[TH_FREED, _u(j)] = freed
+                            TH[TH_QUIET, _u(j)] = 0
+                        TH[TH_QUIET, _u(j)] += 1
                     else:
                         TH[TH_SIGBUS, _u(j)] = 1
                         EN[EN_SIGPEND, _u(e)] = 1
@@ -1287,8 +1309,9 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 if (
                     TH[TH_REMAIN, _u(j)] <= 0
                     or TH[TH_SIGBUS, _u(j)]
-                    or (until >= 0 and now >= until)
+                    or (until >= 0 and now >= until and TH[TH_STREAK, _u(j)] == 0)
                     or EN[EN_SIGPEND, _u(e)]
+                    or TH[TH_QUIET, _u(j)] >= S[S_STUCK]
                 ):
                     S[S_WHO] = j
                     TH[TH_LIVE, _u(j)] = 2
@@ -1328,6 +1351,8 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                     TH[TH_POS, _u(j)] = pos + k
                     TH[TH_REMAIN, _u(j)] -= k
                     TH[TH_ACC, _u(j)] += k
+                    TH[TH_STREAK, _u(j)] = 0  # the access was done (another thread's
+                    TH[TH_QUIET, _u(j)] = 0  # fault brought the page in)
                     d = k * access_ns
                 else:
                     # sgx_vma_fault(); at an access's first fault the next accesses'
@@ -1349,8 +1374,16 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                         S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
                         S[S_CUR_NID] = TH[TH_NID, _u(j)]
                         rr = _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
+                    # counted here, where the fault happens (the result is booked at
+                    # the thread's next step, which a run's end may not reach)
                     if rr == 0:
                         CG[CG_NR_FAULTS, _u(TH[TH_TCG, _u(j)])] += 1
+                        TH[TH_FAULTS, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] = 0
+                        TH[TH_QUIET, _u(j)] = 0
+                    elif rr == VM_FAULT_NOPAGE:
+                        TH[TH_RETRIES, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] += 1
                     TH[TH_PENDING, _u(j)] = 1
                     TH[TH_R, _u(j)] = rr
                     d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]

@@ -40,6 +40,7 @@ from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
 from .progress import sim_progress
+from .stuck import STUCK_RETRIES
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -72,6 +73,7 @@ _SGX_CG_FIELDS = (
     ("nr_reclaim_batches", "CG_NR_BATCHES"),
     ("nr_enomem", "CG_NR_ENOMEM"),
     ("nr_faults", "CG_NR_FAULTS"),
+    ("nr_freed", "CG_NR_FREED"),
 )
 _LRU_FIELDS = (("head", "CG_LRU_HEAD"), ("tail", "CG_LRU_TAIL"), ("nr", "CG_LRU_NR"))
 _MISC_CG_FIELDS = (
@@ -92,6 +94,8 @@ _ENCL_FIELDS = (
     ("nr_eldu", "EN_NR_ELDU"),
     ("nr_evicted", "EN_NR_EVICTED"),
     ("nr_faults", "EN_NR_FAULTS"),
+    ("nr_secs_eldu", "EN_NR_SECS_ELDU"),
+    ("nr_secs_evicted", "EN_NR_SECS_EWB"),
 )
 
 
@@ -232,6 +236,7 @@ class _Packed:
         S[C.S_ACTIVE] = 1  # the generator that took over ends (Simulation._active - 1)
         S[C.S_SGX2] = int(host.sgx2)
         S[C.S_UNREF] = int(sim.sc.host.experiments.fault_unreferenced)
+        S[C.S_STUCK] = STUCK_RETRIES
         S[C.S_ROOT] = host.sgx_cg_root.id
         S[C.S_SM_T], S[C.S_SM_SEQ] = sampler
         S[C.S_SM_LAST] = sim._cols["time_ns"][-1] if sim._cols["time_ns"] else -1
@@ -250,6 +255,8 @@ class _Packed:
             TH[C.TH_FAULTS, j] = t.st.faults
             TH[C.TH_RETRIES, j] = t.st.retries
             TH[C.TH_STREAK, j] = t.st.streak
+            TH[C.TH_QUIET, j] = t.st.quiet
+            TH[C.TH_FREED, j] = t.st.freed
             TH[C.TH_FSTART, j] = -1
             TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
             TH[C.TH_STARTED, j] = t.st.started_ns
@@ -493,6 +500,8 @@ class _Packed:
             st.faults = int(TH[C.TH_FAULTS, j])
             st.retries = int(TH[C.TH_RETRIES, j])
             st.streak = int(TH[C.TH_STREAK, j])
+            st.quiet = int(TH[C.TH_QUIET, j])
+            st.freed = int(TH[C.TH_FREED, j])
             st.started_ns = int(TH[C.TH_STARTED, j])
         sim.now = int(S[C.S_NOW])
         sim._seq = int(S[C.S_SEQ])

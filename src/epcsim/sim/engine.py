@@ -72,12 +72,13 @@ from ..scenario.schema import (
     trace_workload,
 )
 from ..units import parse_time
-from ..workload.kselftest import test_sgx_process
+from ..workload.kselftest import TestSgxStats, test_sgx_process
 from ..workload.patterns import make_pattern
 from .batched import check_engine, take_over
 from .costs import CostModel
 from .progress import SimProgress, sim_progress
 from .result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
+from .stuck import STUCK_RETRIES
 
 __all__ = ["Simulation", "simulate"]
 
@@ -98,7 +99,12 @@ class ThreadStats:
     target: int = 0
     faults: int = 0
     retries: int = 0
+    #: VM_FAULT_NOPAGE retries of the current access (0: no fault unresolved)
     streak: int = 0
+    #: .. of them since the thread's cgroup's nr_freed last moved, and its value then
+    #: (the stuck rule, epcsim.sim.stuck)
+    quiet: int = 0
+    freed: int = 0
     started_ns: int = -1
     ended_ns: int = -1
     stuck: bool = False
@@ -114,7 +120,8 @@ class Instance:
     task: Task | None = None
     encl: Encl | None = None
     status: int | None = None
-    outcome: str = "not started"  # success | failure | killed | running | not started
+    #: success | failure | killed | stuck | running | not started
+    outcome: str = "not started"
     threads: list[ThreadStats] = field(default_factory=list)
     running_threads: int = 0
     started_ns: int = -1
@@ -124,6 +131,8 @@ class Instance:
     #: malformed trace lines/records skipped (trace workloads with skip_bad)
     trace_skipped: int = 0
     cgroup: str = "/"
+    #: a kselftest process's own counters and error (its one thread's stats follow them)
+    selftest: TestSgxStats | None = None
 
 
 class Simulation:
@@ -456,7 +465,18 @@ class Simulation:
         if task is None:
             return
         heap = eval_size(inst.spec.size, self.capacity, what="size")
-        status = yield from self.kstep(test_sgx_process(self.host, task, heap))
+        # the process's one thread: its accesses, faults and retries as test_sgx counts
+        # them (the two EENTERs), its enclave as soon as it is opened
+        inst.threads.append(ThreadStats(started_ns=self.now))
+        stats = inst.selftest = TestSgxStats(
+            on_open=lambda encl: setattr(inst, "encl", encl), stuck_retries=STUCK_RETRIES
+        )
+        status = yield from self.kstep(test_sgx_process(self.host, task, heap, stats=stats))
+        inst.threads[0].ended_ns = self.now
+        if status is None:  # stuck: the process stays in its fault
+            inst.threads[0].stuck = True
+            inst.outcome = "stuck"
+            return
         self._end_instance(inst, status)
 
     def _enclave_proc(self, inst: Instance) -> Actor:
@@ -491,7 +511,7 @@ class Simulation:
                 ioc_enclave_init(host, task, encl)
                 yield self._cost(before, None)
         except OSError as e:
-            inst.error = f"{e.filename}: {e.strerror}"
+            inst.error = _oserror_text(e)
             self._exit(inst, 1)
             return
         if task.exited or task.signal_pending:
@@ -547,10 +567,14 @@ class Simulation:
             self._fresh.clear()
         try:
             while remaining > 0 and not task.exited:
-                if until is not None and self.now >= until:
+                # at the end of its duration a thread first finishes the access it is
+                # faulting on (it cannot leave a fault half-way)
+                if until is not None and self.now >= until and not st.streak:
                     break
                 if task.signal_pending:
                     break
+                if st.quiet >= STUCK_RETRIES:
+                    break  # stuck (epcsim.sim.stuck)
                 if edmm_at is not None and st.accesses >= edmm_at:
                     edmm_at = None
                     ok = yield from self._edmm(inst, encl)
@@ -574,6 +598,8 @@ class Simulation:
                     pos += k
                     remaining -= k
                     st.accesses += k
+                    # the access was done (another thread's fault brought the page in)
+                    st.streak = st.quiet = 0
                     yield k * access_ns
                     continue
                 # a miss: one fault (atomic: NO_RECLAIM allocations never yield)
@@ -584,10 +610,15 @@ class Simulation:
                 task.in_kernel += 1
                 r = sgx_vma_fault(host, task, encl, idx)
                 task.in_kernel -= 1
-                yield self._cost(before, None) + self.costs.fault
+                # counted where the fault happens (a run may end before the next step)
                 if r == 0:
                     st.faults += 1
-                    st.streak = 0
+                    st.streak = st.quiet = 0
+                elif r == VM_FAULT_NOPAGE:
+                    st.retries += 1
+                    st.streak += 1
+                yield self._cost(before, None) + self.costs.fault
+                if r == 0:
                     self._lat_buf.append(self.now - fault_start)
                     fault_start = -1
                     if fault_unreferenced:
@@ -598,8 +629,12 @@ class Simulation:
                         st.accesses += 1
                     continue
                 if r == VM_FAULT_NOPAGE:
-                    st.retries += 1
-                    st.streak += 1
+                    # the stuck rule: retries with nothing freed in the cgroup's subtree
+                    freed = host.task_misc_cg(task).priv.nr_freed
+                    if st.streak == 1 or freed != st.freed:
+                        st.freed = freed
+                        st.quiet = 0
+                    st.quiet += 1
                     continue
                 task.signal_pending = True
                 task.pending_signo = task.pending_signo or SIGBUS
@@ -607,16 +642,27 @@ class Simulation:
         finally:
             self._thread_finally(inst, st, remaining, until)
         if inst.running_threads == 0:
-            self._exit(inst, 0)
+            self._threads_done(inst)
 
     def _thread_finally(self, inst: Instance, st: ThreadStats, remaining: int, until) -> None:
-        """The end of an enclave thread (its last step)."""
+        """The end of an enclave thread (its last step).  A thread that ends with a fault
+        unresolved (the stuck rule of :mod:`epcsim.sim.stuck`) and no signal to take is
+        stuck."""
         task = inst.task
         st.ended_ns = self.now
-        unfinished = remaining > 0 if until is None else self.now < until
-        if unfinished and st.streak and not task.signal_pending and not task.exited:
+        if st.streak and not task.signal_pending and not task.exited:
             st.stuck = True
         inst.running_threads -= 1
+
+    def _threads_done(self, inst: Instance) -> None:
+        """Every thread of *inst* has ended: the process exits (status 0, or the signal
+        it has to take), unless a thread is stuck: a stuck thread never returns from its
+        fault, so the process stays (with its EPC pages) and its outcome is "stuck"."""
+        task = inst.task
+        if any(t.stuck for t in inst.threads) and not task.exited:
+            inst.outcome = "stuck"
+            return
+        self._exit(inst, 0)
 
     def _thread_end_step(
         self, inst: Instance, st: ThreadStats, remaining: int, until, sigbus: bool
@@ -629,7 +675,7 @@ class Simulation:
             task.pending_signo = task.pending_signo or SIGBUS
         self._thread_finally(inst, st, remaining, until)
         if inst.running_threads == 0:
-            self._exit(inst, 0)
+            self._threads_done(inst)
         return
         yield  # pragma: no cover
 
@@ -780,6 +826,12 @@ class Simulation:
         else:
             lat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         for inst in self.instances.values():
+            ks = inst.selftest
+            if ks is not None:
+                t = inst.threads[0]
+                t.accesses, t.faults, t.retries = ks.accesses, ks.faults, ks.retries
+                t.streak = ks.eenters[-1].streak if ks.eenters else 0
+                inst.error = inst.error or ks.error
             for t in inst.threads:
                 # a thread still retrying a fault when time ran out is stuck
                 if t.ended_ns < 0 and t.streak:
@@ -838,7 +890,9 @@ class Simulation:
                 "slowdown": round(run / ideal, 6) if ideal and run > 0 else None,
                 "pages_added": e.nr_added + e.nr_eaug if e is not None else 0,
                 "pages_evicted": e.nr_evicted if e is not None else 0,
+                "secs_evicted": e.nr_secs_evicted if e is not None else 0,
                 "eldu": e.nr_eldu if e is not None else 0,
+                "secs_eldu": e.nr_secs_eldu if e is not None else 0,
                 "trace_skipped": inst.trace_skipped,
             }
         expectations = [self._verdict(k, x) for k, x in enumerate(self.sc.expect)]
@@ -926,6 +980,12 @@ def _leaf_names() -> tuple[str, ...]:
     from ..kernel.encls import LEAF_NAMES
 
     return LEAF_NAMES
+
+
+def _oserror_text(e: OSError) -> str:
+    """``SGX_IOC_ENCLAVE_ADD_PAGES: ENOMEM (Cannot allocate memory)``: which call failed,
+    with which errno."""
+    return f"{e.filename}: {_errname(e.errno)} ({e.strerror})"
 
 
 def _errname(code: int | None) -> str:

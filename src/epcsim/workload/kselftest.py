@@ -9,13 +9,17 @@ kernel model has no clock.  The simulator runs the same program in virtual time.
 
 from __future__ import annotations
 
+import errno
+import signal
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from ..kernel import Host, RoundRobin, check_invariants, send_signal, task_exit
 from ..kernel.constants import PAGE_SIZE, SGX_PAGE_TYPE_REG, SGX_PAGE_TYPE_TCS
+from ..kernel.encl import Encl
 from ..kernel.host import Task
 from ..kernel.ioctl import (
+    FaultResult,
     encl_access,
     ioc_enclave_add_pages,
     ioc_enclave_create,
@@ -29,6 +33,7 @@ __all__ = [
     "test_sgx_process",
     "run_epc_cg_selftests",
     "SelftestReport",
+    "TestSgxStats",
 ]
 
 #: Layout of ``test_encl.elf`` (tools/testing/selftests/sgx) as the model builds it, in
@@ -42,6 +47,42 @@ TEST_ENCL_LAYOUT: tuple[tuple[str, int, int, bool], ...] = (
 )
 #: Pages each EENTER touches: TCS #0, the first text page, the first buffer page.
 EENTER_TOUCHES = (0, 2, 4)
+
+
+@dataclass
+class TestSgxStats:
+    """What one :func:`test_sgx_process` did, readable while it runs: its enclave
+    (*on_open* is called with it once opened), the accesses, faults and fault retries of
+    its EENTERs, whether it got stuck, and ``error``: empty, or which ioctl or access
+    failed and how."""
+
+    on_open: Callable[[Encl], None] | None = None
+    #: the simulator's stuck rule (epcsim.sim.stuck): quiet retries of one access after
+    #: which the process is stuck; None: it retries for ever
+    stuck_retries: int | None = None
+    stuck: bool = False
+    error: str = ""
+    #: one FaultResult per EENTER so far (the last one filling in)
+    eenters: list[FaultResult] = field(default_factory=list)
+
+    @property
+    def accesses(self) -> int:
+        return sum(r.done for r in self.eenters)
+
+    @property
+    def faults(self) -> int:
+        return sum(r.faults for r in self.eenters)
+
+    @property
+    def retries(self) -> int:
+        return sum(r.retries for r in self.eenters)
+
+
+def _signame(signo: int) -> str:
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return f"signal {signo}"
 
 
 def test_sgx_pages(heap_bytes: int) -> tuple[int, int]:
@@ -59,21 +100,30 @@ def test_sgx_process(
     heap_bytes: int,
     *,
     progress: Callable[[Task, int], None] | None = None,
-) -> Generator[str, None, int]:
+    stats: TestSgxStats | None = None,
+) -> Generator[str, None, int | None]:
     """``test_sgx -t unclobbered_vdso_oversubscribed`` as one process.
 
     open + mmap, ECREATE, one ADD_PAGES per segment (heap unmeasured), EINIT, two
     EENTERs touching TCS/text/buffer pages (faults retried on EBUSY), exit.  Returns
     the exit status: 0 on success, 1 when an ioctl fails (the harness assertion),
-    128+signo when killed (SIGBUS 135, SIGTERM 143, SIGKILL 137).
+    128+signo when killed (SIGBUS 135, SIGTERM 143, SIGKILL 137); None when an access
+    got stuck (``stats.stuck_retries``): the process stays in its fault, never exits.
 
     Args:
         progress: called with (task, pages added so far) after each added page.
+        stats: filled in as the process runs (counters, the enclave, the error).
     """
+    stats = TestSgxStats() if stats is None else stats
     status = 0
+    #: what the process is doing (for the error of a process killed meanwhile)
+    doing = "open"
     try:
         encl = sgx_open(host, task)
+        if stats.on_open is not None:
+            stats.on_open(encl)
         _, size = test_sgx_pages(heap_bytes)
+        doing = "SGX_IOC_ENCLAVE_CREATE"
         yield from ioc_enclave_create(host, task, encl, size)
         off = 0
         added = 0
@@ -82,6 +132,7 @@ def test_sgx_process(
             if task.exited:
                 break
             length = npages * PAGE_SIZE
+            doing = "SGX_IOC_ENCLAVE_ADD_PAGES"
             gen = ioc_enclave_add_pages(
                 host, task, encl, off, length, page_type=ptype, measure=measured
             )
@@ -98,19 +149,43 @@ def test_sgx_process(
                 yield point
             off += length
         if not task.exited:
+            doing = "SGX_IOC_ENCLAVE_INIT"
             ioc_enclave_init(host, task, encl)
-        for _ in range(2):
+        for k in range(2):
             if task.exited:
                 break
-            res = yield from encl_access(host, task, encl, EENTER_TOUCHES)
+            doing = f"EENTER {k + 1}"
+            res = FaultResult()
+            stats.eenters.append(res)
+            yield from encl_access(
+                host, task, encl, EENTER_TOUCHES, res=res, stuck_retries=stats.stuck_retries
+            )
+            if res.stuck:
+                page = EENTER_TOUCHES[res.done]
+                stats.stuck = True
+                stats.error = (
+                    f"EENTER {k + 1}: access to enclave page {page}: stuck after "
+                    f"{res.streak:,} retries with no page freed in its cgroup"
+                )
+                return None
             if res.sigbus:
+                page = EENTER_TOUCHES[res.done]
+                stats.error = f"EENTER {k + 1}: access to enclave page {page}: SIGBUS"
                 break
-    except OSError:
+    except OSError as e:
         status = 1
+        stats.error = f"{e.filename}: {errno.errorcode.get(e.errno, e.errno)} ({e.strerror})"
     if task.exited:
-        return task.exit_status if task.exit_status is not None else 1
+        st = task.exit_status if task.exit_status is not None else 1
+        if st >= 128 and " SIGBUS" not in stats.error:
+            # killed: the signal, not the EINTR it made the ioctl return
+            why = " (memcg OOM)" if task.oom_killed else ""
+            stats.error = f"killed by {_signame(st - 128)}{why} during {doing}"
+        return st
     if task.signal_pending:
         task_exit(host, task, 128 + task.pending_signo)
+        if not stats.error:
+            stats.error = f"killed by {_signame(task.pending_signo)} during {doing}"
         return task.exit_status or 1
     task_exit(host, task, status)
     return status

@@ -1,0 +1,30 @@
+"""When the simulator calls an enclave thread stuck (both engines apply the same rule).
+
+The series has had no OOM killer for the EPC since v6 ("x86/sgx: Add Cgroup support
+for SGX EPC memory"): a fault whose charge or allocation fails with EBUSY returns
+VM_FAULT_NOPAGE from ``sgx_vma_fault()`` and the CPU retries the access for as long
+as it takes.  When nothing in the way can be reclaimed (an ancestor's limit binds
+while none of the reclaimers that would free its pages runs), the thread retries for
+ever: a livelock, not a slow run.  epcsim ends such a thread and reports it ``stuck``:
+
+- a thread that gets VM_FAULT_NOPAGE for one access :data:`STUCK_RETRIES` times in a
+  row while no EPC page charged in its cgroup's subtree is freed (the cgroup's
+  hierarchical ``nr_freed`` count, :class:`epcsim.kernel.epc_cgroup.SgxCgroup`, does
+  not change from one retry to the next) ends at that retry;
+- a thread whose fault is still unresolved when the run's time limit comes is stuck
+  too.  When its workload's ``duration`` ends in the middle of a fault, a thread
+  first finishes that access (it cannot leave a fault half-way): it goes on retrying
+  it, and ends when the fault is resolved, or stuck by either rule above.
+
+A stuck thread's process does not exit (its thread is still in the fault loop): it
+keeps its EPC pages, gets no exit status and its outcome is ``stuck``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["STUCK_RETRIES"]
+
+#: an epcsim constant, not a kernel one: consecutive VM_FAULT_NOPAGE retries of one
+#: access with no page freed in the thread's cgroup's subtree after which the thread
+#: is stuck (about 30 ms of virtual time at the default cost of a retried fault)
+STUCK_RETRIES = 10_000
