@@ -1349,3 +1349,98 @@ def test_npy_trace_with_unbalanced_header_is_exit_2(tmp_path: Path, command: str
         "epcsim: error: in/t.npy: not a NumPy .npy file (the header is not a dictionary literal)\n"
     ), r.stderr
     assert not (tmp_path / "out" / "c.bin").exists()
+
+
+# --- the cgroupfs API: host.fs ------------------------------------------------------------
+
+FS_PATHS = [
+    "/",
+    "/a",
+    "/a/b",
+    "/b",
+    "/a/../b",
+    "/a/./b",
+    "//a",
+    "/a/",
+    "",
+    ".",
+    "..",
+    "/..",
+    "a",
+    "/misc.max",
+    "/misc.current",
+    "/misc.capacity",
+    "/a/misc.max",
+    "/a/misc.max/",
+    "/a/misc.events",
+    "/a/misc.events.local",
+    "/a/memory.max",
+    "/a/memory.current",
+    "/cgroup.subtree_control",
+    "/a/cgroup.subtree_control",
+    "/a/cgroup.procs",
+    "/a/cgroup.controllers",
+    "/a/b/misc.max",
+    "/nonexistent/misc.max",
+    "/a\x00b",
+    "/" + "x" * 5000,
+    "/é",
+]
+FS_DATA = [
+    "sgx_epc 4096",
+    "sgx_epc max",
+    "sgx_epc -1",
+    "sgx_epc 18446744073709551616",
+    "tdx 1",
+    "+misc +memory",
+    "+misc",
+    "-misc",
+    "+cpu",
+    "0",
+    "1",
+    "max",
+    "1G",
+    "",
+    "\x00",
+    "sgx_epc 1\x00junk",
+    "x" * 5000,
+    b"sgx_epc 1",
+    b"\xff\xfe",
+    12345,
+    None,
+    1.5,
+]
+
+
+def _check_fs(ops: list[tuple[str, Any, Any]]) -> None:
+    """Each operation succeeds or raises OSError (TypeError only for a path or data of the
+    wrong type, ValueError only for a NUL in the path, as Python's ``os`` functions do);
+    the kernel model's invariants hold after every one."""
+    from epcsim.kernel import Host, check_invariants
+
+    host = Host("1MiB")
+    for op, path, data in ops:
+        call = f"host.fs.{op}({path!r}" + (f", {data!r})" if op == "write" else ")")
+        try:
+            if op == "write":
+                host.fs.write(path, data)
+            else:
+                getattr(host.fs, op)(path)
+        except OSError:
+            pass
+        except TypeError as e:
+            assert not isinstance(path, str) or not isinstance(data, str | bytes), (call, e)
+        except ValueError as e:
+            assert isinstance(path, str) and "\0" in path, (call, e)
+        except Exception as e:
+            tb = "".join(traceback.format_exception(e))
+            raise AssertionError(f"{call} raised\n{tb}") from None
+        check_invariants(host)
+
+
+@_profiles(default=60, long=1000)
+def test_fuzz_cgroupfs_api(n: int, slow: bool) -> None:
+    paths = st.sampled_from(FS_PATHS) | _text | st.sampled_from([None, 3, b"/a"])
+    data = st.sampled_from(FS_DATA) | _text | st.binary(max_size=16)
+    op = st.sampled_from(["read", "write", "write", "mkdir", "rmdir"])
+    _fuzz(st.lists(st.tuples(op, paths, data), max_size=12), _check_fs, n, slow)
