@@ -6,7 +6,9 @@ strings, arguments of :func:`epcsim.run` and run directories go to ``validate``,
 ``report``, in-process through typer's ``CliRunner``, plus a fixed sample in
 subprocesses (``python -m epcsim``).  Every command must end with exit status 0, 1 or 2
 (2 with one line ``epcsim: error: ...`` on stderr), never a traceback; no input file
-changes and nothing appears beside the inputs but the declared outputs.
+changes and nothing appears beside the inputs but the declared outputs.  The cgroupfs
+API (``host.fs``) gets random operations: ``OSError`` only, and the kernel model's
+invariants after each.
 
 Profiles: the default tests run a few hundred examples (derandomized, about a minute on
 the 2-core development machine); the ``slow`` variants run more than 10,000 examples
