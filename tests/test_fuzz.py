@@ -114,10 +114,6 @@ def _check_files(before: dict[str, str], after: dict[str, str], outputs: tuple[s
     assert not stray, f"files appeared beside the inputs: {stray}"
 
 
-class _WallLimit(Exception):
-    pass
-
-
 @contextlib.contextmanager
 def _wall_limit(seconds: float) -> Iterator[list[bool]]:
     """Interrupt the body (KeyboardInterrupt, as Ctrl-C would) after *seconds*."""
@@ -159,7 +155,8 @@ def assert_clean_exit(args: list[str], r: Any, *, interrupted: bool = False) -> 
         errors = [line for line in lines if line.startswith("epcsim: error: ")]
         if errors:
             assert len(errors) == 1 and lines[-1] == errors[0], what
-            assert all(x.startswith(("note: ", "warning: ")) for x in lines[:-1]), what
+            notes = ("note: ", "warning: ", "epcsim: warning: ")
+            assert all(x.startswith(notes) for x in lines[:-1]), what
         else:  # click refused the command line itself (an option's type or range)
             assert "Usage: " in r.stderr, what
 
