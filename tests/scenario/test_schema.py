@@ -819,3 +819,14 @@ def test_scenario_is_frozen() -> None:
     with pytest.raises(Exception, match="frozen"):
         sc.name = "x"  # type: ignore[misc]
     assert copy.deepcopy(sc) == sc
+
+
+def test_a_table_where_a_size_goes_names_the_field(tmp_path: Path) -> None:
+    """`epc = {}` blamed `host.epc.int` (pydantic's union tag), not `host.epc`."""
+    f = tmp_path / "e.toml"
+    f.write_text("[host]\nepc = {}\n")
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(str(f))
+    assert str(e.value) == (
+        f"{f}: host.epc: expected an integer or a string with a unit (e.g. '64MiB', '5us')"
+    )

@@ -377,6 +377,8 @@ def _loc(err: dict, data: dict) -> tuple[str, str]:
             parts[-1] += f"[{x}]"
             cur = cur[x] if x < len(cur) else None
         elif isinstance(x, str) and isinstance(cur, dict):
+            if x not in cur and err.get("type") != "missing":
+                break  # a tag pydantic adds ("int" of a union) below a table value
             parts.append(x)
             cur = cur.get(x)
             if x not in (cur if isinstance(cur, dict) else {}) and k == len(loc) - 1:
