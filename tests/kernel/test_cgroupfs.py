@@ -1,11 +1,12 @@
 """Tests of the cgroup v2 filesystem boundary (``host.fs``) and the cgroup core model.
 
-Which interface files exist where and their exact text (SPEC §5.4), the errno of every
-failing read/write/mkdir/rmdir and the Python exception class it maps to,
-``cgroup.procs`` moves (charges never move: SPEC §5.5, §7.4-10),
-``cgroup.subtree_control`` rules (SPEC §5.5), ``memory.max`` parsing, rmdir of a cgroup
-whose css still has charged EPC pages (SPEC §4.6, §4.13) and ``cgroup_disable=misc``
-(SPEC §5.5).
+Which interface files exist where and their exact text (kernel/cgroup/misc.c), the errno of
+every failing read/write/mkdir/rmdir and the Python exception class it maps to,
+``cgroup.procs`` moves (charges never move: "Migration" in sgx.rst, v16 patch 15),
+``cgroup.subtree_control`` rules (cgroup_subtree_control_write(), kernel/cgroup/cgroup.c),
+``memory.max`` parsing, rmdir of a cgroup whose css still has charged EPC pages (each page
+pins its css, v16 patch 5; sgx_cgroup_misc_free(), v16 patch 9) and ``cgroup_disable=misc``
+(every task resolves to the root misc cgroup).
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def misc_css(h: Host, path: str) -> MiscCg:
     return cg
 
 
-# --- which files exist where (SPEC §5.4) --------------------------------------------------
+# --- which files exist where (misc_cg_files of kernel/cgroup/misc.c) ------------------------------
 
 
 def test_root_files():
-    """§5.4: the root has misc.capacity, misc.current and misc.peak; no misc.max,
+    """misc.c (misc_cg_files): the root has misc.capacity, misc.current and misc.peak; no misc.max,
     misc.events or misc.events.local; no memory.* interface files."""
     h = Host("1MiB")
     assert files(h, "/") == ROOT_FILES
@@ -94,7 +95,7 @@ def test_root_files():
 
 
 def test_child_files_with_misc_and_memory():
-    """§5.4: a non-root cgroup whose parent enables misc has current, peak, max,
+    """misc.c (misc_cg_files): a non-root cgroup whose parent enables misc has current, peak, max,
     events, events.local, and no misc.capacity; memory.* where the parent enables
     memory."""
     h = make_host("1MiB", "/a")
@@ -106,7 +107,8 @@ def test_child_files_with_misc_and_memory():
 
 
 def test_child_files_per_controller():
-    """§5.5: files follow the parent's subtree_control: misc only, memory only, none."""
+    """cgroup_subtree_control_write() (kernel/cgroup/cgroup.c): files follow the parent's
+    subtree_control: misc only, memory only, none."""
     h = make_host("1MiB", "/m", root_ctrl="+misc")
     assert files(h, "/m") == CORE_FILES + MISC_CHILD_FILES
     h = make_host("1MiB", "/m", root_ctrl="+memory")
@@ -123,8 +125,9 @@ def test_listdir_lists_files_then_children():
 
 
 def test_no_misc_files_where_parent_lacks_misc_and_tasks_charge_nearest_ancestor():
-    """§5.5: /a enables only memory for its children: /a/b has memory.* but no misc.*
-    file, and a task in /a/b charges /a's misc css (the nearest ancestor with misc)."""
+    """cgroup_subtree_control_write() (kernel/cgroup/cgroup.c): /a enables only memory for its
+    children: /a/b has memory.* but no misc.* file, and a task in /a/b charges /a's misc css (the
+    nearest ancestor with misc)."""
     h = make_host("1MiB", "/a", "/a/b")
     h.fs.write("/a/cgroup.subtree_control", "+memory")
     h.fs.mkdir("/a/b/c")  # grandchild: nothing enabled in /a/b
@@ -332,10 +335,10 @@ def test_mkdir_resets_misc_state():
 
 
 def test_rmdir_with_charged_pages_keeps_css_until_freed():
-    """§4.6, §4.13: a task charges pages in /p/a and moves to /p/b; /p/a can be
-    removed; its css goes offline but stays in the tree with its charges (counted in
-    /p and the root) until the pages are freed; new allocations charge /p/b; when the
-    task exits, usage drops to 0 and the css is freed."""
+    """sgx_cgroup_misc_free() (v16 patch 9; each EPC page pins its css, v16 patch 5): a task charges
+    pages in /p/a and moves to /p/b; /p/a can be removed; its css goes offline but stays in the tree
+    with its charges (counted in /p and the root) until the pages are freed; new allocations charge
+    /p/b; when the task exits, usage drops to 0 and the css is freed."""
     h = make_host("1MiB", "/p", "/p/a", "/p/b")
     h.fs.write("/p/cgroup.subtree_control", "+misc +memory")
     h.fs.mkdir("/p/a/x")  # (nothing enabled in /p/a: a plain child dir)
@@ -367,9 +370,9 @@ def test_rmdir_with_charged_pages_keeps_css_until_freed():
 
 
 def test_rmdir_parent_of_dying_css():
-    """§4.13: an offline css with charges does not keep its parent directory busy
-    (only live children do); the parent css stays alive until the child css is
-    freed."""
+    """cgroup_rmdir() (kernel/cgroup/cgroup.c; each EPC page pins its misc css, v16 patch 5): an
+    offline css with charges does not keep its parent directory busy (only live children do); the
+    parent css stays alive until the child css is freed."""
     h = make_host("1MiB", "/p", "/p/a")
     h.fs.write("/p/cgroup.subtree_control", "+misc")
     t = h.spawn("/p/a")
@@ -472,9 +475,10 @@ def test_procs_no_internal_process():
 
 
 def test_charges_do_not_move_with_task():
-    """§5.5, §7.4-10: pages charged before a move stay charged to the old cgroup;
-    allocations after the move charge the new one; freeing uncharges the cgroup each
-    page was charged to."""
+    """The "Migration" section of sgx.rst (v16 patch 15); sgx_alloc_epc_page() charges the current
+    task's cgroup (v16 patch 5): pages charged before a move stay charged to the old cgroup;
+    allocations after the move charge the new one; freeing uncharges the cgroup each page was
+    charged to."""
     h = make_host("1MiB", "/a", "/b")
     t = h.spawn("/a")
     e = new_enclave(h, t, npages=2)
@@ -496,10 +500,10 @@ def test_charges_do_not_move_with_task():
 
 
 def test_moved_task_hits_new_cgroups_limit():
-    """§5.5, §4.2: after the move the new cgroup's limit applies and the old charges
-    are not counted there: /b (max 1 page) takes one page although /a holds 3; the
-    next page fails once at /b (1 event), the sync loop reclaims /b's own page (not
-    /a's) and the retry succeeds."""
+    """The "Migration" section of sgx.rst (v16 patch 15); sgx_cgroup_try_charge() (v16 patch 9):
+    after the move the new cgroup's limit applies and the old charges are not counted there: /b (max
+    1 page) takes one page although /a holds 3; the next page fails once at /b (1 event), the sync
+    loop reclaims /b's own page (not /a's) and the retry succeeds."""
     h = make_host("1MiB", "/a", "/b")
     h.fs.write("/b/misc.max", "sgx_epc 4096")
     t = h.spawn("/a")
@@ -618,8 +622,9 @@ def test_subtree_control_tab_separator_einval():
 
 
 def test_disable_misc_with_charges_keeps_offline_css():
-    """§4.13: '-misc' kills the children's misc css; one with charged pages stays
-    alive offline until they are freed; the task then charges the root."""
+    """cgroup_subtree_control_write() (kernel/cgroup/cgroup.c; each EPC page pins its misc css,
+    v16 patch 5): '-misc' kills the children's misc css; one with charged pages stays alive offline
+    until they are freed; the task then charges the root."""
     h = make_host("1MiB", "/a")
     t = h.spawn("/a")
     e = new_enclave(h, t, npages=1)
@@ -682,12 +687,12 @@ def test_memory_max_not_on_root():
     raises_errno(errno.ENOENT, h.fs.write, "/memory.max", "1M")
 
 
-# --- misc disabled at boot (SPEC §5.5) ----------------------------------------------------
+# --- misc disabled at boot (cgroup_disable=misc) --------------------------------------------------
 
 
 def test_misc_disabled_no_files_all_charges_to_root():
-    """§5.5 cgroup_disable=misc: no misc.* file anywhere (root included); every task
-    charges and is tracked on the root."""
+    """cgroup_disable=misc (sgx_get_current_cg() returns the root): no misc.* file anywhere (root
+    included); every task charges and is tracked on the root."""
     h = make_host("1MiB", "/a", root_ctrl="+memory", misc_enabled=False)
     assert files(h, "/") == CORE_FILES
     assert files(h, "/a") == CORE_FILES + MEMORY_CHILD_FILES

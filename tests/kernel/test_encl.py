@@ -1,8 +1,11 @@
 """Enclave-side behaviour of the model: ECREATE, ADD_PAGES, EINIT, the accessed bit,
 the fault path (ELDU, SECS reload, EAUG), EDMM, release and task migration.
 
-SPEC sections: §2.4 (enclave structures), §2.5 (which pages are reclaimable), §4.1
-(allocation modes), §4.11 (LRU rules), §4.12 (enclave flows), §5.5 (migration).
+Series citations: the enclave structures of encl.h (unchanged by the series); which pages
+sgx_mark_page_reclaimable() tracks (v16 patch 7 "x86/sgx: Abstract tracking reclaimable pages
+in LRU"); the allocation modes of sgx_alloc_epc_page() (v16 patch 1 "x86/sgx: Replace boolean
+parameters with enums", patches 5, 14); the enclave flows of encl.c / ioctl.c; task migration
+("Migration" in sgx.rst, v16 patch 15 "Docs/x86/sgx: Add description for cgroup support").
 """
 
 from __future__ import annotations
@@ -101,8 +104,9 @@ def evict(h, path, n):
 
 
 def test_ecreate_charges_va_then_secs():
-    """SPEC §4.12, §2.5: ECREATE = grow (page_cnt 0->1, VA page #1) + SECS, both
-    DO_RECLAIM, both charged, neither on an LRU."""
+    """sgx_encl_create() (ioctl.c; DO_RECLAIM of v16 patch 1; VA and SECS are never marked
+    reclaimable): ECREATE = grow (page_cnt 0->1, VA page #1) + SECS, both DO_RECLAIM, both charged,
+    neither on an LRU."""
     h = mkhost()
     t = h.spawn("/a")
     e = ioctl.sgx_open(h, t)
@@ -123,7 +127,8 @@ def test_ecreate_charges_va_then_secs():
 
 @pytest.mark.parametrize("size", [0, P, 3 * P, 12 * P, (1 << 20) + P, (1 << 20) - P])
 def test_ecreate_einval_bad_size(size):
-    """SPEC §2.4: size must be a power of two and at least 2 pages; nothing charged."""
+    """sgx_ioc_enclave_create() (ioctl.c, SECS size check): size must be a power of two and at least
+    2 pages; nothing charged."""
     h = mkhost()
     t = h.spawn("/a")
     e = ioctl.sgx_open(h, t)
@@ -135,7 +140,8 @@ def test_ecreate_einval_bad_size(size):
 
 
 def test_ecreate_minimum_size_ok():
-    """SPEC §2.4: 8192 bytes (2 pages) is the smallest valid enclave."""
+    """sgx_ioc_enclave_create() (ioctl.c, SECS size check): 8192 bytes (2 pages) is the smallest
+    valid enclave."""
     h = mkhost()
     t = h.spawn("/a")
     e = ioctl.sgx_open(h, t)
@@ -145,7 +151,8 @@ def test_ecreate_minimum_size_ok():
 
 
 def test_ecreate_twice_einval():
-    """SPEC §4.12: a second ECREATE on the same enclave is EINVAL, nothing charged."""
+    """sgx_ioc_enclave_create() (ioctl.c): a second ECREATE on the same enclave is EINVAL, nothing
+    charged."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0)
@@ -158,8 +165,9 @@ def test_ecreate_twice_einval():
 
 
 def test_ecreate_enomem_unwinds_va_page():
-    """SPEC §4.1/§4.12: limit of one page: VA page charged, SECS charge fails with
-    nothing reclaimable -> ENOMEM; the VA page is freed again (shrink)."""
+    """sgx_encl_create() (ioctl.c) with the charge of sgx_alloc_epc_page() (v16 patch 5): limit of
+    one page: VA page charged, SECS charge fails with nothing reclaimable -> ENOMEM; the VA page is
+    freed again (shrink)."""
     h = mkhost(limit=1)
     t = h.spawn("/a")
     e = ioctl.sgx_open(h, t)
@@ -179,7 +187,7 @@ def test_ecreate_enomem_unwinds_va_page():
 
 
 def test_failed_ecreate_leaves_invariants_intact():
-    """SPEC §4.12: a failed ECREATE unwinds completely; the model stays consistent
+    """sgx_encl_create() (ioctl.c): a failed ECREATE unwinds completely; the model stays consistent
     (the kernel sets encl->size only after ECREATE succeeds)."""
     h = mkhost(limit=1)
     t = h.spawn("/a")
@@ -194,7 +202,7 @@ def test_failed_ecreate_leaves_invariants_intact():
 
 @pytest.mark.parametrize("added", [1, 510, 511, 512, 1023, 1024])
 def test_add_pages_va_page_every_512_page_cnt(added):
-    """SPEC §4.12: VA pages = ceil((1 + added) / 512); usage = VA + SECS + added."""
+    """sgx_encl_grow() (encl.c): VA pages = ceil((1 + added) / 512); usage = VA + SECS + added."""
     h = mkhost("8MiB")
     t = h.spawn("/a")
     e = build(h, t, added, size=8 << 20)
@@ -212,7 +220,7 @@ def test_add_pages_va_page_every_512_page_cnt(added):
 
 
 def test_add_pages_new_va_page_goes_to_head():
-    """SPEC §4.12 (sgx_encl_grow + list_add): the newest VA page heads va_pages."""
+    """sgx_encl_grow() (encl.c; list_add): the newest VA page heads va_pages."""
     h = mkhost("4MiB")
     t = h.spawn("/a")
     e = build(h, t, 512, size=4 << 20)
@@ -221,7 +229,7 @@ def test_add_pages_new_va_page_goes_to_head():
 
 @pytest.mark.parametrize("measure,expect", [(True, 16), (False, 0)])
 def test_add_pages_eextend_16_per_measured_page(measure, expect):
-    """SPEC §3 (SGX_EEXTEND_BLOCK_SIZE 256): 16 EEXTENDs per measured page."""
+    """sgx_encl_add_page() (ioctl.c; SGX_EEXTEND_BLOCK_SIZE 256): 16 EEXTENDs per measured page."""
     h = mkhost()
     t = h.spawn("/a")
     build(h, t, 5, measure=measure)
@@ -230,7 +238,8 @@ def test_add_pages_eextend_16_per_measured_page(measure, expect):
 
 
 def test_add_pages_tcs_type_recorded():
-    """SPEC §2.4: the page type of ADD_PAGES is recorded; TCS pages are reclaimable."""
+    """sgx_encl_add_page() (ioctl.c; page types of encl.h): the page type of ADD_PAGES is recorded;
+    TCS pages are reclaimable."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2, page_type=SGX_PAGE_TYPE_TCS)
@@ -239,7 +248,8 @@ def test_add_pages_tcs_type_recorded():
 
 
 def test_add_pages_on_lru_in_order():
-    """SPEC §4.11: each added page goes to the tail of its cgroup's LRU, TRACKED."""
+    """sgx_mark_page_reclaimable() (main.c, v16 patch 7): each added page goes to the tail of its
+    cgroup's LRU, TRACKED."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 6)
@@ -249,8 +259,8 @@ def test_add_pages_on_lru_in_order():
 
 
 def test_readd_page_fails_state_unchanged():
-    """SPEC §4.12: re-adding a present page fails at that page; the pages before it
-    in the range were added, ``count`` reports them, nothing leaks."""
+    """sgx_ioc_enclave_add_pages() (ioctl.c): re-adding a present page fails at that page; the pages
+    before it in the range were added, ``count`` reports them, nothing leaks."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0)
@@ -267,7 +277,8 @@ def test_readd_page_fails_state_unchanged():
 
 
 def test_readd_page_at_va_boundary_frees_the_new_va_page():
-    """SPEC §4.12: a failing add after grow() allocated a VA page shrinks it again."""
+    """sgx_encl_shrink() (encl.c): a failing add after grow() allocated a VA page shrinks it
+    again."""
     h = mkhost("4MiB")
     t = h.spawn("/a")
     e = build(h, t, 511, size=4 << 20)
@@ -282,7 +293,7 @@ def test_readd_page_at_va_boundary_frees_the_new_va_page():
 
 
 def test_readd_page_errno_is_ebusy():
-    """SPEC §4.12 / ioctl.c sgx_encl_add_page(): re-adding a page -> EBUSY."""
+    """sgx_encl_add_page() (ioctl.c): re-adding a page -> EBUSY."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 1)
@@ -305,7 +316,7 @@ def test_readd_page_errno_is_ebusy():
     ],
 )
 def test_add_pages_einval_range(offset, length):
-    """SPEC §4.12 (sgx_validate_offset_length): EINVAL, nothing charged."""
+    """sgx_validate_offset_length() (ioctl.c): EINVAL, nothing charged."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0, size=8 * P)
@@ -317,7 +328,8 @@ def test_add_pages_einval_range(offset, length):
 
 
 def test_add_pages_last_page_ok():
-    """SPEC §4.12: offset + length - 4096 < size is the bound: the last page fits."""
+    """sgx_validate_offset_length() (ioctl.c): offset + length - 4096 < size is the bound: the last
+    page fits."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0, size=8 * P)
@@ -326,7 +338,7 @@ def test_add_pages_last_page_ok():
 
 
 def test_add_pages_einval_before_create_and_after_init():
-    """SPEC §4.12: ADD_PAGES needs CREATED and not INITIALIZED."""
+    """sgx_ioc_enclave_add_pages() (ioctl.c): ADD_PAGES needs CREATED and not INITIALIZED."""
     h = mkhost()
     t = h.spawn("/a")
     e = ioctl.sgx_open(h, t)
@@ -342,7 +354,7 @@ def test_add_pages_einval_before_create_and_after_init():
 
 @pytest.mark.parametrize("ptype", [SGX_PAGE_TYPE_SECS, SGX_PAGE_TYPE_TRIM, 3])
 def test_add_pages_einval_bad_type(ptype):
-    """SPEC §2.4: only REG and TCS pages can be added."""
+    """sgx_validate_secinfo() (ioctl.c): only REG and TCS pages can be added."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0)
@@ -352,8 +364,8 @@ def test_add_pages_einval_bad_type(ptype):
 
 
 def test_add_pages_enomem_count_zero_when_full_of_unreclaimable():
-    """SPEC §4.2/§6.2: limit = VA + SECS: the first page's charge fails with nothing
-    reclaimable -> ENOMEM, count 0."""
+    """sgx_cgroup_try_charge() (epc_cgroup.c, v16 patch 9; the test_sgx case of v16 patch 16): limit
+    = VA + SECS: the first page's charge fails with nothing reclaimable -> ENOMEM, count 0."""
     h = mkhost(limit=2)
     t = h.spawn("/a")
     e = build(h, t, 0)
@@ -367,10 +379,11 @@ def test_add_pages_enomem_count_zero_when_full_of_unreclaimable():
 
 
 def test_add_pages_partial_enomem_at_va_boundary():
-    """SPEC §4.12, §2.5: limit 3 pages.  Each add evicts the previous page (sync
-    reclaim); the 512th add needs a second VA page, whose charge finds nothing
-    reclaimable (the new page is not on the LRU yet) -> ENOMEM, count = 511 pages;
-    the content page is freed again; VA + SECS stay charged."""
+    """sgx_ioc_enclave_add_pages() (ioctl.c) with sync reclaim (sgx_cgroup_try_charge(),
+    v16 patch 9; VA never on an LRU): limit 3 pages.  Each add evicts the previous page (sync
+    reclaim); the 512th add needs a second VA page, whose charge finds nothing reclaimable (the new
+    page is not on the LRU yet) -> ENOMEM, count = 511 pages; the content page is freed again; VA +
+    SECS stay charged."""
     h = mkhost("4MiB", limit=3)
     t = h.spawn("/a")
     e = build(h, t, 0, size=4 << 20)
@@ -388,8 +401,8 @@ def test_add_pages_partial_enomem_at_va_boundary():
 
 
 def test_add_pages_signal_pending_before_start_eintr():
-    """SPEC §4.12: a pending signal before the first page -> ERESTARTSYS (EINTR), count
-    0; the fatal signal ends the process on return (enclave released)."""
+    """sgx_ioc_enclave_add_pages() (ioctl.c): a pending signal before the first page -> ERESTARTSYS
+    (EINTR), count 0; the fatal signal ends the process on return (enclave released)."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0)
@@ -405,7 +418,8 @@ def test_add_pages_signal_pending_before_start_eintr():
 
 
 def test_add_pages_signal_mid_way_returns_partial_count():
-    """SPEC §4.12: a signal after some pages stops the loop and returns the count."""
+    """sgx_ioc_enclave_add_pages() (ioctl.c): a signal after some pages stops the loop and returns
+    the count."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 0)
@@ -422,7 +436,7 @@ def test_add_pages_signal_mid_way_returns_partial_count():
 
 
 def test_einit_einval_before_create_and_twice():
-    """SPEC §4.12: EINIT needs CREATED and not yet INITIALIZED."""
+    """sgx_ioc_enclave_init() (ioctl.c): EINIT needs CREATED and not yet INITIALIZED."""
     h = mkhost()
     t = h.spawn("/a")
     e = ioctl.sgx_open(h, t)
@@ -439,7 +453,8 @@ def test_einit_einval_before_create_and_twice():
 
 
 def test_secs_not_evicted_before_einit():
-    """SPEC §2.5, §4.9: SECS only goes after its last child once INITIALIZED."""
+    """sgx_reclaimer_write() (main.c; the SECS is never on an LRU): SECS only goes after its last
+    child once INITIALIZED."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 4)
@@ -451,8 +466,8 @@ def test_secs_not_evicted_before_einit():
 
 
 def test_secs_evicted_with_last_child_after_einit():
-    """SPEC §2.5, §4.9 step 4: after EINIT, evicting the last child EWBs and frees
-    the SECS (uncharged, backing charged, one more VA slot)."""
+    """sgx_reclaimer_write() (main.c; the SECS is never on an LRU): after EINIT, evicting the last
+    child EWBs and frees the SECS (uncharged, backing charged, one more VA slot)."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 4, init=True)
@@ -469,8 +484,8 @@ def test_secs_evicted_with_last_child_after_einit():
 
 
 def test_access_sets_accessed_bit_returns_leading_hits():
-    """SPEC §4.9 (age test input): every access to a resident page sets the accessed
-    bit; sgx_encl_access returns the number of leading hits."""
+    """sgx_reclaimer_age() input (main.c; the PTE accessed bit): every access to a resident page
+    sets the accessed bit; sgx_encl_access returns the number of leading hits."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 8)
@@ -489,8 +504,9 @@ def test_access_sets_accessed_bit_returns_leading_hits():
 
 
 def test_age_test_clears_accessed_and_rotates_young_pages():
-    """SPEC §4.9 phase 2: young pages (accessed) are rotated to the LRU tail with the
-    bit cleared; the others are evicted.  The next pass evicts the rotated ones."""
+    """sgx_reclaimer_age() in sgx_reclaim_pages() (main.c): young pages (accessed) are rotated to
+    the LRU tail with the bit cleared; the others are evicted.  The next pass evicts the rotated
+    ones."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 4)
@@ -509,7 +525,7 @@ def test_age_test_clears_accessed_and_rotates_young_pages():
 
 
 def test_fault_clears_accessed_then_retried_access_sets_it():
-    """SPEC §4.12: the fault path clears the accessed bit after mapping the page; the
+    """sgx_vma_fault() (encl.c): the fault path clears the accessed bit after mapping the page; the
     retried access sets it."""
     h = mkhost()
     t = h.spawn("/a")
@@ -532,8 +548,9 @@ def test_fault_clears_accessed_then_retried_access_sets_it():
 
 
 def test_fault_eldu_reloads_and_recharges():
-    """SPEC §4.1, §4.12: fault on an evicted page: ELDU (NO_RECLAIM), charged, back on
-    the LRU tail, backing returned to the memcg."""
+    """sgx_vma_fault() (encl.c) / sgx_encl_eldu() (NO_RECLAIM of v16 patch 1, charge of v16
+    patch 5): fault on an evicted page: ELDU (NO_RECLAIM), charged, back on the LRU tail, backing
+    returned to the memcg."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 4)
@@ -551,8 +568,8 @@ def test_fault_eldu_reloads_and_recharges():
 
 
 def test_fault_loads_secs_first_when_evicted():
-    """SPEC §4.12: EINIT, evict all children -> SECS evicted and uncharged; one access
-    then costs 2 ELDUs (SECS, then the page) and 2 charges."""
+    """sgx_encl_load_secs() / sgx_encl_eldu() (encl.c): EINIT, evict all children -> SECS evicted
+    and uncharged; one access then costs 2 ELDUs (SECS, then the page) and 2 charges."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 8, init=True)
@@ -572,8 +589,9 @@ def test_fault_loads_secs_first_when_evicted():
 
 
 def test_fault_frees_va_slot_and_moves_va_page_to_head():
-    """SPEC §4.12: ELDU frees the page's VA slot and moves that VA page to the head of
-    va_pages; a full VA page is rotated to the tail by EWB (§4.9)."""
+    """sgx_encl_eldu() / sgx_free_va_slot() (encl.c): ELDU frees the page's VA slot and moves that
+    VA page to the head of va_pages; a full VA page is rotated to the tail by EWB
+    (sgx_alloc_va_slot() in sgx_reclaimer_write())."""
     h = mkhost("4MiB")
     t = h.spawn("/a")
     e = build(h, t, 600, size=4 << 20)  # page_cnt 601: VA pages 0 and 1
@@ -606,10 +624,10 @@ def full_with_evicted(h, t, n=8):
 
 
 def test_fault_at_limit_retries_and_queues_async_work():
-    """SPEC §4.1, §4.2: at the limit the NO_RECLAIM charge fails with EBUSY (LRU not
-    empty): VM_FAULT_NOPAGE -> the access yields 'fault_retry' and the cgroup's work
-    is queued (one max event per attempt); once the work reclaimed, the retried fault
-    succeeds."""
+    """sgx_vma_fault() (encl.c) with sgx_cgroup_try_charge() (v16 patches 9, 10): at the limit the
+    NO_RECLAIM charge fails with EBUSY (LRU not empty): VM_FAULT_NOPAGE -> the access yields
+    'fault_retry' and the cgroup's work is queued (one max event per attempt); once the work
+    reclaimed, the retried fault succeeds."""
     h = mkhost(limit=10)
     t = h.spawn("/a")
     e = full_with_evicted(h, t)
@@ -632,8 +650,9 @@ def test_fault_at_limit_retries_and_queues_async_work():
 
 
 def test_fault_retry_loop_with_roundrobin_completes():
-    """SPEC §4.5: the retrying fault is unblocked by the async worker run between
-    (30 reclaimable pages: the worker's 16-page batch never empties the LRU)."""
+    """sgx_cgroup_reclaim_work_func() (epc_cgroup.c, v16 patch 10): the retrying fault is unblocked
+    by the async worker run between (30 reclaimable pages: the worker's 16-page batch never empties
+    the LRU)."""
     h = mkhost(limit=32)
     t = h.spawn("/a")
     e = full_with_evicted(h, t, 30)
@@ -647,10 +666,10 @@ def test_fault_retry_loop_with_roundrobin_completes():
 
 
 def test_fault_sees_empty_lru_while_worker_holds_all_pages():
-    """SPEC §4.2 step 2 + §4.9 phase 1: isolated pages are off the LRU, so a charge
-    that fails while a reclaimer holds every reclaimable page of the subtree finds
-    the LRUs empty -> ENOMEM -> SIGBUS.  (Faithful to the kernel's window: the
-    emptiness test is list_empty() on the LRUs.)"""
+    """sgx_cgroup_lru_empty() in __sgx_cgroup_try_charge() (v16 patch 9) and the isolation loop of
+    sgx_reclaim_pages() (main.c): isolated pages are off the LRU, so a charge that fails while a
+    reclaimer holds every reclaimable page of the subtree finds the LRUs empty -> ENOMEM -> SIGBUS.
+    (Faithful to the kernel's window: the emptiness test is list_empty() on the LRUs.)"""
     h = mkhost(limit=10)
     t = h.spawn("/a")
     e = full_with_evicted(h, t)
@@ -681,8 +700,8 @@ def test_fault_max_retries_stops():
 
 
 def test_fault_sigbus_when_nothing_reclaimable():
-    """SPEC §4.1: NO_RECLAIM charge fails with ENOMEM (subtree LRUs empty) -> SIGBUS;
-    the process dies (128 + SIGBUS)."""
+    """sgx_vma_fault() (encl.c) with sgx_cgroup_try_charge() (v16 patch 9): NO_RECLAIM charge fails
+    with ENOMEM (subtree LRUs empty) -> SIGBUS; the process dies (128 + SIGBUS)."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2)
@@ -696,8 +715,9 @@ def test_fault_sigbus_when_nothing_reclaimable():
 
 
 def test_fault_sigbus_after_secs_reload_keeps_secs():
-    """SPEC §4.12: SECS reloaded (ELDU), then the page's charge fails with ENOMEM ->
-    SIGBUS; the reloaded SECS stays resident without children (consistent state)."""
+    """sgx_encl_load_secs() / sgx_encl_eldu() (encl.c): SECS reloaded (ELDU), then the page's charge
+    fails with ENOMEM -> SIGBUS; the reloaded SECS stays resident without children (consistent
+    state)."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2, init=True)
@@ -712,8 +732,9 @@ def test_fault_sigbus_after_secs_reload_keeps_secs():
 
 
 def test_fault_on_page_being_reclaimed_retries():
-    """SPEC §4.12: a resident page with BEING_RECLAIMED (blocked, PTE zapped) faults
-    with EBUSY -> retry; after write-back it is ELDU'ed."""
+    """sgx_vma_fault() (encl.c) (sgx_encl_load_page(): BEING_RECLAIMED -> EBUSY): a resident page
+    with BEING_RECLAIMED (blocked, PTE zapped) faults with EBUSY -> retry; after write-back it is
+    ELDU'ed."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2)
@@ -746,8 +767,9 @@ def test_fault_outside_enclave_sigbus():
 
 
 def test_eaug_charges_page_then_va_page_when_due():
-    """SPEC §4.1, §4.12: fault on an absent page after EINIT (SGX2): EAUG; the page is
-    charged, then a VA page when page_cnt % 512 == 0; the page goes on the LRU."""
+    """sgx_encl_eaug_page() (encl.c; NO_RECLAIM of v16 patch 1): fault on an absent page after EINIT
+    (SGX2): EAUG; the page is charged, then a VA page when page_cnt % 512 == 0; the page goes on the
+    LRU."""
     h = mkhost("4MiB")
     t = h.spawn("/a")
     e = build(h, t, 511, size=4 << 20, init=True)
@@ -767,8 +789,9 @@ def test_eaug_charges_page_then_va_page_when_due():
 
 
 def test_eaug_va_charge_fails_at_limit_retry_frees_page():
-    """SPEC §4.1: one page of room: the EAUG page is charged, the VA page's NO_RECLAIM
-    charge fails (EBUSY) -> NOPAGE; the page is freed and uncharged, work queued."""
+    """sgx_encl_eaug_page() (encl.c) with sgx_cgroup_try_charge() (v16 patch 10): one page of room:
+    the EAUG page is charged, the VA page's NO_RECLAIM charge fails (EBUSY) -> NOPAGE; the page is
+    freed and uncharged, work queued."""
     h = mkhost("4MiB")
     t = h.spawn("/a")
     e = build(h, t, 511, size=4 << 20, init=True)
@@ -787,7 +810,7 @@ def test_eaug_va_charge_fails_at_limit_retry_frees_page():
 
 
 def test_eaug_before_einit_sigbus():
-    """SPEC §4.12: EAUG needs an initialised enclave."""
+    """sgx_encl_eaug_page() (encl.c): EAUG needs an initialised enclave."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 1)
@@ -797,7 +820,7 @@ def test_eaug_before_einit_sigbus():
 
 
 def test_no_sgx2_absent_page_sigbus():
-    """SPEC §4.12: without SGX2 an absent page cannot be added on fault."""
+    """sgx_encl_eaug_page() (encl.c): without SGX2 an absent page cannot be added on fault."""
     h = mkhost(sgx2=False)
     t = h.spawn("/a")
     e = build(h, t, 1, init=True)
@@ -809,7 +832,7 @@ def test_no_sgx2_absent_page_sigbus():
 
 
 def test_eaug_loads_evicted_secs_first():
-    """SPEC §4.12: EAUG with an evicted SECS reloads it first."""
+    """sgx_encl_eaug_page() (encl.c): EAUG with an evicted SECS reloads it first."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2, init=True)
@@ -826,8 +849,9 @@ def test_eaug_loads_evicted_secs_first():
 
 
 def test_trim_and_remove_frees_page_keeps_va_pages():
-    """SPEC §2.5, §4.11: MODIFY_TYPES REG->TRIM then REMOVE_PAGES: EREMOVE + free +
-    uncharge, page_cnt decremented, VA pages never freed."""
+    """sgx_ioc_enclave_remove_pages() (ioctl.c; sgx_unmark_page_reclaimable(), v16 patch 7; VA pages
+    stay): MODIFY_TYPES REG->TRIM then REMOVE_PAGES: EREMOVE + free + uncharge, page_cnt
+    decremented, VA pages never freed."""
     h = mkhost("4MiB")
     t = h.spawn("/a")
     e = build(h, t, 512, size=4 << 20, init=True)
@@ -851,7 +875,8 @@ def test_trim_and_remove_frees_page_keeps_va_pages():
 
 
 def test_removed_page_can_be_eaugmented_again():
-    """SPEC §4.12: after removal the page is absent from page_array -> EAUG on fault."""
+    """sgx_ioc_enclave_remove_pages() / sgx_encl_eaug_page() (ioctl.c, encl.c): after removal the
+    page is absent from page_array -> EAUG on fault."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2, init=True)
@@ -863,7 +888,8 @@ def test_removed_page_can_be_eaugmented_again():
 
 
 def test_remove_non_trim_page_eperm():
-    """SPEC §4.11 / ioctl.c: REMOVE_PAGES of a page that is not TRIM -> EPERM, count 0."""
+    """sgx_encl_remove_pages() (ioctl.c): REMOVE_PAGES of a page that is not TRIM -> EPERM, count
+    0."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 2, init=True)
@@ -900,7 +926,7 @@ def test_remove_partial_count():
     ids=["restrict", "modify", "remove"],
 )
 def test_edmm_einval_before_einit_enodev_without_sgx2(call):
-    """SPEC §4.1 (EDMM ioctls): EINVAL before EINIT; ENODEV without SGX2."""
+    """the EDMM ioctls (ioctl.c): EINVAL before EINIT; ENODEV without SGX2."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 1)
@@ -916,7 +942,8 @@ def test_edmm_einval_before_einit_enodev_without_sgx2(call):
 
 
 def test_edmm_einval_bad_range():
-    """SPEC §4.12: the EDMM ioctls validate offset/length like ADD_PAGES."""
+    """sgx_validate_offset_length() (ioctl.c): the EDMM ioctls validate offset/length like
+    ADD_PAGES."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 1, size=8 * P, init=True)
@@ -936,8 +963,9 @@ def test_modify_types_to_reg_einval():
 
 
 def test_edmm_reclaim_direct_above_threshold():
-    """SPEC §4.8: each EDMM page is preceded by sgx_reclaim_direct(): with the cgroup at
-    its threshold (limit 64 <= 128: threshold = limit) a 16-page pass runs first."""
+    """sgx_reclaim_direct() (main.c, v16 patch 13): each EDMM page is preceded by
+    sgx_reclaim_direct(): with the cgroup at its threshold (limit 64 <= 128: threshold = limit) a
+    16-page pass runs first."""
     h = mkhost(limit=64)
     t = h.spawn("/a")
     e = build(h, t, 62, init=True)
@@ -954,10 +982,10 @@ def test_edmm_reclaim_direct_above_threshold():
 
 
 def test_edmm_reclaim_direct_before_every_page():
-    """SPEC §4.4, §4.8: limit 200 > 128 -> threshold 168.  Usage 200: the direct pass
-    before page 1 takes 16 (184), before page 2 16 more (168, still >= 168), before
-    page 3 16 more (152); page 4 finds usage below the threshold.  (Free EPC stays
-    >= 32: no global pass.)"""
+    """sgx_cgroup_should_reclaim() (v16 patch 10) in sgx_reclaim_direct() (v16 patch 13): limit 200
+    > 128 -> threshold 168.  Usage 200: the direct pass before page 1 takes 16 (184), before page 2
+    16 more (168, still >= 168), before page 3 16 more (152); page 4 finds usage below the
+    threshold.  (Free EPC stays >= 32: no global pass.)"""
     h = mkhost(limit=200)
     t = h.spawn("/a")
     e = build(h, t, 198, init=True)
@@ -970,7 +998,8 @@ def test_edmm_reclaim_direct_before_every_page():
 
 
 def test_edmm_no_reclaim_below_threshold():
-    """SPEC §4.4, §4.8: below the threshold sgx_reclaim_direct() does nothing."""
+    """sgx_cgroup_should_reclaim() (v16 patch 10) in sgx_reclaim_direct() (v16 patch 13): below the
+    threshold sgx_reclaim_direct() does nothing."""
     h = mkhost(limit=100)
     t = h.spawn("/a")
     e = build(h, t, 62, init=True)
@@ -980,7 +1009,8 @@ def test_edmm_no_reclaim_below_threshold():
 
 
 def test_restrict_permissions_loads_evicted_page():
-    """SPEC §4.1: the EDMM ioctls load an evicted page (NO_RECLAIM): SECS first."""
+    """sgx_encl_load_page() from the EDMM ioctls (NO_RECLAIM of v16 patch 1): the EDMM ioctls load
+    an evicted page (NO_RECLAIM): SECS first."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 4, init=True)
@@ -994,10 +1024,11 @@ def test_restrict_permissions_loads_evicted_page():
 
 
 def test_edmm_load_at_ancestor_limit_eagain():
-    """SPEC §4.1, §4.4, §4.8: the ancestor /a is full because of a sibling; the
-    requester's own usage is far below the threshold, so sgx_reclaim_direct() does
-    nothing; the NO_RECLAIM load gets EBUSY (its subtree has reclaimable pages) ->
-    EAGAIN, count 0, and the requester's work is queued."""
+    """sgx_reclaim_direct() (v16 patch 13), sgx_cgroup_should_reclaim() (v16 patch 10) and
+    sgx_cgroup_try_charge() (v16 patch 9): the ancestor /a is full because of a sibling; the
+    requester's own usage is far below the threshold, so sgx_reclaim_direct() does nothing; the
+    NO_RECLAIM load gets EBUSY (its subtree has reclaimable pages) -> EAGAIN, count 0, and the
+    requester's work is queued."""
     h = mkhost(limit=200)
     h.fs.write("/a/cgroup.subtree_control", "+misc")
     h.fs.mkdir("/a/c1")
@@ -1022,7 +1053,8 @@ def test_edmm_load_at_ancestor_limit_eagain():
 
 
 def test_modify_types_reg_to_tcs_requeues_on_lru():
-    """SPEC §4.11: REG->TCS unmarks the page and marks it reclaimable again (tail)."""
+    """sgx_enclave_modify_types() (ioctl.c; sgx_unmark/mark_page_reclaimable(), v16 patch 7):
+    REG->TCS unmarks the page and marks it reclaimable again (tail)."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 3, init=True)
@@ -1058,9 +1090,9 @@ def test_restrict_permissions_on_tcs_page_einval():
 
 
 def test_exit_releases_everything():
-    """SPEC §4.12, §4.10: process exit drops the mm and file references -> release:
-    every resident page, the SECS and all VA pages are EREMOVEd and uncharged; the
-    backing of evicted pages goes back to the memcg."""
+    """sgx_encl_release() (encl.c) and sgx_free_epc_page() (uncharge of v16 patch 5): process exit
+    drops the mm and file references -> release: every resident page, the SECS and all VA pages are
+    EREMOVEd and uncharged; the backing of evicted pages goes back to the memcg."""
     h = mkhost("4MiB", limit=300)
     t = h.spawn("/a")
     e = build(h, t, 600, size=4 << 20, init=True)
@@ -1082,7 +1114,7 @@ def test_exit_releases_everything():
 
 
 def test_exit_releases_with_secs_evicted():
-    """SPEC §4.12: release with the SECS evicted returns its backing too."""
+    """sgx_encl_release() (encl.c): release with the SECS evicted returns its backing too."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 8, init=True)
@@ -1095,8 +1127,8 @@ def test_exit_releases_with_secs_evicted():
 
 
 def test_release_deferred_while_reclaimer_holds_pages():
-    """SPEC §4.12, §4.13: the reclaimer holds an enclave reference per isolated page;
-    the enclave is released when the last one is dropped, in the reclaimer."""
+    """sgx_encl_release() (encl.c; the reclaimer's kref): the reclaimer holds an enclave reference
+    per isolated page; the enclave is released when the last one is dropped, in the reclaimer."""
     h = mkhost()
     t = h.spawn("/a")
     e = build(h, t, 20)
@@ -1114,7 +1146,7 @@ def test_release_deferred_while_reclaimer_holds_pages():
 
 
 def test_release_when_last_reference_goes_file_then_mm():
-    """SPEC §4.12: the enclave lives while the file or any mm holds it."""
+    """sgx_encl_release() (encl.c): the enclave lives while the file or any mm holds it."""
     h = mkhost()
     t1 = h.spawn("/a")
     t2 = h.spawn("/a")
@@ -1129,12 +1161,13 @@ def test_release_when_last_reference_goes_file_then_mm():
     check_invariants(h, quiescent=True)
 
 
-# --- migration (SPEC §5.5) ------------------------------------------------------------------------
+# --- migration ("Migration" in sgx.rst, v16 patch 15) ---------------------------------------------
 
 
 def test_migration_charges_stay_reload_charges_new_cgroup():
-    """SPEC §5.5, §4.11: charges never move with the task; a page loaded back after the
-    move is charged to (and tracked on the LRU of) the new cgroup."""
+    """The "Migration" section of sgx.rst (v16 patch 15), sgx_mark_page_reclaimable() (v16 patch 7):
+    charges never move with the task; a page loaded back after the move is charged to (and tracked
+    on the LRU of) the new cgroup."""
     h = mkhost()
     h.fs.mkdir("/b")
     t = h.spawn("/a")
@@ -1158,8 +1191,9 @@ def test_migration_charges_stay_reload_charges_new_cgroup():
 
 
 def test_migration_rmdir_old_cgroup_keeps_charges_reclaimable():
-    """SPEC §4.6, §4.13: an rmdir'ed cgroup with charged pages stays (offline), its
-    pages remain reclaimable, and it is freed when the last page goes."""
+    """sgx_cgroup_misc_free() (v16 patch 9; each EPC page pins its css, v16 patch 5): an rmdir'ed
+    cgroup with charged pages stays (offline), its pages remain reclaimable, and it is freed when
+    the last page goes."""
     h = mkhost()
     h.fs.mkdir("/b")
     t = h.spawn("/a")

@@ -1,9 +1,11 @@
 """The EPC pool: sections / NUMA nodes, capacity, host configuration, free lists and
 the per-page memory footprint.
 
-SPEC sections: §2.3 (struct sgx_epc_page, section), §3 (SGX_MAX_EPC_SECTIONS = 8), §4.1
-step 3a (local node first, then the other EPC nodes), §4.10 (free: tail of the node's
-free list), §4.14 (capacity = sum of all sections), §5.4 (misc.capacity).
+Series citations: struct sgx_epc_page and SGX_MAX_EPC_SECTIONS = 8 (sgx.h);
+__sgx_alloc_epc_page() (main.c: the local node first, then the other EPC nodes);
+sgx_free_epc_page() (tail of the node's free list); capacity = sum of all sections,
+misc.capacity (sgx_cgroup_register(), v16 patch 5 "x86/sgx: Implement basic EPC misc cgroup
+functionality").
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def sections_of(h, pages):
 
 
 def test_two_sections_capacity_and_misc_capacity():
-    """SPEC §4.14, §5.4: capacity = sum of the sections; misc.capacity shows it."""
+    """sgx_cgroup_register() (main.c, v16 patch 5) and misc_cg_capacity_show()
+    (kernel/cgroup/misc.c): capacity = sum of the sections; misc.capacity shows it."""
     h = Host(sections=["1MiB", "1MiB"])
     assert h.epc.nr_pages == 512
     assert h.capacity == 2 << 20
@@ -60,7 +63,8 @@ def test_single_section_sizes(spec, pages):
 
 
 def test_unequal_sections():
-    """SPEC §2.3: pages are numbered section after section; section_of() maps back."""
+    """struct sgx_epc_page / sgx_epc_sections (sgx.h): pages are numbered section after section;
+    section_of() maps back."""
     h = Host(sections=["8KiB", "16KiB", 4096])
     assert h.epc.section_pages == [2, 4, 1]
     assert [h.epc.section_of(i) for i in range(7)] == [0, 0, 1, 1, 1, 1, 2]
@@ -68,7 +72,7 @@ def test_unequal_sections():
 
 
 def test_eight_sections_allowed():
-    """SPEC §3: SGX_MAX_EPC_SECTIONS = 8."""
+    """sgx.h: SGX_MAX_EPC_SECTIONS = 8."""
     h = Host(sections=["64KiB"] * 8)
     assert h.capacity == 8 * 64 * 1024
     assert len(h.epc.free_lists) == 8
@@ -106,7 +110,7 @@ def test_host_config_error_names_the_section():
 
 
 def test_epcpool_rejects_bad_section_count():
-    """SPEC §3: 1..8 sections in the pool itself."""
+    """sgx_page_cache_init() (main.c; SGX_MAX_EPC_SECTIONS): 1..8 sections in the pool itself."""
     with pytest.raises(ValueError):
         EpcPool([])
     with pytest.raises(ValueError):
@@ -118,7 +122,7 @@ def test_epcpool_rejects_bad_section_count():
 
 @pytest.mark.parametrize("nid", [0, 1])
 def test_allocation_prefers_task_node(nid):
-    """SPEC §4.1 step 3a: the local node (Task.nid) first."""
+    """__sgx_alloc_epc_page() (main.c): the local node (Task.nid) first."""
     h = Host(sections=["1MiB", "1MiB"])
     t = h.spawn("/", nid=nid)
     e = build(h, t, 20)
@@ -131,8 +135,8 @@ def test_allocation_prefers_task_node(nid):
 
 
 def test_allocation_falls_back_to_other_node_when_local_full():
-    """SPEC §4.1 step 3a: local node empty -> another EPC node; no reclaim needed while
-    any node has a free page."""
+    """__sgx_alloc_epc_page() (main.c): local node empty -> another EPC node; no reclaim needed
+    while any node has a free page."""
     h = Host(sections=["64KiB", "64KiB"])  # 16 + 16 pages
     t = h.spawn("/", nid=0)
     e = build(h, t, 20)
@@ -145,7 +149,8 @@ def test_allocation_falls_back_to_other_node_when_local_full():
 
 
 def test_freed_page_returns_to_its_own_node():
-    """SPEC §4.10: a freed page goes to the tail of its section's node free list."""
+    """sgx_free_epc_page() (main.c): a freed page goes to the tail of its section's node free
+    list."""
     h = Host(sections=["64KiB", "64KiB"])
     t0 = h.spawn("/", nid=0)
     t1 = h.spawn("/", nid=1)
@@ -163,7 +168,8 @@ def test_freed_page_returns_to_its_own_node():
 
 
 def test_free_list_fifo_order():
-    """SPEC §4.10: pages are taken from the head and returned to the tail."""
+    """__sgx_alloc_epc_page_from_node() and sgx_free_epc_page() (main.c): pages are taken from the
+    head and returned to the tail."""
     h = Host("64KiB")
     t = h.spawn("/")
     e = build(h, t, 2)
@@ -177,8 +183,8 @@ def test_free_list_fifo_order():
 
 
 def test_physical_shortage_reclaims_globally():
-    """SPEC §4.1 step 3e: cgroup under its limit, no free page: a DO_RECLAIM allocation
-    runs global reclaim (16 pages) and retries."""
+    """sgx_alloc_epc_page() -> sgx_reclaim_pages_global() (main.c, v16 patch 14): cgroup under its
+    limit, no free page: a DO_RECLAIM allocation runs global reclaim (16 pages) and retries."""
     h = Host(sections=["64KiB", "64KiB"])  # 32 pages
     t = h.spawn("/", nid=0)
     e = build(h, t, 40, size=1 << 20)
@@ -189,7 +195,7 @@ def test_physical_shortage_reclaims_globally():
 
 
 def test_task_on_node_without_epc_still_allocates():
-    """SPEC §4.1 step 3a: a task on a node with no EPC section gets pages from the EPC
+    """__sgx_alloc_epc_page() (main.c): a task on a node with no EPC section gets pages from the EPC
     nodes."""
     h = Host(sections=["64KiB", "64KiB"])
     t = h.spawn("/", nid=5)
@@ -200,7 +206,7 @@ def test_task_on_node_without_epc_still_allocates():
 
 
 def test_fallback_order_fills_next_node_first():
-    """SPEC §4.1 step 3a / main.c: local node, then next_node_in() order."""
+    """__sgx_alloc_epc_page() (main.c): local node, then next_node_in() order."""
     h = Host(sections=["64KiB"] * 3)  # 16 pages each
     t = h.spawn("/", nid=0)
     e = build(h, t, 18)  # VA + SECS + 14 fill node 0; 4 more fall back

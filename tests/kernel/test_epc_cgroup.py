@@ -1,7 +1,7 @@
 """Tests of the per-cgroup EPC accounting and reclaim (``epcsim.kernel.epc_cgroup``).
 
-Each test names the SPEC section it checks.  Counts are exact: every scenario is
-deterministic (no RoundRobin, generators are stepped or driven by hand).
+Each test names the kernel function and the v16 patch it checks.  Counts are exact: every
+scenario is deterministic (no RoundRobin, generators are stepped or driven by hand).
 """
 
 from __future__ import annotations
@@ -108,11 +108,12 @@ def run_counting(gen) -> tuple[object, list[str]]:
             return stop.value, points
 
 
-# --- §4.6 cursor ---------------------------------------------------------------------------
+# --- the next_cg cursor: sgx_cgroup_next_get() (v16 patch 9) --------------------------------------
 
 
 def test_cursor_preorder_visits_root_first_each_cycle():
-    """§4.6: for R{A{A1,A2},B}, next_get(R) visits R, A, A1, A2, B, R, A, ..."""
+    """sgx_cgroup_next_get() (epc_cgroup.c, v16 patch 9 "x86/sgx: Add basic EPC reclamation flow for
+    cgroup"): for R{A{A1,A2},B}, next_get(R) visits R, A, A1, A2, B, R, A, ..."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     assert R.next_cg is R
@@ -121,8 +122,8 @@ def test_cursor_preorder_visits_root_first_each_cycle():
 
 
 def test_cursor_independent_per_reclaim_root():
-    """§4.6: a reclaim rooted at A has its own cursor (A, A1, A2, A, ...); advancing it
-    does not move R's cursor and vice versa."""
+    """sgx_cgroup_next_get() (v16 patch 9): a reclaim rooted at A has its own cursor (A, A1, A2, A,
+    ...); advancing it does not move R's cursor and vice versa."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     assert visit(h, R, 2) == [R, A]
@@ -138,8 +139,9 @@ def test_cursor_independent_per_reclaim_root():
 
 
 def test_next_get_takes_reference_on_non_root_only():
-    """§4.6: next_get returns a referenced cgroup unless it is the reclaim root; the
-    cursor itself holds no reference (the temporary one on the successor is dropped)."""
+    """sgx_cgroup_next_get() (v16 patch 9): next_get returns a referenced cgroup unless it is the
+    reclaim root; the cursor itself holds no reference (the temporary one on the successor is
+    dropped)."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     base = {c: c.cg.refcnt for c in (R, A, A1, A2, B)}
@@ -180,8 +182,8 @@ def test_next_get_takes_reference_on_non_root_only():
     ],
 )
 def test_free_callback_moves_every_ancestor_cursor(victim, r_visits, a_visits, r_after, a_after):
-    """§4.6 free callback: rmdir of an empty cgroup frees its css at once; every
-    ancestor whose cursor pointed at it moves to its successor as if it were still in
+    """sgx_cgroup_misc_free() (epc_cgroup.c, v16 patch 9): rmdir of an empty cgroup frees its css at
+    once; every ancestor whose cursor pointed at it moves to its successor as if it were still in
     place; no cursor points at a freed cgroup."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
@@ -206,10 +208,10 @@ def test_free_callback_moves_every_ancestor_cursor(victim, r_visits, a_visits, r
 
 
 def test_offline_cgroup_with_pages_stays_visited_until_its_pages_are_freed():
-    """§4.6 / §4.13: rmdir of a cgroup that still has charged pages leaves it offline
-    but alive: cursors still visit it, its LRU still counts for emptiness and is
-    reclaimed; when its last page is freed the css is freed and every cursor that
-    pointed at it moves on."""
+    """sgx_cgroup_misc_free() (v16 patch 9; each EPC page pins its css, v16 patch 5): rmdir of a
+    cgroup that still has charged pages leaves it offline but alive: cursors still visit it, its LRU
+    still counts for emptiness and is reclaimed; when its last page is freed the css is freed and
+    every cursor that pointed at it moves on."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     t = h.spawn("/A/A1")
@@ -246,13 +248,13 @@ def test_offline_cgroup_with_pages_stays_visited_until_its_pages_are_freed():
     assert visit(h, R, 5) == [A2, B, R, A, A2]
 
 
-# --- §4.3 rotating cgroup reclaim ----------------------------------------------------------
+# --- rotating cgroup reclaim: sgx_cgroup_reclaim_pages() (v16 patch 9) ----------------------------
 
 
 def test_reclaim_rotates_one_batch_per_cgroup():
-    """§4.3: successive calls rooted at R continue where the last stopped; each batch
-    comes from one cgroup (≤16 pages), the cursor advancing one cgroup per batch; an
-    empty LRU (R's own) is passed over inside the same call."""
+    """sgx_cgroup_reclaim_pages() (epc_cgroup.c, v16 patch 9): successive calls rooted at R continue
+    where the last stopped; each batch comes from one cgroup (≤16 pages), the cursor advancing one
+    cgroup per batch; an empty LRU (R's own) is passed over inside the same call."""
     h = new_host()
     R = h.sgx_cg_root
     mkcg(h, "/A")
@@ -272,8 +274,9 @@ def test_reclaim_rotates_one_batch_per_cgroup():
 
 
 def test_reclaim_counts_young_pages_rotated_back():
-    """§4.3 / §4.9: the return value counts isolated pages, including young ones that
-    are rotated back with their accessed bit cleared, so a call can evict nothing."""
+    """sgx_cgroup_reclaim_pages() (v16 patch 9) with sgx_reclaim_pages() (main.c): the return value
+    counts isolated pages, including young ones that are rotated back with their accessed bit
+    cleared, so a call can evict nothing."""
     h = new_host()
     mkcg(h, "/A")
     A = h.sgx_cgroup_of("/A")
@@ -291,7 +294,8 @@ def test_reclaim_counts_young_pages_rotated_back():
 
 
 def test_reclaim_stops_at_nr_to_scan():
-    """§4.3: batches continue while fewer than nr_to_scan pages were isolated."""
+    """sgx_cgroup_reclaim_pages() (v16 patch 9): batches continue while fewer than nr_to_scan pages
+    were isolated."""
     h = new_host()
     mkcg(h, "/A")
     A = h.sgx_cgroup_of("/A")
@@ -304,7 +308,8 @@ def test_reclaim_stops_at_nr_to_scan():
 
 
 def test_reclaim_stops_when_subtree_empty():
-    """§4.3: the loop stops as soon as every LRU of the subtree is empty."""
+    """sgx_cgroup_reclaim_pages() (v16 patch 9): the loop stops as soon as every LRU of the subtree
+    is empty."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     new_enclave(h, h.spawn("/A/A1"), 5)
@@ -322,8 +327,9 @@ def test_reclaim_stops_when_subtree_empty():
 
 
 def test_reclaim_skips_empty_lrus_within_one_call():
-    """§4.2/§4.3: with nr_to_scan=1, cgroups whose LRU yields 0 pages are passed over in
-    the same call until one non-empty batch was taken."""
+    """sgx_cgroup_try_charge() -> sgx_cgroup_reclaim_pages() (v16 patch 9): with nr_to_scan=1,
+    cgroups whose LRU yields 0 pages are passed over in the same call until one non-empty batch was
+    taken."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     new_enclave(h, h.spawn("/A/A2"), 20)
@@ -334,12 +340,13 @@ def test_reclaim_skips_empty_lrus_within_one_call():
     assert A.next_cg is A
 
 
-# --- §4.2 charge loop ------------------------------------------------------------------
+# --- charge loop: sgx_cgroup_try_charge() (v16 patches 9, 10) -------------------------------------
 
 
 def test_charge_do_reclaim_one_batch_then_retry():
-    """§4.2: a DO_RECLAIM charge over the limit reclaims one non-empty LRU batch of
-    subtree(cg) (nr_to_scan 1) and retries; one max event per failed attempt."""
+    """sgx_cgroup_try_charge() (epc_cgroup.c, v16 patch 9): a DO_RECLAIM charge over the limit
+    reclaims one non-empty LRU batch of subtree(cg) (nr_to_scan 1) and retries; one max event per
+    failed attempt."""
     h = new_host()
     R, A, A1, A2, B = tree(h)
     t = h.spawn("/A/A1")
@@ -358,8 +365,9 @@ def test_charge_do_reclaim_one_batch_then_retry():
 
 
 def test_charge_each_failed_attempt_counts_an_event():
-    """§4.2 / §5.3: when the first batch only rotates young pages, the attempt fails
-    again (second event) and a second batch evicts."""
+    """sgx_cgroup_try_charge() (v16 patch 9) and misc_cg_try_charge() (kernel/cgroup/misc.c): when
+    the first batch only rotates young pages, the attempt fails again (second event) and a second
+    batch evicts."""
     h = new_host()
     mkcg(h, "/a")
     a = h.sgx_cgroup_of("/a")
@@ -377,8 +385,8 @@ def test_charge_each_failed_attempt_counts_an_event():
 
 
 def test_add_pages_over_limit_example():
-    """§4.2: the documented example: 64 pages into a 16-page cgroup; 4 max events, 56
-    pages evicted, 10 resident (VA + SECS + 8)."""
+    """sgx_cgroup_try_charge() (v16 patch 9): the documented example: 64 pages into a 16-page
+    cgroup; 4 max events, 56 pages evicted, 10 resident (VA + SECS + 8)."""
     h = new_host("1MiB")
     mkcg(h, "/a")
     set_max(h, "/a", 16)
@@ -392,8 +400,9 @@ def test_add_pages_over_limit_example():
 
 
 def test_charge_enomem_when_requester_subtree_empty_even_if_ancestor_full_of_siblings():
-    """§4.2 / §7.4-3: the ENOMEM test and the reclaim look only at subtree(requester):
-    an ancestor full because of a sibling's reclaimable pages still gives ENOMEM."""
+    """sgx_cgroup_try_charge() (v16 patch 9; scope = the requester's subtree): the ENOMEM test and
+    the reclaim look only at subtree(requester): an ancestor full because of a sibling's reclaimable
+    pages still gives ENOMEM."""
     h = new_host()
     mkcg(h, "/P/S")
     mkcg(h, "/P/R")
@@ -418,8 +427,9 @@ def test_charge_enomem_when_requester_subtree_empty_even_if_ancestor_full_of_sib
 
 
 def test_charge_reclaims_only_requester_subtree_when_ancestor_binds():
-    """§4.2 / §7.4-3: the parent's limit fails, but the charge loop reclaims from the
-    requester's own subtree (its few pages), never from the sibling holding the bulk."""
+    """sgx_cgroup_try_charge() (v16 patch 9; scope = the requester's subtree): the parent's limit
+    fails, but the charge loop reclaims from the requester's own subtree (its few pages), never from
+    the sibling holding the bulk."""
     h = new_host()
     mkcg(h, "/P/S")
     mkcg(h, "/P/R")
@@ -435,8 +445,9 @@ def test_charge_reclaims_only_requester_subtree_when_ancestor_binds():
 
 
 def test_charge_no_reclaim_queues_work_once_and_returns_ebusy():
-    """§4.2: a failing NO_RECLAIM charge queues the cgroup's work (no-op if already
-    pending), returns -EBUSY at once and reclaims nothing itself."""
+    """sgx_cgroup_try_charge() (NO_RECLAIM, v16 patch 10 "x86/sgx: Implement async reclamation for
+    cgroup"): a failing NO_RECLAIM charge queues the cgroup's work (no-op if already pending),
+    returns -EBUSY at once and reclaims nothing itself."""
     h = new_host()
     mkcg(h, "/a", 18)
     a = h.sgx_cgroup_of("/a")
@@ -453,8 +464,9 @@ def test_charge_no_reclaim_queues_work_once_and_returns_ebusy():
 
 
 def test_fault_no_reclaim_charge_failure_retries_and_queues_work():
-    """§4.1/§4.2: an EAUG fault at the limit gets -EBUSY → VM_FAULT_NOPAGE (the access
-    is retried) and queues the async work."""
+    """sgx_encl_eaug_page() -> sgx_alloc_epc_page() -> sgx_cgroup_try_charge() (v16 patch 10): an
+    EAUG fault at the limit gets -EBUSY → VM_FAULT_NOPAGE (the access is retried) and queues the
+    async work."""
     h = new_host()
     mkcg(h, "/a", 18)
     a = h.sgx_cgroup_of("/a")
@@ -469,7 +481,8 @@ def test_fault_no_reclaim_charge_failure_retries_and_queues_work():
 
 
 def test_charge_erestartsys_when_signal_pending_and_reclaim_needed():
-    """§4.2: over the limit with something reclaimable and a signal pending →
+    """sgx_cgroup_try_charge() (v16 patch 9): over the limit with something reclaimable and a signal
+    pending →
     -ERESTARTSYS without reclaiming; ENOMEM takes precedence when nothing is
     reclaimable; under the limit the signal does not matter."""
     h = new_host()
@@ -496,9 +509,9 @@ def test_charge_erestartsys_when_signal_pending_and_reclaim_needed():
 
 
 def test_add_pages_interrupted_by_signal_while_reclaim_needed():
-    """§4.2 / §4.12: a signal arriving while the charge loop reclaims makes the next
-    failed attempt return -ERESTARTSYS: ADD_PAGES fails with EINTR (no page done) and
-    the process exits on return to user space."""
+    """sgx_cgroup_try_charge() (v16 patch 9) under sgx_ioc_enclave_add_pages() (ioctl.c): a signal
+    arriving while the charge loop reclaims makes the next failed attempt return -ERESTARTSYS:
+    ADD_PAGES fails with EINTR (no page done) and the process exits on return to user space."""
     h = new_host()
     mkcg(h, "/a", 18)
     a = h.sgx_cgroup_of("/a")
@@ -517,8 +530,9 @@ def test_add_pages_interrupted_by_signal_while_reclaim_needed():
 
 
 def test_no_async_queueing_after_successful_charge():
-    """§4.2 / §7.4-5: a successful charge never queues the async work, even when the
-    usage is above the async threshold afterwards (the check is dead code)."""
+    """sgx_cgroup_try_charge() (v16 patch 10; the queue_work() after its loop is unreachable): a
+    successful charge never queues the async work, even when the usage is above the async threshold
+    afterwards (the check is dead code)."""
     h = new_host()
     mkcg(h, "/a", 200)
     a = h.sgx_cgroup_of("/a")
@@ -540,7 +554,7 @@ def test_no_async_queueing_after_successful_charge():
     check_invariants(h, quiescent=True)
 
 
-# --- §4.4 threshold ----------------------------------------------------------------------
+# --- threshold: sgx_cgroup_should_reclaim() (v16 patch 10) ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -557,7 +571,8 @@ def test_no_async_queueing_after_successful_charge():
     ],
 )
 def test_should_reclaim_threshold(max_bytes, expected):
-    """§4.4: limit <= 128 pages → threshold = limit; > 128 → limit - 32 (usage 100)."""
+    """sgx_cgroup_should_reclaim() (epc_cgroup.c, v16 patch 10): limit <= 128 pages → threshold =
+    limit; > 128 → limit - 32 (usage 100)."""
     h = new_host()
     mkcg(h, "/a")
     a = h.sgx_cgroup_of("/a")
@@ -568,8 +583,9 @@ def test_should_reclaim_threshold(max_bytes, expected):
 
 
 def test_should_reclaim_uses_own_usage_against_min_ancestor_limit():
-    """§4.4 / §7.4-4: the limit is the minimum up to the root, but the usage compared is
-    the cgroup's own: a child of a binding parent triggers only at parent limit - 32."""
+    """sgx_cgroup_should_reclaim() (v16 patch 10; compares the cgroup's own usage): the limit is the
+    minimum up to the root, but the usage compared is the cgroup's own: a child of a binding parent
+    triggers only at parent limit - 32."""
     h = new_host()
     mkcg(h, "/P/C1")
     mkcg(h, "/P/C2")
@@ -590,8 +606,8 @@ def test_should_reclaim_uses_own_usage_against_min_ancestor_limit():
 
 
 def test_should_reclaim_false_for_root_and_empty_lru():
-    """§4.4: never true for the root (max U64_MAX); false when the subtree's LRUs are
-    empty even at the limit."""
+    """sgx_cgroup_should_reclaim() (v16 patch 10): never true for the root (max U64_MAX); false when
+    the subtree's LRUs are empty even at the limit."""
     h = new_host("1MiB")
     R = h.sgx_cg_root
     new_enclave(h, h.spawn("/"), 200)
@@ -606,11 +622,12 @@ def test_should_reclaim_false_for_root_and_empty_lru():
     assert not sgx_cgroup_should_reclaim(h, a)
 
 
-# --- §4.5 async work -----------------------------------------------------------------------
+# --- async work: sgx_cgroup_reclaim_work_func() (v16 patch 10) ------------------------------------
 
 
 def test_work_reclaims_in_16_page_passes_until_below_threshold():
-    """§4.5: the work reclaims 16 pages per pass while usage >= limit - 32."""
+    """sgx_cgroup_reclaim_work_func() (epc_cgroup.c, v16 patch 10): the work reclaims 16 pages per
+    pass while usage >= limit - 32."""
     h = new_host()
     mkcg(h, "/a", 200)
     a = h.sgx_cgroup_of("/a")
@@ -627,7 +644,8 @@ def test_work_reclaims_in_16_page_passes_until_below_threshold():
 
 
 def test_work_small_limit_reclaims_below_limit():
-    """§4.5: with a limit <= 128 pages the work stops once usage < limit."""
+    """sgx_cgroup_reclaim_work_func() (v16 patch 10): with a limit <= 128 pages the work stops once
+    usage < limit."""
     h = new_host()
     mkcg(h, "/a", 40)
     a = h.sgx_cgroup_of("/a")
@@ -638,9 +656,9 @@ def test_work_small_limit_reclaims_below_limit():
 
 
 def test_work_exits_at_once_when_ancestor_limit_binds():
-    """§4.5 model caveat: the failing limit is the parent's and the child's own usage is
-    below parent limit - 32: the work exits immediately; the child's NO_RECLAIM faults
-    keep getting -EBUSY."""
+    """sgx_cgroup_reclaim_work_func() (v16 patch 10) stops on the cgroup's own usage: the failing
+    limit is the parent's and the child's own usage is below parent limit - 32: the work exits
+    immediately; the child's NO_RECLAIM faults keep getting -EBUSY."""
     h = new_host()
     mkcg(h, "/P/C1")
     mkcg(h, "/P/C2")
@@ -662,8 +680,8 @@ def test_work_exits_at_once_when_ancestor_limit_binds():
 
 
 def test_queue_work_while_running_requeues():
-    """§4.5: the work's pending bit is cleared when it starts, so queueing it while it
-    runs queues it again (once)."""
+    """sgx_cgroup_reclaim_work_func() (v16 patch 10): the work's pending bit is cleared when it
+    starts, so queueing it while it runs queues it again (once)."""
     h = new_host()
     mkcg(h, "/a", 200)
     a = h.sgx_cgroup_of("/a")
@@ -683,9 +701,10 @@ def test_queue_work_while_running_requeues():
 
 
 def test_running_work_stops_when_its_cgroup_is_freed_under_it():
-    """§4.5 / §4.6: the cgroup (rmdir'ed, its task gone) is freed inside the worker's own
-    write-back, when the enclave's last page goes; the worker then stops without
-    touching the freed cgroup, and the parent's cursor moved on."""
+    """sgx_cgroup_reclaim_work_func() (v16 patch 10) and sgx_cgroup_misc_free() (v16 patch 9): the
+    cgroup (rmdir'ed, its task gone) is freed inside the worker's own write-back, when the enclave's
+    last page goes; the worker then stops without touching the freed cgroup, and the parent's cursor
+    moved on."""
     h = new_host()
     mkcg(h, "/P/a", 40)
     mkcg(h, "/P/b")
@@ -713,7 +732,8 @@ def test_running_work_stops_when_its_cgroup_is_freed_under_it():
 
 
 def test_pending_work_cancelled_when_cgroup_freed():
-    """§4.6 free callback step 1: a pending work item is cancelled."""
+    """sgx_cgroup_misc_free() (v16 patch 9: cancel_work_sync()): a pending work item is
+    cancelled."""
     h = new_host()
     mkcg(h, "/a")
     a = h.sgx_cgroup_of("/a")

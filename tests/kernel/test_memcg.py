@@ -1,8 +1,10 @@
 """Memory-cgroup accounting of SGX backing store (patch 11) and the memcg OOM killer.
 
-SPEC sections: §4.9 (backing allocated with the memcg of charge_mm, or of the enclave's
-first live mm), §4.3/§4.5/§4.7 (who passes which charge_mm), §4.12 (ELDU truncates the
-backing; release drops the backing file), §6.3 step 9 (Test F: memcg OOM), §7.4 item 9.
+Series citations: sgx_encl_alloc_backing() called from sgx_reclaim_pages() charges the
+memcg of charge_mm, or of the enclave's first live mm (v16 patch 11 "x86/sgx: Charge mem_cgroup
+for per-cgroup reclamation"); who passes which charge_mm (sgx_cgroup_try_charge(),
+sgx_cgroup_reclaim_work_func(), ksgxd()); ELDU truncates the backing and release drops the
+backing file (encl.c); Test F of run_epc_cg_selftests.sh (memcg OOM, v16 patch 16).
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def build(h, t, npages, *, init=False):
 
 
 def test_evicted_page_costs_4224_bytes_in_memcg():
-    """SPEC §4.9, §6.2: one evicted page = 4096 B contents + 128 B PCMD, charged to the
-    memcg; memory.current reads it; the ancestors are charged too."""
+    """sgx_encl_alloc_backing() (encl.c; v16 patch 11; the test_sgx backing of v16 patch 16): one
+    evicted page = 4096 B contents + 128 B PCMD, charged to the memcg; memory.current reads it; the
+    ancestors are charged too."""
     h = mkhost()
     h.fs.mkdir("/a")
     t = h.spawn("/a")
@@ -85,8 +88,9 @@ def test_evicted_page_costs_4224_bytes_in_memcg():
 
 
 def test_sync_reclaim_charges_current_memcg():
-    """SPEC §4.2/§4.3: the sync charge loop reclaims with charge_mm = current: the
-    backing of *another* task's evicted pages goes to the allocating task's memcg."""
+    """sgx_cgroup_try_charge() -> sgx_cgroup_reclaim_pages() (v16 patches 9, 11): the sync charge
+    loop reclaims with charge_mm = current: the backing of *another* task's evicted pages goes to
+    the allocating task's memcg."""
     h = split_memcg_host(32)
     t1 = h.spawn("/a/x")
     t2 = h.spawn("/a/y")
@@ -103,8 +107,9 @@ def test_sync_reclaim_charges_current_memcg():
 
 
 def test_async_reclaim_charges_first_live_mm_of_enclave():
-    """SPEC §4.5, §4.9: the async work reclaims with mm = NULL: each page's backing goes
-    to the memcg of its enclave's first live mm, not to the faulting task's."""
+    """sgx_cgroup_reclaim_work_func() (v16 patch 10) -> sgx_reclaim_pages() (v16 patch 11): the
+    async work reclaims with mm = NULL: each page's backing goes to the memcg of its enclave's first
+    live mm, not to the faulting task's."""
     h = split_memcg_host(30)
     t1 = h.spawn("/a/x")
     t2 = h.spawn("/a/y")
@@ -131,8 +136,8 @@ def test_async_reclaim_charges_first_live_mm_of_enclave():
 
 
 def test_async_reclaim_mm_list_order_decides():
-    """SPEC §4.9: with no charge mm the FIRST live mm on the enclave's mm_list pays;
-    once it exits, the next one does."""
+    """sgx_encl_alloc_backing() (encl.c, v16 patch 11): with no charge mm the FIRST live mm on the
+    enclave's mm_list pays; once it exits, the next one does."""
     from epcsim.kernel.encl import sgx_encl_mm_add
 
     h = split_memcg_host(1000)
@@ -158,8 +163,8 @@ def test_async_reclaim_mm_list_order_decides():
 
 
 def test_ksgxd_charges_first_live_mm():
-    """SPEC §4.7: ksgxd reclaims globally with mm = NULL (first live mm of each
-    enclave) while free pages < 64."""
+    """ksgxd() -> sgx_reclaim_pages_global() (main.c, v16 patches 11, 14): ksgxd reclaims globally
+    with mm = NULL (first live mm of each enclave) while free pages < 64."""
     h = Host("512KiB")  # 128 pages
     h.fs.write("/cgroup.subtree_control", "+memory")
     h.fs.mkdir("/x")
@@ -178,8 +183,8 @@ def test_ksgxd_charges_first_live_mm():
 
 
 def test_backing_returned_on_reload_and_release():
-    """SPEC §4.12: ELDU truncates the page's backing (memcg uncharged); release drops
-    the backing file (everything uncharged)."""
+    """__sgx_encl_eldu() and sgx_encl_release() (encl.c): ELDU truncates the page's backing (memcg
+    uncharged); release drops the backing file (everything uncharged)."""
     h = mkhost()
     h.fs.mkdir("/a")
     t = h.spawn("/a")
@@ -195,8 +200,8 @@ def test_backing_returned_on_reload_and_release():
 
 
 def test_backing_of_moved_task_stays_with_charged_memcg():
-    """SPEC §5.5 (charges do not move): backing charged before a move is returned to
-    the memcg it was charged to."""
+    """The "Migration" section of sgx.rst (v16 patch 15; charges do not move): backing charged
+    before a move is returned to the memcg it was charged to."""
     h = mkhost()
     h.fs.mkdir("/a")
     h.fs.mkdir("/b")
@@ -233,9 +238,9 @@ def test_memory_max_file_rounds_down_to_pages():
 
 
 def test_oom_kills_current_which_exits_on_return():
-    """SPEC §6.3 step 9: memory.max = 3 x 4224 B (-> 3 pages = 12288 B) lets two pages be
-    evicted; the third backing charge OOM-kills the only task of the memcg (the one
-    reclaiming: it dies when its ioctl returns, status 137) and the charge fails; the
+    """Test F of run_epc_cg_selftests.sh (v16 patch 16): memory.max = 3 x 4224 B (-> 3 pages = 12288
+    B) lets two pages be evicted; the third backing charge OOM-kills the only task of the memcg (the
+    one reclaiming: it dies when its ioctl returns, status 137) and the charge fails; the
     enclave is released; memory.events counts one oom_kill."""
     h = mkhost()
     h.fs.mkdir("/a")
@@ -260,9 +265,9 @@ def test_oom_kills_current_which_exits_on_return():
 
 
 def test_oom_failing_page_rotated_not_evicted():
-    """SPEC §4.9 phase 2: a page whose backing cannot be charged is rotated back to the
-    tail of its LRU, not evicted.  The OOM victim is the task in the memcg over its
-    limit (/a/x), not the enclave's owner (in /a/y)."""
+    """sgx_reclaim_pages() (main.c; backing charged to a memcg since v16 patch 11): a page whose
+    backing cannot be charged is rotated back to the tail of its LRU, not evicted.  The OOM victim
+    is the task in the memcg over its limit (/a/x), not the enclave's owner (in /a/y)."""
     h = split_memcg_host(24)
     h.fs.write("/a/x/memory.max", "0")
     t2 = h.spawn("/a/y")
@@ -378,8 +383,8 @@ def test_oom_kill_task_helper_in_user_space_exits_now():
 
 
 def test_selftest_f_shape_all_fail():
-    """SPEC §6.3 step 9 (scaled to a 1 MiB host): memory.max = C - 2*C/128 in the
-    cgroup; 4 concurrent enclaves, each adding 400 pages (> C) under a 64-page EPC
+    """Test F of run_epc_cg_selftests.sh (v16 patch 16; scaled to a 1 MiB host): memory.max = C -
+    2*C/128 in the cgroup; 4 concurrent enclaves, each adding 400 pages (> C) under a 64-page EPC
     limit, so each alone needs more backing than memory.max -> every process is
     OOM-killed (137), none succeeds, and nothing leaks."""
     c = 256 * P

@@ -1,9 +1,10 @@
-"""Tests of the misc controller model for ``sgx_epc`` (SPEC §5, constants of §3).
+"""Tests of the misc controller model for ``sgx_epc`` (kernel/cgroup/misc.c, with the resource
+type of v16 patch 4 "cgroup/misc: Add SGX EPC resource type"; constants of sgx.h).
 
-Covers ``misc_cg_try_charge()`` / ``misc_cg_uncharge()`` on MiscCg objects (§5.1, §5.3),
-``kstrtou64()`` (lib/kstrtox.c as used by ``misc_cg_max_write()``, §5.4), the text of
-the misc interface files (§5.4), ``misc.max`` writes (§5.2, §5.4), and the ``max``
-event counters as seen through real allocations (§4.2, §5.3).
+Covers ``misc_cg_try_charge()`` / ``misc_cg_uncharge()`` / ``misc_cg_event()`` on MiscCg
+objects, ``kstrtou64()`` (lib/kstrtox.c as used by ``misc_cg_max_write()``), the text of
+the misc interface files, ``misc.max`` writes, and the ``max`` event counters as seen
+through real allocations (``sgx_cgroup_try_charge()``, v16 patch 9).
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ def state(*cgs: MiscCg) -> list[tuple[int, int, int, int]]:
     return [(c.usage, c.peak, c.events, c.events_local) for c in cgs]
 
 
-# --- misc_cg_try_charge / misc_cg_uncharge (SPEC §5.1, §5.3) ------------------------------
+# --- misc_cg_try_charge / misc_cg_uncharge (kernel/cgroup/misc.c) ---------------------------------
 
 
 def test_try_charge_is_hierarchical():
-    """§5.1: a successful charge adds the amount to the cgroup and every ancestor up
-    to and including the root, and raises each level's peak."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c): a successful charge adds the amount to the
+    cgroup and every ancestor up to and including the root, and raises each level's peak."""
     h = make_host("1MiB", "/a", "/a/b")
     root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
     assert misc_cg_try_charge(b, 3 * P) == 0
@@ -80,8 +81,8 @@ def test_try_charge_is_hierarchical():
 
 
 def test_try_charge_uncharge_walks_to_root_and_keeps_peak():
-    """§5.1: uncharge subtracts from the cgroup and every ancestor; peak is a
-    watermark and is not lowered."""
+    """misc_cg_uncharge() (kernel/cgroup/misc.c): uncharge subtracts from the cgroup and every
+    ancestor; peak is a watermark and is not lowered."""
     h = make_host("1MiB", "/a", "/a/b")
     root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
     assert misc_cg_try_charge(b, 5 * P) == 0
@@ -92,16 +93,17 @@ def test_try_charge_uncharge_walks_to_root_and_keeps_peak():
 
 
 def test_uncharge_below_zero_is_a_model_bug_assertion():
-    """§5.1: the kernel WARNs when a usage goes negative; the model raises."""
+    """misc_cg_uncharge() (kernel/cgroup/misc.c): the kernel WARNs when a usage goes negative; the
+    model raises."""
     h = make_host("1MiB", "/a")
     with pytest.raises(AssertionError):
         misc_cg_uncharge(misc_of(h, "/a"), P)
 
 
 def test_try_charge_failure_at_middle_level():
-    """§5.1/§5.3: failure at level i (here the parent's max): events_local(i)+1,
-    events(i)+1 and events of i's non-root ancestors +1; the requester's counters
-    untouched; usage unchanged everywhere; returns -EBUSY."""
+    """misc_cg_try_charge() and misc_cg_event() (kernel/cgroup/misc.c): failure at level i (here the
+    parent's max): events_local(i)+1, events(i)+1 and events of i's non-root ancestors +1; the
+    requester's counters untouched; usage unchanged everywhere; returns -EBUSY."""
     h = make_host("1MiB", "/g", "/g/p", "/g/p/c")
     root, g, p, c = (h.misc.root, misc_of(h, "/g"), misc_of(h, "/g/p"), misc_of(h, "/g/p/c"))
     h.fs.write("/g/p/misc.max", f"sgx_epc {4 * P}")
@@ -120,8 +122,8 @@ def test_try_charge_failure_at_middle_level():
 
 
 def test_try_charge_failure_at_requester_level():
-    """§5.3: failure at the requester's own max: its events and events.local count,
-    its ancestors' events count too, their events.local do not."""
+    """misc_cg_event() (kernel/cgroup/misc.c): failure at the requester's own max: its events and
+    events.local count, its ancestors' events count too, their events.local do not."""
     h = make_host("1MiB", "/a", "/a/b")
     root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
     h.fs.write("/a/b/misc.max", f"sgx_epc {P}")
@@ -133,9 +135,9 @@ def test_try_charge_failure_at_requester_level():
 
 
 def test_root_is_bounded_by_capacity():
-    """§5.1: the root's max is U64_MAX, but capacity is checked at every level, so the
-    root fails at capacity; the event goes to the root's events_local only (the root
-    has no misc.events)."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c): the root's max is U64_MAX, but capacity is
+    checked at every level, so the root fails at capacity; the event goes to the root's events_local
+    only (the root has no misc.events)."""
     h = make_host("64KiB", "/a")  # capacity 16 pages
     root, a = h.misc.root, misc_of(h, "/a")
     assert root.max == MAX_NUM
@@ -150,8 +152,8 @@ def test_root_is_bounded_by_capacity():
 
 
 def test_capacity_checked_at_requester_level():
-    """§5.1: 'new usage > capacity' is tested at every level: an amount above the
-    capacity fails at the requester itself, not at the root."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c): 'new usage > capacity' is tested at every level:
+    an amount above the capacity fails at the requester itself, not at the root."""
     h = make_host("64KiB", "/a", "/a/b")
     root, a, b = h.misc.root, misc_of(h, "/a"), misc_of(h, "/a/b")
     assert misc_cg_try_charge(b, h.capacity + P) == -EBUSY
@@ -164,9 +166,9 @@ def test_capacity_checked_at_requester_level():
 
 
 def test_peak_updated_below_failing_level():
-    """§5.1 (kernel: misc_cg_update_watermark() as each level passes): when the charge
-    fails at level i, the levels below i keep the raised peak although the charge is
-    undone; level i and above do not."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c; misc_cg_update_watermark() as each level passes):
+    when the charge fails at level i, the levels
+    below i keep the raised peak although the charge is undone; level i and above do not."""
     h = make_host("1MiB", "/g", "/g/p", "/g/p/c")
     root, g, p, c = (h.misc.root, misc_of(h, "/g"), misc_of(h, "/g/p"), misc_of(h, "/g/p/c"))
     h.fs.write("/g/misc.max", "sgx_epc 8192")
@@ -182,7 +184,8 @@ def test_peak_updated_below_failing_level():
 
 
 def test_try_charge_amount_zero_succeeds_without_change():
-    """§5.1: amount 0 -> success, nothing changes (even at a max of 0)."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c): amount 0 -> success, nothing changes (even at a
+    max of 0)."""
     h = make_host("1MiB", "/a")
     a = misc_of(h, "/a")
     h.fs.write("/a/misc.max", "sgx_epc 0")
@@ -191,8 +194,9 @@ def test_try_charge_amount_zero_succeeds_without_change():
 
 
 def test_try_charge_capacity_zero_is_einval():
-    """§5.1, §4.14: capacity 0 (resource not registered) -> -EINVAL before anything
-    else, including for amount 0; no event, no usage."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c) before sgx_cgroup_register() (v16 patch 5):
+    capacity 0 (resource not registered) -> -EINVAL before anything else, including for amount 0; no
+    event, no usage."""
     h = make_host("1MiB", "/a")
     a = misc_of(h, "/a")
     h.misc.misc_cg_set_capacity(0)
@@ -202,7 +206,8 @@ def test_try_charge_capacity_zero_is_einval():
 
 
 def test_max_zero_blocks_every_charge():
-    """§5.2: max 0 -> the first 4096-byte charge fails."""
+    """misc_cg_max_write() / misc_cg_try_charge() (kernel/cgroup/misc.c): max 0 -> the first
+    4096-byte charge fails."""
     h = make_host("1MiB", "/a")
     h.fs.write("/a/misc.max", "sgx_epc 0")
     assert misc_cg_try_charge(misc_of(h, "/a"), P) == -EBUSY
@@ -210,8 +215,8 @@ def test_max_zero_blocks_every_charge():
 
 
 def test_max_stored_verbatim_effective_limit_floor_pages():
-    """§5.2: max is stored verbatim (5000 reads back 5000) and, charges being in
-    4096-byte steps, the effective limit is floor(max/4096) pages."""
+    """misc_cg_max_write() (kernel/cgroup/misc.c): max is stored verbatim (5000 reads back 5000)
+    and, charges being in 4096-byte steps, the effective limit is floor(max/4096) pages."""
     h = make_host("1MiB", "/a", "/b")
     h.fs.write("/a/misc.max", "sgx_epc 5000")
     h.fs.write("/b/misc.max", "sgx_epc 12287")
@@ -225,8 +230,8 @@ def test_max_stored_verbatim_effective_limit_floor_pages():
 
 
 def test_lowering_max_below_usage_is_non_preemptive():
-    """§5.1 'non-preemptive max', §7.4-1: a limit written below the usage evicts
-    nothing; only the next charge fails."""
+    """misc_cg_max_write() (kernel/cgroup/misc.c; the non-preemptive max of sgx.rst, v16 patch 15):
+    a limit written below the usage evicts nothing; only the next charge fails."""
     h = make_host("1MiB", "/a")
     a = misc_of(h, "/a")
     assert misc_cg_try_charge(a, 3 * P) == 0
@@ -239,7 +244,7 @@ def test_lowering_max_below_usage_is_non_preemptive():
     assert misc_cg_try_charge(a, P) == 0
 
 
-# --- kstrtou64 (lib/kstrtox.c; SPEC §5.4) -------------------------------------------------
+# --- kstrtou64 (lib/kstrtox.c, as misc_cg_max_write() uses it) ------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -261,8 +266,8 @@ def test_lowering_max_below_usage_is_non_preemptive():
     ],
 )
 def test_kstrtou64_valid(s, expected):
-    """§5.4: u64 with auto base (0x = hex, leading 0 = octal), optional '+', one
-    trailing newline."""
+    """kstrtou64() (lib/kstrtox.c): u64 with auto base (0x = hex, leading 0 = octal), optional '+',
+    one trailing newline."""
     assert kstrtou64(s, 0) == (0, expected)
 
 
@@ -295,8 +300,8 @@ def test_kstrtou64_valid(s, expected):
     ],
 )
 def test_kstrtou64_einval(s):
-    """§5.4: no digits, a sign other than one leading '+', or trailing garbage
-    (anything but a single '\\n') -> -EINVAL."""
+    """kstrtou64() (lib/kstrtox.c): no digits, a sign other than one leading '+', or trailing
+    garbage (anything but a single '\\n') -> -EINVAL."""
     assert kstrtou64(s, 0) == (-EINVAL, 0)
 
 
@@ -312,7 +317,7 @@ def test_kstrtou64_einval(s):
     ],
 )
 def test_kstrtou64_erange(s):
-    """§5.4: a value above 2^64-1 -> -ERANGE."""
+    """kstrtou64() (lib/kstrtox.c): a value above 2^64-1 -> -ERANGE."""
     assert kstrtou64(s, 0) == (-ERANGE, 0)
 
 
@@ -326,11 +331,12 @@ def test_kstrtou64_explicit_bases():
     assert kstrtou64("0x10", 10) == (-EINVAL, 0)
 
 
-# --- interface file text (SPEC §5.4) ------------------------------------------------------
+# --- interface file text (misc_cg_files of kernel/cgroup/misc.c) ----------------------------------
 
 
 def test_initial_file_text():
-    """§5.4: default text of every misc file at the root and in a new child."""
+    """misc_cg_files (kernel/cgroup/misc.c): default text of every misc file at the root and in a
+    new child."""
     h = Host("16MiB")
     assert h.fs.read("/misc.capacity") == "sgx_epc 16777216\n"
     assert h.fs.read("/misc.current") == "sgx_epc 0\n"
@@ -345,14 +351,15 @@ def test_initial_file_text():
 
 
 def test_capacity_is_sum_of_sections():
-    """§4.14: capacity = total EPC bytes over all sections."""
+    """sgx_cgroup_register() (main.c, v16 patch 5): capacity = total EPC bytes over all sections."""
     h = Host(sections=["1MiB", "2MiB"])
     assert h.fs.read("/misc.capacity") == f"sgx_epc {3 << 20}\n"
 
 
 def test_lines_with_capacity_zero():
-    """§5.4: with capacity 0 the sgx_epc line is printed by current/peak/events only
-    while the value is non-zero; misc.max and misc.capacity print nothing."""
+    """misc_cg_current_show() and friends (kernel/cgroup/misc.c): with capacity 0 the sgx_epc line
+    is printed by current/peak/events only while the value is non-zero; misc.max and misc.capacity
+    print nothing."""
     h = make_host("1MiB", "/a")
     a = misc_of(h, "/a")
     h.fs.write("/a/misc.max", "sgx_epc 4096")
@@ -372,7 +379,7 @@ def test_lines_with_capacity_zero():
     assert misc_of(h, "/a").max == P
 
 
-# --- misc.max writes (SPEC §5.2, §5.4) ----------------------------------------------------
+# --- misc.max writes (misc_cg_max_write(), kernel/cgroup/misc.c) ----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -396,8 +403,8 @@ def test_lines_with_capacity_zero():
     ],
 )
 def test_misc_max_write_valid(data, shown):
-    """§5.4: '<name> <u64>' or '<name> max', surrounding whitespace stripped, auto
-    base; stored verbatim; read back as '%s %llu\\n' or '%s max\\n'."""
+    """misc_cg_max_write() (kernel/cgroup/misc.c): '<name> <u64>' or '<name> max', surrounding
+    whitespace stripped, auto base; stored verbatim; read back as '%s %llu\\n' or '%s max\\n'."""
     h = make_host("1MiB", "/a")
     assert h.fs.write("/a/misc.max", data) == len(data)
     assert h.fs.read("/a/misc.max") == shown
@@ -454,8 +461,8 @@ def test_misc_max_write_bytes_and_overwrite():
     ],
 )
 def test_misc_max_write_errors_keep_old_value(data, err):
-    """§5.4: unknown name or zero capacity -> EINVAL; malformed value -> EINVAL;
-    value above 2^64-1 -> ERANGE; the file still reads the old value."""
+    """misc_cg_max_write() (kernel/cgroup/misc.c): unknown name or zero capacity -> EINVAL;
+    malformed value -> EINVAL; value above 2^64-1 -> ERANGE; the file still reads the old value."""
     h = make_host("1MiB", "/a")
     h.fs.write("/a/misc.max", "sgx_epc 8192")
     with pytest.raises(OSError) as ei:
@@ -543,10 +550,10 @@ _write = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_write, min_size=1, max_size=8))
 def test_misc_max_write_sequences_property(writes):
-    """§5.4 property: across random sequences of misc.max writes (valid and garbage),
-    a failed write raises the errno misc_cg_max_write() gives and changes nothing; a
-    successful one stores the parsed value; the file always reads back in the kernel
-    format ('sgx_epc max\\n' or 'sgx_epc <decimal>\\n')."""
+    """misc_cg_max_write() (kernel/cgroup/misc.c), a property: across random sequences of misc.max
+    writes (valid and garbage), a failed write raises the errno misc_cg_max_write() gives and
+    changes nothing; a successful one stores the parsed value; the file always reads back in the
+    kernel format ('sgx_epc max\\n' or 'sgx_epc <decimal>\\n')."""
     h = make_host("1MiB", "/a")
     cur = U64_MAX
     for data in writes:
@@ -564,15 +571,16 @@ def test_misc_max_write_sequences_property(writes):
         assert misc_of(h, "/a").max == cur
 
 
-# --- events through real allocations (SPEC §4.2, §5.3) ------------------------------------
+# --- events through real allocations (sgx_cgroup_try_charge(), v16 patch 9; misc_cg_event()) ------
 
 
 def test_brief_example_sync_reclaim_counts_one_event_per_failed_attempt():
-    """§4.2/§5.3: limit 16 pages; ECREATE charges VA+SECS (2); ADD_PAGES of 64 pages:
-    each time the 17th page is charged the attempt fails (1 event), the sync loop
-    reclaims one batch (the 14 regular pages, unreferenced) and the retry succeeds.
-    Failures at pages 15, 29, 43, 57 -> 4 events; end usage 2 + 8 pages; peak 16 pages;
-    56 evicted pages' backing (4096 + 128 bytes each) charged to the task's memcg."""
+    """sgx_cgroup_try_charge() (v16 patch 9) and misc_cg_event() (kernel/cgroup/misc.c): limit 16
+    pages; ECREATE charges VA+SECS (2); ADD_PAGES of 64 pages: each time the 17th page is charged
+    the attempt fails (1 event), the sync loop reclaims one batch (the 14 regular pages,
+    unreferenced) and the retry succeeds. Failures at pages 15, 29, 43, 57 -> 4 events; end usage 2
+    + 8 pages; peak 16 pages; 56 evicted pages' backing (4096 + 128 bytes each) charged to the
+    task's memcg."""
     h = make_host("1MiB", "/a")
     h.fs.write("/a/misc.max", "sgx_epc 65536")
     t = h.spawn("/a")
@@ -590,9 +598,10 @@ def test_brief_example_sync_reclaim_counts_one_event_per_failed_attempt():
 
 
 def test_events_count_each_failed_attempt_enomem():
-    """§5.3, §4.2: max = 2 pages; ECREATE fills it with VA+SECS (unreclaimable); each
-    1-page ADD_PAGES fails once (nothing reclaimable in the subtree -> ENOMEM), so N
-    failed ioctls = exactly N events; usage stays 2 pages."""
+    """misc_cg_event() (kernel/cgroup/misc.c) and sgx_cgroup_try_charge() (v16 patch 9): max = 2
+    pages; ECREATE fills it with VA+SECS (unreclaimable); each 1-page ADD_PAGES fails once (nothing
+    reclaimable in the subtree -> ENOMEM), so N failed ioctls = exactly N events; usage stays 2
+    pages."""
     h = make_host("1MiB", "/a")
     h.fs.write("/a/misc.max", "sgx_epc 8192")
     t = h.spawn("/a")
@@ -609,9 +618,9 @@ def test_events_count_each_failed_attempt_enomem():
 
 
 def test_event_attributed_to_failing_ancestor():
-    """§5.3: the parent's limit binds: the requester's events and events.local stay 0;
-    the parent's events.local and events count; the grandparent's events count (its
-    events.local does not)."""
+    """misc_cg_event() (kernel/cgroup/misc.c): the parent's limit binds: the requester's events and
+    events.local stay 0; the parent's events.local and events count; the grandparent's events count
+    (its events.local does not)."""
     h = make_host("1MiB", "/g", "/g/p", "/g/p/c")
     h.fs.write("/g/p/misc.max", "sgx_epc 8192")
     t = h.spawn("/g/p/c")
@@ -630,9 +639,9 @@ def test_event_attributed_to_failing_ancestor():
 
 
 def test_limit_below_usage_then_next_allocation_fails():
-    """§5.1 non-preemptive max through the cgroupfs: 2 unreclaimable pages charged,
-    max lowered to 1 page -> nothing is evicted, the next ADD_PAGES fails with ENOMEM
-    and counts one event; raising the limit again lets it through."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c), the non-preemptive max through the cgroupfs: 2
+    unreclaimable pages charged, max lowered to 1 page -> nothing is evicted, the next ADD_PAGES
+    fails with ENOMEM and counts one event; raising the limit again lets it through."""
     h = make_host("1MiB", "/a")
     t = h.spawn("/a")
     e = new_enclave(h, t)
@@ -649,9 +658,9 @@ def test_limit_below_usage_then_next_allocation_fails():
 
 
 def test_ecreate_failure_unwinds_charge():
-    """§4.1 step 4 / §5.1: a limit of 1 page lets the VA page through but not the
-    SECS; ECREATE fails with ENOMEM and the VA charge is returned: usage 0, peak 1
-    page, 1 event."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c) and the unwind of sgx_encl_create() (ioctl.c): a
+    limit of 1 page lets the VA page through but not the SECS; ECREATE fails with ENOMEM and the VA
+    charge is returned: usage 0, peak 1 page, 1 event."""
     h = make_host("1MiB", "/a")
     h.fs.write("/a/misc.max", "sgx_epc 4096")
     t = h.spawn("/a")
@@ -670,8 +679,8 @@ def test_ecreate_failure_unwinds_charge():
 
 
 def test_invariants_hold_after_failed_ecreate():
-    """§4.12 / §4.1 step 4: a failed ECREATE leaves an open, not-created enclave with
-    no EPC page; that is a consistent state."""
+    """sgx_encl_create() (ioctl.c) and the uncharge of sgx_alloc_epc_page() (v16 patch 5): a failed
+    ECREATE leaves an open, not-created enclave with no EPC page; that is a consistent state."""
     h = make_host("1MiB", "/a")
     h.fs.write("/a/misc.max", "sgx_epc 4096")
     t = h.spawn("/a")

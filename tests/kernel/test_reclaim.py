@@ -2,8 +2,8 @@
 ``sgx_reclaim_pages()``, ksgxd and global reclaim, direct reclaim, and the allocator's
 physical-shortage path.
 
-Each test names the SPEC section it checks.  Generators are stepped by hand so that
-the transient states between the reclaimer's phases can be observed.
+Each test names the kernel function and the v16 patch it checks.  Generators are stepped
+by hand so that the transient states between the reclaimer's phases can be observed.
 """
 
 from __future__ import annotations
@@ -105,14 +105,15 @@ def run_counting(gen) -> tuple[object, list[str]]:
             return stop.value, points
 
 
-# --- §4.9 the phases of sgx_reclaim_pages() ------------------------------------------------
+# --- the phases of sgx_reclaim_pages() (main.c, v16 patches 8, 9, 11) -----------------------------
 
 
 def test_reclaim_phases_step_by_step():
-    """§4.9 / §4.11: isolate (TRACKED, self-linked, off the LRU, unmark → -EBUSY), age
-    (young pages rotated to the tail with their bit cleared, others BEING_RECLAIMED),
-    block (an access faults and the fault returns VM_FAULT_NOPAGE), write back (evicted,
-    VA slot taken, uncharged); returns the number isolated."""
+    """sgx_reclaim_pages() (main.c) and sgx_unmark_page_reclaimable() (v16 patch 7): isolate
+    (TRACKED, self-linked, off the LRU, unmark → -EBUSY), age (young pages rotated to the tail with
+    their bit cleared, others BEING_RECLAIMED), block (an access faults and the fault returns
+    VM_FAULT_NOPAGE), write back (evicted, VA slot taken, uncharged); returns the number
+    isolated."""
     h = new_host()
     a = mkcg(h, "/a")
     t = h.spawn("/a")
@@ -188,8 +189,8 @@ def test_reclaim_phases_step_by_step():
 
 
 def test_reclaim_all_young_rotates_everything_and_returns_isolated():
-    """§4.9: when every isolated page is young the call stops after phase 2, evicts
-    nothing and still returns the number isolated."""
+    """sgx_reclaim_pages() (main.c): when every isolated page is young the call stops after phase 2,
+    evicts nothing and still returns the number isolated."""
     h = new_host()
     a = mkcg(h, "/a")
     t = h.spawn("/a")
@@ -208,10 +209,10 @@ def test_reclaim_all_young_rotates_everything_and_returns_isolated():
 
 
 def test_backing_failure_skips_page_to_lru_tail():
-    """§4.9 phase 2: a page whose backing cannot be allocated (memory.max reached: the
-    memcg OOM-kills the enclave's owner and the charge fails) is skipped: back to the
-    LRU tail, no BEING_RECLAIMED, its enclave reference dropped.  Pages after it are
-    aged without a live mm (not young) and backed by the root memcg."""
+    """sgx_reclaim_pages() (main.c; backing charged to a memcg since v16 patch 11): a page whose
+    backing cannot be allocated (memory.max reached: the memcg OOM-kills the enclave's owner and the
+    charge fails) is skipped: back to the LRU tail, no BEING_RECLAIMED, its enclave reference
+    dropped.  Pages after it are aged without a live mm (not young) and backed by the root memcg."""
     h = new_host()
     a = mkcg(h, "/a")
     h.fs.write("/a/memory.max", str(3 * PAGE_SIZE))  # room for 2 backings of 4224 bytes
@@ -236,8 +237,8 @@ def test_backing_failure_skips_page_to_lru_tail():
 
 @pytest.mark.parametrize("initialized", [False, True])
 def test_secs_written_back_after_last_child_only_when_initialized(initialized):
-    """§4.9 phase 4 step 4 / §2.5: the SECS is EWB'd and freed (uncharged) after its
-    last resident child is evicted, only if the enclave is INITIALIZED."""
+    """sgx_reclaimer_write() (main.c; the SECS is never on an LRU): the SECS is EWB'd and freed
+    (uncharged) after its last resident child is evicted, only if the enclave is INITIALIZED."""
     h = new_host()
     a = mkcg(h, "/a")
     t = h.spawn("/a")
@@ -269,8 +270,9 @@ def test_secs_written_back_after_last_child_only_when_initialized(initialized):
 
 
 def test_edmm_on_isolated_page_is_busy():
-    """§4.11: while the reclaimer holds a page, EDMM remove gives EBUSY and a REG→TCS
-    type change gives EAGAIN; once evicted the page can be reloaded and removed."""
+    """sgx_unmark_page_reclaimable() (main.c, v16 patch 7): while the reclaimer holds a page, EDMM
+    remove gives EBUSY and a REG→TCS type change gives EAGAIN; once evicted the page can be reloaded
+    and removed."""
     h = new_host()
     a = mkcg(h, "/a")
     t = h.spawn("/a")
@@ -298,8 +300,9 @@ def test_edmm_on_isolated_page_is_busy():
 
 
 def test_dying_enclave_pages_dropped_not_counted():
-    """§4.9 phase 1 (white box): a page whose enclave refcount is already 0 is taken
-    off the LRU with TRACKED cleared and left to the releaser; it is not counted.
+    """sgx_reclaim_pages() (main.c; kref_get_unless_zero() when isolating, white box): a page whose
+    enclave refcount is already 0 is taken off the LRU with TRACKED cleared and left to the
+    releaser; it is not counted.
 
     Not reachable through the model's API (release runs atomically inside the last
     kref_put), so the refcount is forced to 0 to emulate a release in progress."""
@@ -328,7 +331,7 @@ def test_dying_enclave_pages_dropped_not_counted():
 @pytest.mark.parametrize("point", ["reclaim:aged", "reclaim:blocked"])
 def test_invariants_hold_between_reclaim_phases(point):
     """check_invariants() without *quiescent* is documented to accept the state of an
-    operation suspended mid-way; §4.9 phase 2 allocates the backing before the EWB."""
+    operation suspended mid-way; sgx_reclaim_pages() allocates the backing before the EWB."""
     h = new_host()
     a = mkcg(h, "/a")
     new_enclave(h, h.spawn("/a"), 20)
@@ -353,9 +356,9 @@ def test_invariants_hold_after_isolation():
 
 @pytest.mark.parametrize("point", ["reclaim:isolated", "reclaim:aged", "reclaim:blocked"])
 def test_enclave_released_by_reclaimer_dropping_last_reference(point):
-    """§4.9 phase 4 step 5 / §4.12: the process exits while a reclaimer holds some of
-    its enclave's pages; the enclave is released when the reclaimer drops its last
-    reference, and everything is freed and uncharged."""
+    """sgx_reclaim_pages() (main.c; its kref_put() may run sgx_encl_release()): the process exits
+    while a reclaimer holds some of its enclave's pages; the enclave is released when the reclaimer
+    drops its last reference, and everything is freed and uncharged."""
     h = new_host()
     a = mkcg(h, "/a")
     t = h.spawn("/a")
@@ -380,9 +383,10 @@ def test_enclave_released_by_reclaimer_dropping_last_reference(point):
 
 
 def test_no_reclaim_fault_sees_lru_emptied_by_async_worker():
-    """§4.2 / §4.5 / §4.9 race (kernel-faithful, not a bug): the async worker has
-    isolated every page of the cgroup; a NO_RECLAIM fault charge at the limit sees an
-    empty LRU, gets -ENOMEM instead of -EBUSY, and the process gets SIGBUS."""
+    """sgx_cgroup_try_charge() (v16 patch 9) vs sgx_cgroup_reclaim_work_func() (v16 patch 10) in
+    sgx_reclaim_pages(), a race (kernel-faithful, not a bug): the async worker has isolated every
+    page of the cgroup; a NO_RECLAIM fault charge at the limit sees an empty LRU, gets -ENOMEM
+    instead of -EBUSY, and the process gets SIGBUS."""
     h = new_host()
     a = mkcg(h, "/a", 18)
     t = h.spawn("/a")
@@ -421,12 +425,12 @@ def test_same_fault_without_the_race_retries():
     check_invariants(h, quiescent=True)
 
 
-# --- §4.7 ksgxd and global reclaim ---------------------------------------------------------
+# --- ksgxd() and sgx_reclaim_pages_global() (main.c, v16 patches 12, 14) --------------------------
 
 
 def test_allocator_wakes_ksgxd_below_low_watermark():
-    """§4.1 step 5 / §4.7: the allocator wakes ksgxd once free < 32 and something is
-    reclaimable."""
+    """sgx_alloc_epc_page() (main.c) and ksgxd() (v16 patch 14): the allocator wakes ksgxd once free
+    < 32 and something is reclaimable."""
     h = new_host("512KiB")  # 128 pages
     t = h.spawn("/")
     e = new_enclave(h, t, 94)
@@ -436,7 +440,8 @@ def test_allocator_wakes_ksgxd_below_low_watermark():
 
 
 def test_allocator_does_not_wake_ksgxd_with_nothing_reclaimable():
-    """§4.1 step 5: below the watermark but with every LRU empty: no wake-up."""
+    """sgx_alloc_epc_page() (main.c; sgx_should_reclaim_global(), v16 patch 8): below the watermark
+    but with every LRU empty: no wake-up."""
     h = new_host("512KiB")
     t = h.spawn("/")
     v = ioctl.vepc_open(h, t, 100)
@@ -447,8 +452,9 @@ def test_allocator_does_not_wake_ksgxd_with_nothing_reclaimable():
 
 
 def test_ksgxd_hysteresis_32_64():
-    """§4.7: woken below 32 free pages, ksgxd reclaims 16 pages per step while free <
-    64, then sleeps (returns False, ksgxd_woken cleared)."""
+    """ksgxd() (main.c, v16 patch 14 "x86/sgx: Turn on per-cgroup EPC reclamation"): woken below 32
+    free pages, ksgxd reclaims 16 pages per step while free < 64, then sleeps (returns False,
+    ksgxd_woken cleared)."""
     h = new_host("512KiB")
     t = h.spawn("/")
     new_enclave(h, t, 95)
@@ -465,7 +471,7 @@ def test_ksgxd_hysteresis_32_64():
 
 
 def test_ksgxd_step_yields_and_reclaims_rooted_at_root():
-    """§4.7: one ksgxd iteration = one 16-page global reclaim (no charge mm) + a
+    """ksgxd() (v16 patch 14): one ksgxd iteration = one 16-page global reclaim (no charge mm) + a
     cond_resched."""
     h = new_host("512KiB")
     t = h.spawn("/")
@@ -476,9 +482,9 @@ def test_ksgxd_step_yields_and_reclaims_rooted_at_root():
 
 
 def test_global_reclaim_rotates_over_all_cgroups_with_root_cursor():
-    """§4.7: global reclaim = rotating reclaim rooted at the root over every cgroup
-    (the root's own LRU holds root tasks' pages), continuing via root.next_cg; a batch
-    is split over cgroups whose LRU holds fewer than 16 pages."""
+    """sgx_reclaim_pages_global() (main.c, v16 patches 12, 14): global reclaim = rotating reclaim
+    rooted at the root over every cgroup (the root's own LRU holds root tasks' pages), continuing
+    via root.next_cg; a batch is split over cgroups whose LRU holds fewer than 16 pages."""
     h = new_host("1MiB")  # 256 pages
     R = h.sgx_cg_root
     A = mkcg(h, "/A")
@@ -505,10 +511,10 @@ def _fill(h, *, extra_capacity: int = 0):
 
     *extra_capacity* (white box) raises the misc capacity above the physical EPC: every
     used page is charged and charge/free are atomic in the model, so a charge at full
-    EPC always fails at the root's capacity first (§5.1) and the allocator's physical
-    shortage path (§4.1 step 3) is only reached in the kernel's windows (a page
-    uncharged but not yet back on a free list, unsanitised pages).  The bump emulates
-    such a window."""
+    EPC always fails at the root's capacity first (misc_cg_try_charge() checks the capacity at every
+    level) and the allocator's physical shortage path (the free-page loop of sgx_alloc_epc_page(),
+    main.c) is only reached in the kernel's windows (a page uncharged but not yet back on a free
+    list, unsanitised pages).  The bump emulates such a window."""
     A = mkcg(h, "/A")
     B = mkcg(h, "/B")
     new_enclave(h, h.spawn("/A"), 120)
@@ -521,10 +527,10 @@ def _fill(h, *, extra_capacity: int = 0):
 
 
 def test_full_epc_charge_fails_at_root_capacity_and_reclaims_requester_subtree():
-    """§5.1 / §4.2: with every EPC page charged the charge fails at the root (capacity
-    is checked at every level): one event in the root's events_local, and the charge
-    loop reclaims subtree(requester) only, even though another cgroup holds the
-    reclaimable bulk."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c) and sgx_cgroup_try_charge() (v16 patch 9): with
+    every EPC page charged the charge fails at the root (capacity is checked at every level): one
+    event in the root's events_local, and the charge loop reclaims subtree(requester) only, even
+    though another cgroup holds the reclaimable bulk."""
     h = new_host("512KiB")
     A, B, tb, eb = _fill(h)
     R = h.sgx_cg_root
@@ -539,8 +545,9 @@ def test_full_epc_charge_fails_at_root_capacity_and_reclaims_requester_subtree()
 
 
 def test_full_epc_requester_without_reclaimable_pages_gets_enomem():
-    """§5.1 / §4.2 / §7.4-3: at full EPC a requester whose subtree has nothing on its
-    LRUs gets ENOMEM although other cgroups have reclaimable pages."""
+    """misc_cg_try_charge() (kernel/cgroup/misc.c) and sgx_cgroup_try_charge() (v16 patch 9; scope =
+    the requester's subtree): at full EPC a requester whose subtree has nothing on its LRUs gets
+    ENOMEM although other cgroups have reclaimable pages."""
     h = new_host("512KiB")
     A = mkcg(h, "/A")
     C = mkcg(h, "/C")
@@ -557,8 +564,9 @@ def test_full_epc_requester_without_reclaimable_pages_gets_enomem():
 
 
 def test_physical_shortage_do_reclaim_reclaims_globally():
-    """§4.1 step 3e (white box, see _fill): charged but no free page: DO_RECLAIM runs
-    global reclaim rooted at the root (any cgroup) and retries; no max event."""
+    """sgx_alloc_epc_page() -> sgx_reclaim_pages_global() (v16 patch 14; white box, see _fill):
+    charged but no free page: DO_RECLAIM runs global reclaim rooted at the root (any cgroup) and
+    retries; no max event."""
     h = new_host("512KiB")
     A, B, tb, eb = _fill(h, extra_capacity=64)
     R = h.sgx_cg_root
@@ -571,7 +579,8 @@ def test_physical_shortage_do_reclaim_reclaims_globally():
     assert h.epc.nr_free_pages == 15 and h.ksgxd_woken
     assert B.cg.events == 0 and R.cg.events_local == 0
     assert R.next_cg is B
-    # §4.9 / §7.4-9: the backing of A's pages is charged to current's (B's) memcg
+    # sgx_reclaim_pages() with the charge_mm of v16 patch 11: the backing of A's pages is charged to
+    # current's (B's) memcg
     assert h.cgroup("/B").memcg.usage == 16 * 4224
     assert h.cgroup("/A").memcg.usage == 0
     # ksgxd (no mm): charged to the memcg of the enclave's first live mm (A's)
@@ -583,8 +592,8 @@ def test_physical_shortage_do_reclaim_reclaims_globally():
 
 
 def test_physical_shortage_no_reclaim_is_ebusy():
-    """§4.1 step 3c (white box, see _fill): NO_RECLAIM with no free page → -EBUSY, the
-    charge and css reference undone, no work queued (the charge itself succeeded); an
+    """sgx_alloc_epc_page() (main.c; white box, see _fill): NO_RECLAIM with no free page → -EBUSY,
+    the charge and css reference undone, no work queued (the charge itself succeeded); an
     EAUG fault retries."""
     h = new_host("512KiB")
     A, B, tb, eb = _fill(h, extra_capacity=64)
@@ -601,7 +610,8 @@ def test_physical_shortage_no_reclaim_is_ebusy():
 
 
 def test_physical_shortage_signal_pending_is_erestartsys():
-    """§4.1 step 3d (white box, see _fill): DO_RECLAIM, no free page, signal pending →
+    """sgx_alloc_epc_page() (main.c; white box, see _fill): DO_RECLAIM, no free page, signal pending
+    →
     -ERESTARTSYS, nothing reclaimed, charge undone."""
     h = new_host("512KiB")
     A, B, tb, eb = _fill(h, extra_capacity=64)
@@ -614,9 +624,10 @@ def test_physical_shortage_signal_pending_is_erestartsys():
 
 @pytest.mark.parametrize("extra_capacity", [0, 64])
 def test_nothing_reclaimable_anywhere_is_enomem(extra_capacity):
-    """§4.1 step 3b / §4.2: the EPC is full of vEPC pages (never on an LRU): -ENOMEM in
-    both modes, from the charge (capacity reached, root event) or, past the charge
-    (white box), from the physical shortage path (no event)."""
+    """sgx_alloc_epc_page() (sgx_can_reclaim_global(), v16 patch 14) and sgx_cgroup_try_charge()
+    (v16 patch 9): the EPC is full of vEPC pages (never on an LRU): -ENOMEM in both modes, from the
+    charge (capacity reached, root event) or, past the charge (white box), from the physical
+    shortage path (no event)."""
     h = new_host("512KiB")
     a = mkcg(h, "/a")
     tv = h.spawn("/")
@@ -635,8 +646,8 @@ def test_nothing_reclaimable_anywhere_is_enomem(extra_capacity):
 
 
 def test_failed_ecreate_leaves_consistent_state():
-    """§4.1 / §4.12: ECREATE failing with ENOMEM unwinds (nothing charged, enclave not
-    created) and the model state stays consistent."""
+    """sgx_encl_create() (ioctl.c) with sgx_alloc_epc_page() (v16 patch 5): ECREATE failing with
+    ENOMEM unwinds (nothing charged, enclave not created) and the model state stays consistent."""
     h = new_host("512KiB")
     tv = h.spawn("/")
     v = ioctl.vepc_open(h, tv, 128)
@@ -651,13 +662,14 @@ def test_failed_ecreate_leaves_consistent_state():
     check_invariants(h, quiescent=True)
 
 
-# --- §4.8 direct reclaim ---------------------------------------------------------------------
+# --- direct reclaim: sgx_reclaim_direct() (main.c, v16 patch 13) ----------------------------------
 
 
 @pytest.mark.parametrize(("npages", "evicted"), [(197, 16), (166, 16), (165, 0)])
 def test_reclaim_direct_per_cgroup_pass_only_if_should_reclaim(npages, evicted):
-    """§4.8 step 1: one 16-page pass over subtree(current cg) iff should_reclaim
-    (usage >= 200 - 32 here); a single pass even if still above the threshold."""
+    """sgx_cgroup_reclaim_direct() (epc_cgroup.c, v16 patch 13 "x86/sgx: implement direct
+    reclamation for cgroups"): one 16-page pass over subtree(current cg) iff should_reclaim (usage
+    >= 200 - 32 here); a single pass even if still above the threshold."""
     h = new_host()
     a = mkcg(h, "/a", 200)
     t = h.spawn("/a")
@@ -670,7 +682,8 @@ def test_reclaim_direct_per_cgroup_pass_only_if_should_reclaim(npages, evicted):
 
 
 def test_reclaim_direct_global_pass_only_if_free_below_32():
-    """§4.8 step 2: a global pass (16 pages) only while free < 32."""
+    """sgx_reclaim_direct() (main.c, v16 patch 13): a global pass (16 pages) only while free <
+    32."""
     h = new_host("512KiB")
     a = mkcg(h, "/a")
     t = h.spawn("/a")
@@ -683,7 +696,8 @@ def test_reclaim_direct_global_pass_only_if_free_below_32():
 
 
 def test_reclaim_direct_both_passes():
-    """§4.8: the per-cgroup pass first, then the global pass if free is still < 32."""
+    """sgx_reclaim_direct() (v16 patch 13): the per-cgroup pass first, then the global pass if free
+    is still < 32."""
     h = new_host("1MiB")  # 256 pages
     b = mkcg(h, "/b")
     a = mkcg(h, "/a", 200)
@@ -699,7 +713,8 @@ def test_reclaim_direct_both_passes():
 
 
 def test_edmm_ioctl_runs_direct_reclaim_before_each_page():
-    """§4.8: the EDMM ioctls call sgx_reclaim_direct() before each page."""
+    """sgx_reclaim_direct() (v16 patch 13): the EDMM ioctls call sgx_reclaim_direct() before each
+    page."""
     h = new_host()
     a = mkcg(h, "/a", 200)
     t = h.spawn("/a")

@@ -1,14 +1,17 @@
-"""The kernel selftests of the series (SPEC §6) replayed on the model.
+"""The kernel selftests of the series (v16 patch 16 "selftests/sgx: Add scripts for EPC cgroup
+testing") replayed on the model.
 
-``run_epc_cg_selftests.sh`` (SPEC §6.3) is replayed by
+``run_epc_cg_selftests.sh`` is replayed by
 :func:`epcsim.workload.kselftest.run_epc_cg_selftests`, whose concurrent processes run in
 a lockstep round-robin interleave (one yield point each per turn), so every outcome is
 deterministic and the exit statuses are pinned here.  Exit statuses: 0 pass, 1 an ioctl
 failed (the harness assertion), 135 SIGBUS, 137 SIGKILL (memcg OOM), 143 SIGTERM (the
 Test E kill).
 
-Also checked: the per-process page arithmetic of SPEC §6.2 and the worked example of
-§6.3 (C = 98,566,144 bytes) computed from the formulas the replay writes to cgroupfs.
+Also checked: the per-process page arithmetic of ``test_sgx -t unclobbered_vdso_oversubscribed``
+(the workload of the script) and the worked example for the EPC capacity of the v12 test run
+reported on the list (C = 98,566,144 bytes), computed from the formulas the replay writes to
+cgroupfs.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ PINNED = {
 
 
 def selftest_limits(c: int) -> dict[str, int]:
-    """SPEC §6.3 steps 3 and 9: the bytes the script writes for capacity *c*."""
+    """Steps 3 and 9 of run_epc_cg_selftests.sh (v16 patch 16, limits and memory.max): the bytes the
+    script writes for capacity *c*."""
     return {
         f"{BASE}/sgx_test_small_parent/misc.max": c // 512,
         f"{BASE}/sgx_test_large/misc.max": 4 * c // 512,
@@ -76,18 +80,20 @@ def selftest_limits(c: int) -> dict[str, int]:
 
 
 def va_pages(n_pages: int) -> int:
-    """SPEC §4.12 / §6.2: VA pages of an enclave of *n_pages* added pages."""
+    """sgx_encl_grow() (encl.c; ADD_PAGES of the test_sgx enclave): VA pages of an enclave of
+    *n_pages* added pages."""
     return math.ceil((n_pages + 1) / SGX_VA_SLOT_COUNT)
 
 
 def async_threshold(limit_pages: int) -> int:
-    """SPEC §4.4: usage (pages) at which the async/direct reclaimer starts."""
+    """sgx_cgroup_should_reclaim() (epc_cgroup.c, v16 patch 10): usage (pages) at which the
+    async/direct reclaimer starts."""
     return limit_pages - SGX_CG_MIN_FREE_PAGE if limit_pages > SGX_CG_LOW_LIMIT else limit_pages
 
 
 def check_spec_outcomes(rep: ks.SelftestReport) -> None:
-    """SPEC §6.4: A fail; B >= 1 pass; C >= 1 fail; D all pass; E all non-killed pass;
-    F all fail; final usage 0."""
+    """The PASS conditions of run_epc_cg_selftests.sh (v16 patch 16): A fail; B >= 1 pass; C >= 1
+    fail; D all pass; E all non-killed pass; F all fail; final usage 0."""
     st = rep.statuses
     assert list(rep.results) == [*TESTS, "leak check"]
     assert st["A small"] != [0] and len(st["A small"]) == 1
@@ -130,12 +136,13 @@ def replays():
     return get
 
 
-# --- SPEC §6.3 outcomes -----------------------------------------------------------------
+# --- run_epc_cg_selftests.sh (v16 patch 16) outcomes ----------------------------------------------
 
 
 @pytest.mark.parametrize("capacity", [16 * MiB, 32 * MiB], ids=["16MiB", "32MiB"])
 def test_selftests_reach_spec_outcomes(replays, capacity):
-    """Every test A-F and the leak check reach the SPEC §6.4 outcome."""
+    """Every test A-F and the leak check reach the outcome run_epc_cg_selftests.sh (v16 patch 16)
+    passes on."""
     rep, _ = replays(capacity)
     assert rep.capacity == capacity
     check_spec_outcomes(rep)
@@ -151,7 +158,8 @@ def test_selftests_pinned_statuses(replays, capacity):
 
 @pytest.mark.parametrize("capacity", [16 * MiB, 32 * MiB], ids=["16MiB", "32MiB"])
 def test_selftests_write_spec_limits(replays, capacity):
-    """SPEC §6.3 steps 1-3 and 9: directories, controllers and the exact limit bytes."""
+    """Steps 1-3 and 9 of run_epc_cg_selftests.sh (v16 patch 16): directories, controllers and the
+    exact limit bytes."""
     _, writes = replays(capacity)
     limits = selftest_limits(capacity)
     assert writes[:3] == [
@@ -192,10 +200,11 @@ def test_selftests_8mib_b_fails_by_isolation_race(monkeypatch):
     die of ENOMEM in ADD_PAGES (status 1) and free their pages; the survivor finishes
     ADD_PAGES and EINIT with the cgroup full.  Its EENTER then faults on an evicted page:
     the NO_RECLAIM charge fails, queues the async work and the fault is retried
-    (SPEC §4.1/§4.2).  The worker (§4.5) isolates *every* page of the cgroup's LRU into
-    its batch (phase 1 of §4.9); before it writes them back the fault is retried, finds
-    the limit still reached and ``sgx_cgroup_lru_empty()`` true — isolated pages are off
-    the list — so the charge returns ENOMEM, which the fault path turns into SIGBUS
+    (sgx_alloc_epc_page(), sgx_cgroup_try_charge(), v16 patches 9, 10).  The worker
+    (sgx_cgroup_reclaim_work_func(), v16 patch 10) isolates *every* page of the cgroup's LRU into
+    its batch (the isolation loop of sgx_reclaim_pages(), main.c); before it writes them back the
+    fault is retried, finds the limit still reached and ``sgx_cgroup_lru_empty()`` true — isolated
+    pages are off the list — so the charge returns ENOMEM, which the fault path turns into SIGBUS
     (status 135).  In the kernel the same window exists between isolation and EWB.
     From 16 MiB on (limit 32 pages, 10 unreclaimable each) the same interleave lets a
     process pass; Test C at 8 MiB still passes (a SIGBUS is a failure too).
@@ -256,13 +265,14 @@ def test_selftests_8mib_b_fails_by_isolation_race(monkeypatch):
     assert seen == [race, race]
 
 
-# --- SPEC §6.2 per-process arithmetic ---------------------------------------------------------
+# --- per-process arithmetic of test_sgx (the workload of v16 patch 16) ----------------------------
 
 
 @pytest.mark.parametrize("c", [16 * MiB, 32 * MiB, 64 * MiB, 98_566_144, 4 << 30])
 def test_sgx_pages_arithmetic(c):
-    """SPEC §6.2: N_pages = C/4096 + 7 (2 TCS, 2 text, 3 data, the heap); enclave size =
-    smallest power of two >= N_pages pages (about 2C)."""
+    """test_sgx -t unclobbered_vdso_oversubscribed (run by v16 patch 16): N_pages = C/4096 + 7 (2
+    TCS, 2 text, 3 data, the heap); enclave size = smallest power of two >= N_pages pages (about
+    2C)."""
     n, size = ks.test_sgx_pages(c)
     assert n == c // PAGE_SIZE + 7
     assert sum(p for _, p, _, _ in ks.TEST_ENCL_LAYOUT) == 7
@@ -278,8 +288,8 @@ def test_sgx_pages_small_heaps():
 
 @pytest.mark.parametrize("heap_pages", [504, 505, 1016, 1017])
 def test_va_pages_of_the_test_enclave(heap_pages):
-    """SPEC §6.2 / §4.12: building the test enclave allocates ceil((N + 1) / 512) VA
-    pages (page_cnt starts at 1 for the SECS); unreclaimable = VA + SECS."""
+    """test_sgx (run by v16 patch 16), sgx_encl_grow() (encl.c): building the test enclave allocates
+    ceil((N + 1) / 512) VA pages (page_cnt starts at 1 for the SECS); unreclaimable = VA + SECS."""
     host = Host("8MiB")
     t = host.spawn("/")
     heap = heap_pages * PAGE_SIZE
@@ -303,12 +313,13 @@ def test_va_pages_of_the_test_enclave(heap_pages):
     check_invariants(host, quiescent=True)
 
 
-# --- SPEC §6.3 worked example ---------------------------------------------------------------
+# --- worked example for the capacity of the reported v12 test run ---------------------------------
 
 
 def test_worked_example_98566144():
-    """SPEC §6.3 table for C = 98,566,144 B (P = 24,064 pages), from the formulas the
-    replay writes (pinned against it above) and the model's own limit arithmetic."""
+    """run_epc_cg_selftests.sh (v16 patch 16) limits for C = 98,566,144 B (P = 24,064 pages), from
+    the formulas the replay writes (pinned against it above) and the model's own limit
+    arithmetic."""
     c = 98_566_144
     p = c // PAGE_SIZE
     assert p == 24_064
@@ -334,7 +345,7 @@ def test_worked_example_98566144():
     assert pages == {"small_parent": 47, "large": 188, "larger": 24_064}
     assert (small // PAGE_SIZE, large // PAGE_SIZE, larger // PAGE_SIZE) == (p // 512, p // 128, p)
 
-    # headroom kept by async/direct reclaim (SPEC §4.4)
+    # headroom kept by async/direct reclaim (sgx_cgroup_should_reclaim(), v16 patch 10)
     assert async_threshold(47) == 47  # <= 128: no headroom
     assert async_threshold(188) == 156
     assert async_threshold(24_064) == 24_032
@@ -399,7 +410,8 @@ def test_test_sgx_stuck_when_an_ancestor_is_full_of_a_siblings_pages() -> None:
 
 
 def test_test_sgx_failure_names_the_ioctl_and_errno() -> None:
-    """Test A's process (SPEC §6.3): its ADD_PAGES fails with ENOMEM; the error says so."""
+    """Test A's process (run_epc_cg_selftests.sh, v16 patch 16): its ADD_PAGES fails with ENOMEM;
+    the error says so."""
     h = _full_parent_host()
     h.fs.write("/p/misc.max", "sgx_epc 8192")  # VA page + SECS: no room for a page
     t = h.spawn("/p/a")

@@ -6,15 +6,16 @@ reclaim is frequent) through the user-space boundary (``host.fs``, the ioctls) a
 kernel threads' bodies (``ksgxd_step``, ``sgx_cgroup_reclaim_work_func``,
 ``sgx_cgroup_reclaim_pages``).  Besides operations run to completion it keeps a few
 operations *in flight*: generators advanced one yield point at a time by a rule, so that
-the transient states of SPEC §4.9 / §4.11 (isolated pages, BEING_RECLAIMED, a reclaimer
+the transient states of sgx_reclaim_pages() (main.c) and of the reclaimable-page tracking
+of v16 patch 7 (isolated pages, BEING_RECLAIMED, a reclaimer
 holding an enclave reference, a charge loop suspended mid-reclaim) are observed by every
 other rule.
 
 After every step ``check_invariants(host, quiescent=<nothing in flight>)`` runs, plus
 checks of the cgroupfs text, the non-preemptive limit (a usage only grows up to ``max``,
-SPEC §5.1) and monotonic counters.  At the end every in-flight operation is finished,
-every task killed and every cgroup removed: nothing may leak (misc usage, memcg backing,
-css references, EPC pages).
+misc_cg_try_charge() of kernel/cgroup/misc.c) and monotonic counters.  At the end every in-flight
+operation is finished, every task killed and every cgroup removed: nothing may leak (misc usage,
+memcg backing, css references, EPC pages).
 
 Expected user-visible failures (an ``OSError`` with a documented errno) are outcomes, not
 errors; an errno outside the documented set, any other exception, or an invariant
@@ -79,18 +80,20 @@ MAX_DEPTH = 4
 #: enclave sizes in pages (power of two, >= 2)
 ENCL_PAGES = (2, 16, 64, 256)
 
-#: errnos each user operation may legitimately fail with (SPEC §4.1, §4.12; ioctl.c)
+#: errnos each user operation may legitimately fail with (sgx_alloc_epc_page() of main.c,
+#: sgx_encl_create() and sgx_ioc_enclave_add_pages() of ioctl.c)
 CREATE_ERRNOS = {errno.ENOMEM, errno.EINTR}
 #: ADD_PAGES: EBUSY = page already in page_array (xa_insert())
 ADD_ERRNOS = {errno.ENOMEM, errno.EINTR, errno.EBUSY}
-#: EDMM (SPEC §4.1: -EBUSY of a load -> EAGAIN, other -> EFAULT); EINVAL = type not
+#: EDMM (sgx_encl_load_page() in the EDMM ioctls of ioctl.c: -EBUSY of a load -> EAGAIN, other ->
+#: EFAULT); EINVAL = type not
 #: allowed (modify types, restrict permissions); remove: EPERM not TRIM, EBUSY held
 #: by a reclaimer
 MODT_ERRNOS = {errno.EAGAIN, errno.EFAULT, errno.EINVAL}
 RESTRICT_ERRNOS = {errno.EAGAIN, errno.EFAULT, errno.EINVAL}
 REMOVE_ERRNOS = {errno.EAGAIN, errno.EFAULT, errno.EPERM, errno.EBUSY}
 
-#: misc.max garbage and the errno the kernel's misc_cg_max_write() gives (SPEC §5.4)
+#: misc.max garbage and the errno the kernel's misc_cg_max_write() gives (kernel/cgroup/misc.c)
 MISC_MAX_GARBAGE = {
     "": errno.EINVAL,
     "sgx_epc": errno.EINVAL,
@@ -262,7 +265,8 @@ class EpcModelMachine(RuleBasedStateMachine):
         """Run a user operation to completion.  Returns (value, OSError or None).
 
         Any reclaim it does is synchronous and charges the backing to the memcg of
-        *task*'s mm (SPEC §4.2, §4.1 step 3e, §4.8: charge_mm = current); operations
+        *task*'s mm (charge_mm = current in sgx_cgroup_try_charge(), sgx_alloc_epc_page() and
+        sgx_reclaim_direct(): v16 patches 11, 13, 14); operations
         that only fault pages in (*reclaims* False) evict nothing (NO_RECLAIM)."""
         assert not task.exited and task.pid not in self.busy
         before = self.evicted()
@@ -540,8 +544,9 @@ class EpcModelMachine(RuleBasedStateMachine):
     @rule(i=idx)
     def evacuate_and_rmdir(self, i):
         """Move every task of a leaf cgroup to the root and remove it: its charges stay
-        (SPEC §5.5), so its misc css goes offline with pages charged and stays reachable
-        by reclaim until they are freed (SPEC §4.6, §4.13)."""
+        ("Migration" in sgx.rst, v16 patch 15), so its misc css goes offline with pages charged and
+        stays reachable by reclaim until they are freed (each EPC page pins its css, v16 patch 5;
+        sgx_cgroup_next_get() still visits it, v16 patch 9)."""
         fs = self.host.fs
         c = pick([c for c in self.cgroups()[1:] if c.tasks and not c.children], i)
         css = c.misc
@@ -655,7 +660,8 @@ class EpcModelMachine(RuleBasedStateMachine):
         if not e.released:
             assert np.all(e.desc[first : first + done] & DESC_PRESENT)
             assert not np.any(present_before[:done])
-            # SPEC §4.1 / §5.5: charged to the adder's cgroup (those not evicted since)
+            # sgx_alloc_epc_page() (main.c, v16 patch 5): charged to the adder's cgroup (those not
+            # evicted since)
             pages = e.epc[first : first + done]
             assert np.all(self.host.epc.cg[pages[pages >= 0]] == charged_to)
 
@@ -717,7 +723,8 @@ class EpcModelMachine(RuleBasedStateMachine):
         charged_to = self.host.task_misc_cg(t).priv.id
         res, _ = self.user_op(t, gen, "access", (), reclaims=False)
         if not e.released:
-            # SPEC §7.4 (10): a page faulted in is charged to the faulting task's cgroup
+            # sgx_alloc_epc_page() (v16 patch 5): a page faulted in is charged to the faulting
+            # task's cgroup
             new = np.flatnonzero((before < 0) & (e.epc >= 0))
             assert np.all(self.host.epc.cg[e.epc[new]] == charged_to)
             assert not np.any((before >= 0) & (e.epc >= 0) & (before != e.epc))
@@ -732,7 +739,8 @@ class EpcModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.idle_encls(lambda e: e.flags & SGX_ENCL_INITIALIZED))
     @rule(i=idx, j=idx, n=st.integers(1, 8), later=st.booleans(), perms=st.booleans())
     def edmm_trim_remove(self, i, j, n, later, perms):
-        """EDMM: MODIFY_TYPES to TRIM then REMOVE_PAGES on one range (SPEC §4.8, §4.11)."""
+        """EDMM: MODIFY_TYPES to TRIM then REMOVE_PAGES on one range (sgx_reclaim_direct() before
+        each page, v16 patch 13; sgx_unmark_page_reclaimable(), v16 patch 7)."""
         e = pick(self.idle_encls(lambda e: e.flags & SGX_ENCL_INITIALIZED), i)
         t = self.owner(e)
         present = np.flatnonzero(e.desc & DESC_PRESENT)
@@ -799,7 +807,8 @@ class EpcModelMachine(RuleBasedStateMachine):
 
     @rule(i=idx, n=st.integers(1, 48), charge=st.booleans(), later=st.booleans())
     def reclaim_pass(self, i, n, charge, later):
-        """sgx_cgroup_reclaim_pages(cg, mm, n) rooted at a live cgroup (SPEC §4.3)."""
+        """sgx_cgroup_reclaim_pages(cg, mm, n) rooted at a live cgroup (epc_cgroup.c,
+        v16 patch 9)."""
         host = self.host
         sgx_cg = pick(self.live_sgx_cgroups(), i)
         live = self.live_tasks()
@@ -821,7 +830,7 @@ class EpcModelMachine(RuleBasedStateMachine):
     @rule(i=idx, charge=st.booleans())
     def reclaim_batch_inflight(self, i, charge):
         """A bare sgx_reclaim_pages() batch on one cgroup's LRU, suspended after phase 1
-        (SPEC §4.9): its pages are isolated while other rules run."""
+        (main.c): its pages are isolated while other rules run."""
         host = self.host
         cands = [s for s in self.live_sgx_cgroups() if s.lru.nr] or self.live_sgx_cgroups()
         sgx_cg = pick(cands, i)
@@ -838,7 +847,7 @@ class EpcModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.ksgxd_inflight)
     @rule(later=st.booleans())
     def ksgxd(self, later):
-        """One iteration of ksgxd (SPEC §4.7: hysteresis at 64 free pages)."""
+        """One iteration of ksgxd() (main.c, v16 patch 14: hysteresis at 64 free pages)."""
         host = self.host
         want = host.epc.nr_free_pages < SGX_NR_HIGH_PAGES and host.nr_lru_pages > 0
         if later and len(self.inflight) < MAX_INFLIGHT:
@@ -857,7 +866,8 @@ class EpcModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(not s.work_running for s in self.host.sgx_cg_wq))
     @rule(later=st.booleans())
     def run_work(self, later):
-        """Start the oldest queued sgx_cg_wq item that is not already running (SPEC §4.5)."""
+        """Start the oldest queued sgx_cg_wq item that is not already running
+        (sgx_cgroup_reclaim_work_func(), v16 patch 10)."""
         host = self.host
         wq = host.sgx_cg_wq
         sgx_cg = next(s for s in wq if not s.work_running)
@@ -899,17 +909,19 @@ class EpcModelMachine(RuleBasedStateMachine):
         check_invariants(host, quiescent=not self.inflight)
         pool = host.epc
         tracked = (pool.flags & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0
-        # SECS, VA and vEPC pages are never reclaimer-tracked (SPEC §2.5)
+        # SECS, VA and vEPC pages are never reclaimer-tracked (sgx_mark_page_reclaimable(),
+        # v16 patch 7)
         assert not np.any(tracked & (pool.kind != KIND_ENCL) & (pool.kind != KIND_FREE))
         if not self.inflight:
-            # SPEC §4.11: between operations every resident enclave page is on the LRU
+            # sgx_mark_page_reclaimable() (main.c, v16 patch 7): between operations every resident
+            # enclave page is on the LRU
             # of the cgroup it is charged to (the invariant checks which LRU)
             for e in host.encls:
                 if not e.released:
                     res = e.epc[e.epc >= 0]
                     assert np.all(tracked[res]), f"{e!r}: resident page off the LRUs"
         # sgx_cg_wq: a work item is queued at most once, exactly while PENDING, and never
-        # for a freed cgroup (cancel_work_sync() in the free callback, SPEC §4.6)
+        # for a freed cgroup (cancel_work_sync() in sgx_cgroup_misc_free(), v16 patch 9)
         wq = list(host.sgx_cg_wq)
         assert len({id(w) for w in wq}) == len(wq)
         assert {id(w) for w in wq} == {id(w) for w in self.live_sgx_cgroups() if w.work_pending}
@@ -918,8 +930,9 @@ class EpcModelMachine(RuleBasedStateMachine):
 
     @invariant()
     def cgroupfs_and_limits(self):
-        """misc files show the model state (SPEC §5.4); a usage only grows up to max and
-        capacity (§5.1, non-preemptive max); events and peak never decrease (§5.3)."""
+        """misc files show the model state (kernel/cgroup/misc.c); a usage only grows up to max
+        and capacity (misc_cg_try_charge(), non-preemptive max); events and peak never decrease
+        (misc_cg_event(), misc_cg_update_watermark())."""
         host = self.host
         if host is None:
             return
@@ -958,7 +971,8 @@ class EpcModelMachine(RuleBasedStateMachine):
 
     def teardown(self):
         """Finish everything in flight, kill every task, remove every cgroup: nothing
-        may leak (SPEC §4.10, §4.12 release, §6.3 step 10)."""
+        may leak (sgx_free_epc_page() uncharges, v16 patch 5; sgx_encl_release() frees everything;
+        the leak check of run_epc_cg_selftests.sh, v16 patch 16)."""
         host = self.host
         if host is None or sys.exc_info()[0] is not None:
             return
@@ -1000,10 +1014,11 @@ class EpcModelMachine(RuleBasedStateMachine):
 
 
 def test_invariants_accept_backing_of_page_being_reclaimed():
-    """SPEC §4.9: between phase 2 (backing allocated and charged to a memcg, page marked
-    BEING_RECLAIMED) and phase 4 (EWB) of sgx_reclaim_pages() the memcg is legitimately
-    charged for a page that is still resident; check_invariants(quiescent=False) must
-    accept that state.  (Found by this machine; fixed in the model by b3d906a.)"""
+    """sgx_reclaim_pages() (main.c; backing charged since v16 patch 11): between phase 2 (backing
+    allocated and charged to a memcg, page marked BEING_RECLAIMED) and phase 4 (EWB) of
+    sgx_reclaim_pages() the memcg is legitimately charged for a page that is still resident;
+    check_invariants(quiescent=False) must accept that state.  (Found by this machine; fixed in the
+    model by b3d906a.)"""
     host = Host("1MiB")
     t = host.spawn("/")
     e = sgx_open(host, t)

@@ -1,8 +1,8 @@
 """KVM guest EPC (vEPC) pages.
 
-SPEC sections: §2.5 (vEPC pages: NO_RECLAIM, charged, never on an LRU, freed only at
-release), §4.1 (vEPC fault error mapping: -EBUSY -> VM_FAULT_RETRY, anything else ->
-SIGBUS), §7.2 (vEPC usage counts as unreclaimable), §7.4 item 2.
+Series citations: vEPC pages (virt.c) are allocated NO_RECLAIM, charged (v16 patch 5), never
+on an LRU and freed only at release; sgx_vepc_fault() maps -EBUSY -> VM_FAULT_RETRY and
+anything else -> SIGBUS; vEPC usage counts as unreclaimable (the v16 cover letter).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def events_local(h, path="/a"):
 
 
 def test_vepc_fault_in_charged_never_on_lru():
-    """SPEC §2.5: each first touch allocates (NO_RECLAIM) and charges one page to the
-    task's cgroup; vEPC pages are never put on an LRU."""
+    """sgx_vepc_fault() (virt.c; charged since v16 patch 5): each first touch allocates (NO_RECLAIM)
+    and charges one page to the task's cgroup; vEPC pages are never put on an LRU."""
     h = mkhost()
     t = h.spawn("/a")
     v = ioctl.vepc_open(h, t, 16)
@@ -61,7 +61,8 @@ def test_vepc_fault_in_charged_never_on_lru():
 
 
 def test_vepc_pages_never_reclaimed():
-    """SPEC §2.5, §7.2: reclaim (cgroup, global, ksgxd) never touches vEPC pages."""
+    """sgx_mark_page_reclaimable() is never called for vEPC pages (v16 cover letter): reclaim
+    (cgroup, global, ksgxd) never touches vEPC pages."""
     h = mkhost("256KiB")  # 64 pages
     t = h.spawn("/a")
     v = ioctl.vepc_open(h, t, 60)
@@ -78,8 +79,9 @@ def test_vepc_pages_never_reclaimed():
 
 
 def test_vepc_at_limit_nothing_reclaimable_sigbus():
-    """SPEC §4.1: the charge fails and subtree(cg) has no reclaimable page -> ENOMEM ->
-    SIGBUS (the VMM dies, its vEPC is released)."""
+    """__sgx_vepc_fault() -> sgx_alloc_epc_page() -> sgx_cgroup_try_charge() (v16 patch 9): the
+    charge fails and subtree(cg) has no reclaimable page -> ENOMEM -> SIGBUS (the VMM dies, its vEPC
+    is released)."""
     h = mkhost(limit=4)
     t = h.spawn("/a")
     v = ioctl.vepc_open(h, t, 8)
@@ -92,7 +94,7 @@ def test_vepc_at_limit_nothing_reclaimable_sigbus():
 
 
 def test_vepc_fault_returns_sigbus_direct():
-    """SPEC §4.1: sgx_vepc_fault maps ENOMEM to VM_FAULT_SIGBUS (no work queued)."""
+    """sgx_vepc_fault() (virt.c): sgx_vepc_fault maps ENOMEM to VM_FAULT_SIGBUS (no work queued)."""
     h = mkhost(limit=1)
     t = h.spawn("/a")
     v = ioctl.vepc_open(h, t, 4)
@@ -103,9 +105,9 @@ def test_vepc_fault_returns_sigbus_direct():
 
 
 def test_vepc_at_limit_with_reclaimable_enclave_pages_retries():
-    """SPEC §4.1, §4.2: with reclaimable enclave pages in the subtree the NO_RECLAIM
-    charge gets EBUSY: VM_FAULT_RETRY, the cgroup's async work is queued; after the
-    work ran, the retried fault succeeds."""
+    """sgx_cgroup_try_charge() (NO_RECLAIM, v16 patch 10) from sgx_vepc_fault(): with reclaimable
+    enclave pages in the subtree the NO_RECLAIM charge gets EBUSY: VM_FAULT_RETRY, the cgroup's
+    async work is queued; after the work ran, the retried fault succeeds."""
     h = mkhost(limit=12)
     t1 = h.spawn("/a")
     t2 = h.spawn("/a")
@@ -130,7 +132,8 @@ def test_vepc_at_limit_with_reclaimable_enclave_pages_retries():
 
 
 def test_vepc_retry_loop_with_roundrobin():
-    """SPEC §4.5: a retrying vEPC fault completes once the async worker reclaimed."""
+    """sgx_cgroup_reclaim_work_func() (epc_cgroup.c, v16 patch 10): a retrying vEPC fault completes
+    once the async worker reclaimed."""
     h = mkhost(limit=40)
     t1 = h.spawn("/a")
     t2 = h.spawn("/a")
@@ -162,7 +165,7 @@ def test_vepc_max_retries_stops():
 
 
 def test_vepc_usage_makes_enclave_add_fail_enomem():
-    """SPEC §7.4 item 2: vEPC pages are unreclaimable usage: an enclave sharing the
+    """the v16 cover letter: vEPC pages are unreclaimable usage: an enclave sharing the
     cgroup gets ENOMEM once vEPC + VA + SECS fill the limit."""
     h = mkhost(limit=6)
     t1 = h.spawn("/a")
@@ -181,7 +184,7 @@ def test_vepc_usage_makes_enclave_add_fail_enomem():
 
 
 def test_vepc_physical_shortage_with_reclaimable_pages_retries_and_wakes_ksgxd():
-    """SPEC §4.1 step 3: no free page, something reclaimable, NO_RECLAIM -> EBUSY
+    """sgx_alloc_epc_page() (main.c): no free page, something reclaimable, NO_RECLAIM -> EBUSY
     (retry); ksgxd is woken (free < 32) and its reclaim lets the fault through."""
     h = Host("256KiB")  # 64 pages, misc unlimited
     t1 = h.spawn("/")
@@ -201,7 +204,8 @@ def test_vepc_physical_shortage_with_reclaimable_pages_retries_and_wakes_ksgxd()
 
 
 def test_vepc_physical_shortage_nothing_reclaimable_sigbus():
-    """SPEC §4.1 step 3b: no free page and nothing on any LRU -> ENOMEM -> SIGBUS."""
+    """sgx_alloc_epc_page() (sgx_can_reclaim_global(), v16 patch 14): no free page and nothing on
+    any LRU -> ENOMEM -> SIGBUS."""
     h = Host("64KiB")  # 16 pages
     t = h.spawn("/")
     v = ioctl.vepc_open(h, t, 20)
@@ -212,7 +216,8 @@ def test_vepc_physical_shortage_nothing_reclaimable_sigbus():
 
 
 def test_vepc_release_frees_all():
-    """SPEC §2.5: vEPC release (file close at exit) EREMOVEs and frees every page."""
+    """sgx_vepc_release() (virt.c): vEPC release (file close at exit) EREMOVEs and frees every
+    page."""
     h = mkhost()
     t = h.spawn("/a")
     v1 = ioctl.vepc_open(h, t, 8)
@@ -231,7 +236,8 @@ def test_vepc_release_frees_all():
 
 
 def test_vepc_charge_follows_faulting_task_cgroup():
-    """SPEC §5.5: each vEPC page is charged to the cgroup of the task faulting it in."""
+    """sgx_alloc_epc_page() from sgx_vepc_fault() (v16 patch 5): each vEPC page is charged to the
+    cgroup of the task faulting it in."""
     h = mkhost()
     h.fs.mkdir("/b")
     t = h.spawn("/a")

@@ -36,7 +36,8 @@ FAST: dict[str, tuple[str, ...]] = {
 #: built-ins whose default run takes more than 15 s of wall time on a 2-core machine
 SLOW = {"kselftest"}
 
-#: /p's limit no longer wakes ksgxd when reached: the leaves livelock (SPEC §4.5 caveat)
+#: /p's limit no longer wakes ksgxd when reached: the leaves livelock
+#: (sgx_cgroup_should_reclaim() looks at the requester's own usage, v16 patch 10)
 LIVELOCK = ("cgroup.0.max=capacity/2", "host.duration=20ms")
 
 
@@ -218,7 +219,8 @@ def test_nested_fairness_rotation_and_who_loses() -> None:
 
 def test_nested_fairness_ancestor_limit_below_ksgxd_watermark_livelocks() -> None:
     """With /p.max = capacity/2 a full /p leaves plenty of free EPC: ksgxd never runs, no
-    one reclaims from /p, and each leaf's faults retry for ever (SPEC §4.5 caveat)."""
+    one reclaims from /p, and each leaf's faults retry for ever (sgx_cgroup_should_reclaim() looks
+    at the requester's own usage, v16 patch 10)."""
     r = run("nested-fairness", LIVELOCK)
     s = r.summary
     assert s["truncated"] and not r.passed

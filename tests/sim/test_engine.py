@@ -7,9 +7,11 @@ defaults and the engine's accounting: a step costs the ENCLS leaves it executed 
 EINIT one step; a fault costs its leaves + ``kernel_step`` + ``fault``; a run of resident
 hits costs ``n * access``.
 
-SPEC sections: §4.1-§4.5 (allocation, charge, async work and its caveat), §4.7 (ksgxd),
-§4.8 (EDMM direct reclaim), §5.1/§5.3 (hierarchical charge, max events), §5.5 (misc
-disabled: everything on the root).
+Series citations: sgx_alloc_epc_page(), sgx_cgroup_try_charge() and
+sgx_cgroup_reclaim_work_func() (v16 patches 5, 9, 10, 14; the async work stops on the
+requester's own usage), ksgxd() (v16 patch 14), sgx_reclaim_direct() before each EDMM page
+(v16 patch 13), misc_cg_try_charge() (hierarchical charge, max events; kernel/cgroup/misc.c),
+cgroup_disable=misc (everything on the root).
 """
 
 from __future__ import annotations
@@ -330,7 +332,7 @@ def test_enclave_over_its_limit_is_reclaimed_and_never_exceeds_it():
     assert all(x["limit_bytes"] is None for x in rows(r, "/"))
 
 
-# --- baseline without the EPC cgroup (SPEC §5.5) ----------------------------------------
+# --- baseline without the EPC cgroup (cgroup_disable=misc) ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -370,7 +372,7 @@ workload = {{ pattern = "loop", start = 0, length = 128, accesses = 2000 }}
 
 def test_baseline_same_scenario_with_cgroups_runs_on_the_root():
     """The limits scenario run both ways: with misc disabled the limit does not exist and
-    every page is charged to the root (SPEC §5.5)."""
+    every page is charged to the root (sgx_get_current_cg() with misc disabled)."""
     _, r = run(limited(False))
     s = r.summary
     assert list(s["cgroups"]) == ["/"]
@@ -462,7 +464,8 @@ def test_eaug_over_limit_retries_until_async_work_reclaims():
     assert e["fault_retries"] > 0 and e["faults"] > 0
     # the cgroup's counter: the resolved faults of its tasks (at most every call)
     assert e["faults"] <= a["faults"] <= e["faults"] + e["fault_retries"]
-    # every retried fault is one failed charge attempt, hence one max event (SPEC §5.3)
+    # every retried fault is one failed charge attempt, hence one max event
+    # (misc_cg_event(), kernel/cgroup/misc.c)
     assert a["max_events"] == e["fault_retries"]
     # only the async work reclaims here (faults never reclaim synchronously)
     assert a["reclaim_batches"] > 0 and a["evictions"] > 0
@@ -476,7 +479,7 @@ def test_eaug_over_limit_retries_until_async_work_reclaims():
     assert r.fault_latency_ns.max() >= 2 * C.fault
 
 
-# --- stuck (SPEC §4.5 caveat) ------------------------------------------------------------
+# --- stuck (sgx_cgroup_should_reclaim() on the requester's own usage, v16 patch 10) ---------------
 
 STUCK = (
     host(duration="50ms")
@@ -615,7 +618,7 @@ def test_op_write_misc_max_takes_effect_at_its_time(ops_run):
     a = rows(r, "/a")
     assert {x["limit_bytes"] for x in a if x["time_ns"] < 5 * MS} == {None}
     assert {x["limit_bytes"] for x in a if x["time_ns"] >= 5 * MS} == {131072}
-    # a limit below usage evicts nothing (non-preemptive max, SPEC §5.1)
+    # a limit below usage evicts nothing (non-preemptive max, misc_cg_try_charge())
     assert all(x["usage_bytes"] == (64 + 2) * P for x in a if MS <= x["time_ns"] < 20 * MS)
     assert r.summary["cgroups"]["/a"]["limit_bytes"] == 131072
     assert r.summary["cgroups"]["/a"]["evictions"] == 0
@@ -652,7 +655,8 @@ def test_op_kill(ops_run):
 
 
 def test_op_migrate_keeps_charges(ops_run):
-    """SPEC §5.5: migrating a task does not move its existing charges."""
+    """The "Migration" section of sgx.rst (v16 patch 15): migrating a task does not move its
+    existing charges."""
     sim, r = ops_run
     assert _op(r, "migrate e /b")["result"] == "ok"
     assert sim.instances["e"].task.cgroup.path == "/b"
@@ -760,8 +764,9 @@ kill = "e"
 
 def test_migrate_then_rmdir_new_charges_follow_the_task_old_ones_go_offline():
     """After migrating, new EAUG pages charge the new cgroup; the old one, removed while
-    still charged, lives on as "(offline #ID)" until the enclave exits (SPEC §4.6, §5.5).
-    A group started ``after:e`` runs once e has ended."""
+    still charged, lives on as "(offline #ID)" until the enclave exits (each EPC page pins its css,
+    v16 patch 5; "Migration" in sgx.rst, v16 patch 15). A group started ``after:e`` runs once e has
+    ended."""
     toml = (
         host()
         + """
