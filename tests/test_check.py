@@ -25,6 +25,7 @@ from epcsim.check import (
 from epcsim.cli import app
 from epcsim.errors import EngineMismatchError, EpcsimError
 from epcsim.sim import Result
+from epcsim.sim.progress import SimProgress
 from epcsim.sim.result import TIMESERIES_SCHEMA
 
 TINY = """\
@@ -250,6 +251,16 @@ def test_check_compares_the_bytes_written(tmp_path: Path, monkeypatch: pytest.Mo
     assert e.value.field.startswith("byte ")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]
+
+
+def test_check_progress_covers_both_runs() -> None:
+    seen: list[SimProgress] = []
+    epcsim.run(TINY, engine="check", progress=seen.append)
+    assert {p.total for p in seen} == {4000}
+    assert {p.unit for p in seen} == {"accesses, both engines"}
+    dones = [p.done for p in seen]
+    assert dones == sorted(dones)
+    assert dones[-1] == 4000 and any(d == 2000 for d in dones)
 
 
 def test_engine_help_lists_check() -> None:
