@@ -119,7 +119,7 @@ def test_out_empty_string(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     [
         (
             {"engine": "fast"},
-            "engine: expected one of auto, compiled, reference (or batched), got 'fast'",
+            "engine: expected one of auto, compiled, reference, check (or batched), got 'fast'",
         ),
         ({"progress": 3}, "progress: expected a callable or None, got int"),
         ({"report": "yes"}, "report: expected True or False, got 'yes'"),

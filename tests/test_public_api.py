@@ -6,6 +6,7 @@ import epcsim.kernel
 
 def test_epcsim_all() -> None:
     assert sorted(epcsim.__all__) == [
+        "EngineMismatchError",
         "EpcsimError",
         "EpcsimUsageError",
         "Host",

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-from .errors import EpcsimError, EpcsimUsageError, HostConfigError, ScenarioError
+from .errors import (
+    EngineMismatchError,
+    EpcsimError,
+    EpcsimUsageError,
+    HostConfigError,
+    ScenarioError,
+)
 from .kernel import Host, check_invariants
 
 if TYPE_CHECKING:
@@ -42,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EngineMismatchError",
     "EpcsimError",
     "EpcsimUsageError",
     "Host",

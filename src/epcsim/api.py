@@ -8,12 +8,16 @@ import json
 import operator
 import os
 import platform
+import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from . import __version__
 from ._atomic import atomic_write_text
+from .check import RESULT_FILES, compare_files, compare_results
 from .errors import EpcsimError
 from .rundir import MANIFEST, RUN_FORMAT, RUN_JSON_VERSION, RunKey, check_out, claim
 from .scenario import Scenario, load_scenario
@@ -23,8 +27,9 @@ from .sim.progress import SimProgress
 
 __all__ = ["ENGINE_ALIASES", "ENGINES", "run", "run_facts"]
 
-#: the ``engine`` values :func:`run` accepts ("batched" is the old name of "compiled")
-ENGINES = ("auto", "compiled", "reference", "batched")
+#: the ``engine`` values :func:`run` accepts ("batched" is the old name of "compiled";
+#: "check" runs both and compares them)
+ENGINES = ("auto", "compiled", "reference", "check", "batched")
 #: accepted alias -> name
 ENGINE_ALIASES = {"batched": "compiled"}
 #: the simulator's internal engine names (epcsim.sim.batched.ENGINES)
@@ -72,7 +77,7 @@ def _check_overrides(overrides: object) -> tuple[str, ...]:
 def _check_engine(engine: object) -> str:
     if not isinstance(engine, str) or engine not in ENGINES:
         raise EpcsimError(
-            f"engine: expected one of auto, compiled, reference (or batched), got {engine!r}"
+            f"engine: expected one of auto, compiled, reference, check (or batched), got {engine!r}"
         )
     return ENGINE_ALIASES.get(engine, engine)
 
@@ -103,12 +108,21 @@ def _versions() -> dict[str, str | None]:
 
 
 def run_facts(
-    result: Result, key: RunKey, *, requested: str, wall_s: float, files: list[str]
+    result: Result,
+    key: RunKey,
+    *,
+    requested: str,
+    wall_s: float,
+    files: list[str],
+    check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``run.json`` (docs/OUTPUTS.md): what is about the run rather than
-    the model.  Not deterministic (wall time, date, versions)."""
+    the model.  Not deterministic (wall time, date, versions).  *check* is the verdict
+    of ``engine="check"`` (recorded as ``check``)."""
     engine = "compiled" if result.engine == "batched" else "reference"
-    if requested == "auto":
+    if requested == "check":
+        reason = "requested check: the reference engine gave identical results"
+    elif requested == "auto":
         reason = (
             "auto: the scenario is eligible for the compiled engine"
             if engine == "compiled"
@@ -116,7 +130,7 @@ def run_facts(
         )
     else:
         reason = f"requested {requested}"
-    return {
+    facts = {
         "format": RUN_FORMAT,
         "version": RUN_JSON_VERSION,
         "scenario": key.scenario,
@@ -131,6 +145,9 @@ def run_facts(
         "versions": _versions(),
         "files": sorted(files),
     }
+    if check is not None:
+        facts["check"] = check
+    return facts
 
 
 def run(
@@ -164,19 +181,25 @@ def run(
             the virtual time against the limit.
         report: also build ``report.html`` in *out*.
         engine: "auto" (the compiled engine where the scenario allows it), "compiled"
-            (an error if it cannot run; "batched" is its old name) or "reference" (step
-            by step); the results are identical (``docs/ENGINES.md``).
+            (an error if it cannot run; "batched" is its old name), "reference" (step
+            by step) or "check" (run the compiled engine, then the reference, and compare
+            the results; with *out*, also the bytes of the files; an error if the compiled
+            engine cannot run); the results are identical (``docs/ENGINES.md``).
         force: replace a run directory holding a *different* run.
 
     Returns:
-        The result; ``result.engine`` is "compiled" or "reference" and ``result.run``
-        holds the facts written to ``run.json``.
+        The result (with "check", the compiled engine's); ``result.engine`` is
+        "compiled" or "reference" and ``result.run`` holds the facts written to
+        ``run.json`` (with "check", ``run["check"]`` is the verdict).
 
     Raises:
         epcsim.errors.ScenarioError: for a bad scenario (nothing is run).
         epcsim.errors.EpcsimError: for any other bad argument, a directory *out* that
             may not be written (not an epcsim run, another run without *force*, locked
-            by another run), or ``engine="compiled"`` for a scenario it cannot run.
+            by another run), or ``engine="compiled"`` or ``"check"`` for a scenario the
+            compiled engine cannot run.
+        epcsim.errors.EngineMismatchError: with ``engine="check"``, the engines' results
+            differ (naming the file, the field and both values); *out* is not written.
     """
     run_seed = _check_seed(seed)
     items = _check_overrides(overrides)
@@ -189,28 +212,45 @@ def run(
     sc = _load(scenario, items)
     if run_seed is None:
         run_seed = sc.host.seed
-    if requested == "compiled":
+    if requested in ("compiled", "check"):
         why = static_ineligibility(sc)
         if why is not None:
-            raise EpcsimError(f"engine compiled: {_public(why)}; use engine reference or auto")
+            raise EpcsimError(_refusal(requested, _public(why)))
     key = RunKey(sc.name, sc.digest(), run_seed)
     target = check_out(out, key, force=force) if out is not None else None
 
     t0 = time.monotonic()
+    verdict: dict[str, Any] | None = None
     if target is None:
-        result = _simulate(sc, run_seed, progress, requested)
+        if requested == "check":
+            result, verdict = _check(sc, run_seed, progress, None)
+        else:
+            result = _simulate(sc, run_seed, progress, requested)
         result.run = run_facts(
-            result, key, requested=requested, wall_s=time.monotonic() - t0, files=[]
+            result,
+            key,
+            requested=requested,
+            wall_s=time.monotonic() - t0,
+            files=[],
+            check=verdict,
         )
         result.engine = result.run["engine"]
         return result
     with claim(target, key, force=force) as tmp:
-        result = _simulate(sc, run_seed, progress, requested)
-        result.write(tmp)
+        if requested == "check":
+            result, verdict = _check(sc, run_seed, progress, tmp)
+        else:
+            result = _simulate(sc, run_seed, progress, requested)
+            result.write(tmp)
         for final in (False, True):  # the report shows run.json's engine: write it first
             files = [p.name for p in tmp.iterdir() if p.name != MANIFEST] + [MANIFEST]
             result.run = run_facts(
-                result, key, requested=requested, wall_s=time.monotonic() - t0, files=files
+                result,
+                key,
+                requested=requested,
+                wall_s=time.monotonic() - t0,
+                files=files,
+                check=verdict,
             )
             text = json.dumps(result.run, indent=2, sort_keys=True) + "\n"
             atomic_write_text(tmp / MANIFEST, text)
@@ -223,6 +263,16 @@ def run(
     return result
 
 
+def _refusal(requested: str, why: str) -> str:
+    """Why ``engine=compiled`` or ``engine=check`` cannot run a scenario."""
+    if requested == "check":
+        return (
+            f"engine check: {why}; the check compares the compiled engine with the "
+            "reference, so it needs a scenario the compiled engine runs"
+        )
+    return f"engine compiled: {why}; use engine reference or auto"
+
+
 def _simulate(
     sc: Scenario, seed: int, progress: Callable[[SimProgress], None] | None, requested: str
 ) -> Result:
@@ -232,3 +282,62 @@ def _simulate(
         if requested == "compiled":  # the compiled engine refused at the first thread step
             raise EpcsimError(_public(str(e))) from None
         raise
+
+
+#: the simulator's refusal at run time: "engine batched: WHY; use engine reference or auto"
+_REFUSED = re.compile(r"engine batched: (?P<why>.*); use engine reference or auto", re.S)
+
+
+def _leg(
+    progress: Callable[[SimProgress], None] | None, leg: int
+) -> Callable[[SimProgress], None] | None:
+    """*progress* for the first (0) or second (1) of the check's two runs: where the work
+    to do is known, one bar over both (``4,000 accesses, both engines`` for 2,000 run
+    twice); else each run's virtual time in turn."""
+    if progress is None:
+        return None
+
+    def report(p: SimProgress) -> None:
+        if p.total is None:
+            progress(p)
+        else:
+            unit = f"{p.unit}, both engines"
+            progress(p._replace(done=p.done + leg * p.total, total=2 * p.total, unit=unit))
+
+    return report
+
+
+def _check(
+    sc: Scenario,
+    seed: int,
+    progress: Callable[[SimProgress], None] | None,
+    out: Path | None,
+) -> tuple[Result, dict[str, Any]]:
+    """``engine="check"``: run the compiled engine, then the reference, compare the
+    results in memory and, with *out*, the bytes of the files each writes (the compiled
+    engine's into *out*, the reference's into a temporary directory inside it, removed
+    after).
+
+    Returns the compiled result and the verdict for ``run.json``.  Raises
+    :class:`EpcsimError` if the compiled engine refuses the scenario at run time, and
+    :class:`EngineMismatchError` for the first difference.
+    """
+    try:
+        compiled = simulate(sc, seed=seed, progress=_leg(progress, 0), engine="batched")
+    except EpcsimError as e:
+        refused = _REFUSED.fullmatch(str(e))
+        if refused is None:
+            raise
+        raise EpcsimError(_refusal("check", _public(refused["why"]))) from None
+    reference = simulate(sc, seed=seed, progress=_leg(progress, 1), engine="reference")
+    mismatch = compare_results(compiled, reference)
+    if mismatch is not None:
+        raise mismatch
+    if out is not None:
+        compiled.write(out)
+        with tempfile.TemporaryDirectory(prefix=".reference-", dir=out) as ref_dir:
+            reference.write(ref_dir)
+            mismatch = compare_files(out, Path(ref_dir))
+        if mismatch is not None:
+            raise mismatch
+    return compiled, {"equal": True, "compared": list(RESULT_FILES), "bytes": out is not None}

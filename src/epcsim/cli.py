@@ -3,7 +3,7 @@
 Commands::
 
     epcsim run SCENARIO [--out DIR] [--seed N] [--set KEY=VALUE ...] [--quiet]
-               [--engine auto|compiled|reference] [--force]
+               [--engine auto|compiled|reference|check] [--force]
     epcsim scenarios
     epcsim validate SCENARIO [--set KEY=VALUE ...]
     epcsim report DIR
@@ -14,7 +14,8 @@ Commands::
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
-(one line ``epcsim: error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C).
+(one line ``epcsim: error: ...`` on stderr, no traceback), 3 the engines disagreed
+(``--engine check``: one line ``epcsim: engine mismatch: ...``), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
-from .errors import EpcsimError
+from .errors import EngineMismatchError, EpcsimError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sim.progress import SimProgress
@@ -60,6 +61,7 @@ PROGRESS_DELAY_S = 1.0
 EXIT_OK = 0
 EXIT_EXPECTATION_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_ENGINE_MISMATCH = 3
 EXIT_INTERRUPTED = 130
 
 ESTIMATE_NOTE = (
@@ -519,6 +521,7 @@ class EngineName(enum.StrEnum):
     auto = "auto"
     compiled = "compiled"
     reference = "reference"
+    check = "check"
     batched = "batched"
 
 
@@ -551,7 +554,9 @@ def run(
             "--engine",
             help="auto: the compiled engine where the scenario allows it, else the "
             "step-by-step reference; compiled: refuse (exit 2, with the reason) if it cannot "
-            "run (batched: old name of compiled); reference (docs/ENGINES.md). "
+            "run (batched: old name of compiled); reference; check: run both and compare "
+            "summary.json, timeseries.parquet and fault_latency.npy (exit 3 naming the first "
+            "difference; exit 2 if the compiled engine cannot run) (docs/ENGINES.md). "
             "Both give identical results.",
         ),
     ] = EngineName.auto,
@@ -566,7 +571,8 @@ def run(
 ) -> None:
     """Run a scenario; write summary.json, timeseries.parquet, report.html and run.json.
 
-    Exit status 0 when every expectation passes, 1 when one fails, 2 for bad input.
+    Exit status 0 when every expectation passes, 1 when one fails, 2 for bad input,
+    3 when --engine check finds the engines' results differ.
     """
     import epcsim
 
@@ -598,6 +604,11 @@ def run(
             err=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except EngineMismatchError as e:
+        progress.close()
+        one_line = " ".join(str(e).splitlines()).strip()
+        typer.echo(f"epcsim: engine mismatch: {one_line}; {outdir} was not written", err=True)
+        raise typer.Exit(EXIT_ENGINE_MISMATCH) from None
     except OSError as e:
         progress.close()
         if e.filename is None:
