@@ -479,3 +479,41 @@ def test_validation_custom_field_and_description() -> None:
         make_pattern({"pattern": "zipf", "alpha": 0}, 10, field="enclave[kv].workload")
     with pytest.raises(PatternError, match=r"^workload\.alpha: "):
         pattern_description({"pattern": "zipf", "alpha": 0})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"pattern": "zipf"},
+        {"pattern": "zipf", "alpha": -1},
+        {"pattern": "loop", "start": 5, "length": 100},
+        {"pattern": "hotcold", "hot_fraction": 2, "hot_probability": 0.5},
+        {"pattern": "nope"},
+        {"pattern": "phases", "phases": [{"pattern": "uniform"}]},
+        {"pattern": "uniform", "extra": 1},
+    ],
+)
+def test_check_pattern_raises_what_make_pattern_raises(spec: dict) -> None:
+    from epcsim.workload.patterns import check_pattern
+
+    with pytest.raises(PatternError) as built:
+        make_pattern(spec, 64)
+    with pytest.raises(PatternError) as checked:
+        check_pattern(spec, 64)
+    assert str(checked.value) == str(built.value)
+
+
+def test_validating_a_scenario_builds_no_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`epcsim validate builtin:overcommit --set host.epc=1TiB` spent 23 s building a
+    1.5 TiB enclave's Zipf tables only to check its parameters."""
+    import epcsim.workload.patterns as patterns
+    from epcsim.scenario import load_scenario
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("make_pattern called while validating")
+
+    monkeypatch.setattr(patterns, "make_pattern", boom)
+    monkeypatch.setattr(patterns, "_build", boom)
+    monkeypatch.setenv("EPCSIM_MEMORY_AVAILABLE", "64TiB")
+    sc = load_scenario("builtin:overcommit", overrides=["host.epc=1TiB"])
+    assert sc.host.epc == "1TiB"

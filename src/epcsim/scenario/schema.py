@@ -610,7 +610,7 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
         if is_trace:
             _check_trace(e, t, fail)
         elif e.workload is not None:
-            from ..workload.patterns import make_pattern
+            from ..workload.patterns import check_pattern
 
             wl = e.workload
             if ("accesses" in wl) == ("duration" in wl):
@@ -621,7 +621,7 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
                         raise EpcsimError(f"accesses: must be a count >= 0, got {wl['accesses']!r}")
                 else:
                     parse_time(wl["duration"], what="duration")
-                make_pattern(wl, b // PAGE_SIZE)
+                check_pattern(wl, b // PAGE_SIZE)
             except EpcsimError as err:
                 msg = str(err)
                 field, _, rest = msg.partition(": ")

@@ -62,6 +62,7 @@ __all__ = [
     "PATTERN_KINDS",
     "Pattern",
     "PatternError",
+    "check_pattern",
     "make_pattern",
     "pattern_description",
     "zipf_cdf",
@@ -563,6 +564,17 @@ def _build(spec: _Spec, npages: int) -> Pattern:
         return _HotCold(npages, p["hot_fraction"], p["hot_probability"])
     assert spec.kind == "phases"
     return _Phases(npages, [(_build(s, npages), n) for s, n in spec.phases], _describe(spec))
+
+
+def check_pattern(spec: Mapping[str, Any], npages: int, *, field: str = "workload") -> None:
+    """Check a workload table as :func:`make_pattern` does, without building the pattern's
+    tables (a Zipf pattern's CDF and permutation are O(npages): seconds and gigabytes for
+    a TiB enclave, which validating a scenario must not spend).
+
+    Raises:
+        PatternError: exactly what :func:`make_pattern` raises for the same arguments.
+    """
+    _parse(spec, _check_npages(npages), field)
 
 
 def make_pattern(spec: Mapping[str, Any], npages: int, *, field: str = "workload") -> Pattern:
