@@ -36,13 +36,6 @@ ENGINE_ALIASES = {"batched": "compiled"}
 _INTERNAL = {"auto": "auto", "compiled": "batched", "reference": "reference"}
 
 
-def _public(text: str) -> str:
-    """The simulator's messages say "batched engine"; users see "compiled"."""
-    return text.replace("engine batched", "engine compiled").replace(
-        "the batched engine", "the compiled engine"
-    )
-
-
 def _check_seed(seed: object) -> int | None:
     if seed is None:
         return None
@@ -126,7 +119,7 @@ def run_facts(
         reason = (
             "auto: the scenario is eligible for the compiled engine"
             if engine == "compiled"
-            else f"auto: {_public(result.engine_note) or 'the compiled engine did not run'}"
+            else f"auto: {result.engine_note or 'the compiled engine did not run'}"
         )
     else:
         reason = f"requested {requested}"
@@ -215,7 +208,7 @@ def run(
     if requested in ("compiled", "check"):
         why = static_ineligibility(sc)
         if why is not None:
-            raise EpcsimError(_refusal(requested, _public(why)))
+            raise EpcsimError(_refusal(requested, why))
     key = RunKey(sc.name, sc.digest(), run_seed)
     target = check_out(out, key, force=force) if out is not None else None
 
@@ -276,16 +269,11 @@ def _refusal(requested: str, why: str) -> str:
 def _simulate(
     sc: Scenario, seed: int, progress: Callable[[SimProgress], None] | None, requested: str
 ) -> Result:
-    try:
-        return simulate(sc, seed=seed, progress=progress, engine=_INTERNAL[requested])
-    except EpcsimError as e:
-        if requested == "compiled":  # the compiled engine refused at the first thread step
-            raise EpcsimError(_public(str(e))) from None
-        raise
+    return simulate(sc, seed=seed, progress=progress, engine=_INTERNAL[requested])
 
 
-#: the simulator's refusal at run time: "engine batched: WHY; use engine reference or auto"
-_REFUSED = re.compile(r"engine batched: (?P<why>.*); use engine reference or auto", re.S)
+#: the simulator's refusal at run time: "engine compiled: WHY; use engine reference or auto"
+_REFUSED = re.compile(r"engine compiled: (?P<why>.*); use engine reference or auto", re.S)
 
 
 def _leg(
@@ -328,7 +316,7 @@ def _check(
         refused = _REFUSED.fullmatch(str(e))
         if refused is None:
             raise
-        raise EpcsimError(_refusal("check", _public(refused["why"]))) from None
+        raise EpcsimError(_refusal("check", refused["why"])) from None
     reference = simulate(sc, seed=seed, progress=_leg(progress, 1), engine="reference")
     mismatch = compare_results(compiled, reference)
     if mismatch is not None:

@@ -512,7 +512,7 @@ def test_batched_refuses_ineligible_scenario_with_reason() -> None:
         simulate(sc, engine="batched")
     res = simulate(sc.replace("accesses = 5000", "accesses = 600"), engine="auto")
     assert res.engine == "reference"
-    assert res.engine_note == "the batched engine runs at most 256 enclave threads"
+    assert res.engine_note == "the compiled engine runs at most 256 enclave threads"
 
 
 def test_unknown_engine_is_an_error() -> None:
@@ -522,7 +522,7 @@ def test_unknown_engine_is_an_error() -> None:
 
 def test_builtins_eligibility() -> None:
     why = static_ineligibility(load_scenario("builtin:kselftest"))
-    assert why == "the batched engine does not run the kselftest program"
+    assert why == "the compiled engine does not run the kselftest program"
     for name in ("noisy-neighbour", "overcommit", "nested-fairness"):
         assert static_ineligibility(load_scenario(f"builtin:{name}")) is None
 

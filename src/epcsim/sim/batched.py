@@ -103,23 +103,23 @@ def static_ineligibility(sc: Scenario) -> str | None:
     """Why the batched engine cannot run *sc* (None if it can, subject to the checks at
     the first enclave thread's first step)."""
     if not sc.enclave or sc.vepc:
-        return "the batched engine runs enclaves (and no vEPC)"
+        return "the compiled engine runs enclaves (and no vEPC)"
     threads = 0
     for e in sc.enclave:
         if e.program is not None:
-            return "the batched engine does not run the kselftest program"
+            return "the compiled engine does not run the kselftest program"
         if e.edmm is not None:
-            return "the batched engine does not run EDMM operations"
+            return "the compiled engine does not run EDMM operations"
         s = str(e.start)
         if s == "manual" or s.startswith("after:"):
-            return "the batched engine starts every enclave at a time (not manual/after:)"
+            return "the compiled engine starts every enclave at a time (not manual/after:)"
         threads += e.count * e.threads
     if threads > MAX_THREADS:
-        return f"the batched engine runs at most {MAX_THREADS} enclave threads"
+        return f"the compiled engine runs at most {MAX_THREADS} enclave threads"
     if sc.at:
-        return "the batched engine does not run timed operations ([[at]])"
+        return "the compiled engine does not run timed operations ([[at]])"
     if any(c.memory_max not in (None, "max") for c in sc.cgroup):
-        return "the batched engine does not model memory.max (OOM) limits"
+        return "the compiled engine does not model memory.max (OOM) limits"
     return None
 
 
@@ -155,7 +155,7 @@ def _dynamic_ineligibility(sim: Simulation, threads: list[_Thread]) -> str | Non
         m = host.task_memcg(task)
         while m is not None:
             if m.max_pages < PAGE_COUNTER_MAX:
-                return "the batched engine does not model memory.max (OOM) limits"
+                return "the compiled engine does not model memory.max (OOM) limits"
             m = m.parent
     ours = {id(t.encl) for t in threads}
     if any(not e.released and id(e) not in ours for e in host.encls):
@@ -686,5 +686,5 @@ def check_engine(engine: str, sc: Scenario) -> str | None:
         raise EpcsimError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     why = static_ineligibility(sc)
     if engine == "batched" and why is not None:
-        raise EpcsimError(f"engine batched: {why}; use --engine reference or auto")
+        raise EpcsimError(f"engine compiled: {why}; use --engine reference or auto")
     return why

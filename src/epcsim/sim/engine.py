@@ -561,7 +561,7 @@ class Simulation:
             if why is None:
                 return  # the continuation replaced this generator on the heap
             if self._batched_required:
-                raise EpcsimError(f"engine batched: {why}; use engine reference or auto")
+                raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
             self.engine_note = why
             self._batched = False
             self._fresh.clear()
