@@ -7,47 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _scenarios import BUSY, tiny
 
 import epcsim
 from epcsim.errors import EpcsimError, ScenarioError
 
-TINY = """\
-name = "tiny"
-[host]
-epc = "4MiB"
-duration = "1s"
-
-[[cgroup]]
-path = "/a"
-max = "1MiB"
-
-[[enclave]]
-name = "e"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-"""
-
-# EADD builds 4 MiB into a 1 MiB EPC: ksgxd is still reclaiming when the enclave thread
-# starts, so the compiled engine cannot take the thread over (a reason found at run time)
-BUSY = """\
-name = "busy"
-[host]
-epc = "1MiB"
-duration = "100s"
-cpus = 1
-
-[[cgroup]]
-path = "/t"
-max = "max"
-
-[[enclave]]
-name = "e"
-cgroup = "/t"
-build = "eadd"
-size = "4MiB"
-workload = { pattern = "uniform", accesses = 500 }
-"""
+TINY = tiny()
 
 
 @pytest.mark.parametrize(

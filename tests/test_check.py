@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from _scenarios import BUSY, tiny
 from typer.testing import CliRunner
 
 import epcsim
@@ -28,48 +29,7 @@ from epcsim.sim import Result
 from epcsim.sim.progress import SimProgress
 from epcsim.sim.result import TIMESERIES_SCHEMA
 
-TINY = """\
-name = "tiny"
-[host]
-epc = "4MiB"
-duration = "1s"
-
-[[cgroup]]
-path = "/a"
-max = "1MiB"
-
-[[enclave]]
-name = "e"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-
-[[expect]]
-name = "e succeeds"
-enclaves = ["e"]
-outcome = "success"
-"""
-
-# EADD builds 4 MiB into a 1 MiB EPC: ksgxd is still reclaiming when the enclave thread
-# starts, so the compiled engine refuses it at run time (tests/test_api.py)
-BUSY = """\
-name = "busy"
-[host]
-epc = "1MiB"
-duration = "100s"
-cpus = 1
-
-[[cgroup]]
-path = "/t"
-max = "max"
-
-[[enclave]]
-name = "e"
-cgroup = "/t"
-build = "eadd"
-size = "4MiB"
-workload = { pattern = "uniform", accesses = 500 }
-"""
+TINY = tiny(expect_success=True)
 
 REFUSAL_TAIL = (
     "; the check compares the compiled engine with the reference, so it needs a scenario "

@@ -11,28 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _scenarios import tiny
 
 import epcsim
 from epcsim.report import check_run_dir, write_report
 from epcsim.rundir import RunDirError, lock_path
 from epcsim.sim import Result
 
-TINY = """\
-name = "tiny"
-[host]
-epc = "4MiB"
-duration = "1s"
-
-[[cgroup]]
-path = "/a"
-max = "1MiB"
-
-[[enclave]]
-name = "e"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-"""
+TINY = tiny()
 
 DATA = ("summary.json", "timeseries.parquet", "fault_latency.npy")
 REPORT = ("report.html", "usage.png", "rates.png", "fault_latency.png", "slowdown.png")

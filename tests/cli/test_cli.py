@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _scenarios import tiny
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -17,27 +18,7 @@ import epcsim
 from epcsim.cli import LazyProgress, app, default_out
 from epcsim.sim.progress import SimProgress
 
-TINY = """\
-name = "tiny"
-[host]
-epc = "4MiB"
-duration = "1s"
-
-[[cgroup]]
-path = "/a"
-max = "1MiB"
-
-[[enclave]]
-name = "e"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 20000 }
-
-[[expect]]
-name = "e succeeds"
-enclaves = ["e"]
-outcome = "success"
-"""
+TINY = tiny(20000, expect_success=True)
 
 runner = CliRunner()
 

@@ -1,0 +1,54 @@
+"""Small scenarios several test modules run (one text each, not a copy per module)."""
+
+from __future__ import annotations
+
+_EXPECT_SUCCESS = """
+[[expect]]
+name = "e succeeds"
+enclaves = ["e"]
+outcome = "success"
+"""
+
+
+def tiny(accesses: int = 2000, *, expect_success: bool = False) -> str:
+    """One 2 MiB enclave, uniform accesses, in a 1 MiB cgroup of a 4 MiB EPC (compiled
+    engine eligible); optionally an expectation that it succeeds."""
+    text = f"""\
+name = "tiny"
+[host]
+epc = "4MiB"
+duration = "1s"
+
+[[cgroup]]
+path = "/a"
+max = "1MiB"
+
+[[enclave]]
+name = "e"
+cgroup = "/a"
+size = "2MiB"
+workload = {{ pattern = "uniform", accesses = {accesses} }}
+"""
+    return text + _EXPECT_SUCCESS if expect_success else text
+
+
+#: EADD builds 4 MiB into a 1 MiB EPC: ksgxd is still reclaiming when the enclave thread
+#: starts, so the compiled engine cannot take the thread over (a reason found at run time)
+BUSY = """\
+name = "busy"
+[host]
+epc = "1MiB"
+duration = "100s"
+cpus = 1
+
+[[cgroup]]
+path = "/t"
+max = "max"
+
+[[enclave]]
+name = "e"
+cgroup = "/t"
+build = "eadd"
+size = "4MiB"
+workload = { pattern = "uniform", accesses = 500 }
+"""
