@@ -25,9 +25,9 @@ from epcsim.check import (
 )
 from epcsim.cli import app
 from epcsim.errors import EngineMismatchError, EpcsimError
+from epcsim.result import TIMESERIES_SCHEMA
 from epcsim.sim import Result
 from epcsim.sim.progress import SimProgress
-from epcsim.sim.result import TIMESERIES_SCHEMA
 
 TINY = tiny(expect_success=True)
 

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from epcsim.cli import app
+from epcsim.costs import COST_SOURCES
 from epcsim.report.html import render_html
 from epcsim.scenario import list_builtins, load_scenario
-from epcsim.sim.costs import COST_SOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a citation of the team's reference document: "SPEC §4.5", "SPEC 4.2", "SPEC's"

@@ -18,11 +18,11 @@ from typing import Any
 from . import __version__
 from ._atomic import atomic_write_text
 from .check import RESULT_FILES, compare_files, compare_results
+from .compiled.engine import static_ineligibility
 from .errors import EpcsimError
 from .rundir import MANIFEST, RUN_FORMAT, RUN_JSON_VERSION, RunKey, check_out, claim
 from .scenario import Scenario, load_scenario
 from .sim import Result, simulate
-from .sim.batched import static_ineligibility
 from .sim.progress import SimProgress
 
 __all__ = ["ENGINE_ALIASES", "ENGINES", "run", "run_facts"]
@@ -32,7 +32,7 @@ __all__ = ["ENGINE_ALIASES", "ENGINES", "run", "run_facts"]
 ENGINES = ("auto", "compiled", "reference", "check", "batched")
 #: accepted alias -> name
 ENGINE_ALIASES = {"batched": "compiled"}
-#: the simulator's internal engine names (epcsim.sim.batched.ENGINES)
+#: the simulator's internal engine names (epcsim.compiled.engine.ENGINES)
 _INTERNAL = {"auto": "auto", "compiled": "batched", "reference": "reference"}
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import EngineMismatchError
-from .sim.result import Result
+from .result import Result
 
 __all__ = [
     "RESULT_FILES",

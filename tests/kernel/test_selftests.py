@@ -2,7 +2,7 @@
 testing") replayed on the model.
 
 ``run_epc_cg_selftests.sh`` is replayed by
-:func:`epcsim.workload.kselftest.run_epc_cg_selftests`, whose concurrent processes run in
+:func:`epcsim.programs.kselftest.run_epc_cg_selftests`, whose concurrent processes run in
 a lockstep round-robin interleave (one yield point each per turn), so every outcome is
 deterministic and the exit statuses are pinned here.  Exit statuses: 0 pass, 1 an ioctl
 failed (the harness assertion), 135 SIGBUS, 137 SIGKILL (memcg OOM), 143 SIGTERM (the
@@ -33,7 +33,7 @@ from epcsim.kernel.constants import (
 )
 from epcsim.kernel.epc import KIND_ENCL
 from epcsim.kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
-from epcsim.workload import kselftest as ks
+from epcsim.programs import kselftest as ks
 
 MiB = 1 << 20
 BASE = "/sgx_kselftest"

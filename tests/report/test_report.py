@@ -12,8 +12,8 @@ import pytest
 
 from epcsim.report import figures, write_report
 from epcsim.report.html import fmt_mib, fmt_ns, render_html
+from epcsim.result import Result
 from epcsim.sim import simulate
-from epcsim.sim.result import Result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("usage.png", "rates.png", "fault_latency.png", "slowdown.png")

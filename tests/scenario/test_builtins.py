@@ -10,9 +10,9 @@ from functools import cache
 import numpy as np
 import pytest
 
+from epcsim.result import Result
 from epcsim.scenario import list_builtins, load_scenario
 from epcsim.sim.engine import simulate
-from epcsim.sim.result import Result
 
 PAGE = 4096
 BUILTINS = ("kselftest", "noisy-neighbour", "overcommit", "nested-fairness")

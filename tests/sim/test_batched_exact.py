@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from epcsim.compiled.engine import static_ineligibility
 from epcsim.errors import EpcsimError
 from epcsim.scenario.schema import load_scenario
-from epcsim.sim.batched import static_ineligibility
 from epcsim.sim.engine import simulate
 
 
@@ -424,7 +424,7 @@ def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeyp
     reads the page's memcg only for an enclave whose memcg changed since some page went
     out (EN_EMIX); forcing that path everywhere gives the same results, and an exited
     task's enclave (its backing now goes to the root memcg) is flagged."""
-    from epcsim.sim import batched
+    from epcsim.compiled import engine as batched
 
     flags: list[int] = []
     load = batched._Packed.load
@@ -450,7 +450,7 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
     array when full): with a 2-entry buffer and an 8-entry array (both replaced every
     few faults) and with the array sized to the accesses, every latency arrives, in
     order, as the reference records them."""
-    from epcsim.sim import batched
+    from epcsim.compiled import engine as batched
 
     monkeypatch.setattr(batched, "LAT_CAP", cap)
     monkeypatch.setattr(batched, "LAT_MAX", top)

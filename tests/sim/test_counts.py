@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from epcsim.cli import app
 from epcsim.report.html import render_html
+from epcsim.result import Result
 from epcsim.scenario import list_builtins
 from epcsim.sim.engine import simulate
-from epcsim.sim.result import Result
 from epcsim.sim.stuck import STUCK_RETRIES
 
 #: the issue's command: /p's limit no longer wakes ksgxd, the three leaves livelock
@@ -207,11 +207,11 @@ def test_healthy_nested_fairness_is_not_stuck() -> None:
 
 def test_the_retry_limit_is_one_parameter_of_both_engines(monkeypatch) -> None:
     """Both engines read STUCK_RETRIES at run time (the compiled core gets it in S)."""
-    import epcsim.sim.batched
+    import epcsim.compiled.engine
     import epcsim.sim.engine
 
     monkeypatch.setattr(epcsim.sim.engine, "STUCK_RETRIES", 50)
-    monkeypatch.setattr(epcsim.sim.batched, "STUCK_RETRIES", 50)
+    monkeypatch.setattr(epcsim.compiled.engine, "STUCK_RETRIES", 50)
     src = "builtin:nested-fairness"
     ref = simulate(src, overrides=LIVELOCK, engine="reference")
     bat = simulate(src, overrides=LIVELOCK)

@@ -25,9 +25,9 @@ import pytest
 
 import epcsim
 from epcsim.errors import ScenarioError
+from epcsim.result import TIMESERIES_SCHEMA
 from epcsim.scenario import load_scenario
 from epcsim.sim import CostModel, Result, Simulation, simulate
-from epcsim.sim.result import TIMESERIES_SCHEMA
 
 P = 4096
 C = CostModel()

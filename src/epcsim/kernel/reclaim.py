@@ -74,7 +74,7 @@ def sgx_reclaim_pages(
     freed pages (all charged to *sgx_cg*, whose LRU they were on) are dropped together
     at the end of phase 4, which leaves the same state as page by page.
 
-    ``_resume`` (model only: the batched engine's hand-back, :mod:`epcsim.sim.batched`)
+    ``_resume`` (model only: the batched engine's hand-back, :mod:`epcsim.compiled.engine`)
     continues a batch stopped at a yield point: ``(phase, pages, cnt)`` runs from phase
     2 (*pages* isolated), 3 or 4 (*pages* kept), returning *cnt*.
     """

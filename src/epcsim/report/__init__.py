@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._atomic import atomic_write_text
 from ..errors import EpcsimError
+from ..result import Result
 from ..rundir import RunDirError
-from ..sim.result import Result
 from .figures import write_figures
 from .html import render_html
 

@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .._atomic import atomic_path
 from ..kernel.constants import PAGE_SIZE
-from ..sim.result import Result
+from ..result import Result
 from .fmt import KIB, MIB, fmt_ns, fmt_ratio
 
 __all__ = ["FigureInfo", "write_figures", "natural_key", "MIB"]

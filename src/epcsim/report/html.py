@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ..costs import COST_SOURCES, CostModel
 from ..kernel.constants import PAGE_SIZE
-from ..sim.costs import COST_SOURCES, CostModel
-from ..sim.result import Result
+from ..result import Result
 from .figures import FigureInfo, natural_key
 from .fmt import fmt_bytes, fmt_ns, fmt_ratio
 

@@ -144,7 +144,7 @@ def elrange_pages(nbytes: int, program: str | None = None) -> int:
     ``program = "kselftest"``, plus test_sgx's own pages): the next power of two, at
     least 2 pages."""
     if program == "kselftest":
-        from ..workload.kselftest import test_sgx_pages
+        from ..programs.kselftest import test_sgx_pages
 
         return test_sgx_pages(nbytes)[1] // PAGE_SIZE
     size = 2 * PAGE_SIZE
@@ -170,7 +170,7 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
                       min(duration, workload duration) / costs.fault)
                     (none for the kselftest program, which records no latencies)
     """
-    from ..sim.costs import CostModel
+    from ..costs import CostModel
 
     h = sc.host
     if enclave_bytes is None:

@@ -512,7 +512,7 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
         raise ScenarioError(
             str(e).split(": ", 1)[-1], file=label, table="host", field=str(e).split(":", 1)[0]
         ) from None
-    from ..sim.costs import CostModel
+    from ..costs import CostModel
 
     known = set(CostModel.model_fields)
     parsed: dict[str, int] = {}

@@ -1,11 +1,11 @@
 """The discrete-event simulator: virtual time, actors, the cost model.
 
 ``simulate(scenario)`` runs a :class:`~epcsim.scenario.Scenario` on the kernel model
-and returns a :class:`~epcsim.sim.result.Result`.
+and returns a :class:`~epcsim.result.Result`.
 """
 
-from .costs import CostModel
+from ..costs import CostModel
+from ..result import Result
 from .engine import Simulation, simulate
-from .result import Result
 
 __all__ = ["CostModel", "Result", "Simulation", "simulate"]

@@ -6,7 +6,7 @@ Each function below is a transcription of the kernel-model function it names (se
 step-by-step engine (:mod:`epcsim.sim.engine` driving :mod:`epcsim.kernel`) gives:
 the same state, the same counters, the same virtual times.
 ``tests/sim/test_batched_exact.py`` checks that on random scenarios.
-:mod:`epcsim.sim.batched` decides when the core may run, packs the state in and out,
+:mod:`epcsim.compiled.engine` decides when the core may run, packs the state in and out,
 runs the end of each thread (task exit) step by step, and hands the run back to the
 step-by-step engine when the last thread ends.
 
@@ -37,7 +37,7 @@ Layout (few arguments per call: numba passes every array field by value):
   :mod:`epcsim.kernel.encl`).
 - ``HB``: one bit per enclave page row, set while the page can be hit (resident, not
   blocked): the access loop reads it instead of ``E32`` and ``E8`` (derived by
-  :mod:`epcsim.sim.batched` at each load, kept up to date here).
+  :mod:`epcsim.compiled.engine` at each load, kept up to date here).
 
 Hot paths are source-level single call sites inlined by numba (``inline="always"``);
 rare paths (the SECS, a new VA page, a failed grow, an enclave release) are out-of-line

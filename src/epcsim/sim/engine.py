@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
+from ..costs import CostModel
 from ..errors import EpcsimError
 from ..kernel import Host, send_signal, task_exit
 from ..kernel.cgroup import host_controllers
@@ -62,6 +63,8 @@ from ..kernel.ioctl import (
     vepc_open,
 )
 from ..kernel.reclaim import ksgxd_step
+from ..programs.kselftest import TestSgxStats, test_sgx_process
+from ..result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
 from ..scenario.schema import (
     EnclaveSpec,
     Scenario,
@@ -72,12 +75,8 @@ from ..scenario.schema import (
     trace_workload,
 )
 from ..units import parse_time
-from ..workload.kselftest import TestSgxStats, test_sgx_process
 from ..workload.patterns import make_pattern
-from .batched import check_engine, take_over
-from .costs import CostModel
 from .progress import SimProgress, sim_progress
-from .result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
 from .stuck import STUCK_RETRIES
 
 __all__ = ["Simulation", "simulate"]
@@ -148,7 +147,9 @@ class Simulation:
     ) -> None:
         sc = scenario
         self.sc = sc
-        #: engine "auto" / "batched" / "reference" (epcsim.sim.batched): which one ran, why
+        #: engine "auto" / "batched" / "reference" (epcsim.compiled.engine): which one ran, why
+        from ..compiled.engine import check_engine  # the compiled engine sits above sim
+
         why = check_engine(engine, sc)
         #: the batched engine may take the enclave thread over at its first step
         self._batched = engine != "reference" and why is None
@@ -555,6 +556,8 @@ class Simulation:
         remaining = count if count is not None else 1 << 62
         fault_start = -1
         if self._batched:
+            from ..compiled.engine import take_over
+
             why = take_over(
                 self, inst, encl, pattern, rng, remaining, until, st, self._cur_cpu, CHUNK
             )
@@ -1014,7 +1017,7 @@ def simulate(
     """Run *scenario* (a :class:`Scenario`, a path, ``builtin:NAME``, a TOML string or a
     dict) and return its :class:`Result`.  Same scenario and seed, same result, with
     either engine (*engine*: "auto" = batched where eligible, "batched", "reference";
-    see :mod:`epcsim.sim.batched`)."""
+    see :mod:`epcsim.compiled.engine`)."""
     if not isinstance(scenario, Scenario) or overrides:
         src = scenario.model_dump(mode="json") if isinstance(scenario, Scenario) else scenario
         scenario = load_scenario(src, overrides=overrides)

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import atomic_path, atomic_write_text
-from ..errors import EpcsimError
+from ._atomic import atomic_path, atomic_write_text
+from .errors import EpcsimError
 
 __all__ = ["Result", "TIMESERIES_SCHEMA", "TIMESERIES_SCHEMA_VERSION"]
 

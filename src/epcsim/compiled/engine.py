@@ -39,12 +39,12 @@ from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
-from .progress import sim_progress
-from .stuck import STUCK_RETRIES
+from ..sim.progress import sim_progress
+from ..sim.stuck import STUCK_RETRIES
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
-    from .engine import Instance, Simulation, ThreadStats
+    from ..sim.engine import Instance, Simulation, ThreadStats
 
 __all__ = ["ENGINES", "static_ineligibility", "take_over"]
 
@@ -179,7 +179,7 @@ class _Packed:
         seqs: list[tuple[int, int]],
         sampler: tuple[int, int],
     ) -> None:
-        from . import _core as C
+        from ..sim import _core as C
 
         self.C = C
         host = sim.host
@@ -512,7 +512,7 @@ class _Packed:
 
 
 def _cg_path(sgx_cg) -> str:
-    from .engine import _cg_path as f
+    from ..sim.engine import _cg_path as f
 
     return f(sgx_cg)
 
@@ -561,7 +561,7 @@ def take_over(
     why = _dynamic_ineligibility(sim, threads)
     if why is not None:
         return why
-    from . import _core as C
+    from ..sim import _core as C
 
     if chunk > CHUNK_CAP:
         raise AssertionError("chunk larger than the core's buffers")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..kernel import encls
+from .kernel import encls
 
 __all__ = ["CostModel", "COST_SOURCES"]
 
