@@ -8,7 +8,7 @@ bytes of model state per EPC page and per enclave page.
     python benchmarks/bench_kernel.py [--gib-added 4] [--repeat 3] [--profile]
 
 The run is repeated (a fresh host each time) and the best and median rates are printed:
-on a shared 2-core machine single runs vary by +-30%.  No peer exists for this
+on a shared 2-CPU machine single runs vary by +-30%.  No peer exists for this
 measurement (the kernel series was never merged).
 """
 

@@ -191,7 +191,7 @@ def default_out(scenario_name: str, seed: int, scenario_hash: str) -> Path:
     return Path(DEFAULT_RUNS_DIR) / f"{_safe_name(scenario_name)}-seed{seed}-{scenario_hash[:12]}"
 
 
-#: what the bar says while the batched engine's core compiles (numba, cached afterwards)
+#: what the bar says while the compiled engine compiles (numba, cached afterwards)
 COMPILING_LABEL = "compiling the engine (first run only)"
 
 _SINGULAR = {"accesses": "access", "selftest processes": "selftest process", "sizes": "size"}
@@ -206,7 +206,7 @@ class LazyProgress:
 
     Where the work to do is not known in advance (a workload bounded by ``duration``)
     the bar shows the virtual time against the time limit, says so, and gives no ETA.
-    With *compiling* (the batched engine's compiled core is not in numba's cache) it
+    With *compiling* (the compiled engine's code is not in numba's cache) it
     says :data:`COMPILING_LABEL` until the first work is done.
 
     :meth:`begin` arms a timer that shows the bar after *delay* even if no callback
@@ -941,7 +941,7 @@ def mrc_command(
             "-j",
             min=1,
             metavar="N",
-            help="Sizes simulated in parallel (default: the machine's cores).",
+            help="Sizes simulated in parallel (default: the machine's CPUs).",
             show_default=False,
         ),
     ] = None,

@@ -5,7 +5,7 @@ miss), its task in a child cgroup whose ``misc.max`` is ``max``, on a host whose
 the size under test; the full model runs (misc charge, per-cgroup LRU, 16-page batches
 with the age test, ksgxd and its 32/64 watermarks).  The v16 reclaimer is not a stack
 algorithm, so every size is its own simulation; sizes run in parallel on the local
-cores.  The miss ratio is resolved faults / accesses (sampled: / the accesses expected
+CPUs.  The miss ratio is resolved faults / accesses (sampled: / the accesses expected
 from the share of pages kept, SHARDS' adjustment).
 
 Spatial sampling (``sample=R``, as SHARDS / miniature simulation do): keep the pages whose
@@ -273,7 +273,7 @@ def mrc(
         sizes: EPC sizes in pages, or a ``--sizes`` string (:func:`parse_sizes`);
             default: 10 sizes from 10% to 100% of the footprint.
         sample: spatial sampling rate in (0, 1]; None or 1 = exact.
-        workers: processes (default: the machine's cores).
+        workers: processes (default: the machine's CPUs).
         costs: cost-model overrides (they change timing, hence ksgxd's interleaving).
         experiments: ``host.experiments`` switches (e.g. ``{"fault_unreferenced": True}``).
 

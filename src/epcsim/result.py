@@ -57,7 +57,7 @@ class Result:
     #: "reference".  Not part of summary.json and the data files, which are the same
     #: with either engine; recorded in ``run.json``.
     engine: str = "reference"
-    #: why the batched engine did not run (empty if it did or was not asked)
+    #: why the compiled engine did not run (empty if it did or was not asked)
     engine_note: str = ""
     #: the facts about the run rather than the model (``run.json``: engine requested and
     #: run, why, wall time, versions); empty for :func:`~epcsim.sim.simulate`

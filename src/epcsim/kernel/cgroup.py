@@ -1,4 +1,4 @@
-"""cgroup v2 core: the directory tree, tasks, ``cgroup.subtree_control`` and css lookup.
+"""cgroup v2: the directory tree, tasks, ``cgroup.subtree_control`` and css lookup.
 
 Models what the SGX code needs of ``kernel/cgroup/cgroup.c``: ``cgroup_mkdir()``,
 ``cgroup_rmdir()`` (EBUSY with children or tasks), ``cgroup_subtree_control_write()``

@@ -126,7 +126,7 @@ class Encl:
     def _alloc_arrays(self, n: int) -> None:
         # epc/va are the columns of one array (a page's two share a cache line; a fault
         # and an eviction touch both), desc/type the rows of another (hits touch desc
-        # only); the batched engine's compiled core takes the arrays whole
+        # only); the compiled engine takes the arrays whole
         self.i32 = np.full((n, 2), -1, dtype=np.int32)
         self.epc, self.va = self.i32.T
         self.u8 = np.zeros((2, n), dtype=np.uint8)

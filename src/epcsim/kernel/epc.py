@@ -82,8 +82,8 @@ class EpcPool:
         self.section_pages = [int(s) for s in section_pages]
         self.section_start = np.cumsum([0, *self.section_pages[:-1]]).astype(np.int64)
         # the int32 and uint8 fields are columns of two arrays, one row per page (a
-        # page's list links and owner share a cache line; the batched engine's compiled
-        # core takes the arrays whole)
+        # page's list links and owner share a cache line; the compiled engine takes
+        # the arrays whole)
         self.i32 = np.empty((n, 4), dtype=np.int32)
         self.prev, self.next, self.owner_encl, self.owner_idx = self.i32.T
         self.prev[:] = np.arange(n, dtype=np.int32)

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: EPC pages a host may have: EPC page numbers are int32 (``EpcPool`` list links and
-#: owners, the enclaves' ``epc`` column, the batched engine's copies), -1 meaning none.
+#: owners, the enclaves' ``epc`` column, the compiled engine's copies), -1 meaning none.
 MAX_EPC_PAGES = _HOST_MAX_EPC_PAGES
 #: ELRANGE pages of one enclave (the size rounded up to a power of two): enclave page
 #: numbers are int32 (``EpcPool.owner_idx``, VA slot ids), so at most 2^30 pages (4 TiB).
@@ -65,7 +65,7 @@ WARN_FRACTION = 0.5
 
 #: per EPC page: 20 bytes of state (epc.py) + the temporaries of building the free lists
 PER_EPC_PAGE = 32
-#: per ELRANGE page of every enclave process: 12 bytes of state (encl.py), the batched
+#: per ELRANGE page of every enclave process: 12 bytes of state (encl.py), the compiled
 #: engine's packed copy (12) and its hit bits and VA rows (2)
 PER_ENCL_PAGE = 26
 #: per ELRANGE page of a Zipf workload (shared by its processes): the CDF (float64), the
@@ -81,7 +81,7 @@ PER_THREAD = 16 << 10
 #: per access a thread buffers (at most 65,536 int64 page numbers per thread)
 PER_BUFFERED_ACCESS = 8
 THREAD_BUFFER_ACCESSES = 65_536
-#: per fault: its latency (int64) in the engine's buffer, the batched engine's hand-over
+#: per fault: its latency (int64) in the engine's buffer, the compiled engine's hand-over
 #: array (grown by doubling) and the final concatenation
 PER_FAULT = 24
 #: the interpreter, NumPy, pyarrow and the numba engine once loaded are not counted

@@ -31,7 +31,7 @@ Any other unknown key, a missing key, a value of the wrong type or out of range 
 :class:`PatternError` (an :class:`~epcsim.errors.EpcsimError`) naming the field and the
 value, e.g. ``workload.alpha: must be > 0, got -1``.
 
-Determinism and batching.  ``sequential`` and ``loop`` use no randomness; every random
+Determinism and chunking.  ``sequential`` and ``loop`` use no randomness; every random
 kind draws exactly one float64 (``rng.random``) per access, in access order.  So the
 sequence depends only on the rng's state and the number of accesses taken, never on how
 the caller splits them into ``take`` calls: ``take(rng, a)`` then ``take(rng, n - a)``
@@ -112,7 +112,7 @@ class Pattern(Protocol):
 
     def take_into(self, rng: np.random.Generator, n: int, out: np.ndarray) -> np.ndarray:
         """:meth:`take` written to ``out[:n]`` (a 1-D int64 array of at least *n*
-        elements), which is returned: the batched engine's thread buffers."""
+        elements), which is returned: the compiled engine's thread buffers."""
         ...
 
 

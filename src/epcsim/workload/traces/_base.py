@@ -4,7 +4,7 @@ the file as NumPy chunks), format descriptors for the registry, option coercion,
 byte-address → page helpers.
 
 A reader is a cursor over its file, as libCacheSim's readers are (``read_one_req``,
-``reset_reader``, ``clone_reader``), but batched: :meth:`BaseReader.read` returns the next
+``reset_reader``, ``clone_reader``), but by chunks: :meth:`BaseReader.read` returns the next
 *n* pages, :meth:`BaseReader.reset` rewinds.  Iterating (``for chunk in reader`` or
 :meth:`BaseReader.pages`) is always a fresh, complete pass from the first record and does
 not move the cursor.
@@ -43,7 +43,7 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 #: Pages per chunk when a reader is not told otherwise (2 MiB of int64).
 DEFAULT_CHUNK = 1 << 18
 
-#: Characters of text read per batch of lines by the text-based readers.
+#: Characters of text read per chunk of lines by the text-based readers.
 TEXT_BATCH = 1 << 20
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -362,7 +362,7 @@ def open_text(path: Path) -> TextIO:
 
 
 def text_batches(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(number of lines before the batch, lines) of about :data:`TEXT_BATCH` characters;
+    """(number of lines before the chunk, lines) of about :data:`TEXT_BATCH` characters;
     a corrupt gzip or zstd stream (a bad header, a bad stream, a cut end) is a TraceError."""
     done = 0
     try:

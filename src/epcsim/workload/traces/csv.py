@@ -189,7 +189,7 @@ class CsvReader(BaseReader):
         return block_pages(ids, sizes, self.block_size, bad)
 
     def _parse_arrow(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """Fast path for numeric ids: pyarrow's CSV parser on the batch; None when any
+        """Fast path for numeric ids: pyarrow's CSV parser on the chunk; None when any
         line is not a regular row of integers (the slow path then finds which)."""
         ic, sc = self.id_col, self.size_col
         assert ic is not None

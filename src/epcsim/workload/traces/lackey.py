@@ -45,7 +45,7 @@ from ._base import (
 
 __all__ = ["FORMAT", "LackeyReader"]
 
-#: (kind, hex address) of every well-formed access line of a batch
+#: (kind, hex address) of every well-formed access line of a chunk
 _FIND_RE = re.compile(r"^(I | [LSM]) ([0-9a-fA-F]{1,16}),[0-9]+$", re.MULTILINE)
 _FIND_ADDR_RE = re.compile(r"^(?:I | [LSM]) ([0-9a-fA-F]{1,16}),[0-9]+$", re.MULTILINE)
 #: one access line (slow path)
@@ -80,7 +80,7 @@ class LackeyReader(BaseReader):
         last = None  # page of the previous access kept (collapse)
         all_kinds = self.kinds == KINDS
         for done, lines in text_batches(self.path):
-            # fast path: the batch is well formed when its access lines and its '=='
+            # fast path: the chunk is well formed when its access lines and its '=='
             # lines are all of its lines
             text = "".join(lines)
             skip = text.count("\n==") + text.startswith("==")

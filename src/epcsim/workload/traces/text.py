@@ -47,7 +47,7 @@ def _value(token: str) -> int:
 
 
 def _parse_decimal(lines: list[str]) -> np.ndarray | None:
-    """Fast path: a batch of plain decimal lines, parsed by pyarrow's CSV reader as one
+    """Fast path: a chunk of plain decimal lines, parsed by pyarrow's CSV reader as one
     uint64 column; None for anything else (hex, blanks, spaces, bad lines), which the
     line-by-line path then reads or reports."""
     try:
