@@ -10,7 +10,8 @@ the same state, the same counters, the same virtual times.
 runs the end of each thread (task exit) step by step, and hands the run back to the
 step-by-step engine when the last thread ends.
 
-Layout (few arguments per call: numba passes every array field by value):
+Layout (few arguments per call: numba passes every array field by value; the fields
+are declared in :mod:`epcsim.compiled.layout`):
 
 - ``S`` (int64): scalars (``S_*``), the ENCLS leaf counts at ``S_LC``, their costs at
   ``S_LCOST``, the EPC sections' first pages at ``S_SECT`` and the free lists (head,
