@@ -41,6 +41,7 @@ from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
 from ..sim.progress import sim_progress
 from ..sim.stuck import STUCK_RETRIES
+from .layout import SAMPLED, pack, write_back
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -64,39 +65,6 @@ SAMP_CAP = 4096
 CHUNK_CAP = 65536
 #: enclave threads the core runs at most (each has a CHUNK_CAP buffer: 512 KiB)
 MAX_THREADS = 256
-
-#: fields the core reads and writes back, as (object attribute, row name in _core):
-#: the sgx_cgroup's, its LRU's, its misc cgroup's, the enclave's
-_SGX_CG_FIELDS = (
-    ("nr_pages", "CG_NR_PAGES"),
-    ("nr_evicted", "CG_NR_EVICTED"),
-    ("nr_reclaim_batches", "CG_NR_BATCHES"),
-    ("nr_enomem", "CG_NR_ENOMEM"),
-    ("nr_faults", "CG_NR_FAULTS"),
-    ("nr_freed", "CG_NR_FREED"),
-)
-_LRU_FIELDS = (("head", "CG_LRU_HEAD"), ("tail", "CG_LRU_TAIL"), ("nr", "CG_LRU_NR"))
-_MISC_CG_FIELDS = (
-    ("usage", "CG_USAGE"),
-    ("peak", "CG_PEAK"),
-    ("events", "CG_EVENTS"),
-    ("events_local", "CG_EVENTS_LOCAL"),
-    ("refcnt", "CG_REFCNT"),
-)
-_ENCL_FIELDS = (
-    ("secs_epc", "EN_SECS_EPC"),
-    ("secs_va", "EN_SECS_VA"),
-    ("secs_memcg", "EN_SECS_MEMCG"),
-    ("secs_child_cnt", "EN_SECS_CHILD"),
-    ("page_cnt", "EN_PAGE_CNT"),
-    ("refcount", "EN_REFCOUNT"),
-    ("nr_eaug", "EN_NR_EAUG"),
-    ("nr_eldu", "EN_NR_ELDU"),
-    ("nr_evicted", "EN_NR_EVICTED"),
-    ("nr_faults", "EN_NR_FAULTS"),
-    ("nr_secs_eldu", "EN_NR_SECS_ELDU"),
-    ("nr_secs_evicted", "EN_NR_SECS_EWB"),
-)
 
 
 def static_ineligibility(sc: Scenario) -> str | None:
@@ -234,10 +202,8 @@ class _Packed:
         S[C.S_KSTEP_NS] = costs.kernel_step
         S[C.S_BATCH_NS] = costs.reclaim_batch
         S[C.S_ACTIVE] = 1  # the generator that took over ends (Simulation._active - 1)
-        S[C.S_SGX2] = int(host.sgx2)
         S[C.S_UNREF] = int(sim.sc.host.experiments.fault_unreferenced)
         S[C.S_STUCK] = STUCK_RETRIES
-        S[C.S_ROOT] = host.sgx_cg_root.id
         S[C.S_SM_T], S[C.S_SM_SEQ] = sampler
         S[C.S_SM_LAST] = sim._cols["time_ns"][-1] if sim._cols["time_ns"] else -1
         S[C.S_SM_INTERVAL] = sim.sample_ns
@@ -251,15 +217,9 @@ class _Packed:
             TH[C.TH_CPU, j] = t.cpu
             TH[C.TH_E, j] = t.encl.id
             TH[C.TH_REMAIN, j] = t.remaining
-            TH[C.TH_ACC, j] = t.st.accesses
-            TH[C.TH_FAULTS, j] = t.st.faults
-            TH[C.TH_RETRIES, j] = t.st.retries
-            TH[C.TH_STREAK, j] = t.st.streak
-            TH[C.TH_QUIET, j] = t.st.quiet
-            TH[C.TH_FREED, j] = t.st.freed
+            pack("TH", TH[:, j], t)
             TH[C.TH_FSTART, j] = -1
             TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
-            TH[C.TH_STARTED, j] = t.st.started_ns
             TH[C.TH_LIVE, j] = 1
         S[C.S_MIDPOP] = 1
         # the thread heap: sorted by (t, seq) is a heap (the first thread leads)
@@ -276,7 +236,7 @@ class _Packed:
         self.lat_used = 0  # lat_out[:lat_used] holds latencies handed over
         self.lat_view: np.ndarray | None = None  # the last view given to the simulation
         self.lat_view_from = 0
-        self.SAMP = np.zeros((SAMP_CAP, len(self.live), 8), np.int64)
+        self.SAMP = np.zeros((SAMP_CAP, len(self.live), len(SAMPLED)), np.int64)
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
         self.paths = [_cg_path(s) for s in self.live]
@@ -294,14 +254,10 @@ class _Packed:
         for s in self.live:
             cg = s.cg
             i = s.id
-            for obj, fields in ((s, _SGX_CG_FIELDS), (s.lru, _LRU_FIELDS), (cg, _MISC_CG_FIELDS)):
-                for attr, row in fields:
-                    CG[getattr(C, row), i] = getattr(obj, attr)
+            pack("CG", CG[:, i], s)
             CG[C.CG_LIMIT, i] = min(cg.max, capacity, _I64_CAP)
             CG[C.CG_PARENT, i] = cg.parent.priv.id if cg.parent is not None else -1
             CG[C.CG_MAXPAGES, i] = min(sgx_cgroup_max_pages_to_root(s), _I64_CAP)
-            CG[C.CG_PENDING, i] = int(s.work_pending)
-            CG[C.CG_RUNNING, i] = int(s.work_running)
         # preorder of the whole tree (css_next_descendant_pre order)
         pre: list[int] = []
 
@@ -322,15 +278,12 @@ class _Packed:
         CG[C.CG_WQ, : len(wq)] = wq
         S[C.S_NWQ] = len(wq)
         CG[C.CG_MEMD] = 0
-        S[C.S_LC : C.S_LC + len(host.encls_count)] = host.encls_count
+        pack("S", S, host)
         fl = pool.free_lists
         S[C.S_NNODES] = len(fl)
         S[C.S_SECT : C.S_SECT + len(fl)] = pool.section_start
         for k, f in enumerate(fl):
             S[C.S_NODES + 3 * k : C.S_NODES + 3 * k + 3] = (f.head, f.tail, f.nr)
-        S[C.S_NR_FREE] = pool.nr_free_pages
-        S[C.S_NR_LRU] = host.nr_lru_pages
-        S[C.S_WOKEN] = int(host.ksgxd_woken)
         for k, encl in enumerate(self.encls):
             e = encl.id
             off, vaoff = self.off[k], self.vaoff[k]
@@ -339,25 +292,17 @@ class _Packed:
                 self.E32[off : off + n] = encl.i32
                 self.E8[:, off : off + n] = encl.u8
                 self.EMEM[off : off + n] = encl.memcg
-            for attr, row in _ENCL_FIELDS:
-                EN[getattr(C, row), e] = getattr(encl, attr)
-            EN[C.EN_NPAGES, e] = encl.npages
-            EN[C.EN_BACKING, e] = 0
-            EN[C.EN_BACKING0, e] = encl.backing_bytes
+            pack("EN", EN[:, e], encl)
             memcg = sgx_encl_backing_memcg(host, encl, None).id
             EN[C.EN_MEMCG, e] = memcg
             EN[C.EN_EMIX, e] = int(bool(np.any((encl.memcg >= 0) & (encl.memcg != memcg))))
             EN[C.EN_NVA, e] = len(encl.va_all)
-            EN[C.EN_LIVE_MMS, e] = encl.nr_live_mms
             EN[C.EN_OFF, e] = off
             EN[C.EN_VAOFF, e] = vaoff
-            EN[C.EN_RELEASED, e] = int(encl.released)
             EN[C.EN_TRACKED, e] = 0
-            EN[C.EN_SIGPEND, e] = int(encl.owner.signal_pending)
             for vp in encl.va_all:
                 row = vaoff + vp.no
-                VA[row, C.VA_EPC] = vp.epc
-                VA[row, C.VA_USED] = vp.used
+                pack("VA", VA[row], vp)
                 bits = vp.bits
                 for w in range(8):
                     word = (bits >> (64 * w)) & _MASK64
@@ -414,20 +359,9 @@ class _Packed:
             cols["time_ns"].extend(np.repeat(self.SAMPT[:k], nl).tolist())
             cols["cgroup"].extend(self.paths * k)
             cols["limit_bytes"].extend(self.limits * k)
-            block = self.SAMP[:k].reshape(k * nl, 8)
-            for j, name in enumerate(
-                (
-                    "usage_bytes",
-                    "peak_bytes",
-                    "max_events",
-                    "faults",
-                    "evictions",
-                    "reclaim_batches",
-                    "reclaimable_pages",
-                    "enomem",
-                )
-            ):
-                cols[name].extend(block[:, j].tolist())
+            block = self.SAMP[:k].reshape(k * nl, len(SAMPLED))
+            for j, smp in enumerate(SAMPLED):
+                cols[smp.column].extend(block[:, j].tolist())
             S[C.S_NSAMP] = 0
 
     def write_back(self) -> None:
@@ -438,11 +372,7 @@ class _Packed:
         cgs = host.sgx_cgroups
         for s in self.live:
             i = s.id
-            for obj, fields in ((s, _SGX_CG_FIELDS), (s.lru, _LRU_FIELDS), (s.cg, _MISC_CG_FIELDS)):
-                for attr, row in fields:
-                    setattr(obj, attr, int(CG[getattr(C, row), i]))
-            s.work_pending = bool(CG[C.CG_PENDING, i])
-            s.work_running = bool(CG[C.CG_RUNNING, i])
+            write_back("CG", CG[:, i], s)
             s.next_cg = cgs[int(self.PRE[CG[C.CG_CURSOR, i]])]
         host.sgx_cg_wq.clear()
         host.sgx_cg_wq.extend(cgs[int(c)] for c in CG[C.CG_WQ, : int(S[C.S_NWQ])])
@@ -455,12 +385,7 @@ class _Packed:
         CG[C.CG_MEMD] = 0
         for k, f in enumerate(pool.free_lists):
             f.head, f.tail, f.nr = (int(S[C.S_NODES + 3 * k + j]) for j in range(3))
-        pool.nr_free_pages = int(S[C.S_NR_FREE])
-        host.nr_lru_pages = int(S[C.S_NR_LRU])
-        host.ksgxd_woken = bool(S[C.S_WOKEN])
-        counts = host.encls_count
-        for i in range(len(counts)):
-            counts[i] = int(S[C.S_LC + i])
+        write_back("S", S, host)
         for k, encl in enumerate(self.encls):
             e = encl.id
             off, vaoff = self.off[k], self.vaoff[k]
@@ -469,21 +394,14 @@ class _Packed:
                 encl.i32[:] = self.E32[off : off + n]
                 encl.u8[:] = self.E8[:, off : off + n]
                 encl.memcg[:] = self.EMEM[off : off + n]
-            for attr, row in _ENCL_FIELDS:
-                setattr(encl, attr, int(EN[getattr(C, row), e]))
-            delta = int(EN[C.EN_BACKING, e])
-            encl.backing_bytes += delta
-            encl.owner.backing_bytes += delta
-            EN[C.EN_BACKING, e] = 0
-            EN[C.EN_BACKING0, e] = encl.backing_bytes
+            write_back("EN", EN[:, e], encl)
             for no in range(len(encl.va_all), int(EN[C.EN_NVA, e])):
                 encl.va_all.append(SgxVaPage(no, int(VA[vaoff + no, C.VA_EPC])))
             for vp in encl.va_all:
                 row = vaoff + vp.no
                 words = VA[row, C.VA_BITS :].tolist()
                 vp.bits = sum((w & _MASK64) << (64 * k2) for k2, w in enumerate(words))
-                vp.used = int(VA[row, C.VA_USED])
-                vp.epc = int(VA[row, C.VA_EPC])
+                write_back("VA", VA[row], vp)
             order = OrderedDict()
             no = int(EN[C.EN_VA_HEAD, e])
             while no >= 0:
@@ -495,14 +413,7 @@ class _Packed:
                 host.encl_released(encl)
         TH = self.TH
         for j, t in enumerate(self.threads):
-            st = t.st
-            st.accesses = int(TH[C.TH_ACC, j])
-            st.faults = int(TH[C.TH_FAULTS, j])
-            st.retries = int(TH[C.TH_RETRIES, j])
-            st.streak = int(TH[C.TH_STREAK, j])
-            st.quiet = int(TH[C.TH_QUIET, j])
-            st.freed = int(TH[C.TH_FREED, j])
-            st.started_ns = int(TH[C.TH_STARTED, j])
+            write_back("TH", TH[:, j], t)
         sim.now = int(S[C.S_NOW])
         sim._seq = int(S[C.S_SEQ])
         sim.cpu_free[:] = self.CPUF.tolist()

@@ -10,7 +10,8 @@ the same state, the same counters, the same virtual times.
 runs the end of each thread (task exit) step by step, and hands the run back to the
 step-by-step engine when the last thread ends.
 
-Layout (few arguments per call: numba passes every array field by value):
+Layout (few arguments per call: numba passes every array field by value; the fields
+are declared in :mod:`epcsim.compiled.layout`):
 
 - ``S`` (int64): scalars (``S_*``), the ENCLS leaf counts at ``S_LC``, their costs at
   ``S_LCOST``, the EPC sections' first pages at ``S_SECT`` and the free lists (head,
@@ -53,241 +54,218 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from ..kernel import encls
-from ..kernel.constants import (
+from ..compiled.layout import (  # noqa: F401 (compiled.engine reads them as _core.X)
+    BACKING,
+    CG_CURSOR,
+    CG_EVENTS,
+    CG_EVENTS_LOCAL,
+    CG_LIMIT,
+    CG_LIVE,
+    CG_LRU_HEAD,
+    CG_LRU_NR,
+    CG_LRU_TAIL,
+    CG_MAXPAGES,
+    CG_MEMD,
+    CG_NR_BATCHES,
+    CG_NR_ENOMEM,
+    CG_NR_EVICTED,
+    CG_NR_FAULTS,
+    CG_NR_FREED,
+    CG_NR_PAGES,
+    CG_PARENT,
+    CG_PEAK,
+    CG_PENDING,
+    CG_PRE,
+    CG_PREPOS,
+    CG_REFCNT,
+    CG_RUNNING,
+    CG_SUBEND,
+    CG_USAGE,
+    CG_WQ,
     DESC_ACCESSED,
     DESC_BEING_RECLAIMED,
     DESC_BLOCKED,
     DESC_PRESENT,
-    SGX_BACKING_BYTES_PER_PAGE,
+    E_DESC,
+    E_EPC,
+    E_TYPE,
+    E_VA,
+    EBUSY,
+    EN_BACKING,
+    EN_BACKING0,
+    EN_EMIX,
+    EN_LIVE_MMS,
+    EN_MEMCG,
+    EN_NPAGES,
+    EN_NR_EAUG,
+    EN_NR_ELDU,
+    EN_NR_EVICTED,
+    EN_NR_FAULTS,
+    EN_NR_SECS_ELDU,
+    EN_NR_SECS_EWB,
+    EN_NVA,
+    EN_OFF,
+    EN_PAGE_CNT,
+    EN_REFCOUNT,
+    EN_RELEASED,
+    EN_SECS_CHILD,
+    EN_SECS_EPC,
+    EN_SECS_MEMCG,
+    EN_SECS_VA,
+    EN_SIGPEND,
+    EN_TRACKED,
+    EN_VA_HEAD,
+    EN_VA_TAIL,
+    EN_VAOFF,
+    ENOMEM,
+    ERR_NO_VA_SLOT,
+    ERR_NO_WORKER_SLOT,
+    IS_FREE,
+    KIND_ENCL,
+    KIND_FREE,
+    KIND_SECS,
+    KIND_VA,
+    L_EAUG,
+    L_EBLOCK,
+    L_ELDU,
+    L_EREMOVE,
+    L_ETRACK,
+    L_EWB,
+    LRU_PF_HOPS,
+    NCGF,
+    NENF,
+    NOT_ACC,
+    NOT_ACC_BLOCKED,
+    NOT_RECLAIM_BITS,
+    NOT_TRACKED,
+    NRF,
+    NS,
+    NSAMPF,
+    NTHF,
+    NVAF,
+    P_FLAGS,
+    P_KIND,
+    P_NEXT,
+    P_OE,
+    P_OI,
+    P_PREV,
+    PAGE,
+    PF_AHEAD,
+    R_C,
+    R_CB,
+    R_CG,
+    R_CNT,
+    R_ES,
+    R_GS,
+    R_HEAP,
+    R_HS,
+    R_HT,
+    R_KIND,
+    R_NP,
+    R_NR,
+    R_PAGES,
+    R_ROOT,
+    R_SCHED,
+    R_SEQ,
+    R_STAGE,
+    R_T,
+    RC_ERROR,
+    RC_FLUSH,
+    RC_LIMIT,
+    RC_NEED_CHUNK,
+    RC_THREAD_DONE,
+    S_ACCESS_NS,
+    S_ACTIVE,
+    S_BATCH_NS,
+    S_CUR_NID,
+    S_CUR_TCG,
+    S_ERR,
+    S_FAULT_NS,
+    S_KICK,
+    S_KSTEP_NS,
+    S_LC,
+    S_LCOST,
+    S_LIMIT,
+    S_LRU_PF,
+    S_LRU_PF_N,
+    S_MIDPOP,
+    S_NHP,
+    S_NLAT,
+    S_NLIVE,
+    S_NNODES,
+    S_NODES,
+    S_NOW,
+    S_NR_FREE,
+    S_NR_LRU,
+    S_NRH,
+    S_NSAMP,
+    S_NWQ,
+    S_ROOT,
+    S_SECT,
+    S_SEQ,
+    S_SGX2,
+    S_SM_INTERVAL,
+    S_SM_LAST,
+    S_SM_SEQ,
+    S_SM_T,
+    S_STAMP,
+    S_STEPCOST,
+    S_STUCK,
+    S_UNREF,
+    S_WHO,
+    S_WOKEN,
+    SAMP_ROOT_ROWS,
+    SAMP_ROWS,
     SGX_CG_LOW_LIMIT,
     SGX_CG_MIN_FREE_PAGE,
-    SGX_EPC_PAGE_IS_FREE,
-    SGX_EPC_PAGE_RECLAIMER_TRACKED,
     SGX_NR_HIGH_PAGES,
     SGX_NR_LOW_PAGES,
     SGX_NR_TO_SCAN,
     SGX_PAGE_TYPE_REG,
     SGX_VA_SLOT_COUNT,
+    ST_END,
+    ST_PH2,
+    ST_PH3,
+    ST_PH4,
+    ST_RESCHED,
+    ST_START,
+    TH_ACC,
+    TH_BUFLEN,
+    TH_CPU,
+    TH_E,
+    TH_FAULTS,
+    TH_FREED,
+    TH_FSTART,
+    TH_HEAP,
+    TH_HS,
+    TH_HT,
+    TH_LIVE,
+    TH_NID,
+    TH_PENDING,
+    TH_POS,
+    TH_QUIET,
+    TH_R,
+    TH_REMAIN,
+    TH_RETRIES,
+    TH_SEQ,
+    TH_SIGBUS,
+    TH_STARTED,
+    TH_STREAK,
+    TH_T,
+    TH_TCG,
+    TH_UNTIL,
+    TRACKED,
+    VA_BITS,
+    VA_EPC,
+    VA_NEXT,
+    VA_PREV,
+    VA_USED,
     VM_FAULT_NOPAGE,
     VM_FAULT_SIGBUS,
 )
-from ..kernel.epc import KIND_ENCL, KIND_FREE, KIND_SECS, KIND_VA
-
-PAGE = 4096
-BACKING = SGX_BACKING_BYTES_PER_PAGE
-ENOMEM = 12
-EBUSY = 16
-
-# --- S: scalar state ---------------------------------------------------------------------
-S_NOW = 0
-S_SEQ = 1
-S_LIMIT = 2
-S_ACCESS_NS = 3
-S_FAULT_NS = 4
-S_KSTEP_NS = 5
-S_BATCH_NS = 6
-S_NR_FREE = 7
-S_NR_LRU = 8
-S_WOKEN = 9
-S_ACTIVE = 10  # change of Simulation._active (reclaimers started minus ended)
-S_SGX2 = 11
-S_UNREF = 12
-S_LRU_PF = 13  # the LRU's prefetch walk: the page whose next row is asked for next, or -1
-S_ROOT = 14  # sgx id of the root cgroup
-S_NNODES = 17
-S_NLIVE = 18
-S_CUR_TCG = 20  # the faulting thread's task: its cgroup (sgx id)
-S_CUR_NID = 21  # .. its NUMA node
-S_MIDPOP = 22  # thread j + 1 returned for a new chunk in the middle of its pop, or 0
-S_WHO = 23  # the thread a RC_NEED_CHUNK / RC_THREAD_DONE is about
-S_NWQ = 24  # items on sgx_cg_wq (CG_WQ)
-S_KICK = 25  # run _kick_kernel_threads() before the next pop (after a Python step)
-S_STAMP = 26  # reclaim batches so far (one ETRACK per enclave per batch)
-S_NHP = 27  # threads on the thread heap (TH_HEAP)
-S_NRH = 29  # scheduled reclaimers (on the reclaimer heap, R_HEAP)
-S_LRU_PF_N = 30  # hops left to the prefetch walk
-S_STUCK = 31  # epcsim.sim.stuck.STUCK_RETRIES (a value, not baked into the cache)
-# the sampler
-S_SM_T = 40
-S_SM_SEQ = 41
-S_SM_LAST = 42  # time of the last recorded sample, -1 if none
-S_SM_INTERVAL = 43
-S_NSAMP = 44
-S_NLAT = 45
-S_STEPCOST = 69  # leaf costs of the current step
-S_ERR = 70  # internal error code (model invariant broken): the caller raises
-S_LC = 100  # ENCLS leaf counts (12)
-S_LCOST = 120  # ENCLS leaf costs (12)
-S_SECT = 140  # first page of each EPC section (<= 8)
-S_NODES = 150  # free lists: head, tail, nr per node (<= 8 nodes)
-NS = 180
-
-# --- EN: per-enclave fields (by host enclave id) ----------------------------------------
-EN_NPAGES = 0
-EN_SECS_EPC = 1
-EN_SECS_VA = 2
-EN_SECS_MEMCG = 3
-EN_SECS_CHILD = 4
-EN_PAGE_CNT = 5
-EN_REFCOUNT = 6
-EN_NR_EAUG = 7
-EN_NR_ELDU = 8
-EN_NR_EVICTED = 9
-EN_NR_FAULTS = 10
-EN_BACKING = 11  # change of encl.backing_bytes (and of its owner's)
-EN_BACKING0 = 12  # encl.backing_bytes when packed
-EN_MEMCG = 13  # the memcg backing is charged to (sgx_encl_backing_memcg(encl, NULL))
-EN_NVA = 14  # len(encl.va_all)
-EN_VA_HEAD = 15  # va_pages: first and last VA page number, -1 if none
-EN_VA_TAIL = 16
-EN_LIVE_MMS = 17
-EN_OFF = 18  # first row of the enclave's pages in E32 / E8 / EMEM
-EN_VAOFF = 19  # first row of its VA pages in VA
-EN_RELEASED = 20
-EN_TRACKED = 21  # S_STAMP of the last batch that ETRACKed it
-EN_SIGPEND = 22  # its task has a signal pending
-EN_EMIX = 23  # some evicted page's backing is charged to a memcg other than EN_MEMCG
-EN_NR_SECS_ELDU = 24
-EN_NR_SECS_EWB = 25
-NENF = 26
-
-# --- TH: per-thread fields ----------------------------------------------------------------
-TH_T = 0
-TH_SEQ = 1
-TH_CPU = 2
-TH_E = 3  # enclave id
-TH_TCG = 4  # task cgroup (sgx id)
-TH_NID = 5
-TH_POS = 6
-TH_BUFLEN = 7
-TH_REMAIN = 8
-TH_ACC = 9
-TH_FAULTS = 10
-TH_RETRIES = 11
-TH_STREAK = 12
-TH_FSTART = 13
-TH_UNTIL = 14  # -1: none
-TH_PENDING = 15  # the last step was a fault whose result TH_R is not booked yet
-TH_R = 16
-TH_SIGBUS = 17
-TH_STARTED = 18  # time of its first step, -1 before
-TH_LIVE = 19  # 1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended
-TH_HEAP = 20  # by position: the threads' binary heap (_heap_*): the thread
-TH_HT = 21  # .. its TH_T
-TH_HS = 22  # .. its TH_SEQ
-TH_QUIET = 23  # VM_FAULT_NOPAGE retries of this access since its cgroup's CG_NR_FREED moved
-TH_FREED = 24  # .. CG_NR_FREED of its cgroup then (epcsim.sim.stuck)
-NTHF = 25
-
-# --- CG: per-cgroup fields ---------------------------------------------------------------
-CG_LRU_HEAD = 0
-CG_LRU_TAIL = 1
-CG_LRU_NR = 2
-CG_NR_PAGES = 3
-CG_NR_EVICTED = 4
-CG_NR_BATCHES = 5
-CG_NR_ENOMEM = 6
-CG_NR_FAULTS = 7
-CG_USAGE = 8
-CG_PEAK = 9
-CG_EVENTS = 10
-CG_EVENTS_LOCAL = 11
-CG_REFCNT = 12
-CG_LIMIT = 13  # min(max, capacity) in bytes, capped to int64
-CG_PARENT = 14  # sgx id or -1
-CG_MAXPAGES = 15  # sgx_cgroup_max_pages_to_root()
-CG_PREPOS = 16  # position in the preorder walk
-CG_SUBEND = 17  # end of the subtree's range in the preorder walk
-CG_CURSOR = 18  # next_cg as a preorder position
-CG_PENDING = 19
-CG_RUNNING = 20
-CG_PRE = 21  # by position: the preorder walk
-CG_LIVE = 22  # by index: live cgroup ids in id order
-CG_WQ = 23  # by position: sgx_cg_wq, oldest first
-CG_MEMD = 24  # by memcg id: change of the memcg's own backing charges
-CG_NR_FREED = 25  # pages freed and uncharged in the subtree (SgxCgroup.nr_freed)
-NCGF = 26
-
-# --- R: reclaimer actors -----------------------------------------------------------------
-R_SCHED = 0
-R_T = 1
-R_SEQ = 2
-R_STAGE = 3
-R_ROOT = 4
-R_NR = 5
-R_CNT = 6
-R_C = 7
-R_NP = 8
-R_CB = 9
-R_KIND = 10  # 0 ksgxd, 1 worker
-R_CG = 11  # a worker's cgroup
-R_PAGES = 12  # .. + SGX_NR_TO_SCAN: the batch
-R_ES = R_PAGES + SGX_NR_TO_SCAN  # .. their enclaves (owner_encl)
-R_GS = R_ES + SGX_NR_TO_SCAN  # .. their rows in E32 / E8 / EMEM
-R_HEAP = R_GS + SGX_NR_TO_SCAN  # by position: the scheduled slots' heap (_heap_*): slot
-R_HT = R_HEAP + 1  # .. its R_T
-R_HS = R_HEAP + 2  # .. its R_SEQ
-NRF = R_HEAP + 3
-
-ST_START = 0
-ST_PH2 = 1  # after "reclaim:isolated"
-ST_PH3 = 2  # after "reclaim:aged"
-ST_PH4 = 3  # after "reclaim:blocked"
-ST_RESCHED = 4  # after "cond_resched"
-ST_END = 5  # the kernel generator returned; the actor ends at its next pop
-
-# --- VA pages ----------------------------------------------------------------------------
-VA_PREV = 0
-VA_NEXT = 1
-VA_USED = 2
-VA_EPC = 3
-VA_BITS = 4  # .. + 8 words of 64 slots
-NVAF = VA_BITS + 8
-
-# --- array rows --------------------------------------------------------------------------
-P_PREV = 0
-P_NEXT = 1
-P_OE = 2
-P_OI = 3
-P_FLAGS = 0
-P_KIND = 1
-E_EPC = 0
-E_VA = 1
-E_DESC = 0
-E_TYPE = 1
-
-L_EREMOVE = encls.EREMOVE
-L_EAUG = encls.EAUG
-L_ELDU = encls.ELDU
-L_EBLOCK = encls.EBLOCK
-L_ETRACK = encls.ETRACK
-L_EWB = encls.EWB
-
-# --- return codes ------------------------------------------------------------------------
-RC_NEED_CHUNK = 1
-RC_FLUSH = 2
-RC_THREAD_DONE = 3
-RC_LIMIT = 4
-RC_ERROR = 5
-
-ERR_NO_VA_SLOT = 1
-ERR_NO_WORKER_SLOT = 3
-
-TRACKED = SGX_EPC_PAGE_RECLAIMER_TRACKED
-IS_FREE = SGX_EPC_PAGE_IS_FREE
-NOT_RECLAIM_BITS = 0xFF & ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
-NOT_ACC_BLOCKED = 0xFF & ~(DESC_ACCESSED | DESC_BLOCKED)
-NOT_ACC = 0xFF & ~DESC_ACCESSED
-NOT_TRACKED = 0xFF & ~TRACKED
 
 _inline = njit(cache=True, _nrt=False, inline="always", error_model="numpy")
 _outline = njit(cache=True, _nrt=False, error_model="numpy")
-
-#: accesses after a fault whose enclave page rows are prefetched
-PF_AHEAD = 4
-#: rows of an LRU the prefetch walk reads ahead of its next isolation
-LRU_PF_HOPS = 2 * SGX_NR_TO_SCAN
 
 
 @intrinsic
@@ -1128,16 +1106,14 @@ def _record_sample(S, CG, SAMP, SAMPT, now):
     SAMPT[_u(k)] = now
     for j in range(S[S_NLIVE]):
         c = CG[CG_LIVE, _u(j)]
-        SAMP[_u(k), _u(j), 0] = CG[CG_USAGE, _u(c)]
-        SAMP[_u(k), _u(j), 1] = CG[CG_PEAK, _u(c)]
-        SAMP[_u(k), _u(j), 2] = (
-            CG[CG_EVENTS, _u(c)] if CG[CG_PARENT, _u(c)] >= 0 else CG[CG_EVENTS_LOCAL, _u(c)]
-        )
-        SAMP[_u(k), _u(j), 3] = CG[CG_NR_FAULTS, _u(c)]
-        SAMP[_u(k), _u(j), 4] = CG[CG_NR_EVICTED, _u(c)]
-        SAMP[_u(k), _u(j), 5] = CG[CG_NR_BATCHES, _u(c)]
-        SAMP[_u(k), _u(j), 6] = CG[CG_LRU_NR, _u(c)]
-        SAMP[_u(k), _u(j), 7] = CG[CG_NR_ENOMEM, _u(c)]
+        # the counters of epcsim.compiled.layout.SAMPLED (the root has no misc.events:
+        # its rows are SAMP_ROOT_ROWS)
+        if CG[CG_PARENT, _u(c)] >= 0:
+            for f in range(NSAMPF):
+                SAMP[_u(k), _u(j), _u(f)] = CG[_u(SAMP_ROWS[f]), _u(c)]
+        else:
+            for f in range(NSAMPF):
+                SAMP[_u(k), _u(j), _u(f)] = CG[_u(SAMP_ROOT_ROWS[f]), _u(c)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
 

@@ -1,0 +1,695 @@
+"""The compiled engine's tables, declared once.
+
+The compiled event loop (:mod:`epcsim.sim._core`) keeps its state in a few flat NumPy
+arrays ("tables") and addresses them through integer constants (``S_NOW``,
+``CG_NR_EVICTED``, ``R_PAGES``, ...).  Each table is declared here as an ordered list
+of :class:`Field` -- name, width (1, or N for a vector such as the 12 ENCLS leaf
+counts), one line of meaning and, where the field mirrors an attribute of the
+reference model, how it is packed and written back.  Everything else is generated from
+these declarations at import:
+
+- the offsets (``S_NOW = 0``, ...) and each table's size (``NS``, ``NCGF``, ...), as
+  module globals (numba reads module globals when it compiles);
+- the pack and write-back of the mirrored fields (:func:`pack`, :func:`write_back`),
+  used by :mod:`epcsim.compiled.engine`;
+- the sampled counters (:data:`SAMPLED`): the columns of ``timeseries.parquet`` the
+  compiled sampler records, the table field each comes from (``SAMP_ROWS``,
+  ``SAMP_ROOT_ROWS``, ``NSAMPF``).
+
+The tables:
+
+- ``S`` (int64): scalars, vectors at ``S_LC`` (ENCLS leaf counts), ``S_LCOST`` (their
+  costs), ``S_SECT`` (first page of each EPC section), ``S_NODES`` (free lists: head,
+  tail, nr per node).
+- ``EN[f, eid]``: per enclave, by host enclave id (an :class:`~epcsim.kernel.encl.Encl`).
+- ``TH[f, j]``: per enclave thread the compiled engine runs.
+- ``CG[f, id]``: per sgx_cgroup (an :class:`~epcsim.kernel.epc_cgroup.SgxCgroup`), and
+  rows used by position (the preorder walk, the live cgroups, ``sgx_cg_wq``).
+- ``R[f, r]``: the reclaimer actors (r = 0 ksgxd, 1.. the ``sgx_cg_wq`` workers).
+- ``VA[row, f]``: VA pages (an :class:`~epcsim.kernel.encl.SgxVaPage` per row).
+- ``P32`` / ``P8``: the columns of the EPC pool's ``i32`` / ``u8`` arrays
+  (:class:`~epcsim.kernel.epc.EpcPool`); ``E32`` / ``E8``: the columns of an enclave's
+  ``i32`` and the rows of its ``u8`` (:class:`~epcsim.kernel.encl.Encl`).  These are the
+  kernel model's own arrays: their order is the kernel model's, checked by a test.
+
+Constants that are not table offsets (return codes ``RC_*``, internal error codes
+``ERR_*``, reclaimer stages ``ST_*``, the ENCLS leaves ``L_*``, flag masks, errnos)
+are declared here too, as plain constants.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..kernel import encls
+from ..kernel.constants import (
+    DESC_ACCESSED,
+    DESC_BEING_RECLAIMED,
+    DESC_BLOCKED,
+    DESC_PRESENT,
+    SGX_BACKING_BYTES_PER_PAGE,
+    SGX_CG_LOW_LIMIT,
+    SGX_CG_MIN_FREE_PAGE,
+    SGX_EPC_PAGE_IS_FREE,
+    SGX_EPC_PAGE_RECLAIMER_TRACKED,
+    SGX_MAX_EPC_SECTIONS,
+    SGX_NR_HIGH_PAGES,
+    SGX_NR_LOW_PAGES,
+    SGX_NR_TO_SCAN,
+    SGX_PAGE_TYPE_REG,
+    SGX_VA_SLOT_COUNT,
+    VM_FAULT_NOPAGE,
+    VM_FAULT_SIGBUS,
+)
+from ..kernel.epc import KIND_ENCL, KIND_FREE, KIND_SECS, KIND_VA
+
+Back = Literal["value", "delta"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a table.
+
+    Attributes:
+        name: the field's name without the table's prefix (``"NR_EVICTED"`` gives
+            ``CG_NR_EVICTED``).
+        width: 1, or N for a vector of N consecutive slots.
+        doc: one line of meaning.
+        mirror: dotted attribute paths, from the table's key object, of the
+            reference-model value the field mirrors (``("lru.nr",)`` for an sgx_cgroup's
+            LRU length).  Empty if the compiled engine derives the field (or owns it)
+            by hand.
+        back: how the field goes back to the reference model: ``"value"`` (set to the
+            field), ``"delta"`` (packed as 0, the field added to every mirror, then
+            reset to 0) or None (packed only: the core reads it, never changes it).
+        flag: packed as 0/1, written back as a bool.
+    """
+
+    name: str
+    width: int
+    doc: str
+    mirror: tuple[str, ...] = ()
+    back: Back | None = None
+    flag: bool = False
+
+
+def _f(
+    name: str,
+    doc: str,
+    *,
+    width: int = 1,
+    mirror: str | tuple[str, ...] = (),
+    back: Back | None = None,
+    flag: bool = False,
+) -> Field:
+    return Field(name, width, doc, (mirror,) if isinstance(mirror, str) else mirror, back, flag)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table of the compiled engine: its fields in order.
+
+    Attributes:
+        name: the table's name in the core (``"CG"``).
+        prefix: the prefix of its field constants (``"CG_"``).
+        size: the name of the constant giving its number of slots (``"NCGF"``), or
+            None when the kernel model's array fixes it (``P32``, ``E8``, ...).
+        key: what one column (or row) of the table describes, and the object the
+            fields' mirrors start from.
+        fields: the fields, in slot order.
+    """
+
+    name: str
+    prefix: str
+    size: str | None
+    key: str
+    fields: tuple[Field, ...]
+
+    def offsets(self) -> dict[str, int]:
+        """The constant of every field (prefix + name) and its first slot."""
+        out: dict[str, int] = {}
+        at = 0
+        for f in self.fields:
+            out[self.prefix + f.name] = at
+            at += f.width
+        return out
+
+    @property
+    def nslots(self) -> int:
+        """Slots of the table: the sum of its fields' widths."""
+        return sum(f.width for f in self.fields)
+
+
+#: ENCLS leaves (``host.encls_count``)
+NR_LEAVES = encls.NR_LEAVES
+#: words of 64 slots in a VA page's slot map
+VA_WORDS = SGX_VA_SLOT_COUNT // 64
+
+S_TABLE = Table(
+    "S",
+    "S_",
+    "NS",
+    "the host (epcsim.kernel.host.Host) and the simulation",
+    (
+        _f("NOW", "Simulation.now (packed and written back by the engine)"),
+        _f("SEQ", "the simulation's event sequence number (packed and written back by the engine)"),
+        _f("LIMIT", "the run's time limit (ns)"),
+        _f("ACCESS_NS", "cost of an enclave access (ns)"),
+        _f("FAULT_NS", "cost of a fault's entry and exit (ns)"),
+        _f("KSTEP_NS", "cost of a kernel step (ns)"),
+        _f("BATCH_NS", "cost of a reclaim batch's fixed part (ns)"),
+        _f("NR_FREE", "sgx_nr_free_pages", mirror="epc.nr_free_pages", back="value"),
+        _f("NR_LRU", "pages on all LRUs", mirror="nr_lru_pages", back="value"),
+        _f("WOKEN", "ksgxd woken (ksgxd_waitq)", mirror="ksgxd_woken", back="value", flag=True),
+        _f("ACTIVE", "change of the simulation's active actors (reclaimers started minus ended)"),
+        _f("SGX2", "the CPU has SGX2 (EAUG on fault)", mirror="sgx2", flag=True),
+        _f("UNREF", "experiments.fault_unreferenced"),
+        _f("LRU_PF", "the LRU's prefetch walk: the page whose next row is asked for next, or -1"),
+        _f("ROOT", "sgx id of the root cgroup", mirror="sgx_cg_root.id"),
+        _f("NNODES", "NUMA nodes (= EPC sections)"),
+        _f("NLIVE", "live cgroups (CG_LIVE)"),
+        _f("CUR_TCG", "the faulting thread's task: its cgroup (sgx id)"),
+        _f("CUR_NID", ".. its NUMA node"),
+        _f("MIDPOP", "thread j + 1 returned for a new chunk in the middle of its pop, or 0"),
+        _f("WHO", "the thread a RC_NEED_CHUNK / RC_THREAD_DONE is about"),
+        _f("NWQ", "items on sgx_cg_wq (CG_WQ)"),
+        _f("KICK", "run the kernel threads' kick before the next pop (after a Python step)"),
+        _f("STAMP", "reclaim batches so far (one ETRACK per enclave per batch)"),
+        _f("NHP", "threads on the thread heap (TH_HEAP)"),
+        _f("NRH", "scheduled reclaimers (on the reclaimer heap, R_HEAP)"),
+        _f("LRU_PF_N", "hops left to the prefetch walk"),
+        _f("STUCK", "epcsim.sim.stuck.STUCK_RETRIES (a value, not baked into the cache)"),
+        _f("SM_T", "the sampler's next time"),
+        _f("SM_SEQ", "the sampler's sequence number"),
+        _f("SM_LAST", "time of the last recorded sample, -1 if none"),
+        _f("SM_INTERVAL", "host.sample_interval (ns)"),
+        _f("NSAMP", "samples recorded in SAMP since the last flush"),
+        _f("NLAT", "fault latencies recorded in LAT since the last flush"),
+        _f("STEPCOST", "leaf costs of the current step"),
+        _f("ERR", "internal error code (ERR_*: model invariant broken): the caller raises"),
+        _f(
+            "LC",
+            "ENCLS leaf counts (host.encls_count)",
+            width=NR_LEAVES,
+            mirror="encls_count",
+            back="value",
+        ),
+        _f("LCOST", "ENCLS leaf costs (ns)", width=NR_LEAVES),
+        _f("SECT", "first page of each EPC section", width=SGX_MAX_EPC_SECTIONS),
+        _f("NODES", "free lists: head, tail, nr per node", width=3 * SGX_MAX_EPC_SECTIONS),
+    ),
+)
+
+EN_TABLE = Table(
+    "EN",
+    "EN_",
+    "NENF",
+    "an enclave (epcsim.kernel.encl.Encl), by its host id",
+    (
+        _f("NPAGES", "pages of its page array", mirror="npages"),
+        _f("SECS_EPC", "EPC page of the SECS, -1 if evicted", mirror="secs_epc", back="value"),
+        _f("SECS_VA", "VA slot of the evicted SECS", mirror="secs_va", back="value"),
+        _f(
+            "SECS_MEMCG",
+            "memcg the SECS's backing is charged to",
+            mirror="secs_memcg",
+            back="value",
+        ),
+        _f("SECS_CHILD", "resident child pages of the SECS", mirror="secs_child_cnt", back="value"),
+        _f("PAGE_CNT", "pages added (page_cnt)", mirror="page_cnt", back="value"),
+        _f("REFCOUNT", "the kref", mirror="refcount", back="value"),
+        _f("NR_EAUG", "EAUGs", mirror="nr_eaug", back="value"),
+        _f("NR_ELDU", "ELDUs of its pages", mirror="nr_eldu", back="value"),
+        _f("NR_EVICTED", "EWBs of its pages", mirror="nr_evicted", back="value"),
+        _f("NR_FAULTS", "enclave faults", mirror="nr_faults", back="value"),
+        _f(
+            "BACKING",
+            "change of encl.backing_bytes (and of its owner's)",
+            mirror=("backing_bytes", "owner.backing_bytes"),
+            back="delta",
+        ),
+        _f("BACKING0", "encl.backing_bytes when packed", mirror="backing_bytes"),
+        _f("MEMCG", "the memcg backing is charged to (sgx_encl_backing_memcg(encl, NULL))"),
+        _f("NVA", "len(encl.va_all)"),
+        _f("VA_HEAD", "va_pages: first VA page number, -1 if none"),
+        _f("VA_TAIL", "va_pages: last VA page number, -1 if none"),
+        _f("LIVE_MMS", "mms mapping it", mirror="nr_live_mms"),
+        _f("OFF", "first row of the enclave's pages in E32 / E8 / EMEM"),
+        _f("VAOFF", "first row of its VA pages in VA"),
+        _f("RELEASED", "released (sgx_encl_release)", mirror="released", flag=True),
+        _f("TRACKED", "S_STAMP of the last batch that ETRACKed it"),
+        _f("SIGPEND", "its task has a signal pending", mirror="owner.signal_pending", flag=True),
+        _f("EMIX", "some evicted page's backing is charged to a memcg other than EN_MEMCG"),
+        _f("NR_SECS_ELDU", "ELDUs of the SECS", mirror="nr_secs_eldu", back="value"),
+        _f("NR_SECS_EWB", "EWBs of the SECS", mirror="nr_secs_evicted", back="value"),
+    ),
+)
+
+TH_TABLE = Table(
+    "TH",
+    "TH_",
+    "NTHF",
+    "an enclave thread the compiled engine runs (its ThreadStats at .st)",
+    (
+        _f("T", "time of its next step"),
+        _f("SEQ", "sequence number of its next step"),
+        _f("CPU", "its CPU"),
+        _f("E", "enclave id"),
+        _f("TCG", "task cgroup (sgx id)"),
+        _f("NID", "its task's NUMA node"),
+        _f("POS", "next access in BUF"),
+        _f("BUFLEN", "accesses in BUF"),
+        _f("REMAIN", "accesses left to draw"),
+        _f("ACC", "accesses made", mirror="st.accesses", back="value"),
+        _f("FAULTS", "faults resolved", mirror="st.faults", back="value"),
+        _f("RETRIES", "VM_FAULT_NOPAGE retries", mirror="st.retries", back="value"),
+        _f("STREAK", "retries of the current access", mirror="st.streak", back="value"),
+        _f("FSTART", "start of the current fault, -1 if none"),
+        _f("UNTIL", "its time limit, -1: none"),
+        _f("PENDING", "the last step was a fault whose result TH_R is not booked yet"),
+        _f("R", "the pending fault's result"),
+        _f("SIGBUS", "its last fault gave VM_FAULT_SIGBUS"),
+        _f("STARTED", "time of its first step, -1 before", mirror="st.started_ns", back="value"),
+        _f("LIVE", "1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended"),
+        _f("HEAP", "by position: the threads' binary heap (_heap_*): the thread"),
+        _f("HT", ".. its TH_T"),
+        _f("HS", ".. its TH_SEQ"),
+        _f(
+            "QUIET",
+            "VM_FAULT_NOPAGE retries of this access since its cgroup's CG_NR_FREED moved",
+            mirror="st.quiet",
+            back="value",
+        ),
+        _f(
+            "FREED",
+            ".. CG_NR_FREED of its cgroup then (epcsim.sim.stuck)",
+            mirror="st.freed",
+            back="value",
+        ),
+    ),
+)
+
+CG_TABLE = Table(
+    "CG",
+    "CG_",
+    "NCGF",
+    "an sgx_cgroup (epcsim.kernel.epc_cgroup.SgxCgroup), by its sgx id",
+    (
+        _f("LRU_HEAD", "its LRU's first page", mirror="lru.head", back="value"),
+        _f("LRU_TAIL", "its LRU's last page", mirror="lru.tail", back="value"),
+        _f("LRU_NR", "pages on its LRU", mirror="lru.nr", back="value"),
+        _f("NR_PAGES", "EPC pages charged to exactly it", mirror="nr_pages", back="value"),
+        _f("NR_EVICTED", "pages evicted from its LRU", mirror="nr_evicted", back="value"),
+        _f("NR_BATCHES", "reclaim batches on its LRU", mirror="nr_reclaim_batches", back="value"),
+        _f("NR_ENOMEM", "charges that failed with -ENOMEM", mirror="nr_enomem", back="value"),
+        _f("NR_FAULTS", "enclave faults of its tasks", mirror="nr_faults", back="value"),
+        _f("USAGE", "misc.current (bytes)", mirror="cg.usage", back="value"),
+        _f("PEAK", "misc.peak (bytes)", mirror="cg.peak", back="value"),
+        _f("EVENTS", "misc.events max", mirror="cg.events", back="value"),
+        _f("EVENTS_LOCAL", "misc.events.local max", mirror="cg.events_local", back="value"),
+        _f("REFCNT", "the css reference count", mirror="cg.refcnt", back="value"),
+        _f("LIMIT", "min(max, capacity) in bytes, capped to int64"),
+        _f("PARENT", "sgx id or -1"),
+        _f("MAXPAGES", "sgx_cgroup_max_pages_to_root()"),
+        _f("PREPOS", "position in the preorder walk"),
+        _f("SUBEND", "end of the subtree's range in the preorder walk"),
+        _f("CURSOR", "next_cg as a preorder position"),
+        _f(
+            "PENDING",
+            "reclaim_work queued on sgx_cg_wq",
+            mirror="work_pending",
+            back="value",
+            flag=True,
+        ),
+        _f(
+            "RUNNING",
+            "the reclaim work function is running",
+            mirror="work_running",
+            back="value",
+            flag=True,
+        ),
+        _f("PRE", "by position: the preorder walk"),
+        _f("LIVE", "by index: live cgroup ids in id order"),
+        _f("WQ", "by position: sgx_cg_wq, oldest first"),
+        _f("MEMD", "by memcg id: change of the memcg's own backing charges"),
+        _f(
+            "NR_FREED",
+            "pages freed and uncharged in the subtree",
+            mirror="nr_freed",
+            back="value",
+        ),
+    ),
+)
+
+R_TABLE = Table(
+    "R",
+    "R_",
+    "NRF",
+    "a reclaimer actor (0 ksgxd, 1.. sgx_cg_wq workers)",
+    (
+        _f("SCHED", "on the reclaimer heap"),
+        _f("T", "time of its next step"),
+        _f("SEQ", "sequence number of its next step"),
+        _f("STAGE", "where it resumes (ST_*)"),
+        _f("ROOT", "sgx_cgroup_reclaim_pages(): the root it reclaims for"),
+        _f("NR", ".. the pages it is asked for"),
+        _f("CNT", ".. the pages reclaimed so far"),
+        _f("C", ".. the cgroup whose LRU the current batch scans"),
+        _f("NP", "pages in the current batch"),
+        _f("CB", "the current batch's cost so far"),
+        _f("KIND", "0 ksgxd, 1 worker"),
+        _f("CG", "a worker's cgroup"),
+        _f("PAGES", "the batch", width=SGX_NR_TO_SCAN),
+        _f("ES", ".. their enclaves (owner_encl)", width=SGX_NR_TO_SCAN),
+        _f("GS", ".. their rows in E32 / E8 / EMEM", width=SGX_NR_TO_SCAN),
+        _f("HEAP", "by position: the scheduled slots' heap (_heap_*): slot"),
+        _f("HT", ".. its R_T"),
+        _f("HS", ".. its R_SEQ"),
+    ),
+)
+
+VA_TABLE = Table(
+    "VA",
+    "VA_",
+    "NVAF",
+    "a VA page (epcsim.kernel.encl.SgxVaPage); enclave e's page no at row EN_VAOFF + no",
+    (
+        _f("PREV", "previous VA page on va_pages, -1 if none"),
+        _f("NEXT", "next VA page on va_pages, -1 if none"),
+        _f("USED", "slots taken", mirror="used", back="value"),
+        _f("EPC", "its EPC page, -1 if none", mirror="epc", back="value"),
+        _f("BITS", "its slot map, 64 slots a word", width=VA_WORDS),
+    ),
+)
+
+P32_TABLE = Table(
+    "P32",
+    "P_",
+    None,
+    "an EPC page: a row of EpcPool.i32",
+    (
+        _f("PREV", "list link (EpcPool.prev)"),
+        _f("NEXT", "list link (EpcPool.next)"),
+        _f("OE", "owner enclave (EpcPool.owner_encl)"),
+        _f("OI", "owner page index (EpcPool.owner_idx)"),
+    ),
+)
+
+P8_TABLE = Table(
+    "P8",
+    "P_",
+    None,
+    "an EPC page: a row of EpcPool.u8",
+    (
+        _f("FLAGS", "SGX_EPC_PAGE_* flags (EpcPool.flags)"),
+        _f("KIND", "KIND_* owner kind (EpcPool.kind)"),
+    ),
+)
+
+E32_TABLE = Table(
+    "E32",
+    "E_",
+    None,
+    "an enclave page: a row of Encl.i32",
+    (
+        _f("EPC", "its EPC page, -1 if not resident (Encl.epc)"),
+        _f("VA", "its VA slot while evicted (Encl.va)"),
+    ),
+)
+
+E8_TABLE = Table(
+    "E8",
+    "E_",
+    None,
+    "an enclave page: a column of Encl.u8 (desc, type rows)",
+    (
+        _f("DESC", "SGX_ENCL_PAGE_* / DESC_* bits (Encl.desc)"),
+        _f("TYPE", "SGX_PAGE_TYPE_* (Encl.type)"),
+    ),
+)
+
+#: every table, in the order of the core's arguments
+TABLES: tuple[Table, ...] = (
+    S_TABLE,
+    CG_TABLE,
+    EN_TABLE,
+    TH_TABLE,
+    R_TABLE,
+    VA_TABLE,
+    P32_TABLE,
+    P8_TABLE,
+    E32_TABLE,
+    E8_TABLE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """A per-cgroup counter the samplers record: a column of ``timeseries.parquet``.
+
+    Attributes:
+        column: the time-series column (:data:`epcsim.result.TIMESERIES_SCHEMA`).
+        field: the ``CG`` field it is sampled from.
+        root_field: the ``CG`` field it is sampled from for the root cgroup (the root
+            has no ``misc.events``: its failures are local ones).
+    """
+
+    column: str
+    field: str
+    root_field: str
+
+    def mirror(self, root: bool = False) -> str:
+        """The reference attribute (from the SgxCgroup) the counter reads."""
+        name = self.root_field if root else self.field
+        (f,) = (f for f in CG_TABLE.fields if CG_TABLE.prefix + f.name == name)
+        return f.mirror[0]
+
+
+def _s(column: str, field: str, root_field: str | None = None) -> Sampled:
+    return Sampled(column, field, root_field or field)
+
+
+#: the sampled counters, in column order
+SAMPLED: tuple[Sampled, ...] = (
+    _s("usage_bytes", "CG_USAGE"),
+    _s("peak_bytes", "CG_PEAK"),
+    _s("max_events", "CG_EVENTS", "CG_EVENTS_LOCAL"),
+    _s("faults", "CG_NR_FAULTS"),
+    _s("evictions", "CG_NR_EVICTED"),
+    _s("reclaim_batches", "CG_NR_BATCHES"),
+    _s("reclaimable_pages", "CG_LRU_NR"),
+    _s("enomem", "CG_NR_ENOMEM"),
+)
+
+# --- plain constants -----------------------------------------------------------------
+PAGE = 4096
+BACKING = SGX_BACKING_BYTES_PER_PAGE
+ENOMEM = 12
+EBUSY = 16
+
+#: reclaimer stages (R_STAGE): where an actor resumes
+ST_START = 0
+ST_PH2 = 1  # after "reclaim:isolated"
+ST_PH3 = 2  # after "reclaim:aged"
+ST_PH4 = 3  # after "reclaim:blocked"
+ST_RESCHED = 4  # after "cond_resched"
+ST_END = 5  # the kernel generator returned; the actor ends at its next pop
+
+L_EREMOVE = encls.EREMOVE
+L_EAUG = encls.EAUG
+L_ELDU = encls.ELDU
+L_EBLOCK = encls.EBLOCK
+L_ETRACK = encls.ETRACK
+L_EWB = encls.EWB
+
+#: return codes of run_core
+RC_NEED_CHUNK = 1
+RC_FLUSH = 2
+RC_THREAD_DONE = 3
+RC_LIMIT = 4
+RC_ERROR = 5
+
+#: internal error codes (S_ERR)
+ERR_NO_VA_SLOT = 1
+ERR_NO_WORKER_SLOT = 3
+
+TRACKED = SGX_EPC_PAGE_RECLAIMER_TRACKED
+IS_FREE = SGX_EPC_PAGE_IS_FREE
+NOT_RECLAIM_BITS = 0xFF & ~(DESC_BEING_RECLAIMED | DESC_BLOCKED | DESC_ACCESSED)
+NOT_ACC_BLOCKED = 0xFF & ~(DESC_ACCESSED | DESC_BLOCKED)
+NOT_ACC = 0xFF & ~DESC_ACCESSED
+NOT_TRACKED = 0xFF & ~TRACKED
+
+#: accesses after a fault whose enclave page rows are prefetched
+PF_AHEAD = 4
+#: rows of an LRU the prefetch walk reads ahead of its next isolation
+LRU_PF_HOPS = 2 * SGX_NR_TO_SCAN
+
+
+def _generate() -> dict[str, Any]:
+    """The table constants (offsets and sizes) and the sampler's rows."""
+    out: dict[str, Any] = {}
+    for t in TABLES:
+        for name, at in t.offsets().items():
+            if name in out and out[name] != at:
+                raise AssertionError(f"{name}: two offsets ({out[name]}, {at})")
+            out[name] = at
+        if t.size is not None:
+            out[t.size] = t.nslots
+    cg = CG_TABLE.offsets()
+    out["NSAMPF"] = len(SAMPLED)
+    out["SAMP_ROWS"] = tuple(cg[s.field] for s in SAMPLED)
+    out["SAMP_ROOT_ROWS"] = tuple(cg[s.root_field] for s in SAMPLED)
+    return out
+
+
+#: every generated name and its value
+GENERATED: dict[str, Any] = _generate()
+globals().update(GENERATED)
+
+__all__ = [
+    "Field",
+    "GENERATED",
+    "SAMPLED",
+    "Sampled",
+    "TABLES",
+    "Table",
+    "pack",
+    "write_back",
+    # plain constants
+    "PAGE",
+    "BACKING",
+    "ENOMEM",
+    "EBUSY",
+    "ST_START",
+    "ST_PH2",
+    "ST_PH3",
+    "ST_PH4",
+    "ST_RESCHED",
+    "ST_END",
+    "L_EREMOVE",
+    "L_EAUG",
+    "L_ELDU",
+    "L_EBLOCK",
+    "L_ETRACK",
+    "L_EWB",
+    "RC_NEED_CHUNK",
+    "RC_FLUSH",
+    "RC_THREAD_DONE",
+    "RC_LIMIT",
+    "RC_ERROR",
+    "ERR_NO_VA_SLOT",
+    "ERR_NO_WORKER_SLOT",
+    "TRACKED",
+    "IS_FREE",
+    "NOT_RECLAIM_BITS",
+    "NOT_ACC_BLOCKED",
+    "NOT_ACC",
+    "NOT_TRACKED",
+    "PF_AHEAD",
+    "LRU_PF_HOPS",
+    "NR_LEAVES",
+    "VA_WORDS",
+    # kernel-model constants the compiled code uses, under their kernel names
+    "DESC_ACCESSED",
+    "DESC_BEING_RECLAIMED",
+    "DESC_BLOCKED",
+    "DESC_PRESENT",
+    "KIND_ENCL",
+    "KIND_FREE",
+    "KIND_SECS",
+    "KIND_VA",
+    "SGX_BACKING_BYTES_PER_PAGE",
+    "SGX_CG_LOW_LIMIT",
+    "SGX_CG_MIN_FREE_PAGE",
+    "SGX_EPC_PAGE_IS_FREE",
+    "SGX_EPC_PAGE_RECLAIMER_TRACKED",
+    "SGX_MAX_EPC_SECTIONS",
+    "SGX_NR_HIGH_PAGES",
+    "SGX_NR_LOW_PAGES",
+    "SGX_NR_TO_SCAN",
+    "SGX_PAGE_TYPE_REG",
+    "SGX_VA_SLOT_COUNT",
+    "VM_FAULT_NOPAGE",
+    "VM_FAULT_SIGBUS",
+]
+#: the generated names: the table offsets and sizes, the sampler's rows
+__all__ += sorted(GENERATED)
+
+
+# --- pack and write back ---------------------------------------------------------------
+def _getter(path: str) -> operator.attrgetter:
+    return operator.attrgetter(path)
+
+
+def _setter(path: str):
+    owner, _, attr = path.rpartition(".")
+    get_owner = operator.attrgetter(owner) if owner else (lambda obj: obj)
+
+    def set_(obj: Any, value: Any) -> None:
+        setattr(get_owner(obj), attr, value)
+
+    return set_
+
+
+class _Mirror:
+    """A mirrored field, compiled for pack/write-back."""
+
+    __slots__ = ("at", "width", "gets", "paths", "sets", "back", "flag")
+
+    def __init__(self, at: int, f: Field) -> None:
+        self.at, self.width, self.back, self.flag = at, f.width, f.back, f.flag
+        self.paths = f.mirror
+        self.gets = tuple(_getter(p) for p in f.mirror)
+        self.sets = tuple(_setter(p) for p in f.mirror)
+
+
+def _mirrors(t: Table) -> tuple[_Mirror, ...]:
+    at = 0
+    out = []
+    for f in t.fields:
+        if f.mirror:
+            out.append(_Mirror(at, f))
+        at += f.width
+    return tuple(out)
+
+
+_MIRRORS: dict[str, tuple[_Mirror, ...]] = {t.name: _mirrors(t) for t in TABLES}
+
+
+def pack(table: str, vec: np.ndarray, obj: Any) -> None:
+    """Copy the reference values mirrored by *table*'s fields from *obj* (the table's
+    key object) into *vec*, the table's slots for that object (a column of ``CG``, a
+    row of ``VA``, ``S`` itself).  A delta field is packed as 0."""
+    for m in _MIRRORS[table]:
+        if m.back == "delta":
+            vec[m.at] = 0
+        elif m.width == 1:
+            v = m.gets[0](obj)
+            vec[m.at] = int(v) if m.flag else v
+        else:
+            v = m.gets[0](obj)
+            vec[m.at : m.at + len(v)] = v
+
+
+def write_back(table: str, vec: np.ndarray, obj: Any) -> None:
+    """Write *table*'s written-back fields from *vec* to *obj* (the inverse of
+    :func:`pack` for the fields whose ``back`` is set): a value is set (a bool for a
+    flag), a delta is added to every mirror and reset to 0."""
+    for m in _MIRRORS[table]:
+        if m.back is None:
+            continue
+        if m.back == "delta":
+            d = int(vec[m.at])
+            for get, set_ in zip(m.gets, m.sets):
+                set_(obj, get(obj) + d)
+            vec[m.at] = 0
+        elif m.width == 1:
+            m.sets[0](obj, bool(vec[m.at]) if m.flag else int(vec[m.at]))
+        else:
+            cur = m.gets[0](obj)
+            cur[:] = vec[m.at : m.at + len(cur)].tolist()
