@@ -125,9 +125,13 @@ def never(reason: str) -> Rule:
     return Rule("never", reason)
 
 
-def when(check: Callable[..., bool], reason: str, scope: str = "value") -> Rule:
+def when(
+    check: Callable[..., bool],
+    reason: str,
+    scope: Literal["value", "instance", "run"] = "value",
+) -> Rule:
     """Not supported where *check* is True; *reason* is the refusal."""
-    return Rule("when", reason, check, scope)  # type: ignore[arg-type]
+    return Rule("when", reason, check, scope)
 
 
 # --- the predicates ---------------------------------------------------------------------
