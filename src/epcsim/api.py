@@ -18,7 +18,7 @@ from typing import Any
 from . import __version__
 from ._atomic import atomic_write_text
 from .check import RESULT_FILES, compare_files, compare_results
-from .compiled.engine import static_ineligibility
+from .compiled.eligibility import option_ineligibility, static_ineligibility
 from .errors import EpcsimError
 from .rundir import MANIFEST, RUN_FORMAT, RUN_JSON_VERSION, RunKey, check_out, claim
 from .scenario import Scenario, load_scenario
@@ -205,8 +205,11 @@ def run(
     sc = _load(scenario, items)
     if run_seed is None:
         run_seed = sc.host.seed
+    options = {"scenario": scenario, "seed": seed, "out": out, "overrides": items}
+    options |= {"progress": progress, "report": report, "engine": engine, "force": force}
+    option_why = option_ineligibility(options)
     if requested in ("compiled", "check"):
-        why = static_ineligibility(sc)
+        why = option_why or static_ineligibility(sc)
         if why is not None:
             raise EpcsimError(_refusal(requested, why))
     key = RunKey(sc.name, sc.digest(), run_seed)
@@ -218,7 +221,7 @@ def run(
         if requested == "check":
             result, verdict = _check(sc, run_seed, progress, None)
         else:
-            result = _simulate(sc, run_seed, progress, requested)
+            result = _simulate(sc, run_seed, progress, requested, option_why)
         result.run = run_facts(
             result,
             key,
@@ -233,7 +236,7 @@ def run(
         if requested == "check":
             result, verdict = _check(sc, run_seed, progress, tmp)
         else:
-            result = _simulate(sc, run_seed, progress, requested)
+            result = _simulate(sc, run_seed, progress, requested, option_why)
             result.write(tmp)
         for final in (False, True):  # the report shows run.json's engine: write it first
             files = [p.name for p in tmp.iterdir() if p.name != MANIFEST] + [MANIFEST]
@@ -267,8 +270,18 @@ def _refusal(requested: str, why: str) -> str:
 
 
 def _simulate(
-    sc: Scenario, seed: int, progress: Callable[[SimProgress], None] | None, requested: str
+    sc: Scenario,
+    seed: int,
+    progress: Callable[[SimProgress], None] | None,
+    requested: str,
+    option_why: str | None = None,
 ) -> Result:
+    """Run *sc*; with "auto" and an option the compiled engine does not support
+    (*option_why*), on the reference engine, saying why."""
+    if requested == "auto" and option_why is not None:
+        result = simulate(sc, seed=seed, progress=progress, engine="reference")
+        result.engine_note = option_why
+        return result
     return simulate(sc, seed=seed, progress=progress, engine=_INTERNAL[requested])
 
 

@@ -203,14 +203,12 @@ def sample_pages(pages: np.ndarray, rate: float) -> np.ndarray:
     return pages[_mix64(pages) < threshold]
 
 
-def _run_one(args: tuple) -> tuple[int, int, float, float, float]:
-    """One size: (accesses, misses, mean and steady-state reclaimable pages, seconds)."""
-    from .scenario import load_scenario
-    from .sim import simulate
-
-    trace, epc_pages, accesses, costs, experiments = args
-    t0 = time.perf_counter()
-    sc = {
+def mrc_scenario(
+    trace: str, epc_pages: int, accesses: int, costs: dict, experiments: dict
+) -> dict[str, Any]:
+    """The scenario of one size: the trace as one enclave (EAUG on demand, one thread) in
+    ``/mrc`` (``misc.max`` max) on an EPC of *epc_pages*."""
+    return {
         "name": "mrc",
         "host": {
             "epc": epc_pages * PAGE_SIZE,
@@ -230,6 +228,16 @@ def _run_one(args: tuple) -> tuple[int, int, float, float, float]:
             }
         ],
     }
+
+
+def _run_one(args: tuple) -> tuple[int, int, float, float, float]:
+    """One size: (accesses, misses, mean and steady-state reclaimable pages, seconds)."""
+    from .scenario import load_scenario
+    from .sim import simulate
+
+    trace, epc_pages, accesses, costs, experiments = args
+    t0 = time.perf_counter()
+    sc = mrc_scenario(trace, epc_pages, accesses, costs, experiments)
     # the duration is only a cap (a truncated run is refused below): the memory estimate,
     # which bounds the samples by duration / sample_interval, does not apply
     r = simulate(load_scenario(sc, check_memory=False))

@@ -22,6 +22,8 @@ workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
 ``memory.max`` below ``max``; and at the thread's first step ksgxd and the workers are
 idle, every cgroup is online and the enclave's mm is its task's only.  Otherwise the
 step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
+:mod:`epcsim.compiled.eligibility` declares this as an allow-list: a rule for every
+scenario field, run option and take-over condition.
 """
 
 from __future__ import annotations
@@ -34,20 +36,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import DESC_BLOCKED, PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
+from ..kernel.constants import DESC_BLOCKED
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
 from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
 from ..scenario.schema import Scenario
 from ..sim.progress import sim_progress
 from ..sim.stuck import STUCK_RETRIES
+from .eligibility import (
+    MAX_THREADS,
+    dynamic_ineligibility,
+    option_ineligibility,
+    refusal,
+    static_ineligibility,
+)
 from .layout import SAMPLED, pack, write_back
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
     from ..sim.engine import Instance, Simulation, ThreadStats
 
-__all__ = ["ENGINES", "static_ineligibility", "take_over"]
+__all__ = ["ENGINES", "MAX_THREADS", "static_ineligibility", "take_over"]
 
 ENGINES = ("auto", "batched", "reference")
 
@@ -63,32 +72,6 @@ LAT_MAX = 1 << 24
 SAMP_CAP = 4096
 #: accesses per thread buffer (the simulation draws at most this many at a time)
 CHUNK_CAP = 65536
-#: enclave threads the core runs at most (each has a CHUNK_CAP buffer: 512 KiB)
-MAX_THREADS = 256
-
-
-def static_ineligibility(sc: Scenario) -> str | None:
-    """Why the batched engine cannot run *sc* (None if it can, subject to the checks at
-    the first enclave thread's first step)."""
-    if not sc.enclave or sc.vepc:
-        return "the compiled engine runs enclaves (and no vEPC)"
-    threads = 0
-    for e in sc.enclave:
-        if e.program is not None:
-            return "the compiled engine does not run the kselftest program"
-        if e.edmm is not None:
-            return "the compiled engine does not run EDMM operations"
-        s = str(e.start)
-        if s == "manual" or s.startswith("after:"):
-            return "the compiled engine starts every enclave at a time (not manual/after:)"
-        threads += e.count * e.threads
-    if threads > MAX_THREADS:
-        return f"the compiled engine runs at most {MAX_THREADS} enclave threads"
-    if sc.at:
-        return "the compiled engine does not run timed operations ([[at]])"
-    if any(c.memory_max not in (None, "max") for c in sc.cgroup):
-        return "the compiled engine does not model memory.max (OOM) limits"
-    return None
 
 
 class _Thread:
@@ -100,41 +83,6 @@ class _Thread:
     def __init__(self, inst, encl, pattern, rng, remaining, until, st, cpu) -> None:
         self.inst, self.encl, self.pattern, self.rng = inst, encl, pattern, rng
         self.remaining, self.until, self.st, self.cpu = remaining, until, st, cpu
-
-
-def _dynamic_ineligibility(sim: Simulation, threads: list[_Thread]) -> str | None:
-    host = sim.host
-    for inst in sim.instances.values():
-        if inst.started_ns < 0:
-            return "an enclave had not started when the first enclave thread ran"
-        if inst.ended_ns >= 0:
-            continue
-        task, encl = inst.task, inst.encl
-        if task is None or encl is None:
-            return "an enclave was still being built when the first enclave thread ran"
-        if task.exited or task.signal_pending:
-            return "a task is not running"
-        if encl.mm_list != [task.pid] or encl.nr_live_mms != 1 or encl.released:
-            return "an enclave is mapped by another mm"
-        if not encl.flags & SGX_ENCL_INITIALIZED:
-            return "an enclave is not initialised"
-        if any(p.epc < 0 and p.no in encl.va_pages for p in encl.va_all):
-            return "an enclave's VA pages are inconsistent"
-        m = host.task_memcg(task)
-        while m is not None:
-            if m.max_pages < PAGE_COUNTER_MAX:
-                return "the compiled engine does not model memory.max (OOM) limits"
-            m = m.parent
-    ours = {id(t.encl) for t in threads}
-    if any(not e.released and id(e) not in ours for e in host.encls):
-        return "an enclave outside the running threads holds EPC pages"
-    for sgx_cg in host.sgx_cgroups:
-        if sgx_cg is None:
-            continue
-        cg = sgx_cg.cg
-        if not cg.online or cg.freed or sgx_cg.work_running or sgx_cg.work_pending:
-            return "a cgroup is offline or has reclaim work"
-    return None
 
 
 class _Packed:
@@ -452,7 +400,7 @@ def take_over(
     """
     host = sim.host
     if sim._ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
-        return "ksgxd or a reclaim worker was busy when the enclave threads started"
+        return refusal("dynamic.reclaimer_busy")
     threads = [_Thread(inst, encl, pattern, rng, remaining, until, st, cpu)]
     seqs = [(sim.now, 0)]
     sampler = None
@@ -462,14 +410,14 @@ def take_over(
             sampler = (t, seq)
             continue
         if args is None or inspect.getgeneratorstate(gen) != inspect.GEN_CREATED:
-            return "other actors were scheduled when the first enclave thread ran"
+            return refusal("dynamic.other_actors")
         ti, te, tp, tr, tcount, tuntil, tst = args
         left = tcount if tcount is not None else 1 << 62
         threads.append(_Thread(ti, te, tp, tr, left, tuntil, tst, c))
         seqs.append((t, seq))
     if sampler is None:
-        return "the sampler is not scheduled"
-    why = _dynamic_ineligibility(sim, threads)
+        return refusal("dynamic.no_sampler")
+    why = dynamic_ineligibility(sim, threads)
     if why is not None:
         return why
     from ..sim import _core as C
@@ -590,12 +538,13 @@ def _never(name: str):
     yield  # pragma: no cover
 
 
-def check_engine(engine: str, sc: Scenario) -> str | None:
-    """Validate *engine*; for ``"batched"`` the scenario must be eligible.  Returns the
-    static reason the batched engine cannot run (None if it may)."""
+def check_engine(engine: str, sc: Scenario, options: dict[str, Any] | None = None) -> str | None:
+    """Validate *engine*; for ``"batched"`` the scenario (and the run's *options*) must
+    be eligible (:mod:`epcsim.compiled.eligibility`).  Returns the static reason the
+    batched engine cannot run (None if it may)."""
     if engine not in ENGINES:
         raise EpcsimError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
-    why = static_ineligibility(sc)
+    why = option_ineligibility(options or {}) or static_ineligibility(sc)
     if engine == "batched" and why is not None:
         raise EpcsimError(f"engine compiled: {why}; use --engine reference or auto")
     return why

@@ -123,6 +123,9 @@ class Host:
             )
         self.misc_enabled = misc_enabled
         self.sgx2 = sgx2
+        #: an experiment, not the kernel's behaviour (``host.experiments.no_age``):
+        #: sgx_reclaimer_age() says "old" without testing the accessed bit
+        self.no_age = False
         # sgx_page_cache_init(): the EPC
         self.epc = EpcPool(pages)
         #: pages on all LRUs (== not sgx_cgroup_lru_empty(root))

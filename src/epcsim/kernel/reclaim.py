@@ -212,7 +212,7 @@ def _sgx_reclaim_age_and_back(
         desc = encl.m_desc
         # sgx_reclaimer_age(): test-and-clear the accessed bit in every live mm
         young = False
-        if encl.nr_live_mms:
+        if encl.nr_live_mms and not host.no_age:
             d = desc[idx]
             if d & DESC_ACCESSED:
                 desc[idx] = d & ~DESC_ACCESSED

@@ -22,10 +22,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictInt,
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
 )
 
 from ..errors import EpcsimError, ScenarioError
@@ -107,6 +109,16 @@ class ExperimentSpec(_Model):
     #: the access retried after a resolved fault does not set the accessed bit, so a
     #: faulted-in page starts unreferenced (as a textbook CLOCK inserts it)
     fault_unreferenced: bool = False
+    #: sgx_reclaimer_age() always says "old": the accessed bit is neither tested nor
+    #: cleared, so reclaim evicts the isolated pages in LRU order whatever their use
+    no_age: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Every switch but the first is dumped only when on: a scenario that does not
+        use a switch keeps its ``scenario_hash`` and ``summary.json`` when one is added."""
+        out = handler(self)
+        return {k: v for k, v in out.items() if k == "fault_unreferenced" or v}
 
 
 class HostSpec(_Model):

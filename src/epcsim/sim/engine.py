@@ -150,7 +150,7 @@ class Simulation:
         #: engine "auto" / "batched" / "reference" (epcsim.compiled.engine): which one ran, why
         from ..compiled.engine import check_engine  # the compiled engine sits above sim
 
-        why = check_engine(engine, sc)
+        why = check_engine(engine, sc, {"seed": seed, "progress": progress, "engine": engine})
         #: the batched engine may take the enclave thread over at its first step
         self._batched = engine != "reference" and why is None
         self.engine_note = (why or "") if engine != "reference" else ""
@@ -167,6 +167,7 @@ class Simulation:
             self.host = Host(sections=list(h.sections), misc_enabled=h.misc, sgx2=h.sgx2)
         else:
             self.host = Host(h.epc, misc_enabled=h.misc, sgx2=h.sgx2)
+        self.host.no_age = h.experiments.no_age
         self.limit_ns = parse_time(h.duration)
         self.sample_ns = parse_time(h.sample_interval)
         self.progress = progress

@@ -1,0 +1,468 @@
+"""What the compiled engine runs: an allow-list over the scenario schema, the run options
+and the state at take-over.
+
+Every field of the scenario schema (:mod:`epcsim.scenario.schema`), every option of
+:func:`epcsim.run` and :class:`~epcsim.sim.engine.Simulation`, and every condition
+:func:`~epcsim.compiled.engine.take_over` checks when the first enclave thread runs has
+one :class:`Rule` in :data:`RULES`: :data:`ALWAYS` supported, :func:`never` supported
+(when set), or supported :func:`when` a named predicate of the value holds.  A field or
+option without a rule is not supported: the reference engine runs the scenario, and the
+reason says which field it is.  So a new knob of the reference model runs compiled only
+once someone has declared that the compiled engine models it.
+
+Keys (the dotted path of a field in the schema):
+
+- ``host.duration``: a field of a table; ``host.experiments.no_age``: of a nested table;
+- ``enclave``: a list of tables (the rule judges the whole list), ``enclave[].start``: a
+  field of each element;
+- ``host.costs{}``: a table of free-form keys (the rule judges the whole table);
+- ``option.NAME``: an argument of :func:`epcsim.run` or ``Simulation``;
+- ``dynamic.NAME``: a condition of the run's state when the first enclave thread runs.
+
+The order of :data:`RULES` is the order reasons are reported in when several apply.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
+from ..scenario.schema import Scenario
+
+if TYPE_CHECKING:
+    from ..sim.engine import Instance, Simulation
+
+__all__ = [
+    "ALWAYS",
+    "COMPILED_COSTS",
+    "MAX_THREADS",
+    "RULES",
+    "Rule",
+    "dynamic_ineligibility",
+    "never",
+    "option_ineligibility",
+    "refusal",
+    "schema_keys",
+    "static_ineligibility",
+    "when",
+]
+
+#: enclave threads the core runs at most (each has a CHUNK_CAP buffer: 512 KiB)
+MAX_THREADS = 256
+
+#: the ``[host.costs]`` keys the core reads (epcsim.costs.CostModel: the ENCLS leaves
+#: through ``leaf_costs()``, ``access``, ``fault``, ``kernel_step``, ``reclaim_batch``)
+COMPILED_COSTS = frozenset(
+    {
+        "access",
+        "fault",
+        "ecreate",
+        "eadd",
+        "eextend",
+        "einit",
+        "eremove",
+        "eaug",
+        "eldu",
+        "eblock",
+        "etrack",
+        "ewb",
+        "emodpr",
+        "emodt",
+        "reclaim_batch",
+        "kernel_step",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Whether the compiled engine runs a field's value, an option or a state.
+
+    *kind* "always": supported whatever the value (*reason* says why it may be);
+    "never": not supported when set (not None, False or empty; *reason* is the refusal);
+    "when": *check* returns True where not supported (*reason* is the refusal).  A
+    ``dynamic.*`` rule's *check* takes ``(sim, inst)`` (*scope* "instance", each live
+    enclave instance), ``(sim, threads)`` ("run"), or is None: the scheduler's state,
+    judged by :func:`~epcsim.compiled.engine.take_over` itself through :func:`refusal`.
+    """
+
+    kind: Literal["always", "never", "when"]
+    reason: str
+    check: Callable[..., bool] | None = None
+    scope: Literal["value", "instance", "run"] = "value"
+
+    def judge(self, value: Any, sc: Scenario | None = None) -> str | None:
+        """The refusal for *value* (of a field of *sc*, or an option), None if supported."""
+        if self.kind == "always":
+            return None
+        if self.kind == "never":
+            return self.reason if _is_set(value) else None
+        assert self.check is not None
+        return self.reason if self.check(value, sc) else None
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value is not False and value != [] and value != {}
+
+
+#: supported whatever the value
+ALWAYS = Rule("always", "supported")
+
+
+def always(why: str) -> Rule:
+    """Supported whatever the value; *why*: what the compiled engine does with it."""
+    return Rule("always", why)
+
+
+def never(reason: str) -> Rule:
+    """Not supported when set; *reason* is the refusal."""
+    return Rule("never", reason)
+
+
+def when(
+    check: Callable[..., bool],
+    reason: str,
+    scope: Literal["value", "instance", "run"] = "value",
+) -> Rule:
+    """Not supported where *check* is True; *reason* is the refusal."""
+    return Rule("when", reason, check, scope)
+
+
+# --- the predicates ---------------------------------------------------------------------
+
+_NO_VEPC = "the compiled engine runs enclaves (and no vEPC)"
+_NO_EDMM = "the compiled engine does not run EDMM operations"
+_NO_AT = "the compiled engine does not run timed operations ([[at]])"
+_NO_OOM = "the compiled engine does not model memory.max (OOM) limits"
+_THREADS = f"the compiled engine runs at most {MAX_THREADS} enclave threads"
+
+
+def no_enclave(value: list, sc: Scenario | None) -> bool:
+    """No ``[[enclave]]`` at all: nothing for the compiled engine to run."""
+    return not value
+
+
+def start_not_a_time(value: str | int, sc: Scenario | None) -> bool:
+    """``start = "manual"`` or ``"after:GROUP"``: the enclave starts on an event."""
+    s = str(value)
+    return s == "manual" or s.startswith("after:")
+
+
+def too_many_threads(value: int, sc: Scenario | None) -> bool:
+    """More than MAX_THREADS enclave threads (count x threads summed over the groups)."""
+    assert sc is not None
+    return sum(e.count * e.threads for e in sc.enclave) > MAX_THREADS
+
+
+def memory_max_below_max(value: int | str | None, sc: Scenario | None) -> bool:
+    """A ``memory.max`` other than ``max``: backing charges may OOM-kill a task."""
+    return value not in (None, "max")
+
+
+def cost_not_compiled(value: Mapping[str, Any], sc: Scenario | None) -> bool:
+    """A ``[host.costs]`` key the core does not read (COMPILED_COSTS)."""
+    return any(k not in COMPILED_COSTS for k in value)
+
+
+# --- the state at take-over (public members of the simulation and the kernel model) -----
+
+
+def _live(inst: Instance) -> bool:
+    return inst.ended_ns < 0
+
+
+def not_started(sim: Simulation, inst: Instance) -> bool:
+    """An enclave instance has not started (it starts later, or on an event)."""
+    return inst.started_ns < 0
+
+
+def still_building(sim: Simulation, inst: Instance) -> bool:
+    """A live instance has no task or enclave yet."""
+    return _live(inst) and (inst.task is None or inst.encl is None)
+
+
+def task_not_running(sim: Simulation, inst: Instance) -> bool:
+    """A live instance's task has exited or has a signal pending."""
+    t = inst.task
+    return _live(inst) and t is not None and (t.exited or t.signal_pending)
+
+
+def mapped_by_another_mm(sim: Simulation, inst: Instance) -> bool:
+    """The enclave is mapped by an mm other than its task's, or released."""
+    t, e = inst.task, inst.encl
+    if not _live(inst) or t is None or e is None:
+        return False
+    return e.mm_list != [t.pid] or e.nr_live_mms != 1 or e.released
+
+
+def not_initialised(sim: Simulation, inst: Instance) -> bool:
+    """The enclave has not been through EINIT."""
+    e = inst.encl
+    return _live(inst) and e is not None and not e.flags & SGX_ENCL_INITIALIZED
+
+
+def va_pages_inconsistent(sim: Simulation, inst: Instance) -> bool:
+    """A VA page in use is not in EPC."""
+    e = inst.encl
+    if not _live(inst) or e is None:
+        return False
+    return any(p.epc < 0 and p.no in e.va_pages for p in e.va_all)
+
+
+def memcg_limited(sim: Simulation, inst: Instance) -> bool:
+    """The task's memcg or an ancestor has a ``memory.max`` below max."""
+    if not _live(inst) or inst.task is None:
+        return False
+    m = sim.host.task_memcg(inst.task)
+    while m is not None:
+        if m.max_pages < PAGE_COUNTER_MAX:
+            return True
+        m = m.parent
+    return False
+
+
+def foreign_enclave(sim: Simulation, threads: list) -> bool:
+    """An enclave none of the taken-over threads runs holds EPC pages (not released)."""
+    ours = {id(t.encl) for t in threads}
+    return any(not e.released and id(e) not in ours for e in sim.host.encls)
+
+
+def cgroup_busy(sim: Simulation, threads: list) -> bool:
+    """A cgroup is offline or freed, or its reclaim work is running or queued."""
+    for sgx_cg in sim.host.sgx_cgroups:
+        if sgx_cg is None:
+            continue
+        cg = sgx_cg.cg
+        if not cg.online or cg.freed or sgx_cg.work_running or sgx_cg.work_pending:
+            return True
+    return False
+
+
+# --- the rules --------------------------------------------------------------------------
+
+_NOT_USED = "not used by the simulation's events"
+_SAME = "read before the compiled engine takes over (the same in both engines)"
+
+RULES: dict[str, Rule] = {
+    # refusals first, in the order they are reported
+    "enclave": when(no_enclave, _NO_VEPC),
+    "vepc": never(_NO_VEPC),
+    "vepc[].name": never(_NO_VEPC),
+    "vepc[].cgroup": never(_NO_VEPC),
+    "vepc[].pages": never(_NO_VEPC),
+    "vepc[].start": never(_NO_VEPC),
+    "enclave[].program": never("the compiled engine does not run the kselftest program"),
+    "enclave[].edmm": never(_NO_EDMM),
+    "enclave[].edmm.restrict_pages": never(_NO_EDMM),
+    "enclave[].edmm.remove_pages": never(_NO_EDMM),
+    "enclave[].edmm.at_access": never(_NO_EDMM),
+    "enclave[].start": when(
+        start_not_a_time,
+        "the compiled engine starts every enclave at a time (not manual/after:)",
+    ),
+    "enclave[].threads": when(too_many_threads, _THREADS),
+    "enclave[].count": when(too_many_threads, _THREADS),
+    "at": never(_NO_AT),
+    "at[].time": never(_NO_AT),
+    "at[].after": never(_NO_AT),
+    "at[].when": never(_NO_AT),
+    "at[].when.enclave": never(_NO_AT),
+    "at[].when.added": never(_NO_AT),
+    "at[].write": never(_NO_AT),
+    "at[].write.path": never(_NO_AT),
+    "at[].write.value": never(_NO_AT),
+    "at[].mkdir": never(_NO_AT),
+    "at[].rmdir": never(_NO_AT),
+    "at[].kill": never(_NO_AT),
+    "at[].start": never(_NO_AT),
+    "at[].migrate": never(_NO_AT),
+    "at[].migrate.enclave": never(_NO_AT),
+    "at[].migrate.cgroup": never(_NO_AT),
+    "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
+    "host.experiments.no_age": never(
+        "the compiled engine does not run the experiment no_age (its age test is the "
+        "kernel's sgx_reclaimer_age())"
+    ),
+    "host.costs{}": when(cost_not_compiled, "the compiled engine does not read that cost"),
+    # supported
+    "name": always(_NOT_USED),
+    "description": always(_NOT_USED),
+    "source": always(_NOT_USED),
+    "host": always("its fields are judged one by one"),
+    "host.epc": always("the core runs over the kernel model's EPC arrays"),
+    "host.sections": always("the core allocates from each section (NUMA node) in turn"),
+    "host.cpus": always("the core models each thread's CPU and waits for a busy one"),
+    "host.seed": always("the accesses are drawn from the same random streams"),
+    "host.misc": always("the core charges the root when the misc controller is off"),
+    "host.sgx2": always(_SAME + ": EAUG or EADD builds"),
+    "host.duration": always("the core stops at the time limit, mid-batch if need be"),
+    "host.sample_interval": always("the core samples at the same times"),
+    "host.experiments": always("each experiment is judged by its own rule"),
+    "host.experiments.fault_unreferenced": always("the core models the experiment"),
+    "cgroup": always("the core runs any cgroup tree"),
+    "cgroup[].path": always("the core runs any cgroup tree"),
+    "cgroup[].max": always("the core models misc.max charges and per-cgroup reclaim"),
+    "enclave[].name": always(_NOT_USED),
+    "enclave[].cgroup": always("the core charges each enclave's cgroup"),
+    "enclave[].size": always(_SAME),
+    "enclave[].build": always(_SAME),
+    "enclave[].workload{}": always("the core draws the accesses through the same pattern"),
+    "expect": always("judged on the result, after the run"),
+    "expect[].name": always("judged on the result, after the run"),
+    "expect[].enclaves": always("judged on the result, after the run"),
+    "expect[].outcome": always("judged on the result, after the run"),
+    "expect[].quantifier": always("judged on the result, after the run"),
+    "expect[].ignore_killed": always("judged on the result, after the run"),
+    "expect[].file": always("judged on the result, after the run"),
+    "expect[].equals": always("judged on the result, after the run"),
+    # the options of epcsim.run() and Simulation
+    "option.scenario": always("judged by the scenario's own rules"),
+    "option.seed": always("the accesses are drawn from the same random streams"),
+    "option.overrides": always("applied to the scenario before it is judged"),
+    "option.progress": always("the core reports progress at each hand-over"),
+    "option.engine": always("chooses the engine"),
+    "option.out": always("the result is written after the run"),
+    "option.report": always("the report is built after the run"),
+    "option.force": always("about the run directory only"),
+    # the state when the first enclave thread runs (epcsim.compiled.engine.take_over)
+    "dynamic.reclaimer_busy": Rule(
+        "when", "ksgxd or a reclaim worker was busy when the enclave threads started"
+    ),
+    "dynamic.other_actors": Rule(
+        "when", "other actors were scheduled when the first enclave thread ran"
+    ),
+    "dynamic.no_sampler": Rule("when", "the sampler is not scheduled"),
+    "dynamic.not_started": when(
+        not_started, "an enclave had not started when the first enclave thread ran", "instance"
+    ),
+    "dynamic.still_building": when(
+        still_building,
+        "an enclave was still being built when the first enclave thread ran",
+        "instance",
+    ),
+    "dynamic.task_not_running": when(task_not_running, "a task is not running", "instance"),
+    "dynamic.mapped_by_another_mm": when(
+        mapped_by_another_mm, "an enclave is mapped by another mm", "instance"
+    ),
+    "dynamic.not_initialised": when(not_initialised, "an enclave is not initialised", "instance"),
+    "dynamic.va_pages_inconsistent": when(
+        va_pages_inconsistent, "an enclave's VA pages are inconsistent", "instance"
+    ),
+    "dynamic.memcg_limited": when(memcg_limited, _NO_OOM, "instance"),
+    "dynamic.foreign_enclave": when(
+        foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
+    ),
+    "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or has reclaim work", "run"),
+}
+
+_ORDER = {k: i for i, k in enumerate(RULES)}
+
+
+def refusal(key: str) -> str:
+    """The reason of rule *key* (for the conditions take_over judges itself)."""
+    return RULES[key].reason
+
+
+# --- the schema -------------------------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` -> X (other unions are left as they are)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _model(tp: Any) -> type[BaseModel] | None:
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _field_keys(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, Any]]:
+    """(key, field name, unwrapped type) of each field of *model*."""
+    for name, info in model.model_fields.items():
+        tp = _unwrap(info.annotation)
+        key = prefix + name
+        if typing.get_origin(tp) is dict:
+            key += "{}"
+        yield key, name, tp
+
+
+def schema_keys(model: type[BaseModel] = Scenario, prefix: str = "") -> list[str]:
+    """The key of every field of the scenario schema, walked recursively (the form is in
+    the module docstring)."""
+    out = []
+    for key, _, tp in _field_keys(model, prefix):
+        out.append(key)
+        if (sub := _model(tp)) is not None:
+            out += schema_keys(sub, key + ".")
+        elif typing.get_origin(tp) is list and (sub := _model(typing.get_args(tp)[0])):
+            out += schema_keys(sub, key + "[].")
+    return out
+
+
+def _refusals(m: BaseModel, prefix: str, sc: Scenario, out: list[tuple[int, str]]) -> None:
+    for key, name, _ in _field_keys(type(m), prefix):
+        value = getattr(m, name)
+        rule = RULES.get(key)
+        if rule is None:
+            out.append((-1, f"{key} is not declared supported by the compiled engine"))
+            continue
+        why = rule.judge(value, sc)
+        if why is not None:
+            out.append((_ORDER[key], why))
+        elif isinstance(value, BaseModel):
+            _refusals(value, key + ".", sc, out)
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, BaseModel):
+                    _refusals(v, key + "[].", sc, out)
+
+
+def static_ineligibility(sc: Scenario) -> str | None:
+    """Why the compiled engine cannot run *sc* (None if it can, subject to the state at
+    the first enclave thread's first step): the first refusal of the fields' rules, a
+    field without a rule first."""
+    out: list[tuple[int, str]] = []
+    _refusals(sc, "", sc, out)
+    return min(out)[1] if out else None
+
+
+def option_ineligibility(options: Mapping[str, Any]) -> str | None:
+    """Why the compiled engine cannot run with these options of :func:`epcsim.run` or
+    ``Simulation`` (None if it can); an option without a rule is not supported."""
+    for name, value in options.items():
+        rule = RULES.get(f"option.{name}")
+        if rule is None:
+            return f"option {name} is not declared supported by the compiled engine"
+        why = rule.judge(value)
+        if why is not None:
+            return why
+    return None
+
+
+def dynamic_ineligibility(sim: Simulation, threads: list) -> str | None:
+    """Why the compiled engine cannot take the run over now, when the first enclave
+    thread runs with *threads* (None if it can): the ``dynamic.*`` rules over each
+    enclave instance in turn, then over the run.  (The scheduler's own state is judged
+    by take_over() before: ``dynamic.reclaimer_busy``, ``other_actors``, ``no_sampler``.)
+    """
+    per_inst = [r for r in RULES.values() if r.scope == "instance"]
+    for inst in sim.instances.values():
+        for rule in per_inst:
+            assert rule.check is not None
+            if rule.check(sim, inst):
+                return rule.reason
+    for rule in RULES.values():
+        if rule.scope == "run":
+            assert rule.check is not None
+            if rule.check(sim, threads):
+                return rule.reason
+    return None
