@@ -189,6 +189,8 @@ class Actors:
             yield self._cost(before, point)
 
     def kick_kernel_threads(self) -> None:
+        """After each step: start ksgxd if the allocator woke it and none runs, and a
+        worker for each runnable ``sgx_cg_wq`` item."""
         host = self.host
         if host.ksgxd_woken and not self.ksgxd_running:
             self.ksgxd_running = True
@@ -198,6 +200,8 @@ class Actors:
                 self.core.start(self.worker(sgx_cg))
 
     def check_watchers(self) -> None:
+        """Start the timed operations whose instance has added its N pages (forget those
+        of ended instances)."""
         keep = []
         for w in self.watchers:
             inst, pages, k, a, delay = w
@@ -241,6 +245,8 @@ class Actors:
     # --- setup ----------------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Before the first step: the scenario's cgroups and limits, its instances, the
+        start of each enclave group and the timed operations."""
         sc, fs = self.sc, self.host.fs
         declared = [c.path for c in sc.cgroup]
         parents = {p.rsplit("/", 1)[0] or "/" for p in declared}
@@ -560,9 +566,9 @@ class Actors:
         self._exit(inst, 0)
 
     def thread_end_step(
-        self, inst: Instance, st: ThreadStats, remaining: int, until, sigbus: bool
+        self, inst: Instance, st: ThreadStats, remaining: int, until: int | None, sigbus: bool
     ) -> Actor:
-        """The last step of a thread the batched engine ran: the loop ends (on SIGBUS
+        """The last step of a thread the compiled engine ran: the loop ends (on SIGBUS
         the signal is raised first), then the thread's end."""
         if sigbus:
             task = inst.task
