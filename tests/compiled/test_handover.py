@@ -30,6 +30,11 @@ OWN_MODULES_ELSEWHERE = {"epcsim.sim._core"}
 
 GUARDED = ("epcsim.sim", "epcsim.kernel")
 
+#: private attributes of objects that are neither epcsim's nor bound to an import (e.g. a
+#: numba dispatcher passed as an argument): ``(module, expression): reason``; every entry
+#: must still occur (a stale one fails)
+FOREIGN: dict[tuple[str, str], str] = {}
+
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
@@ -104,7 +109,7 @@ def violations(source: str, module: str) -> list[str]:
             for kw in node.keywords:
                 if kw.arg is not None and _private(kw.arg):
                     out.append(f"{where}: keyword {kw.arg}= in {ast.unparse(node.func)}()")
-    return out
+    return sorted(out, key=lambda v: int(v.split(":")[1]))
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -119,12 +124,26 @@ def test_compiled_package_has_modules() -> None:
     assert "epcsim.compiled.engine" in names
 
 
+def _found(module: str, path: Path) -> list[str]:
+    if path.name == "__init__.py":
+        module += ".__init__"  # relative imports resolve from the package itself
+    return violations(path.read_text(), module)
+
+
 @pytest.mark.parametrize("module,path", _modules(), ids=[m for m, _ in _modules()])
 def test_compiled_module_uses_only_the_public_surface(module: str, path: Path) -> None:
     module = module.removesuffix(".__init__")
-    if path.name == "__init__.py":
-        module += ".__init__"  # relative imports resolve from the package itself
-    assert violations(path.read_text(), module) == []
+    left = [v for v in _found(module, path) if (module, v.split(": ", 1)[1]) not in FOREIGN]
+    assert left == []
+
+
+def test_foreign_entries_are_still_used() -> None:
+    found = {
+        (m.removesuffix(".__init__"), v.split(": ", 1)[1])
+        for m, p in _modules()
+        for v in _found(m.removesuffix(".__init__"), p)
+    }
+    assert set(FOREIGN) <= found
 
 
 # --- the rule itself: it catches what it must, and only that ----------------------------
