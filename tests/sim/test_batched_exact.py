@@ -579,8 +579,8 @@ def _kernel_state(sim) -> dict:
             if s is not None
         ],
         "memcg": [m.usage for m in h.memcgs],
-        "heap": sorted((t, p, s) for t, p, s, _, _ in sim._heap),
-        "sim": (sim.now, sim._seq, sim._active, sim._ksgxd_running),
+        "heap": sorted((t, p, s) for t, p, s, _, _ in sim.core.heap),
+        "sim": (sim.core.now, sim.core.seq, sim.core.active, sim.actors.ksgxd_running),
     }
     for e in h.encls:
         if e is None:

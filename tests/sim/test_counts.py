@@ -208,9 +208,9 @@ def test_healthy_nested_fairness_is_not_stuck() -> None:
 def test_the_retry_limit_is_one_parameter_of_both_engines(monkeypatch) -> None:
     """Both engines read STUCK_RETRIES at run time (the compiled core gets it in S)."""
     import epcsim.compiled.engine
-    import epcsim.sim.engine
+    import epcsim.sim.actors
 
-    monkeypatch.setattr(epcsim.sim.engine, "STUCK_RETRIES", 50)
+    monkeypatch.setattr(epcsim.sim.actors, "STUCK_RETRIES", 50)
     monkeypatch.setattr(epcsim.compiled.engine, "STUCK_RETRIES", 50)
     src = "builtin:nested-fairness"
     ref = simulate(src, overrides=LIVELOCK, engine="reference")

@@ -13,9 +13,9 @@ the kernel model's own NumPy arrays, with the same event order ``(time, priority
 seq)`` and the same cost model.  When the thread's next step would end it (or time
 runs out), the core hands the run back: every scalar is written back to the kernel
 objects and each actor is put back on the heap as a Python generator resuming exactly
-where the core stopped (the kernel functions take a model-only ``_resume`` argument
-for this), so the run ends step by step as it would have.  Same scenario and seed,
-byte-identical result; ``tests/sim/test_batched_exact.py`` compares both engines.
+where the core stopped (the kernel functions take an engine-only ``resume=`` state,
+:mod:`epcsim.kernel.resume`), so the run ends step by step as it would have.  Same
+scenario and seed, byte-identical result; ``tests/sim/test_batched_exact.py`` compares both engines.
 
 Eligible: exactly one enclave instance with one thread running a pattern or trace
 workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
@@ -38,9 +38,10 @@ import numpy as np
 from ..errors import EpcsimError
 from ..kernel.constants import DESC_BLOCKED
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
-from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root, sgx_cgroup_reclaim_pages
-from ..kernel.reclaim import ksgxd_step, sgx_reclaim_pages
+from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
+from ..kernel.resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
 from ..scenario.schema import Scenario
+from ..sim.metrics import cg_path
 from ..sim.progress import sim_progress
 from ..sim.stuck import STUCK_RETRIES
 from .eligibility import (
@@ -75,7 +76,7 @@ CHUNK_CAP = 65536
 
 
 class _Thread:
-    """An enclave thread the core runs: the arguments of Simulation._thread() and its
+    """An enclave thread the core runs: the arguments of the enclave thread actor and its
     heap entry."""
 
     __slots__ = ("inst", "encl", "pattern", "rng", "remaining", "until", "st", "cpu")
@@ -140,8 +141,8 @@ class _Packed:
         S = np.zeros(C.NS, np.int64)
         self.S = S
         costs = sim.costs
-        S[C.S_NOW] = sim.now
-        S[C.S_SEQ] = sim._seq
+        S[C.S_NOW] = sim.core.now
+        S[C.S_SEQ] = sim.core.seq
         S[C.S_LIMIT] = sim.limit_ns
         S[C.S_LRU_PF] = -1
         S[C.S_LCOST : C.S_LCOST + len(sim.leaf_cost)] = sim.leaf_cost
@@ -149,11 +150,11 @@ class _Packed:
         S[C.S_FAULT_NS] = costs.fault
         S[C.S_KSTEP_NS] = costs.kernel_step
         S[C.S_BATCH_NS] = costs.reclaim_batch
-        S[C.S_ACTIVE] = 1  # the generator that took over ends (Simulation._active - 1)
+        S[C.S_ACTIVE] = 1  # the generator that took over ends (EventCore.active - 1)
         S[C.S_UNREF] = int(sim.sc.host.experiments.fault_unreferenced)
         S[C.S_STUCK] = STUCK_RETRIES
         S[C.S_SM_T], S[C.S_SM_SEQ] = sampler
-        S[C.S_SM_LAST] = sim._cols["time_ns"][-1] if sim._cols["time_ns"] else -1
+        S[C.S_SM_LAST] = sim.metrics.cols["time_ns"][-1] if sim.metrics.cols["time_ns"] else -1
         S[C.S_SM_INTERVAL] = sim.sample_ns
         S[C.S_NLIVE] = len(self.live)
         self.CG[C.CG_LIVE, : len(self.live)] = [s.id for s in self.live]
@@ -177,7 +178,7 @@ class _Packed:
         TH[C.TH_HS, :nt] = TH[C.TH_SEQ, order]
         S[C.S_NHP] = nt
         self.TH = TH
-        self.CPUF = np.array(sim.cpu_free, np.int64)
+        self.CPUF = np.array(sim.core.cpu_free, np.int64)
         self.LAT = np.zeros(LAT_CAP, np.int64)
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
         self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
@@ -187,7 +188,7 @@ class _Packed:
         self.SAMP = np.zeros((SAMP_CAP, len(self.live), len(SAMPLED)), np.int64)
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
-        self.paths = [_cg_path(s) for s in self.live]
+        self.paths = [cg_path(s) for s in self.live]
         self.limits = [
             None if s.cg.parent is None or s.cg.max >= 1 << 63 else s.cg.max for s in self.live
         ]
@@ -271,7 +272,7 @@ class _Packed:
             task = t.inst.task
             TH[C.TH_TCG, j] = host.task_misc_cg(task).priv.id
             TH[C.TH_NID, j] = task.nid
-        self.CPUF[:] = self.sim.cpu_free
+        self.CPUF[:] = self.sim.core.cpu_free
 
     def run(self) -> int:
         return self.C.run_core(
@@ -292,7 +293,7 @@ class _Packed:
                 a = 0
             self.lat_out[a : a + n] = self.LAT[:n]
             self.lat_used = a + n
-            parts = sim.fault_lat
+            parts = sim.metrics.fault_lat
             if self.lat_view is not None and parts and parts[-1] is self.lat_view:
                 parts[-1] = self.lat_out[self.lat_view_from : a + n]  # extend it
             else:
@@ -302,7 +303,7 @@ class _Packed:
             S[C.S_NLAT] = 0
         k = int(S[C.S_NSAMP])
         if k:
-            cols = sim._cols
+            cols = sim.metrics.cols
             nl = len(self.live)
             cols["time_ns"].extend(np.repeat(self.SAMPT[:k], nl).tolist())
             cols["cgroup"].extend(self.paths * k)
@@ -362,18 +363,12 @@ class _Packed:
         TH = self.TH
         for j, t in enumerate(self.threads):
             write_back("TH", TH[:, j], t)
-        sim.now = int(S[C.S_NOW])
-        sim._seq = int(S[C.S_SEQ])
-        sim.cpu_free[:] = self.CPUF.tolist()
-        sim._active += int(S[C.S_ACTIVE])
+        sim.core.now = int(S[C.S_NOW])
+        sim.core.seq = int(S[C.S_SEQ])
+        sim.core.cpu_free[:] = self.CPUF.tolist()
+        sim.core.active += int(S[C.S_ACTIVE])
         S[C.S_ACTIVE] = 0
-        sim._ksgxd_running = bool(self.R[C.R_SCHED, 0])
-
-
-def _cg_path(sgx_cg) -> str:
-    from ..sim.engine import _cg_path as f
-
-    return f(sgx_cg)
+        sim.actors.ksgxd_running = bool(self.R[C.R_SCHED, 0])
 
 
 def take_over(
@@ -390,7 +385,7 @@ def take_over(
 ) -> str | None:
     """Run the enclave threads in the core, at the first step of the first of them.
 
-    The other threads must be on the heap, not yet run (``Simulation._fresh``), with
+    The other threads must be on the heap, not yet run (``sim.actors.fresh``), with
     only the sampler besides.  Returns a reason (and changes nothing) if the run is not
     eligible; otherwise runs until the last thread's next step would end it or the time
     limit (each earlier thread's end -- its task's exit -- runs step by step in between),
@@ -399,13 +394,13 @@ def take_over(
     by the continuation.
     """
     host = sim.host
-    if sim._ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
+    if sim.actors.ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
         return refusal("dynamic.reclaimer_busy")
     threads = [_Thread(inst, encl, pattern, rng, remaining, until, st, cpu)]
-    seqs = [(sim.now, 0)]
+    seqs = [(sim.core.now, 0)]
     sampler = None
-    for t, prio, seq, gen, c in sorted(sim._heap, key=lambda x: (x[0], x[1], x[2])):
-        args = sim._fresh.get(gen)
+    for t, prio, seq, gen, c in sorted(sim.core.heap, key=lambda x: (x[0], x[1], x[2])):
+        args = sim.actors.fresh.get(gen)
         if prio == 2 and sampler is None:
             sampler = (t, seq)
             continue
@@ -426,11 +421,11 @@ def take_over(
         raise AssertionError("chunk larger than the core's buffers")
     p = _Packed(sim, threads, seqs, sampler)
     S, TH = p.S, p.TH
-    if sim._lat_buf:
-        sim.fault_lat.append(np.asarray(sim._lat_buf, np.int64))
-        sim._lat_buf = []
-    sim._heap.clear()
-    sim._fresh.clear()
+    if sim.metrics.lat_buf:
+        sim.metrics.fault_lat.append(np.asarray(sim.metrics.lat_buf, np.int64))
+        sim.metrics.lat_buf = []
+    sim.core.heap.clear()
+    sim.actors.fresh.clear()
     while True:
         rc = p.run()
         if rc == C.RC_NEED_CHUNK:
@@ -449,14 +444,14 @@ def take_over(
             t = threads[j]
             p.flush()
             p.write_back()
-            end = sim._thread_end_step(
+            end = sim.actors.thread_end_step(
                 t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
             )
             for _ in end:
                 raise AssertionError("a thread's end step yielded")
-            sim._active -= 1
+            sim.core.active -= 1
             TH[C.TH_LIVE, j] = 0
-            if sim._heap or sim._watchers:
+            if sim.core.heap or sim.actors.watchers:
                 raise AssertionError("a thread's end scheduled an actor")
             p.load()
             S[C.S_KICK] = 1
@@ -475,15 +470,15 @@ def take_over(
 def _hand_back(sim, p: _Packed, rc: int) -> None:
     """Put the live threads, ksgxd, the workers and the sampler back on the heap with
     the (time, priority, seq) the core gave them, each as a generator that resumes
-    where the core stopped (mid-batch through the kernel functions' ``_resume``
-    argument)."""
+    where the core stopped (mid-batch through the kernel functions' ``resume=``
+    states of :mod:`epcsim.kernel.resume`)."""
     C, S, R, TH, host = p.C, p.S, p.R, p.TH, p.host
     entries = []
     for j, t in enumerate(p.threads):
         if not TH[C.TH_LIVE, j]:
             continue
         if TH[C.TH_LIVE, j] == 2:  # RC_THREAD_DONE: its end step
-            gen = sim._thread_end_step(
+            gen = sim.actors.thread_end_step(
                 t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
             )
         else:
@@ -493,41 +488,36 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
         if not R[C.R_SCHED, r]:
             continue
         stage = int(R[C.R_STAGE, r])
-        inner: Any = None
+        inner: ReclaimerState | None = None
         if stage in (C.ST_PH2, C.ST_PH3, C.ST_PH4):
+            # the reclaim is rooted at the root (ksgxd) or at the worker's cgroup, 16
+            # pages (R_ROOT, R_NR): what ksgxd_step / the work function pass themselves
             c = host.sgx_cgroups[int(R[C.R_C, r])]
-            root = host.sgx_cgroups[int(R[C.R_ROOT, r])]
             pages = [int(x) for x in R[C.R_PAGES : C.R_PAGES + int(R[C.R_NP, r]), r]]
             phase = {C.ST_PH2: 2, C.ST_PH3: 3, C.ST_PH4: 4}[stage]
-            batch = sgx_reclaim_pages(host, c, None, _resume=(phase, pages, int(R[C.R_CB, r])))
-            inner = sgx_cgroup_reclaim_pages(
-                host,
-                root,
-                None,
-                int(R[C.R_NR, r]),
-                _resume=(int(R[C.R_CNT, r]), c, batch),
-            )
+            batch = SgxReclaimPagesState(phase, pages, int(R[C.R_CB, r]))
+            inner = ReclaimerState(SgxCgroupReclaimPagesState(int(R[C.R_CNT, r]), c, batch))
         elif stage == C.ST_RESCHED:
-            inner = "cond_resched"
+            inner = ReclaimerState(reclaim=None)
         if r == 0:
             if stage == C.ST_START:
-                actor = sim._ksgxd()
+                actor = sim.actors.ksgxd()
             elif stage == C.ST_END:
-                actor = sim._ksgxd_end()
+                actor = sim.actors.ksgxd_end()
             else:
-                actor = sim._ksgxd(resume=ksgxd_step(host, _resume=inner))
+                actor = sim.actors.ksgxd(resume=inner)
         else:
             sgx_cg = host.sgx_cgroups[int(R[C.R_CG, r])]
             if stage == C.ST_START:
-                actor = sim._worker(sgx_cg)
+                actor = sim.actors.worker(sgx_cg)
             elif stage == C.ST_END:
-                actor = sim._actor_end()
+                actor = sim.actors.actor_end()
             else:
-                actor = sim._worker(sgx_cg, resume=inner)
+                actor = sim.actors.worker(sgx_cg, resume=inner)
         entries.append((int(R[C.R_T, r]), 1, int(R[C.R_SEQ, r]), actor, -1))
-    entries.append((int(S[C.S_SM_T]), 2, int(S[C.S_SM_SEQ]), sim._sampler(), -1))
+    entries.append((int(S[C.S_SM_T]), 2, int(S[C.S_SM_SEQ]), sim.metrics.sampler(), -1))
     for e in entries:
-        heapq.heappush(sim._heap, e)
+        heapq.heappush(sim.core.heap, e)
     sim.engine_used = "batched"
 
 

@@ -35,6 +35,7 @@ from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc
 
 if TYPE_CHECKING:
     from .host import Host, Task
+    from .resume import ReclaimerState, SgxCgroupReclaimPagesState
 
 __all__ = [
     "SgxCgroup",
@@ -272,7 +273,8 @@ def sgx_cgroup_reclaim_pages(
     root: SgxCgroup,
     charge_task: Task | None,
     nr_to_scan: int,
-    _resume: tuple[int, SgxCgroup, Generator[str, None, int]] | None = None,
+    *,
+    resume: SgxCgroupReclaimPagesState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
@@ -285,14 +287,14 @@ def sgx_cgroup_reclaim_pages(
 
     Returns: the number of pages isolated (with a live enclave reference).
 
-    ``_resume`` (model only: the batched engine's hand-back) is ``(cnt, c, batch)``:
-    the loop stopped inside ``sgx_reclaim_pages()`` on *c* (the generator *batch*)
-    with *cnt* pages counted before it.
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the loop stopped
+    inside ``sgx_reclaim_pages()`` on ``resume.c`` (where: ``resume.batch``) with
+    ``resume.cnt`` pages counted before it.
     """
     cnt = 0
-    if _resume is not None:
-        cnt, c, batch = _resume
-        cnt += yield from batch
+    if resume is not None:
+        cnt, c = resume.cnt, resume.c
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, resume=resume.batch)
         if c is not root:
             sgx_put_cg(host, c)
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
@@ -361,7 +363,7 @@ def sgx_cg_wq_take_runnable(host: Host) -> list[SgxCgroup]:
 
 
 def sgx_cgroup_reclaim_work_func(
-    host: Host, sgx_cg: SgxCgroup, _resume: Generator[str, None, int] | str | None = None
+    host: Host, sgx_cg: SgxCgroup, *, resume: ReclaimerState | None = None
 ) -> Generator[str, None, None]:
     """Models sgx_cgroup_reclaim_work_func() (v16 patch 10), as run by a wq worker.
 
@@ -370,16 +372,18 @@ def sgx_cgroup_reclaim_work_func(
     subtree(cg) with no charge mm, yields.  Stops at once if the cgroup was freed
     (``cancel_work_sync()`` in the free callback).
 
-    ``_resume`` (model only: the batched engine's hand-back) continues a running work
-    function stopped inside its reclaim (the rest of ``sgx_cgroup_reclaim_pages()``) or
-    at its ``cond_resched()`` (the string ``"cond_resched"``).
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues a running
+    work function stopped inside its reclaim (``resume.reclaim``) or at its
+    ``cond_resched()`` (``resume.reclaim`` None).
     """
-    if _resume is None:
+    if resume is None:
         sgx_cg.work_pending = False
     sgx_cg.work_running = True
     try:
-        if _resume is not None and not isinstance(_resume, str):
-            yield from _resume
+        if resume is not None and resume.reclaim is not None:
+            yield from sgx_cgroup_reclaim_pages(
+                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim
+            )
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
             yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN)

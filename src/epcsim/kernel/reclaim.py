@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .encl import Encl
     from .epc_cgroup import SgxCgroup
     from .host import Host, Task
+    from .resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
 
 __all__ = [
     "sgx_reclaim_pages",
@@ -50,7 +51,8 @@ def sgx_reclaim_pages(
     host: Host,
     sgx_cg: SgxCgroup,
     charge_task: Task | None,
-    _resume: tuple[int, list[int], int] | None = None,
+    *,
+    resume: SgxReclaimPagesState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
     the charge_mm of patch 11).
@@ -74,11 +76,11 @@ def sgx_reclaim_pages(
     freed pages (all charged to *sgx_cg*, whose LRU they were on) are dropped together
     at the end of phase 4, which leaves the same state as page by page.
 
-    ``_resume`` (model only: the batched engine's hand-back, :mod:`epcsim.compiled.engine`)
-    continues a batch stopped at a yield point: ``(phase, pages, cnt)`` runs from phase
-    2 (*pages* isolated), 3 or 4 (*pages* kept), returning *cnt*.
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues a batch
+    stopped at a yield point: from phase ``resume.phase`` with ``resume.pages``,
+    returning ``resume.cnt``.
     """
-    if _resume is None:
+    if resume is None:
         chunk = _sgx_reclaim_isolate(host, sgx_cg)
         cnt = len(chunk)
         if not cnt:
@@ -86,7 +88,7 @@ def sgx_reclaim_pages(
         yield "reclaim:isolated"
         phase, pages = 2, chunk
     else:
-        phase, pages, cnt = _resume
+        phase, pages, cnt = resume.phase, resume.pages, resume.cnt
 
     if phase == 2:
         # Phase 2: age test, backing allocation
@@ -282,19 +284,23 @@ def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: s
         _encl.sgx_encl_free_epc_page(host, secs)
 
 
-def sgx_reclaim_pages_global(host: Host, charge_task: Task | None) -> Generator[str, None, int]:
+def sgx_reclaim_pages_global(
+    host: Host,
+    charge_task: Task | None,
+    *,
+    resume: SgxCgroupReclaimPagesState | None = None,
+) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
-    the root, 16 pages."""
+    the root, 16 pages.  ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`):
+    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``."""
     return (
         yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
-            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume
         )
     )
 
 
-def ksgxd_step(
-    host: Host, _resume: Generator[str, None, int] | str | None = None
-) -> Generator[str, None, bool]:
+def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator[str, None, bool]:
     """One iteration of the ksgxd() loop (main.c; v16 patch 14).
 
     ``wait_event_freezable(ksgxd_waitq, should_reclaim_global(SGX_NR_HIGH_PAGES))``:
@@ -303,13 +309,13 @@ def ksgxd_step(
 
     Returns: True if it reclaimed (keep running), False if it went to sleep.
 
-    ``_resume`` (model only: the batched engine's hand-back) continues an iteration
-    stopped inside its reclaim (the rest of ``sgx_cgroup_reclaim_pages()``, a
-    generator) or at its ``cond_resched()`` (the string ``"cond_resched"``).
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues an
+    iteration stopped inside its reclaim (``resume.reclaim``) or at its
+    ``cond_resched()`` (``resume.reclaim`` None).
     """
-    if _resume is not None:
-        if not isinstance(_resume, str):
-            yield from _resume
+    if resume is not None:
+        if resume.reclaim is not None:
+            yield from sgx_reclaim_pages_global(host, None, resume=resume.reclaim)
             yield "cond_resched"
         return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):

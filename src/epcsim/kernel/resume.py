@@ -1,0 +1,81 @@
+"""Engine hand-over only: where a reclaimer stopped, as the kernel functions resume it.
+
+The kernel model's reclaimers are generators that yield between the phases of
+``sgx_reclaim_pages()`` (main.c; v16 patch 8) and at each ``cond_resched()``.  The
+compiled engine (:mod:`epcsim.compiled.engine`) runs ksgxd and the ``sgx_cg_wq``
+workers in its own event loop; when it hands the run back it must put each reclaimer
+back where it stopped.  The states below say exactly that, and the kernel functions
+take them through a keyword ``resume=`` that nothing else passes:
+
+- ``sgx_reclaim_pages(host, sgx_cg, charge_task, resume=SgxReclaimPagesState)``
+- ``sgx_cgroup_reclaim_pages(host, root, charge_task, nr_to_scan,
+  resume=SgxCgroupReclaimPagesState)`` (v16 patch 9), and through it
+  ``sgx_reclaim_pages_global(host, charge_task, resume=...)`` (v16 patch 14)
+- ``ksgxd_step(host, resume=ReclaimerState)`` (the body of ``ksgxd()``, v16 patch 14)
+- ``sgx_cgroup_reclaim_work_func(host, sgx_cg, resume=ReclaimerState)`` (v16 patch 10)
+
+Resumed, each function runs the rest of what it was doing when it stopped, step for
+step as if it had never stopped, and returns what it would have returned.  No state
+here holds a generator or anything of the engine: only where, and the kernel objects
+and counts the kernel's locals held there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .epc_cgroup import SgxCgroup
+
+__all__ = ["ReclaimerState", "SgxCgroupReclaimPagesState", "SgxReclaimPagesState"]
+
+
+@dataclass(frozen=True, slots=True)
+class SgxReclaimPagesState:
+    """``sgx_reclaim_pages()`` stopped at one of its yield points.
+
+    Attributes:
+        phase: the phase to run next: 2 (after ``"reclaim:isolated"``: age test and
+            backing), 3 (after ``"reclaim:aged"``: block) or 4 (after
+            ``"reclaim:blocked"``: write back and free).
+        pages: the EPC page numbers the batch holds: those isolated in phase 1 (for
+            phase 2), those kept by phase 2 (for phases 3 and 4).
+        cnt: the pages isolated in phase 1 with a live enclave reference: what the
+            function returns.
+    """
+
+    phase: int
+    pages: list[int]
+    cnt: int
+
+
+@dataclass(frozen=True, slots=True)
+class SgxCgroupReclaimPagesState:
+    """``sgx_cgroup_reclaim_pages()`` stopped inside ``sgx_reclaim_pages()`` on one
+    cgroup of its subtree.
+
+    Attributes:
+        cnt: the pages counted before that batch (the loop's ``cnt``).
+        c: the cgroup whose LRU the batch reclaims (``sgx_cgroup_next_get()``'s result:
+            a css reference is held on it unless it is the root, dropped after the batch).
+        batch: where that batch stopped.
+    """
+
+    cnt: int
+    c: SgxCgroup
+    batch: SgxReclaimPagesState
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimerState:
+    """ksgxd's loop body or a running ``sgx_cgroup_reclaim_work_func()`` stopped
+    mid-iteration.
+
+    Attributes:
+        reclaim: where its ``sgx_cgroup_reclaim_pages()`` stopped (rooted at the root
+            for ksgxd, at the work item's cgroup for a worker, 16 pages); None: it
+            stopped at the ``cond_resched()`` that follows the reclaim.
+    """
+
+    reclaim: SgxCgroupReclaimPagesState | None = None

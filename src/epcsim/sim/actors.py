@@ -1,0 +1,710 @@
+"""The actors of the reference engine: processes, enclave threads, kernel threads, timed
+operations.
+
+Each actor is a generator over the kernel model (:mod:`epcsim.kernel`) that yields the
+virtual duration of the step it just made (:mod:`epcsim.sim.core`).  Each step is one
+atomic kernel operation between the yield points the kernel model defines (one charge
+attempt, one phase of a reclaim batch, one fault, one ADD_PAGES page), so actors
+interleave as CPUs do in the kernel.
+
+Actors: enclave processes and their threads, vEPC owners, ksgxd (started when the
+allocator wakes it), one ``sgx_cg_wq`` worker per queued cgroup work item (several may
+run at once, one per cgroup), timed scenario operations.  Time of a step = the cost
+model applied to the ENCLS leaves the step executed (``host.encls_count`` before/after)
+plus a fixed cost by yield point.  Runs of resident hits are one vectorised step of
+``n * costs.access``, cut at the next event of any other actor (conservative
+synchronisation), so no access crosses another actor's event.
+
+The members without an underscore are what the compiled engine
+(:mod:`epcsim.compiled.engine`) uses to take enclave threads over and to hand every
+actor back (``docs/ENGINES.md``, "The hand-over surface").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import EpcsimError
+from ..kernel import send_signal, task_exit
+from ..kernel.cgroup import host_controllers
+from ..kernel.constants import (
+    PAGE_SIZE,
+    SGX_PAGE_TYPE_TRIM,
+    VM_FAULT_NOPAGE,
+)
+from ..kernel.encl import Encl, sgx_encl_access, sgx_vma_fault
+from ..kernel.epc_cgroup import (
+    SgxCgroup,
+    sgx_cg_wq_take_runnable,
+    sgx_cgroup_reclaim_work_func,
+)
+from ..kernel.host import SIGBUS, SIGTERM, Task
+from ..kernel.ioctl import (
+    ioc_enclave_add_pages,
+    ioc_enclave_create,
+    ioc_enclave_init,
+    ioc_enclave_modify_types,
+    ioc_enclave_remove_pages,
+    ioc_enclave_restrict_permissions,
+    sgx_open,
+    vepc_access,
+    vepc_open,
+)
+from ..kernel.reclaim import ksgxd_step
+from ..kernel.resume import ReclaimerState
+from ..programs.kselftest import TestSgxStats, test_sgx_process
+from ..scenario.schema import (
+    EnclaveSpec,
+    VepcSpec,
+    eval_size,
+    resolve_write_value,
+    trace_workload,
+)
+from ..units import parse_time
+from ..workload.patterns import make_pattern
+from .core import PRIO_OP, Actor
+from .metrics import errname
+from .stuck import STUCK_RETRIES
+
+if TYPE_CHECKING:
+    from .engine import Simulation
+
+__all__ = ["CHUNK", "Actors", "Instance", "ThreadStats"]
+
+#: accesses drawn from a pattern at a time
+CHUNK = 65536
+
+
+@dataclass
+class ThreadStats:
+    accesses: int = 0
+    target: int = 0
+    faults: int = 0
+    retries: int = 0
+    #: VM_FAULT_NOPAGE retries of the current access (0: no fault unresolved)
+    streak: int = 0
+    #: .. of them since the thread's cgroup's nr_freed last moved, and its value then
+    #: (the stuck rule, epcsim.sim.stuck)
+    quiet: int = 0
+    freed: int = 0
+    started_ns: int = -1
+    ended_ns: int = -1
+    stuck: bool = False
+
+
+@dataclass
+class Instance:
+    """One process of an enclave group (or a vEPC owner)."""
+
+    name: str
+    group: str
+    spec: EnclaveSpec | VepcSpec
+    task: Task | None = None
+    encl: Encl | None = None
+    status: int | None = None
+    #: success | failure | killed | stuck | running | not started
+    outcome: str = "not started"
+    threads: list[ThreadStats] = field(default_factory=list)
+    running_threads: int = 0
+    started_ns: int = -1
+    ended_ns: int = -1
+    killed: bool = False
+    error: str = ""
+    #: malformed trace lines/records skipped (trace workloads with skip_bad)
+    trace_skipped: int = 0
+    cgroup: str = "/"
+    #: a kselftest process's own counters and error (its one thread's stats follow them)
+    selftest: TestSgxStats | None = None
+
+
+class Actors:
+    """The actors of one run and their state; *sim* is the host object composing them.
+
+    Attributes:
+        instances, groups, ops: *sim*'s (the same objects).
+        ksgxd_running: a ksgxd actor is on the heap (it is started again when the
+            allocator wakes it and none is).
+        fresh: enclave threads started and not yet run, with the arguments the
+            compiled engine takes them over with:
+            ``(inst, encl, pattern, rng, count, until, stats)``.
+        watchers: timed operations waiting for an instance to have added N pages:
+            ``(inst, pages, index, op, delay)``.
+    """
+
+    def __init__(self, sim: Simulation, *, batched: bool, batched_required: bool) -> None:
+        self.sim = sim
+        self.core = sim.core
+        self.metrics = sim.metrics
+        self.sc = sim.sc
+        self.host = sim.host
+        self.costs = sim.costs
+        self.leaf_cost = sim.leaf_cost
+        self.capacity = sim.capacity
+        self.seed = sim.seed
+        self.instances = sim.instances
+        self.groups = sim.groups
+        self.ops = sim.ops
+        #: the compiled engine may take the enclave threads over at the first one's step
+        self._batched = batched
+        #: "batched" was asked for: refuse (EpcsimError) rather than fall back
+        self._batched_required = batched_required
+        self.ksgxd_running = False
+        self._group_waiters: dict[str, list[Callable[[], None]]] = {}
+        self.watchers: list[tuple[Instance, int, int, Any, int]] = []
+        self.fresh: dict[Actor, tuple] = {}
+
+    def _cost(self, before: list[int], point: str | None) -> int:
+        after = self.host.encls_count
+        lc = self.leaf_cost
+        c = 0
+        for i in range(len(lc)):
+            d = after[i] - before[i]
+            if d:
+                c += d * lc[i]
+        if point == "reclaim:isolated":
+            c += self.costs.reclaim_batch
+        elif point == "fault_retry":
+            c += self.costs.fault
+        return c + self.costs.kernel_step
+
+    def kstep(self, gen: Generator[str, None, Any]) -> Generator[int, None, Any]:
+        """Run a kernel-model generator operation as sim steps: one step per kernel yield
+        point, each costing what it executed.  Returns the operation's value; an OSError
+        it raises is re-raised after its last step is charged."""
+        counts = self.host.encls_count
+        while True:
+            before = list(counts)
+            try:
+                point = next(gen)
+            except StopIteration as stop:
+                yield self._cost(before, None)
+                return stop.value
+            except OSError:
+                yield self._cost(before, None)
+                raise
+            yield self._cost(before, point)
+
+    def kick_kernel_threads(self) -> None:
+        """After each step: start ksgxd if the allocator woke it and none runs, and a
+        worker for each runnable ``sgx_cg_wq`` item."""
+        host = self.host
+        if host.ksgxd_woken and not self.ksgxd_running:
+            self.ksgxd_running = True
+            self.core.start(self.ksgxd())
+        if host.sgx_cg_wq:
+            for sgx_cg in sgx_cg_wq_take_runnable(host):
+                self.core.start(self.worker(sgx_cg))
+
+    def check_watchers(self) -> None:
+        """Start the timed operations whose instance has added its N pages (forget those
+        of ended instances)."""
+        keep = []
+        for w in self.watchers:
+            inst, pages, k, a, delay = w
+            if inst.encl is None and inst.task is not None and inst.task.encl_fds:
+                inst.encl = self.host.encls[inst.task.encl_fds[0]]
+            if inst.encl is not None and inst.encl.nr_added + inst.encl.nr_eaug >= pages:
+                self.core.start(self._op(k, a), delay, PRIO_OP)
+            elif inst.ended_ns < 0:
+                keep.append(w)
+        self.watchers = keep
+
+    def ksgxd(self, resume: ReclaimerState | None = None) -> Actor:
+        """ksgxd: reclaims while should_reclaim_global(64), then sleeps until woken.
+        *resume*: an iteration to finish first (engine hand-over only,
+        :mod:`epcsim.kernel.resume`)."""
+        try:
+            while True:
+                gen, resume = ksgxd_step(self.host, resume=resume), None
+                busy = yield from self.kstep(gen)
+                if not busy:
+                    return
+        finally:
+            self.ksgxd_running = False
+
+    def ksgxd_end(self) -> Actor:
+        """ksgxd after it decided to sleep: the actor ends at its next step."""
+        self.ksgxd_running = False
+        return
+        yield  # pragma: no cover
+
+    def actor_end(self) -> Actor:
+        """An actor whose work is done: it ends at its next step."""
+        return
+        yield  # pragma: no cover
+
+    def worker(self, sgx_cg: SgxCgroup, resume: ReclaimerState | None = None) -> Actor:
+        """A ``sgx_cg_wq`` worker running one cgroup's reclaim work item (*resume*: the
+        rest of a running one: engine hand-over only, :mod:`epcsim.kernel.resume`)."""
+        yield from self.kstep(sgx_cgroup_reclaim_work_func(self.host, sgx_cg, resume=resume))
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Before the first step: the scenario's cgroups and limits, its instances, the
+        start of each enclave group and the timed operations."""
+        sc, fs = self.sc, self.host.fs
+        declared = [c.path for c in sc.cgroup]
+        parents = {p.rsplit("/", 1)[0] or "/" for p in declared}
+        ctrls = " ".join(f"+{c}" for c in host_controllers(self.host))
+        if "/" in parents:
+            fs.write("/cgroup.subtree_control", ctrls)
+        for c in sc.cgroup:
+            fs.mkdir(c.path)
+            if c.path in parents:
+                fs.write(f"{c.path}/cgroup.subtree_control", ctrls)
+            if c.max is not None and self.host.misc_enabled:
+                v = "max" if c.max == "max" else str(eval_size(c.max, self.capacity, what="max"))
+                fs.write(f"{c.path}/misc.max", f"sgx_epc {v}")
+            if c.memory_max is not None:
+                v = (
+                    "max"
+                    if c.memory_max == "max"
+                    else str(eval_size(c.memory_max, self.capacity, what="memory_max"))
+                )
+                fs.write(f"{c.path}/memory.max", v)
+        for spec in [*sc.enclave, *sc.vepc]:
+            n = getattr(spec, "count", 1)
+            names = [spec.name] if n == 1 else [f"{spec.name}#{k}" for k in range(n)]
+            insts = [Instance(nm, spec.name, spec) for nm in names]
+            self.groups[spec.name] = insts
+            for i in insts:
+                self.instances[i.name] = i
+        for spec in [*sc.enclave, *sc.vepc]:
+            s = str(spec.start)
+            if s == "manual":
+                continue
+            if s.startswith("after:"):
+                self._group_waiters.setdefault(s[6:], []).append(
+                    lambda g=spec.name: self._start_group(g)
+                )
+                continue
+            self.core.start(self._delayed(lambda g=spec.name: self._start_group(g)), parse_time(s))
+        for k, a in enumerate(sc.at):
+            delay = parse_time(a.time)
+            if a.when is not None:
+                pages = eval_size(a.when.added, self.capacity, what="added") // PAGE_SIZE
+                self.watchers.append((self.instances[a.when.enclave], pages, k, a, delay))
+            elif a.after is None:
+                self.core.start(self._op(k, a), delay, PRIO_OP)
+            else:
+                self._group_waiters.setdefault(a.after, []).append(
+                    lambda k=k, a=a, d=delay: self.core.start(self._op(k, a), d, PRIO_OP)
+                )
+
+    def _delayed(self, fn: Callable[[], None]) -> Actor:
+        fn()
+        return
+        yield  # pragma: no cover
+
+    def _start_group(self, group: str) -> None:
+        for inst in self.groups[group]:
+            self._start_instance(inst)
+
+    def _start_instance(self, inst: Instance) -> None:
+        if inst.started_ns >= 0:
+            return
+        inst.started_ns = self.core.now
+        inst.outcome = "running"
+        if isinstance(inst.spec, VepcSpec):
+            self.core.start(self._vepc_proc(inst), cpu=self.core.next_cpu())
+        elif inst.spec.program == "kselftest":
+            self.core.start(self._kselftest_proc(inst), cpu=self.core.next_cpu())
+        else:
+            self.core.start(self._enclave_proc(inst), cpu=self.core.next_cpu())
+
+    def _end_instance(self, inst: Instance, status: int) -> None:
+        if inst.ended_ns >= 0:
+            return
+        inst.ended_ns = self.core.now
+        inst.status = status
+        if inst.killed and status >= 128:
+            inst.outcome = "killed"
+        else:
+            inst.outcome = "success" if status == 0 else "failure"
+        group = self.groups[inst.group]
+        if all(i.ended_ns >= 0 for i in group):
+            for fn in self._group_waiters.pop(inst.group, []):
+                fn()
+
+    # --- processes ------------------------------------------------------------------------
+
+    def _spawn_task(self, inst: Instance) -> Task | None:
+        cg = "/" + "/".join(p for p in inst.spec.cgroup.split("/") if p)
+        inst.cgroup = cg
+        try:
+            task = self.host.spawn(cg)
+        except OSError as e:
+            inst.error = f"spawn in {cg}: {e.strerror}"
+            self._end_instance(inst, 1)
+            return None
+        inst.task = task
+        return task
+
+    def _exit(self, inst: Instance, status: int) -> None:
+        task = inst.task
+        if task is not None:
+            if task.exited:
+                status = task.exit_status if task.exit_status is not None else status
+            elif task.signal_pending:
+                status = 128 + (task.pending_signo or SIGTERM)
+                task_exit(self.host, task, status)
+            else:
+                task_exit(self.host, task, status)
+        self._end_instance(inst, status)
+
+    def _kselftest_proc(self, inst: Instance) -> Actor:
+        task = self._spawn_task(inst)
+        if task is None:
+            return
+        heap = eval_size(inst.spec.size, self.capacity, what="size")
+        # the process's one thread: its accesses, faults and retries as test_sgx counts
+        # them (the two EENTERs), its enclave as soon as it is opened
+        inst.threads.append(ThreadStats(started_ns=self.core.now))
+        stats = inst.selftest = TestSgxStats(
+            on_open=lambda encl: setattr(inst, "encl", encl), stuck_retries=STUCK_RETRIES
+        )
+        status = yield from self.kstep(test_sgx_process(self.host, task, heap, stats=stats))
+        inst.threads[0].ended_ns = self.core.now
+        if status is None:  # stuck: the process stays in its fault
+            inst.threads[0].stuck = True
+            inst.outcome = "stuck"
+            return
+        self._end_instance(inst, status)
+
+    def _enclave_proc(self, inst: Instance) -> Actor:
+        spec = inst.spec
+        assert isinstance(spec, EnclaveSpec)
+        task = self._spawn_task(inst)
+        if task is None:
+            return
+        host = self.host
+        wl = spec.workload or {}
+        patterns = None
+        if "trace" in wl:
+            patterns = self._trace_patterns(spec)
+            shared = len(trace_workload(wl)[0]) == 1  # every thread reads the same file
+            inst.trace_skipped = patterns[0].skipped if shared else sum(p.skipped for p in patterns)
+        data = eval_size(spec.size, self.capacity, what="size") if spec.size is not None else 0
+        if patterns is not None:
+            data = max(data, max(p.npages for p in patterns) * PAGE_SIZE)
+        size = 2 * PAGE_SIZE
+        while size < data:
+            size <<= 1
+        try:
+            encl = sgx_open(host, task)
+            inst.encl = encl
+            yield from self.kstep(ioc_enclave_create(host, task, encl, size))
+            if spec.build == "eadd" and not task.exited:
+                yield from self.kstep(
+                    ioc_enclave_add_pages(host, task, encl, 0, data, measure=False)
+                )
+            if not task.exited:
+                before = list(host.encls_count)
+                ioc_enclave_init(host, task, encl)
+                yield self._cost(before, None)
+        except OSError as e:
+            inst.error = _oserror_text(e)
+            self._exit(inst, 1)
+            return
+        if task.exited or task.signal_pending:
+            self._exit(inst, 1)
+            return
+        npages = data // PAGE_SIZE
+        total = wl.get("accesses")
+        # a trace without accesses or duration: each thread runs its trace once
+        one_pass = patterns is not None and total is None and "duration" not in wl
+        until = self.core.now + parse_time(wl["duration"]) if "duration" in wl else None
+        ss = np.random.SeedSequence([self.seed, len(self.instances), _stable_hash(inst.name)])
+        rngs = [np.random.default_rng(s) for s in ss.spawn(spec.threads)]
+        inst.running_threads = spec.threads
+        for k in range(spec.threads):
+            share = None
+            if one_pass:
+                share = patterns[k].length
+            elif total is not None:
+                share = total // spec.threads + (1 if k < total % spec.threads else 0)
+            st = ThreadStats(target=share or 0)
+            inst.threads.append(st)
+            pattern = (
+                patterns[k % len(patterns)] if patterns is not None else make_pattern(wl, npages)
+            )
+            gen = self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0)
+            if self._batched:
+                self.fresh[gen] = (inst, encl, pattern, rngs[k], share, until, st)
+            self.core.start(gen, cpu=self.core.next_cpu())
+
+    def _thread(self, inst, encl, pattern, rng, count, until, st: ThreadStats, first) -> Actor:
+        """An enclave thread: accesses in vectorised runs of hits, faults one at a time."""
+        host = self.host
+        core = self.core
+        metrics = self.metrics
+        task = inst.task
+        access_ns = self.costs.access
+        spec = inst.spec
+        edmm_at = spec.edmm.at_access if (first and spec.edmm is not None) else None
+        st.started_ns = core.now
+        fault_unreferenced = self.sc.host.experiments.fault_unreferenced
+        buf = np.zeros(0, np.int64)
+        pos = 0
+        remaining = count if count is not None else 1 << 62
+        fault_start = -1
+        if self._batched:
+            from ..compiled.engine import take_over
+
+            why = take_over(
+                self.sim, inst, encl, pattern, rng, remaining, until, st, core.cur_cpu, CHUNK
+            )
+            if why is None:
+                return  # the continuation replaced this generator on the heap
+            if self._batched_required:
+                raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
+            self.sim.engine_note = why
+            self._batched = False
+            self.fresh.clear()
+        try:
+            while remaining > 0 and not task.exited:
+                # at the end of its duration a thread first finishes the access it is
+                # faulting on (it cannot leave a fault half-way)
+                if until is not None and core.now >= until and not st.streak:
+                    break
+                if task.signal_pending:
+                    break
+                if st.quiet >= STUCK_RETRIES:
+                    break  # stuck (epcsim.sim.stuck)
+                if edmm_at is not None and st.accesses >= edmm_at:
+                    edmm_at = None
+                    ok = yield from self._edmm(inst, encl)
+                    if not ok:
+                        break
+                    continue
+                if pos >= len(buf):
+                    want = min(CHUNK, remaining)
+                    buf = pattern.take(rng, want)
+                    pos = 0
+                nxt = core.next_event_ns()
+                n = len(buf) - pos
+                if until is not None:
+                    n = min(n, max(1, (until - core.now) // access_ns))
+                if edmm_at is not None:
+                    n = min(n, max(1, edmm_at - st.accesses))
+                if nxt is not None:
+                    n = min(n, max(1, (nxt - core.now) // access_ns))
+                k = sgx_encl_access(encl, buf[pos : pos + n] if pos or n < len(buf) else buf)
+                if k:
+                    pos += k
+                    remaining -= k
+                    st.accesses += k
+                    # the access was done (another thread's fault brought the page in)
+                    st.streak = st.quiet = 0
+                    yield k * access_ns
+                    continue
+                # a miss: one fault (atomic: NO_RECLAIM allocations never yield)
+                idx = int(buf[pos])
+                if fault_start < 0:
+                    fault_start = core.now
+                before = list(host.encls_count)
+                task.in_kernel += 1
+                r = sgx_vma_fault(host, task, encl, idx)
+                task.in_kernel -= 1
+                # counted where the fault happens (a run may end before the next step)
+                if r == 0:
+                    st.faults += 1
+                    st.streak = st.quiet = 0
+                elif r == VM_FAULT_NOPAGE:
+                    st.retries += 1
+                    st.streak += 1
+                yield self._cost(before, None) + self.costs.fault
+                if r == 0:
+                    metrics.lat_buf.append(core.now - fault_start)
+                    fault_start = -1
+                    if fault_unreferenced:
+                        # experiment: the retried access completes without setting the
+                        # accessed bit (the page starts unreferenced)
+                        pos += 1
+                        remaining -= 1
+                        st.accesses += 1
+                    continue
+                if r == VM_FAULT_NOPAGE:
+                    # the stuck rule: retries with nothing freed in the cgroup's subtree
+                    freed = host.task_misc_cg(task).priv.nr_freed
+                    if st.streak == 1 or freed != st.freed:
+                        st.freed = freed
+                        st.quiet = 0
+                    st.quiet += 1
+                    continue
+                task.signal_pending = True
+                task.pending_signo = task.pending_signo or SIGBUS
+                break
+        finally:
+            self._thread_finally(inst, st, remaining, until)
+        if inst.running_threads == 0:
+            self._threads_done(inst)
+
+    def _thread_finally(self, inst: Instance, st: ThreadStats, remaining: int, until) -> None:
+        """The end of an enclave thread (its last step).  A thread that ends with a fault
+        unresolved (the stuck rule of :mod:`epcsim.sim.stuck`) and no signal to take is
+        stuck."""
+        task = inst.task
+        st.ended_ns = self.core.now
+        if st.streak and not task.signal_pending and not task.exited:
+            st.stuck = True
+        inst.running_threads -= 1
+
+    def _threads_done(self, inst: Instance) -> None:
+        """Every thread of *inst* has ended: the process exits (status 0, or the signal
+        it has to take), unless a thread is stuck: a stuck thread never returns from its
+        fault, so the process stays (with its EPC pages) and its outcome is "stuck"."""
+        task = inst.task
+        if any(t.stuck for t in inst.threads) and not task.exited:
+            inst.outcome = "stuck"
+            return
+        self._exit(inst, 0)
+
+    def thread_end_step(
+        self, inst: Instance, st: ThreadStats, remaining: int, until: int | None, sigbus: bool
+    ) -> Actor:
+        """The last step of a thread the compiled engine ran: the loop ends (on SIGBUS
+        the signal is raised first), then the thread's end."""
+        if sigbus:
+            task = inst.task
+            task.signal_pending = True
+            task.pending_signo = task.pending_signo or SIGBUS
+        self._thread_finally(inst, st, remaining, until)
+        if inst.running_threads == 0:
+            self._threads_done(inst)
+        return
+        yield  # pragma: no cover
+
+    def _trace_patterns(self, spec: EnclaveSpec) -> list:
+        """One TracePattern per thread (a single trace is shared by every thread, each
+        reading it from the start)."""
+        from ..workload.traces import TracePattern, open_trace
+
+        paths, fmt, opts = trace_workload(spec.workload or {})
+        if len(paths) == 1:
+            paths = paths * spec.threads
+        return [TracePattern(open_trace(p, format=fmt, **opts)) for p in paths]
+
+    def _edmm(self, inst: Instance, encl: Encl) -> Generator[int, None, bool]:
+        """The enclave's EDMM operations on its first pages: restrict permissions
+        (EMODPR), then removal (modify types to TRIM, then remove); every page of each
+        ioctl is preceded by sgx_reclaim_direct()."""
+        spec = inst.spec
+        assert isinstance(spec, EnclaveSpec) and spec.edmm is not None
+        host, task = self.host, inst.task
+        steps = []
+        if spec.edmm.restrict_pages:
+            n = spec.edmm.restrict_pages * PAGE_SIZE
+            steps.append(
+                ("edmm restrict", lambda: ioc_enclave_restrict_permissions(host, task, encl, 0, n))
+            )
+        if spec.edmm.remove_pages:
+            m = spec.edmm.remove_pages * PAGE_SIZE
+            steps.append(
+                (
+                    "edmm remove",
+                    lambda: _chain(
+                        ioc_enclave_modify_types(host, task, encl, 0, m, SGX_PAGE_TYPE_TRIM),
+                        ioc_enclave_remove_pages(host, task, encl, 0, m),
+                    ),
+                )
+            )
+        for what, make in steps:
+            try:
+                yield from self.kstep(make())
+                result = "ok"
+            except OSError as e:
+                result = f"{errname(e.errno)}: {e.strerror}"
+            self.ops.append(
+                {"time_ns": self.core.now, "op": f"{what} {inst.name}", "result": result}
+            )
+            if task.exited:
+                return False
+        return True
+
+    def _vepc_proc(self, inst: Instance) -> Actor:
+        spec = inst.spec
+        assert isinstance(spec, VepcSpec)
+        task = self._spawn_task(inst)
+        if task is None:
+            return
+        v = vepc_open(self.host, task, spec.pages)
+        res = yield from self.kstep(vepc_access(self.host, task, v, np.arange(spec.pages)))
+        st = ThreadStats(accesses=res.done, target=spec.pages, faults=res.faults)
+        st.retries = res.retries
+        inst.threads.append(st)
+        status = 135 if res.sigbus else 0
+        # a VMM keeps its guest memory until killed: vEPC pages stay until the end
+        inst.status = status
+        inst.outcome = "success" if status == 0 else "failure"
+        if res.sigbus:
+            self._exit(inst, status)
+
+    # --- timed operations -------------------------------------------------------------------
+
+    def _op(self, k: int, a) -> Actor:
+        fs = self.host.fs
+        rec: dict[str, Any] = {"time_ns": self.core.now, "index": k}
+        try:
+            if a.write is not None:
+                rec["op"] = f"write {a.write.path} {a.write.value!r}"
+                fs.write(
+                    a.write.path, resolve_write_value(a.write.path, a.write.value, self.capacity)
+                )
+            elif a.mkdir is not None:
+                rec["op"] = f"mkdir {a.mkdir}"
+                fs.mkdir(a.mkdir)
+            elif a.rmdir is not None:
+                rec["op"] = f"rmdir {a.rmdir}"
+                fs.rmdir(a.rmdir)
+            elif a.kill is not None:
+                rec["op"] = f"kill {a.kill}"
+                for inst in self.groups.get(a.kill) or [self.instances[a.kill]]:
+                    if inst.task is not None and not inst.task.exited:
+                        inst.killed = True
+                        send_signal(self.host, inst.task, SIGTERM)
+                        if inst.task.exited:
+                            self._end_instance(inst, inst.task.exit_status or 143)
+            elif a.start is not None:
+                rec["op"] = f"start {a.start}"
+                for inst in self.groups.get(a.start) or [self.instances[a.start]]:
+                    self._start_instance(inst)
+            elif a.migrate is not None:
+                rec["op"] = f"migrate {a.migrate.enclave} {a.migrate.cgroup}"
+                for inst in self.groups.get(a.migrate.enclave) or [
+                    self.instances[a.migrate.enclave]
+                ]:
+                    if inst.task is not None and not inst.task.exited:
+                        fs.write(f"{a.migrate.cgroup}/cgroup.procs", str(inst.task.pid))
+                        inst.cgroup = inst.task.cgroup.path
+            rec["result"] = "ok"
+        except OSError as e:
+            rec["result"] = f"{errname(e.errno)}: {e.strerror}"
+        self.ops.append(rec)
+        return
+        yield  # pragma: no cover
+
+
+def _chain(*gens: Generator[str, None, Any]) -> Generator[str, None, Any]:
+    """Run kernel generator operations one after the other."""
+    out = None
+    for g in gens:
+        out = yield from g
+    return out
+
+
+def _oserror_text(e: OSError) -> str:
+    """``SGX_IOC_ENCLAVE_ADD_PAGES: ENOMEM (Cannot allocate memory)``: which call failed,
+    with which errno."""
+    return f"{e.filename}: {errname(e.errno)} ({e.strerror})"
+
+
+def _stable_hash(s: str) -> int:
+    import zlib
+
+    return zlib.crc32(s.encode())
