@@ -28,8 +28,10 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,11 +59,10 @@ _ENTRY_DECORATOR = "njit_cached"
 def _module_file(root: Path, name: str) -> Path | None:
     """The source file of module *name* (``epcsim.a.b``) under the package directory
     *root*, or None if *name* is no module there."""
-    parts = name.split(".")[1:]
-    base = root.joinpath(*parts)
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
+    base = os.path.join(root, *name.split(".")[1:])
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return Path(path)
     return None
 
 
@@ -77,34 +78,62 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _module_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+def _module_level_imports(source: str) -> list[ast.Import | ast.ImportFrom]:
     """The import statements a module runs when it is imported: its body's, including
-    those under a top-level ``if`` or ``try`` (not ``if TYPE_CHECKING:``), not those
+    those under a top-level ``if``, ``try`` or ``with`` (not ``if TYPE_CHECKING:``), not those
     inside functions or classes."""
-    found: list[ast.Import | ast.ImportFrom] = []
-    stack: list[ast.stmt] = list(reversed(tree.body))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Import | ast.ImportFrom):
+    if _NEEDS_FULL_PARSE.search(source) is None:
+        # Fast path (parsing the module whole is most of the stamp's cost): only
+        # top-level statements can be module-level imports; parse just those.
+        found: list[ast.Import | ast.ImportFrom] = []
+        for match in _TOP_LEVEL_IMPORT.finditer(source):
+            try:
+                (node,) = ast.parse(match.group(0)).body
+            except SyntaxError:  # e.g. a docstring line that starts with "from"
+                break
+            assert isinstance(node, ast.Import | ast.ImportFrom)
             found.append(node)
+        else:
+            return found
+    return _parsed_module_level_imports(source)
+
+
+def _parsed_module_level_imports(source: str) -> list[ast.Import | ast.ImportFrom]:
+    """:func:`_module_level_imports` by parsing the whole module."""
+    return list(_imports_in(ast.parse(source).body))
+
+
+def _imports_in(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements of *body* and of the ``if``/``try`` blocks in it, in order."""
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
         elif isinstance(node, ast.If):
             if not _is_type_checking(node.test):
-                stack.extend(reversed(node.body))
-            stack.extend(reversed(node.orelse))
+                yield from _imports_in(node.body)
+            yield from _imports_in(node.orelse)
         elif isinstance(node, ast.Try):
             for block in (node.body, *(h.body for h in node.handlers), node.orelse):
-                stack.extend(reversed(block))
-            stack.extend(reversed(node.finalbody))
-    return found
+                yield from _imports_in(block)
+            yield from _imports_in(node.finalbody)
+        elif isinstance(node, ast.With):
+            yield from _imports_in(node.body)
 
 
-def _imported_modules(root: Path, name: str, tree: ast.Module) -> set[str]:
+#: a top-level import statement (one line, or parenthesised over several)
+_TOP_LEVEL_IMPORT = re.compile(r"^(?:from|import)[ \t][^(\n]*(?:\([^)]*\)[^\n]*)?$", re.M)
+#: what the fast path does not read: a top-level ``if`` (other than ``if
+#: TYPE_CHECKING:``), ``try`` or ``with``, or a continued line
+_NEEDS_FULL_PARSE = re.compile(r"^(?:if (?!TYPE_CHECKING:)|try:|with )|\\$", re.M)
+
+
+def _imported_modules(root: Path, name: str, source: str) -> set[str]:
     """The package's modules that module *name* takes names from at import time: for
     ``from P import x`` the submodule ``P.x`` if there is one, else ``P`` itself (a
     package's ``__init__`` counts only when names are taken from it)."""
     package = _package_of(root, name)
     out: set[str] = set()
-    for node in _module_level_imports(tree):
+    for node in _module_level_imports(source):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -139,7 +168,7 @@ def _entry_modules(root: Path) -> list[str]:
         name = ".".join((_PACKAGE, *rel))
         if name == _JIT_MODULE:
             continue
-        for node in _module_level_imports(ast.parse(text, filename=str(path))):
+        for node in _module_level_imports(text):
             if isinstance(node, ast.ImportFrom) and any(
                 a.name == _ENTRY_DECORATOR for a in node.names
             ):
@@ -163,8 +192,8 @@ def _baked_files(root: Path) -> dict[str, Path]:
         if path is None:  # pragma: no cover - only names with a file are queued
             continue
         files[name] = path
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-        todo.extend(sorted(_imported_modules(root, name, tree) - files.keys()))
+        source = path.read_text(encoding="utf-8")
+        todo.extend(sorted(_imported_modules(root, name, source) - files.keys()))
     return dict(sorted(files.items()))
 
 
