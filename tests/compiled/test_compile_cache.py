@@ -253,6 +253,21 @@ def test_a_new_stamp_misses_the_old_entry(
     assert changed(1) == 2 and changed.stats.cache_misses and not changed.stats.cache_hits
 
 
+def test_the_entry_points_own_file_keys_it_too(
+    jit: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An entry point outside the package (or one the import walk missed) is still
+    keyed on its own source, as numba's stamp is."""
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "nbcache"))
+    first = _tiny_module(tmp_path / "pkg").add1
+    assert first(1) == 2 and jit.is_cached(first)
+    path = tmp_path / "pkg" / "tinymod.py"
+    path.write_text(path.read_text().replace("x + 1", "x + 10"))
+    edited = _tiny_module(tmp_path / "pkg").add1
+    assert jit.is_cached(edited) is False
+    assert edited(1) == 11
+
+
 def test_only_entry_points_are_cached(jit: ModuleType) -> None:
     """Functions an entry point calls are compiled into it: no cache of their own
     (one with numba's stamp could be loaded stale into a fresh compile)."""

@@ -232,10 +232,11 @@ def baked_modules() -> list[str]:
 
 
 class _BakedStampMixin:
-    """A cache locator whose source stamp covers every baked module and the versions."""
+    """A cache locator whose source stamp covers every baked module and the versions,
+    besides (numba's own stamp) the function's own source file."""
 
-    def get_source_stamp(self) -> str:
-        return _stamp()
+    def get_source_stamp(self) -> tuple[str, Any]:
+        return _stamp(), super().get_source_stamp()  # type: ignore[misc]
 
 
 class _UserProvidedLocator(_BakedStampMixin, caching.UserProvidedCacheLocator):
