@@ -176,13 +176,14 @@ def test_the_stamp_changes_with_each_version(
 # --- where the files go, and the cache keyed through numba -------------------------------
 
 
-def _tiny_module(directory: Path) -> ModuleType:
-    """A module in *directory* with one cached entry point, ``add1``."""
+def _tiny_module(directory: Path, expr: str = "x + 1") -> ModuleType:
+    """A module in *directory* with one cached entry point, ``add1`` (returning
+    *expr*)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "tinymod.py"
     path.write_text(
         "from epcsim.compiled._jit import njit_cached\n\n\n"
-        "@njit_cached\ndef add1(x):\n    return x + 1\n"
+        f"@njit_cached\ndef add1(x):\n    return {expr}\n"
     )
     spec = importlib.util.spec_from_file_location("tinymod", path)
     assert spec is not None and spec.loader is not None
@@ -261,9 +262,7 @@ def test_the_entry_points_own_file_keys_it_too(
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "nbcache"))
     first = _tiny_module(tmp_path / "pkg").add1
     assert first(1) == 2 and jit.is_cached(first)
-    path = tmp_path / "pkg" / "tinymod.py"
-    path.write_text(path.read_text().replace("x + 1", "x + 10"))
-    edited = _tiny_module(tmp_path / "pkg").add1
+    edited = _tiny_module(tmp_path / "pkg", "x + 10").add1
     assert jit.is_cached(edited) is False
     assert edited(1) == 11
 
