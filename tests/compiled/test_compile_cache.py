@@ -29,6 +29,7 @@ ENGINE_SIDE = {
     "epcsim.compiled.engine",
     "epcsim.compiled.eligibility",
     "epcsim.compiled.twins",
+    "epcsim.compiled.core",  # the namespace the engine reads the core through
     "epcsim.sim.engine",
     "epcsim.sim.progress",
     "epcsim.api",

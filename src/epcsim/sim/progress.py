@@ -87,10 +87,10 @@ def compiled_core_cached() -> bool:
         from numba.core.dispatcher import Dispatcher
 
         from ..compiled._jit import is_cached
-        from . import _core
+        from ._core import run_core
 
-        if not isinstance(_core.run_core, Dispatcher):  # plain Python: nothing to compile
+        if not isinstance(run_core, Dispatcher):  # plain Python: nothing to compile
             return True
-        return is_cached(_core.run_core)
+        return is_cached(run_core)
     except Exception:  # pragma: no cover - numba internals moved: do not claim a compile
         return True
