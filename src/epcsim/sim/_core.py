@@ -49,11 +49,12 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
+from ..compiled._jit import inline, njit_cached, outline
 from ..compiled.layout import (  # noqa: F401 (compiled.engine reads them as _core.X)
     BACKING,
     CG_CURSOR,
@@ -264,9 +265,6 @@ from ..compiled.layout import (  # noqa: F401 (compiled.engine reads them as _co
     VM_FAULT_SIGBUS,
 )
 
-_inline = njit(cache=True, _nrt=False, inline="always", error_model="numpy")
-_outline = njit(cache=True, _nrt=False, error_model="numpy")
-
 
 @intrinsic
 def _prefetch(typingctx, arr, i, j):
@@ -294,7 +292,7 @@ def _prefetch(typingctx, arr, i, j):
     return sig, codegen
 
 
-@_inline
+@inline
 def _u(i):
     """*i* as an unsigned index.  numba wraps every signed array index (a negative one
     counts from the end: a compare, an add and a select each time, and the dimension's
@@ -303,24 +301,24 @@ def _u(i):
     return np.uintp(i)
 
 
-@_inline
+@inline
 def _leaf(S, leaf, n):
     S[_u(S_LC + leaf)] += n
     S[S_STEPCOST] += n * S[_u(S_LCOST + leaf)]
 
 
-@_inline
+@inline
 def _hb_set(HB, g):
     """Enclave page row *g* can be hit: resident and not blocked."""
     HB[_u(g >> 6)] |= 1 << (g & 63)
 
 
-@_inline
+@inline
 def _hb_clear(HB, g):
     HB[_u(g >> 6)] &= ~(1 << (g & 63))
 
 
-@_inline
+@inline
 def _lru_pf_step(S, P32):
     """One hop of the LRU's prefetch walk: the next isolation follows the list from its
     head one row at a time, each row a cache miss; between isolations the enclave
@@ -344,7 +342,7 @@ def _lru_pf_step(S, P32):
 # --- lists (lru.py) ----------------------------------------------------------------------
 
 
-@_inline
+@inline
 def _lru_add_tail(CG, P32, c, i):
     """EpcList.add_tail() on cgroup *c*'s LRU (``list_add_tail``)."""
     t = CG[CG_LRU_TAIL, _u(c)]
@@ -358,7 +356,7 @@ def _lru_add_tail(CG, P32, c, i):
     CG[CG_LRU_NR, _u(c)] += 1
 
 
-@_inline
+@inline
 def _lru_del_init(CG, P32, c, i):
     """EpcList.del_init() on cgroup *c*'s LRU (``list_del_init``)."""
     p = P32[_u(i), P_PREV]
@@ -379,7 +377,7 @@ def _lru_del_init(CG, P32, c, i):
 # --- the allocator (epc.py) --------------------------------------------------------------
 
 
-@_inline
+@inline
 def _alloc_from_nodes(S, P32, P8):
     """Models __sgx_alloc_epc_page(): the head of the local node's free list, else of
     the following nodes, wrapping."""
@@ -409,7 +407,7 @@ def _alloc_from_nodes(S, P32, P8):
             return -ENOMEM
 
 
-@_inline
+@inline
 def _free_to_node(S, P32, P8, PCG, page):
     """Models the second half of sgx_free_epc_page() (_sgx_free_epc_page_to_node): owner
     cleared, tail of the page's node's free list, IS_FREE."""
@@ -435,7 +433,7 @@ def _free_to_node(S, P32, P8, PCG, page):
     S[S_NR_FREE] += 1
 
 
-@_inline
+@inline
 def _uncharge(CG, c, amount):
     """Models misc_cg_uncharge() up the tree."""
     while c >= 0:
@@ -443,7 +441,7 @@ def _uncharge(CG, c, amount):
         c = CG[CG_PARENT, _u(c)]
 
 
-@_inline
+@inline
 def _count_freed(CG, c, n):
     """Model statistics (epc.py's _count_freed()): *n* pages charged to *c* were freed;
     counted in CG_NR_FREED of *c* and of every ancestor."""
@@ -452,7 +450,7 @@ def _count_freed(CG, c, n):
         c = CG[CG_PARENT, _u(c)]
 
 
-@_inline
+@inline
 def _lru_empty(S, CG, root):
     """Models sgx_cgroup_lru_empty()."""
     if CG[CG_PARENT, _u(root)] < 0:
@@ -463,7 +461,7 @@ def _lru_empty(S, CG, root):
     return True
 
 
-@_inline
+@inline
 def _alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
     """Models sgx_alloc_epc_page(..., SGX_NO_RECLAIM) for the faulting thread's task,
     with sgx_cgroup_try_charge(), __sgx_cgroup_try_charge(), misc_cg_try_charge() and
@@ -500,7 +498,7 @@ def _alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
     return page
 
 
-@_outline
+@outline
 def _charge_failed(S, CG, c, failed):
     """misc_cg_try_charge()'s err_charge (events, undo) and the rest of
     __sgx_cgroup_try_charge() / sgx_cgroup_try_charge(NO_RECLAIM)."""
@@ -526,7 +524,7 @@ def _charge_failed(S, CG, c, failed):
     return -EBUSY
 
 
-@_inline
+@inline
 def _free_epc_page(S, CG, P32, P8, PCG, page):
     """Models sgx_free_epc_page(): uncharge, drop the css reference, free."""
     c = PCG[_u(page)]
@@ -541,7 +539,7 @@ def _free_epc_page(S, CG, P32, P8, PCG, page):
 # --- VA slots (encl.py) ------------------------------------------------------------------
 
 
-@_inline
+@inline
 def _va_unlink(EN, VA, e, no):
     off = EN[EN_VAOFF, _u(e)]
     p = VA[_u(off + no), VA_PREV]
@@ -556,7 +554,7 @@ def _va_unlink(EN, VA, e, no):
         VA[_u(off + n), VA_PREV] = p
 
 
-@_inline
+@inline
 def _va_add_head(EN, VA, e, no):
     off = EN[EN_VAOFF, _u(e)]
     h = EN[EN_VA_HEAD, _u(e)]
@@ -569,7 +567,7 @@ def _va_add_head(EN, VA, e, no):
     EN[EN_VA_HEAD, _u(e)] = no
 
 
-@_inline
+@inline
 def _va_add_tail(EN, VA, e, no):
     off = EN[EN_VAOFF, _u(e)]
     t = EN[EN_VA_TAIL, _u(e)]
@@ -582,7 +580,7 @@ def _va_add_tail(EN, VA, e, no):
     EN[EN_VA_TAIL, _u(e)] = no
 
 
-@_inline
+@inline
 def _alloc_va_slot(S, EN, VA, e):
     """Models sgx_alloc_va_slot() on the first VA page of va_pages (rotated to the
     tail once full)."""
@@ -609,7 +607,7 @@ def _alloc_va_slot(S, EN, VA, e):
     return no * SGX_VA_SLOT_COUNT + slot
 
 
-@_inline
+@inline
 def _free_va_slot(EN, VA, e, slot_id):
     """Models sgx_free_va_slot() + list_move() of its VA page to the head."""
     no = slot_id // SGX_VA_SLOT_COUNT
@@ -625,7 +623,7 @@ def _free_va_slot(EN, VA, e, slot_id):
 # --- enclave faults (encl.py) ------------------------------------------------------------
 
 
-@_outline
+@outline
 def _load_secs(S, CG, EN, VA, P32, P8, PCG, e):
     """Models sgx_encl_load_secs() with sgx_encl_eldu() of the SECS (rare: the SECS
     goes out only with the enclave's last page).  Returns 0 or a negative errno."""
@@ -644,7 +642,7 @@ def _load_secs(S, CG, EN, VA, P32, P8, PCG, e):
     return 0
 
 
-@_outline
+@outline
 def _grow(S, CG, EN, VA, P32, P8, PCG, e, page):
     """Models sgx_encl_grow(NO_RECLAIM) when a VA page is due (every 512 page_cnt),
     and sgx_encl_free_epc_page() of the new page when it fails.  Returns 0 or a
@@ -665,7 +663,7 @@ def _grow(S, CG, EN, VA, P32, P8, PCG, e, page):
     return 0
 
 
-@_inline
+@inline
 def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
     """Models sgx_vma_fault() for an in-range page: sgx_encl_eaug_page() for a page not
     in page_array, __sgx_encl_load_page() (sgx_encl_load_secs(), sgx_encl_eldu()) for an
@@ -726,7 +724,7 @@ def _vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
 # --- the enclave's release (encl.py) --------------------------------------------------------
 
 
-@_outline
+@outline
 def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     """Models sgx_encl_release() when a reclaimer drops the last reference (the task
     has exited): every resident page unmarked (sgx_unmark_page_reclaimable()) and freed
@@ -778,7 +776,7 @@ def _encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     EN[EN_BACKING, _u(e)] = -EN[EN_BACKING0, _u(e)]
 
 
-@_inline
+@inline
 def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     """Models sgx_encl_put(): kref_put(&encl->refcount, sgx_encl_release)."""
     EN[EN_REFCOUNT, _u(e)] -= 1
@@ -789,7 +787,7 @@ def _encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
 # --- reclaim (reclaim.py, epc_cgroup.py) ---------------------------------------------------
 
 
-@_inline
+@inline
 def _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
     """The loop of sgx_cgroup_reclaim_pages() (with sgx_cgroup_next_get()) and phase 1
     of sgx_reclaim_pages() (_sgx_reclaim_isolate()).  Returns True at the
@@ -854,7 +852,7 @@ def _reclaim_loop(S, CG, EN, R, P32, P8, E32, E8, r):
     return False
 
 
-@_inline
+@inline
 def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Phase 2 of sgx_reclaim_pages(): sgx_reclaimer_age() and the backing (no
     memory.max: every charge fits).  Returns the number of pages kept."""
@@ -888,7 +886,7 @@ def _phase2(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     return kept
 
 
-@_outline
+@outline
 def _evict_secs(S, CG, EN, VA, P32, P8, PCG, e):
     """sgx_reclaimer_write()'s SECS write-back after its last child: backing, VA slot,
     EWB, sgx_encl_free_epc_page()."""
@@ -904,7 +902,7 @@ def _evict_secs(S, CG, EN, VA, P32, P8, PCG, e):
     _free_epc_page(S, CG, P32, P8, PCG, secs)
 
 
-@_inline
+@inline
 def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Phase 4 of sgx_reclaim_pages(): sgx_reclaimer_write() / sgx_encl_ewb() per page
     (one ETRACK per enclave per batch), the SECS after its last child, kref_put() (which
@@ -939,7 +937,7 @@ def _phase4(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     CG[CG_REFCNT, _u(c)] -= k
 
 
-@_inline
+@inline
 def _should_reclaim(S, CG, c):
     """Models sgx_cgroup_should_reclaim()."""
     if _lru_empty(S, CG, c):
@@ -950,7 +948,7 @@ def _should_reclaim(S, CG, c):
     return CG[CG_USAGE, _u(c)] // PAGE >= limit
 
 
-@_inline
+@inline
 def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """One step of ksgxd (ksgxd_step()) or of a sgx_cg_wq worker
     (sgx_cgroup_reclaim_work_func()): from the yield point the actor stopped at to its
@@ -1032,12 +1030,12 @@ def _reclaimer_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
 # (TH_T / R_T, ...) are kept equal to its entry's.
 
 
-@_inline
+@inline
 def _key_less(ta, sa, tb, sb):
     return ta < tb or (ta == tb and sa < sb)
 
 
-@_inline
+@inline
 def _heap_put(A, h, pos, x, t, seq):
     """Entry *pos* of the heap in rows h.. of *A* is actor *x* at (t, seq)."""
     A[_u(h), _u(pos)] = x
@@ -1045,7 +1043,7 @@ def _heap_put(A, h, pos, x, t, seq):
     A[_u(h + 2), _u(pos)] = seq
 
 
-@_inline
+@inline
 def _heap_sift_down(A, h, n, pos):
     """Restore the heap in rows h.. of *A* (*n* entries) below *pos*, whose key grew."""
     x = A[_u(h), _u(pos)]
@@ -1068,7 +1066,7 @@ def _heap_sift_down(A, h, n, pos):
     _heap_put(A, h, pos, x, xt, xs)
 
 
-@_inline
+@inline
 def _heap_rekey_root(A, h, n, t, seq):
     """The root's actor is rescheduled at (t, seq)."""
     A[_u(h + 1), 0] = t
@@ -1076,7 +1074,7 @@ def _heap_rekey_root(A, h, n, t, seq):
     _heap_sift_down(A, h, n, 0)
 
 
-@_inline
+@inline
 def _heap_pop_root(A, h, n):
     """Take the root off a heap that has *n* entries left."""
     if n:
@@ -1084,7 +1082,7 @@ def _heap_pop_root(A, h, n):
         _heap_sift_down(A, h, n, 0)
 
 
-@_inline
+@inline
 def _heap_push(A, h, n, x, t, seq):
     """Put actor *x* at (t, seq) on a heap of *n* entries (sift up)."""
     pos = n
@@ -1099,7 +1097,7 @@ def _heap_push(A, h, n, x, t, seq):
     _heap_put(A, h, pos, x, t, seq)
 
 
-@_outline
+@outline
 def _record_sample(S, CG, SAMP, SAMPT, now):
     """Simulation._record_sample() for the counters of every live cgroup."""
     k = S[S_NSAMP]
@@ -1118,7 +1116,7 @@ def _record_sample(S, CG, SAMP, SAMPT, now):
     S[S_SM_LAST] = now
 
 
-@_outline
+@outline
 def _kick(S, CG, R, now):
     """Simulation._kick_kernel_threads(): start ksgxd if woken and not running, then a
     worker for each runnable sgx_cg_wq item (sgx_cg_wq_take_runnable(): oldest first;
@@ -1165,7 +1163,7 @@ def _kick(S, CG, R, now):
     return True
 
 
-@_outline
+@njit_cached
 def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPT):
     """Run the simulation loop (Simulation.run() with the enclave threads, ksgxd, the
     workers and the sampler) until a thread's next step ends it (RC_THREAD_DONE, thread

@@ -79,12 +79,14 @@ def sim_progress(sim: Simulation, now_ns: int) -> SimProgress:
 
 
 def compiled_core_cached() -> bool:
-    """Whether numba's on-disk cache holds the batched engine's compiled core for the
-    current source (False: the first batched run compiles it, 30-40 s).  True when
-    this cannot be told (the bar then just says "simulating")."""
+    """Whether the compile cache holds the compiled engine's core for the current
+    source and versions (False: the first compiled run compiles it, 30-40 s).  True
+    when nothing is compiled (``NUMBA_DISABLE_JIT=1``) or this cannot be told (the bar
+    then just says "simulating")."""
     try:
-        from . import _core
+        from ..compiled._jit import is_cached
+        from ._core import run_core
 
-        return bool(_core.run_core._cache._cache_file._load_index())
+        return is_cached(run_core)
     except Exception:  # pragma: no cover - numba internals moved: do not claim a compile
         return True
