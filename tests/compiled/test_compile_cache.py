@@ -281,7 +281,9 @@ def test_only_entry_points_are_cached(jit: ModuleType) -> None:
         disp = getattr(core, name)
         if isinstance(disp, numba.core.dispatcher.Dispatcher) and name != "run_core":
             assert isinstance(disp._cache, NullCache), name
-    assert jit.is_cached(lambda: None) is False
+    assert (
+        jit.is_cached(lambda: None) is True
+    )  # plain Python (NUMBA_DISABLE_JIT=1): nothing to compile
     assert progress.compiled_core_cached() is jit.is_cached(core.run_core)
 
 
