@@ -83,8 +83,8 @@ def compiled_core_cached() -> bool:
     current source (False: the first batched run compiles it, 30-40 s).  True when
     this cannot be told (the bar then just says "simulating")."""
     try:
-        from . import _core
+        from ..compiled.loop import run_core
 
-        return bool(_core.run_core._cache._cache_file._load_index())
+        return bool(run_core._cache._cache_file._load_index())
     except Exception:  # pragma: no cover - numba internals moved: do not claim a compile
         return True
