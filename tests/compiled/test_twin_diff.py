@@ -78,9 +78,11 @@ def _va_state(EN, VA) -> tuple[list[int], list[int], list[int]]:
 @SETTINGS
 @given(
     nva=st.integers(1, 3),
-    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 10**6)), max_size=1500),
+    fill=st.integers(0, 3 * SGX_VA_SLOT_COUNT),
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 10**6)), max_size=300),
 )
-def test_va_slots_match_the_reference(nva: int, ops: list[tuple[bool, int]]) -> None:
+def test_va_slots_match_the_reference(nva: int, fill: int, ops: list[tuple[bool, int]]) -> None:
+    """*fill* allocations, then allocations and frees of random held slots."""
     ref = SimpleNamespace(id=0, va_pages=OrderedDict(), va_all=[])
     EN = np.zeros((NENF, 1), np.int64)
     VA = np.full((nva, NVAF), -1, np.int64)
@@ -96,7 +98,7 @@ def test_va_slots_match_the_reference(nva: int, ops: list[tuple[bool, int]]) -> 
         VA[no, VA_BITS : VA_BITS + 8] = 0
         cencl.va_pages_add_head(EN, VA, 0, no)
     held: list[int] = []
-    for alloc, pick in ops:
+    for alloc, pick in [(True, 0)] * fill + ops:
         if alloc and len(held) < nva * SGX_VA_SLOT_COUNT:
             want = kencl.sgx_alloc_va_slot(ref)
             got = cencl.sgx_alloc_va_slot(S, EN, VA, 0)
