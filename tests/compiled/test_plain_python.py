@@ -11,15 +11,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-#: the exactness tests run in plain Python: the fixed scenarios and the truncated runs
-#: of tests/sim/test_batched_exact.py, its hand-offs and buffers, and the random draws
-#: of it and of tests/sim/test_counts.py capped to a few examples each
+#: the exactness tests run in plain Python: the fixed scenarios (one enclave and several)
+#: of tests/sim/test_batched_exact.py, its hand-offs (an EADD build, a busy reclaimer, a
+#: released enclave, a changed backing memcg), and the random draws of it and of
+#: tests/sim/test_counts.py capped to one example each
 TESTS = ("tests/sim/test_batched_exact.py", "tests/sim/test_counts.py")
 SELECT = (
-    "fixed or truncated or exercise_reclaim or eadd_build or busy_reclaimer"
-    " or release_enclaves or backing_memcg or fault_latencies or random"
+    "fixed_scenarios_match or fixed_multi or eadd_build or busy_reclaimer"
+    " or release_enclaves or backing_memcg or random"
 )
-EXAMPLES_CAP = "2"
+EXAMPLES_CAP = "1"
 #: the modules numba compiles (the engine side -- packing, eligibility -- is not in it)
 INCLUDE = "*/epcsim/compiled/*"
 OMIT = "*/compiled/engine.py,*/compiled/core.py,*/compiled/twins.py,*/compiled/eligibility.py"
