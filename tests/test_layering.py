@@ -59,12 +59,7 @@ USES: dict[str, frozenset[str]] = {
 
 #: modules that belong to another layer than their place says, while they move:
 #: real name -> (the name the rules treat it under, why)
-MISPLACED: dict[str, tuple[str, str]] = {
-    "epcsim.sim._core": (
-        "epcsim.compiled._core",
-        "the compiled event loop, being split into epcsim.compiled (issue 13)",
-    ),
-}
+MISPLACED: dict[str, tuple[str, str]] = {}
 
 
 @dataclass(frozen=True)

@@ -435,10 +435,10 @@ def test_will_compile_only_when_the_cache_is_cold(monkeypatch: pytest.MonkeyPatc
 
 def test_compiled_core_cached_reads_numbas_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cold: numba's index of the core's cache has no entry for the current source."""
-    from epcsim.sim import _core
+    from epcsim.compiled.loop import run_core
     from epcsim.sim.progress import compiled_core_cached
 
-    cache_file = _core.run_core._cache._cache_file
+    cache_file = run_core._cache._cache_file
     monkeypatch.setattr(cache_file, "_load_index", lambda: {})
     assert compiled_core_cached() is False
     monkeypatch.setattr(cache_file, "_load_index", lambda: {("sig", "target"): "data"})

@@ -26,7 +26,7 @@ PACKAGE = Path(epcsim.compiled.__file__).resolve().parent
 #: the compiled core still lives at ``epcsim.sim._core`` until it moves into
 #: ``epcsim.compiled`` (issue 13's split of the core): its own module, not the
 #: reference engine's.  Drop this entry once that move is merged.
-OWN_MODULES_ELSEWHERE = {"epcsim.sim._core"}
+OWN_MODULES_ELSEWHERE: set[str] = set()
 
 GUARDED = ("epcsim.sim", "epcsim.kernel")
 

@@ -11,6 +11,7 @@ costs, sample intervals, time limits, the unreferenced-fault experiment.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -264,6 +265,8 @@ def _engines_agree(name: str, strategy, examples: int, *, slow: bool = False, th
         _assert_same(ref, bat)
 
     test.__name__ = test.__qualname__ = name
+    # EPCSIM_EXAMPLES_CAP: fewer draws (the plain-Python run, tests/compiled/)
+    examples = min(examples, int(os.environ.get("EPCSIM_EXAMPLES_CAP", examples)))
     health = list(HealthCheck) if slow else [HealthCheck.too_slow, HealthCheck.data_too_large]
     test = settings(max_examples=examples, deadline=None, suppress_health_check=health)(
         given(strategy)(test)

@@ -1,5 +1,5 @@
 """The batched engine: the same simulation as :mod:`epcsim.sim.engine`, with the steady
-state of an enclave thread run by a compiled event loop (:mod:`epcsim.sim._core`).
+state of an enclave thread run by a compiled event loop (:mod:`epcsim.compiled.loop`).
 
 The step-by-step engine runs every actor as a Python generator over the kernel model
 (:mod:`epcsim.kernel`, the readable reference).  In the scenarios users sweep most --
@@ -96,7 +96,7 @@ class _Packed:
         seqs: list[tuple[int, int]],
         sampler: tuple[int, int],
     ) -> None:
-        from ..sim import _core as C
+        from . import core as C
 
         self.C = C
         host = sim.host
@@ -415,7 +415,7 @@ def take_over(
     why = dynamic_ineligibility(sim, threads)
     if why is not None:
         return why
-    from ..sim import _core as C
+    from . import core as C
 
     if chunk > CHUNK_CAP:
         raise AssertionError("chunk larger than the core's buffers")

@@ -85,7 +85,7 @@ def compiled_core_cached() -> bool:
     then just says "simulating")."""
     try:
         from ..compiled._jit import is_cached
-        from ._core import run_core
+        from ..compiled.loop import run_core
 
         return is_cached(run_core)
     except Exception:  # pragma: no cover - numba internals moved: do not claim a compile

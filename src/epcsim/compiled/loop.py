@@ -1,0 +1,438 @@
+"""The compiled engine's event loop (numba): the enclave threads, ksgxd, the
+``sgx_cg_wq`` workers and the sampler, over the kernel model's own arrays.
+
+The modules of :mod:`epcsim.compiled` beside this one mirror :mod:`epcsim.kernel` file
+by file: each function there is named after the kernel function it specialises onto
+flat arrays (:mod:`epcsim.compiled.twins` lists them with their reference twins), so
+that a run gives exactly what the reference engine (:mod:`epcsim.sim.engine` driving
+:mod:`epcsim.kernel`) gives: the same state, the same counters, the same virtual times.
+``tests/sim/test_batched_exact.py`` checks that on random scenarios.
+:mod:`epcsim.compiled.engine` decides when the core may run, packs the state in and out,
+runs the end of each thread (task exit) step by step, and hands the run back to the
+reference engine when the last thread ends.
+
+Layout (few arguments per call: numba passes every array field by value):
+
+- ``S`` (int64): scalars (``S_*``; every offset is in :mod:`epcsim.compiled.layout`),
+  the ENCLS leaf counts at ``S_LC``, their costs at ``S_LCOST``, the EPC sections' first
+  pages at ``S_SECT`` and the free lists (head, tail, nr per node) at ``S_NODES``.
+- ``CG[f, id]`` (int64): per sgx_cgroup fields (``CG_*``); row ``CG_PRE`` is the
+  preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order,
+  row ``CG_WQ`` the ``sgx_cg_wq`` queue (``S_NWQ`` items, oldest first).
+- ``EN[f, eid]`` (int64): per enclave fields (``EN_*``), by the enclave's host id.
+- ``TH[f, j]`` (int64): per enclave thread fields (``TH_*``); rows ``TH_HEAP``..
+  (by position) the threads' binary heap on ``(t, seq)`` (:mod:`epcsim.compiled.heap`);
+  ``CPUF`` the time each CPU is free again (``Simulation.cpu_free``); ``BUF[j]`` thread
+  *j*'s accesses.
+- ``R[f, r]`` (int64): the reclaimer actors (r = 0 ksgxd, 1.. workers; ``R_*``), rows
+  ``R_PAGES``.. the pages of the actor's current batch, rows ``R_HEAP``.. (by
+  position) the scheduled actors' binary heap on ``(t, seq)``.
+- ``VA[row, f]`` (int64): VA pages (``VA_*``; one VA page's fields together; enclave
+  *e*'s VA page *no* at row ``EN[EN_VAOFF, e] + no``), columns ``VA_BITS``.. their
+  512-slot maps.
+- ``P32``/``P8``/``PCG``: the EPC pool's ``i32`` (one row per page: prev, next,
+  owner_encl, owner_idx: ``P32[page, P_NEXT]``), ``u8`` (one row per page: flags, kind)
+  and ``cg`` arrays; ``E32``/``E8``/``EMEM``: the enclaves' ``i32`` (columns epc, va:
+  ``E32[off + idx, E_EPC]``), ``u8`` (rows desc, type) and ``memcg`` arrays, one after
+  the other (enclave *e* from ``EN[EN_OFF, e]``) (:mod:`epcsim.kernel.epc`,
+  :mod:`epcsim.kernel.encl`).
+- ``HB``: one bit per enclave page row, set while the page can be hit (resident, not
+  blocked): the access loop reads it instead of ``E32`` and ``E8`` (derived by
+  :mod:`epcsim.compiled.engine` at each load, kept up to date here).
+
+Hot paths are source-level single call sites inlined by numba (``inline="always"``);
+rare paths (the SECS, a new VA page, a failed grow, an enclave release) are out-of-line
+functions.
+"""
+
+from __future__ import annotations
+
+from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
+from ._jit import njit_cached, outline
+from .bits import _u, prefetch
+from .encl import sgx_vma_fault
+from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
+from .layout import (
+    CG_LIVE,
+    CG_NR_FAULTS,
+    CG_NR_FREED,
+    CG_PARENT,
+    CG_RUNNING,
+    CG_WQ,
+    E_DESC,
+    E_EPC,
+    EN_NPAGES,
+    EN_NR_FAULTS,
+    EN_OFF,
+    EN_SIGPEND,
+    ERR_NO_WORKER_SLOT,
+    NSAMPF,
+    R_CG,
+    R_HEAP,
+    R_HS,
+    R_HT,
+    R_KIND,
+    R_SCHED,
+    R_SEQ,
+    R_STAGE,
+    R_T,
+    RC_ERROR,
+    RC_FLUSH,
+    RC_LIMIT,
+    RC_NEED_CHUNK,
+    RC_THREAD_DONE,
+    S_ACCESS_NS,
+    S_ACTIVE,
+    S_CUR_NID,
+    S_CUR_TCG,
+    S_ERR,
+    S_FAULT_NS,
+    S_KICK,
+    S_KSTEP_NS,
+    S_LIMIT,
+    S_MIDPOP,
+    S_NHP,
+    S_NLAT,
+    S_NLIVE,
+    S_NOW,
+    S_NRH,
+    S_NSAMP,
+    S_NWQ,
+    S_SEQ,
+    S_SM_INTERVAL,
+    S_SM_LAST,
+    S_SM_SEQ,
+    S_SM_T,
+    S_STEPCOST,
+    S_STUCK,
+    S_UNREF,
+    S_WHO,
+    S_WOKEN,
+    SAMP_ROOT_ROWS,
+    SAMP_ROWS,
+    ST_START,
+    TH_ACC,
+    TH_BUFLEN,
+    TH_CPU,
+    TH_E,
+    TH_FAULTS,
+    TH_FREED,
+    TH_FSTART,
+    TH_HEAP,
+    TH_HS,
+    TH_HT,
+    TH_LIVE,
+    TH_NID,
+    TH_PENDING,
+    TH_POS,
+    TH_QUIET,
+    TH_R,
+    TH_REMAIN,
+    TH_RETRIES,
+    TH_SEQ,
+    TH_SIGBUS,
+    TH_STARTED,
+    TH_STREAK,
+    TH_T,
+    TH_TCG,
+    TH_UNTIL,
+)
+from .lru import PF_AHEAD, lru_prefetch_step
+from .reclaim import ksgxd_step
+
+__all__ = ["kick_kernel_threads", "record_sample", "run_core"]
+
+
+@outline
+def record_sample(S, CG, SAMP, SAMPT, now):
+    """No kernel twin (sampler): Metrics.record_sample() (epcsim.sim.metrics) for
+    the counters of every live cgroup, as declared once in
+    epcsim.compiled.layout.SAMPLED (the root has no misc.events: its rows are
+    SAMP_ROOT_ROWS)."""
+    k = S[S_NSAMP]
+    SAMPT[_u(k)] = now
+    for j in range(S[S_NLIVE]):
+        c = CG[CG_LIVE, _u(j)]
+        if CG[CG_PARENT, _u(c)] >= 0:
+            for f in range(NSAMPF):
+                SAMP[_u(k), _u(j), _u(f)] = CG[_u(SAMP_ROWS[f]), _u(c)]
+        else:
+            for f in range(NSAMPF):
+                SAMP[_u(k), _u(j), _u(f)] = CG[_u(SAMP_ROOT_ROWS[f]), _u(c)]
+    S[S_NSAMP] = k + 1
+    S[S_SM_LAST] = now
+
+
+@outline
+def kick_kernel_threads(S, CG, R, now):
+    """Models sgx_cg_wq_take_runnable() (specialised from
+    epcsim.kernel.epc_cgroup.sgx_cg_wq_take_runnable) within the simulator's
+    Simulation._kick_kernel_threads(): start ksgxd if woken and not running, then a
+    worker for each runnable sgx_cg_wq item (oldest first; an item whose work function
+    still runs stays queued).  Returns False if no worker
+    slot was free (cannot happen: one slot per cgroup)."""
+    if S[S_WOKEN] and not R[R_SCHED, 0]:
+        S[S_SEQ] += 1
+        R[R_SCHED, 0] = 1
+        R[R_T, 0] = now
+        R[R_SEQ, 0] = S[S_SEQ]
+        R[R_STAGE, 0] = ST_START
+        S[S_ACTIVE] += 1
+        heap_push(R, R_HEAP, S[S_NRH], 0, now, S[S_SEQ])
+        S[S_NRH] += 1
+    nq = S[S_NWQ]
+    if nq:
+        keep = 0
+        nw = R.shape[1]
+        for q in range(nq):
+            c = CG[CG_WQ, _u(q)]
+            if CG[CG_RUNNING, _u(c)]:
+                CG[CG_WQ, _u(keep)] = c
+                keep += 1
+                continue
+            slot = -1
+            for r in range(1, nw):
+                if not R[R_SCHED, _u(r)]:
+                    slot = r
+                    break
+            if slot < 0:
+                S[S_ERR] = ERR_NO_WORKER_SLOT
+                return False
+            S[S_SEQ] += 1
+            R[R_SCHED, _u(slot)] = 1
+            R[R_T, _u(slot)] = now
+            R[R_SEQ, _u(slot)] = S[S_SEQ]
+            R[R_STAGE, _u(slot)] = ST_START
+            R[R_KIND, _u(slot)] = 1
+            R[R_CG, _u(slot)] = c
+            S[S_ACTIVE] += 1
+            heap_push(R, R_HEAP, S[S_NRH], slot, now, S[S_SEQ])
+            S[S_NRH] += 1
+        S[S_NWQ] = keep
+    return True
+
+
+@njit_cached
+def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPT):
+    """No kernel twin (event loop): run the simulation loop (Simulation.run() with the
+    enclave threads, ksgxd, the workers and the sampler) until a thread's next step
+    ends it (RC_THREAD_DONE, thread in S_WHO), the next event is past the time limit
+    (RC_LIMIT), a thread needs the next chunk of accesses (RC_NEED_CHUNK), a buffer is
+    full (RC_FLUSH) or a model invariant broke (RC_ERROR)."""
+    access_ns = S[S_ACCESS_NS]
+    big = 1 << 62
+    while True:
+        if S[S_ERR]:
+            return RC_ERROR
+        if S[S_KICK]:
+            S[S_KICK] = 0
+            if not kick_kernel_threads(S, CG, R, S[S_NOW]):
+                return RC_ERROR
+        j = -1  # the thread stepping
+        who = -1  # the reclaimer stepping; -2: the sampler
+        mid = S[S_MIDPOP]
+        if mid:
+            j = mid - 1
+        else:
+            # pop the least (t, prio, seq): threads and kernel threads have priority
+            # 1, the sampler 2
+            bt = big
+            bs = big
+            if S[S_NHP]:
+                j = TH[TH_HEAP, 0]
+                bt = TH[TH_HT, 0]
+                bs = TH[TH_HS, 0]
+            if S[S_NRH]:
+                t = R[R_HT, 0]
+                if key_less(t, R[R_HS, 0], bt, bs):
+                    j, who, bt, bs = -1, R[R_HEAP, 0], t, R[R_HS, 0]
+            if S[S_SM_T] < bt:
+                j, who, bt = -1, -2, S[S_SM_T]
+            if bt > S[S_LIMIT]:
+                return RC_LIMIT
+            if j >= 0 and CPUF[_u(TH[TH_CPU, _u(j)])] > bt:
+                # the CPU is busy with another task's step: wait for it
+                S[S_SEQ] += 1
+                TH[TH_T, _u(j)] = CPUF[_u(TH[TH_CPU, _u(j)])]
+                TH[TH_SEQ, _u(j)] = S[S_SEQ]
+                heap_rekey_root(TH, TH_HEAP, S[S_NHP], TH[TH_T, _u(j)], S[S_SEQ])
+                continue
+            S[S_NOW] = bt
+        now = S[S_NOW]
+        S[S_STEPCOST] = 0
+        if who == -2:
+            # the sampler
+            if S[S_SM_LAST] != now:
+                if S[S_NSAMP] >= SAMP.shape[0]:
+                    return RC_FLUSH
+                record_sample(S, CG, SAMP, SAMPT, now)
+            S[S_SEQ] += 1
+            S[S_SM_SEQ] = S[S_SEQ]
+            S[S_SM_T] = now + S[S_SM_INTERVAL]
+        elif j < 0:
+            if ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who):
+                d = S[S_KSTEP_NS] + S[S_STEPCOST]
+                S[S_SEQ] += 1
+                R[R_T, _u(who)] = now + (d if d > 0 else 1)
+                R[R_SEQ, _u(who)] = S[S_SEQ]
+                heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])  # the root
+            else:
+                R[R_SCHED, _u(who)] = 0
+                S[S_ACTIVE] -= 1
+                S[S_NRH] -= 1
+                heap_pop_root(R, R_HEAP, S[S_NRH])
+        else:
+            # an enclave thread (Simulation._thread); its steps follow one another
+            # here as long as no other actor's event comes first
+            e = TH[TH_E, _u(j)]
+            # the next event of any other actor: the kernel threads and the other
+            # enclave threads (the thread is the heap's root: the next is a child) win
+            # a tie, the sampler does not; none of them moves while this thread steps
+            nxt_k = R[R_HT, 0] if S[S_NRH] else big
+            nhp = S[S_NHP]
+            if nhp > 1 and TH[TH_HT, 1] < nxt_k:
+                nxt_k = TH[TH_HT, 1]
+            if nhp > 2 and TH[TH_HT, 2] < nxt_k:
+                nxt_k = TH[TH_HT, 2]
+            nxt_s = S[S_SM_T]
+            nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
+            limit = S[S_LIMIT]
+            while True:
+                # book the last fault's result
+                if not mid and TH[TH_PENDING, _u(j)]:
+                    rr = TH[TH_R, _u(j)]
+                    n = S[S_NLAT]
+                    if rr == 0 and n >= LAT.shape[0]:
+                        return RC_FLUSH
+                    TH[TH_PENDING, _u(j)] = 0
+                    if rr == 0:
+                        LAT[_u(n)] = now - TH[TH_FSTART, _u(j)]
+                        S[S_NLAT] = n + 1
+                        TH[TH_FSTART, _u(j)] = -1
+                        if S[S_UNREF]:
+                            TH[TH_POS, _u(j)] += 1
+                            TH[TH_REMAIN, _u(j)] -= 1
+                            TH[TH_ACC, _u(j)] += 1
+                    elif rr == VM_FAULT_NOPAGE:
+                        # the stuck rule (epcsim.sim.stuck): retries with nothing freed
+                        # in the task's cgroup's subtree
+                        freed = CG[CG_NR_FREED, _u(TH[TH_TCG, _u(j)])]
+                        if TH[TH_STREAK, _u(j)] == 1 or freed != TH[TH_FREED, _u(j)]:
+                            TH[TH_FREED, _u(j)] = freed
+                            TH[TH_QUIET, _u(j)] = 0
+                        TH[TH_QUIET, _u(j)] += 1
+                    else:
+                        TH[TH_SIGBUS, _u(j)] = 1
+                        EN[EN_SIGPEND, _u(e)] = 1
+                mid = 0
+                S[S_MIDPOP] = 0
+                if TH[TH_STARTED, _u(j)] < 0:
+                    TH[TH_STARTED, _u(j)] = now
+                until = TH[TH_UNTIL, _u(j)]
+                if (
+                    TH[TH_REMAIN, _u(j)] <= 0
+                    or TH[TH_SIGBUS, _u(j)]
+                    or (until >= 0 and now >= until and TH[TH_STREAK, _u(j)] == 0)
+                    or EN[EN_SIGPEND, _u(e)]
+                    or TH[TH_QUIET, _u(j)] >= S[S_STUCK]
+                ):
+                    S[S_WHO] = j
+                    TH[TH_LIVE, _u(j)] = 2
+                    S[S_NHP] -= 1  # off the thread heap (it is the root)
+                    heap_pop_root(TH, TH_HEAP, S[S_NHP])
+                    return RC_THREAD_DONE
+                pos = TH[TH_POS, _u(j)]
+                if pos >= TH[TH_BUFLEN, _u(j)]:
+                    S[S_MIDPOP] = j + 1
+                    S[S_WHO] = j
+                    return RC_NEED_CHUNK
+                # accesses up to the next event of any other actor (nxt_k, nxt_s) or
+                # the thread's end: max(1, (tend - now) // access_ns) of them, that is
+                # the first always and each next one while it ends by tend (tk: the
+                # time after access k, compared with tend raised to the first's end)
+                tend = until if 0 <= until < nxt_t else nxt_t
+                t_one = now + access_ns
+                if tend < t_one:
+                    tend = t_one
+                n = TH[TH_BUFLEN, _u(j)] - pos
+                # sgx_encl_access(): hits set the accessed bit, up to the first miss
+                off = EN[EN_OFF, _u(e)]
+                npages = EN[EN_NPAGES, _u(e)]
+                k = 0
+                tk = t_one
+                while k < n and tk <= tend:
+                    idx = BUF[_u(j), _u(pos + k)]
+                    if idx < 0 or idx >= npages:
+                        break
+                    g = off + idx
+                    if not (HB[_u(g >> 6)] >> (g & 63)) & 1:  # not resident, or blocked
+                        break
+                    E8[E_DESC, _u(g)] |= DESC_ACCESSED
+                    k += 1
+                    tk += access_ns
+                if k:
+                    TH[TH_POS, _u(j)] = pos + k
+                    TH[TH_REMAIN, _u(j)] -= k
+                    TH[TH_ACC, _u(j)] += k
+                    TH[TH_STREAK, _u(j)] = 0  # the access was done (another thread's
+                    TH[TH_QUIET, _u(j)] = 0  # fault brought the page in)
+                    d = k * access_ns
+                else:
+                    # sgxsgx_vma_fault(); at an access's first fault the next accesses'
+                    # rows are asked for
+                    idx = BUF[_u(j), _u(pos)]
+                    lru_prefetch_step(S, P32)
+                    if TH[TH_FSTART, _u(j)] < 0:
+                        TH[TH_FSTART, _u(j)] = now
+                        buflen = TH[TH_BUFLEN, _u(j)]
+                        for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
+                            ix = BUF[_u(j), _u(q)]
+                            if 0 <= ix < npages:
+                                prefetch(E32, off + ix, E_EPC)
+                                prefetch(E8, E_DESC, off + ix)
+                    EN[EN_NR_FAULTS, _u(e)] += 1
+                    if idx < 0 or idx >= npages:
+                        rr = VM_FAULT_SIGBUS
+                    else:
+                        S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
+                        S[S_CUR_NID] = TH[TH_NID, _u(j)]
+                        rr = sgx_vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
+                    # counted here, where the fault happens (the result is booked at
+                    # the thread's next step, which a run's end may not reach)
+                    if rr == 0:
+                        CG[CG_NR_FAULTS, _u(TH[TH_TCG, _u(j)])] += 1
+                        TH[TH_FAULTS, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] = 0
+                        TH[TH_QUIET, _u(j)] = 0
+                    elif rr == VM_FAULT_NOPAGE:
+                        TH[TH_RETRIES, _u(j)] += 1
+                        TH[TH_STREAK, _u(j)] += 1
+                    TH[TH_PENDING, _u(j)] = 1
+                    TH[TH_R, _u(j)] = rr
+                    d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
+                S[S_SEQ] += 1
+                t1 = now + (d if d > 0 else 1)
+                TH[TH_T, _u(j)] = t1
+                TH[TH_SEQ, _u(j)] = S[S_SEQ]
+                TH[TH_HT, 0] = t1  # its heap entry (the root) follows
+                TH[TH_HS, 0] = S[S_SEQ]
+                CPUF[_u(TH[TH_CPU, _u(j)])] = t1
+                # the thread's next step is the next event (its CPU is its own, the
+                # heap stays valid: t1 is below the children's keys) unless a kernel
+                # thread is to be kicked, another actor comes first or the time is up
+                if (
+                    t1 >= nxt_k
+                    or t1 > nxt_s
+                    or t1 > limit
+                    or S[S_NWQ]
+                    or (S[S_WOKEN] and not R[R_SCHED, 0])
+                ):
+                    break
+                now = t1
+                S[S_NOW] = now
+                S[S_STEPCOST] = 0
+            heap_sift_down(TH, TH_HEAP, S[S_NHP], 0)
+        # _kick_kernel_threads()
+        kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
+        if kick and not kick_kernel_threads(S, CG, R, now):
+            return RC_ERROR

@@ -1,0 +1,221 @@
+"""The twin table: every function of the compiled core, its reference twin(s) in
+:mod:`epcsim.kernel` and the assumptions under which it gives what they give.
+
+One row per function defined in the compiled modules (:data:`COMPILED_MODULES`).
+``twins`` are dotted names in :mod:`epcsim.kernel` (the Python functions the compiled
+function is specialised from) and ``kernel`` the kernel function it models, whose name
+the compiled function carries (its own name, or a docstring starting "Models
+<kernel>()"); a row without twins says why (``reason``: heap, prefetch, packing, ...).
+``assumptions`` are keys of the compiled engine's allow-list
+(:mod:`epcsim.compiled.eligibility`): schema paths (``host.sections``,
+``cgroup[].memory_max``), ``option.<name>`` and ``dynamic.<name>`` (conditions checked
+when the compiled engine takes a run over).  ``tests/compiled/test_twins.py`` checks the
+table against the code.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["COMPILED_MODULES", "TWINS", "Twin", "twin"]
+
+#: the modules compiled by numba (engine-side Python -- engine, core, twins, _jit -- is not)
+COMPILED_MODULES = (
+    "epcsim.compiled.layout",
+    "epcsim.compiled.bits",
+    "epcsim.compiled.encls",
+    "epcsim.compiled.lru",
+    "epcsim.compiled.misc",
+    "epcsim.compiled.epc_cgroup",
+    "epcsim.compiled.epc",
+    "epcsim.compiled.encl",
+    "epcsim.compiled.reclaim",
+    "epcsim.compiled.heap",
+    "epcsim.compiled.loop",
+)
+
+
+class Twin(NamedTuple):
+    """One compiled function and what it is equal to."""
+
+    name: str  #: the compiled function
+    module: str  #: its module, in epcsim.compiled
+    twins: tuple[str, ...] | None  #: dotted names in epcsim.kernel, or None
+    kernel: str | None  #: the kernel function it models (None without twins)
+    reason: str | None  #: why it has no twin (None with twins)
+    assumptions: tuple[str, ...] = ()  #: allow-list keys it relies on
+
+
+_K = "epcsim.kernel."
+#: no live memcg limit: every backing charge fits (sgx_encl_alloc_backing() cannot fail)
+_NO_OOM = ("cgroup[].memory_max", "dynamic.memcg_limited")
+#: every cgroup online, no work queued or running at the take-over, no timed operation
+_CGROUPS = ("at", "dynamic.cgroup_busy")
+#: each enclave mapped by its own task's mm only, initialised, its task running
+_ENCLAVES = (
+    "enclave[].edmm",
+    "enclave[].program",
+    "dynamic.mapped_by_another_mm",
+    "dynamic.not_initialised",
+)
+
+
+def _row(
+    name: str, module: str, twins: list[str], kernel: str, assumptions: tuple[str, ...] = ()
+) -> Twin:
+    full = tuple(_K + t for t in twins)
+    return Twin(name, "epcsim.compiled." + module, full, kernel, None, assumptions)
+
+
+def _none(name: str, module: str, reason: str, assumptions: tuple[str, ...] = ()) -> Twin:
+    return Twin(name, "epcsim.compiled." + module, None, None, reason, assumptions)
+
+
+TWINS: tuple[Twin, ...] = (
+    # bits.py: widths
+    _none("_u", "bits", "no twin: packing (unsigned array index)"),
+    _none("bit64", "bits", "no twin: packing (a 64-bit mask bit)"),
+    _none("lowbit", "bits", "no twin: packing (x & -x in 64 bits)"),
+    _none("trailing_zeros", "bits", "no twin: packing (llvm.cttz in plain Python)"),
+    _none("prefetch", "bits", "no twin: prefetch (a cache hint)"),
+    # encls.py
+    _none("encls_leaf", "encls", "no twin: the reference counts each leaf inline"),
+    # lru.py
+    _row("list_add_tail", "lru", ["lru.EpcList.add_tail"], "list_add_tail"),
+    _row("list_del_init", "lru", ["lru.EpcList.del_init"], "list_del_init"),
+    _none("lru_prefetch_step", "lru", "no twin: prefetch (the LRU's next rows)"),
+    # misc.py
+    _row(
+        "misc_cg_try_charge", "misc", ["misc.misc_cg_try_charge"], "misc_cg_try_charge",
+        ("host.misc",),
+    ),
+    _row("misc_cg_uncharge", "misc", ["misc.misc_cg_uncharge"], "misc_cg_uncharge", ("host.misc",)),
+    # epc_cgroup.py
+    _row(
+        "sgx_cgroup_lru_empty", "epc_cgroup", ["epc_cgroup.sgx_cgroup_lru_empty"],
+        "sgx_cgroup_lru_empty", _CGROUPS,
+    ),
+    _row(
+        "_sgx_cgroup_try_charge", "epc_cgroup",
+        ["epc_cgroup._sgx_cgroup_try_charge", "misc.misc_cg_try_charge", "epc_cgroup.queue_work"],
+        "__sgx_cgroup_try_charge", ("host.misc", "dynamic.task_not_running", *_CGROUPS),
+    ),
+    _row(
+        "sgx_cgroup_try_charge", "epc_cgroup", ["epc_cgroup.sgx_cgroup_try_charge"],
+        "sgx_cgroup_try_charge", ("host.misc", "dynamic.task_not_running", *_CGROUPS),
+    ),
+    _row(
+        "sgx_cgroup_next_get", "epc_cgroup", ["epc_cgroup.sgx_cgroup_next_get"],
+        "sgx_cgroup_next_get", _CGROUPS,
+    ),
+    _row(
+        "sgx_cgroup_should_reclaim", "epc_cgroup", ["epc_cgroup.sgx_cgroup_should_reclaim"],
+        "sgx_cgroup_should_reclaim", ("cgroup[].max", *_CGROUPS),
+    ),
+    # epc.py
+    _row(
+        "_sgx_alloc_epc_page", "epc", ["epc._sgx_alloc_epc_page"], "__sgx_alloc_epc_page",
+        ("host.sections", "vepc"),
+    ),
+    _row(
+        "_sgx_free_epc_page_to_node", "epc", ["epc._sgx_free_epc_page_to_node"],
+        "_sgx_free_epc_page_to_node", ("host.sections", "vepc"),
+    ),
+    _row("_count_freed", "epc", ["epc._count_freed"], "_count_freed"),
+    _row(
+        "sgx_alloc_epc_page", "epc", ["epc.sgx_alloc_epc_page"], "sgx_alloc_epc_page",
+        ("host.sections", "vepc", "dynamic.task_not_running", *_CGROUPS),
+    ),
+    _row("sgx_free_epc_page", "epc", ["epc.sgx_free_epc_page"], "sgx_free_epc_page", ("vepc",)),
+    # encl.py
+    _none("hb_set", "encl", "no twin: packing (the hit bitmap)"),
+    _none("hb_clear", "encl", "no twin: packing (the hit bitmap)"),
+    _none("va_pages_del", "encl", "no twin: packing (va_pages as links)"),
+    _none("va_pages_add_head", "encl", "no twin: packing (va_pages as links)"),
+    _none("va_pages_add_tail", "encl", "no twin: packing (va_pages as links)"),
+    _row("sgx_alloc_va_slot", "encl", ["encl.sgx_alloc_va_slot"], "sgx_alloc_va_slot"),
+    _row("sgx_free_va_slot", "encl", ["encl.sgx_free_va_slot"], "sgx_free_va_slot"),
+    _row(
+        "sgx_encl_load_secs", "encl", ["encl.sgx_encl_load_secs", "encl.sgx_encl_eldu"],
+        "sgx_encl_load_secs", (*_ENCLAVES, *_NO_OOM),
+    ),
+    _row(
+        "sgx_encl_grow", "encl", ["encl.sgx_encl_grow", "encl.sgx_encl_free_epc_page"],
+        "sgx_encl_grow", _ENCLAVES,
+    ),
+    _row(
+        "sgx_vma_fault", "encl",
+        ["encl._sgx_vma_fault", "encl.sgx_encl_eaug_page", "encl._sgx_encl_load_page",
+         "encl.sgx_encl_eldu", "epc.sgx_mark_page_reclaimable"],
+        "sgx_vma_fault", ("enclave[].build", *_ENCLAVES, *_NO_OOM),
+    ),
+    _row(
+        "sgx_encl_release", "encl",
+        ["encl.sgx_encl_release", "epc.sgx_unmark_page_reclaimable"],
+        "sgx_encl_release", (*_ENCLAVES, *_NO_OOM),
+    ),
+    _row("sgx_encl_put", "encl", ["encl.sgx_encl_put"], "sgx_encl_put", _ENCLAVES),
+    # reclaim.py
+    _row(
+        "_sgx_reclaim_isolate", "reclaim", ["reclaim._sgx_reclaim_isolate"], "sgx_reclaim_pages",
+        _ENCLAVES,
+    ),
+    _row(
+        "sgx_cgroup_reclaim_pages", "reclaim",
+        ["epc_cgroup.sgx_cgroup_reclaim_pages", "epc_cgroup.sgx_cgroup_next_get"],
+        "sgx_cgroup_reclaim_pages", _CGROUPS,
+    ),
+    _row(
+        "sgx_reclaimer_age", "reclaim", ["reclaim._sgx_reclaim_age_and_back"],
+        "sgx_reclaimer_age", (*_ENCLAVES, *_NO_OOM),
+    ),
+    _row(
+        "sgx_reclaimer_block", "reclaim", ["reclaim._sgx_reclaimer_block"],
+        "sgx_reclaimer_block", _ENCLAVES,
+    ),
+    _row(
+        "sgx_reclaimer_write_secs", "reclaim", ["reclaim._sgx_reclaimer_write_run"],
+        "sgx_reclaimer_write", (*_ENCLAVES, *_NO_OOM),
+    ),
+    _row(
+        "sgx_reclaimer_write", "reclaim",
+        ["reclaim._sgx_reclaimer_write_batch", "reclaim._sgx_reclaimer_write_run"],
+        "sgx_reclaimer_write", (*_ENCLAVES, *_NO_OOM),
+    ),
+    _row(
+        "ksgxd_step", "reclaim",
+        ["reclaim.ksgxd_step", "epc_cgroup.sgx_cgroup_reclaim_work_func",
+         "reclaim.sgx_reclaim_pages"],
+        "ksgxd_step", ("dynamic.reclaimer_busy", *_CGROUPS),
+    ),
+    # heap.py
+    _none("key_less", "heap", "no twin: heap (the reference engine's heapq)"),
+    _none("heap_put", "heap", "no twin: heap (the reference engine's heapq)"),
+    _none("heap_sift_down", "heap", "no twin: heap (the reference engine's heapq)"),
+    _none("heap_rekey_root", "heap", "no twin: heap (the reference engine's heapq)"),
+    _none("heap_pop_root", "heap", "no twin: heap (the reference engine's heapq)"),
+    _none("heap_push", "heap", "no twin: heap (the reference engine's heapq)"),
+    # loop.py
+    _none(
+        "record_sample", "loop", "no twin: the simulator's sampler",
+        ("host.sample_interval",),
+    ),
+    _row(
+        "kick_kernel_threads", "loop", ["epc_cgroup.sgx_cg_wq_take_runnable"],
+        "sgx_cg_wq_take_runnable", ("dynamic.reclaimer_busy",),
+    ),
+    _none(
+        "run_core", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)",
+        ("enclave[].threads", "enclave[].start", "enclave[].workload{}", "host.cpus",
+         "host.costs{}", "host.duration", "host.experiments.fault_unreferenced",
+         "dynamic.not_started"),
+    ),
+)  # fmt: skip
+
+
+def twin(name: str) -> Twin:
+    """The row of compiled function *name*."""
+    for t in TWINS:
+        if t.name == name:
+            return t
+    raise KeyError(name)

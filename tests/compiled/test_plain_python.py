@@ -1,0 +1,49 @@
+"""Plain-Python mode: with ``NUMBA_DISABLE_JIT=1`` the compiled core runs as ordinary
+Python and must give exactly what it gives compiled -- every integer width is explicit
+(epcsim.compiled.bits) -- so the exactness tests pass in that mode too, and their line
+coverage of the compiled modules is measured there (numba's machine code has none)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the exactness tests run in plain Python: the fixed scenarios (one enclave and several)
+#: of tests/sim/test_batched_exact.py, its hand-offs (an EADD build, a busy reclaimer, a
+#: released enclave, a changed backing memcg), and the random draws of it and of
+#: tests/sim/test_counts.py capped to one example each
+TESTS = ("tests/sim/test_batched_exact.py", "tests/sim/test_counts.py")
+SELECT = (
+    "fixed_scenarios_match or fixed_multi or eadd_build or busy_reclaimer"
+    " or release_enclaves or backing_memcg or random"
+)
+EXAMPLES_CAP = "1"
+#: the modules numba compiles (the engine side -- packing, eligibility -- is not in it)
+INCLUDE = "*/epcsim/compiled/*"
+OMIT = "*/compiled/engine.py,*/compiled/core.py,*/compiled/twins.py,*/compiled/eligibility.py"
+MIN_COVERAGE = 90.0
+
+
+def test_exactness_tests_pass_in_plain_python_and_cover_the_core(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(
+        NUMBA_DISABLE_JIT="1",
+        EPCSIM_EXAMPLES_CAP=EXAMPLES_CAP,
+        COVERAGE_FILE=str(tmp_path / ".coverage"),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "coverage", "run", f"--include={INCLUDE}", f"--omit={OMIT}",
+         "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", SELECT, *TESTS],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout
+    report = subprocess.run(
+        [sys.executable, "-m", "coverage", "report", "--format=total", "--precision=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    total = float(report.stdout.strip())
+    assert total >= MIN_COVERAGE, f"line coverage of the compiled modules: {total} %"

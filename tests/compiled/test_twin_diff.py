@@ -1,0 +1,256 @@
+"""Differential tests of the small twins: each compiled function (a numba dispatcher,
+called from Python) against its reference twin in epcsim.kernel on small random
+states, so that a divergence points at one function (epcsim.compiled.twins)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from epcsim.compiled import encl as cencl
+from epcsim.compiled import epc_cgroup as ccg
+from epcsim.compiled import lru as clru
+from epcsim.compiled import misc as cmisc
+from epcsim.compiled.layout import (
+    CG_EVENTS,
+    CG_EVENTS_LOCAL,
+    CG_LIMIT,
+    CG_LRU_HEAD,
+    CG_LRU_NR,
+    CG_LRU_TAIL,
+    CG_MAXPAGES,
+    CG_PARENT,
+    CG_PEAK,
+    CG_PRE,
+    CG_PREPOS,
+    CG_REFCNT,
+    CG_SUBEND,
+    CG_USAGE,
+    EN_VA_HEAD,
+    EN_VA_TAIL,
+    EN_VAOFF,
+    ENOMEM,
+    NCGF,
+    NENF,
+    NS,
+    NVAF,
+    P_NEXT,
+    P_PREV,
+    PAGE,
+    S_ERR,
+    S_NR_LRU,
+    VA_BITS,
+    VA_NEXT,
+    VA_USED,
+)
+from epcsim.kernel import encl as kencl
+from epcsim.kernel import epc_cgroup as kcg
+from epcsim.kernel import misc as kmisc
+from epcsim.kernel.constants import SGX_VA_SLOT_COUNT
+from epcsim.kernel.lru import EpcList
+
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)  # fmt: skip
+
+
+# --- VA slots: sgx_alloc_va_slot / sgx_free_va_slot -----------------------------------
+
+
+def _va_state(EN, VA) -> tuple[list[int], list[int], list[int]]:
+    """va_pages order, each VA page's bits (as one int) and used count."""
+    order = []
+    no = int(EN[EN_VA_HEAD, 0])
+    while no >= 0:
+        order.append(no)
+        no = int(VA[no, VA_NEXT])
+    bits = [
+        sum((int(VA[r, VA_BITS + w]) & (2**64 - 1)) << (64 * w) for w in range(8))
+        for r in range(VA.shape[0])
+    ]
+    return order, bits, [int(u) for u in VA[:, VA_USED]]
+
+
+@SETTINGS
+@given(
+    nva=st.integers(1, 3),
+    fill=st.integers(0, 3 * SGX_VA_SLOT_COUNT),
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 10**6)), max_size=300),
+)
+def test_va_slots_match_the_reference(nva: int, fill: int, ops: list[tuple[bool, int]]) -> None:
+    """*fill* allocations, then allocations and frees of random held slots."""
+    ref = SimpleNamespace(id=0, va_pages=OrderedDict(), va_all=[])
+    EN = np.zeros((NENF, 1), np.int64)
+    VA = np.full((nva, NVAF), -1, np.int64)
+    S = np.zeros(NS, np.int64)
+    EN[EN_VAOFF, 0] = 0
+    EN[EN_VA_HEAD, 0] = EN[EN_VA_TAIL, 0] = -1
+    for no in range(nva):  # sgx_encl_grow(): each new VA page at the head
+        vp = kencl.SgxVaPage(no, 100 + no)
+        ref.va_all.append(vp)
+        ref.va_pages[no] = vp
+        ref.va_pages.move_to_end(no, last=False)
+        VA[no, VA_USED] = 0
+        VA[no, VA_BITS : VA_BITS + 8] = 0
+        cencl.va_pages_add_head(EN, VA, 0, no)
+    held: list[int] = []
+    for alloc, pick in [(True, 0)] * fill + ops:
+        if alloc and len(held) < nva * SGX_VA_SLOT_COUNT:
+            want = kencl.sgx_alloc_va_slot(ref)
+            got = cencl.sgx_alloc_va_slot(S, EN, VA, 0)
+            assert got == want and S[S_ERR] == 0
+            held.append(want)
+        elif held:
+            slot = held.pop(pick % len(held))
+            kencl.sgx_free_va_slot(ref, slot)
+            cencl.sgx_free_va_slot(EN, VA, 0, np.int32(slot))  # E32 holds slot ids
+        order, bits, used = _va_state(EN, VA)
+        assert order == list(ref.va_pages)
+        assert bits == [vp.bits for vp in ref.va_all]
+        assert used == [vp.used for vp in ref.va_all]
+
+
+# --- LRU: list_add_tail / list_del_init -------------------------------------------------
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 15), max_size=200))
+def test_lru_add_and_del_match_the_reference(ops: list[int]) -> None:
+    n = 16
+    prev = np.full(n, -7, np.int32)
+    nxt = np.full(n, -7, np.int32)
+    ref = EpcList(memoryview(prev), memoryview(nxt))
+    P32 = np.full((n, 4), -7, np.int32)
+    CG = np.zeros((NCGF, 1), np.int64)
+    CG[CG_LRU_HEAD, 0] = CG[CG_LRU_TAIL, 0] = -1
+    on: set[int] = set()
+    for i in ops:
+        if i in on:
+            ref.del_init(i)
+            clru.list_del_init(CG, P32, 0, i)
+            on.discard(i)
+        else:
+            ref.add_tail(i)
+            clru.list_add_tail(CG, P32, 0, i)
+            on.add(i)
+        assert (CG[CG_LRU_HEAD, 0], CG[CG_LRU_TAIL, 0], CG[CG_LRU_NR, 0]) == (
+            ref.head,
+            ref.tail,
+            ref.nr,
+        )
+        assert P32[:, P_PREV].tolist() == prev.tolist()
+        assert P32[:, P_NEXT].tolist() == nxt.tolist()
+
+
+# --- cgroup trees: charge / uncharge, should_reclaim -------------------------------------
+
+CAPACITY = 64 * PAGE
+
+
+@st.composite
+def trees(draw):  # noqa: ANN001, ANN201
+    """A misc cgroup tree (parents before children) with limits in pages."""
+    n = draw(st.integers(1, 6))
+    parents = [-1] + [draw(st.integers(0, i - 1)) for i in range(1, n)]
+    maxes = [draw(st.one_of(st.none(), st.integers(0, 80))) for _ in range(n)]
+    maxes[0] = None  # the root has no max file
+    return parents, maxes
+
+
+def _build(parents: list[int], maxes: list[int | None]):  # noqa: ANN202
+    """The reference tree (MiscCg) and the compiled CG table of it (as the compiled
+    engine packs it: limits, parents, preorder ranges)."""
+    ctrl = kmisc.MiscController()
+    ctrl.misc_cg_set_capacity(CAPACITY)
+    cgs = [ctrl.root]
+    for i in range(1, len(parents)):
+        cgs.append(ctrl.css_alloc(cgs[parents[i]], None))
+    for cg, m in zip(cgs, maxes, strict=True):
+        if m is not None:
+            cg.max = m * PAGE
+    n = len(cgs)
+    CG = np.zeros((NCGF, n), np.int64)
+    pre: list[int] = []
+
+    def walk(i: int) -> None:
+        CG[CG_PREPOS, i] = len(pre)
+        pre.append(i)
+        for j in range(n):
+            if parents[j] == i:
+                walk(j)
+        CG[CG_SUBEND, i] = len(pre)
+
+    walk(0)
+    CG[CG_PRE, :n] = pre
+    for i, cg in enumerate(cgs):
+        CG[CG_PARENT, i] = parents[i]
+        CG[CG_LIMIT, i] = min(cg.max, CAPACITY)
+        CG[CG_REFCNT, i] = cg.refcnt
+    return cgs, CG
+
+
+def _same_counters(cgs, CG) -> None:  # noqa: ANN001
+    for i, cg in enumerate(cgs):
+        got = [int(CG[f, i]) for f in (CG_USAGE, CG_PEAK, CG_EVENTS, CG_EVENTS_LOCAL)]
+        assert got == [cg.usage, cg.peak, cg.events, cg.events_local], i
+
+
+@SETTINGS
+@given(trees(), st.lists(st.tuples(st.booleans(), st.integers(0, 5)), max_size=120))
+def test_charge_and_uncharge_match_the_reference(tree, ops) -> None:  # noqa: ANN001
+    """sgx_cgroup_try_charge() (with every LRU empty: a failed charge is -ENOMEM) and
+    misc_cg_uncharge() against misc_cg_try_charge() / misc_cg_uncharge()."""
+    parents, maxes = tree
+    cgs, CG = _build(parents, maxes)
+    S = np.zeros(NS, np.int64)
+    S[S_NR_LRU] = 0
+    charged: list[int] = []
+    for charge, pick in ops:
+        c = pick % len(cgs)
+        if charge:
+            want = kmisc.misc_cg_try_charge(cgs[c], PAGE)
+            CG[CG_REFCNT, c] += 1  # the caller's reference (sgx_get_current_cg())
+            got = ccg.sgx_cgroup_try_charge(S, CG, c)
+            assert (got == 0) == (want == 0)
+            if got == 0:
+                charged.append(c)
+            else:
+                assert got == -ENOMEM
+                CG[CG_REFCNT, c] += 1  # dropped by the failed charge: keep it level
+        elif charged:
+            c = charged.pop(pick % len(charged))
+            kmisc.misc_cg_uncharge(cgs[c], PAGE)
+            cmisc.misc_cg_uncharge(CG, c, PAGE)
+        _same_counters(cgs, CG)
+
+
+@SETTINGS
+@given(
+    trees(),
+    st.lists(st.integers(0, 70), min_size=6, max_size=6),
+    st.lists(st.integers(0, 3), min_size=6, max_size=6),
+)
+def test_should_reclaim_matches_the_reference(tree, usage, lru_nr) -> None:  # noqa: ANN001
+    parents, maxes = tree
+    cgs, CG = _build(parents, maxes)
+    n = len(cgs)
+    S = np.zeros(NS, np.int64)
+    S[S_NR_LRU] = sum(lru_nr[:n])
+    host = SimpleNamespace(nr_lru_pages=int(S[S_NR_LRU]))
+    sgx_cgs = []
+    for i, cg in enumerate(cgs):
+        cg.usage = usage[i] * PAGE
+        CG[CG_USAGE, i] = cg.usage
+        CG[CG_LRU_NR, i] = lru_nr[i]
+        cg.priv = SimpleNamespace(lru=SimpleNamespace(nr=lru_nr[i]))
+        s = SimpleNamespace(cg=cg)
+        sgx_cgs.append(s)
+        CG[CG_MAXPAGES, i] = min(kcg.sgx_cgroup_max_pages_to_root(s), 2**63 - 1)
+    for i in range(n):
+        want = kcg.sgx_cgroup_should_reclaim(host, sgx_cgs[i])
+        assert bool(ccg.sgx_cgroup_should_reclaim(S, CG, i)) == want, i
+        assert bool(ccg.sgx_cgroup_lru_empty(S, CG, i)) == kcg.sgx_cgroup_lru_empty(host, cgs[i]), i
