@@ -33,7 +33,14 @@ GUARDED = ("epcsim.sim", "epcsim.kernel")
 #: private attributes of objects that are neither epcsim's nor bound to an import (e.g. a
 #: numba dispatcher passed as an argument): ``(module, expression): reason``; every entry
 #: must still occur (a stale one fails)
-FOREIGN: dict[tuple[str, str], str] = {}
+FOREIGN: dict[tuple[str, str], str] = {
+    # numba's dispatcher and cache objects, not the reference engine's: the compile
+    # cache sets the dispatcher's cache as Dispatcher.enable_caching() does, and reads
+    # numba's index to tell whether the next run compiles
+    ("epcsim.compiled._jit", "disp._cache"): "numba Dispatcher._cache (enable_caching)",
+    ("epcsim.compiled._jit", "cache._cache_file"): "numba Cache._cache_file (the index)",
+    ("epcsim.compiled._jit", "cache._cache_file._load_index"): "numba IndexDataCacheFile",
+}
 
 
 def _private(name: str) -> bool:
@@ -169,7 +176,6 @@ ALLOWED = [
     "x = obj.__class__",
     "from ..sim.engine import Simulation",
     "from ..kernel.resume import ReclaimerState",
-    "from ..sim import _core as C",
 ]
 
 
