@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 __all__ = ["COMPILED_MODULES", "TWINS", "Twin", "twin"]
 
-#: the modules compiled by numba (engine-side Python -- engine, core, twins, _jit -- is not)
+#: the modules compiled by numba (engine-side Python -- engine, core, twins, _jit, the
+#: declared layout whose constants the compiled code reads -- is not)
 COMPILED_MODULES = (
-    "epcsim.compiled.layout",
     "epcsim.compiled.bits",
     "epcsim.compiled.encls",
     "epcsim.compiled.lru",
