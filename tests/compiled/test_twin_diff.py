@@ -16,6 +16,7 @@ from epcsim.compiled import epc_cgroup as ccg
 from epcsim.compiled import lru as clru
 from epcsim.compiled import misc as cmisc
 from epcsim.compiled.layout import (
+    CG_CURSOR,
     CG_EVENTS,
     CG_EVENTS_LOCAL,
     CG_LIMIT,
@@ -254,3 +255,39 @@ def test_should_reclaim_matches_the_reference(tree, usage, lru_nr) -> None:  # n
         want = kcg.sgx_cgroup_should_reclaim(host, sgx_cgs[i])
         assert bool(ccg.sgx_cgroup_should_reclaim(S, CG, i)) == want, i
         assert bool(ccg.sgx_cgroup_lru_empty(S, CG, i)) == kcg.sgx_cgroup_lru_empty(host, cgs[i]), i
+
+
+# --- the cursor step: sgx_cgroup_next_get -----------------------------------------------
+
+
+@SETTINGS
+@given(
+    trees(),
+    st.lists(st.integers(0, 5), min_size=6, max_size=6),
+    st.lists(st.integers(0, 5), max_size=60),
+)
+def test_next_get_matches_the_reference(tree, cursors, roots) -> None:  # noqa: ANN001
+    """sgx_cgroup_next_get() against the reference (the v17 preorder walk of
+    sgx_cgroup_next_desc_pre()) on every cgroup online (the twin's assumption): random
+    starting cursors in each subtree, then steps from random roots; the cgroup returned,
+    every cursor and every css reference count must agree after each step."""
+    parents, maxes = tree
+    cgs, CG = _build(parents, maxes)
+    n = len(cgs)
+    sgx = [kcg.SgxCgroup(i, cg, None) for i, cg in enumerate(cgs)]  # type: ignore[arg-type]
+    for s in sgx:
+        s.cg.priv = s
+    for i, s in enumerate(sgx):  # a cursor anywhere in subtree(i)
+        lo, hi = int(CG[CG_PREPOS, i]), int(CG[CG_SUBEND, i])
+        p = lo + cursors[i] % (hi - lo)
+        CG[CG_CURSOR, i] = p
+        s.next_cg = sgx[int(CG[CG_PRE, p])]
+    for pick in roots:
+        root = pick % n
+        want = kcg.sgx_cgroup_next_get(None, sgx[root])  # type: ignore[arg-type]
+        got = ccg.sgx_cgroup_next_get(CG, root)
+        assert got == want.id
+        assert [int(CG[CG_PRE, CG[CG_CURSOR, i]]) for i in range(n)] == [
+            s.next_cg.id for s in sgx
+        ]
+        assert CG[CG_REFCNT, :n].tolist() == [cg.refcnt for cg in cgs]
