@@ -63,6 +63,7 @@ from epcsim.compiled.layout import (
     VA_USED,
     pack,
 )
+from epcsim.kernel import Host, drive, ioctl
 from epcsim.kernel import encl as kencl
 from epcsim.kernel import epc_cgroup as kcg
 from epcsim.kernel import misc as kmisc
@@ -327,8 +328,6 @@ def lru_batches(draw):  # noqa: ANN001, ANN201
 def _age_host(memcg, adds, accessed, live):  # noqa: ANN001, ANN202
     """The reference Host: /a (misc) with /a/x and /a/y (memory only), one task and
     enclave per entry of *memcg*, the pages of *adds*; returns (host, /a, enclaves)."""
-    from epcsim.kernel import Host, drive, ioctl
-
     h = Host("16MiB")
     h.fs.write("/cgroup.subtree_control", "+misc +memory")
     h.fs.mkdir("/a")
