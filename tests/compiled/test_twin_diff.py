@@ -15,7 +15,9 @@ from epcsim.compiled import encl as cencl
 from epcsim.compiled import epc_cgroup as ccg
 from epcsim.compiled import lru as clru
 from epcsim.compiled import misc as cmisc
+from epcsim.compiled import reclaim as creclaim
 from epcsim.compiled.layout import (
+    CG_CURSOR,
     CG_EVENTS,
     CG_EVENTS_LOCAL,
     CG_LIMIT,
@@ -23,6 +25,7 @@ from epcsim.compiled.layout import (
     CG_LRU_NR,
     CG_LRU_TAIL,
     CG_MAXPAGES,
+    CG_MEMD,
     CG_PARENT,
     CG_PEAK,
     CG_PRE,
@@ -30,26 +33,41 @@ from epcsim.compiled.layout import (
     CG_REFCNT,
     CG_SUBEND,
     CG_USAGE,
+    DESC_ACCESSED,
+    E_DESC,
+    EN_BACKING,
+    EN_MEMCG,
+    EN_OFF,
+    EN_REFCOUNT,
     EN_VA_HEAD,
     EN_VA_TAIL,
     EN_VAOFF,
     ENOMEM,
     NCGF,
     NENF,
+    NRF,
     NS,
     NVAF,
     P_NEXT,
     P_PREV,
     PAGE,
+    R_C,
+    R_ES,
+    R_GS,
+    R_NP,
+    R_PAGES,
     S_ERR,
     S_NR_LRU,
     VA_BITS,
     VA_NEXT,
     VA_USED,
+    pack,
 )
+from epcsim.kernel import Host, drive, ioctl
 from epcsim.kernel import encl as kencl
 from epcsim.kernel import epc_cgroup as kcg
 from epcsim.kernel import misc as kmisc
+from epcsim.kernel import reclaim as kreclaim
 from epcsim.kernel.constants import SGX_VA_SLOT_COUNT
 from epcsim.kernel.lru import EpcList
 
@@ -254,3 +272,161 @@ def test_should_reclaim_matches_the_reference(tree, usage, lru_nr) -> None:  # n
         want = kcg.sgx_cgroup_should_reclaim(host, sgx_cgs[i])
         assert bool(ccg.sgx_cgroup_should_reclaim(S, CG, i)) == want, i
         assert bool(ccg.sgx_cgroup_lru_empty(S, CG, i)) == kcg.sgx_cgroup_lru_empty(host, cgs[i]), i
+
+
+# --- the cursor step: sgx_cgroup_next_get -----------------------------------------------
+
+
+@SETTINGS
+@given(
+    trees(),
+    st.lists(st.integers(0, 5), min_size=6, max_size=6),
+    st.lists(st.integers(0, 5), max_size=60),
+)
+def test_next_get_matches_the_reference(tree, cursors, roots) -> None:  # noqa: ANN001
+    """sgx_cgroup_next_get() against the reference (the v17 preorder walk of
+    sgx_cgroup_next_desc_pre()) on every cgroup online (the twin's assumption): random
+    starting cursors in each subtree, then steps from random roots; the cgroup returned,
+    every cursor and every css reference count must agree after each step."""
+    parents, maxes = tree
+    cgs, CG = _build(parents, maxes)
+    n = len(cgs)
+    sgx = [kcg.SgxCgroup(i, cg, None) for i, cg in enumerate(cgs)]  # type: ignore[arg-type]
+    for s in sgx:
+        s.cg.priv = s
+    for i, s in enumerate(sgx):  # a cursor anywhere in subtree(i)
+        lo, hi = int(CG[CG_PREPOS, i]), int(CG[CG_SUBEND, i])
+        p = lo + cursors[i] % (hi - lo)
+        CG[CG_CURSOR, i] = p
+        s.next_cg = sgx[int(CG[CG_PRE, p])]
+    for pick in roots:
+        root = pick % n
+        want = kcg.sgx_cgroup_next_get(None, sgx[root])  # type: ignore[arg-type]
+        got = ccg.sgx_cgroup_next_get(CG, root)
+        assert got == want.id
+        assert [int(CG[CG_PRE, CG[CG_CURSOR, i]]) for i in range(n)] == [s.next_cg.id for s in sgx]
+        assert CG[CG_REFCNT, :n].tolist() == [cg.refcnt for cg in cgs]
+
+
+# --- the age test: sgx_reclaimer_age ------------------------------------------------------
+
+
+@st.composite
+def lru_batches(draw):  # noqa: ANN001, ANN201
+    """Enclaves of tasks in two memcgs under one misc cgroup, pages EADDed in
+    interleaved runs (so the LRU mixes enclaves), each page's accessed bit and each
+    enclave's mapping (live mm or none)."""
+    nencl = draw(st.integers(1, 3))
+    memcg = [draw(st.integers(0, 1)) for _ in range(nencl)]
+    adds = draw(st.lists(st.tuples(st.integers(0, nencl - 1), st.integers(1, 6)), max_size=8))
+    npages = sum(k for _, k in adds)
+    accessed = draw(st.lists(st.booleans(), min_size=npages, max_size=npages))
+    live = [draw(st.booleans()) for _ in range(nencl)]
+    return memcg, adds, accessed, live
+
+
+def _age_host(memcg, adds, accessed, live):  # noqa: ANN001, ANN202
+    """The reference Host: /a (misc) with /a/x and /a/y (memory only), one task and
+    enclave per entry of *memcg*, the pages of *adds*; returns (host, /a, enclaves)."""
+    h = Host("16MiB")
+    h.fs.write("/cgroup.subtree_control", "+misc +memory")
+    h.fs.mkdir("/a")
+    h.fs.write("/a/cgroup.subtree_control", "+memory")
+    h.fs.mkdir("/a/x")
+    h.fs.mkdir("/a/y")
+    es = []
+    for m in memcg:
+        t = h.spawn(("/a/x", "/a/y")[m])
+        e = ioctl.sgx_open(h, t)
+        drive(ioctl.ioc_enclave_create(h, t, e, 1 << 20))
+        es.append((t, e, [0]))
+    for k, n in adds:
+        t, e, nxt = es[k]
+        drive(ioctl.ioc_enclave_add_pages(h, t, e, nxt[0] * PAGE, n * PAGE))
+        nxt[0] += n
+    encls = [e for _, e, _ in es]
+    a = h.sgx_cgroup_of("/a")
+    for page, acc in zip(a.lru.to_list(), accessed, strict=True):
+        e = encls[h.epc.owner_encl[page]]
+        if acc:
+            e.desc[h.epc.owner_idx[page]] |= DESC_ACCESSED
+    for e, lv in zip(encls, live, strict=True):
+        if not lv:  # no live mm (only the age test reads it here)
+            e.nr_live_mms = 0
+    return h, a, encls
+
+
+@SETTINGS
+@given(lru_batches())
+def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
+    """sgx_reclaimer_age() against phase 2 of the reference's sgx_reclaim_pages()
+    (_sgx_reclaim_age_and_back(), charge mm None: ksgxd and the workers) on a batch the
+    reference isolated (phase 1, _sgx_reclaim_isolate()), the compiled function called
+    alone on tables packed from that Host by the compiled engine's own declaration
+    (layout.pack), no memory.max (the twin's assumption): the pages kept (in order),
+    the LRU (links, head, tail, counts), descriptor flags, backing memcgs, enclave
+    references, backing bytes and memcg charges must agree."""
+    h, a, encls = _age_host(*batch)
+    chunk = kreclaim._sgx_reclaim_isolate(h, a)
+    # the compiled tables, packed from the Host after phase 1
+    S = np.zeros(NS, np.int64)
+    pack("S", S, h)
+    CG = np.zeros((NCGF, max(len(h.sgx_cgroups), len(h.memcgs))), np.int64)
+    for s in h.sgx_cgroups:
+        if s is not None:
+            pack("CG", CG[:, s.id], s)
+    EN = np.zeros((NENF, len(encls)), np.int64)
+    off = np.cumsum([0] + [e.npages for e in encls]).tolist()
+    for e in encls:
+        pack("EN", EN[:, e.id], e)
+        EN[EN_MEMCG, e.id] = kencl.sgx_encl_backing_memcg(h, e, None).id
+        EN[EN_OFF, e.id] = off[e.id]
+    E32 = np.concatenate([e.i32 for e in encls])
+    E8 = np.concatenate([e.u8 for e in encls], axis=1)
+    EMEM = np.concatenate([e.memcg for e in encls])
+    P32, P8, PCG = h.epc.i32.copy(), h.epc.u8.copy(), h.epc.cg.copy()
+    VA = np.full((1, NVAF), -1, np.int64)
+    HB = np.zeros(E32.shape[0] // 64 + 2, np.int64)
+    R = np.zeros((NRF, 1), np.int64)
+    R[R_C, 0], R[R_NP, 0] = a.id, len(chunk)
+    for k, page in enumerate(chunk):
+        e, idx = int(h.epc.owner_encl[page]), int(h.epc.owner_idx[page])
+        R[R_PAGES + k, 0], R[R_ES + k, 0], R[R_GS + k, 0] = page, e, off[e] + idx
+    backing0 = [(e.backing_bytes, e.owner.backing_bytes) for e in encls]
+    usage0 = [m.usage for m in h.memcgs]
+
+    want = kreclaim._sgx_reclaim_age_and_back(h, a, chunk, None)
+    got = creclaim.sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, 0)
+
+    assert got == len(want) == R[R_NP, 0]
+    assert R[R_PAGES : R_PAGES + got, 0].tolist() == want
+    assert R[R_ES : R_ES + got, 0].tolist() == [h.epc.owner_encl[p] for p in want]
+    assert (CG[CG_LRU_HEAD, a.id], CG[CG_LRU_TAIL, a.id], CG[CG_LRU_NR, a.id]) == (
+        a.lru.head,
+        a.lru.tail,
+        a.lru.nr,
+    )
+    assert P32[:, P_PREV].tolist() == h.epc.prev.tolist()
+    assert P32[:, P_NEXT].tolist() == h.epc.next.tolist()
+    assert S[S_NR_LRU] == h.nr_lru_pages
+    for e in encls:
+        rows = slice(off[e.id], off[e.id + 1])
+        assert E8[E_DESC, rows].tolist() == e.desc.tolist(), e.id
+        assert EMEM[rows].tolist() == e.memcg.tolist(), e.id
+        assert EN[EN_REFCOUNT, e.id] == e.refcount, e.id
+        d = int(EN[EN_BACKING, e.id])
+        assert (backing0[e.id][0] + d, backing0[e.id][1] + d) == (
+            e.backing_bytes,
+            e.owner.backing_bytes,
+        )
+    for m, u0 in zip(h.memcgs, usage0, strict=True):  # CG_MEMD: own charges, hierarchical
+        below = [c for c in h.memcgs if _is_under(c, m)]
+        assert u0 + sum(int(CG[CG_MEMD, c.id]) for c in below) == m.usage, m.id
+
+
+def _is_under(c, m) -> bool:  # noqa: ANN001
+    while c is not None:
+        if c is m:
+            return True
+        c = c.parent
+    return False
