@@ -55,7 +55,7 @@ def perturb_compiled(monkeypatch: pytest.MonkeyPatch, change: Callable[[Result],
 
     def simulate(sc, *, seed, progress, engine):  # noqa: ANN001, ANN202
         result = real(sc, seed=seed, progress=progress, engine=engine)
-        if engine == "batched":
+        if engine == "compiled":
             change(result)
         return result
 

@@ -32,8 +32,6 @@ __all__ = ["ENGINE_ALIASES", "ENGINES", "run", "run_facts"]
 ENGINES = ("auto", "compiled", "reference", "check", "batched")
 #: accepted alias -> name
 ENGINE_ALIASES = {"batched": "compiled"}
-#: the simulator's internal engine names (epcsim.compiled.engine.ENGINES)
-_INTERNAL = {"auto": "auto", "compiled": "batched", "reference": "reference"}
 
 
 def _check_seed(seed: object) -> int | None:
@@ -112,7 +110,7 @@ def run_facts(
     """The content of ``run.json`` (docs/OUTPUTS.md): what is about the run rather than
     the model.  Not deterministic (wall time, date, versions).  *check* is the verdict
     of ``engine="check"`` (recorded as ``check``)."""
-    engine = "compiled" if result.engine == "batched" else "reference"
+    engine = result.engine
     if requested == "check":
         reason = "requested check: the reference engine gave identical results"
     elif requested == "auto":
@@ -282,7 +280,7 @@ def _simulate(
         result = simulate(sc, seed=seed, progress=progress, engine="reference")
         result.engine_note = option_why
         return result
-    return simulate(sc, seed=seed, progress=progress, engine=_INTERNAL[requested])
+    return simulate(sc, seed=seed, progress=progress, engine=requested)
 
 
 #: the simulator's refusal at run time: "engine compiled: WHY; use engine reference or auto"
@@ -324,7 +322,7 @@ def _check(
     :class:`EngineMismatchError` for the first difference.
     """
     try:
-        compiled = simulate(sc, seed=seed, progress=_leg(progress, 0), engine="batched")
+        compiled = simulate(sc, seed=seed, progress=_leg(progress, 0), engine="compiled")
     except EpcsimError as e:
         refused = _REFUSED.fullmatch(str(e))
         if refused is None:

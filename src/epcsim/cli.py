@@ -333,7 +333,7 @@ class LazyProgress:
 
 
 def _will_compile(sc: Any, engine: str) -> bool:
-    """Whether this run will compile the batched engine's core first (eligible, and
+    """Whether this run will compile the compiled engine's core first (eligible, and
     numba's cache does not hold it yet)."""
     from .compiled.eligibility import static_ineligibility
     from .sim.progress import compiled_core_cached

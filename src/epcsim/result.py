@@ -52,9 +52,8 @@ class Result:
     summary: dict
     timeseries: pa.Table
     fault_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    #: the engine that ran the steady state: "batched" or "reference" from
-    #: :func:`~epcsim.sim.simulate`; :func:`epcsim.run` names them "compiled" or
-    #: "reference".  Not part of summary.json and the data files, which are the same
+    #: the engine that ran the steady state: "compiled" or "reference".  Not part of
+    #: summary.json and the data files, which are the same
     #: with either engine; recorded in ``run.json``.
     engine: str = "reference"
     #: why the compiled engine did not run (empty if it did or was not asked)

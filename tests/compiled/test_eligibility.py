@@ -211,7 +211,7 @@ def test_no_age_declared_supported_would_run_compiled_and_be_ignored(monkeypatch
     monkeypatch.setitem(RULES, "host.experiments.no_age", ALWAYS)
     ref = simulate(_no_age(True), engine="reference")
     auto = simulate(_no_age(True), engine="auto")
-    assert auto.engine == "batched"
+    assert auto.engine == "compiled"
     assert auto.summary["enclaves"]["e"]["faults"] != ref.summary["enclaves"]["e"]["faults"]
     plain = simulate(_no_age(False), engine="reference").summary
     assert auto.summary["enclaves"]["e"]["faults"] == plain["enclaves"]["e"]["faults"]
@@ -240,7 +240,7 @@ def _module(path: Path, name: str) -> types.ModuleType:
 
 def _cases(tmp: Path) -> dict[str, Any]:
     """Every built-in, benchmark and exactness scenario, by a name for the table."""
-    exact = _module(ROOT / "tests/sim/test_batched_exact.py", "test_batched_exact")
+    exact = _module(ROOT / "tests/sim/test_engines_exact.py", "test_engines_exact")
     peer = _module(ROOT / "benchmarks/peer.py", "_bench_peer")
     tenants = _module(ROOT / "benchmarks/tenants.py", "_bench_tenants")
     out: dict[str, Any] = {f"builtin:{n}": f"builtin:{n}" for n, _ in list_builtins()}

@@ -14,10 +14,10 @@ from epcsim.compiled.twins import COMPILED_MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the exactness tests run in plain Python: the fixed scenarios (one enclave and several)
-#: of tests/sim/test_batched_exact.py, its hand-offs (an EADD build, a busy reclaimer, a
+#: of tests/sim/test_engines_exact.py, its hand-offs (an EADD build, a busy reclaimer, a
 #: released enclave, a changed backing memcg), and the random draws of it and of
 #: tests/sim/test_counts.py capped to one example each
-TESTS = ("tests/sim/test_batched_exact.py", "tests/sim/test_counts.py")
+TESTS = ("tests/sim/test_engines_exact.py", "tests/sim/test_counts.py")
 SELECT = (
     "fixed_scenarios_match or fixed_multi or eadd_build or busy_reclaimer"
     " or release_enclaves or backing_memcg or random"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_batched_exact import _assert_same, multi_scenarios, scenarios
+from test_engines_exact import _assert_same, multi_scenarios, scenarios
 from typer.testing import CliRunner
 
 from epcsim.cli import app
@@ -217,7 +217,7 @@ def test_the_retry_limit_is_one_parameter_of_both_engines(monkeypatch) -> None:
     src = "builtin:nested-fairness"
     ref = simulate(src, overrides=LIVELOCK, engine="reference")
     bat = simulate(src, overrides=LIVELOCK)
-    assert bat.engine == "batched"
+    assert bat.engine == "compiled"
     _assert_same(ref, bat)
     for e in ref.summary["enclaves"].values():
         assert (e["outcome"], e["fault_retries"]) == ("stuck", 50)

@@ -62,7 +62,7 @@ workload = { pattern = "uniform", duration = "2ms" }
 )
 
 
-#: one enclave, 2 threads, 300,000 accesses over its limit: the batched engine runs it
+#: one enclave, 2 threads, 300,000 accesses over its limit: the compiled engine runs it
 #: and reports between its chunks of 65,536 accesses
 BATCHED = (
     HOST.format(epc="4MiB", duration="100s")

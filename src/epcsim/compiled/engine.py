@@ -1,4 +1,4 @@
-"""The batched engine: the same simulation as :mod:`epcsim.sim.engine`, with the steady
+"""The compiled engine: the same simulation as :mod:`epcsim.sim.engine`, with the steady
 state of an enclave thread run by a compiled event loop (:mod:`epcsim.compiled.loop`).
 
 The step-by-step engine runs every actor as a Python generator over the kernel model
@@ -15,7 +15,7 @@ runs out), the core hands the run back: every scalar is written back to the kern
 objects and each actor is put back on the heap as a Python generator resuming exactly
 where the core stopped (the kernel functions take an engine-only ``resume=`` state,
 :mod:`epcsim.kernel.resume`), so the run ends step by step as it would have.  Same
-scenario and seed, byte-identical result; ``tests/sim/test_batched_exact.py`` compares both engines.
+scenario and seed, byte-identical result; ``tests/sim/test_engines_exact.py`` compares both engines.
 
 Eligible: exactly one enclave instance with one thread running a pattern or trace
 workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
@@ -57,9 +57,11 @@ if TYPE_CHECKING:
     from ..kernel.encl import Encl
     from ..sim.engine import Instance, Simulation, ThreadStats
 
-__all__ = ["ENGINES", "MAX_THREADS", "static_ineligibility", "take_over"]
+__all__ = ["ENGINE_ALIASES", "ENGINES", "MAX_THREADS", "static_ineligibility", "take_over"]
 
-ENGINES = ("auto", "batched", "reference")
+#: the simulator's engine names; ``batched`` is the old name of ``compiled``
+ENGINES = ("auto", "compiled", "reference")
+ENGINE_ALIASES = {"batched": "compiled"}
 
 _I64_CAP = 1 << 62
 _MASK64 = (1 << 64) - 1
@@ -437,7 +439,7 @@ def take_over(
         elif rc == C.RC_FLUSH:
             p.flush()
         elif rc == C.RC_ERROR:
-            raise AssertionError(f"batched engine: model invariant broken (code {S[C.S_ERR]})")
+            raise AssertionError(f"compiled engine: model invariant broken (code {S[C.S_ERR]})")
         elif rc == C.RC_THREAD_DONE and (TH[C.TH_LIVE] == 1).any():
             # a thread ends (its task may exit): step by step, then the core goes on
             j = int(S[C.S_WHO])
@@ -518,23 +520,23 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     entries.append((int(S[C.S_SM_T]), 2, int(S[C.S_SM_SEQ]), sim.metrics.sampler(), -1))
     for e in entries:
         heapq.heappush(sim.core.heap, e)
-    sim.engine_used = "batched"
+    sim.engine_used = "compiled"
 
 
 def _never(name: str):
     """The thread's heap entry when the core stopped at the time limit: the run loop
     stops before it, so it never runs."""
-    raise AssertionError(f"batched engine: thread of {name} resumed past the time limit")
+    raise AssertionError(f"compiled engine: thread of {name} resumed past the time limit")
     yield  # pragma: no cover
 
 
 def check_engine(engine: str, sc: Scenario, options: dict[str, Any] | None = None) -> str | None:
-    """Validate *engine*; for ``"batched"`` the scenario (and the run's *options*) must
-    be eligible (:mod:`epcsim.compiled.eligibility`).  Returns the static reason the
-    batched engine cannot run (None if it may)."""
+    """Validate *engine* (an alias already resolved); for ``"compiled"`` the scenario
+    (and the run's *options*) must be eligible (:mod:`epcsim.compiled.eligibility`).
+    Returns the static reason the compiled engine cannot run (None if it may)."""
     if engine not in ENGINES:
         raise EpcsimError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     why = option_ineligibility(options or {}) or static_ineligibility(sc)
-    if engine == "batched" and why is not None:
+    if engine == "compiled" and why is not None:
         raise EpcsimError(f"engine compiled: {why}; use --engine reference or auto")
     return why

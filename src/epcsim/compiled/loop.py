@@ -6,7 +6,7 @@ by file: each function there is named after the kernel function it specialises o
 flat arrays (:mod:`epcsim.compiled.twins` lists them with their reference twins), so
 that a run gives exactly what the reference engine (:mod:`epcsim.sim.engine` driving
 :mod:`epcsim.kernel`) gives: the same state, the same counters, the same virtual times.
-``tests/sim/test_batched_exact.py`` checks that on random scenarios.
+``tests/sim/test_engines_exact.py`` checks that on random scenarios.
 :mod:`epcsim.compiled.engine` decides when the core may run, packs the state in and out,
 runs the end of each thread (task exit) step by step, and hands the run back to the
 reference engine when the last thread ends.

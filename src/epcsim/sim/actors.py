@@ -135,7 +135,7 @@ class Actors:
             ``(inst, pages, index, op, delay)``.
     """
 
-    def __init__(self, sim: Simulation, *, batched: bool, batched_required: bool) -> None:
+    def __init__(self, sim: Simulation, *, compiled: bool, compiled_required: bool) -> None:
         self.sim = sim
         self.core = sim.core
         self.metrics = sim.metrics
@@ -149,9 +149,9 @@ class Actors:
         self.groups = sim.groups
         self.ops = sim.ops
         #: the compiled engine may take the enclave threads over at the first one's step
-        self._batched = batched
-        #: "batched" was asked for: refuse (EpcsimError) rather than fall back
-        self._batched_required = batched_required
+        self._compiled = compiled
+        #: "compiled" was asked for: refuse (EpcsimError) rather than fall back
+        self._compiled_required = compiled_required
         self.ksgxd_running = False
         self._group_waiters: dict[str, list[Callable[[], None]]] = {}
         self.watchers: list[tuple[Instance, int, int, Any, int]] = []
@@ -434,7 +434,7 @@ class Actors:
                 patterns[k % len(patterns)] if patterns is not None else make_pattern(wl, npages)
             )
             gen = self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0)
-            if self._batched:
+            if self._compiled:
                 self.fresh[gen] = (inst, encl, pattern, rngs[k], share, until, st)
             self.core.start(gen, cpu=self.core.next_cpu())
 
@@ -453,7 +453,7 @@ class Actors:
         pos = 0
         remaining = count if count is not None else 1 << 62
         fault_start = -1
-        if self._batched:
+        if self._compiled:
             from ..compiled.engine import take_over
 
             why = take_over(
@@ -461,10 +461,10 @@ class Actors:
             )
             if why is None:
                 return  # the continuation replaced this generator on the heap
-            if self._batched_required:
+            if self._compiled_required:
                 raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
             self.sim.engine_note = why
-            self._batched = False
+            self._compiled = False
             self.fresh.clear()
         try:
             while remaining > 0 and not task.exited:

@@ -66,8 +66,14 @@ class Simulation:
     ) -> None:
         sc = scenario
         self.sc = sc
-        #: engine "auto" / "batched" / "reference" (epcsim.compiled.engine): which one ran, why
-        from ..compiled.engine import check_engine  # the compiled engine sits above sim
+        #: engine "auto" / "compiled" / "reference" (epcsim.compiled.engine; "batched" is
+        #: the old name of "compiled"): which one ran, why
+        from ..compiled.engine import (  # the compiled engine sits above sim
+            ENGINE_ALIASES,
+            check_engine,
+        )
+
+        engine = ENGINE_ALIASES.get(engine, engine) if isinstance(engine, str) else engine
 
         why = check_engine(engine, sc, {"seed": seed, "progress": progress, "engine": engine})
         self.engine_note = (why or "") if engine != "reference" else ""
@@ -93,8 +99,8 @@ class Simulation:
         self.actors = Actors(
             self,
             # the compiled engine may take the enclave threads over at the first one's step
-            batched=engine != "reference" and why is None,
-            batched_required=engine == "batched",
+            compiled=engine != "reference" and why is None,
+            compiled_required=engine == "compiled",
         )
 
     @property
@@ -167,7 +173,7 @@ def simulate(
 ) -> Result:
     """Run *scenario* (a :class:`Scenario`, a path, ``builtin:NAME``, a TOML string or a
     dict) and return its :class:`Result`.  Same scenario and seed, same result, with
-    either engine (*engine*: "auto" = batched where eligible, "batched", "reference";
+    either engine (*engine*: "auto" = compiled where eligible, "compiled", "reference";
     see :mod:`epcsim.compiled.engine`)."""
     if not isinstance(scenario, Scenario) or overrides:
         src = scenario.model_dump(mode="json") if isinstance(scenario, Scenario) else scenario

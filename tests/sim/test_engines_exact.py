@@ -1,7 +1,7 @@
 """The batched engine gives exactly what the step-by-step engine gives (issue 4).
 
 Every comparison runs one scenario with ``engine="reference"`` (the kernel model driven
-step by step) and ``engine="batched"`` and compares the whole summary (every counter:
+step by step) and ``engine="compiled"`` and compares the whole summary (every counter:
 cgroups, enclaves, ENCLS leaves, times, latency percentiles), the time series and every
 fault latency.  The hypothesis test draws small random scenarios across the eligible
 space: EPC sizes and sections, cgroup trees with limits, EADD/EAUG builds, patterns,
@@ -137,25 +137,25 @@ FIXED = {
 @pytest.mark.parametrize("name", sorted(FIXED))
 def test_fixed_scenarios_match(name: str) -> None:
     ref, bat = _both(_toml(**FIXED[name]))
-    assert bat.engine == "batched", bat.engine_note
+    assert bat.engine == "compiled", bat.engine_note
     _assert_same(ref, bat)
 
 
 def test_fixed_scenarios_exercise_reclaim() -> None:
     """The fixed set is not vacuous: evictions, worker reclaim, SECS eviction happen."""
-    ref = simulate(_toml(**FIXED["limit"]), engine="batched")
+    ref = simulate(_toml(**FIXED["limit"]), engine="compiled")
     cg = ref.summary["cgroups"]["/t"]
     assert cg["evictions"] > 1000 and cg["max_events"] > 0
-    secs = simulate(_toml(**FIXED["secs"]), engine="batched")
+    secs = simulate(_toml(**FIXED["secs"]), engine="compiled")
     assert secs.summary["encls"]["EREMOVE"] > 0  # the SECS was evicted (EWB + EREMOVE)
-    lim = simulate(_toml(**FIXED["limit_time"]), engine="batched")
+    lim = simulate(_toml(**FIXED["limit_time"]), engine="compiled")
     assert lim.summary["truncated"] is True
 
 
 def test_eadd_build_then_batched_steady_state() -> None:
     """An EADD build that fits leaves ksgxd idle: the thread runs batched."""
     ref, bat = _both(_toml(build="eadd", size_pages=128, epc_pages=256))
-    assert bat.engine == "batched"
+    assert bat.engine == "compiled"
     _assert_same(ref, bat)
 
 
@@ -261,7 +261,7 @@ def _engines_agree(name: str, strategy, examples: int, *, slow: bool = False, th
     def test(toml: str) -> None:
         ref, bat = _both(toml)
         if thrash:
-            assert bat.engine == "batched" or "busy" in bat.engine_note
+            assert bat.engine == "compiled" or "busy" in bat.engine_note
         _assert_same(ref, bat)
 
     test.__name__ = test.__qualname__ = name
@@ -390,7 +390,7 @@ FIXED_MULTI = {
 @pytest.mark.parametrize("name", sorted(FIXED_MULTI))
 def test_fixed_multi_scenarios_match(name: str) -> None:
     ref, bat = _both(_toml_multi(**FIXED_MULTI[name]))
-    assert bat.engine == "batched", bat.engine_note
+    assert bat.engine == "compiled", bat.engine_note
     _assert_same(ref, bat)
 
 
@@ -413,7 +413,7 @@ def test_multi_scenarios_release_enclaves_in_the_core(monkeypatch) -> None:
     for seed in range(1, 40):
         where.clear()
         toml = _toml_multi(**kw, seed=seed, costs={"ewb": 20000, "kernel_step": 5000})
-        bat = simulate(toml, engine="batched")
+        bat = simulate(toml, engine="compiled")
         if "write_back" in where:
             found = True
             ref = simulate(toml, engine="reference")
@@ -441,7 +441,7 @@ def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeyp
     monkeypatch.setattr(batched._Packed, "load", forced)
     for toml in (_toml(**FIXED["limit"]), _toml_multi(**FIXED_MULTI["tenants"])):
         ref, bat = _both(toml)
-        assert bat.engine == "batched", bat.engine_note
+        assert bat.engine == "compiled", bat.engine_note
         _assert_same(ref, bat)
     assert 1 in flags and 0 in flags
 
@@ -459,7 +459,7 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
     monkeypatch.setattr(batched, "LAT_MAX", top)
     for toml in (_toml(**FIXED["ksgxd"]), _toml_multi(**FIXED_MULTI["tenants"])):
         ref, bat = _both(toml)
-        assert bat.engine == "batched", bat.engine_note
+        assert bat.engine == "compiled", bat.engine_note
         assert len(bat.fault_latency_ns) > 4 * top or top > 8
         _assert_same(ref, bat)
 
@@ -512,7 +512,7 @@ test_random_multi_scenarios_match_long = _engines_agree(
 def test_batched_refuses_ineligible_scenario_with_reason() -> None:
     sc = _toml().replace('name = "e"', 'name = "e"\nthreads = 300')
     with pytest.raises(EpcsimError, match="at most 256 enclave threads"):
-        simulate(sc, engine="batched")
+        simulate(sc, engine="compiled")
     res = simulate(sc.replace("accesses = 5000", "accesses = 600"), engine="auto")
     assert res.engine == "reference"
     assert res.engine_note == "the compiled engine runs at most 256 enclave threads"
@@ -542,7 +542,7 @@ def test_builtins_eligibility() -> None:
 )
 def test_builtins_match(builtin: str, note: str) -> None:
     ref, bat = _both(f"builtin:{builtin}")
-    assert bat.engine == ("batched" if not note else "reference")
+    assert bat.engine == ("compiled" if not note else "reference")
     assert bat.engine_note == note
     _assert_same(ref, bat)
 
@@ -611,7 +611,7 @@ def test_truncated_runs_leave_identical_kernel_state(name: str, stop: str) -> No
     kw.update(duration=stop, accesses=200000)
     sc = load_scenario(_toml(**kw))
     states = []
-    for engine in ("reference", "batched"):
+    for engine in ("reference", "compiled"):
         sim = Simulation(sc, engine=engine)
         res = sim.run()
         assert res.summary["truncated"]
@@ -636,7 +636,7 @@ def test_truncated_multi_runs_leave_identical_kernel_state(name: str, stop: str)
         kw["enclaves"] = [dict(kw["enclaves"][0], accesses=100000)]
     sc = load_scenario(_toml_multi(**kw))
     states = []
-    for engine in ("reference", "batched"):
+    for engine in ("reference", "compiled"):
         sim = Simulation(sc, engine=engine)
         res = sim.run()
         assert res.summary["truncated"]
@@ -660,7 +660,7 @@ def test_cli_engine_batched_on_ineligible_scenario_exits_2(tmp_path) -> None:
     from epcsim.cli import app
 
     r = CliRunner().invoke(
-        app, ["run", "builtin:kselftest", "--engine", "batched", "-q", "-o", str(tmp_path)]
+        app, ["run", "builtin:kselftest", "--engine", "compiled", "-q", "-o", str(tmp_path)]
     )
     assert r.exit_code == 2
     assert "engine compiled: the compiled engine does not run the kselftest program" in r.output
@@ -676,12 +676,12 @@ def test_cli_engines_write_identical_run_directories(tmp_path) -> None:
 
     sc = tmp_path / "sc.toml"
     sc.write_text(_toml(**FIXED["limit"]))
-    for engine in ("reference", "batched"):
+    for engine in ("reference", "compiled"):
         r = CliRunner().invoke(
             app, ["run", str(sc), "--engine", engine, "-q", "-o", str(tmp_path / engine)]
         )
         assert r.exit_code == 0, r.output
     for f in ("summary.json", "timeseries.parquet", "fault_latency.npy"):
         a = (tmp_path / "reference" / f).read_bytes()
-        b = (tmp_path / "batched" / f).read_bytes()
+        b = (tmp_path / "compiled" / f).read_bytes()
         assert a == b, f
