@@ -702,6 +702,7 @@ SET_KEYS = [
     "host.costs.access",
     "host.costs.bogus",
     "host.experiments.fault_unreferenced",
+    "host.experiments.no_age",
     "host",
     "name",
     "cgroup.0.max",
