@@ -519,7 +519,7 @@ def test_batched_refuses_ineligible_scenario_with_reason() -> None:
 
 
 def test_unknown_engine_is_an_error() -> None:
-    with pytest.raises(EpcsimError, match="engine: expected one of auto, batched, reference"):
+    with pytest.raises(EpcsimError, match="engine: expected one of auto, compiled, reference"):
         simulate(_toml(), engine="fast")
 
 
