@@ -29,7 +29,6 @@ ENGINE_SIDE = {
     "epcsim.compiled.engine",
     "epcsim.compiled.eligibility",
     "epcsim.compiled.twins",
-    "epcsim.compiled.core",  # the namespace the engine reads the core through
     "epcsim.sim.engine",
     "epcsim.sim.progress",
     "epcsim.api",
@@ -59,11 +58,9 @@ def _module_path(root: Path, name: str) -> Path:
 
 
 def _core_modules() -> set[str]:
-    """The compiled core's modules in either layout: ``sim/_core.py`` (one module), or
-    the ``compiled`` package minus its engine-side Python."""
+    """The compiled core's modules: the ``compiled`` package minus its engine-side
+    Python."""
     names = set()
-    if (PACKAGE / "sim" / "_core.py").is_file():
-        names.add("epcsim.sim._core")
     for path in (PACKAGE / "compiled").glob("*.py"):
         name = f"epcsim.compiled.{path.stem}"
         if path.stem != "__init__" and name not in ENGINE_SIDE:
@@ -82,10 +79,7 @@ def test_baked_modules_cover_the_core_and_what_it_takes_values_from(jit: ModuleT
     assert not set(baked) & ENGINE_SIDE
     # only the kernel model and the compiled code: the scenario, report and simulator
     # layers are Python the compiled code never reads
-    assert all(
-        n.startswith(("epcsim.kernel.", "epcsim.compiled.")) or n == "epcsim.sim._core"
-        for n in baked
-    ), baked
+    assert all(n.startswith(("epcsim.kernel.", "epcsim.compiled.")) for n in baked), baked
 
 
 def test_baked_modules_follow_a_new_import(jit: ModuleType, tmp_path: Path) -> None:
@@ -288,15 +282,10 @@ def test_only_entry_points_are_cached(jit: ModuleType) -> None:
 
 
 def _core_entry_module() -> ModuleType:
-    """The module that defines ``run_core`` in either layout."""
+    """The module that defines ``run_core``."""
     import importlib
 
-    for name in ("epcsim.compiled.loop", "epcsim.sim._core"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise AssertionError("no compiled core")  # pragma: no cover
+    return importlib.import_module("epcsim.compiled.loop")
 
 
 # --- the issue's end-to-end test ---------------------------------------------------------

@@ -58,7 +58,7 @@ def test_compiled_modules_are_every_core_module_of_the_package() -> None:
     """Every module of epcsim.compiled is in COMPILED_MODULES but the engine side."""
     import epcsim.compiled as pkg
 
-    engine_side = {"__init__", "_jit", "core", "eligibility", "engine", "layout", "twins"}
+    engine_side = {"__init__", "_jit", "eligibility", "engine", "layout", "twins"}
     found = {
         f"epcsim.compiled.{p.stem}"
         for p in Path(pkg.__path__[0]).glob("*.py")

@@ -428,6 +428,7 @@ def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeyp
     out (EN_EMIX); forcing that path everywhere gives the same results, and an exited
     task's enclave (its backing now goes to the root memcg) is flagged."""
     from epcsim.compiled import engine as batched
+    from epcsim.compiled.layout import EN_EMIX
 
     flags: list[int] = []
     load = batched._Packed.load
@@ -435,8 +436,8 @@ def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeyp
     def forced(self) -> None:
         load(self)
         for encl in self.encls:
-            flags.append(int(self.EN[self.C.EN_EMIX, encl.id]))
-            self.EN[self.C.EN_EMIX, encl.id] = 1
+            flags.append(int(self.EN[EN_EMIX, encl.id]))
+            self.EN[EN_EMIX, encl.id] = 1
 
     monkeypatch.setattr(batched._Packed, "load", forced)
     for toml in (_toml(**FIXED["limit"]), _toml_multi(**FIXED_MULTI["tenants"])):

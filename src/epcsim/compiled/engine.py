@@ -44,6 +44,7 @@ from ..scenario.schema import Scenario
 from ..sim.metrics import cg_path
 from ..sim.progress import sim_progress
 from ..sim.stuck import STUCK_RETRIES
+from . import layout as C
 from .eligibility import (
     MAX_THREADS,
     dynamic_ineligibility,
@@ -98,9 +99,6 @@ class _Packed:
         seqs: list[tuple[int, int]],
         sampler: tuple[int, int],
     ) -> None:
-        from . import core as C
-
-        self.C = C
         host = sim.host
         self.sim, self.host, self.threads = sim, host, threads
         if len(host.epc.free_lists) > 8:
@@ -199,7 +197,7 @@ class _Packed:
     def load(self) -> None:
         """Kernel objects -> arrays: everything the kernel model may have changed since
         the last write_back() (a thread's end, step by step)."""
-        C, S, CG, EN, VA, host = self.C, self.S, self.CG, self.EN, self.VA, self.host
+        S, CG, EN, VA, host = self.S, self.CG, self.EN, self.VA, self.host
         pool = host.epc
         capacity = host.misc.root.ctrl.capacity
         for s in self.live:
@@ -277,7 +275,9 @@ class _Packed:
         self.CPUF[:] = self.sim.core.cpu_free
 
     def run(self) -> int:
-        return self.C.run_core(
+        from .loop import run_core  # numba: imported when the compiled engine runs
+
+        return run_core(
             self.S, self.CG, self.EN, self.TH, self.CPUF, self.R, self.VA, self.host.epc.i32,
             self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.HB, self.BUF,
             self.LAT, self.SAMP, self.SAMPT,
@@ -285,7 +285,7 @@ class _Packed:
 
     def flush(self) -> None:
         """Move recorded samples and fault latencies to the simulation."""
-        C, S, sim = self.C, self.S, self.sim
+        S, sim = self.S, self.sim
         n = int(S[C.S_NLAT])
         if n:
             a = self.lat_used
@@ -318,7 +318,7 @@ class _Packed:
     def write_back(self) -> None:
         """Write every scalar and array the core changed back to the kernel-model
         objects and the simulation (followed by load() if the core goes on)."""
-        C, S, CG, EN, VA, host, sim = self.C, self.S, self.CG, self.EN, self.VA, self.host, self.sim
+        S, CG, EN, VA, host, sim = self.S, self.CG, self.EN, self.VA, self.host, self.sim
         pool = host.epc
         cgs = host.sgx_cgroups
         for s in self.live:
@@ -417,8 +417,6 @@ def take_over(
     why = dynamic_ineligibility(sim, threads)
     if why is not None:
         return why
-    from . import core as C
-
     if chunk > CHUNK_CAP:
         raise AssertionError("chunk larger than the core's buffers")
     p = _Packed(sim, threads, seqs, sampler)
@@ -474,7 +472,7 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     the (time, priority, seq) the core gave them, each as a generator that resumes
     where the core stopped (mid-batch through the kernel functions' ``resume=``
     states of :mod:`epcsim.kernel.resume`)."""
-    C, S, R, TH, host = p.C, p.S, p.R, p.TH, p.host
+    S, R, TH, host = p.S, p.R, p.TH, p.host
     entries = []
     for j, t in enumerate(p.threads):
         if not TH[C.TH_LIVE, j]:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 __all__ = ["COMPILED_MODULES", "TWINS", "Twin", "twin"]
 
-#: the modules compiled by numba (engine-side Python -- engine, core, twins, _jit, the
+#: the modules compiled by numba (engine-side Python -- engine, eligibility, twins, _jit, the
 #: declared layout whose constants the compiled code reads -- is not)
 COMPILED_MODULES = (
     "epcsim.compiled.bits",
