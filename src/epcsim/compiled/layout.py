@@ -1,10 +1,10 @@
 """The compiled engine's tables, declared once.
 
-The compiled event loop (:mod:`epcsim.sim._core`) keeps its state in a few flat NumPy
-arrays ("tables") and addresses them through integer constants (``S_NOW``,
-``CG_NR_EVICTED``, ``R_PAGES``, ...).  Each table is declared here as an ordered list
-of :class:`Field` -- name, width (1, or N for a vector such as the 12 ENCLS leaf
-counts), one line of meaning and, where the field mirrors an attribute of the
+The compiled event loop (:mod:`epcsim.compiled.loop` and the modules it inlines) keeps
+its state in a few flat NumPy arrays ("tables") and addresses them through integer
+constants (``S_NOW``, ``CG_NR_EVICTED``, ``R_PAGES``, ...).  Each table is declared
+here as an ordered list of :class:`Field` -- name, width (1, or N for a vector such as
+the 12 ENCLS leaf counts), one line of meaning and, where the field mirrors an attribute of the
 reference model, how it is packed and written back.  Everything else is generated from
 these declarations at import:
 

@@ -167,7 +167,7 @@ def record_sample(S, CG, SAMP, SAMPT, now):
 def kick_kernel_threads(S, CG, R, now):
     """Models sgx_cg_wq_take_runnable() (specialised from
     epcsim.kernel.epc_cgroup.sgx_cg_wq_take_runnable) within the simulator's
-    Simulation._kick_kernel_threads(): start ksgxd if woken and not running, then a
+    Actors.kick_kernel_threads() (epcsim.sim.actors): start ksgxd if woken and not running, then a
     worker for each runnable sgx_cg_wq item (oldest first; an item whose work function
     still runs stays queued).  Returns False if no worker
     slot was free (cannot happen: one slot per cgroup)."""
@@ -282,8 +282,8 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 S[S_NRH] -= 1
                 heap_pop_root(R, R_HEAP, S[S_NRH])
         else:
-            # an enclave thread (Simulation._thread); its steps follow one another
-            # here as long as no other actor's event comes first
+            # an enclave thread (the thread actor of epcsim.sim.actors); its steps
+            # follow one another here as long as no other actor's event comes first
             e = TH[TH_E, _u(j)]
             # the next event of any other actor: the kernel threads and the other
             # enclave threads (the thread is the heap's root: the next is a child) win
@@ -432,7 +432,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 S[S_NOW] = now
                 S[S_STEPCOST] = 0
             heap_sift_down(TH, TH_HEAP, S[S_NHP], 0)
-        # _kick_kernel_threads()
+        # Actors.kick_kernel_threads()
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
         if kick and not kick_kernel_threads(S, CG, R, now):
             return RC_ERROR
