@@ -494,3 +494,44 @@ def test_nul_in_a_path_is_refused() -> None:
     assert str(e) == (
         "<string>: expect[0].file: a NUL byte is not allowed in paths, got '/misc.current\\x00'"
     )
+
+
+def test_a_trace_run_once_bounds_its_faults_by_its_accesses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trace workload without accesses or duration runs its trace once per thread, so
+    its faults are at most the trace's accesses (counted at validation), not
+    duration / costs.fault: a long safety-cap duration is no reason to refuse it
+    (benchmarks/peer.py's scenarios were refused at 757 GiB)."""
+    import numpy as np
+
+    np.save(tmp_path / "t.npy", np.arange(1000, dtype=np.int64) % 300)
+    np.save(tmp_path / "u.npy", np.arange(70, dtype=np.int64))
+    monkeypatch.setenv(MEMORY_ENV, str(4 * GiB))
+    text = f"""\
+[host]
+epc = "1MiB"
+duration = "100000s"
+sample_interval = "1s"
+
+[[enclave]]
+name = "e"
+threads = 2
+workload = {{ trace = ["{tmp_path / "t.npy"}", "{tmp_path / "u.npy"}"], format = "npy" }}
+
+[[enclave]]
+name = "f"
+workload = {{ trace = "{tmp_path / "t.npy"}", format = "npy", accesses = 5 }}
+
+[[enclave]]
+name = "g"
+workload = {{ trace = "{tmp_path / "u.npy"}", format = "npy", duration = "1ms" }}
+"""
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    est = estimate_memory(load_scenario(f), trace_accesses={0: [1000, 70], 1: [1000], 2: [70]})
+    # e: 1000 + 70 (each thread its trace once); f: accesses = 5; g: 1ms / 3000ns + 1
+    assert est.parts["faults"][3] == f"up to {1000 + 70 + 5 + 334} faults"
+    # without the counts the bound is the duration's: such a run would be refused
+    bound = 2 * (100_000 * 10**9 // 3000 + 1) + 5 + 334
+    assert estimate_memory(load_scenario(f)).parts["faults"][3] == f"up to {bound} faults"

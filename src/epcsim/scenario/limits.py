@@ -153,10 +153,16 @@ def elrange_pages(nbytes: int, program: str | None = None) -> int:
     return size // PAGE_SIZE
 
 
-def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> MemoryEstimate:
+def estimate_memory(
+    sc: Scenario,
+    enclave_bytes: list[int] | None = None,
+    trace_accesses: dict[int, list[int]] | None = None,
+) -> MemoryEstimate:
     """The memory estimate of a validated scenario *sc*.  *enclave_bytes*: each
     ``[[enclave]]``'s data bytes (0 when a trace gives the size), computed from *sc* if
-    not given.
+    not given.  *trace_accesses*: for a trace workload (by enclave index), the accesses
+    of each of its trace paths, as validation counted them: a thread without
+    ``accesses`` or ``duration`` runs its trace once, so its faults are bounded by them.
 
     Formula (every term an upper bound; ``docs/SCENARIOS.md``)::
 
@@ -166,7 +172,8 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
       + PER_VEPC_PAGE   x vEPC pages
       + PER_SAMPLE_ROW  x (duration / sample_interval + 2) x (1 + cgroups created)
       + per thread: PER_THREAD + PER_BUFFERED_ACCESS x min(65536, its accesses)
-                    + PER_FAULT x its faults, at most min(its accesses,
+                    + PER_FAULT x its faults, at most min(its accesses (a trace
+                      run once: the trace's),
                       min(duration, workload duration) / costs.fault)
                     (none for the kselftest program, which records no latencies)
     """
@@ -214,6 +221,9 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
             run_ns = min(run_ns, parse_time(wl["duration"]))
         time_bound = run_ns // per_fault_ns + 1
         total = wl.get("accesses")
+        once = None  # a trace run once per thread: each thread's accesses
+        if "trace" in wl and total is None and "duration" not in wl and trace_accesses:
+            once = trace_accesses.get(i)
         threads += e.count * e.threads
         if e.program is not None:
             continue  # test_sgx records no fault latencies and buffers no accesses
@@ -221,6 +231,8 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
             share = math.inf
             if isinstance(total, int):
                 share = total // e.threads + (1 if k < total % e.threads else 0)
+            elif once:
+                share = once[k] if len(once) == e.threads else once[0]
             buffered += e.count * int(min(THREAD_BUFFER_ACCESSES, share))
             faults += e.count * int(min(share, time_bound))
     parts["enclave pages"] = (
@@ -241,13 +253,19 @@ def estimate_memory(sc: Scenario, enclave_bytes: list[int] | None = None) -> Mem
     return MemoryEstimate(parts)
 
 
-def check_memory(sc: Scenario, enclave_bytes: list[int], fail, label: str) -> MemoryEstimate:
+def check_memory(
+    sc: Scenario,
+    enclave_bytes: list[int],
+    fail,
+    label: str,
+    trace_accesses: dict[int, list[int]] | None = None,
+) -> MemoryEstimate:
     """Refuse (``fail(msg, table, field)``) a scenario whose estimate exceeds the
     available memory; warn (:class:`MemoryEstimateWarning`) above
     :data:`WARN_FRACTION` of it."""
     import warnings
 
-    est = estimate_memory(sc, enclave_bytes)
+    est = estimate_memory(sc, enclave_bytes, trace_accesses)
     try:
         avail, src = available_memory()
     except EpcsimError as e:

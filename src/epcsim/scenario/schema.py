@@ -566,6 +566,7 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
             "threads",
         )
     enclave_bytes: list[int] = []
+    trace_accesses: dict[int, list[int]] = {}  # enclave index -> accesses per trace path
     declared: dict[str, CgroupSpec] = {}
     for i, c in enumerate(sc.cgroup):
         t = f"cgroup[{i}]"
@@ -620,7 +621,7 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
         if (e.workload is None) == (e.program is None):
             fail("give exactly one of workload or program", t, "workload")
         if is_trace:
-            _check_trace(e, t, fail)
+            trace_accesses[len(enclave_bytes) - 1] = _check_trace(e, t, fail)
         elif e.workload is not None:
             from ..workload.patterns import check_pattern
 
@@ -727,13 +728,14 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
         if x.file is not None and x.equals is None:
             fail("required with file", t, "equals")
     if check_memory:
-        limits.check_memory(sc, enclave_bytes, fail, label)
+        limits.check_memory(sc, enclave_bytes, fail, label, trace_accesses)
 
 
-def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
+def _check_trace(e: EnclaveSpec, t: str, fail) -> list[int]:
     """A trace workload: paths exist (one per thread if a list), the format and its
     options are valid, every trace reads through and has accesses (as the run will read
-    it), accesses/duration well formed (both optional: one pass)."""
+    it), accesses/duration well formed (both optional: one pass).  Returns each path's
+    accesses (for the memory estimate)."""
     from ..workload.traces import TraceError, check_trace, open_trace
 
     wl = e.workload
@@ -757,11 +759,13 @@ def _check_trace(e: EnclaveSpec, t: str, fail) -> None:
             parse_time(wl["duration"], what="duration")
         except EpcsimError as err:
             fail(str(err).split(": ", 1)[-1], f"{t}.workload", "duration")
+    counts = []
     for p in paths:
         try:  # read it through, as the run will: malformed or empty fails here
-            check_trace(open_trace(p, format=fmt, **opts))
+            counts.append(check_trace(open_trace(p, format=fmt, **opts)))
         except TraceError as err:
             fail(str(err), f"{t}.workload", "trace")
+    return counts
 
 
 def _check_start(start: str | int, t: str, fail) -> None:
