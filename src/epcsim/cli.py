@@ -544,6 +544,16 @@ def run(
         typer.Option("--seed", min=0, metavar="N", help="Override host.seed.", show_default=False),
     ] = None,
     set_: SetOpt = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            metavar="NAME",
+            help="The reclaim design (host.policy; `epcsim policies` lists them; default "
+            "the scenario's, else v16).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Print only failed expectations."),
@@ -576,6 +586,8 @@ def run(
     """
     import epcsim
 
+    if policy is not None:
+        set_ = [*(set_ or []), f"host.policy={policy}"]
     sc = _load(scenario, set_)
     run_seed = sc.host.seed if seed is None else seed
     # epcsim.run checks --out (and every other argument) before it creates anything
@@ -623,6 +635,18 @@ def run(
     ok = _print_expectations(console, result.summary, quiet=quiet)
     if not ok:
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
+
+
+@app.command(cls=_Command)
+def policies() -> None:
+    """List the reclaim designs (run one with `epcsim run SCENARIO --policy NAME`)."""
+    from .policies import names, policy_class
+
+    items = [(n, policy_class(n)) for n in names()]
+    width = max(len(n) for n, _ in items)
+    for name, cls in items:
+        tag = " (not from the series)" if cls.external else ""
+        typer.echo(f"{name.ljust(width)}  {cls.source}{tag}")
 
 
 @app.command(cls=_Command)

@@ -56,6 +56,9 @@ __all__ = [
 #: enclave threads the core runs at most (each has a CHUNK_CAP buffer: 512 KiB)
 MAX_THREADS = 256
 
+#: the reclaim designs (``host.policy``, epcsim.policies) the compiled engine implements
+COMPILED_POLICIES = frozenset({"v16"})
+
 #: the ``[host.costs]`` keys the core reads (epcsim.costs.CostModel: the ENCLS leaves
 #: through ``leaf_costs()``, ``access``, ``fault``, ``kernel_step``, ``reclaim_batch``)
 COMPILED_COSTS = frozenset(
@@ -163,6 +166,12 @@ def too_many_threads(value: int, sc: Scenario | None) -> bool:
 def memory_max_below_max(value: int | str | None, sc: Scenario | None) -> bool:
     """A ``memory.max`` other than ``max``: backing charges may OOM-kill a task."""
     return value not in (None, "max")
+
+
+def policy_not_compiled(value: str, sc: Scenario | None) -> bool:
+    """A reclaim design (``host.policy``, epcsim.policies) the compiled engine does not
+    implement: it implements the series' v16 only (COMPILED_POLICIES)."""
+    return value not in COMPILED_POLICIES
 
 
 def cost_not_compiled(value: Mapping[str, Any], sc: Scenario | None) -> bool:
@@ -285,6 +294,9 @@ RULES: dict[str, Rule] = {
     "at[].migrate.enclave": never(_NO_AT),
     "at[].migrate.cgroup": never(_NO_AT),
     "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
+    "host.policy": when(
+        policy_not_compiled, "the compiled engine runs the v16 policy only (epcsim.policies)"
+    ),
     "host.experiments.no_age": never(
         "the compiled engine does not run the experiment no_age (its age test is the "
         "kernel's sgx_reclaimer_age())"

@@ -289,6 +289,9 @@ class CgroupFs:
         if name == "misc.max":
             assert c.misc is not None
             ret = misc_cg_max_write(c.misc, data)
+            pol = host.policy
+            if not ret and pol is not None and pol.max_written is not None:
+                pol.max_written(host, c.misc)
         elif name == "cgroup.subtree_control":
             ret = cgroup_subtree_control_write(host, c, data)
         elif name == "cgroup.procs":

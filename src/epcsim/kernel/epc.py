@@ -232,7 +232,12 @@ def sgx_alloc_epc_page(
             break
         from .reclaim import sgx_reclaim_pages_global
 
-        yield from sgx_reclaim_pages_global(host, task)
+        episode = None
+        if host.policy is not None:
+            from .hooks import Episode
+
+            episode = Episode("alloc", host.sgx_cg_root)
+        yield from sgx_reclaim_pages_global(host, task, episode=episode)
         yield "cond_resched"
     if page >= 0:
         _sgx_epc_page_set_cgroup(pool, page, sgx_cg)
@@ -376,6 +381,9 @@ def sgx_epc_page_lru(host: Host, page: int) -> SgxEpcLruList:
     A page without a cgroup (never the case for pages the model allocates) belongs to
     the root's LRU, which is the global LRU.
     """
+    pol = host.policy
+    if pol is not None and pol.page_lru is not None:
+        return pol.page_lru(host, page)
     cgid = host.epc.m_cg[page]
     if cgid < 0:
         return host.sgx_cg_root.lru

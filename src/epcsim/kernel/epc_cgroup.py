@@ -30,6 +30,7 @@ from .constants import (
     SGX_NO_RECLAIM,
     SGX_NR_TO_SCAN,
 )
+from .hooks import Episode
 from .lru import SgxEpcLruList
 from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc_cg_uncharge
 
@@ -203,6 +204,9 @@ def sgx_cgroup_lru_empty(host: Host, root: MiscCg) -> bool:
     v14+ behaviour) and stops at the first non-empty LRU.  For the root the model uses
     the host's count of pages on all LRUs, which gives the same answer in O(1).
     """
+    pol = host.policy
+    if pol is not None and pol.lru_empty is not None:
+        return pol.lru_empty(host, root)
     if root.parent is None:
         return host.nr_lru_pages == 0
     stack = [root]
@@ -229,6 +233,12 @@ def _sgx_cgroup_try_charge(host: Host, task: Task, sgx_cg: SgxCgroup) -> int:
     if ret != -EBUSY:
         return ret
     if sgx_cgroup_lru_empty(host, sgx_cg.cg):
+        pol = host.policy
+        if pol is not None and pol.nothing_reclaimable is not None:
+            ret = pol.nothing_reclaimable(host, task, sgx_cg)
+            if ret == -ENOMEM:
+                sgx_cg.nr_enomem += 1
+            return ret
         sgx_cg.nr_enomem += 1
         return -ENOMEM
     if task.signal_pending:
@@ -250,7 +260,16 @@ def sgx_cgroup_try_charge(
         first: the result of a first attempt the caller already made, if any.
 
     Returns: 0, -ENOMEM, -ERESTARTSYS, -EBUSY (NO_RECLAIM only), -EINVAL.
+
+    With a policy (:mod:`epcsim.kernel.hooks`): the loop is one "sync" episode; the
+    policy's ``try_charge`` hook, if set, runs instead of the loop.
     """
+    episode = None
+    pol = host.policy
+    if pol is not None:
+        episode = Episode("sync", sgx_cg)
+        if pol.try_charge is not None:
+            return (yield from pol.try_charge(host, task, sgx_cg, reclaim, first, episode))
     while True:
         if first is None:
             ret = _sgx_cgroup_try_charge(host, task, sgx_cg)
@@ -261,7 +280,7 @@ def sgx_cgroup_try_charge(
         if reclaim == SGX_NO_RECLAIM:
             queue_work(host, sgx_cg)
             return -EBUSY
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1)
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, episode=episode)
         yield "cond_resched"
 
 
@@ -275,6 +294,7 @@ def sgx_cgroup_reclaim_pages(
     nr_to_scan: int,
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
+    episode: Episode | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
@@ -290,8 +310,26 @@ def sgx_cgroup_reclaim_pages(
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the loop stopped
     inside ``sgx_reclaim_pages()`` on ``resume.c`` (where: ``resume.batch``) with
     ``resume.cnt`` pages counted before it.
+
+    ``episode`` (with a policy only, :mod:`epcsim.kernel.hooks`): the caller's reclaim
+    episode; the policy's ``reclaim_pages`` hook, if set, runs instead of the loop.
     """
     cnt = 0
+    pol = host.policy
+    if pol is not None and resume is None:
+        if episode is None:
+            episode = Episode("direct", root)
+        episode.calls += 1
+        if pol.reclaim_pages is not None:
+            cnt = yield from pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
+        else:
+            while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
+                c = sgx_cgroup_next_get(host, root)
+                cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
+                if c is not root:
+                    sgx_put_cg(host, c)
+        episode.isolated += cnt
+        return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
         cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, resume=resume.batch)
@@ -323,8 +361,11 @@ def sgx_cgroup_should_reclaim(host: Host, sgx_cg: SgxCgroup) -> bool:
 
     True iff subtree(cg) has something on an LRU and cg's *own* usage (pages) reaches
     the smallest limit up to the root, less SGX_CG_MIN_FREE_PAGE unless that limit is
-    at most SGX_CG_LOW_LIMIT.
+    at most SGX_CG_LOW_LIMIT.  A policy's ``should_reclaim`` hook decides instead.
     """
+    pol = host.policy
+    if pol is not None and pol.should_reclaim is not None:
+        return pol.should_reclaim(host, sgx_cg)
     if sgx_cgroup_lru_empty(host, sgx_cg.cg):
         return False
     limit = sgx_cgroup_max_pages_to_root(sgx_cg)
@@ -379,6 +420,7 @@ def sgx_cgroup_reclaim_work_func(
     if resume is None:
         sgx_cg.work_pending = False
     sgx_cg.work_running = True
+    episode = Episode("async", sgx_cg) if host.policy is not None else None
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
@@ -386,7 +428,7 @@ def sgx_cgroup_reclaim_work_func(
             )
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
-            yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN)
+            yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode)
             yield "cond_resched"
     finally:
         sgx_cg.work_running = False
@@ -397,17 +439,20 @@ def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, No
     pass over subtree(current cg) if it should reclaim, charging current's mm."""
     sgx_cg = sgx_get_current_cg(host, task)
     if sgx_cgroup_should_reclaim(host, sgx_cg):
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN)
+        episode = Episode("direct", sgx_cg) if host.policy is not None else None
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN, episode=episode)
     sgx_put_cg(host, sgx_cg)
 
 
 def sgx_cgroup_reclaim_pages_global(
-    host: Host, charge_task: Task | None
+    host: Host, charge_task: Task | None, *, episode: Episode | None = None
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages_global() (patch 12): a 16-page rotating reclaim
     rooted at the root cgroup, i.e. over every cgroup."""
     return (
-        yield from sgx_cgroup_reclaim_pages(host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN)
+        yield from sgx_cgroup_reclaim_pages(
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, episode=episode
+        )
     )
 
 

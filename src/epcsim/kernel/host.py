@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EpcsimUsageError, HostConfigError
 from ..units import parse_size
@@ -126,6 +126,12 @@ class Host:
         #: an experiment, not the kernel's behaviour (``host.experiments.no_age``):
         #: sgx_reclaimer_age() says "old" without testing the accessed bit
         self.no_age = False
+        #: the reclaim design's hooks (:mod:`epcsim.policies`); None is the series' v16,
+        #: which hooks nothing
+        self.policy: Any = None  # epcsim.policies.base.Policy | None
+        #: the ksgxd wake-up under way (an :class:`~epcsim.kernel.hooks.Episode`; only
+        #: with a policy)
+        self.ksgxd_episode = None
         # sgx_page_cache_init(): the EPC
         self.epc = EpcPool(pages)
         #: pages on all LRUs (== not sgx_cgroup_lru_empty(root))

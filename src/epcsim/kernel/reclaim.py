@@ -30,6 +30,7 @@ from .constants import (
     SGX_NR_LOW_PAGES,
     SGX_NR_TO_SCAN,
 )
+from .hooks import Episode
 from .memcg import MemCg, mem_cgroup_charge_backing, mem_cgroup_fits
 from .misc import css_put, misc_cg_uncharge
 
@@ -206,6 +207,10 @@ def _sgx_reclaim_age_and_back(
         eid = m_oe[page]
         if eid not in memcgs:
             memcgs[eid] = _encl.sgx_encl_backing_memcg(host, encls_tab[eid], charge_task)
+    # sgx_reclaimer_age() tests the accessed bit (not under the no_age experiment, nor
+    # where a policy's age_test hook says every page of this batch is old)
+    pol = host.policy
+    age = not host.no_age and (pol is None or pol.age_test is None or pol.age_test(host, sgx_cg))
     fast = len(memcgs) == 1 and mem_cgroup_fits(next(iter(memcgs.values())), len(chunk) * nbytes)
     kept: list[int] = []
     for page in chunk:
@@ -214,7 +219,7 @@ def _sgx_reclaim_age_and_back(
         desc = encl.m_desc
         # sgx_reclaimer_age(): test-and-clear the accessed bit in every live mm
         young = False
-        if encl.nr_live_mms and not host.no_age:
+        if encl.nr_live_mms and age:
             d = desc[idx]
             if d & DESC_ACCESSED:
                 desc[idx] = d & ~DESC_ACCESSED
@@ -289,13 +294,15 @@ def sgx_reclaim_pages_global(
     charge_task: Task | None,
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
+    episode: Episode | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
     the root, 16 pages.  ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`):
-    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``."""
+    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``.  ``episode``:
+    the caller's reclaim episode (with a policy only, :mod:`epcsim.kernel.hooks`)."""
     return (
         yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
-            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume, episode=episode
         )
     )
 
@@ -320,10 +327,16 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
         return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
         host.ksgxd_woken = True
-        yield from sgx_reclaim_pages_global(host, None)
+        episode = None
+        if host.policy is not None:  # one wake-up is one episode
+            if host.ksgxd_episode is None:
+                host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root)
+            episode = host.ksgxd_episode
+        yield from sgx_reclaim_pages_global(host, None, episode=episode)
         yield "cond_resched"
         return True
     host.ksgxd_woken = False
+    host.ksgxd_episode = None
     return False
 
 
@@ -333,4 +346,5 @@ def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
     SGX_NR_LOW_PAGES, one global pass; both charge current's mm.  Best effort."""
     yield from _epc_cgroup.sgx_cgroup_reclaim_direct(host, task)
     if _epc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
-        yield from sgx_reclaim_pages_global(host, task)
+        episode = Episode("direct", host.sgx_cg_root) if host.policy is not None else None
+        yield from sgx_reclaim_pages_global(host, task, episode=episode)

@@ -132,6 +132,26 @@ class HostSpec(_Model):
     sample_interval: TimeLike = "10ms"
     costs: dict[str, TimeLike] = Field(default_factory=dict)
     experiments: ExperimentSpec = Field(default_factory=lambda: ExperimentSpec())
+    #: the reclaim design (epcsim.policies): the series' v16 unless named
+    policy: str = "v16"
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        from ..policies import REGISTRY
+
+        if v not in REGISTRY:
+            raise ValueError(f"unknown policy {v!r}; known: {', '.join(REGISTRY)}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``policy`` is dumped only when not the default: a scenario that names none
+        keeps its ``scenario_hash``."""
+        out = handler(self)
+        if out.get("policy") == "v16":
+            del out["policy"]
+        return out
 
 
 class CgroupSpec(_Model):

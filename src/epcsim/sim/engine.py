@@ -88,6 +88,11 @@ class Simulation:
         else:
             self.host = Host(h.epc, misc_enabled=h.misc, sgx2=h.sgx2)
         self.host.no_age = h.experiments.no_age
+        from ..policies import make as make_policy
+
+        self.host.policy = make_policy(h.policy, seed=self.seed)
+        if self.host.policy is not None:
+            self.host.policy.attach(self.host)
         self.limit_ns = parse_time(h.duration)
         self.sample_ns = parse_time(h.sample_interval)
         self.progress = progress

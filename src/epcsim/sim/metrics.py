@@ -185,6 +185,7 @@ class Metrics:
             "capacity_bytes": self.sim.capacity,
             "misc_enabled": self.sim.sc.host.misc,
             "experiments": self.sim.sc.host.experiments.model_dump(),
+            "policy": self.sim.sc.host.policy,
             "sim_time_ns": self.sim.core.now,
             "time_limit_ns": self.sim.limit_ns,
             "sample_interval_ns": self.sim.sample_ns,

@@ -1,0 +1,49 @@
+"""The policy interface: a reclaim design is a :class:`Policy` setting some of the hooks
+declared in :data:`epcsim.kernel.hooks.HOOKS` (where the model calls each, what it
+decides); ``v16`` sets none, so the series' code path is the model's default path,
+unchanged.  Hook methods take the host first, as the kernel functions do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, ClassVar
+
+from ..kernel.hooks import HOOKS, Episode
+
+if TYPE_CHECKING:
+    from ..kernel.epc_cgroup import SgxCgroup
+    from ..kernel.host import Host, Task
+    from ..kernel.lru import SgxEpcLruList
+    from ..kernel.misc import MiscCg
+
+__all__ = ["HOOKS", "Episode", "Policy"]
+
+
+class Policy:
+    """A reclaim design.  Subclasses set :attr:`name`, :attr:`source` (series version
+    and posting date, or kernel file/commit), :attr:`changes` (what it changes relative
+    to v16) and the hooks they need (methods named as the keys of :data:`HOOKS`); every
+    hook left None is v16's behaviour.  One instance per host; it may keep state."""
+
+    name: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+    changes: ClassVar[str] = ""
+    #: not a design of the series (an external baseline): the docs say so
+    external: ClassVar[bool] = False
+
+    reclaim_pages: Callable[..., Generator[str, None, int]] | None = None
+    try_charge: Callable[..., Generator[str, None, int]] | None = None
+    nothing_reclaimable: Callable[[Host, Task, SgxCgroup], int] | None = None
+    lru_empty: Callable[[Host, MiscCg], bool] | None = None
+    should_reclaim: Callable[[Host, SgxCgroup], bool] | None = None
+    page_lru: Callable[[Host, int], SgxEpcLruList] | None = None
+    age_test: Callable[[Host, SgxCgroup], bool] | None = None
+    max_written: Callable[[Host, MiscCg], None] | None = None
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+
+    def attach(self, host: Host) -> None:
+        """Called once when the host is built, before any cgroup or enclave exists
+        besides the root (a policy that keeps per-host lists makes them here)."""
