@@ -9,6 +9,7 @@ from ._jit import inline
 from .bits import _u, prefetch
 from .epc_cgroup import sgx_cgroup_try_charge
 from .layout import (
+    CG_NR_AGED,
     CG_NR_FREED,
     CG_NR_PAGES,
     CG_PARENT,
@@ -99,6 +100,16 @@ def _sgx_free_epc_page_to_node(S, P32, P8, PCG, page):
     S[_u(b + 2)] += 1
     P8[_u(page), P_FLAGS] = IS_FREE
     S[S_NR_FREE] += 1
+
+
+@inline
+def _count_aged(CG, c, n):
+    """Models _count_aged() (specialised from epcsim.kernel.epc._count_aged; model
+    statistics, no kernel function): *n* pages of *c*'s LRU were found young; counted in
+    CG_NR_AGED of *c* and of every ancestor."""
+    while c >= 0:
+        CG[CG_NR_AGED, _u(c)] += n
+        c = CG[CG_PARENT, _u(c)]
 
 
 @inline

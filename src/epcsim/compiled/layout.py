@@ -280,13 +280,14 @@ TH_TABLE = Table(
         _f("HS", ".. its TH_SEQ"),
         _f(
             "QUIET",
-            "VM_FAULT_NOPAGE retries of this access since its cgroup's CG_NR_FREED moved",
+            "VM_FAULT_NOPAGE retries of this access since its cgroup's CG_NR_FREED + "
+            "CG_NR_AGED moved",
             mirror="st.quiet",
             back="value",
         ),
         _f(
             "FREED",
-            ".. CG_NR_FREED of its cgroup then (epcsim.sim.stuck)",
+            ".. CG_NR_FREED + CG_NR_AGED of its cgroup then (epcsim.sim.stuck)",
             mirror="st.freed",
             back="value",
         ),
@@ -340,6 +341,12 @@ CG_TABLE = Table(
             "NR_FREED",
             "pages freed and uncharged in the subtree",
             mirror="nr_freed",
+            back="value",
+        ),
+        _f(
+            "NR_AGED",
+            "pages of the subtree found young by sgx_reclaimer_age()",
+            mirror="nr_aged",
             back="value",
         ),
     ),

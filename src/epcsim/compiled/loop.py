@@ -54,6 +54,7 @@ from .encl import sgx_vma_fault
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
 from .layout import (
     CG_LIVE,
+    CG_NR_AGED,
     CG_NR_FAULTS,
     CG_NR_FREED,
     CG_PARENT,
@@ -314,9 +315,10 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                             TH[TH_REMAIN, _u(j)] -= 1
                             TH[TH_ACC, _u(j)] += 1
                     elif rr == VM_FAULT_NOPAGE:
-                        # the stuck rule (epcsim.sim.stuck): retries with nothing freed
-                        # in the task's cgroup's subtree
-                        freed = CG[CG_NR_FREED, _u(TH[TH_TCG, _u(j)])]
+                        # the stuck rule (epcsim.sim.stuck): retries with no page freed
+                        # or aged in the task's cgroup's subtree
+                        tcg = _u(TH[TH_TCG, _u(j)])
+                        freed = CG[CG_NR_FREED, tcg] + CG[CG_NR_AGED, tcg]
                         if TH[TH_STREAK, _u(j)] == 1 or freed != TH[TH_FREED, _u(j)]:
                             TH[TH_FREED, _u(j)] = freed
                             TH[TH_QUIET, _u(j)] = 0

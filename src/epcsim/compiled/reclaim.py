@@ -17,7 +17,7 @@ from ._jit import inline, outline
 from .bits import _u, prefetch
 from .encl import hb_clear, sgx_alloc_va_slot, sgx_encl_put
 from .encls import encls_leaf
-from .epc import _count_freed, _sgx_free_epc_page_to_node, sgx_free_epc_page
+from .epc import _count_aged, _count_freed, _sgx_free_epc_page_to_node, sgx_free_epc_page
 from .epc_cgroup import sgx_cgroup_lru_empty, sgx_cgroup_next_get, sgx_cgroup_should_reclaim
 from .layout import (
     BACKING,
@@ -181,6 +181,7 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     c = R[R_C, _u(r)]
     n = R[R_NP, _u(r)]
     kept = 0
+    aged = 0
     for k in range(n):
         page = R[_u(R_PAGES + k), _u(r)]
         e = R[_u(R_ES + k), _u(r)]
@@ -191,6 +192,7 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             if d & DESC_ACCESSED:
                 E8[E_DESC, _u(g)] = d & NOT_ACC
                 young = True
+                aged += 1
         if not young:
             EMEM[_u(g)] = EN[EN_MEMCG, _u(e)]
             E8[E_DESC, _u(g)] |= DESC_BEING_RECLAIMED
@@ -204,6 +206,8 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             list_add_tail(CG, P32, c, page)
             S[S_NR_LRU] += 1
             sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
+    if aged:
+        _count_aged(CG, c, aged)
     R[R_NP, _u(r)] = kept
     return kept
 

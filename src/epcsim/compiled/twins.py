@@ -122,6 +122,7 @@ TWINS: tuple[Twin, ...] = (
         "_sgx_free_epc_page_to_node", ("host.sections", "vepc"),
     ),
     _row("_count_freed", "epc", ["epc._count_freed"], "_count_freed"),
+    _row("_count_aged", "epc", ["epc._count_aged"], "_count_aged"),
     _row(
         "sgx_alloc_epc_page", "epc", ["epc.sgx_alloc_epc_page"], "sgx_alloc_epc_page",
         ("host.sections", "vepc", "dynamic.task_not_running", *_CGROUPS),

@@ -284,6 +284,17 @@ def sgx_alloc_epc_page_nowait(
     return page
 
 
+def _count_aged(sgx_cg: SgxCgroup, n: int) -> None:
+    """Model statistics: *n* pages on *sgx_cg*'s LRU were found young by
+    sgx_reclaimer_age() (accessed bit cleared, rotated); count them in ``nr_aged`` of the
+    cgroup and of every ancestor (reclaim progress for the simulator's stuck rule: the
+    next pass over them may free them)."""
+    cg = sgx_cg.cg
+    while cg is not None:
+        cg.priv.nr_aged += n
+        cg = cg.parent
+
+
 def _count_freed(sgx_cg: SgxCgroup, n: int) -> None:
     """Model statistics: *n* EPC pages charged to *sgx_cg* were freed and uncharged;
     count them in ``nr_freed`` of the cgroup and of every ancestor (the simulator's

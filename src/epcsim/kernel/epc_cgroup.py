@@ -63,7 +63,8 @@ class SgxCgroup:
     Besides the kernel's fields it carries model counters used by metrics (they never
     influence behaviour): pages evicted from its LRU, reclaim batches run on its LRU,
     ENOMEM results of charges made in it, enclave faults of its tasks, and pages freed
-    from its subtree (``nr_freed``, for the simulator's stuck rule).
+    from its subtree (``nr_freed``) and pages of its subtree aged young by
+    sgx_reclaimer_age() (``nr_aged``): reclaim progress, for the simulator's stuck rule.
     """
 
     __slots__ = (
@@ -79,6 +80,7 @@ class SgxCgroup:
         "nr_enomem",
         "nr_faults",
         "nr_freed",
+        "nr_aged",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -100,6 +102,9 @@ class SgxCgroup:
         self.nr_faults = 0
         #: EPC pages freed and uncharged from this cgroup's subtree (hierarchical)
         self.nr_freed = 0
+        #: pages of this cgroup's subtree whose accessed bit sgx_reclaimer_age() cleared
+        #: (rotated young: the next pass may evict them; hierarchical)
+        self.nr_aged = 0
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"

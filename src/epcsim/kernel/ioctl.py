@@ -359,7 +359,8 @@ def encl_access(
                 if max_retries is not None and streak > max_retries:
                     break
                 if stuck_retries is not None:
-                    f = host.task_misc_cg(task).priv.nr_freed
+                    sc = host.task_misc_cg(task).priv
+                    f = sc.nr_freed + sc.nr_aged
                     if streak == 1 or f != freed:
                         freed, quiet = f, 0
                     quiet += 1

@@ -213,6 +213,7 @@ def _sgx_reclaim_age_and_back(
     age = not host.no_age and (pol is None or pol.age_test is None or pol.age_test(host, sgx_cg))
     fast = len(memcgs) == 1 and mem_cgroup_fits(next(iter(memcgs.values())), len(chunk) * nbytes)
     kept: list[int] = []
+    aged = 0
     for page in chunk:
         encl = encls_tab[m_oe[page]]
         idx = m_oi[page]
@@ -224,6 +225,7 @@ def _sgx_reclaim_age_and_back(
             if d & DESC_ACCESSED:
                 desc[idx] = d & ~DESC_ACCESSED
                 young = True
+                aged += 1
         if not young:
             if fast:
                 encl.m_memcg[idx] = memcgs[encl.id].id
@@ -238,6 +240,8 @@ def _sgx_reclaim_age_and_back(
         lru.add_tail(page)
         host.nr_lru_pages += 1
         _encl.sgx_encl_put(host, encl)
+    if aged:
+        _epc._count_aged(sgx_cg, aged)
     if fast and kept:
         memcg = next(iter(memcgs.values()))
         total = len(kept) * nbytes

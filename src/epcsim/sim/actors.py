@@ -530,8 +530,10 @@ class Actors:
                         st.accesses += 1
                     continue
                 if r == VM_FAULT_NOPAGE:
-                    # the stuck rule: retries with nothing freed in the cgroup's subtree
-                    freed = host.task_misc_cg(task).priv.nr_freed
+                    # the stuck rule: retries with no page freed or aged in the cgroup's
+                    # subtree
+                    sc = host.task_misc_cg(task).priv
+                    freed = sc.nr_freed + sc.nr_aged
                     if st.streak == 1 or freed != st.freed:
                         st.freed = freed
                         st.quiet = 0

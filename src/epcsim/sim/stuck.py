@@ -8,9 +8,14 @@ while none of the reclaimers that would free its pages runs), the thread retries
 ever: a livelock, not a slow run.  epcsim ends such a thread and reports it ``stuck``:
 
 - a thread that gets VM_FAULT_NOPAGE for one access :data:`STUCK_RETRIES` times in a
-  row while no EPC page charged in its cgroup's subtree is freed (the cgroup's
-  hierarchical ``nr_freed`` count, :class:`epcsim.kernel.epc_cgroup.SgxCgroup`, does
-  not change from one retry to the next) ends at that retry;
+  row while no EPC page charged in its cgroup's subtree is freed or aged (the
+  cgroup's hierarchical ``nr_freed`` and ``nr_aged`` counts,
+  :class:`epcsim.kernel.epc_cgroup.SgxCgroup`, do not change from one retry to the
+  next) ends at that retry.  Aged counts: a reclaimer that clears accessed bits in the
+  subtree is on its way to freeing those pages (its next pass may evict them).  Without
+  it, a thread waiting while ksgxd makes its first pass over a large LRU of young pages
+  (about 235,000 pages at a 1 GiB EPC, more than 10,000 retries of work) was called
+  stuck although the pass ends with pages freed;
 - a thread whose fault is still unresolved when the run's time limit comes is stuck
   too.  When its workload's ``duration`` ends in the middle of a fault, a thread
   first finishes that access (it cannot leave a fault half-way): it goes on retrying
