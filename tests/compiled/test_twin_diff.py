@@ -258,7 +258,7 @@ def test_should_reclaim_matches_the_reference(tree, usage, lru_nr) -> None:  # n
     n = len(cgs)
     S = np.zeros(NS, np.int64)
     S[S_NR_LRU] = sum(lru_nr[:n])
-    host = SimpleNamespace(nr_lru_pages=int(S[S_NR_LRU]))
+    host = SimpleNamespace(nr_lru_pages=int(S[S_NR_LRU]), policy=None)  # v16: no policy
     sgx_cgs = []
     for i, cg in enumerate(cgs):
         cg.usage = usage[i] * PAGE
