@@ -191,7 +191,7 @@ def test_the_document_has_a_table_for_each_finding() -> None:
     assert sections == {"F1", "F2", "F3", "F4", "F5"}
     assert {r.builtin for r in rows} == {
         "empty-lru-race",
-        "ancestor-livelock",
+        "parent-livelock",
         "oom-batch-kills",
         "nested-fairness",
         "root-bias",
@@ -216,7 +216,7 @@ def test_document_row_matches_the_run(row: Row) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["empty-lru-race", "ancestor-livelock", "oom-batch-kills", "root-bias", "lower-limit"],
+    ["empty-lru-race", "parent-livelock", "oom-batch-kills", "root-bias", "lower-limit"],
 )
 def test_the_builtin_passes_its_expectations(name: str) -> None:
     r = probed(name)[0]

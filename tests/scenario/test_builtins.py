@@ -243,7 +243,7 @@ def test_noisy_neighbour_threads_that_ran_their_duration_are_not_stuck() -> None
 #: the built-ins of issue 14 (docs/FINDINGS.md): (name, slow)
 FINDINGS_BUILTINS = {
     "empty-lru-race": False,
-    "ancestor-livelock": False,
+    "parent-livelock": False,
     "oom-batch-kills": False,
     "root-bias": False,
     "lower-limit": False,
@@ -303,7 +303,7 @@ def test_empty_lru_race_sigbus_after_one_retry() -> None:
 
 
 def test_ancestor_livelock_leaves_stuck_and_late_build_enomem() -> None:
-    r = ref("ancestor-livelock")
+    r = ref("parent-livelock")
     s = r.summary
     assert not s["truncated"]
     for n in ("a", "b"):
