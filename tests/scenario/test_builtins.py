@@ -236,3 +236,152 @@ def test_noisy_neighbour_threads_that_ran_their_duration_are_not_stuck() -> None
     noisy = run("noisy-neighbour", FAST["noisy-neighbour"]).summary["enclaves"]["noisy"]
     assert noisy["outcome"] == "success"
     assert noisy["stuck_threads"] == 0
+
+
+# ------------------------------------------------------------------ issue 14's built-ins
+
+#: the built-ins of issue 14 (docs/FINDINGS.md): (name, slow)
+FINDINGS_BUILTINS = {
+    "empty-lru-race": False,
+    "parent-livelock": False,
+    "oom-batch-kills": False,
+    "root-bias": False,
+    "lower-limit": False,
+    "fairness-128": True,
+}
+
+
+@cache
+def ref(name: str, overrides: tuple[str, ...] = (), seed: int | None = None) -> Result:
+    """One reference-engine run per (name, overrides, seed)."""
+    return simulate(f"builtin:{name}", overrides=overrides, seed=seed, engine="reference")
+
+
+def test_the_findings_builtins_are_listed_with_a_description() -> None:
+    listed = dict(list_builtins())
+    for name in FINDINGS_BUILTINS:
+        assert name in listed
+        sc = load_scenario(f"builtin:{name}")
+        assert sc.name == name and sc.expect
+        assert "What the model gives" in sc.description
+        assert "A comparison across policies should show" in sc.description
+        assert "v16 patch" in sc.description
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if s else n for n, s in FINDINGS_BUILTINS.items()],
+)
+def test_findings_builtin_passes_its_expectations(name: str) -> None:
+    r = ref(name)
+    assert r.passed and r.summary["passed"], failed(r)
+    assert r.summary["scenario_hash"] == load_scenario(f"builtin:{name}").digest()
+
+
+@pytest.mark.parametrize("name", [n for n, s in FINDINGS_BUILTINS.items() if not s])
+def test_findings_builtin_same_seed_same_result(name: str) -> None:
+    a = ref(name)
+    b = simulate(f"builtin:{name}", engine="reference")
+    assert a.summary == b.summary
+    assert a.timeseries.equals(b.timeseries)
+    assert np.array_equal(a.fault_latency_ns, b.fault_latency_ns)
+
+
+def test_empty_lru_race_sigbus_after_one_retry() -> None:
+    s = ref("empty-lru-race").summary
+    e = s["enclaves"]["e"]
+    assert (e["outcome"], e["exit_status"], e["faults"], e["fault_retries"]) == (
+        "failure",
+        135,
+        0,
+        1,
+    )
+    assert e["pages_added"] == 64
+    a = s["cgroups"]["/a"]
+    assert a["limit_bytes"] == 18 * PAGE and a["peak_bytes"] == 18 * PAGE
+    assert a["enomem"] == 1
+
+
+def test_ancestor_livelock_leaves_stuck_and_late_build_enomem() -> None:
+    r = ref("parent-livelock")
+    s = r.summary
+    assert not s["truncated"]
+    for n in ("a", "b"):
+        e = s["enclaves"][n]
+        assert e["outcome"] == "stuck" and e["stuck_threads"] == 1 and e["exit_status"] is None
+        assert e["fault_retries"] == 10_000
+    late = s["enclaves"]["late"]
+    assert late["error"] == "SGX_IOC_ENCLAVE_CREATE: ENOMEM (Cannot allocate memory)"
+    assert late["pages_added"] == 0
+    cg = s["cgroups"]
+    # no reclaim after the builds: ksgxd never ran, the leaves only reclaimed while building
+    assert cg["/"]["reclaim_batches"] == cg["/p"]["reclaim_batches"] == 0
+    assert cg["/p/a"]["reclaim_batches"] == cg["/p/b"]["reclaim_batches"] == 17
+    assert cg["/p"]["usage_bytes"] == cg["/p"]["limit_bytes"] == s["capacity_bytes"] // 2
+    assert cg["/p/a"]["max_events"] == cg["/p/b"]["max_events"] == 0
+    assert cg["/p/c"]["enomem"] == 1
+
+
+def test_oom_batch_kills_three_sigkills_one_survivor() -> None:
+    s = ref("oom-batch-kills").summary
+    by = {n: (e["outcome"], e["exit_status"]) for n, e in s["enclaves"].items()}
+    assert by == {
+        "e#0": ("success", 0),
+        "e#1": ("failure", 137),
+        "e#2": ("failure", 137),
+        "e#3": ("failure", 137),
+    }
+    assert s["enclaves"]["e#0"]["accesses"] == 4000
+
+
+def test_root_bias_global_reclaim_takes_the_roots_share() -> None:
+    s = ref("root-bias").summary
+    cg = s["cgroups"]
+    ev = {p: cg[p]["evictions"] for p in ("/", "/a", "/b", "/c")}
+    assert ev == {"/": 2704, "/a": 2739, "/b": 2740, "/c": 2748}
+    assert 0.24 < ev["/"] / sum(ev.values()) < 0.26  # its share of the pages: 1/4
+    batches = [cg[p]["reclaim_batches"] for p in ("/", "/a", "/b", "/c")]
+    assert max(batches) - min(batches) <= 2
+    # only global reclaim: the charges failed at the root's capacity, no child has a limit
+    assert cg["/"]["max_events_local"] > 0
+    for p in ("/a", "/b", "/c"):
+        assert cg[p]["limit_bytes"] is None and cg[p]["max_events"] == 0
+    for n in ("r", "a", "b", "c"):
+        assert s["enclaves"][n]["accesses"] == 4000
+    assert s["enclaves"]["r"]["cgroup"] == "/"
+
+
+def test_lower_limit_write_reclaims_nothing_new_charges_do() -> None:
+    r = ref("lower-limit")
+    s = r.summary
+    assert s["truncated"] and s["sim_time_ns"] == 20_000_000
+    assert [o["result"] for o in s["ops"]] == ["ok", "ok", "ok"]
+    a, b = s["cgroups"]["/a"], s["cgroups"]["/b"]
+    assert a["evictions"] == a["reclaim_batches"] == a["max_events"] == 0
+    assert s["enclaves"]["resident"]["faults"] == 0
+    assert s["enclaves"]["resident"]["outcome"] == s["enclaves"]["held"]["outcome"] == "running"
+    assert b["evictions"] > 0 and b["max_events"] > 0
+    ts = r.timeseries.to_pydict()
+    rows = list(zip(ts["time_ns"], ts["cgroup"], ts["usage_bytes"], ts["limit_bytes"], strict=True))
+    after = [(t, u, lim) for t, c, u, lim in rows if c == "/a" and t >= 2_000_000]
+    assert after and all(u == 202 * PAGE and lim == 128 * PAGE for _, u, lim in after)
+    # /b: above its new limit from the write until the newcomer's charges reclaim it
+    b_rows = {t: (u, lim) for t, c, u, lim in rows if c == "/b"}
+    assert b_rows[3_000_000] == (202 * PAGE, 128 * PAGE)
+    assert all(u <= lim for t, (u, lim) in b_rows.items() if t >= 5_000_000)
+
+
+@pytest.mark.slow
+def test_fairness_128_only_ksgxd_reclaims_the_parent() -> None:
+    s = ref("fairness-128").summary
+    cg = s["cgroups"]
+    leaves = [c for p, c in cg.items() if p.startswith("/t/")]
+    assert len(leaves) == 128
+    assert all(e["outcome"] == "success" for e in s["enclaves"].values())
+    assert cg["/t"]["peak_bytes"] == cg["/t"]["limit_bytes"] == s["capacity_bytes"] - 16 * PAGE
+    assert cg["/t"]["max_events_local"] > 0
+    cycles = cg["/"]["reclaim_batches"]
+    assert cycles == 3
+    # the leaves' async work never reclaims: every leaf batch is one of ksgxd's turns
+    assert all(cycles - 1 <= c["reclaim_batches"] <= cycles for c in leaves)
+    assert all(c["max_events"] == 0 for c in leaves)
