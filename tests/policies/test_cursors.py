@@ -342,3 +342,19 @@ def test_every_builtin_runs_and_keeps_the_invariants(policy: str) -> None:
         if (summary["cgroups"], summary["enclaves"]) != (base["cgroups"], base["enclaves"]):
             differs.append(builtin)
     assert differs, f"{policy} gives v16's results on every built-in"
+
+
+def test_v13_overcommit_drains_a_then_sigbus() -> None:
+    """builtin:overcommit under v13: / holds no page, so every ksgxd call walks /, /a
+    and takes /a's pages first; once /a's LRU is empty a fault of /a whose charge fails
+    at the root's capacity finds nothing reclaimable in /a's subtree: ENOMEM (one),
+    SIGBUS (exit status 128 + 7).  Under v16 the built-in's expectation holds (every
+    enclave succeeds)."""
+    res = epcsim.run("builtin:overcommit", overrides=["host.policy=v13"], engine="reference")
+    s = res.summary
+    assert {p: c["enomem"] for p, c in s["cgroups"].items()} == {"/": 0, "/a": 1, "/b": 0, "/c": 0}
+    assert {n: (e["outcome"], e["exit_status"]) for n, e in s["enclaves"].items()} == {
+        "a": ("failure", 135),
+        "b": ("success", 0),
+        "c": ("success", 0),
+    }
