@@ -18,7 +18,7 @@ from epcsim import policies
 from epcsim.kernel import Host, check_invariants, drive, ioctl
 from epcsim.kernel import reclaim as kreclaim
 from epcsim.kernel.constants import PAGE_SIZE
-from epcsim.kernel.epc_cgroup import sgx_cgroup_reclaim_pages
+from epcsim.kernel.epc_cgroup import sgx_cgroup_reclaim_pages, sgx_cgroup_reclaim_work_func
 from epcsim.kernel.hooks import Episode
 from epcsim.scenario import load_scenario
 from epcsim.sim.engine import Simulation
@@ -71,7 +71,7 @@ def scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     return log
 
 
-NAMES = {"/": "R", "/a": "a", "/a/x": "x", "/b": "b"}
+NAMES = {"/": "R", "/a": "a", "/a/x": "x", "/a/y": "y", "/b": "b"}
 PAGES = {"R": 40, "x": 40, "b": 8}
 
 
@@ -254,6 +254,41 @@ def test_ksgxd_wakeups(policy, scans) -> None:
     second = _ksgxd_wakeup(h, scans)
     assert (first, second) == KSGXD[policy]
     assert cg["R"].nr_evicted == {"v16": 32, "v14": 32, "v13": 80}[policy]
+    check_invariants(h, quiescent=True)
+
+
+# --- async work: one run of the work function is one episode -----------------------------
+
+#: /a (misc.max 200 pages: the work reclaims while usage >= 200 - 32) over /a/x and
+#: /a/y, 98 pages each (100 with SECS and VA): usage 200.
+#:   run 1 (both): a 0, x 16 (184); y 16 (168); a 0, x 16 (152): stop (< 168).
+#:     v16's cursor of /a is then at y; v14's episode ended.
+#: A second enclave of 32 pages in /a/x (34 charged): 186.
+#:   run 2, v16: y 16 (170); a 0, x 16 (154).   v14: from /a again: a 0, x 16 (170); y 16.
+WORK = {
+    "v16": [("a", 0), ("x", 16), ("y", 16), ("a", 0), ("x", 16), ("y", 16), ("a", 0), ("x", 16)],
+    "v14": [("a", 0), ("x", 16), ("y", 16), ("a", 0), ("x", 16), ("a", 0), ("x", 16), ("y", 16)],
+}
+
+
+@pytest.mark.parametrize("policy", list(WORK))
+def test_work_runs(policy, scans) -> None:
+    h = new_host(policy=policy)
+    h.fs.mkdir("/a")
+    h.fs.write("/a/misc.max", f"sgx_epc {200 * PAGE_SIZE}")
+    h.fs.write("/a/cgroup.subtree_control", "+misc")
+    h.fs.mkdir("/a/x")
+    h.fs.mkdir("/a/y")
+    new_enclave(h, h.spawn("/a/x"), 98)
+    new_enclave(h, h.spawn("/a/y"), 98)
+    a = h.sgx_cgroup_of("/a")
+    assert a.cg.usage // PAGE_SIZE == 200
+    drive(sgx_cgroup_reclaim_work_func(h, a))
+    assert a.cg.usage // PAGE_SIZE == 152
+    new_enclave(h, h.spawn("/a/x"), 32)
+    drive(sgx_cgroup_reclaim_work_func(h, a))
+    assert a.cg.usage // PAGE_SIZE == 154
+    assert scans == WORK[policy]
     check_invariants(h, quiescent=True)
 
 
