@@ -27,6 +27,8 @@ DEFAULT = "v16"
 #: order is the order ``--policy all`` runs them in
 REGISTRY: dict[str, str] = {
     "v16": "v16",
+    "v14": "v14",
+    "v13": "v13",
 }
 
 
