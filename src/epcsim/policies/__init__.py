@@ -27,6 +27,8 @@ DEFAULT = "v16"
 #: order is the order ``--policy all`` runs them in
 REGISTRY: dict[str, str] = {
     "v16": "v16",
+    "limit-only": "limit_only",
+    "oom-v2": "oom_v2",
 }
 
 
