@@ -152,7 +152,8 @@ TWINS: tuple[Twin, ...] = (
     ),
     _row(
         "sgx_encl_release", "encl",
-        ["encl.sgx_encl_release", "epc.sgx_unmark_page_reclaimable"],
+        ["encl.sgx_encl_release", "encl.sgx_encl_release_resources",
+         "epc.sgx_unmark_page_reclaimable"],
         "sgx_encl_release", (*_ENCLAVES, *_NO_OOM),
     ),
     _row("sgx_encl_put", "encl", ["encl.sgx_encl_put"], "sgx_encl_put", _ENCLAVES),

@@ -68,6 +68,10 @@ SGX_ENCL_IOCTL = 1 << 0
 SGX_ENCL_DEBUG = 1 << 1
 SGX_ENCL_CREATED = 1 << 2
 SGX_ENCL_INITIALIZED = 1 << 3
+#: not in v16: the dropped OOM design's mark of an enclave the EPC OOM killer took
+#: (v2 patch 14, 2022-12-02; renamed SGX_ENCL_NO_MEMORY in v5); set only by the
+#: ``oom-v2`` policy
+SGX_ENCL_OOM = 1 << 4
 
 #: ERESTARTSYS (include/linux/errno.h); Python's errno module does not have it.
 ERESTARTSYS = 512

@@ -33,6 +33,7 @@ from .constants import (
     EBUSY,
     EFAULT,
     EINVAL,
+    ENOMEM,
     EPERM,
     PAGE_SIZE,
     SGX_BACKING_BYTES_PER_PAGE,
@@ -40,6 +41,7 @@ from .constants import (
     SGX_EEXTENDS_PER_PAGE,
     SGX_ENCL_CREATED,
     SGX_ENCL_INITIALIZED,
+    SGX_ENCL_OOM,
     SGX_EPC_PAGE_RECLAIMER_TRACKED,
     SGX_NO_RECLAIM,
     SGX_PAGE_TYPE_REG,
@@ -342,14 +344,31 @@ def sgx_encl_release(host: Host, encl: Encl) -> None:
     point, because release runs inside whichever kref_put() drops the last reference.
     """
     encl.released = True
+    sgx_encl_release_resources(host, encl)
+    host.encl_released(encl)
+
+
+def sgx_encl_release_resources(host: Host, encl: Encl) -> None:
+    """The body of sgx_encl_release(): free the EPC and the backing, keep the struct.
+
+    The dropped OOM design split it out as ``__sgx_encl_release()`` (v2 patch 14,
+    2022-12-02) to run it when the EPC OOM killer takes an enclave; there a reclaimer
+    may hold pages of the enclave (isolated, with a reference): they are skipped, and
+    then the VA pages (their EWB needs a slot) and the SECS (a parent of theirs) stay
+    for the final release (as v3, 2023-07-12, lets "pages in RECLAIMING_IN_PROGRESS
+    be reaped by reclaimers").  Under v16 it runs only from sgx_encl_release(), with
+    no page held, and frees everything.
+    """
     epc = encl.epc
     resident = np.flatnonzero(epc >= 0)
     m_epc = encl.m_epc
     if resident.size > 64 and _sgx_encl_release_pages_bulk(host, encl, resident):
         resident = resident[:0]
+    held = 0
     for idx in resident.tolist():
         page = m_epc[idx]
         if sgx_unmark_page_reclaimable(host, page):
+            held += 1
             continue
         sgx_encl_free_epc_page(host, page)
         encl.secs_child_cnt -= 1
@@ -357,7 +376,7 @@ def sgx_encl_release(host: Host, encl: Encl) -> None:
     if encl.secs_child_cnt == 0 and encl.secs_epc >= 0:
         sgx_encl_free_epc_page(host, encl.secs_epc)
         encl.secs_epc = -1
-    for vano in list(encl.va_pages):
+    for vano in list(encl.va_pages) if not held else ():
         vp = encl.va_pages.pop(vano)
         sgx_encl_free_epc_page(host, vp.epc)
         vp.epc = -1
@@ -374,8 +393,22 @@ def sgx_encl_release(host: Host, encl: Encl) -> None:
         encl.secs_va = -1
     encl.owner.backing_bytes -= encl.backing_bytes
     encl.backing_bytes = 0
-    encl.desc[:] = 0
-    host.encl_released(encl)
+    if not held:
+        encl.desc[:] = 0
+
+
+def sgx_encl_mm_drain(host: Host, encl: Encl) -> None:
+    """Models sgx_encl_mm_drain() (the dropped OOM design, v3 patch 15, 2023-07-12; the
+    loop of sgx_release() in v16): every mm leaves ``mm_list`` and drops its enclave
+    reference (``mmu_notifier_unregister()`` + kref_put), the enclave is mapped by no mm.
+    """
+    for pid in list(encl.mm_list):
+        encl.mm_list.remove(pid)
+        encl.nr_live_mms -= 1
+        task = host.tasks[pid]
+        if encl.id in task.mapped_encls:
+            task.mapped_encls.remove(encl.id)
+        sgx_encl_put(host, encl)
 
 
 def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -> bool:
@@ -555,6 +588,8 @@ def _sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
     """
     if encl.released or not 0 <= idx < encl.npages:
         return VM_FAULT_SIGBUS
+    if encl.flags & SGX_ENCL_OOM:  # the dropped OOM design (v2 patch 14): killed
+        return VM_FAULT_SIGBUS
     if not encl.m_desc[idx] & DESC_PRESENT:
         if not host.sgx2:
             return VM_FAULT_SIGBUS
@@ -643,8 +678,11 @@ def sgx_encl_add_page(
     grow (DO_RECLAIM), insert into page_array, EADD (+16 EEXTEND if measured), count a
     SECS child, mark reclaimable.
 
-    Returns: 0, -EBUSY (page already present: ``xa_insert()``), or an allocator errno.
+    Returns: 0, -EBUSY (page already present: ``xa_insert()``), or an allocator errno;
+    -ENOMEM for an enclave the dropped OOM design killed (``SGX_ENCL_OOM``, v3 patch 15).
     """
+    if encl.flags & SGX_ENCL_OOM:
+        return -ENOMEM
     page = sgx_alloc_epc_page_nowait(host, task, KIND_ENCL, encl.id, idx)
     if page < 0:
         page = yield from sgx_alloc_epc_page(host, task, KIND_ENCL, encl.id, idx, SGX_DO_RECLAIM)
@@ -689,8 +727,11 @@ def sgx_encl_init(host: Host, encl: Encl) -> int:
 def sgx_encl_load_for_edmm(host: Host, task: Task, encl: Encl, idx: int) -> int:
     """``sgx_encl_load_page()`` as the EDMM ioctls call it (NO_RECLAIM, encl mutex).
 
-    Returns: 0; -EAGAIN if the load got -EBUSY; -EFAULT otherwise.
+    Returns: 0; -EAGAIN if the load got -EBUSY; -EFAULT otherwise; -ENOMEM for an
+    enclave the dropped OOM design killed (``sgx_ioc_sgx2_ready()``, v3 patch 15).
     """
+    if encl.flags & SGX_ENCL_OOM:
+        return -ENOMEM
     ret = _sgx_encl_load_page(host, task, encl, idx)
     if ret:
         return -EAGAIN if ret == -EBUSY else -EFAULT

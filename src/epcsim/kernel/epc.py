@@ -241,6 +241,9 @@ def sgx_alloc_epc_page(
         yield "cond_resched"
     if page >= 0:
         _sgx_epc_page_set_cgroup(pool, page, sgx_cg)
+        pol = host.policy
+        if pol is not None and pol.record_page is not None:
+            pol.record_page(host, page, kind)
     else:
         epc_cgroup.sgx_cgroup_uncharge(host, sgx_cg)
         epc_cgroup.sgx_put_cg(host, sgx_cg)

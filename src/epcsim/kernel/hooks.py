@@ -62,6 +62,12 @@ HOOKS: dict[str, tuple[str, str]] = {
         "(host, sgx_cg) -> whether sgx_reclaimer_age() tests the accessed bit for this "
         "batch (False: every isolated page is old)",
     ),
+    "record_page": (
+        "epcsim.kernel.epc.sgx_alloc_epc_page",
+        "(host, page, kind) -> None, after the allocator gave *page* to its owner (owner "
+        "and cgroup set): where a page that is never on an LRU (VA, SECS) is recorded "
+        "(v16: nowhere)",
+    ),
     "max_written": (
         "epcsim.kernel.cgroupfs.CgroupFs.write",
         "(host, misc_cg) -> None, after a successful misc.max write: what the write does "

@@ -11,6 +11,7 @@ import numpy as np
 
 from .constants import (
     PAGE_SIZE,
+    SGX_ENCL_OOM,
     SGX_EPC_PAGE_IS_FREE,
     SGX_EPC_PAGE_RECLAIMER_TRACKED,
     SGX_VA_SLOT_COUNT,
@@ -159,6 +160,16 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
         if encl.released:
             if len(res) or encl.secs_epc >= 0 or encl.va_pages:
                 _fail(f"{encl!r}: released but still holds EPC pages")
+            continue
+        if encl.flags & SGX_ENCL_OOM:
+            # killed by the dropped OOM design: its EPC is freed but for the pages a
+            # reclaimer held (and their VA pages and SECS) until the final release;
+            # only the backing it holds is checked
+            backed = encl.memcg >= 0
+            ids = encl.memcg[backed]
+            memcg_bytes += np.bincount(ids.astype(np.int64), minlength=len(host.memcgs)) * 4224
+            if encl.secs_va >= 0:
+                memcg_bytes[encl.secs_memcg] += 4224
             continue
         pages = encl.epc[res]
         if np.any(kind[pages] != KIND_ENCL) or np.any(owner_e[pages] != encl.id):

@@ -26,10 +26,12 @@ from .constants import (
     EINTR,
     EINVAL,
     ENODEV,
+    ENOMEM,
     ERESTARTSYS,
     PAGE_SIZE,
     SGX_ENCL_CREATED,
     SGX_ENCL_INITIALIZED,
+    SGX_ENCL_OOM,
     SGX_PAGE_TYPE_REG,
     SGX_PAGE_TYPE_TCS,
     SGX_PAGE_TYPE_TRIM,
@@ -192,6 +194,8 @@ def ioc_enclave_init(host: Host, task: Task, encl: Encl) -> int:
     try:
         if not encl.flags & SGX_ENCL_CREATED or encl.flags & SGX_ENCL_INITIALIZED:
             raise SgxIoctlError(EINVAL, "SGX_IOC_ENCLAVE_INIT")
+        if encl.flags & SGX_ENCL_OOM:  # killed by the dropped OOM design (v3 patch 15)
+            raise SgxIoctlError(ENOMEM, "SGX_IOC_ENCLAVE_INIT")
         return sgx_encl_init(host, encl)
     finally:
         _leave(host, task)

@@ -29,6 +29,8 @@ REGISTRY: dict[str, str] = {
     "v16": "v16",
     "v14": "v14",
     "v13": "v13",
+    "limit-only": "limit_only",
+    "oom-v2": "oom_v2",
 }
 
 

@@ -39,6 +39,7 @@ class Policy:
     should_reclaim: Callable[[Host, SgxCgroup], bool] | None = None
     page_lru: Callable[[Host, int], SgxEpcLruList] | None = None
     age_test: Callable[[Host, SgxCgroup], bool] | None = None
+    record_page: Callable[[Host, int, int], None] | None = None
     max_written: Callable[[Host, MiscCg], None] | None = None
 
     def __init__(self, *, seed: int = 0) -> None:

@@ -33,6 +33,7 @@ from ..kernel import send_signal, task_exit
 from ..kernel.cgroup import host_controllers
 from ..kernel.constants import (
     PAGE_SIZE,
+    SGX_ENCL_OOM,
     SGX_PAGE_TYPE_TRIM,
     VM_FAULT_NOPAGE,
 )
@@ -322,7 +323,10 @@ class Actors:
             return
         inst.ended_ns = self.core.now
         inst.status = status
-        if inst.killed and status >= 128:
+        # killed: by a timed kill, or its enclave by the EPC OOM killer of a policy
+        # (the dropped OOM design: SGX_ENCL_OOM, its tasks get SIGBUS)
+        oom = inst.encl is not None and inst.encl.flags & SGX_ENCL_OOM
+        if (inst.killed or oom) and status >= 128:
             inst.outcome = "killed"
         else:
             inst.outcome = "success" if status == 0 else "failure"
