@@ -27,6 +27,9 @@ DEFAULT = "v16"
 #: order is the order ``--policy all`` runs them in
 REGISTRY: dict[str, str] = {
     "v16": "v16",
+    "global-lru": "global_lru",
+    "memcg-iter": "memcg_iter",
+    "mglru-memcg": "mglru_memcg",
 }
 
 
