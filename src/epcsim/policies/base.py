@@ -42,6 +42,9 @@ class Policy:
     max_written: Callable[[Host, MiscCg], None] | None = None
     faulted: Callable[[Host, SgxCgroup], None] | None = None
 
+    #: the policy's reclaim scans list entries that cost ``lru_scan`` each (the cost is
+    #: listed in ``summary.json["costs_ns"]`` only then)
+    scans: ClassVar[bool] = False
     #: list entries the policy's own scans examined (pages looked at besides the
     #: series' 16-page batches); the simulator charges ``lru_scan`` for each
     #: (epcsim.costs).  The series' designs never count one.

@@ -127,6 +127,7 @@ class GlobalLruPolicy(Policy):
         "and charged lru_scan"
     )
     external = True
+    scans = True
 
     #: the rotation bound of one pass (tests may lower it on an instance)
     skip_cap: int = GLOBAL_LRU_SKIP_CAP

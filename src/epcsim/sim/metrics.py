@@ -191,10 +191,10 @@ class Metrics:
             "sample_interval_ns": self.sim.sample_ns,
             "truncated": truncated,
             "time_is_estimate": "virtual times come from the cost model (docs/COSTS.md)",
-            # lru_scan is paid under a policy only (global-lru): v16's summary keeps
-            # the costs it always had
+            # lru_scan is paid under a scanning policy only (global-lru): the others
+            # keep the costs v16 always listed
             "costs_ns": self.sim.costs.model_dump(
-                exclude={"lru_scan"} if host.policy is None else None
+                exclude=None if host.policy is not None and host.policy.scans else {"lru_scan"}
             ),
             "encls": {n: c for n, c in zip(_leaf_names(), host.encls_count)},
             "cgroups": cgroups,
