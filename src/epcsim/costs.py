@@ -48,6 +48,10 @@ class CostModel(BaseModel):
     reclaim_batch: int = 2_000
     #: one step of a kernel loop that did nothing measurable (cond_resched)
     kernel_step: int = 100
+    #: one list entry examined by a reclaim scan that is not one of the series' batches
+    #: (the external baseline ``global-lru`` only: v16 never pays it, its 16-page
+    #: isolation is in ``reclaim_batch``)
+    lru_scan: int = 100
 
     @field_validator("access")
     @classmethod
@@ -83,4 +87,7 @@ COST_SOURCES = {
     "emodt": "assumption",
     "reclaim_batch": "assumption: per-batch locking and PTE zapping",
     "kernel_step": "assumption",
+    "lru_scan": "assumption: one list entry examined under the LRU lock, a cache miss on "
+    "struct sgx_epc_page and one on its cgroup (~300 cycles at 3 GHz); paid per page "
+    "scanned by the global-lru baseline only",
 }

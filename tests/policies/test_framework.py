@@ -111,6 +111,7 @@ def test_unknown_policy_names_the_field() -> None:
 
 def test_cli_policy_flag_and_list(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["policies"])
+    # the names are padded to the longest registered one
     assert r.exit_code == 0 and re.match(r"v16 +the series v16, 2024-08-20", r.output)
     f = tmp_path / "s.toml"
     f.write_text(TINY.format(policy=""))

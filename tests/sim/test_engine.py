@@ -115,7 +115,8 @@ def test_cost_model_exact_time_of_a_fitting_enclave():
     # data pages + SECS + one VA page, all freed at exit
     assert s["cgroups"]["/a"]["peak_bytes"] == (npages + 2) * P
     assert s["cgroups"]["/a"]["usage_bytes"] == 0
-    assert s["costs_ns"] == C.model_dump()
+    # lru_scan is paid by the global-lru policy only: v16's summary does not list it
+    assert s["costs_ns"] == C.model_dump(exclude={"lru_scan"})
     assert s["fault_latency"] == {} and len(r.fault_latency_ns) == 0
 
 

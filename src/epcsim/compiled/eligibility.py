@@ -60,7 +60,8 @@ MAX_THREADS = 256
 COMPILED_POLICIES = frozenset({"v16"})
 
 #: the ``[host.costs]`` keys the core reads (epcsim.costs.CostModel: the ENCLS leaves
-#: through ``leaf_costs()``, ``access``, ``fault``, ``kernel_step``, ``reclaim_batch``)
+#: through ``leaf_costs()``, ``access``, ``fault``, ``kernel_step``, ``reclaim_batch``;
+#: not ``lru_scan``, paid under the global-lru policy only)
 COMPILED_COSTS = frozenset(
     {
         "access",

@@ -567,11 +567,16 @@ def sgx_encl_eaug_page(host: Host, task: Task, encl: Encl, idx: int) -> int:
 
 def sgx_vma_fault(host: Host, task: Task, encl: Encl, idx: int) -> int:
     """Models sgx_vma_fault(); see :func:`_sgx_vma_fault`.  Counts the fault in the
-    enclave (every call) and, when resolved, in the task's cgroup (model statistics)."""
+    enclave (every call) and, when resolved, in the task's cgroup (model statistics);
+    a resolved fault is told to the policy's ``faulted`` hook (:mod:`epcsim.kernel.hooks`)."""
     encl.nr_faults += 1
     r = _sgx_vma_fault(host, task, encl, idx)
     if r == 0:
-        host.task_misc_cg(task).priv.nr_faults += 1
+        sgx_cg = host.task_misc_cg(task).priv
+        sgx_cg.nr_faults += 1
+        pol = host.policy
+        if pol is not None and pol.faulted is not None:
+            pol.faulted(host, sgx_cg)
     return r
 
 

@@ -74,6 +74,11 @@ HOOKS: dict[str, tuple[str, str]] = {
         "besides storing the value (v16: nothing); runs to completion in the writer's "
         "context",
     ),
+    "faulted": (
+        "epcsim.kernel.encl.sgx_vma_fault",
+        "(host, sgx_cg) -> None, after a fault of a task charging sgx_cg resolved (the "
+        "page is mapped): what the design learns from a fault (v16: nothing)",
+    ),
 }
 
 

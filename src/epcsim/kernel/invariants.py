@@ -94,6 +94,20 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
             if kind[i] != KIND_ENCL:
                 _fail(f"page {i} of kind {kind[i]} on an LRU")
         lru_total += len(lst)
+    # a policy's own lists (epcsim.policies: global-lru's one list) hold pages of any
+    # cgroup
+    for lru in host.policy.own_lrus() if host.policy is not None else ():
+        lst = lru.to_list()
+        if len(lst) != lru.nr:
+            _fail(f"policy list length {lru.nr} != walked {len(lst)}")
+        for i in lst:
+            seen[i] += 1
+            on_lru[i] = True
+            if not flags[i] & SGX_EPC_PAGE_RECLAIMER_TRACKED:
+                _fail(f"page {i} on an LRU without RECLAIMER_TRACKED")
+            if kind[i] != KIND_ENCL:
+                _fail(f"page {i} of kind {kind[i]} on an LRU")
+        lru_total += len(lst)
     if lru_total != host.nr_lru_pages:
         _fail(f"nr_lru_pages {host.nr_lru_pages} != pages on LRUs {lru_total}")
     if np.any(seen > 1):

@@ -31,6 +31,9 @@ REGISTRY: dict[str, str] = {
     "v13": "v13",
     "limit-only": "limit_only",
     "oom-v2": "oom_v2",
+    "global-lru": "global_lru",
+    "memcg-iter": "memcg_iter",
+    "mglru-memcg": "mglru_memcg",
 }
 
 

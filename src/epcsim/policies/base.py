@@ -6,8 +6,8 @@ unchanged.  Hook methods take the host first, as the kernel functions do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..kernel.hooks import HOOKS, Episode
 
@@ -41,9 +41,29 @@ class Policy:
     age_test: Callable[[Host, SgxCgroup], bool] | None = None
     record_page: Callable[[Host, int, int], None] | None = None
     max_written: Callable[[Host, MiscCg], None] | None = None
+    faulted: Callable[[Host, SgxCgroup], None] | None = None
+
+    #: the policy's reclaim scans list entries that cost ``lru_scan`` each (the cost is
+    #: listed in ``summary.json["costs_ns"]`` only then)
+    scans: ClassVar[bool] = False
+    #: list entries the policy's own scans examined (pages looked at besides the
+    #: series' 16-page batches); the simulator charges ``lru_scan`` for each
+    #: (epcsim.costs).  The series' designs never count one.
+    nr_scanned: int = 0
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
+
+    def own_lrus(self) -> Sequence[SgxEpcLruList]:
+        """The lists of reclaimable pages the policy keeps instead of the cgroups' LRUs
+        (a page of any cgroup may be on one); :func:`epcsim.kernel.invariants.
+        check_invariants` counts their pages as on an LRU.  None by default."""
+        return ()
+
+    def counters(self, host: Host) -> dict[str, Any]:
+        """The policy's own statistics, written to ``summary.json["policy_counters"]``
+        when not empty (v16 has none: the key is absent)."""
+        return {}
 
     def attach(self, host: Host) -> None:
         """Called once when the host is built, before any cgroup or enclave exists

@@ -157,6 +157,8 @@ class Actors:
         self._group_waiters: dict[str, list[Callable[[], None]]] = {}
         self.watchers: list[tuple[Instance, int, int, Any, int]] = []
         self.fresh: dict[Actor, tuple] = {}
+        #: the policy's ``nr_scanned`` already charged (``lru_scan`` per entry)
+        self._scanned = 0
 
     def _cost(self, before: list[int], point: str | None) -> int:
         after = self.host.encls_count
@@ -170,6 +172,11 @@ class Actors:
             c += self.costs.reclaim_batch
         elif point == "fault_retry":
             c += self.costs.fault
+        pol = self.host.policy
+        if pol is not None and pol.nr_scanned != self._scanned:
+            # list entries a policy's scan examined in this step (global-lru)
+            c += (pol.nr_scanned - self._scanned) * self.costs.lru_scan
+            self._scanned = pol.nr_scanned
         return c + self.costs.kernel_step
 
     def kstep(self, gen: Generator[str, None, Any]) -> Generator[int, None, Any]:

@@ -176,7 +176,7 @@ class Metrics:
                 "p99_ns": q[2],
                 "max_ns": q[3],
             }
-        return {
+        out = {
             "epcsim_version": __version__,
             "timeseries_schema_version": TIMESERIES_SCHEMA_VERSION,
             "scenario": self.sim.sc.name,
@@ -191,7 +191,11 @@ class Metrics:
             "sample_interval_ns": self.sim.sample_ns,
             "truncated": truncated,
             "time_is_estimate": "virtual times come from the cost model (docs/COSTS.md)",
-            "costs_ns": self.sim.costs.model_dump(),
+            # lru_scan is paid under a scanning policy only (global-lru): the others
+            # keep the costs v16 always listed
+            "costs_ns": self.sim.costs.model_dump(
+                exclude=None if host.policy is not None and host.policy.scans else {"lru_scan"}
+            ),
             "encls": {n: c for n, c in zip(_leaf_names(), host.encls_count)},
             "cgroups": cgroups,
             "enclaves": enclaves,
@@ -201,6 +205,11 @@ class Metrics:
             "passed": all(x["passed"] for x in expectations),
             "outcome": "pass" if all(x["passed"] for x in expectations) else "fail",
         }
+        # a policy's own statistics (epcsim.policies; none under v16: no key)
+        counters = host.policy.counters(host) if host.policy is not None else {}
+        if counters:
+            out["policy_counters"] = counters
+        return out
 
     def _verdict(self, k: int, x) -> dict:
         name = x.name or f"expect[{k}]"
