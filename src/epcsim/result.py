@@ -62,7 +62,7 @@ class Result:
     #: run, why, wall time, versions); empty for :func:`~epcsim.sim.simulate`
     run: dict[str, Any] = field(default_factory=dict)
     #: the reclaim episodes when recorded (``epcsim.run(..., episode_log=True)``; the
-    #: reference engine only): one dict per episode (kind, scope, needed, calls,
+    #: reference engine only): one dict per episode (kind, root, scope, needed, calls,
     #: isolated, scanned and reclaimed per cgroup path, started_ns, ended_ns), in the
     #: order of their first reclaim call; None when not recorded.  Not written to files
     episodes: list[dict[str, Any]] | None = None

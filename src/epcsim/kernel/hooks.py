@@ -102,8 +102,10 @@ class Episode:
     #: pages isolated (with a live enclave reference) by those calls
     isolated: int = 0
     # --- with the episode log only (EpisodeLog) ---
-    #: pages the episode needed at its first reclaim call (:func:`pages_needed`)
+    #: pages the episode needed at its first reclaim call, and the cgroup whose limit
+    #: (or the root: the EPC's free pages) set that need (:func:`pages_needed`)
     needed: int = 0
+    scope: SgxCgroup | None = None
     #: per cgroup whose LRU they came from: pages isolated (scanned) / evicted
     scanned: dict[SgxCgroup, int] = field(default_factory=dict)
     reclaimed: dict[SgxCgroup, int] = field(default_factory=dict)
@@ -112,46 +114,53 @@ class Episode:
     ended_ns: int = -1
 
 
-def pages_needed(host: Host, episode: Episode) -> int:
-    """The pages *episode* must reclaim to get below its threshold or limit, now.
+def pages_needed(host: Host, episode: Episode) -> tuple[int, SgxCgroup]:
+    """The pages *episode* must reclaim to get below its threshold or limit, now, and
+    the cgroup whose limit that is (the root for the EPC's free pages).
 
     ``sync``: the pages over the limit plus the one being charged, at the level whose
-    limit is the most exceeded (max over the requester and its ancestors of usage + 1 -
-    floor(min(max, capacity) / 4096), as ``misc_cg_try_charge()`` tests both); ``async`` and a ``direct`` pass over a non-root subtree: usage -
-    the threshold of ``sgx_cgroup_should_reclaim()`` + 1 (it reclaims while usage >=
-    threshold); ``ksgxd``: SGX_NR_HIGH_PAGES - free pages (``sgx_should_reclaim_global()``
-    holds while free < watermark); a global ``direct`` pass: the same with
-    SGX_NR_LOW_PAGES; ``alloc``: 1 - free pages (one free page).
+    limit is the most exceeded: max over the requester and its ancestors of usage + 1 -
+    floor(min(max, capacity) / 4096), as ``misc_cg_try_charge()`` tests both.
+    ``async``, and ``direct`` over a non-root subtree: usage - the threshold of
+    ``sgx_cgroup_should_reclaim()`` + 1 (it reclaims while usage >= threshold).
+    ``ksgxd``: SGX_NR_HIGH_PAGES - free pages (``sgx_should_reclaim_global()`` holds
+    while free < watermark); a global ``direct`` pass: the same with SGX_NR_LOW_PAGES;
+    ``alloc``: 1 - free pages (one free page).
     """
     kind, root = episode.kind, episode.root
     free = host.epc.nr_free_pages
+    top = host.sgx_cg_root
     if kind == "ksgxd":
-        return SGX_NR_HIGH_PAGES - free
+        return SGX_NR_HIGH_PAGES - free, top
     if kind == "alloc":
-        return 1 - free
+        return 1 - free, top
     if kind == "direct" and root.cg.parent is None:
-        return SGX_NR_LOW_PAGES - free
+        return SGX_NR_LOW_PAGES - free, top
     if kind == "sync":
-        worst = None
+        # the level misc_cg_try_charge() fails at first, going up, is the most exceeded
+        worst, at = None, root.cg
         i = root.cg
         capacity = i.ctrl.capacity
         while i is not None:
             over = i.usage // PAGE_SIZE + 1 - min(i.max, capacity) // PAGE_SIZE
-            worst = over if worst is None or over > worst else worst
+            if worst is None or over > worst:
+                worst, at = over, i
             i = i.parent
         assert worst is not None
-        return worst
-    # async, direct: sgx_cgroup_should_reclaim()'s threshold
-    limit = None
+        return worst, at.priv
+    # async, direct: sgx_cgroup_should_reclaim()'s threshold (the smallest limit up to
+    # the root; the nearest level holding it)
+    limit, at = None, root.cg
     i = root.cg
     while i is not None:
         v = i.max // PAGE_SIZE
-        limit = v if limit is None or v < limit else limit
+        if limit is None or v < limit:
+            limit, at = v, i
         i = i.parent
     assert limit is not None
     if limit > SGX_CG_LOW_LIMIT:
         limit -= SGX_CG_MIN_FREE_PAGE
-    return root.cg.usage // PAGE_SIZE - limit + 1
+    return root.cg.usage // PAGE_SIZE - limit + 1, at.priv
 
 
 class EpisodeLog:
@@ -168,7 +177,7 @@ class EpisodeLog:
 
     def begin(self, host: Host, episode: Episode) -> None:
         """At *episode*'s first ``sgx_cgroup_reclaim_pages()`` call: record it."""
-        episode.needed = pages_needed(host, episode)
+        episode.needed, episode.scope = pages_needed(host, episode)
         episode.started_ns = self.clock()
         self.episodes.append(episode)
 

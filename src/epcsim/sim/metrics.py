@@ -247,10 +247,12 @@ def cg_path(sgx_cg: SgxCgroup) -> str:
 
 def _episode_record(ep) -> dict:
     """One reclaim episode of the log (epcsim.kernel.hooks.Episode) as ``Result.episodes``
-    holds it: cgroups named by their paths."""
+    holds it: cgroups named by their paths; ``root`` is the subtree it reclaims from,
+    ``scope`` the cgroup whose limit set its need (the root "/" for free EPC pages)."""
     return {
         "kind": ep.kind,
-        "scope": cg_path(ep.root),
+        "root": cg_path(ep.root),
+        "scope": cg_path(ep.scope) if ep.scope is not None else cg_path(ep.root),
         "needed": ep.needed,
         "calls": ep.calls,
         "isolated": ep.isolated,
