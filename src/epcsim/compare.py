@@ -121,12 +121,15 @@ def parse_policies(spec: str | Sequence[str]) -> list[str]:
     if items == ["all"]:
         return policy_names()
     if not items or any(not s for s in items):
-        raise EpcsimError(f"policy: expected NAME[,NAME...] or all, got {spec!r}")
+        raise EpcsimError(f"policies: expected NAME[,NAME...] or all, got {spec!r}")
     out: list[str] = []
     for name in items:
-        policy_class(name)  # EpcsimError: unknown policy 'x'; known: ...
+        try:
+            policy_class(name)
+        except EpcsimError as e:  # unknown policy 'x'; known: ...
+            raise EpcsimError(f"policies: {e}") from None
         if name in out:
-            raise EpcsimError(f"policy: {name!r} is named twice")
+            raise EpcsimError(f"policies: {name!r} is named twice")
         out.append(name)
     return out
 
