@@ -11,6 +11,9 @@ Commands::
     epcsim trace convert TRACE OUT [--format F] [--to F2] [--dense] [-O KEY=VALUE ...]
     epcsim mrc TRACE [--format F] [-O KEY=VALUE ...] [--sizes LIST|RANGE] [--sample RATE]
                [--out DIR] [--workers N] [--fault-unreferenced]
+    epcsim compare SCENARIO --out DIR [--policy NAME,...|all] [--seeds FROM..TO|N,...]
+                   [--set KEY=VALUE ...] [--jobs N] [--force]
+    epcsim policies
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -703,10 +706,8 @@ def compare_command(
 
     sc = _load(scenario, set_)
     err = Console(stderr=True)
-    done = {"n": 0}
 
     def progress(k: int, n: int) -> None:
-        done["n"] = k
         if err.is_terminal:
             err.print(f"compare: {k}/{n} points", end="\r")
 

@@ -42,6 +42,7 @@ from .api import run as _run
 from .errors import EpcsimError
 from .policies import names as policy_names
 from .policies import policy_class
+from .report.fmt import sig3
 from .rundir import RunDirError, claim_dir
 from .scenario import Scenario, load_scenario
 
@@ -718,11 +719,12 @@ def write_compare(result: CompareResult, d: str | os.PathLike[str]) -> None:
     atomic_write_text(d / "compare.html", render_html(result.data))
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def _fmt(v: Any) -> str:
+    """A table cell: three significant digits (the report's rule), ``—`` for None."""
     if v is None:
         return "—"
     if isinstance(v, float):
-        return f"{v:.{digits}g}"
+        return sig3(v)
     return str(v)
 
 
