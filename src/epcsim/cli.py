@@ -704,7 +704,7 @@ def compare_command(
     (docs/COMPARE.md).  Exit 0 when every point ran."""
     from .compare import COLUMNS, compare, table_rows
 
-    sc = _load(scenario, set_)
+    _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
     err = Console(stderr=True)
 
     def progress(k: int, n: int) -> None:
@@ -714,7 +714,14 @@ def compare_command(
     try:
         with _user_errors():
             res = compare(
-                sc, policies=policy, seeds=seeds, jobs=jobs, out=out, force=force, progress=progress
+                scenario,
+                policies=policy,
+                seeds=seeds,
+                overrides=set_ or (),
+                jobs=jobs,
+                out=out,
+                force=force,
+                progress=progress,
             )
     except KeyboardInterrupt:
         typer.echo(

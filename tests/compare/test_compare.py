@@ -156,10 +156,14 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 def test_cli_runs_and_prints_the_table(scenario: Path, tmp_path: Path) -> None:
-    code, output = _cli(str(scenario), "--policy", "v16", "--out", str(tmp_path / "c"), "-j", "1")
+    out = tmp_path / "c"
+    args = ["--policy", "v16", "--set", "host.cpus=1", "--out", str(out), "-j", "1"]
+    code, output = _cli(str(scenario), *args)
     assert code == 0, output
     assert "fairness CV" in output and "v16" in output
-    assert output.rstrip().endswith(f"wrote {tmp_path / 'c'}")
+    assert output.rstrip().endswith(f"wrote {out}")
+    data = json.loads((out / "compare.json").read_text())
+    assert data["overrides"] == ["host.cpus=1"] and data["seeds"] == [0]
 
 
 def test_cli_bad_arguments_exit_2_with_one_line(scenario: Path, tmp_path: Path) -> None:
