@@ -239,11 +239,14 @@ def time_averaged_reclaimable(
 ) -> dict[str, float]:
     """Per cgroup, the time average of its reclaimable pages: each sample's value holds
     until the next sample time, over [first sample, last sample] (a cgroup has 0 where
-    it has no row); one sample time only: that sample's values."""
+    it has no row); one sample time only: that sample's values.  Rows without a cgroup
+    or a value (the time series' per-enclave rows) are skipped."""
     times = sorted(set(time_ns))
     by_t: dict[int, dict[str, int]] = {t: {} for t in times}
     names: list[str] = []
     for t, c, p in zip(time_ns, cgroup, pages, strict=True):
+        if c is None or p is None:
+            continue
         by_t[t][c] = int(p)
         if c not in names:
             names.append(c)

@@ -106,8 +106,9 @@ def test_overshoot_by_hand() -> None:
 
 def test_time_averaged_reclaimable_by_hand() -> None:
     # a: 0 for [0, 10), 10 for [10, 30); b: absent (0) for [0, 10), 4 for [10, 30)
+    # (an enclave row of the time series has no cgroup and no value: skipped)
     avg = time_averaged_reclaimable(
-        [0, 10, 10, 30, 30], ["/a", "/a", "/b", "/a", "/b"], [0, 10, 4, 0, 0]
+        [0, 10, 10, 10, 30, 30], ["/a", "/a", "/b", None, "/a", "/b"], [0, 10, 4, None, 0, 0]
     )
     assert avg == {"/a": pytest.approx(200 / 30), "/b": pytest.approx(80 / 30)}
     assert time_averaged_reclaimable([5, 5], ["/a", "/b"], [3, 0]) == {"/a": 3.0, "/b": 0.0}
