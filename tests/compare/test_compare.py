@@ -231,3 +231,36 @@ def test_auto_runs_the_reference_and_compiled_refuses(scenario: Path) -> None:
     with pytest.raises(EpcsimError) as e:
         epcsim.run(scenario, engine="compiled", episode_log=True)
     assert str(e.value) == f"engine compiled: {why}; use engine reference or auto"
+
+
+class OwnLoop(Policy):
+    """A throwaway design whose reclaim_pages hook is v16's loop calling
+    sgx_reclaim_pages() without passing the episode."""
+
+    name = "own-loop"
+    source = "a test"
+    changes = "nothing"
+
+    def reclaim_pages(self, host, root, charge_task, nr_to_scan, episode):
+        from epcsim.kernel import epc_cgroup
+        from epcsim.kernel import reclaim as kreclaim
+
+        cnt = 0
+        while cnt < nr_to_scan and not epc_cgroup.sgx_cgroup_lru_empty(host, root.cg):
+            c = epc_cgroup.sgx_cgroup_next_get(host, root)
+            cnt += yield from kreclaim.sgx_reclaim_pages(host, c, charge_task)
+            if c is not root:
+                epc_cgroup.sgx_put_cg(host, c)
+        return cnt
+
+
+def test_a_hooks_reclaim_counts_into_its_episode(
+    scenario: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hooks.run_in_episode: the hook's sgx_reclaim_pages() calls are the episode's,
+    and the log (with v16's loop run by a hook) equals v16's log."""
+    base = epcsim.run(scenario, engine="reference", episode_log=True)
+    monkeypatch.setattr(policies, "make", lambda name, *, seed=0: OwnLoop(seed=seed))
+    hooked = epcsim.run(scenario, engine="reference", episode_log=True)
+    assert hooked.summary == base.summary
+    assert hooked.episodes == base.episodes

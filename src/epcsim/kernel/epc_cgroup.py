@@ -30,7 +30,7 @@ from .constants import (
     SGX_NO_RECLAIM,
     SGX_NR_TO_SCAN,
 )
-from .hooks import Episode, episode_end, logging_episodes
+from .hooks import Episode, episode_end, logging_episodes, run_in_episode
 from .lru import SgxEpcLruList
 from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc_cg_uncharge
 
@@ -269,7 +269,10 @@ def sgx_cgroup_try_charge(
     if logging_episodes(host):
         episode = Episode("sync", sgx_cg)
         if pol is not None and pol.try_charge is not None:
-            ret = yield from pol.try_charge(host, task, sgx_cg, reclaim, first, episode)
+            gen = pol.try_charge(host, task, sgx_cg, reclaim, first, episode)
+            if host.episode_log is not None:
+                gen = run_in_episode(host, gen, episode)
+            ret = yield from gen
             episode_end(host, episode)
             return ret
     while True:
@@ -330,7 +333,10 @@ def sgx_cgroup_reclaim_pages(
             log.begin(host, episode)
         episode.calls += 1
         if pol is not None and pol.reclaim_pages is not None:
-            cnt = yield from pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
+            gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
+            if log is not None:
+                gen = run_in_episode(host, gen, episode)
+            cnt = yield from gen
         else:
             while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
                 c = sgx_cgroup_next_get(host, root)

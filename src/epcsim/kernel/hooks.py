@@ -26,7 +26,7 @@ cgroup into it.  Nothing else changes: the log only reads the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,15 @@ if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
     from .host import Host
 
-__all__ = ["HOOKS", "Episode", "EpisodeLog", "episode_end", "logging_episodes", "pages_needed"]
+__all__ = [
+    "HOOKS",
+    "Episode",
+    "EpisodeLog",
+    "episode_end",
+    "logging_episodes",
+    "pages_needed",
+    "run_in_episode",
+]
 
 #: hook name -> (the kernel-model function that calls it, what it decides)
 HOOKS: dict[str, tuple[str, str]] = {
@@ -196,3 +204,23 @@ def episode_end(host: Host, episode: Episode | None) -> None:
     """*episode* ended: stamp it in the episode log, if there is one."""
     if episode is not None and host.episode_log is not None:
         host.episode_log.end(episode)
+
+
+def run_in_episode(
+    host: Host, gen: Generator[str, None, Any], episode: Episode
+) -> Generator[str, None, Any]:
+    """Run a policy's hook generator *gen* with ``host.reclaim_episode`` = *episode*
+    during each of its steps (restored at each yield, so other reclaimers' steps in
+    between see their own): the ``sgx_reclaim_pages()`` calls the hook makes count into
+    the episode without being passed it.  With the episode log only."""
+    prev = host.reclaim_episode
+    value: Any = None
+    while True:
+        host.reclaim_episode = episode
+        try:
+            point = gen.send(value)
+        except StopIteration as stop:
+            host.reclaim_episode = prev
+            return stop.value
+        host.reclaim_episode = prev
+        value = yield point

@@ -83,12 +83,18 @@ def sgx_reclaim_pages(
     returning ``resume.cnt``.
 
     ``episode`` (the episode log only, :mod:`epcsim.kernel.hooks`): the pages isolated
-    and evicted are counted into it against *sgx_cg*.
+    and evicted are counted into it against *sgx_cg*; a policy hook's calls count into
+    ``host.reclaim_episode`` (``hooks.run_in_episode``).
     """
+    log = host.episode_log
+    if log is not None and episode is None:
+        episode = host.reclaim_episode
+        if episode is not None and episode.started_ns < 0:
+            log.begin(host, episode)
     if resume is None:
         chunk = _sgx_reclaim_isolate(host, sgx_cg)
         cnt = len(chunk)
-        if cnt and episode is not None and host.episode_log is not None:
+        if cnt and episode is not None and log is not None:
             episode.scanned[sgx_cg] = episode.scanned.get(sgx_cg, 0) + cnt
         if not cnt:
             return 0
@@ -112,7 +118,7 @@ def sgx_reclaim_pages(
         yield "reclaim:blocked"
 
     _sgx_reclaimer_write_batch(host, sgx_cg, kept)
-    if episode is not None and host.episode_log is not None:
+    if episode is not None and log is not None:
         episode.reclaimed[sgx_cg] = episode.reclaimed.get(sgx_cg, 0) + len(kept)
     return cnt
 
