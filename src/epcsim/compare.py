@@ -192,7 +192,10 @@ def _check_existing(target: Path, label: str, *, force: bool) -> None:
         return
     if not target.is_dir():
         raise RunDirError(f"{label}: exists and is not a directory")
-    entries = set(os.listdir(target))
+    try:
+        entries = set(os.listdir(target))
+    except OSError as e:
+        raise RunDirError(f"{label}: cannot list it: {e.strerror or e}") from None
     if not entries:
         return
     marker = target / "compare.json"
@@ -300,8 +303,9 @@ def _cv(values: Sequence[float]) -> float | None:
 def fairness(episodes: Sequence[dict[str, Any]], reclaimable: dict[str, float]) -> dict[str, Any]:
     """Fairness within each reclaim scope (the cgroup whose limit triggered reclaim, or
     the root for ksgxd): per scope, the pages reclaimed from each cgroup of its subtree
-    over all its episodes, against the ideal = total reclaimed in the scope × the
-    cgroup's time-averaged reclaimable pages / the sum over the scope's cgroups.
+    (and from any other cgroup its episodes took pages from) over all its episodes,
+    against the ideal = total reclaimed in the scope × the cgroup's time-averaged
+    reclaimable pages / the sum over the scope's cgroups.
 
     Per scope: ``cv`` = stddev / mean of reclaimed / ideal over the cgroups with ideal >
     0; ``max_min`` = max / min of those ratios (None where the min is 0: a cgroup with a
@@ -322,18 +326,20 @@ def fairness(episodes: Sequence[dict[str, Any]], reclaimable: dict[str, float]) 
     for scope in sorted(totals):
         got = totals[scope]
         total = sum(got.values())
-        members = sorted(c for c in reclaimable if _in_scope(c, scope))
-        share = sum(reclaimable[c] for c in members)
+        # the scope's subtree, and any cgroup its episodes took pages from
+        members = sorted({c for c in reclaimable if _in_scope(c, scope)} | set(got))
+        share = sum(reclaimable.get(c, 0.0) for c in members)
         cgroups: dict[str, dict[str, Any]] = {}
         ratios: list[float] = []
         reclaimed: list[float] = []
         for c in members:
-            ideal = total * reclaimable[c] / share if share > 0 else 0.0
+            avg = reclaimable.get(c, 0.0)
+            ideal = total * avg / share if share > 0 else 0.0
             r = got.get(c, 0)
             ratio = r / ideal if ideal > 0 else None
             cgroups[c] = {
                 "reclaimed": r,
-                "avg_reclaimable": reclaimable[c],
+                "avg_reclaimable": avg,
                 "ideal": ideal,
                 "ratio": ratio,
             }
