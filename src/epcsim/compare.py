@@ -303,9 +303,10 @@ def _cv(values: Sequence[float]) -> float | None:
 def fairness(episodes: Sequence[dict[str, Any]], reclaimable: dict[str, float]) -> dict[str, Any]:
     """Fairness within each reclaim scope (the cgroup whose limit triggered reclaim, or
     the root for ksgxd): per scope, the pages reclaimed from each cgroup of its subtree
-    (and from any other cgroup its episodes took pages from) over all its episodes,
-    against the ideal = total reclaimed in the scope × the cgroup's time-averaged
-    reclaimable pages / the sum over the scope's cgroups.
+    over all its episodes, against the ideal = total reclaimed in the scope × the
+    cgroup's time-averaged reclaimable pages / the sum over the subtree's cgroups.  A
+    cgroup outside the subtree the episodes took pages from is listed with ideal 0
+    (``outside``: those pages; they are in the total, so they lower the subtree's ratios).
 
     Per scope: ``cv`` = stddev / mean of reclaimed / ideal over the cgroups with ideal >
     0; ``max_min`` = max / min of those ratios (None where the min is 0: a cgroup with a
@@ -326,15 +327,17 @@ def fairness(episodes: Sequence[dict[str, Any]], reclaimable: dict[str, float]) 
     for scope in sorted(totals):
         got = totals[scope]
         total = sum(got.values())
-        # the scope's subtree, and any cgroup its episodes took pages from
-        members = sorted({c for c in reclaimable if _in_scope(c, scope)} | set(got))
-        share = sum(reclaimable.get(c, 0.0) for c in members)
+        # the scope's subtree shares R; a cgroup outside it that the episodes took pages
+        # from is listed with no share (ideal 0)
+        inside = {c for c in reclaimable if _in_scope(c, scope)}
+        members = sorted(inside | set(got))
+        share = sum(reclaimable[c] for c in inside)
         cgroups: dict[str, dict[str, Any]] = {}
         ratios: list[float] = []
         reclaimed: list[float] = []
         for c in members:
             avg = reclaimable.get(c, 0.0)
-            ideal = total * avg / share if share > 0 else 0.0
+            ideal = total * avg / share if share > 0 and c in inside else 0.0
             r = got.get(c, 0)
             ratio = r / ideal if ideal > 0 else None
             cgroups[c] = {
@@ -351,6 +354,7 @@ def fairness(episodes: Sequence[dict[str, Any]], reclaimable: dict[str, float]) 
             "episodes": counts[scope],
             "reclaimed": total,
             "avg_reclaimable": share,
+            "outside": sum(n for c, n in got.items() if c not in inside),
             "cgroups": cgroups,
             "cv": _cv(ratios),
             "max_min": max(ratios) / lo if ratios and lo > 0 else None,

@@ -84,6 +84,21 @@ def test_fairness_by_hand() -> None:
     assert f["headline"] == "/p"  # 40 pages > 5
 
 
+def test_fairness_counts_pages_taken_outside_the_scope() -> None:
+    # /a's episode took 10 of its own pages and 10 of /b's: R = 20, all of it /a's share
+    # (ideal 20, ratio 0.5); /b is listed with ideal 0 and no ratio
+    s = fairness([ep("sync", "/a", 1, {"/a": 10, "/b": 10})], {"/a": 50.0, "/b": 50.0})
+    a = s["scopes"]["/a"]
+    assert a["outside"] == 10 and a["cgroups"]["/a"]["ratio"] == 0.5
+    assert a["cgroups"]["/b"] == {
+        "reclaimed": 10,
+        "avg_reclaimable": 50.0,
+        "ideal": 0.0,
+        "ratio": None,
+    }
+    assert a["cv"] == 0.0  # one ratio
+
+
 def test_fairness_of_equal_shares_is_zero() -> None:
     log = [ep("ksgxd", "/", 64, {"/a": 32, "/b": 32})]
     s = fairness(log, {"/": 0.0, "/a": 50.0, "/b": 50.0})["scopes"]["/"]
