@@ -533,6 +533,7 @@ def point_metrics(p: Point) -> dict[str, Any]:
         "fairness": fair,
         "fairness_cv": head["cv"] if head else None,
         "fairness_max_min": head["max_min"] if head else None,
+        "fairness_reclaimed_cv": head["reclaimed_cv"] if head else None,
         "overshoot": overshoot(p.episodes),
         "scan": scan_cost(p.episodes, p.summary.get("cgroups")),
         "cpu_ns": cpu_time(p.episodes, int(p.summary.get("sim_time_ns", 0))),
@@ -554,6 +555,7 @@ def policy_summary(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [p["seed"] for p in points],
         "fairness_cv": _mean([p["fairness_cv"] for p in points]),
         "fairness_max_min": _mean([p["fairness_max_min"] for p in points]),
+        "fairness_reclaimed_cv": _mean([p["fairness_reclaimed_cv"] for p in points]),
         "overshoot_mean": _mean([p["overshoot"]["mean"] for p in points]),
         "overshoot_p99": _mean([p["overshoot"]["p99"] for p in points]),
         "scanned_per_reclaimed": _mean([p["scan"]["per_reclaimed"] for p in points]),
@@ -745,6 +747,7 @@ def _fmt(v: Any) -> str:
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
     ("fairness CV", lambda s: s["fairness_cv"]),
     ("fairness max/min", lambda s: s["fairness_max_min"]),
+    ("reclaimed stddev/mean", lambda s: s["fairness_reclaimed_cv"]),
     ("overshoot mean", lambda s: s["overshoot_mean"]),
     ("overshoot p99", lambda s: s["overshoot_p99"]),
     ("scanned/reclaimed", lambda s: s["scanned_per_reclaimed"]),
