@@ -54,7 +54,8 @@ USES: dict[str, frozenset[str]] = {
     "report": frozenset({"result", "rundir"}),
     "check": frozenset({"compiled", "rundir"}),
     "api": frozenset({"check", "mrc", "report"}),
-    "epcsim": frozenset({"api"}),
+    "compare": frozenset({"api"}),
+    "epcsim": frozenset({"api", "compare"}),
     "cli": frozenset({"epcsim"}),
 }
 
@@ -110,7 +111,12 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "llvmlite": ("epcsim.compiled",),
     "typer": ("epcsim.cli",),
     "rich": ("epcsim.cli",),
-    "matplotlib": ("epcsim.report", "epcsim.mrc", "epcsim.workload.traces._plot"),
+    "matplotlib": (
+        "epcsim.report",
+        "epcsim.mrc",
+        "epcsim.compare",
+        "epcsim.workload.traces._plot",
+    ),
 }
 
 

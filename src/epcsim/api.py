@@ -151,6 +151,7 @@ def run(
     report: bool = True,
     engine: str = "auto",
     force: bool = False,
+    episode_log: bool = False,
 ) -> Result:
     """Run a scenario and return its :class:`~epcsim.sim.Result`.
 
@@ -177,6 +178,9 @@ def run(
             the results; with *out*, also the bytes of the files; an error if the compiled
             engine cannot run); the results are identical (``docs/ENGINES.md``).
         force: replace a run directory holding a *different* run.
+        episode_log: also record the reclaim episodes in ``result.episodes`` (not in
+            any file; the reference engine only: "compiled" and "check" refuse it, "auto"
+            runs the reference).  The results are otherwise unchanged.
 
     Returns:
         The result (with "check", the compiled engine's); ``result.engine`` is
@@ -197,7 +201,7 @@ def run(
     requested = _check_engine(engine)
     if progress is not None and not callable(progress):
         raise EpcsimError(f"progress: expected a callable or None, got {type(progress).__name__}")
-    for name, flag in (("report", report), ("force", force)):
+    for name, flag in (("report", report), ("force", force), ("episode_log", episode_log)):
         if not isinstance(flag, bool):
             raise EpcsimError(f"{name}: expected True or False, got {flag!r}")
     sc = _load(scenario, items)
@@ -205,6 +209,7 @@ def run(
         run_seed = sc.host.seed
     options = {"scenario": scenario, "seed": seed, "out": out, "overrides": items}
     options |= {"progress": progress, "report": report, "engine": engine, "force": force}
+    options |= {"episode_log": episode_log}
     option_why = option_ineligibility(options)
     if requested in ("compiled", "check"):
         why = option_why or static_ineligibility(sc)
@@ -219,7 +224,7 @@ def run(
         if requested == "check":
             result, verdict = _check(sc, run_seed, progress, None)
         else:
-            result = _simulate(sc, run_seed, progress, requested, option_why)
+            result = _simulate(sc, run_seed, progress, requested, option_why, episode_log)
         result.run = run_facts(
             result,
             key,
@@ -234,7 +239,7 @@ def run(
         if requested == "check":
             result, verdict = _check(sc, run_seed, progress, tmp)
         else:
-            result = _simulate(sc, run_seed, progress, requested, option_why)
+            result = _simulate(sc, run_seed, progress, requested, option_why, episode_log)
             result.write(tmp)
         for final in (False, True):  # the report shows run.json's engine: write it first
             files = [p.name for p in tmp.iterdir() if p.name != MANIFEST] + [MANIFEST]
@@ -273,14 +278,17 @@ def _simulate(
     progress: Callable[[SimProgress], None] | None,
     requested: str,
     option_why: str | None = None,
+    episode_log: bool = False,
 ) -> Result:
     """Run *sc*; with "auto" and an option the compiled engine does not support
     (*option_why*), on the reference engine, saying why."""
     if requested == "auto" and option_why is not None:
-        result = simulate(sc, seed=seed, progress=progress, engine="reference")
+        result = simulate(
+            sc, seed=seed, progress=progress, engine="reference", episode_log=episode_log
+        )
         result.engine_note = option_why
         return result
-    return simulate(sc, seed=seed, progress=progress, engine=requested)
+    return simulate(sc, seed=seed, progress=progress, engine=requested, episode_log=episode_log)
 
 
 #: the simulator's refusal at run time: "engine compiled: WHY; use engine reference or auto"

@@ -11,6 +11,9 @@ Commands::
     epcsim trace convert TRACE OUT [--format F] [--to F2] [--dense] [-O KEY=VALUE ...]
     epcsim mrc TRACE [--format F] [-O KEY=VALUE ...] [--sizes LIST|RANGE] [--sample RATE]
                [--out DIR] [--workers N] [--fault-unreferenced]
+    epcsim compare SCENARIO --out DIR [--policy NAME,...|all] [--seeds FROM..TO|N,...]
+                   [--set KEY=VALUE ...] [--jobs N] [--force]
+    epcsim policies
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -647,6 +650,94 @@ def policies() -> None:
     for name, cls in items:
         tag = " (not from the series)" if cls.external else ""
         typer.echo(f"{name.ljust(width)}  {cls.source}{tag}")
+
+
+@app.command("compare", cls=_Command)
+def compare_command(
+    scenario: ScenarioArg,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="The comparison directory: compare.parquet, compare.json, compare.html, "
+            "compare.png (docs/COMPARE.md).",
+            show_default=False,
+        ),
+    ],
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            metavar="NAME,NAME...|all",
+            help="The reclaim designs to compare (`epcsim policies`; all: every one).",
+        ),
+    ] = "all",
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="FROM..TO|N,N...",
+            help="The seeds of each policy (default: the scenario's host.seed).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            metavar="N",
+            help="Points run in parallel (default: the machine's CPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a comparison already in DIR.")
+    ] = False,
+) -> None:
+    """Run a scenario under several reclaim designs (policy x seed, in parallel, on the
+    reference engine) and compare fairness, overshoot, scan cost, service and failures
+    (docs/COMPARE.md).  Exit 0 when every point ran."""
+    from .compare import COLUMNS, compare, table_rows
+
+    _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
+    err = Console(stderr=True)
+
+    def progress(k: int, n: int) -> None:
+        if err.is_terminal:
+            err.print(f"compare: {k}/{n} points", end="\r")
+
+    try:
+        with _user_errors():
+            res = compare(
+                scenario,
+                policies=policy,
+                seeds=seeds,
+                overrides=set_ or (),
+                jobs=jobs,
+                out=out,
+                force=force,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted; {out} was not written (a previous one there is unchanged)", err=True
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    console = _stdout()
+    table = Table(title=f"{res.data['scenario']}: seeds {', '.join(map(str, res.data['seeds']))}")
+    table.add_column("policy")
+    for heading, _ in COLUMNS:
+        table.add_column(heading, justify="right")
+    for row in table_rows(res.data):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"engine {res.data['engine']}: {res.data['engine_reason']}")
+    console.print(f"wrote {out}")
 
 
 @app.command(cls=_Command)

@@ -61,6 +61,11 @@ class Result:
     #: the facts about the run rather than the model (``run.json``: engine requested and
     #: run, why, wall time, versions); empty for :func:`~epcsim.sim.simulate`
     run: dict[str, Any] = field(default_factory=dict)
+    #: the reclaim episodes when recorded (``epcsim.run(..., episode_log=True)``; the
+    #: reference engine only): one dict per episode (kind, root, scope, needed, calls,
+    #: isolated, scanned and reclaimed per cgroup path, started_ns, ended_ns), in the
+    #: order of their first reclaim call; None when not recorded.  Not written to files
+    episodes: list[dict[str, Any]] | None = None
 
     @property
     def passed(self) -> bool:

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "RunKey",
     "check_out",
     "claim",
+    "claim_dir",
     "lock_path",
     "read_manifest",
 ]
@@ -208,6 +209,15 @@ def claim(target: Path, key: RunKey, *, force: bool = False) -> Iterator[Path]:
     Raises :class:`RunDirError` if another process holds the lock, or if *target*
     changed since :func:`check_out` so that it may no longer be written.
     """
+    with claim_dir(target, lambda: _check_existing(target, _label(target), key, force=force)) as t:
+        yield t
+
+
+@contextlib.contextmanager
+def claim_dir(target: Path, recheck: Callable[[], None]) -> Iterator[Path]:
+    """:func:`claim` for any directory epcsim builds aside (a run, a comparison):
+    *recheck* is called under the lock and raises if *target* may no longer be
+    written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = lock_path(target)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
@@ -219,8 +229,8 @@ def claim(target: Path, key: RunKey, *, force: bool = False) -> Iterator[Path]:
                 f"{_label(target)}: another epcsim run is writing it (it holds {lock}); "
                 "wait for it to finish or choose another directory"
             ) from None
-        # under the lock: the directory may have changed since check_out
-        _check_existing(target, _label(target), key, force=force)
+        # under the lock: the directory may have changed since it was checked
+        recheck()
         for stale in _stale(target):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))

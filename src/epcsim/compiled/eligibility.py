@@ -144,6 +144,7 @@ _NO_VEPC = "the compiled engine runs enclaves (and no vEPC)"
 _NO_EDMM = "the compiled engine does not run EDMM operations"
 _NO_AT = "the compiled engine does not run timed operations ([[at]])"
 _NO_OOM = "the compiled engine does not model memory.max (OOM) limits"
+_NO_EPISODES = "the compiled engine does not record reclaim episodes (episode_log)"
 _THREADS = f"the compiled engine runs at most {MAX_THREADS} enclave threads"
 
 
@@ -254,6 +255,12 @@ def cgroup_busy(sim: Simulation, threads: list) -> bool:
     return False
 
 
+def episodes_logged(sim: Simulation, threads: list) -> bool:
+    """The run records its reclaim episodes (``host.episode_log``, the option
+    ``episode_log``): the compiled engine does not."""
+    return sim.host.episode_log is not None
+
+
 # --- the rules --------------------------------------------------------------------------
 
 _NOT_USED = "not used by the simulation's events"
@@ -343,6 +350,7 @@ RULES: dict[str, Rule] = {
     "option.out": always("the result is written after the run"),
     "option.report": always("the report is built after the run"),
     "option.force": always("about the run directory only"),
+    "option.episode_log": never(_NO_EPISODES),
     # the state when the first enclave thread runs (epcsim.compiled.engine.take_over)
     "dynamic.reclaimer_busy": Rule(
         "when", "ksgxd or a reclaim worker was busy when the enclave threads started"
@@ -372,6 +380,7 @@ RULES: dict[str, Rule] = {
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),
     "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or has reclaim work", "run"),
+    "dynamic.episode_log": when(episodes_logged, _NO_EPISODES, "run"),
 }
 
 _ORDER = {k: i for i, k in enumerate(RULES)}

@@ -233,11 +233,13 @@ def sgx_alloc_epc_page(
         from .reclaim import sgx_reclaim_pages_global
 
         episode = None
-        if host.policy is not None:
-            from .hooks import Episode
+        if host.policy is not None or host.episode_log is not None:
+            from .hooks import Episode, episode_end
 
             episode = Episode("alloc", host.sgx_cg_root)
         yield from sgx_reclaim_pages_global(host, task, episode=episode)
+        if episode is not None:
+            episode_end(host, episode)
         yield "cond_resched"
     if page >= 0:
         _sgx_epc_page_set_cgroup(pool, page, sgx_cg)

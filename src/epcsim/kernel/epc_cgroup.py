@@ -30,7 +30,7 @@ from .constants import (
     SGX_NO_RECLAIM,
     SGX_NR_TO_SCAN,
 )
-from .hooks import Episode
+from .hooks import Episode, episode_end, logging_episodes, run_in_episode
 from .lru import SgxEpcLruList
 from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc_cg_uncharge
 
@@ -271,19 +271,26 @@ def sgx_cgroup_try_charge(
     """
     episode = None
     pol = host.policy
-    if pol is not None:
+    if logging_episodes(host):
         episode = Episode("sync", sgx_cg)
-        if pol.try_charge is not None:
-            return (yield from pol.try_charge(host, task, sgx_cg, reclaim, first, episode))
+        if pol is not None and pol.try_charge is not None:
+            gen = pol.try_charge(host, task, sgx_cg, reclaim, first, episode)
+            if host.episode_log is not None:
+                gen = run_in_episode(host, gen, episode)
+            ret = yield from gen
+            episode_end(host, episode)
+            return ret
     while True:
         if first is None:
             ret = _sgx_cgroup_try_charge(host, task, sgx_cg)
         else:
             ret, first = first, None
         if ret != -EBUSY:
+            episode_end(host, episode)
             return ret
         if reclaim == SGX_NO_RECLAIM:
             queue_work(host, sgx_cg)
+            episode_end(host, episode)
             return -EBUSY
         yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, episode=episode)
         yield "cond_resched"
@@ -316,24 +323,34 @@ def sgx_cgroup_reclaim_pages(
     inside ``sgx_reclaim_pages()`` on ``resume.c`` (where: ``resume.batch``) with
     ``resume.cnt`` pages counted before it.
 
-    ``episode`` (with a policy only, :mod:`epcsim.kernel.hooks`): the caller's reclaim
-    episode; the policy's ``reclaim_pages`` hook, if set, runs instead of the loop.
+    ``episode`` (with a policy or the episode log only, :mod:`epcsim.kernel.hooks`): the
+    caller's reclaim episode (None: one for this call alone); the policy's
+    ``reclaim_pages`` hook, if set, runs instead of the loop.
     """
     cnt = 0
     pol = host.policy
-    if pol is not None and resume is None:
+    if resume is None and logging_episodes(host):
+        own = episode is None
         if episode is None:
             episode = Episode("direct", root)
+        log = host.episode_log
+        if log is not None and episode.calls == 0:
+            log.begin(host, episode)
         episode.calls += 1
-        if pol.reclaim_pages is not None:
-            cnt = yield from pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
+        if pol is not None and pol.reclaim_pages is not None:
+            gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
+            if log is not None:
+                gen = run_in_episode(host, gen, episode)
+            cnt = yield from gen
         else:
             while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
                 c = sgx_cgroup_next_get(host, root)
-                cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
+                cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, episode=episode)
                 if c is not root:
                     sgx_put_cg(host, c)
         episode.isolated += cnt
+        if own:
+            episode_end(host, episode)
         return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
@@ -425,7 +442,7 @@ def sgx_cgroup_reclaim_work_func(
     if resume is None:
         sgx_cg.work_pending = False
     sgx_cg.work_running = True
-    episode = Episode("async", sgx_cg) if host.policy is not None else None
+    episode = Episode("async", sgx_cg) if logging_episodes(host) else None
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
@@ -435,6 +452,7 @@ def sgx_cgroup_reclaim_work_func(
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
             yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode)
             yield "cond_resched"
+        episode_end(host, episode)
     finally:
         sgx_cg.work_running = False
 
@@ -444,8 +462,9 @@ def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, No
     pass over subtree(current cg) if it should reclaim, charging current's mm."""
     sgx_cg = sgx_get_current_cg(host, task)
     if sgx_cgroup_should_reclaim(host, sgx_cg):
-        episode = Episode("direct", sgx_cg) if host.policy is not None else None
+        episode = Episode("direct", sgx_cg) if logging_episodes(host) else None
         yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN, episode=episode)
+        episode_end(host, episode)
     sgx_put_cg(host, sgx_cg)
 
 

@@ -132,6 +132,11 @@ class Host:
         #: the ksgxd wake-up under way (an :class:`~epcsim.kernel.hooks.Episode`; only
         #: with a policy)
         self.ksgxd_episode = None
+        #: the reclaim episodes, when recorded (an :class:`~epcsim.kernel.hooks.EpisodeLog`;
+        #: None: not recorded, the default)
+        self.episode_log: Any = None
+        #: the episode whose policy hook is running (set by hooks.run_in_episode)
+        self.reclaim_episode: Any = None
         # sgx_page_cache_init(): the EPC
         self.epc = EpcPool(pages)
         #: pages on all LRUs (== not sgx_cgroup_lru_empty(root))

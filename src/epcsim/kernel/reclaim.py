@@ -30,7 +30,7 @@ from .constants import (
     SGX_NR_LOW_PAGES,
     SGX_NR_TO_SCAN,
 )
-from .hooks import Episode
+from .hooks import Episode, episode_end, logging_episodes
 from .memcg import MemCg, mem_cgroup_charge_backing, mem_cgroup_fits
 from .misc import css_put, misc_cg_uncharge
 
@@ -54,6 +54,7 @@ def sgx_reclaim_pages(
     charge_task: Task | None,
     *,
     resume: SgxReclaimPagesState | None = None,
+    episode: Episode | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
     the charge_mm of patch 11).
@@ -80,10 +81,21 @@ def sgx_reclaim_pages(
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues a batch
     stopped at a yield point: from phase ``resume.phase`` with ``resume.pages``,
     returning ``resume.cnt``.
+
+    ``episode`` (the episode log only, :mod:`epcsim.kernel.hooks`): the pages isolated
+    and evicted are counted into it against *sgx_cg*; a policy hook's calls count into
+    ``host.reclaim_episode`` (``hooks.run_in_episode``).
     """
+    log = host.episode_log
+    if log is not None and episode is None:
+        episode = host.reclaim_episode
+        if episode is not None and episode.started_ns < 0:
+            log.begin(host, episode)
     if resume is None:
         chunk = _sgx_reclaim_isolate(host, sgx_cg)
         cnt = len(chunk)
+        if cnt and episode is not None and log is not None:
+            episode.scanned[sgx_cg] = episode.scanned.get(sgx_cg, 0) + cnt
         if not cnt:
             return 0
         yield "reclaim:isolated"
@@ -106,6 +118,8 @@ def sgx_reclaim_pages(
         yield "reclaim:blocked"
 
     _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+    if episode is not None and log is not None:
+        episode.reclaimed[sgx_cg] = episode.reclaimed.get(sgx_cg, 0) + len(kept)
     return cnt
 
 
@@ -332,7 +346,7 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
         host.ksgxd_woken = True
         episode = None
-        if host.policy is not None:  # one wake-up is one episode
+        if logging_episodes(host):  # one wake-up is one episode
             if host.ksgxd_episode is None:
                 host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root)
             episode = host.ksgxd_episode
@@ -340,6 +354,7 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
         yield "cond_resched"
         return True
     host.ksgxd_woken = False
+    episode_end(host, host.ksgxd_episode)
     host.ksgxd_episode = None
     return False
 
@@ -350,5 +365,6 @@ def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
     SGX_NR_LOW_PAGES, one global pass; both charge current's mm.  Best effort."""
     yield from _epc_cgroup.sgx_cgroup_reclaim_direct(host, task)
     if _epc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
-        episode = Episode("direct", host.sgx_cg_root) if host.policy is not None else None
+        episode = Episode("direct", host.sgx_cg_root) if logging_episodes(host) else None
         yield from sgx_reclaim_pages_global(host, task, episode=episode)
+        episode_end(host, episode)

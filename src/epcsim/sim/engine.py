@@ -63,6 +63,7 @@ class Simulation:
         seed: int | None = None,
         progress: Callable[[SimProgress], None] | None = None,
         engine: str = "auto",
+        episode_log: bool = False,
     ) -> None:
         sc = scenario
         self.sc = sc
@@ -75,7 +76,10 @@ class Simulation:
 
         engine = ENGINE_ALIASES.get(engine, engine) if isinstance(engine, str) else engine
 
-        why = check_engine(engine, sc, {"seed": seed, "progress": progress, "engine": engine})
+        options = {"seed": seed, "progress": progress, "engine": engine}
+        if episode_log:
+            options["episode_log"] = True
+        why = check_engine(engine, sc, options)
         self.engine_note = (why or "") if engine != "reference" else ""
         self.engine_used = "reference"
         h = sc.host
@@ -93,6 +97,10 @@ class Simulation:
         self.host.policy = make_policy(h.policy, seed=self.seed)
         if self.host.policy is not None:
             self.host.policy.attach(self.host)
+        if episode_log:  # the reclaim episodes (epcsim.kernel.hooks), stamped in virtual time
+            from ..kernel.hooks import EpisodeLog
+
+            self.host.episode_log = EpisodeLog(clock=lambda: self.core.now)
         self.limit_ns = parse_time(h.duration)
         self.sample_ns = parse_time(h.sample_interval)
         self.progress = progress
@@ -175,12 +183,16 @@ def simulate(
     overrides: list[str] | tuple[str, ...] = (),
     progress: Callable[[SimProgress], None] | None = None,
     engine: str = "auto",
+    episode_log: bool = False,
 ) -> Result:
     """Run *scenario* (a :class:`Scenario`, a path, ``builtin:NAME``, a TOML string or a
     dict) and return its :class:`Result`.  Same scenario and seed, same result, with
     either engine (*engine*: "auto" = compiled where eligible, "compiled", "reference";
-    see :mod:`epcsim.compiled.engine`)."""
+    see :mod:`epcsim.compiled.engine`).  *episode_log*: also record the reclaim episodes
+    (``Result.episodes``; the reference engine only)."""
     if not isinstance(scenario, Scenario) or overrides:
         src = scenario.model_dump(mode="json") if isinstance(scenario, Scenario) else scenario
         scenario = load_scenario(src, overrides=overrides)
-    return Simulation(scenario, seed=seed, progress=progress, engine=engine).run()
+    return Simulation(
+        scenario, seed=seed, progress=progress, engine=engine, episode_log=episode_log
+    ).run()

@@ -106,7 +106,11 @@ class Metrics:
             if inst.started_ns >= 0 and inst.ended_ns < 0 and inst.outcome == "running":
                 inst.outcome = "stuck" if any(t.stuck for t in inst.threads) else "running"
         summary = self._summary(truncated, lat)
-        return Result(summary, table, lat)
+        result = Result(summary, table, lat)
+        log = self.sim.host.episode_log
+        if log is not None:
+            result.episodes = [_episode_record(ep) for ep in log.episodes]
+        return result
 
     def _summary(self, truncated: bool, lat: np.ndarray) -> dict:
         host = self.sim.host
@@ -248,6 +252,24 @@ def cg_path(sgx_cg: SgxCgroup) -> str:
     if cg.cgroup is not None:
         return cg.cgroup.path
     return f"(offline #{sgx_cg.id})"
+
+
+def _episode_record(ep) -> dict:
+    """One reclaim episode of the log (epcsim.kernel.hooks.Episode) as ``Result.episodes``
+    holds it: cgroups named by their paths; ``root`` is the subtree it reclaims from,
+    ``scope`` the cgroup whose limit set its need (the root "/" for free EPC pages)."""
+    return {
+        "kind": ep.kind,
+        "root": cg_path(ep.root),
+        "scope": cg_path(ep.scope) if ep.scope is not None else cg_path(ep.root),
+        "needed": ep.needed,
+        "calls": ep.calls,
+        "isolated": ep.isolated,
+        "scanned": {cg_path(c): n for c, n in ep.scanned.items()},
+        "reclaimed": {cg_path(c): n for c, n in ep.reclaimed.items()},
+        "started_ns": ep.started_ns,
+        "ended_ns": ep.ended_ns,
+    }
 
 
 def _leaf_names() -> tuple[str, ...]:
