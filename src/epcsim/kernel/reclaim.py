@@ -228,6 +228,9 @@ def _sgx_reclaim_age_and_back(
     fast = len(memcgs) == 1 and mem_cgroup_fits(next(iter(memcgs.values())), len(chunk) * nbytes)
     kept: list[int] = []
     aged = 0
+    # young pages are counted against the cgroup they are charged to: the LRU's owner
+    # under the series' per-cgroup lists; a policy's own list may mix cgroups
+    mixed: list[int] | None = [] if getattr(sgx_cg, "cg", None) is None else None
     for page in chunk:
         encl = encls_tab[m_oe[page]]
         idx = m_oi[page]
@@ -240,6 +243,8 @@ def _sgx_reclaim_age_and_back(
                 desc[idx] = d & ~DESC_ACCESSED
                 young = True
                 aged += 1
+                if mixed is not None:
+                    mixed.append(pool.m_cg[page])
         if not young:
             if fast:
                 encl.m_memcg[idx] = memcgs[encl.id].id
@@ -254,7 +259,10 @@ def _sgx_reclaim_age_and_back(
         lru.add_tail(page)
         host.nr_lru_pages += 1
         _encl.sgx_encl_put(host, encl)
-    if aged:
+    if mixed is not None:
+        for cgid in mixed:
+            _epc._count_aged(host.sgx_cg_root if cgid < 0 else host.sgx_cgroups[cgid], 1)
+    elif aged:
         _epc._count_aged(sgx_cg, aged)
     if fast and kept:
         memcg = next(iter(memcgs.values()))
