@@ -232,7 +232,7 @@ def sgx_alloc_epc_page(
             break
         from .reclaim import sgx_reclaim_pages_global
 
-        yield from sgx_reclaim_pages_global(host, task)
+        yield from sgx_reclaim_pages_global(host, task, by=epc_cgroup.RECLAIM_SYNC)
         yield "cond_resched"
     if page >= 0:
         _sgx_epc_page_set_cgroup(pool, page, sgx_cg)

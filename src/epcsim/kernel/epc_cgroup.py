@@ -53,7 +53,25 @@ __all__ = [
     "sgx_cgroup_reclaim_pages_global",
     "queue_work",
     "sgx_cg_wq_take_runnable",
+    "RECLAIM_KSGXD",
+    "RECLAIM_ASYNC",
+    "RECLAIM_SYNC",
+    "RECLAIM_DIRECT",
+    "RECLAIMERS",
 ]
+
+#: Who runs a reclaim (a model counter index, not a kernel name: the kernel does not
+#: count reclaimed pages by caller).  ksgxd: the global reclaimer thread (ksgxd());
+#: async: a ``sgx_cg_wq`` worker in sgx_cgroup_reclaim_work_func(); sync: the
+#: DO_RECLAIM charge loop of sgx_cgroup_try_charge() (and the allocator's global
+#: reclaim in sgx_alloc_epc_page(), which the charging task runs too); direct:
+#: sgx_reclaim_direct() before EDMM ioctls, its cgroup pass and its global pass.
+RECLAIM_KSGXD = 0
+RECLAIM_ASYNC = 1
+RECLAIM_SYNC = 2
+RECLAIM_DIRECT = 3
+#: the names of the RECLAIM_* indices, in order (summary.json ``pages_reclaimed``)
+RECLAIMERS = ("ksgxd", "async", "sync", "direct")
 
 
 class SgxCgroup:
@@ -62,7 +80,11 @@ class SgxCgroup:
     Besides the kernel's fields it carries model counters used by metrics (they never
     influence behaviour): pages evicted from its LRU, reclaim batches run on its LRU,
     ENOMEM results of charges made in it, enclave faults of its tasks, and pages freed
-    from its subtree (``nr_freed``, for the simulator's stuck rule).
+    from its subtree (``nr_freed``, for the simulator's stuck rule).  These counters
+    are in the model, not in the kernel's struct: also the pages evicted from its LRU
+    split by who reclaimed them (``nr_reclaimed_by``, indexed by ``RECLAIM_*``), the
+    pages taken off its LRU by phase 1 of sgx_reclaim_pages() (``nr_scanned``) and
+    those put back to its tail by phase 2 (``nr_rotated``).
     """
 
     __slots__ = (
@@ -78,6 +100,9 @@ class SgxCgroup:
         "nr_enomem",
         "nr_faults",
         "nr_freed",
+        "nr_reclaimed_by",
+        "nr_scanned",
+        "nr_rotated",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -99,6 +124,12 @@ class SgxCgroup:
         self.nr_faults = 0
         #: EPC pages freed and uncharged from this cgroup's subtree (hierarchical)
         self.nr_freed = 0
+        #: pages evicted from its LRU by each reclaimer kind (RECLAIM_* index)
+        self.nr_reclaimed_by = [0, 0, 0, 0]
+        #: pages isolated from its LRU by phase 1 of sgx_reclaim_pages()
+        self.nr_scanned = 0
+        #: pages put back to its LRU tail by phase 2 of sgx_reclaim_pages()
+        self.nr_rotated = 0
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"
@@ -261,7 +292,7 @@ def sgx_cgroup_try_charge(
         if reclaim == SGX_NO_RECLAIM:
             queue_work(host, sgx_cg)
             return -EBUSY
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1)
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, by=RECLAIM_SYNC)
         yield "cond_resched"
 
 
@@ -275,6 +306,7 @@ def sgx_cgroup_reclaim_pages(
     nr_to_scan: int,
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
+    by: int = RECLAIM_SYNC,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
@@ -284,6 +316,7 @@ def sgx_cgroup_reclaim_pages(
 
     Args:
         charge_task: whose mm's memcg pays for backing (None: the enclave's first mm).
+        by: who reclaims (``RECLAIM_*``; model statistics only, not a kernel argument).
 
     Returns: the number of pages isolated (with a live enclave reference).
 
@@ -294,12 +327,14 @@ def sgx_cgroup_reclaim_pages(
     cnt = 0
     if resume is not None:
         cnt, c = resume.cnt, resume.c
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, resume=resume.batch)
+        cnt += yield from _reclaim.sgx_reclaim_pages(
+            host, c, charge_task, resume=resume.batch, by=by
+        )
         if c is not root:
             sgx_put_cg(host, c)
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
         c = sgx_cgroup_next_get(host, root)
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, by=by)
         if c is not root:
             sgx_put_cg(host, c)
     return cnt
@@ -382,11 +417,13 @@ def sgx_cgroup_reclaim_work_func(
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
-                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim
+                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim, by=RECLAIM_ASYNC
             )
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
-            yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN)
+            yield from sgx_cgroup_reclaim_pages(
+                host, sgx_cg, None, SGX_NR_TO_SCAN, by=RECLAIM_ASYNC
+            )
             yield "cond_resched"
     finally:
         sgx_cg.work_running = False
@@ -397,17 +434,20 @@ def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, No
     pass over subtree(current cg) if it should reclaim, charging current's mm."""
     sgx_cg = sgx_get_current_cg(host, task)
     if sgx_cgroup_should_reclaim(host, sgx_cg):
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN)
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN, by=RECLAIM_DIRECT)
     sgx_put_cg(host, sgx_cg)
 
 
 def sgx_cgroup_reclaim_pages_global(
-    host: Host, charge_task: Task | None
+    host: Host, charge_task: Task | None, *, by: int = RECLAIM_KSGXD
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages_global() (patch 12): a 16-page rotating reclaim
-    rooted at the root cgroup, i.e. over every cgroup."""
+    rooted at the root cgroup, i.e. over every cgroup (*by*: who reclaims, model
+    statistics)."""
     return (
-        yield from sgx_cgroup_reclaim_pages(host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN)
+        yield from sgx_cgroup_reclaim_pages(
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, by=by
+        )
     )
 
 

@@ -53,6 +53,7 @@ def sgx_reclaim_pages(
     charge_task: Task | None,
     *,
     resume: SgxReclaimPagesState | None = None,
+    by: int = _epc_cgroup.RECLAIM_SYNC,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
     the charge_mm of patch 11).
@@ -68,6 +69,10 @@ def sgx_reclaim_pages(
     Yields "reclaim:isolated", "reclaim:aged", "reclaim:blocked" between the phases.
 
     Returns: the number of pages isolated in phase 1 with a live enclave reference.
+
+    *by* (``RECLAIM_*`` of :mod:`epcsim.kernel.epc_cgroup`) says who reclaims: the
+    pages written back are counted against *sgx_cg* and their enclave under it (model
+    statistics, not a kernel argument).
 
     Context: each phase is atomic in the model (the kernel holds the LRU lock for phase
     1 and enclave mutexes per page in phases 2-4).  Within a phase the model batches
@@ -104,7 +109,7 @@ def sgx_reclaim_pages(
         _sgx_reclaimer_block(host, kept)
         yield "reclaim:blocked"
 
-    _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+    _sgx_reclaimer_write_batch(host, sgx_cg, kept, by)
     return cnt
 
 
@@ -120,6 +125,7 @@ def _sgx_reclaim_isolate(host: Host, sgx_cg: SgxCgroup) -> list[int]:
     sgx_cg.nr_reclaim_batches += 1
     taken = sgx_cg.lru.isolate_head(SGX_NR_TO_SCAN)
     host.nr_lru_pages -= len(taken)
+    sgx_cg.nr_scanned += len(taken)
     for page in taken:
         encl = encls_tab[m_oe[page]]
         if encl.refcount > 0:  # kref_get_unless_zero()
@@ -142,7 +148,7 @@ def _sgx_reclaimer_block(host: Host, kept: list[int]) -> None:
     host.encls_count[encls.EBLOCK] += len(kept)
 
 
-def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -> None:
+def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int], by: int) -> None:
     """Phase 4 of sgx_reclaim_pages(): write back, drop the enclave reference, free --
     page by page in the kernel.  The model takes runs of pages of one enclave together,
     in order: the writes, references and frees of all but the last page of a run, then
@@ -163,11 +169,11 @@ def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -
         encl = encls_tab[eid]
         if j - i > 1:
             head = kept[i : j - 1]
-            _sgx_reclaimer_write_run(host, encl, [m_oi[p] for p in head], tracked)
+            _sgx_reclaimer_write_run(host, encl, [m_oi[p] for p in head], tracked, by)
             encl.refcount -= len(head)  # cannot reach 0: the run's last page holds one
             _epc._sgx_free_epc_pages_to_node(pool, head)
         last = kept[j - 1]
-        _sgx_reclaimer_write_run(host, encl, [m_oi[last]], tracked)
+        _sgx_reclaimer_write_run(host, encl, [m_oi[last]], tracked, by)
         encl.refcount -= 1  # kref_put(&encl->refcount, sgx_encl_release)
         if not encl.refcount:
             _encl.sgx_encl_release(host, encl)
@@ -177,6 +183,7 @@ def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -
     sgx_cg.nr_pages -= k
     _epc._count_freed(sgx_cg, k)
     sgx_cg.nr_evicted += k
+    sgx_cg.nr_reclaimed_by[by] += k
     cg = sgx_cg.cg
     misc_cg_uncharge(cg, k * PAGE_SIZE)
     cg.refcnt -= k - 1
@@ -232,6 +239,7 @@ def _sgx_reclaim_age_and_back(
         # skip: back to the tail of the same LRU, drop the enclave reference
         lru.add_tail(page)
         host.nr_lru_pages += 1
+        sgx_cg.nr_rotated += 1
         _encl.sgx_encl_put(host, encl)
     if fast and kept:
         memcg = next(iter(memcgs.values()))
@@ -243,7 +251,9 @@ def _sgx_reclaim_age_and_back(
     return kept
 
 
-def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: set[int]) -> None:
+def _sgx_reclaimer_write_run(
+    host: Host, encl: Encl, idxs: list[int], tracked: set[int], by: int
+) -> None:
     """Models sgx_reclaimer_write() (main.c; after EBLOCK) for pages
     *idxs* of one enclave, in order, with sgx_encl_ewb(): EWB, on "not tracked" ETRACK
     (+ IPIs) and EWB again.  The model counts one ETRACK per enclave per batch (the first
@@ -269,6 +279,7 @@ def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: s
         encl.epc[arr] = -1
     encl.secs_child_cnt -= n
     encl.nr_evicted += n
+    encl.nr_reclaimed_by[by] += n
     # the SECS goes after its last child, once initialised: backing at index size/4096
     if (
         encl.secs_child_cnt == 0
@@ -289,13 +300,15 @@ def sgx_reclaim_pages_global(
     charge_task: Task | None,
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
+    by: int = _epc_cgroup.RECLAIM_KSGXD,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
     the root, 16 pages.  ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`):
-    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``."""
+    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``.  *by*: who
+    reclaims (model statistics: ksgxd, the direct pass, the allocator's sync pass)."""
     return (
         yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
-            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume, by=by
         )
     )
 
@@ -315,12 +328,14 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
     """
     if resume is not None:
         if resume.reclaim is not None:
-            yield from sgx_reclaim_pages_global(host, None, resume=resume.reclaim)
+            yield from sgx_reclaim_pages_global(
+                host, None, resume=resume.reclaim, by=_epc_cgroup.RECLAIM_KSGXD
+            )
             yield "cond_resched"
         return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
         host.ksgxd_woken = True
-        yield from sgx_reclaim_pages_global(host, None)
+        yield from sgx_reclaim_pages_global(host, None, by=_epc_cgroup.RECLAIM_KSGXD)
         yield "cond_resched"
         return True
     host.ksgxd_woken = False
@@ -333,4 +348,4 @@ def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
     SGX_NR_LOW_PAGES, one global pass; both charge current's mm.  Best effort."""
     yield from _epc_cgroup.sgx_cgroup_reclaim_direct(host, task)
     if _epc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
-        yield from sgx_reclaim_pages_global(host, task)
+        yield from sgx_reclaim_pages_global(host, task, by=_epc_cgroup.RECLAIM_DIRECT)
