@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path, atomic_write_text
@@ -17,6 +18,8 @@ from .errors import EpcsimError
 __all__ = [
     "FAULT_LATENCY_SCHEMA",
     "Result",
+    "cgroup_rows",
+    "enclave_rows",
     "TIMESERIES_SCHEMA",
     "TIMESERIES_SCHEMA_VERSION",
 ]
@@ -55,6 +58,21 @@ FAULT_LATENCY_SCHEMA = pa.schema(
     ],
     metadata={"epcsim.fault_latency.version": "1"},
 )
+
+
+def cgroup_rows(ts: pa.Table) -> pa.Table:
+    """The cgroup rows of a time series (the per-enclave rows of schema version 2, whose
+    ``cgroup`` is null, left out)."""
+    if "enclave" not in ts.column_names:
+        return ts
+    return ts.filter(pc.is_valid(ts["cgroup"]))
+
+
+def enclave_rows(ts: pa.Table) -> pa.Table:
+    """The per-enclave rows of a time series (none before schema version 2)."""
+    if "enclave" not in ts.column_names:
+        return ts.slice(0, 0)
+    return ts.filter(pc.is_valid(ts["enclave"]))
 
 
 @dataclass
