@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from _tenants import assert_tenant_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,6 +89,8 @@ def _assert_same(ref, bat) -> None:
     assert np.array_equal(ref.fault_latency_ns, bat.fault_latency_ns)
     # the latencies' enclave and cgroup tags (fault_latency.parquet)
     assert ref.fault_latency is not None and ref.fault_latency.equals(bat.fault_latency)
+    # and the per-tenant counters add up (the reclaim split, the timed faults)
+    assert_tenant_counts(ref.summary)
 
 
 def _flat(d, prefix=""):

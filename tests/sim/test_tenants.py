@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 import pytest
+from _tenants import RECLAIMERS, assert_tenant_counts
 
 import epcsim
 from epcsim.result import TIMESERIES_SCHEMA_VERSION, cgroup_rows, enclave_rows
 from epcsim.sim.engine import simulate
-
-RECLAIMERS = ("ksgxd", "async", "sync", "direct")
 
 #: "hot" (EADD, 8 pages, 100 accesses) never faults; "cold" (EAUG, 16 pages, 64
 #: sequential accesses) faults on each page's first access: 16 faults of EAUG 1000 +
@@ -145,36 +144,6 @@ def test_run_directory_and_report_show_tenants(tmp_path) -> None:
 
 
 # --- the independent check: the reclaim split adds up --------------------------------
-
-
-def assert_tenant_counts(summary: dict) -> None:
-    """Per-cgroup pages reclaimed = EWB - SECS write-backs = evictions (summed); each
-    split sums to its total; the per-enclave splits sum to the per-cgroup ones; the
-    per-cgroup timed faults sum the per-enclave ones."""
-    cgs, encs = summary["cgroups"], summary["enclaves"]
-    total = sum(c["pages_reclaimed"]["total"] for c in cgs.values())
-    secs = sum(e["secs_evicted"] for e in encs.values())
-    assert total == summary["encls"]["EWB"] - secs == sum(c["evictions"] for c in cgs.values())
-    for x in (*cgs.values(), *encs.values()):
-        pr = x["pages_reclaimed"]
-        assert sum(pr[k] for k in RECLAIMERS) == pr["total"]
-    for e in encs.values():
-        assert e["pages_reclaimed"]["total"] == e["pages_evicted"]
-    for k in RECLAIMERS:
-        assert sum(c["pages_reclaimed"][k] for c in cgs.values()) == sum(
-            e["pages_reclaimed"][k] for e in encs.values()
-        )
-    timed = [e["fault_latency_ns"]["count"] for e in encs.values() if e["fault_latency_ns"]]
-    timed_cg = [c["fault_latency_ns"]["count"] for c in cgs.values() if c["fault_latency_ns"]]
-    assert sum(timed) == sum(timed_cg) == summary["fault_latency"].get("count", 0)
-    by_cg: dict[str, int] = {}
-    for e in encs.values():
-        by_cg[e["cgroup"]] = by_cg.get(e["cgroup"], 0) + e["faults"]
-    if summary["misc_enabled"]:
-        for path, c in cgs.items():
-            assert c["faults"] == by_cg.get(path, 0), path
-    for c in cgs.values():
-        assert c["pages_rotated"] <= c["pages_scanned"]
 
 
 LIMIT = """
