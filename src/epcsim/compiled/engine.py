@@ -316,33 +316,47 @@ class _Packed:
             S[C.S_NLAT] = 0
         k = int(S[C.S_NSAMP])
         if k:
-            metrics = sim.metrics
-            cols = metrics.cols
+            cols = sim.metrics.cols
             nl = len(self.live)
-            block = self.SAMP[:k].reshape(k * nl, len(SAMPLED))
-            values = [block[:, j].tolist() for j in range(len(SAMPLED))]
-            times = self.SAMPT[:k].tolist()
-            # the enclave rows: from the core (SAMPE) for the enclaves it runs, the
-            # others' counters do not move while it runs
-            rows: list[tuple[Instance, int, tuple[int, int, int, int] | None]] = []
+            # the enclave rows (Metrics.record_sample): from the core (SAMPE) for the
+            # enclaves it runs; the others' counters do not move while it runs
+            names: list[str] = []
+            ev = []
             for inst in sim.instances.values():
                 if inst.encl is None:
                     continue
+                names.append(inst.name)
                 k2 = next((r for r, e in enumerate(self.encls) if e is inst.encl), -1)
-                rows.append((inst, k2, enclave_counters(inst) if k2 < 0 else None))
-            sampe = self.SAMPE[:k].tolist()
-            none = [None] * nl
-            for s in range(k):
-                t = times[s]
-                cols["time_ns"].extend([t] * nl)
-                cols["cgroup"].extend(self.paths)
-                cols["limit_bytes"].extend(self.limits)
-                for j, smp in enumerate(SAMPLED):
-                    cols[smp.column].extend(values[j][s * nl : (s + 1) * nl])
-                for name in ("enclave", "accesses", "resident_pages"):
-                    cols[name].extend(none)
-                for inst, k2, const in rows:
-                    metrics.append_enclave_row(t, inst, *(sampe[s][k2] if const is None else const))
+                if k2 >= 0:
+                    ev.append(self.SAMPE[:k, k2, :])
+                else:
+                    ev.append(np.tile(np.array(enclave_counters(inst), np.int64), (k, 1)))
+            ne = len(names)
+            per = nl + ne
+            # one block of rows per sample: its cgroup rows, then its enclave rows
+            cols["time_ns"].extend(np.repeat(self.SAMPT[:k], per).tolist())
+            cols["cgroup"].extend((self.paths + [None] * ne) * k)
+            cols["limit_bytes"].extend((self.limits + [None] * ne) * k)
+            cols["enclave"].extend(([None] * nl + names) * k)
+            enc = np.stack(ev, axis=1) if ne else np.zeros((k, 0, 4), np.int64)
+
+            def block(cg: np.ndarray | None, en: np.ndarray | None) -> list:
+                out = np.empty((k, per), object)
+                if cg is not None:
+                    out[:, :nl] = cg
+                if en is not None:
+                    out[:, nl:] = en
+                return out.ravel().tolist()
+
+            # enclave rows carry faults and evictions (enclave_counters() order)
+            shared = {"faults": 1, "evictions": 2}
+            for j, smp in enumerate(SAMPLED):
+                f = shared.get(smp.column)
+                cols[smp.column].extend(
+                    block(self.SAMP[:k, :, j], None if f is None else enc[:, :, f])
+                )
+            cols["accesses"].extend(block(None, enc[:, :, 0]))
+            cols["resident_pages"].extend(block(None, enc[:, :, 3]))
             S[C.S_NSAMP] = 0
 
     def write_back(self) -> None:
