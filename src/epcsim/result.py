@@ -53,8 +53,9 @@ TIMESERIES_SCHEMA = pa.schema(
 FAULT_LATENCY_SCHEMA = pa.schema(
     [
         pa.field("latency_ns", pa.int64()),
-        pa.field("enclave", pa.string()),
-        pa.field("cgroup", pa.string()),
+        # dictionary-encoded: a few names repeated over every fault
+        pa.field("enclave", pa.dictionary(pa.int32(), pa.string())),
+        pa.field("cgroup", pa.dictionary(pa.int32(), pa.string())),
     ],
     metadata={"epcsim.fault_latency.version": "1"},
 )

@@ -143,10 +143,16 @@ class Metrics:
         summary = self._summary(truncated, lat, who)
         insts = list(self.sim.instances.values())
         names = pa.array([i.name for i in insts], pa.string())
-        paths = pa.array([self._tenant_cgroup(i) or i.cgroup for i in insts], pa.string())
+        paths = [self._tenant_cgroup(i) or i.cgroup for i in insts]
+        uniq = sorted(set(paths))
+        pidx = np.array([uniq.index(p) for p in paths], np.int32)
         idx = pa.array(who, pa.int32())
         tagged = pa.table(
-            [pa.array(lat, pa.int64()), names.take(idx), paths.take(idx)],
+            [
+                pa.array(lat, pa.int64()),
+                pa.DictionaryArray.from_arrays(idx, names),
+                pa.DictionaryArray.from_arrays(pa.array(pidx[who]), pa.array(uniq, pa.string())),
+            ],
             schema=FAULT_LATENCY_SCHEMA,
         )
         return Result(summary, table, lat, tagged)
@@ -219,10 +225,15 @@ class Metrics:
                 "secs_eldu": e.nr_secs_eldu if e is not None else 0,
                 "trace_skipped": inst.trace_skipped,
             }
-        self._tenants(cgroups, enclaves, lat, who)
+        pct = self._tenants(cgroups, enclaves, lat, who)
+        one = [p for p in pct if p is not None]
         expectations = [self._verdict(k, x) for k, x in enumerate(self.sim.sc.expect)]
         lat_summary = {}
-        if len(lat):
+        if len(one) == 1 and one[0]["count"] == len(lat):  # one tenant's: the same
+            p = one[0]
+            lat_summary = {"count": p["count"]}
+            lat_summary.update({f"{k}_ns": p[k] for k in ("p50", "p90", "p99", "max")})
+        elif len(lat):
             q = np.percentile(lat, [50, 90, 99, 100]).round().astype(np.int64).tolist()
             lat_summary = {
                 "count": int(len(lat)),
@@ -258,14 +269,21 @@ class Metrics:
 
     def _tenants(
         self, cgroups: dict[str, dict], enclaves: dict[str, dict], lat: np.ndarray, who: np.ndarray
-    ) -> None:
+    ) -> list[dict[str, int] | None]:
         """The per-tenant keys of ``summary.json`` (docs/OUTPUTS.md, "Per-tenant
-        metrics"), added to the enclaves' and cgroups' entries."""
+        metrics"), added to the enclaves' and cgroups' entries.  Returns each
+        instance's ``fault_latency_ns``."""
         now = self.sim.core.now
         insts = list(self.sim.instances.values())
-        order = np.argsort(who, kind="stable")
-        bounds = np.searchsorted(who[order], np.arange(len(insts) + 1))
-        lats = [lat[order[bounds[k] : bounds[k + 1]]] for k in range(len(insts))]
+        empty = np.zeros(0, np.int64)
+        lats = [empty] * len(insts)
+        if len(who) and who.min() == who.max():  # one tenant faulted (no sort)
+            lats[int(who[0])] = lat
+        elif len(who):
+            order = np.argsort(who, kind="stable")
+            bounds = np.searchsorted(who[order], np.arange(len(insts) + 1))
+            lats = [lat[order[bounds[k] : bounds[k + 1]]] for k in range(len(insts))]
+        pct = [_percentiles(x) for x in lats]
         members: dict[str, list[int]] = {}
         spans: list[tuple[int, int] | None] = []
         for k, inst in enumerate(insts):
@@ -279,7 +297,7 @@ class Metrics:
             run = max((end - t.started_ns for t, end in zip(ths, ends)), default=0) if ths else 0
             acc = e["accesses"]
             by = inst.encl.nr_reclaimed_by if inst.encl is not None else [0] * len(RECLAIMERS)
-            e["fault_latency_ns"] = _percentiles(lats[k])
+            e["fault_latency_ns"] = pct[k]
             e["miss_ratio"] = round(e["faults"] / acc, 6) if acc else None
             e["accesses_per_s"] = round(acc * 1e9 / run, 3) if run > 0 else None
             e["completion_ns"] = (
@@ -304,10 +322,13 @@ class Metrics:
             ss = [spans[k] for k in ks if spans[k] is not None]
             span = max(b for _, b in ss) - min(a for a, _ in ss) if ss else 0
             slow = [e["slowdown"] for e in es if e["slowdown"] is not None]
-            mine = [lats[k] for k in ks]
-            c["fault_latency_ns"] = _percentiles(
-                np.concatenate(mine) if mine else np.zeros(0, np.int64)
-            )
+            mine = [k for k in ks if len(lats[k])]
+            if len(mine) == 1:  # one tenant: its enclave's percentiles
+                c["fault_latency_ns"] = dict(pct[mine[0]]) if pct[mine[0]] else None
+            else:
+                c["fault_latency_ns"] = _percentiles(
+                    np.concatenate([lats[k] for k in mine]) if mine else empty
+                )
             c["miss_ratio"] = round(faults / acc, 6) if acc else None
             c["accesses"] = acc
             c["accesses_per_s"] = round(acc * 1e9 / span, 3) if span > 0 else None
@@ -316,6 +337,7 @@ class Metrics:
             c["pages_reclaimed"] = _split(sgx_cg.nr_reclaimed_by)
             c["pages_scanned"] = sgx_cg.nr_scanned
             c["pages_rotated"] = sgx_cg.nr_rotated
+        return pct
 
     def _verdict(self, k: int, x) -> dict:
         name = x.name or f"expect[{k}]"
