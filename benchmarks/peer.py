@@ -218,7 +218,7 @@ def steady_reclaimable(ts) -> float:
     ``epcsim mrc``'s steady state); over all of /t's samples if nothing was evicted."""
     import pyarrow.compute as pc
 
-    t = ts.filter(pc.equal(ts["cgroup"], CGROUP))
+    t = ts.filter(pc.equal(ts["cgroup"], CGROUP))  # cgroup rows only (enclave rows: null)
     recl = t["reclaimable_pages"].to_numpy()
     ev = t["evictions"].to_numpy()
     steady = recl[(ev > 0) & (recl > 0)]

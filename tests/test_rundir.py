@@ -20,7 +20,7 @@ from epcsim.sim import Result
 
 TINY = tiny()
 
-DATA = ("summary.json", "timeseries.parquet", "fault_latency.npy")
+DATA = ("summary.json", "timeseries.parquet", "fault_latency.npy", "fault_latency.parquet")
 REPORT = ("report.html", "usage.png", "rates.png", "fault_latency.png", "slowdown.png")
 
 

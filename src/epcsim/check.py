@@ -6,7 +6,8 @@ here find the *first* difference between two results, file by file, and name it:
 - ``summary.json``: field by field, as a JSON path (``enclaves["a#0"].faults``);
 - ``timeseries.parquet``: the schema, the row count, then row by row and column by
   column (``row 41 (time_ns 41000000, cgroup "/a"): evictions``);
-- ``fault_latency.npy``: the dtype, the length, then index by index.
+- ``fault_latency.npy``: the dtype, the length, then index by index;
+- ``fault_latency.parquet`` (the latencies' enclave and cgroup): as the time series.
 
 Each returns ``None`` when equal, else an :class:`~epcsim.errors.EngineMismatchError`
 (not raised: the caller decides).  :func:`compare_results` runs them in file order;
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 #: the files :meth:`Result.write` writes, in the order they are compared
-RESULT_FILES = ("summary.json", "timeseries.parquet", "fault_latency.npy")
+RESULT_FILES = ("summary.json", "timeseries.parquet", "fault_latency.npy", "fault_latency.parquet")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -109,16 +110,18 @@ def compare_summary(compiled: dict, reference: dict) -> EngineMismatchError | No
 def _row_label(table: pa.Table, row: int) -> str:
     parts = [
         f"{name} {_show(table.column(name)[row].as_py())}"
-        for name in ("time_ns", "cgroup")
-        if name in table.column_names
+        for name in ("time_ns", "cgroup", "enclave")
+        if name in table.column_names and table.column(name)[row].is_valid
     ]
     return f"row {row} ({', '.join(parts)})" if parts else f"row {row}"
 
 
-def compare_timeseries(compiled: pa.Table, reference: pa.Table) -> EngineMismatchError | None:
+def compare_timeseries(
+    compiled: pa.Table, reference: pa.Table, *, name: str = "timeseries.parquet"
+) -> EngineMismatchError | None:
     """The first cell where two time-series tables differ (row by row, each row's
-    columns in schema order), or a schema or row-count difference, or None."""
-    name = "timeseries.parquet"
+    columns in schema order), or a schema or row-count difference, or None.  *name*:
+    the file the tables are (``fault_latency.parquet`` is compared the same way)."""
     if not compiled.schema.equals(reference.schema, check_metadata=True):
         a, b = compiled.schema, reference.schema
         if a.names != b.names:
@@ -189,7 +192,23 @@ def compare_results(compiled: Result, reference: Result) -> EngineMismatchError 
         compare_summary(compiled.summary, reference.summary)
         or compare_timeseries(compiled.timeseries, reference.timeseries)
         or compare_latency(compiled.fault_latency_ns, reference.fault_latency_ns)
+        or _compare_tagged(compiled, reference)
     )
+
+
+def _compare_tagged(compiled: Result, reference: Result) -> EngineMismatchError | None:
+    name = "fault_latency.parquet"
+    a, b = compiled.fault_latency, reference.fault_latency
+    if a is None or b is None:
+        if a is b:
+            return None
+        return EngineMismatchError(
+            name,
+            "(file)",
+            "(absent)" if a is None else "present",
+            "(absent)" if b is None else "present",
+        )
+    return compare_timeseries(a, b, name=name)
 
 
 def compare_files(

@@ -174,6 +174,17 @@ def _slowdown(x: float | None) -> str:
     return f"{x:,.1f}x" if x >= 10 else f"{x:.2f}x"
 
 
+def _tenant_cells(t: dict[str, Any]) -> list[str]:
+    """A tenant's p99 fault latency, miss ratio and slowdown ("-" where null)."""
+    lat = t.get("fault_latency_ns") or {}
+    miss = t.get("miss_ratio")
+    return [
+        _time(lat.get("p99")),
+        "-" if miss is None else f"{miss:.2%}",
+        _slowdown(t.get("slowdown")),
+    ]
+
+
 def _duration_ns(sc: Any) -> int | None:
     from .units import parse_time
 
@@ -373,14 +384,20 @@ def _print_summary(
             )
         )
 
+    cgroups = summary.get("cgroups", {})
+    # the per-tenant columns (summary.json since timeseries schema 2)
+    tenant = any("miss_ratio" in c for c in cgroups.values())
     cgt = Table(title="cgroups (sgx_epc)", title_justify="left")
-    for col in ("cgroup", "peak", "limit", "max events", "faults", "evictions", "ENOMEM"):
+    cols = ["cgroup", "peak", "limit", "max events", "faults", "evictions", "ENOMEM"]
+    if tenant:
+        cols += ["p99 fault", "miss ratio", "slowdown"]
+    for col in cols:
         if col == "cgroup":
             cgt.add_column(col, overflow="fold")
         else:
             cgt.add_column(col, justify="right")
-    for path, c in summary.get("cgroups", {}).items():
-        cgt.add_row(
+    for path, c in cgroups.items():
+        row = [
             Text(path),
             _size(c.get("peak_bytes")),
             _size(c.get("limit_bytes")),
@@ -388,18 +405,23 @@ def _print_summary(
             str(c.get("faults", 0)),
             str(c.get("evictions", 0)),
             str(c.get("enomem", 0)),
-        )
+        ]
+        if tenant:
+            row += _tenant_cells(c)
+        cgt.add_row(*row)
     console.print(cgt)
 
     enclaves = summary.get("enclaves", {})
     if enclaves:
         show_error = any(e.get("error") for e in enclaves.values())
         et = Table(title="enclaves", title_justify="left")
-        cols = ["enclave", "cgroup", "outcome", "exit status", "slowdown"]
+        tenant = any("miss_ratio" in e for e in enclaves.values())
+        cols = ["enclave", "cgroup", "outcome", "exit status"]
+        cols += ["p99 fault", "miss ratio", "slowdown"] if tenant else ["slowdown"]
         if show_error:
             cols.append("error")
         for col in cols:
-            if col in ("exit status", "slowdown"):
+            if col in ("exit status", "slowdown", "p99 fault", "miss ratio"):
                 et.add_column(col, justify="right")
             else:
                 et.add_column(col, overflow="fold")
@@ -412,7 +434,7 @@ def _print_summary(
                 Text(str(e.get("cgroup", ""))),
                 Text(outcome, style=style),
                 "-" if status is None else str(status),
-                _slowdown(e.get("slowdown")),
+                *(_tenant_cells(e) if tenant else [_slowdown(e.get("slowdown"))]),
             ]
             if show_error:
                 row.append(Text(str(e.get("error") or "")))

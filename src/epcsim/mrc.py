@@ -41,6 +41,7 @@ import numpy as np
 
 from .errors import EpcsimError
 from .kernel.constants import PAGE_SIZE, SGX_VA_SLOT_COUNT
+from .result import cgroup_rows
 
 __all__ = [
     "MrcPoint",
@@ -250,7 +251,7 @@ def _run_one(args: tuple) -> tuple[int, int, float, float, float]:
             f"(the enclave's outcome is {e['outcome']} after {e['accesses']} of "
             f"{accesses} accesses); use larger sizes or a larger --sample rate"
         )
-    ts = r.timeseries
+    ts = cgroup_rows(r.timeseries)
     rows = np.asarray(ts["cgroup"].to_pylist()) == "/mrc"
     recl = np.asarray(ts["reclaimable_pages"])[rows]
     mean_recl = float(recl.mean()) if len(recl) else 0.0

@@ -9,15 +9,24 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path, atomic_write_text
 from .errors import EpcsimError
 
-__all__ = ["Result", "TIMESERIES_SCHEMA", "TIMESERIES_SCHEMA_VERSION"]
+__all__ = [
+    "FAULT_LATENCY_SCHEMA",
+    "Result",
+    "cgroup_rows",
+    "enclave_rows",
+    "TIMESERIES_SCHEMA",
+    "TIMESERIES_SCHEMA_VERSION",
+]
 
-#: version of the time-series schema (docs/OUTPUTS.md)
-TIMESERIES_SCHEMA_VERSION = 1
+#: version of the time-series schema (docs/OUTPUTS.md); 2: per-enclave rows (column
+#: ``enclave``, with ``accesses`` and ``resident_pages``)
+TIMESERIES_SCHEMA_VERSION = 2
 TIMESERIES_SCHEMA = pa.schema(
     [
         pa.field("time_ns", pa.int64()),
@@ -31,9 +40,40 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("reclaim_batches", pa.int64()),
         pa.field("reclaimable_pages", pa.int64()),
         pa.field("enomem", pa.int64()),
+        # schema version 2: per-enclave rows (cgroup null, enclave set)
+        pa.field("enclave", pa.string()),
+        pa.field("accesses", pa.int64()),
+        pa.field("resident_pages", pa.int64()),
     ],
     metadata={"epcsim.timeseries.version": str(TIMESERIES_SCHEMA_VERSION)},
 )
+
+#: ``fault_latency.parquet``: every timed fault's latency with its enclave and cgroup,
+#: row for row the entries of ``fault_latency.npy`` (docs/OUTPUTS.md)
+FAULT_LATENCY_SCHEMA = pa.schema(
+    [
+        pa.field("latency_ns", pa.int64()),
+        # dictionary-encoded: a few names repeated over every fault
+        pa.field("enclave", pa.dictionary(pa.int32(), pa.string())),
+        pa.field("cgroup", pa.dictionary(pa.int32(), pa.string())),
+    ],
+    metadata={"epcsim.fault_latency.version": "1"},
+)
+
+
+def cgroup_rows(ts: pa.Table) -> pa.Table:
+    """The cgroup rows of a time series (the per-enclave rows of schema version 2, whose
+    ``cgroup`` is null, left out)."""
+    if "enclave" not in ts.column_names:
+        return ts
+    return ts.filter(pc.is_valid(ts["cgroup"]))
+
+
+def enclave_rows(ts: pa.Table) -> pa.Table:
+    """The per-enclave rows of a time series (none before schema version 2)."""
+    if "enclave" not in ts.column_names:
+        return ts.slice(0, 0)
+    return ts.filter(pc.is_valid(ts["enclave"]))
 
 
 @dataclass
@@ -46,12 +86,16 @@ class Result:
         timeseries: Arrow table with :data:`TIMESERIES_SCHEMA` (cumulative counters
             sampled every ``host.sample_interval`` of virtual time).
         fault_latency_ns: latency of every resolved enclave fault, retries included.
+        fault_latency: the same latencies with their enclave and cgroup
+            (:data:`FAULT_LATENCY_SCHEMA`); None for a run directory written without
+            ``fault_latency.parquet``.
         passed: every expectation held (True when there are none).
     """
 
     summary: dict
     timeseries: pa.Table
     fault_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fault_latency: pa.Table | None = None
     #: the engine that ran the steady state: "compiled" or "reference".  Not part of
     #: summary.json and the data files, which are the same
     #: with either engine; recorded in ``run.json``.
@@ -72,8 +116,9 @@ class Result:
         return bool(self.summary.get("passed", True))
 
     def write(self, out: str | Path) -> Path:
-        """Write ``summary.json``, ``timeseries.parquet`` and ``fault_latency.npy``, each
-        atomically (complete or not at all).  ``run.json`` is written by
+        """Write ``summary.json``, ``timeseries.parquet``, ``fault_latency.npy`` and
+        ``fault_latency.parquet`` (when the result has it), each atomically (complete or
+        not at all).  ``run.json`` is written by
         :func:`epcsim.run`, which builds the whole directory aside."""
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
@@ -84,6 +129,9 @@ class Result:
             pq.write_table(self.timeseries, tmp, compression="zstd")
         with atomic_path(d / "fault_latency.npy") as tmp:
             np.save(tmp, self.fault_latency_ns)
+        if self.fault_latency is not None:
+            with atomic_path(d / "fault_latency.parquet") as tmp:
+                pq.write_table(self.fault_latency, tmp, compression="zstd")
         return d
 
     @classmethod
@@ -113,8 +161,15 @@ class Result:
                 raise EpcsimError(
                     f"{path}: expected a 1-D integer array, got {lat.ndim}-D {lat.dtype}"
                 )
+        tags = None
+        path = d / "fault_latency.parquet"
+        if path.exists():
+            try:
+                tags = pq.read_table(path)
+            except (OSError, pa.ArrowException) as e:
+                raise EpcsimError(f"{path}: cannot read the tagged fault latencies: {e}") from None
         run = _read_json_object(d / "run.json") if (d / "run.json").exists() else {}
-        res = cls(summary, ts, lat, run=run)
+        res = cls(summary, ts, lat, tags, run=run)
         if run:
             res.engine = str(run.get("engine", res.engine))
             res.engine_note = str(run.get("engine_reason", ""))

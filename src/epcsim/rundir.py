@@ -61,6 +61,7 @@ KNOWN_FILES = frozenset(
         "summary.json",
         "timeseries.parquet",
         "fault_latency.npy",
+        "fault_latency.parquet",
         "report.html",
         "usage.png",
         "rates.png",

@@ -55,9 +55,10 @@ def run(toml: str, seed: int | None = None) -> tuple[Simulation, Result]:
 
 
 def rows(result: Result, cgroup: str | None = None) -> list[dict]:
-    """The time series as a list of row dicts (optionally one cgroup's)."""
+    """The time series' cgroup rows as a list of row dicts (optionally one cgroup's;
+    the per-enclave rows, whose cgroup is null, left out)."""
     out = result.timeseries.to_pylist()
-    return [r for r in out if cgroup is None or r["cgroup"] == cgroup]
+    return [r for r in out if r["cgroup"] is not None and (cgroup is None or r["cgroup"] == cgroup)]
 
 
 def with_costs(toml: str, *lines: str) -> str:
@@ -1091,7 +1092,7 @@ def test_python_api_writes_a_run_directory(tmp_path: Path):
     has_report = _report_available()
     r = epcsim.run(EAUG_OVER, out=out, report=has_report)
     assert isinstance(r, epcsim.Result)
-    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy"):
+    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy", "fault_latency.parquet"):
         assert (out / f).is_file(), f
     if has_report:
         assert (out / "report.html").is_file()
@@ -1102,6 +1103,7 @@ def test_python_api_writes_a_run_directory(tmp_path: Path):
     assert back.summary == summary
     assert back.timeseries.equals(r.timeseries)
     assert np.array_equal(back.fault_latency_ns, r.fault_latency_ns)
+    assert back.fault_latency is not None and back.fault_latency.equals(r.fault_latency)
     assert back.passed == r.passed
 
 

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from _tenants import assert_tenant_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +87,10 @@ def _assert_same(ref, bat) -> None:
         pytest.fail(f"summaries differ (reference, batched): {diff}")
     assert ref.timeseries.equals(bat.timeseries)
     assert np.array_equal(ref.fault_latency_ns, bat.fault_latency_ns)
+    # the latencies' enclave and cgroup tags (fault_latency.parquet)
+    assert ref.fault_latency is not None and ref.fault_latency.equals(bat.fault_latency)
+    # and the per-tenant counters add up (the reclaim split, the timed faults)
+    assert_tenant_counts(ref.summary)
 
 
 def _flat(d, prefix=""):
@@ -682,7 +687,7 @@ def test_cli_engines_write_identical_run_directories(tmp_path) -> None:
             app, ["run", str(sc), "--engine", engine, "-q", "-o", str(tmp_path / engine)]
         )
         assert r.exit_code == 0, r.output
-    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy"):
+    for f in ("summary.json", "timeseries.parquet", "fault_latency.npy", "fault_latency.parquet"):
         a = (tmp_path / "reference" / f).read_bytes()
         b = (tmp_path / "compiled" / f).read_bytes()
         assert a == b, f

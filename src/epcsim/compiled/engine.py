@@ -41,7 +41,7 @@ from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
 from ..kernel.resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
 from ..scenario.schema import Scenario
-from ..sim.metrics import cg_path
+from ..sim.metrics import cg_path, enclave_counters
 from ..sim.progress import sim_progress
 from ..sim.stuck import STUCK_RETRIES
 from . import layout as C
@@ -179,14 +179,19 @@ class _Packed:
         S[C.S_NHP] = nt
         self.TH = TH
         self.CPUF = np.array(sim.core.cpu_free, np.int64)
-        self.LAT = np.zeros(LAT_CAP, np.int64)
+        # row 0 the latencies, row 1 the thread of each (its instance tags it)
+        self.LAT = np.zeros((2, LAT_CAP), np.int64)
+        self.thread_inst = np.array([t.inst.index for t in threads], np.int32)
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
         self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
+        self.who_out = np.empty(len(self.lat_out), np.int32)
         self.lat_used = 0  # lat_out[:lat_used] holds latencies handed over
         self.lat_view: np.ndarray | None = None  # the last view given to the simulation
         self.lat_view_from = 0
         self.SAMP = np.zeros((SAMP_CAP, len(self.live), len(SAMPLED)), np.int64)
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
+        # the enclave rows of each sample, one per enclave the core runs (EN_ROW)
+        self.SAMPE = np.zeros((SAMP_CAP, max(len(encls), 1), 4), np.int64)
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
         self.paths = [cg_path(s) for s in self.live]
         self.limits = [
@@ -249,6 +254,7 @@ class _Packed:
             EN[C.EN_OFF, e] = off
             EN[C.EN_VAOFF, e] = vaoff
             EN[C.EN_TRACKED, e] = 0
+            EN[C.EN_ROW, e] = k
             for vp in encl.va_all:
                 row = vaoff + vp.no
                 pack("VA", VA[row], vp)
@@ -280,7 +286,7 @@ class _Packed:
         return run_core(
             self.S, self.CG, self.EN, self.TH, self.CPUF, self.R, self.VA, self.host.epc.i32,
             self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.HB, self.BUF,
-            self.LAT, self.SAMP, self.SAMPT,
+            self.LAT, self.SAMP, self.SAMPE, self.SAMPT,
         )  # fmt: skip
 
     def flush(self) -> None:
@@ -291,28 +297,66 @@ class _Packed:
             a = self.lat_used
             if a + n > len(self.lat_out):
                 self.lat_out = np.empty(max(min(2 * len(self.lat_out), LAT_MAX), n), np.int64)
+                self.who_out = np.empty(len(self.lat_out), np.int32)
                 self.lat_view = None
                 a = 0
-            self.lat_out[a : a + n] = self.LAT[:n]
+            self.lat_out[a : a + n] = self.LAT[0, :n]
+            self.who_out[a : a + n] = self.thread_inst[self.LAT[1, :n]]
             self.lat_used = a + n
             parts = sim.metrics.fault_lat
+            who = sim.metrics.fault_lat_who
             if self.lat_view is not None and parts and parts[-1] is self.lat_view:
                 parts[-1] = self.lat_out[self.lat_view_from : a + n]  # extend it
+                who[-1] = self.who_out[self.lat_view_from : a + n]
             else:
                 self.lat_view_from = a
                 parts.append(self.lat_out[a : a + n])
+                who.append(self.who_out[a : a + n])
             self.lat_view = parts[-1]
             S[C.S_NLAT] = 0
         k = int(S[C.S_NSAMP])
         if k:
             cols = sim.metrics.cols
             nl = len(self.live)
-            cols["time_ns"].extend(np.repeat(self.SAMPT[:k], nl).tolist())
-            cols["cgroup"].extend(self.paths * k)
-            cols["limit_bytes"].extend(self.limits * k)
-            block = self.SAMP[:k].reshape(k * nl, len(SAMPLED))
+            # the enclave rows (Metrics.record_sample): from the core (SAMPE) for the
+            # enclaves it runs; the others' counters do not move while it runs
+            names: list[str] = []
+            ev = []
+            for inst in sim.instances.values():
+                if inst.encl is None:
+                    continue
+                names.append(inst.name)
+                k2 = next((r for r, e in enumerate(self.encls) if e is inst.encl), -1)
+                if k2 >= 0:
+                    ev.append(self.SAMPE[:k, k2, :])
+                else:
+                    ev.append(np.tile(np.array(enclave_counters(inst), np.int64), (k, 1)))
+            ne = len(names)
+            per = nl + ne
+            # one block of rows per sample: its cgroup rows, then its enclave rows
+            cols["time_ns"].extend(np.repeat(self.SAMPT[:k], per).tolist())
+            cols["cgroup"].extend((self.paths + [None] * ne) * k)
+            cols["limit_bytes"].extend((self.limits + [None] * ne) * k)
+            cols["enclave"].extend(([None] * nl + names) * k)
+            enc = np.stack(ev, axis=1) if ne else np.zeros((k, 0, 4), np.int64)
+
+            def block(cg: np.ndarray | None, en: np.ndarray | None) -> list:
+                out = np.empty((k, per), object)
+                if cg is not None:
+                    out[:, :nl] = cg
+                if en is not None:
+                    out[:, nl:] = en
+                return out.ravel().tolist()
+
+            # enclave rows carry faults and evictions (enclave_counters() order)
+            shared = {"faults": 1, "evictions": 2}
             for j, smp in enumerate(SAMPLED):
-                cols[smp.column].extend(block[:, j].tolist())
+                f = shared.get(smp.column)
+                cols[smp.column].extend(
+                    block(self.SAMP[:k, :, j], None if f is None else enc[:, :, f])
+                )
+            cols["accesses"].extend(block(None, enc[:, :, 0]))
+            cols["resident_pages"].extend(block(None, enc[:, :, 3]))
             S[C.S_NSAMP] = 0
 
     def write_back(self) -> None:
@@ -421,9 +465,7 @@ def take_over(
         raise AssertionError("chunk larger than the core's buffers")
     p = _Packed(sim, threads, seqs, sampler)
     S, TH = p.S, p.TH
-    if sim.metrics.lat_buf:
-        sim.metrics.fault_lat.append(np.asarray(sim.metrics.lat_buf, np.int64))
-        sim.metrics.lat_buf = []
+    sim.metrics.flush_latencies()
     sim.core.heap.clear()
     sim.actors.fresh.clear()
     while True:

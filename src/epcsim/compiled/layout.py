@@ -66,6 +66,11 @@ from ..kernel.constants import (
     VM_FAULT_SIGBUS,
 )
 from ..kernel.epc import KIND_ENCL, KIND_FREE, KIND_SECS, KIND_VA
+from ..kernel.epc_cgroup import RECLAIM_ASYNC, RECLAIM_KSGXD
+
+# R_KIND (0 ksgxd, 1 worker) indexes the NR_RECL counters directly
+if (RECLAIM_KSGXD, RECLAIM_ASYNC) != (0, 1):
+    raise AssertionError("R_KIND must equal RECLAIM_KSGXD / RECLAIM_ASYNC")
 
 Back = Literal["value", "delta"]
 
@@ -246,6 +251,14 @@ EN_TABLE = Table(
         _f("EMIX", "some evicted page's backing is charged to a memcg other than EN_MEMCG"),
         _f("NR_SECS_ELDU", "ELDUs of the SECS", mirror="nr_secs_eldu", back="value"),
         _f("NR_SECS_EWB", "EWBs of the SECS", mirror="nr_secs_evicted", back="value"),
+        _f(
+            "NR_RECL",
+            "EWBs of its pages by reclaimer kind (RECLAIM_*: ksgxd, async, sync, direct)",
+            width=4,
+            mirror="nr_reclaimed_by",
+            back="value",
+        ),
+        _f("ROW", "its row in a sample's enclave rows (SAMPE), -1: none"),
     ),
 )
 
@@ -349,6 +362,22 @@ CG_TABLE = Table(
             mirror="nr_aged",
             back="value",
         ),
+        _f(
+            "NR_RECL",
+            "pages evicted from its LRU by reclaimer kind (RECLAIM_*: ksgxd, async, sync, direct)",
+            width=4,
+            mirror="nr_reclaimed_by",
+            back="value",
+        ),
+        _f(
+            "NR_SCANNED", "pages isolated from its LRU (phase 1)", mirror="nr_scanned", back="value"
+        ),
+        _f(
+            "NR_ROTATED",
+            "pages put back to its LRU tail (phase 2)",
+            mirror="nr_rotated",
+            back="value",
+        ),
     ),
 )
 
@@ -368,7 +397,7 @@ R_TABLE = Table(
         _f("C", ".. the cgroup whose LRU the current batch scans"),
         _f("NP", "pages in the current batch"),
         _f("CB", "the current batch's cost so far"),
-        _f("KIND", "0 ksgxd, 1 worker"),
+        _f("KIND", "0 ksgxd, 1 worker (= RECLAIM_KSGXD, RECLAIM_ASYNC)"),
         _f("CG", "a worker's cgroup"),
         _f("PAGES", "the batch", width=SGX_NR_TO_SCAN),
         _f("ES", ".. their enclaves (owner_encl)", width=SGX_NR_TO_SCAN),

@@ -63,8 +63,11 @@ from .layout import (
     E_DESC,
     E_EPC,
     EN_NPAGES,
+    EN_NR_EVICTED,
     EN_NR_FAULTS,
     EN_OFF,
+    EN_ROW,
+    EN_SECS_CHILD,
     EN_SIGPEND,
     ERR_NO_WORKER_SLOT,
     NSAMPF,
@@ -145,11 +148,13 @@ __all__ = ["kick_kernel_threads", "record_sample", "run_core"]
 
 
 @outline
-def record_sample(S, CG, SAMP, SAMPT, now):
+def record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now):
     """No kernel twin (sampler): Metrics.record_sample() (epcsim.sim.metrics) for
     the counters of every live cgroup, as declared once in
     epcsim.compiled.layout.SAMPLED (the root has no misc.events: its rows are
-    SAMP_ROOT_ROWS)."""
+    SAMP_ROOT_ROWS), and for each enclave the core runs (row EN_ROW of SAMPE: its
+    threads' accesses and faults, its pages evicted and resident; enclave_counters()
+    of epcsim.sim.metrics)."""
     k = S[S_NSAMP]
     SAMPT[_u(k)] = now
     for j in range(S[S_NLIVE]):
@@ -160,6 +165,16 @@ def record_sample(S, CG, SAMP, SAMPT, now):
         else:
             for f in range(NSAMPF):
                 SAMP[_u(k), _u(j), _u(f)] = CG[_u(SAMP_ROOT_ROWS[f]), _u(c)]
+    for row in range(SAMPE.shape[1]):
+        SAMPE[_u(k), _u(row), 0] = 0
+        SAMPE[_u(k), _u(row), 1] = 0
+    for j in range(TH.shape[1]):
+        e = TH[TH_E, _u(j)]
+        row = EN[EN_ROW, _u(e)]
+        SAMPE[_u(k), _u(row), 0] += TH[TH_ACC, _u(j)]
+        SAMPE[_u(k), _u(row), 1] += TH[TH_FAULTS, _u(j)]
+        SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
+        SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
 
@@ -214,7 +229,9 @@ def kick_kernel_threads(S, CG, R, now):
 
 
 @njit_cached
-def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPT):
+def run_core(
+    S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPE, SAMPT
+):
     """No kernel twin (event loop): run the simulation loop (Simulation.run() with the
     enclave threads, ksgxd, the workers and the sampler) until a thread's next step
     ends it (RC_THREAD_DONE, thread in S_WHO), the next event is past the time limit
@@ -266,7 +283,7 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
             if S[S_SM_LAST] != now:
                 if S[S_NSAMP] >= SAMP.shape[0]:
                     return RC_FLUSH
-                record_sample(S, CG, SAMP, SAMPT, now)
+                record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now)
             S[S_SEQ] += 1
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
@@ -303,11 +320,12 @@ def run_core(S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, L
                 if not mid and TH[TH_PENDING, _u(j)]:
                     rr = TH[TH_R, _u(j)]
                     n = S[S_NLAT]
-                    if rr == 0 and n >= LAT.shape[0]:
+                    if rr == 0 and n >= LAT.shape[1]:
                         return RC_FLUSH
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
-                        LAT[_u(n)] = now - TH[TH_FSTART, _u(j)]
+                        LAT[0, _u(n)] = now - TH[TH_FSTART, _u(j)]
+                        LAT[1, _u(n)] = j  # the thread: its instance tags the latency
                         S[S_NLAT] = n + 1
                         TH[TH_FSTART, _u(j)] = -1
                         if S[S_UNREF]:

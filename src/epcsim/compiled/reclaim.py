@@ -28,6 +28,9 @@ from .layout import (
     CG_NR_BATCHES,
     CG_NR_EVICTED,
     CG_NR_PAGES,
+    CG_NR_RECL,
+    CG_NR_ROTATED,
+    CG_NR_SCANNED,
     CG_PENDING,
     CG_REFCNT,
     CG_RUNNING,
@@ -38,6 +41,7 @@ from .layout import (
     EN_LIVE_MMS,
     EN_MEMCG,
     EN_NR_EVICTED,
+    EN_NR_RECL,
     EN_NR_SECS_EWB,
     EN_OFF,
     EN_REFCOUNT,
@@ -129,6 +133,7 @@ def _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c):
             P32[_u(pg), P_NEXT] = pg
         CG[CG_LRU_NR, _u(c)] -= n
         S[S_NR_LRU] -= n
+        CG[CG_NR_SCANNED, _u(c)] += n
     # kref_get_unless_zero() per page: pages of a released enclave are forgotten
     kept = 0
     for k in range(n):
@@ -205,6 +210,7 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         else:
             list_add_tail(CG, P32, c, page)
             S[S_NR_LRU] += 1
+            CG[CG_NR_ROTATED, _u(c)] += 1
             sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
     if aged:
         _count_aged(CG, c, aged)
@@ -248,9 +254,11 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     epcsim.kernel.reclaim._sgx_reclaimer_write_batch and _sgx_reclaimer_write_run):
     phase 4 of sgx_reclaim_pages(), sgx_encl_ewb() per page (one ETRACK per enclave per
     batch), the SECS after its last child, kref_put() (which may release the enclave),
-    sgx_free_epc_page() (the uncharge of the batch at the end)."""
+    sgx_free_epc_page() (the uncharge of the batch at the end).  The pages are counted
+    under the reclaimer's kind (R_KIND: RECLAIM_KSGXD or RECLAIM_ASYNC)."""
     c = R[R_C, _u(r)]
     k = R[R_NP, _u(r)]
+    by = R[R_KIND, _u(r)]
     S[S_STAMP] += 1
     stamp = S[S_STAMP]
     for j in range(k):
@@ -267,6 +275,7 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         E32[_u(g), E_EPC] = -1
         EN[EN_SECS_CHILD, _u(e)] -= 1
         EN[EN_NR_EVICTED, _u(e)] += 1
+        EN[_u(EN_NR_RECL + by), _u(e)] += 1
         if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0:
             sgx_reclaimer_write_secs(S, CG, EN, VA, P32, P8, PCG, e)
         sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
@@ -274,6 +283,7 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     CG[CG_NR_PAGES, _u(c)] -= k
     _count_freed(CG, c, k)
     CG[CG_NR_EVICTED, _u(c)] += k
+    CG[_u(CG_NR_RECL + by), _u(c)] += k
     misc_cg_uncharge(CG, c, k * PAGE)
     CG[CG_REFCNT, _u(c)] -= k
 

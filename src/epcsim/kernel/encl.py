@@ -122,6 +122,8 @@ class Encl:
         #: EWBs of its pages (the SECS's not included: nr_secs_evicted)
         self.nr_evicted = 0
         self.nr_secs_evicted = 0
+        #: .. of them by each reclaimer kind (RECLAIM_* of epc_cgroup; a model counter)
+        self.nr_reclaimed_by = [0, 0, 0, 0]
         self.nr_faults = 0
         self._alloc_arrays(0)
 

@@ -237,7 +237,7 @@ def sgx_alloc_epc_page(
             from .hooks import Episode, episode_end
 
             episode = Episode("alloc", host.sgx_cg_root)
-        yield from sgx_reclaim_pages_global(host, task, episode=episode)
+        yield from sgx_reclaim_pages_global(host, task, episode=episode, by=epc_cgroup.RECLAIM_SYNC)
         if episode is not None:
             episode_end(host, episode)
         yield "cond_resched"

@@ -54,7 +54,33 @@ __all__ = [
     "sgx_cgroup_reclaim_pages_global",
     "queue_work",
     "sgx_cg_wq_take_runnable",
+    "RECLAIM_KSGXD",
+    "RECLAIM_ASYNC",
+    "RECLAIM_SYNC",
+    "RECLAIM_DIRECT",
+    "RECLAIMERS",
 ]
+
+#: Who runs a reclaim (a model counter index, not a kernel name: the kernel does not
+#: count reclaimed pages by caller).  ksgxd: the global reclaimer thread (ksgxd());
+#: async: a ``sgx_cg_wq`` worker in sgx_cgroup_reclaim_work_func(); sync: the
+#: DO_RECLAIM charge loop of sgx_cgroup_try_charge() (and the allocator's global
+#: reclaim in sgx_alloc_epc_page(), which the charging task runs too); direct:
+#: sgx_reclaim_direct() before EDMM ioctls, its cgroup pass and its global pass.
+RECLAIM_KSGXD = 0
+RECLAIM_ASYNC = 1
+RECLAIM_SYNC = 2
+RECLAIM_DIRECT = 3
+#: the names of the RECLAIM_* indices, in order (summary.json ``pages_reclaimed``)
+RECLAIMERS = ("ksgxd", "async", "sync", "direct")
+#: a reclaim episode's kind (epcsim.kernel.hooks.Episode) -> who reclaims in it
+RECLAIM_BY_KIND = {
+    "ksgxd": RECLAIM_KSGXD,
+    "async": RECLAIM_ASYNC,
+    "sync": RECLAIM_SYNC,
+    "alloc": RECLAIM_SYNC,
+    "direct": RECLAIM_DIRECT,
+}
 
 
 class SgxCgroup:
@@ -65,6 +91,10 @@ class SgxCgroup:
     ENOMEM results of charges made in it, enclave faults of its tasks, and pages freed
     from its subtree (``nr_freed``) and pages of its subtree aged young by
     sgx_reclaimer_age() (``nr_aged``): reclaim progress, for the simulator's stuck rule.
+    These counters are in the model, not in the kernel's struct: also the pages evicted
+    from its LRU split by who reclaimed them (``nr_reclaimed_by``, indexed by
+    ``RECLAIM_*``), the pages taken off its LRU by phase 1 of sgx_reclaim_pages()
+    (``nr_scanned``) and those put back to its tail by phase 2 (``nr_rotated``).
     """
 
     __slots__ = (
@@ -81,6 +111,9 @@ class SgxCgroup:
         "nr_faults",
         "nr_freed",
         "nr_aged",
+        "nr_reclaimed_by",
+        "nr_scanned",
+        "nr_rotated",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -105,6 +138,12 @@ class SgxCgroup:
         #: pages of this cgroup's subtree whose accessed bit sgx_reclaimer_age() cleared
         #: (rotated young: the next pass may evict them; hierarchical)
         self.nr_aged = 0
+        #: pages evicted from its LRU by each reclaimer kind (RECLAIM_* index)
+        self.nr_reclaimed_by = [0, 0, 0, 0]
+        #: pages isolated from its LRU by phase 1 of sgx_reclaim_pages()
+        self.nr_scanned = 0
+        #: pages put back to its LRU tail by phase 2 of sgx_reclaim_pages()
+        self.nr_rotated = 0
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"
@@ -292,7 +331,7 @@ def sgx_cgroup_try_charge(
             queue_work(host, sgx_cg)
             episode_end(host, episode)
             return -EBUSY
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, episode=episode)
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, episode=episode, by=RECLAIM_SYNC)
         yield "cond_resched"
 
 
@@ -307,6 +346,7 @@ def sgx_cgroup_reclaim_pages(
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
     episode: Episode | None = None,
+    by: int = RECLAIM_SYNC,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
@@ -316,6 +356,7 @@ def sgx_cgroup_reclaim_pages(
 
     Args:
         charge_task: whose mm's memcg pays for backing (None: the enclave's first mm).
+        by: who reclaims (``RECLAIM_*``; model statistics only, not a kernel argument).
 
     Returns: the number of pages isolated (with a live enclave reference).
 
@@ -339,13 +380,14 @@ def sgx_cgroup_reclaim_pages(
         episode.calls += 1
         if pol is not None and pol.reclaim_pages is not None:
             gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
-            if log is not None:
-                gen = run_in_episode(host, gen, episode)
-            cnt = yield from gen
+            # its sgx_reclaim_pages() calls count into the episode and its kind
+            cnt = yield from run_in_episode(host, gen, episode)
         else:
             while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
                 c = sgx_cgroup_next_get(host, root)
-                cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, episode=episode)
+                cnt += yield from _reclaim.sgx_reclaim_pages(
+                    host, c, charge_task, episode=episode, by=by
+                )
                 if c is not root:
                     sgx_put_cg(host, c)
         episode.isolated += cnt
@@ -354,12 +396,14 @@ def sgx_cgroup_reclaim_pages(
         return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, resume=resume.batch)
+        cnt += yield from _reclaim.sgx_reclaim_pages(
+            host, c, charge_task, resume=resume.batch, by=by
+        )
         if c is not root:
             sgx_put_cg(host, c)
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
         c = sgx_cgroup_next_get(host, root)
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, by=by)
         if c is not root:
             sgx_put_cg(host, c)
     return cnt
@@ -446,11 +490,13 @@ def sgx_cgroup_reclaim_work_func(
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
-                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim
+                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim, by=RECLAIM_ASYNC
             )
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
-            yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode)
+            yield from sgx_cgroup_reclaim_pages(
+                host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode, by=RECLAIM_ASYNC
+            )
             yield "cond_resched"
         episode_end(host, episode)
     finally:
@@ -463,19 +509,26 @@ def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, No
     sgx_cg = sgx_get_current_cg(host, task)
     if sgx_cgroup_should_reclaim(host, sgx_cg):
         episode = Episode("direct", sgx_cg) if logging_episodes(host) else None
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, SGX_NR_TO_SCAN, episode=episode)
+        yield from sgx_cgroup_reclaim_pages(
+            host, sgx_cg, task, SGX_NR_TO_SCAN, episode=episode, by=RECLAIM_DIRECT
+        )
         episode_end(host, episode)
     sgx_put_cg(host, sgx_cg)
 
 
 def sgx_cgroup_reclaim_pages_global(
-    host: Host, charge_task: Task | None, *, episode: Episode | None = None
+    host: Host,
+    charge_task: Task | None,
+    *,
+    episode: Episode | None = None,
+    by: int = RECLAIM_KSGXD,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages_global() (patch 12): a 16-page rotating reclaim
-    rooted at the root cgroup, i.e. over every cgroup."""
+    rooted at the root cgroup, i.e. over every cgroup (*by*: who reclaims, model
+    statistics)."""
     return (
         yield from sgx_cgroup_reclaim_pages(
-            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, episode=episode
+            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, episode=episode, by=by
         )
     )
 

@@ -223,7 +223,7 @@ def run_in_episode(
     """Run a policy's hook generator *gen* with ``host.reclaim_episode`` = *episode*
     during each of its steps (restored at each yield, so other reclaimers' steps in
     between see their own): the ``sgx_reclaim_pages()`` calls the hook makes count into
-    the episode without being passed it.  With the episode log only."""
+    the episode, and as its kind's reclaimer (``by``), without being passed it."""
     prev = host.reclaim_episode
     value: Any = None
     while True:

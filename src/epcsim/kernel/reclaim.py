@@ -55,6 +55,7 @@ def sgx_reclaim_pages(
     *,
     resume: SgxReclaimPagesState | None = None,
     episode: Episode | None = None,
+    by: int | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
     the charge_mm of patch 11).
@@ -71,6 +72,10 @@ def sgx_reclaim_pages(
 
     Returns: the number of pages isolated in phase 1 with a live enclave reference.
 
+    *by* (``RECLAIM_*`` of :mod:`epcsim.kernel.epc_cgroup`) says who reclaims: the
+    pages written back are counted against *sgx_cg* and their enclave under it (model
+    statistics, not a kernel argument).
+
     Context: each phase is atomic in the model (the kernel holds the LRU lock for phase
     1 and enclave mutexes per page in phases 2-4).  Within a phase the model batches
     what no one can observe: the backing charges of a batch that cannot hit
@@ -84,8 +89,12 @@ def sgx_reclaim_pages(
 
     ``episode`` (the episode log only, :mod:`epcsim.kernel.hooks`): the pages isolated
     and evicted are counted into it against *sgx_cg*; a policy hook's calls count into
-    ``host.reclaim_episode`` (``hooks.run_in_episode``).
+    ``host.reclaim_episode`` (``hooks.run_in_episode``).  *by* None (a policy's hook
+    calling it): the kind of the episode the call runs in, else sync.
     """
+    if by is None:
+        ep = episode if episode is not None else host.reclaim_episode
+        by = _epc_cgroup.RECLAIM_BY_KIND[ep.kind] if ep is not None else _epc_cgroup.RECLAIM_SYNC
     log = host.episode_log
     if log is not None and episode is None:
         episode = host.reclaim_episode
@@ -117,7 +126,7 @@ def sgx_reclaim_pages(
         _sgx_reclaimer_block(host, kept)
         yield "reclaim:blocked"
 
-    _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+    _sgx_reclaimer_write_batch(host, sgx_cg, kept, by)
     if episode is not None and log is not None:
         episode.reclaimed[sgx_cg] = episode.reclaimed.get(sgx_cg, 0) + len(kept)
     return cnt
@@ -135,6 +144,7 @@ def _sgx_reclaim_isolate(host: Host, sgx_cg: SgxCgroup) -> list[int]:
     sgx_cg.nr_reclaim_batches += 1
     taken = sgx_cg.lru.isolate_head(SGX_NR_TO_SCAN)
     host.nr_lru_pages -= len(taken)
+    sgx_cg.nr_scanned += len(taken)
     for page in taken:
         encl = encls_tab[m_oe[page]]
         if encl.refcount > 0:  # kref_get_unless_zero()
@@ -157,7 +167,7 @@ def _sgx_reclaimer_block(host: Host, kept: list[int]) -> None:
     host.encls_count[encls.EBLOCK] += len(kept)
 
 
-def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -> None:
+def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int], by: int) -> None:
     """Phase 4 of sgx_reclaim_pages(): write back, drop the enclave reference, free --
     page by page in the kernel.  The model takes runs of pages of one enclave together,
     in order: the writes, references and frees of all but the last page of a run, then
@@ -178,11 +188,11 @@ def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -
         encl = encls_tab[eid]
         if j - i > 1:
             head = kept[i : j - 1]
-            _sgx_reclaimer_write_run(host, encl, [m_oi[p] for p in head], tracked)
+            _sgx_reclaimer_write_run(host, encl, [m_oi[p] for p in head], tracked, by)
             encl.refcount -= len(head)  # cannot reach 0: the run's last page holds one
             _epc._sgx_free_epc_pages_to_node(pool, head)
         last = kept[j - 1]
-        _sgx_reclaimer_write_run(host, encl, [m_oi[last]], tracked)
+        _sgx_reclaimer_write_run(host, encl, [m_oi[last]], tracked, by)
         encl.refcount -= 1  # kref_put(&encl->refcount, sgx_encl_release)
         if not encl.refcount:
             _encl.sgx_encl_release(host, encl)
@@ -192,6 +202,7 @@ def _sgx_reclaimer_write_batch(host: Host, sgx_cg: SgxCgroup, kept: list[int]) -
     sgx_cg.nr_pages -= k
     _epc._count_freed(sgx_cg, k)
     sgx_cg.nr_evicted += k
+    sgx_cg.nr_reclaimed_by[by] += k
     cg = sgx_cg.cg
     misc_cg_uncharge(cg, k * PAGE_SIZE)
     cg.refcnt -= k - 1
@@ -258,6 +269,11 @@ def _sgx_reclaim_age_and_back(
         # skip: back to the tail of the same LRU, drop the enclave reference
         lru.add_tail(page)
         host.nr_lru_pages += 1
+        if mixed is None:
+            sgx_cg.nr_rotated += 1
+        else:  # a policy's list of several cgroups: the page's own
+            cgid = pool.m_cg[page]
+            (host.sgx_cg_root if cgid < 0 else host.sgx_cgroups[cgid]).nr_rotated += 1
         _encl.sgx_encl_put(host, encl)
     if mixed is not None:
         for cgid in mixed:
@@ -274,7 +290,9 @@ def _sgx_reclaim_age_and_back(
     return kept
 
 
-def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: set[int]) -> None:
+def _sgx_reclaimer_write_run(
+    host: Host, encl: Encl, idxs: list[int], tracked: set[int], by: int
+) -> None:
     """Models sgx_reclaimer_write() (main.c; after EBLOCK) for pages
     *idxs* of one enclave, in order, with sgx_encl_ewb(): EWB, on "not tracked" ETRACK
     (+ IPIs) and EWB again.  The model counts one ETRACK per enclave per batch (the first
@@ -300,6 +318,7 @@ def _sgx_reclaimer_write_run(host: Host, encl: Encl, idxs: list[int], tracked: s
         encl.epc[arr] = -1
     encl.secs_child_cnt -= n
     encl.nr_evicted += n
+    encl.nr_reclaimed_by[by] += n
     # the SECS goes after its last child, once initialised: backing at index size/4096
     if (
         encl.secs_child_cnt == 0
@@ -321,14 +340,23 @@ def sgx_reclaim_pages_global(
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
     episode: Episode | None = None,
+    by: int = _epc_cgroup.RECLAIM_KSGXD,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
     the root, 16 pages.  ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`):
     the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``.  ``episode``:
-    the caller's reclaim episode (with a policy only, :mod:`epcsim.kernel.hooks`)."""
+    the caller's reclaim episode (with a policy or the episode log only,
+    :mod:`epcsim.kernel.hooks`).  *by*: who reclaims (model statistics: ksgxd, the
+    direct pass, the allocator's sync pass)."""
     return (
         yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
-            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume, episode=episode
+            host,
+            host.sgx_cg_root,
+            charge_task,
+            SGX_NR_TO_SCAN,
+            resume=resume,
+            episode=episode,
+            by=by,
         )
     )
 
@@ -348,7 +376,9 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
     """
     if resume is not None:
         if resume.reclaim is not None:
-            yield from sgx_reclaim_pages_global(host, None, resume=resume.reclaim)
+            yield from sgx_reclaim_pages_global(
+                host, None, resume=resume.reclaim, by=_epc_cgroup.RECLAIM_KSGXD
+            )
             yield "cond_resched"
         return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
@@ -358,7 +388,9 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
             if host.ksgxd_episode is None:
                 host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root)
             episode = host.ksgxd_episode
-        yield from sgx_reclaim_pages_global(host, None, episode=episode)
+        yield from sgx_reclaim_pages_global(
+            host, None, episode=episode, by=_epc_cgroup.RECLAIM_KSGXD
+        )
         yield "cond_resched"
         return True
     host.ksgxd_woken = False
@@ -374,5 +406,7 @@ def sgx_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
     yield from _epc_cgroup.sgx_cgroup_reclaim_direct(host, task)
     if _epc.sgx_should_reclaim_global(host, SGX_NR_LOW_PAGES):
         episode = Episode("direct", host.sgx_cg_root) if logging_episodes(host) else None
-        yield from sgx_reclaim_pages_global(host, task, episode=episode)
+        yield from sgx_reclaim_pages_global(
+            host, task, episode=episode, by=_epc_cgroup.RECLAIM_DIRECT
+        )
         episode_end(host, episode)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..kernel import encl as _encl
 from ..kernel import epc as _epc
+from ..kernel import epc_cgroup as _epc_cgroup
 from ..kernel import reclaim as _reclaim
 from ..kernel.constants import PAGE_SIZE, SGX_EPC_PAGE_RECLAIMER_TRACKED
 from ..kernel.misc import css_put, misc_cg_uncharge
@@ -57,6 +58,13 @@ def _take_refs(host: Host, taken: list[int]) -> list[int]:
     return chunk
 
 
+def _by(host: Host) -> int:
+    """Who reclaims (model statistics, ``RECLAIM_*``): the kind of the episode the
+    policy's hook runs in (``host.reclaim_episode``), else sync."""
+    ep = host.reclaim_episode
+    return _epc_cgroup.RECLAIM_BY_KIND[ep.kind] if ep is not None else _epc_cgroup.RECLAIM_SYNC
+
+
 def _write_mixed(host: Host, kept: list[int]) -> None:
     """Phase 4 of sgx_reclaim_pages() (main.c) page by page, for a batch whose pages may
     be charged to several cgroups: write back (one ETRACK per enclave per batch), drop
@@ -68,11 +76,12 @@ def _write_mixed(host: Host, kept: list[int]) -> None:
     encls_tab = host.encls
     tracked: set[int] = set()
     per_cg: dict[int, int] = {}
+    by = _by(host)
     for page in kept:
         cid = m_cg[page]
         per_cg[cid] = per_cg.get(cid, 0) + 1
         encl = encls_tab[m_oe[page]]
-        _reclaim._sgx_reclaimer_write_run(host, encl, [m_oi[page]], tracked)
+        _reclaim._sgx_reclaimer_write_run(host, encl, [m_oi[page]], tracked, by)
         encl.refcount -= 1
         if not encl.refcount:
             _encl.sgx_encl_release(host, encl)
@@ -83,6 +92,7 @@ def _write_mixed(host: Host, kept: list[int]) -> None:
         sgx_cg.nr_pages -= k
         _epc._count_freed(sgx_cg, k)
         sgx_cg.nr_evicted += k
+        sgx_cg.nr_reclaimed_by[by] += k
         cg = sgx_cg.cg
         misc_cg_uncharge(cg, k * PAGE_SIZE)
         cg.refcnt -= k - 1
@@ -114,7 +124,7 @@ def reclaim_taken(
     if isinstance(owner, ListOwner):
         _write_mixed(host, kept)
     else:
-        _reclaim._sgx_reclaimer_write_batch(host, owner, kept)
+        _reclaim._sgx_reclaimer_write_batch(host, owner, kept, _by(host))
     return cnt
 
 

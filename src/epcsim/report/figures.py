@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .._atomic import atomic_path
 from ..kernel.constants import PAGE_SIZE
-from ..result import Result
+from ..result import Result, cgroup_rows
 from .fmt import KIB, MIB, fmt_ns, fmt_ratio
 
 __all__ = ["FigureInfo", "write_figures", "natural_key", "MIB"]
@@ -52,7 +52,9 @@ def natural_key(s: str) -> tuple:
 
 
 def _series(ts: pa.Table) -> dict[str, dict[str, np.ndarray]]:
-    """Columns of the time series split by cgroup, in order of first appearance."""
+    """Columns of the time series split by cgroup, in order of first appearance (its
+    cgroup rows only)."""
+    ts = cgroup_rows(ts)
     names = ts.column("cgroup").to_pylist()
     cols = {
         c: ts.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False)

@@ -18,7 +18,7 @@ from ..costs import COST_SOURCES, CostModel
 from ..kernel.constants import PAGE_SIZE
 from ..result import Result
 from .figures import FigureInfo, natural_key
-from .fmt import fmt_bytes, fmt_ns, fmt_ratio
+from .fmt import fmt_bytes, fmt_ns, fmt_ratio, sig3
 
 __all__ = ["render_html", "fmt_mib", "fmt_ns"]
 
@@ -301,6 +301,59 @@ def _latency(result: Result) -> str:
     return _table(("faults", "p50", "p90", "p99", "max"), rows)
 
 
+def _tenants(result: Result) -> str:
+    """Per cgroup and per enclave: fault latency p50/p99, miss ratio, accesses per
+    second, slowdown and pages reclaimed by whom (summary.json's per-tenant keys)."""
+    s = result.summary
+    cgs = {k: v for k, v in (s.get("cgroups") or {}).items() if "miss_ratio" in v}
+    encs = {k: v for k, v in (s.get("enclaves") or {}).items() if "miss_ratio" in v}
+    if not cgs and not encs:
+        return _empty(
+            "No per-tenant metrics in this run's summary.json (written by an older epcsim)."
+        )
+
+    def row(name: str, t: dict) -> tuple:
+        lat = t.get("fault_latency_ns") or {}
+        miss, aps, sd = t.get("miss_ratio"), t.get("accesses_per_s"), t.get("slowdown")
+        pr = t.get("pages_reclaimed") or {}
+        return (
+            _Cell(name, "mono"),
+            _num(_int(lat.get("count", 0))),
+            _num(fmt_ns(lat.get("p50")) if lat else "—"),
+            _num(fmt_ns(lat.get("p99")) if lat else "—"),
+            _num("—" if miss is None else f"{sig3(100 * miss)} %"),
+            _num("—" if aps is None else sig3(aps)),
+            _num("—" if sd is None or sd <= 0 else fmt_ratio(sd)),
+            _num(_int(pr.get("total"))),
+            _num(" / ".join(_int(pr.get(k)) for k in ("ksgxd", "async", "sync", "direct"))),
+        )
+
+    heads = (
+        "timed faults",
+        "p50",
+        "p99",
+        "miss ratio",
+        "accesses/s",
+        "slowdown",
+        "pages reclaimed",
+        "ksgxd / async / sync / direct",
+    )
+    out = []
+    if cgs:
+        out.append(_table(("cgroup", *heads), [row(k, v) for k, v in cgs.items()]))
+    if encs:
+        names = sorted(encs, key=natural_key)
+        out.append(_table(("enclave", *heads), [row(k, encs[k]) for k in names]))
+    out.append(
+        "<p>A cgroup's row covers the enclaves whose tasks charge it (its own, not its "
+        "subtree's); its pages reclaimed are those taken from its LRU, an enclave's those "
+        "of its enclave, split by who reclaimed them (ksgxd, the async worker, the "
+        "charge loop, direct reclaim before EDMM ioctls).  Miss ratio = faults / "
+        "accesses.</p>"
+    )
+    return "\n".join(out)
+
+
 def _figures(figures: Sequence[FigureInfo]) -> str:
     parts = []
     for f in figures:
@@ -367,6 +420,7 @@ def render_html(result: Result, figures: Sequence[FigureInfo]) -> str:
         _section("Enclaves", "enclaves", _enclaves(result)),
         _section("Timed operations", "ops", _ops(result)),
         _section("Fault latency", "fault-latency", _latency(result)),
+        _section("Per-tenant metrics", "tenants", _tenants(result)),
         _section("Figures", "figures", _figures(figures)),
         _section("ENCLS leaves executed", "encls", _encls(result)),
         _section("Cost table", "costs", _costs(result)),

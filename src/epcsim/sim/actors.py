@@ -118,6 +118,11 @@ class Instance:
     #: malformed trace lines/records skipped (trace workloads with skip_bad)
     trace_skipped: int = 0
     cgroup: str = "/"
+    #: its position in the run's instances (tags its fault latencies)
+    index: int = -1
+    #: the sgx_cgroup its task charges, taken when spawned (its faults are counted
+    #: there: the per-tenant cgroup of summary.json)
+    sgx_cg: SgxCgroup | None = None
     #: a kselftest process's own counters and error (its one thread's stats follow them)
     selftest: TestSgxStats | None = None
 
@@ -281,6 +286,7 @@ class Actors:
             insts = [Instance(nm, spec.name, spec) for nm in names]
             self.groups[spec.name] = insts
             for i in insts:
+                i.index = len(self.instances)
                 self.instances[i.name] = i
         for spec in [*sc.enclave, *sc.vepc]:
             s = str(spec.start)
@@ -354,6 +360,7 @@ class Actors:
             self._end_instance(inst, 1)
             return None
         inst.task = task
+        inst.sgx_cg = self.host.task_misc_cg(task).priv
         return task
 
     def _exit(self, inst: Instance, status: int) -> None:
@@ -532,6 +539,7 @@ class Actors:
                 yield self._cost(before, None) + self.costs.fault
                 if r == 0:
                     metrics.lat_buf.append(core.now - fault_start)
+                    metrics.lat_who_buf.append(inst.index)
                     fault_start = -1
                     if fault_unreferenced:
                         # experiment: the retried access completes without setting the

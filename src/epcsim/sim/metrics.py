@@ -2,9 +2,10 @@
 
 The sampler is an actor (priority ``PRIO_SAMPLE``, after every other actor at equal
 times) that records one row per live cgroup into the time-series columns
-(``TIMESERIES_SCHEMA`` of :mod:`epcsim.result`) every ``host.sample_interval``; the
-enclave threads append each resolved fault's latency to ``lat_buf``, moved to
-``fault_lat`` at each sample.  At the end :meth:`Metrics.result` assembles the
+(``TIMESERIES_SCHEMA`` of :mod:`epcsim.result`) every ``host.sample_interval``, then
+one row per enclave; the enclave threads append each resolved fault's latency to
+``lat_buf`` and its instance's index to ``lat_who_buf``, moved to ``fault_lat`` and
+``fault_lat_who`` at each sample.  At the end :meth:`Metrics.result` assembles the
 :class:`~epcsim.result.Result`: the table, the latencies, ``summary.json`` (counters,
 per-enclave outcomes, the expectations' verdicts).
 
@@ -22,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
-from ..result import TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
+from ..kernel.epc_cgroup import RECLAIMERS
+from ..result import FAULT_LATENCY_SCHEMA, TIMESERIES_SCHEMA, TIMESERIES_SCHEMA_VERSION, Result
 from ..scenario.schema import VepcSpec
 from .core import Actor
 
@@ -42,12 +44,16 @@ class Metrics:
         lat_buf: fault latencies (ns) recorded since the last sample.
         fault_lat: the latencies of earlier samples, one array per part (concatenated
             in the result).
+        lat_who_buf, fault_lat_who: the index (``Instance.index``) of the instance
+            whose thread took each of those faults, part for part.
     """
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.fault_lat: list[np.ndarray] = []
         self.lat_buf: list[int] = []
+        self.fault_lat_who: list[np.ndarray] = []
+        self.lat_who_buf: list[int] = []
         self.cols: dict[str, list] = {f.name: [] for f in TIMESERIES_SCHEMA}
 
     def sampler(self) -> Actor:
@@ -60,11 +66,9 @@ class Metrics:
             yield self.sim.sample_ns
 
     def record_sample(self) -> None:
-        """Move the buffered latencies to ``fault_lat``; one row per live cgroup (none
-        if a row of this time exists)."""
-        if self.lat_buf:
-            self.fault_lat.append(np.asarray(self.lat_buf, np.int64))
-            self.lat_buf = []
+        """Move the buffered latencies to ``fault_lat``; one row per live cgroup, then
+        one per enclave (none if a row of this time exists)."""
+        self.flush_latencies()
         cols = self.cols
         if cols["time_ns"] and cols["time_ns"][-1] == self.sim.core.now:
             return
@@ -83,6 +87,35 @@ class Metrics:
             cols["reclaim_batches"].append(sgx_cg.nr_reclaim_batches)
             cols["reclaimable_pages"].append(sgx_cg.lru.nr)
             cols["enomem"].append(sgx_cg.nr_enomem)
+            cols["enclave"].append(None)
+            cols["accesses"].append(None)
+            cols["resident_pages"].append(None)
+        for inst in self.sim.instances.values():
+            if inst.encl is not None:
+                self.append_enclave_row(self.sim.core.now, inst, *enclave_counters(inst))
+
+    def flush_latencies(self) -> None:
+        """Move the buffered latencies and their instances to ``fault_lat`` and
+        ``fault_lat_who``."""
+        if self.lat_buf:
+            self.fault_lat.append(np.asarray(self.lat_buf, np.int64))
+            self.fault_lat_who.append(np.asarray(self.lat_who_buf, np.int32))
+            self.lat_buf = []
+            self.lat_who_buf = []
+
+    def append_enclave_row(
+        self, now: int, inst: Instance, accesses: int, faults: int, evictions: int, resident: int
+    ) -> None:
+        """One enclave row of the time series at time *now* (the cgroup columns null)."""
+        cols = self.cols
+        cols["time_ns"].append(now)
+        for name in _CGROUP_ONLY:
+            cols[name].append(None)
+        cols["enclave"].append(inst.name)
+        cols["accesses"].append(accesses)
+        cols["faults"].append(faults)
+        cols["evictions"].append(evictions)
+        cols["resident_pages"].append(resident)
 
     def result(self, *, truncated: bool) -> Result:
         """The run's :class:`Result` (threads still retrying a fault become stuck)."""
@@ -92,6 +125,8 @@ class Metrics:
             lat = parts[0]
         else:
             lat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        parts = self.fault_lat_who
+        who = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         for inst in self.sim.instances.values():
             ks = inst.selftest
             if ks is not None:
@@ -105,14 +140,39 @@ class Metrics:
                     t.stuck = True
             if inst.started_ns >= 0 and inst.ended_ns < 0 and inst.outcome == "running":
                 inst.outcome = "stuck" if any(t.stuck for t in inst.threads) else "running"
-        summary = self._summary(truncated, lat)
-        result = Result(summary, table, lat)
+        summary = self._summary(truncated, lat, who)
+        insts = list(self.sim.instances.values())
+        names = pa.array([i.name for i in insts], pa.string())
+        paths = [self._tenant_cgroup(i) or i.cgroup for i in insts]
+        uniq = sorted(set(paths))
+        pidx = np.array([uniq.index(p) for p in paths], np.int32)
+        idx = pa.array(who, pa.int32())
+        tagged = pa.table(
+            [
+                pa.array(lat, pa.int64()),
+                pa.DictionaryArray.from_arrays(idx, names),
+                pa.DictionaryArray.from_arrays(pa.array(pidx[who]), pa.array(uniq, pa.string())),
+            ],
+            schema=FAULT_LATENCY_SCHEMA,
+        )
+        result = Result(summary, table, lat, tagged)
         log = self.sim.host.episode_log
         if log is not None:
             result.episodes = [_episode_record(ep) for ep in log.episodes]
         return result
 
-    def _summary(self, truncated: bool, lat: np.ndarray) -> dict:
+    def _tenant_cgroup(self, inst: Instance) -> str | None:
+        """The path of the cgroup an instance's faults are counted in (its task's
+        sgx_cgroup when spawned), None if it never had a task or that cgroup is gone."""
+        sgx_cg = inst.sgx_cg
+        if sgx_cg is None:
+            return None
+        cgs = self.sim.host.sgx_cgroups
+        if sgx_cg.id >= len(cgs) or cgs[sgx_cg.id] is not sgx_cg:
+            return None
+        return cg_path(sgx_cg)
+
+    def _summary(self, truncated: bool, lat: np.ndarray, who: np.ndarray) -> dict:
         host = self.sim.host
         access_ns = self.sim.costs.access
         cgroups: dict[str, dict] = {}
@@ -169,9 +229,15 @@ class Metrics:
                 "secs_eldu": e.nr_secs_eldu if e is not None else 0,
                 "trace_skipped": inst.trace_skipped,
             }
+        pct = self._tenants(cgroups, enclaves, lat, who)
+        one = [p for p in pct if p is not None]
         expectations = [self._verdict(k, x) for k, x in enumerate(self.sim.sc.expect)]
         lat_summary = {}
-        if len(lat):
+        if len(one) == 1 and one[0]["count"] == len(lat):  # one tenant's: the same
+            p = one[0]
+            lat_summary = {"count": p["count"]}
+            lat_summary.update({f"{k}_ns": p[k] for k in ("p50", "p90", "p99", "max")})
+        elif len(lat):
             q = np.percentile(lat, [50, 90, 99, 100]).round().astype(np.int64).tolist()
             lat_summary = {
                 "count": int(len(lat)),
@@ -215,6 +281,78 @@ class Metrics:
             out["policy_counters"] = counters
         return out
 
+    def _tenants(
+        self, cgroups: dict[str, dict], enclaves: dict[str, dict], lat: np.ndarray, who: np.ndarray
+    ) -> list[dict[str, int] | None]:
+        """The per-tenant keys of ``summary.json`` (docs/OUTPUTS.md, "Per-tenant
+        metrics"), added to the enclaves' and cgroups' entries.  Returns each
+        instance's ``fault_latency_ns``."""
+        now = self.sim.core.now
+        insts = list(self.sim.instances.values())
+        empty = np.zeros(0, np.int64)
+        lats = [empty] * len(insts)
+        if len(who) and who.min() == who.max():  # one tenant faulted (no sort)
+            lats[int(who[0])] = lat
+        elif len(who):
+            order = np.argsort(who, kind="stable")
+            bounds = np.searchsorted(who[order], np.arange(len(insts) + 1))
+            lats = [lat[order[bounds[k] : bounds[k + 1]]] for k in range(len(insts))]
+        pct = [_percentiles(x) for x in lats]
+        members: dict[str, list[int]] = {}
+        spans: list[tuple[int, int] | None] = []
+        for k, inst in enumerate(insts):
+            e = enclaves[inst.name]
+            ths = [t for t in inst.threads if t.started_ns >= 0]
+            span = None
+            if ths:
+                ends = [t.ended_ns if t.ended_ns >= 0 else now for t in ths]
+                span = (min(t.started_ns for t in ths), max(ends))
+            spans.append(span)
+            run = max((end - t.started_ns for t, end in zip(ths, ends)), default=0) if ths else 0
+            acc = e["accesses"]
+            by = inst.encl.nr_reclaimed_by if inst.encl is not None else [0] * len(RECLAIMERS)
+            e["fault_latency_ns"] = pct[k]
+            e["miss_ratio"] = round(e["faults"] / acc, 6) if acc else None
+            e["accesses_per_s"] = round(acc * 1e9 / run, 3) if run > 0 else None
+            e["completion_ns"] = (
+                inst.ended_ns - inst.started_ns
+                if inst.ended_ns >= 0 and inst.started_ns >= 0
+                else None
+            )
+            e["retries"] = e["fault_retries"]
+            e["pages_reclaimed"] = _split(by)
+            path = self._tenant_cgroup(inst)
+            if path is not None and path in cgroups:
+                members.setdefault(path, []).append(k)
+        for sgx_cg in self.sim.host.sgx_cgroups:
+            if sgx_cg is None:
+                continue
+            path = cg_path(sgx_cg)
+            c = cgroups[path]
+            ks = members.get(path, [])
+            es = [enclaves[insts[k].name] for k in ks]
+            acc = sum(e["accesses"] for e in es)
+            faults = sum(e["faults"] for e in es)
+            ss = [spans[k] for k in ks if spans[k] is not None]
+            span = max(b for _, b in ss) - min(a for a, _ in ss) if ss else 0
+            slow = [e["slowdown"] for e in es if e["slowdown"] is not None]
+            mine = [k for k in ks if len(lats[k])]
+            if len(mine) == 1:  # one tenant: its enclave's percentiles
+                c["fault_latency_ns"] = dict(pct[mine[0]]) if pct[mine[0]] else None
+            else:
+                c["fault_latency_ns"] = _percentiles(
+                    np.concatenate([lats[k] for k in mine]) if mine else empty
+                )
+            c["miss_ratio"] = round(faults / acc, 6) if acc else None
+            c["accesses"] = acc
+            c["accesses_per_s"] = round(acc * 1e9 / span, 3) if span > 0 else None
+            c["retries"] = sum(e["fault_retries"] for e in es)
+            c["slowdown"] = round(sum(slow) / len(slow), 6) if slow else None
+            c["pages_reclaimed"] = _split(sgx_cg.nr_reclaimed_by)
+            c["pages_scanned"] = sgx_cg.nr_scanned
+            c["pages_rotated"] = sgx_cg.nr_rotated
+        return pct
+
     def _verdict(self, k: int, x) -> dict:
         name = x.name or f"expect[{k}]"
         if x.file is not None:
@@ -241,6 +379,50 @@ class Metrics:
             "passed": bool(ok),
             "detail": f"{x.quantifier} {x.outcome}: {outcomes}",
         }
+
+
+#: the time-series columns only cgroup rows have (null on enclave rows)
+_CGROUP_ONLY = (
+    "cgroup",
+    "usage_bytes",
+    "limit_bytes",
+    "peak_bytes",
+    "max_events",
+    "reclaim_batches",
+    "reclaimable_pages",
+    "enomem",
+)
+
+
+def enclave_counters(inst: Instance) -> tuple[int, int, int, int]:
+    """An enclave row's counters: accesses and faults of the instance's threads (a
+    kselftest process's own), its pages evicted and resident (its SECS and VA pages not
+    included)."""
+    ks = inst.selftest
+    if ks is not None:
+        acc, faults = ks.accesses, ks.faults
+    else:
+        acc = sum(t.accesses for t in inst.threads)
+        faults = sum(t.faults for t in inst.threads)
+    e = inst.encl
+    assert e is not None
+    return acc, faults, e.nr_evicted, e.secs_child_cnt
+
+
+def _percentiles(lat: np.ndarray) -> dict[str, int] | None:
+    """``fault_latency_ns`` of a tenant: count, p50, p90, p99, max (as the run's
+    ``fault_latency``), None without a timed fault."""
+    if not len(lat):
+        return None
+    q = np.percentile(lat, [50, 90, 99, 100]).round().astype(np.int64).tolist()
+    return {"count": int(len(lat)), "p50": q[0], "p90": q[1], "p99": q[2], "max": q[3]}
+
+
+def _split(by: list[int]) -> dict[str, int]:
+    """``pages_reclaimed``: the total and the split by reclaimer (RECLAIMERS)."""
+    out = {"total": int(sum(by))}
+    out.update({name: int(n) for name, n in zip(RECLAIMERS, by)})
+    return out
 
 
 def cg_path(sgx_cg: SgxCgroup) -> str:
