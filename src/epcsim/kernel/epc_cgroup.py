@@ -79,6 +79,15 @@ class SgxCgroup:
         "nr_enomem",
         "nr_faults",
         "nr_freed",
+        "nr_reclaimed_ksgxd",
+        "nr_reclaimed_async",
+        "nr_reclaimed_sync",
+        "nr_reclaimed_direct",
+        "nr_scanned",
+        "nr_rotated",
+        "nr_eldu",
+        "nr_oom_kills",
+        "rfc",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -100,6 +109,23 @@ class SgxCgroup:
         self.nr_faults = 0
         #: EPC pages freed and uncharged from this cgroup's subtree (hierarchical)
         self.nr_freed = 0
+        #: pages written back from its LRU, by who reclaimed: ksgxd, the async work,
+        #: the sync charge loop, direct reclaim (sgx_reclaim_direct(), the allocator,
+        #: the rfc-knobs extension's high/reclaim)
+        self.nr_reclaimed_ksgxd = 0
+        self.nr_reclaimed_async = 0
+        self.nr_reclaimed_sync = 0
+        self.nr_reclaimed_direct = 0
+        #: pages taken off its LRU by phase 1 of sgx_reclaim_pages()
+        self.nr_scanned = 0
+        #: .. of them put back to its tail in phase 2 (young, or no backing)
+        self.nr_rotated = 0
+        #: ELDUs of pages charged to it
+        self.nr_eldu = 0
+        #: OOM kills caused by backing charges of reclaim batches on its LRU
+        self.nr_oom_kills = 0
+        #: the rfc-knobs extension's state (epcsim.kernel.rfc_knobs.RfcCgroup) or None
+        self.rfc = None
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"
@@ -280,7 +306,7 @@ def sgx_cgroup_try_charge(
         if reclaim == SGX_NO_RECLAIM:
             queue_work(host, sgx_cg)
             return -EBUSY
-        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, episode=episode)
+        yield from sgx_cgroup_reclaim_pages(host, sgx_cg, task, 1, episode=episode, kind="sync")
         yield "cond_resched"
 
 
@@ -295,6 +321,7 @@ def sgx_cgroup_reclaim_pages(
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
     episode: Episode | None = None,
+    kind: str = "direct",
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
@@ -313,8 +340,16 @@ def sgx_cgroup_reclaim_pages(
 
     ``episode`` (with a policy only, :mod:`epcsim.kernel.hooks`): the caller's reclaim
     episode; the policy's ``reclaim_pages`` hook, if set, runs instead of the loop.
+
+    ``kind`` (a model counter only): who reclaims, ``ksgxd``, ``async``, ``sync`` or
+    ``direct`` (an episode's kind when one is given; ``alloc`` counts as direct): the
+    ``nr_reclaimed_*`` counter the written-back pages go to.  With the rfc-knobs
+    extension (:mod:`epcsim.kernel.rfc_knobs`, in no kernel) a cgroup below its
+    effective ``sgx_epc.low`` is skipped while an unprotected one has pages.
     """
     cnt = 0
+    if episode is not None:
+        kind = "direct" if episode.kind == "alloc" else episode.kind
     pol = host.policy
     if pol is not None and resume is None:
         if episode is None:
@@ -325,19 +360,27 @@ def sgx_cgroup_reclaim_pages(
         else:
             while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
                 c = sgx_cgroup_next_get(host, root)
-                cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
+                cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, kind=kind)
                 if c is not root:
                     sgx_put_cg(host, c)
         episode.isolated += cnt
         return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, resume=resume.batch)
+        cnt += yield from _reclaim.sgx_reclaim_pages(
+            host, c, charge_task, resume=resume.batch, kind=kind
+        )
         if c is not root:
             sgx_put_cg(host, c)
+    rfc = host.rfc
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
         c = sgx_cgroup_next_get(host, root)
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task)
+        if rfc is not None and _rfc_knobs.sgx_cgroup_skip_protected(host, root, c):
+            # rfc-knobs (in no kernel): c is below its effective sgx_epc.low
+            if c is not root:
+                sgx_put_cg(host, c)
+            continue
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, kind=kind)
         if c is not root:
             sgx_put_cg(host, c)
     return cnt
@@ -424,11 +467,13 @@ def sgx_cgroup_reclaim_work_func(
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
-                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim
+                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim, kind="async"
             )
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
-            yield from sgx_cgroup_reclaim_pages(host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode)
+            yield from sgx_cgroup_reclaim_pages(
+                host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode, kind="async"
+            )
             yield "cond_resched"
     finally:
         sgx_cg.work_running = False
@@ -487,3 +532,4 @@ def sgx_cgroup_misc_free(host: Host, cg: MiscCg) -> None:
 
 # Cycle-safe late import: reclaim -> encl -> epc -> epc_cgroup.
 from . import reclaim as _reclaim  # noqa: E402
+from . import rfc_knobs as _rfc_knobs  # noqa: E402

@@ -54,6 +54,7 @@ def sgx_reclaim_pages(
     charge_task: Task | None,
     *,
     resume: SgxReclaimPagesState | None = None,
+    kind: str = "direct",
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
     the charge_mm of patch 11).
@@ -80,6 +81,9 @@ def sgx_reclaim_pages(
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues a batch
     stopped at a yield point: from phase ``resume.phase`` with ``resume.pages``,
     returning ``resume.cnt``.
+
+    ``kind`` (model counters only): who reclaims (``ksgxd``, ``async``, ``sync``,
+    ``direct``), the ``nr_reclaimed_*`` counter of *sgx_cg* the written-back pages go to.
     """
     if resume is None:
         chunk = _sgx_reclaim_isolate(host, sgx_cg)
@@ -106,6 +110,15 @@ def sgx_reclaim_pages(
         yield "reclaim:blocked"
 
     _sgx_reclaimer_write_batch(host, sgx_cg, kept)
+    k = len(kept)
+    if kind == "ksgxd":
+        sgx_cg.nr_reclaimed_ksgxd += k
+    elif kind == "async":
+        sgx_cg.nr_reclaimed_async += k
+    elif kind == "sync":
+        sgx_cg.nr_reclaimed_sync += k
+    else:
+        sgx_cg.nr_reclaimed_direct += k
     return cnt
 
 
@@ -121,6 +134,7 @@ def _sgx_reclaim_isolate(host: Host, sgx_cg: SgxCgroup) -> list[int]:
     sgx_cg.nr_reclaim_batches += 1
     taken = sgx_cg.lru.isolate_head(SGX_NR_TO_SCAN)
     host.nr_lru_pages -= len(taken)
+    sgx_cg.nr_scanned += len(taken)
     for page in taken:
         encl = encls_tab[m_oe[page]]
         if encl.refcount > 0:  # kref_get_unless_zero()
@@ -230,11 +244,15 @@ def _sgx_reclaim_age_and_back(
                 desc[idx] |= DESC_BEING_RECLAIMED
                 kept.append(page)
                 continue
-            if _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
+            kills = host.memcg_root.oom_kills
+            ok = _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0
+            sgx_cg.nr_oom_kills += host.memcg_root.oom_kills - kills
+            if ok:
                 desc[idx] |= DESC_BEING_RECLAIMED
                 kept.append(page)
                 continue
         # skip: back to the tail of the same LRU, drop the enclave reference
+        sgx_cg.nr_rotated += 1
         lru.add_tail(page)
         host.nr_lru_pages += 1
         _encl.sgx_encl_put(host, encl)
@@ -295,14 +313,22 @@ def sgx_reclaim_pages_global(
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
     episode: Episode | None = None,
+    kind: str = "direct",
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
-    the root, 16 pages.  ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`):
-    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``.  ``episode``:
-    the caller's reclaim episode (with a policy only, :mod:`epcsim.kernel.hooks`)."""
+    the root, 16 pages; *kind*: who reclaims (model counters).  ``resume`` (engine
+    hand-over only, :mod:`epcsim.kernel.resume`): the rest of a reclaim stopped inside
+    ``sgx_cgroup_reclaim_pages()``.  ``episode``: the caller's reclaim episode (with a
+    policy only, :mod:`epcsim.kernel.hooks`)."""
     return (
         yield from _epc_cgroup.sgx_cgroup_reclaim_pages(
-            host, host.sgx_cg_root, charge_task, SGX_NR_TO_SCAN, resume=resume, episode=episode
+            host,
+            host.sgx_cg_root,
+            charge_task,
+            SGX_NR_TO_SCAN,
+            resume=resume,
+            episode=episode,
+            kind=kind,
         )
     )
 
@@ -322,7 +348,7 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
     """
     if resume is not None:
         if resume.reclaim is not None:
-            yield from sgx_reclaim_pages_global(host, None, resume=resume.reclaim)
+            yield from sgx_reclaim_pages_global(host, None, resume=resume.reclaim, kind="ksgxd")
             yield "cond_resched"
         return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
@@ -332,7 +358,7 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
             if host.ksgxd_episode is None:
                 host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root)
             episode = host.ksgxd_episode
-        yield from sgx_reclaim_pages_global(host, None, episode=episode)
+        yield from sgx_reclaim_pages_global(host, None, episode=episode, kind="ksgxd")
         yield "cond_resched"
         return True
     host.ksgxd_woken = False
