@@ -25,8 +25,10 @@ cgroup where misc is enabled:
                        enclave threads stalled in an EPC fault or its retries
 =====================  ===================================================================
 
-The behaviour of ``low`` and ``high`` applies to the series' v16 code path only: a
-scenario with another policy and this extension is refused (``host.extensions``).
+Protection (``low``) applies to the series' v16 reclaim loop only: another policy
+(:mod:`epcsim.policies`) ignores it (its loop is its own).  ``high``, ``reclaim``, the
+counters and PSI work under every policy (they go through
+``sgx_cgroup_reclaim_pages()``, which a policy may replace).
 
 Deliberate differences from memcg (docs/RFC_KNOBS.md): protection is all or nothing per
 visit (memcg also scales the scan of a partly protected cgroup); over ``high`` the
@@ -429,7 +431,7 @@ def _memparse_pages(data: str, max_word: str) -> int:
     if max_word and s == max_word:
         return PAGE_COUNTER_MAX
     v, rest = memparse(s)
-    if rest or not s:
+    if rest:
         return -errno.EINVAL
     return min(v // PAGE_SIZE, PAGE_COUNTER_MAX)
 

@@ -523,12 +523,6 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
             fail(f"a NUL byte is not allowed in paths, got {path!r}", table, field)
     if (h.epc is None) == (h.sections is None):
         fail("give exactly one of epc or sections", "host", "epc")
-    if "rfc-knobs" in h.extensions and h.policy != "v16":
-        fail(
-            f"rfc-knobs applies to the v16 code path only, not to policy {h.policy!r}",
-            "host",
-            "extensions",
-        )
     if "rfc-knobs" in h.extensions and not h.misc:
         fail("rfc-knobs needs the misc controller (host.misc = true)", "host", "extensions")
     try:
@@ -875,8 +869,12 @@ def _check_write(
             fail(f"the kernel refuses {w.value!r} for memory.max", t, "write.value")
     elif fname in _RFC_WRITABLE and "rfc-knobs" in extensions:
         v = value.strip()
-        if (v != "max" or fname == "sgx_epc.reclaim") and (not v or memparse(v)[1]):
-            fail(f"the model refuses {w.value!r} for {fname}", t, "write.value")
+        if (v != "max" or fname == "sgx_epc.reclaim") and memparse(v)[1]:
+            fail(
+                f"the kernel refuses {w.value!r} for {fname} (memparse units: 8M, not 8MiB)",
+                t,
+                "write.value",
+            )
     elif fname == "cgroup.subtree_control":
         for tok in value.strip().split(" "):
             if tok and (tok[0] not in "+-" or tok[1:] not in ("misc", "memory")):
