@@ -467,3 +467,70 @@ def test_mixed_priority_protection_lowers_the_protected_tenants_faults() -> None
     assert none["enclaves"]["latency"]["faults"] == 524
     assert none["enclaves"]["latency"]["exit_status"] == 135
     assert none["cgroups"]["/latency"]["reclaim_batches"] > 0
+
+
+# --- in a run -------------------------------------------------------------------------------
+
+_RUN = """\
+name = "rfc-run"
+[host]
+epc = "1MiB"
+cpus = 2
+duration = "1s"
+[[cgroup]]
+path = "/a"
+max = "256KiB"
+[[enclave]]
+name = "e"
+cgroup = "/a"
+size = "512KiB"
+build = "eaug"
+threads = 2
+workload = { pattern = "uniform", accesses = 3000 }
+"""
+
+
+def _run(overrides: list[str]):
+    from epcsim.sim.engine import Simulation
+
+    sim = Simulation(load_scenario(_RUN, overrides=overrides), engine="reference")
+    res = sim.run()
+    check_invariants(sim.host)
+    return sim, res.summary
+
+
+def test_the_extension_alone_changes_no_output_and_adds_its_key() -> None:
+    """With rfc-knobs on and no knob written the run is the same (the extension only
+    counts): every summary key but the scenario's hash is equal, plus ``rfc_knobs``;
+    the stat counters sum to the EWB count; the threads stalled (PSI totals > 0, full
+    <= some)."""
+    _, plain = _run([])
+    sim, ext = _run(['host.extensions=["rfc-knobs"]'])
+    assert "rfc_knobs" not in plain
+    rk = ext.pop("rfc_knobs")
+    for k in ("scenario_hash",):
+        plain.pop(k), ext.pop(k)
+    assert ext == plain
+    a = rk["/a"]
+    assert (a["low_bytes"], a["high_bytes"], a["events"]) == (0, None, {"low": 0, "high": 0})
+    st = a["stat"]
+    reclaimed = sum(st[f"reclaimed_{k}"] for k in ("ksgxd", "async", "sync", "direct"))
+    assert reclaimed == plain["cgroups"]["/a"]["evictions"] > 0
+    assert reclaimed + plain["enclaves"]["e"]["secs_evicted"] == plain["encls"]["EWB"]
+    assert st["eldu"] == plain["encls"]["ELDU"]
+    assert 0 < a["pressure_total_us"]["full"] <= a["pressure_total_us"]["some"]
+    text = sim.host.fs.read("/a/sgx_epc.pressure")
+    assert text.startswith("some avg10=") and f"total={a['pressure_total_us']['some']}\n" in text
+
+
+def test_high_in_a_run_throttles_and_reclaims() -> None:
+    """sgx_epc.high at 128K (half the limit): faults return over high, reclaim and
+    count high events; the run differs from the one without."""
+    _, plain = _run(['host.extensions=["rfc-knobs"]'])
+    at = ['at=[{time = "0s", write = {path = "/a/sgx_epc.high", value = "128K"}}]']
+    _, high = _run(['host.extensions=["rfc-knobs"]', *at])
+    ev = high["rfc_knobs"]["/a"]["events"]
+    assert ev["high"] > 0 and ev["low"] == 0
+    assert high["rfc_knobs"]["/a"]["stat"]["reclaimed_direct"] > 0
+    assert plain["rfc_knobs"]["/a"]["stat"]["reclaimed_direct"] == 0
+    assert high["cgroups"]["/a"]["peak_bytes"] <= plain["cgroups"]["/a"]["peak_bytes"]

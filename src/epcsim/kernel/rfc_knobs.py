@@ -72,6 +72,7 @@ __all__ = [
     "psi_task_change",
     "psi_show",
     "calc_load",
+    "rfc_summary",
 ]
 
 #: the extensions a scenario may name in ``[host] extensions``
@@ -611,3 +612,30 @@ def psi_show(g: PsiGroup, now: int) -> str:
             f"avg300={_load_text(a[2])} total={g.total[k] // 1000}\n"
         )
     return "".join(out)
+
+
+def rfc_summary(host: Host, now: int) -> dict[str, dict]:
+    """``summary.json["rfc_knobs"]``: per non-root cgroup with the files, its low and
+    high (bytes, None for max), events, stat counters and PSI totals (us) at *now*."""
+    out: dict[str, dict] = {}
+    rfc = host.rfc
+    assert rfc is not None
+    for sgx_cg in host.sgx_cgroups:
+        if sgx_cg is None or sgx_cg.rfc is None or sgx_cg.cg.parent is None:
+            continue
+        cgrp = sgx_cg.cg.cgroup
+        r = sgx_cg.rfc
+        g = rfc.psi_group(cgrp) if cgrp is not None else PsiGroup()
+        psi_update(g, now)
+
+        def _bytes(p: int) -> int | None:
+            return None if p >= PAGE_COUNTER_MAX else p * PAGE_SIZE
+
+        out[cgrp.path if cgrp is not None else f"#{sgx_cg.id}"] = {
+            "low_bytes": _bytes(r.low),
+            "high_bytes": _bytes(r.high),
+            "events": {"low": r.events_low, "high": r.events_high},
+            "stat": {k: getattr(sgx_cg, a) for k, a in STAT_KEYS},
+            "pressure_total_us": {"some": g.total[0] // 1000, "full": g.total[1] // 1000},
+        }
+    return out

@@ -176,7 +176,7 @@ class Metrics:
                 "p99_ns": q[2],
                 "max_ns": q[3],
             }
-        return {
+        out = {
             "epcsim_version": __version__,
             "timeseries_schema_version": TIMESERIES_SCHEMA_VERSION,
             "scenario": self.sim.sc.name,
@@ -201,6 +201,11 @@ class Metrics:
             "passed": all(x["passed"] for x in expectations),
             "outcome": "pass" if all(x["passed"] for x in expectations) else "fail",
         }
+        if host.rfc is not None:  # the rfc-knobs extension (in no kernel)
+            from ..kernel.rfc_knobs import rfc_summary
+
+            out["rfc_knobs"] = rfc_summary(host, self.sim.core.now)
+        return out
 
     def _verdict(self, k: int, x) -> dict:
         name = x.name or f"expect[{k}]"
