@@ -415,6 +415,11 @@ def test_extensions_key_validated_and_dumped_only_when_set() -> None:
         load_scenario(_SC, overrides=['host.extensions=["nope"]'])
     assert "host.extensions" in str(ei.value)
     assert "unknown extension 'nope'; known: rfc-knobs" in str(ei.value)
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(_SC, overrides=['host.extensions=["rfc-knobs"]', "host.misc=false"])
+    assert str(ei.value) == (
+        "<string>: host.extensions: rfc-knobs needs the misc controller (host.misc = true)"
+    )
 
 
 def test_the_compiled_engine_refuses_extensions() -> None:
