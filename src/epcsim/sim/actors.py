@@ -530,9 +530,9 @@ class Actors:
                 yield self._cost(before, None) + self.costs.fault
                 if r == 0:
                     metrics.lat_buf.append(core.now - fault_start)
-                    fault_start = -1
-                    if rfc is not None:
+                    if rfc is not None:  # the stall lasts until the return is done
                         yield from self._fault_return(task, psi_cg)
+                    fault_start = -1
                     if fault_unreferenced:
                         # experiment: the retried access completes without setting the
                         # accessed bit (the page starts unreferenced)
@@ -563,7 +563,8 @@ class Actors:
     def _fault_return(self, task: Task, psi_cg: Cgroup) -> Generator[int, None, None]:
         """The rfc-knobs extension (in no kernel) at an EPC fault's return to user space:
         over sgx_epc.high, mem_cgroup_handle_over_high()'s reclaim and sleep
-        (epcsim.kernel.rfc_knobs); then the thread's stall ends (sgx_epc.pressure)."""
+        (epcsim.kernel.rfc_knobs); then the thread's stall ends (sgx_epc.pressure).  Cut
+        short (the run ends meanwhile), the thread's end leaves the stall instead."""
         host = self.host
         if sgx_cgroup_over_high(host.task_misc_cg(task).priv):
             sleep = yield from self.kstep(sgx_cgroup_handle_over_high(host, task, 1))
