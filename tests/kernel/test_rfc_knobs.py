@@ -539,3 +539,25 @@ def test_high_in_a_run_throttles_and_reclaims() -> None:
     assert high["rfc_knobs"]["/a"]["stat"]["reclaimed_direct"] > 0
     assert plain["rfc_knobs"]["/a"]["stat"]["reclaimed_direct"] == 0
     assert high["cgroups"]["/a"]["peak_bytes"] <= plain["cgroups"]["/a"]["peak_bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for n, _ in __import__("epcsim").list_builtins() if n != "mixed-priority"]
+)
+def test_every_builtin_is_unchanged_by_the_extension_alone(name: str) -> None:
+    """Each built-in with rfc-knobs on (no knob written), on the reference engine: the
+    invariants hold at the end and the summary is v16's but for the hash and the new
+    ``rfc_knobs`` key."""
+    from epcsim.sim.engine import Simulation
+
+    out = []
+    for ov in ([], ['host.extensions=["rfc-knobs"]']):
+        sim = Simulation(load_scenario(f"builtin:{name}", overrides=ov), engine="reference")
+        s = sim.run().summary
+        check_invariants(sim.host)
+        s.pop("scenario_hash")
+        out.append(s)
+    plain, ext = out
+    assert set(ext.pop("rfc_knobs")) == {p for p in plain["cgroups"] if p != "/"}
+    assert ext == plain
