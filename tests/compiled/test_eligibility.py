@@ -271,6 +271,10 @@ TABLE = {
         "the compiled engine does not run the kselftest program",
     ),
     "builtin:nested-fairness": ("compiled", ELIGIBLE),
+    "builtin:mixed-priority": (
+        "reference",
+        "the compiled engine does not run timed operations ([[at]])",
+    ),
     "builtin:noisy-neighbour": (
         "reference",
         "other actors were scheduled when the first enclave thread ran",

@@ -176,6 +176,12 @@ def policy_not_compiled(value: str, sc: Scenario | None) -> bool:
     return value not in COMPILED_POLICIES
 
 
+def extensions_named(value: list[str], sc: Scenario | None) -> bool:
+    """An extension in no kernel (``host.extensions``, epcsim.kernel.rfc_knobs): the
+    compiled engine runs none."""
+    return bool(value)
+
+
 def cost_not_compiled(value: Mapping[str, Any], sc: Scenario | None) -> bool:
     """A ``[host.costs]`` key the core does not read (COMPILED_COSTS)."""
     return any(k not in COMPILED_COSTS for k in value)
@@ -304,6 +310,10 @@ RULES: dict[str, Rule] = {
     "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
     "host.policy": when(
         policy_not_compiled, "the compiled engine runs the v16 policy only (epcsim.policies)"
+    ),
+    "host.extensions": when(
+        extensions_named,
+        "the compiled engine runs no extension (host.extensions: epcsim.kernel.rfc_knobs)",
     ),
     "host.experiments.no_age": never(
         "the compiled engine does not run the experiment no_age (its age test is the "

@@ -20,7 +20,14 @@ Files (misc.c, Documentation/admin-guide/cgroup-v2.rst; as on current kernels):
 ``memory.max``             where memory is enabled, not the root, RW
 ``memory.current``         where memory is enabled, not the root, RO
 ``memory.events``          where memory is enabled, not the root, RO
+``sgx_epc.low``            with the rfc-knobs extension (in no kernel), where misc is
+                           enabled, not the root, RW; ``sgx_epc.high`` the same
+``sgx_epc.reclaim``        .. write-only (a read is EACCES, as kernfs_fop_open())
+``sgx_epc.events``         .. RO; ``sgx_epc.stat``, ``sgx_epc.pressure`` the same
 =========================  ===========================================================
+
+The ``sgx_epc.*`` files are :mod:`epcsim.kernel.rfc_knobs`'s (modelled on memory.low,
+memory.high, memory.reclaim, memory.events, memory.stat and memory.pressure).
 
 "Where a controller is enabled" means the root, or a cgroup whose parent has it in
 ``cgroup.subtree_control``.  With misc disabled at boot no misc file exists.
@@ -75,6 +82,18 @@ __all__ = ["CgroupFs", "memparse"]
 MOUNT = "/sys/fs/cgroup"
 
 _RW = {"cgroup.procs", "cgroup.subtree_control", "misc.max", "memory.max"}
+
+#: the rfc-knobs extension's files (epcsim.kernel.rfc_knobs): name -> writable
+_RFC_FILES = {
+    "sgx_epc.events": False,
+    "sgx_epc.high": True,
+    "sgx_epc.low": True,
+    "sgx_epc.pressure": False,
+    "sgx_epc.reclaim": True,
+    "sgx_epc.stat": False,
+}
+#: write-only files: a read is EACCES (kernfs_fop_open(): no seq_show)
+_WRITE_ONLY = {"sgx_epc.reclaim"}
 
 #: include/uapi/linux/limits.h: a path's bytes, its terminating NUL included
 PATH_MAX = 4096
@@ -186,6 +205,9 @@ class CgroupFs:
                 files["misc.max"] = True
                 files["misc.events"] = False
                 files["misc.events.local"] = False
+        if self.host.rfc is not None and not root and self.host.misc_enabled and c.misc is not None:
+            for f, w in _RFC_FILES.items():
+                files[f] = w
         if not root and c.memcg is not None:
             files["memory.max"] = True
             files["memory.current"] = False
@@ -249,6 +271,8 @@ class CgroupFs:
                 "misc.events": lambda: misc_events_show(cg),
                 "misc.events.local": lambda: misc_events_local_show(cg),
             }[name]()
+        if name.startswith("sgx_epc."):
+            return self._rfc_read(c, name, path)
         m = c.memcg
         assert m is not None
         if name == "memory.max":
@@ -296,11 +320,45 @@ class CgroupFs:
             ret = cgroup_subtree_control_write(host, c, data)
         elif name == "cgroup.procs":
             ret = self._procs_write(c, data, task)
+        elif name.startswith("sgx_epc."):
+            ret = self._rfc_write(c, name, data, task)
         else:  # memory.max
             ret = self._memory_max_write(c, data)
         if ret:
             raise _err(-ret, path)
         return len(raw)
+
+    def _rfc_read(self, c: Cgroup, name: str, path: str) -> str:
+        """The rfc-knobs extension's files (epcsim.kernel.rfc_knobs; in no kernel)."""
+        from . import rfc_knobs as rk
+
+        if name in _WRITE_ONLY:
+            raise _err(errno.EACCES, path)
+        assert c.misc is not None and c.misc.priv is not None
+        sgx_cg = c.misc.priv
+        r = sgx_cg.rfc
+        if name == "sgx_epc.low":
+            return rk.tunable_show(r.low)
+        if name == "sgx_epc.high":
+            return rk.tunable_show(r.high)
+        if name == "sgx_epc.events":
+            return rk.sgx_cgroup_events_show(sgx_cg)
+        if name == "sgx_epc.stat":
+            return rk.sgx_cgroup_stat_show(sgx_cg)
+        rfc = self.host.rfc
+        return rk.psi_show(rfc.psi_group(c), rfc.clock())
+
+    def _rfc_write(self, c: Cgroup, name: str, data: str, task: Task | None) -> int:
+        """sgx_epc.low / .high / .reclaim (epcsim.kernel.rfc_knobs; in no kernel)."""
+        from . import rfc_knobs as rk
+
+        assert c.misc is not None and c.misc.priv is not None
+        sgx_cg = c.misc.priv
+        if name == "sgx_epc.low":
+            return rk.sgx_cgroup_low_write(self.host, sgx_cg, data)
+        if name == "sgx_epc.high":
+            return rk.sgx_cgroup_high_write(self.host, sgx_cg, data, task)
+        return rk.sgx_cgroup_reclaim_write(self.host, sgx_cg, data, task)
 
     def _procs_write(self, c: Cgroup, data: str, task: Task | None) -> int:
         """Models cgroup_procs_write(): kstrtoint(strstrip(buf), 0) then attach; any

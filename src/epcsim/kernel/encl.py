@@ -477,6 +477,7 @@ def sgx_encl_eldu(host: Host, task: Task, encl: Encl, idx: int) -> int:
         return page
     host.encls_count[encls.ELDU] += 1
     encl.nr_eldu += 1
+    host.sgx_cgroups[host.epc.m_cg[page]].nr_eldu += 1  # model counter (sgx_epc.stat)
     if idx == SECS_INDEX:
         encl.nr_secs_eldu += 1
         sgx_free_va_slot(encl, encl.secs_va)

@@ -114,6 +114,9 @@ class SgxCgroup:
         "nr_reclaimed_by",
         "nr_scanned",
         "nr_rotated",
+        "nr_eldu",
+        "nr_oom_kills",
+        "rfc",
     )
 
     def __init__(self, sid: int, cg: MiscCg, lru: SgxEpcLruList) -> None:
@@ -144,6 +147,12 @@ class SgxCgroup:
         self.nr_scanned = 0
         #: pages put back to its LRU tail by phase 2 of sgx_reclaim_pages()
         self.nr_rotated = 0
+        #: ELDUs of pages charged to it
+        self.nr_eldu = 0
+        #: OOM kills caused by backing charges of reclaim batches on its LRU
+        self.nr_oom_kills = 0
+        #: the rfc-knobs extension's state (epcsim.kernel.rfc_knobs.RfcCgroup) or None
+        self.rfc = None
 
     def __repr__(self) -> str:
         return f"<SgxCgroup #{self.id} {self.cg.path()}>"
@@ -367,6 +376,9 @@ def sgx_cgroup_reclaim_pages(
     ``episode`` (with a policy or the episode log only, :mod:`epcsim.kernel.hooks`): the
     caller's reclaim episode (None: one for this call alone); the policy's
     ``reclaim_pages`` hook, if set, runs instead of the loop.
+
+    With the rfc-knobs extension (:mod:`epcsim.kernel.rfc_knobs`, in no kernel) a cgroup
+    below its effective ``sgx_epc.low`` is skipped while an unprotected one has pages.
     """
     cnt = 0
     pol = host.policy
@@ -401,8 +413,14 @@ def sgx_cgroup_reclaim_pages(
         )
         if c is not root:
             sgx_put_cg(host, c)
+    rfc = host.rfc
     while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
         c = sgx_cgroup_next_get(host, root)
+        if rfc is not None and _rfc_knobs.sgx_cgroup_skip_protected(host, root, c):
+            # rfc-knobs (in no kernel): c is below its effective sgx_epc.low
+            if c is not root:
+                sgx_put_cg(host, c)
+            continue
         cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, by=by)
         if c is not root:
             sgx_put_cg(host, c)
@@ -564,3 +582,4 @@ def sgx_cgroup_misc_free(host: Host, cg: MiscCg) -> None:
 
 # Cycle-safe late import: reclaim -> encl -> epc -> epc_cgroup.
 from . import reclaim as _reclaim  # noqa: E402
+from . import rfc_knobs as _rfc_knobs  # noqa: E402

@@ -129,6 +129,9 @@ class Host:
         #: the reclaim design's hooks (:mod:`epcsim.policies`); None is the series' v16,
         #: which hooks nothing
         self.policy: Any = None  # epcsim.policies.base.Policy | None
+        #: the rfc-knobs extension's state (:mod:`epcsim.kernel.rfc_knobs`, in no
+        #: kernel; ``rfc_knobs_enable()``); None without it
+        self.rfc: Any = None  # epcsim.kernel.rfc_knobs.RfcKnobs | None
         #: the ksgxd wake-up under way (an :class:`~epcsim.kernel.hooks.Episode`; only
         #: with a policy)
         self.ksgxd_episode = None
@@ -186,6 +189,10 @@ class Host:
         sgx_cg = SgxCgroup(sid, cg, SgxEpcLruList(self.epc.m_prev, self.epc.m_next))
         self.sgx_cgroups[sid] = sgx_cg
         cg.priv = sgx_cg
+        if self.rfc is not None:
+            from .rfc_knobs import RfcCgroup
+
+            sgx_cg.rfc = RfcCgroup()
         return sgx_cg
 
     def free_sgx_cgroup(self, sgx_cg: SgxCgroup) -> None:

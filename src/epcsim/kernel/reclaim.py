@@ -262,7 +262,10 @@ def _sgx_reclaim_age_and_back(
                 desc[idx] |= DESC_BEING_RECLAIMED
                 kept.append(page)
                 continue
-            if _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0:
+            kills = host.memcg_root.oom_kills
+            ok = _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0
+            sgx_cg.nr_oom_kills += host.memcg_root.oom_kills - kills
+            if ok:
                 desc[idx] |= DESC_BEING_RECLAIMED
                 kept.append(page)
                 continue

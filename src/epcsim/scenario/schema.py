@@ -134,6 +134,20 @@ class HostSpec(_Model):
     experiments: ExperimentSpec = Field(default_factory=lambda: ExperimentSpec())
     #: the reclaim design (epcsim.policies): the series' v16 unless named
     policy: str = "v16"
+    #: opt-in extensions in no kernel (epcsim.kernel.rfc_knobs: "rfc-knobs")
+    extensions: list[str] = Field(default_factory=list)
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions(cls, v: list[str]) -> list[str]:
+        from ..kernel.rfc_knobs import EXTENSIONS
+
+        for x in v:
+            if x not in EXTENSIONS:
+                raise ValueError(f"unknown extension {x!r}; known: {', '.join(EXTENSIONS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"an extension is named twice: {v!r}")
+        return v
 
     @field_validator("policy")
     @classmethod
@@ -146,11 +160,13 @@ class HostSpec(_Model):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """``policy`` is dumped only when not the default: a scenario that names none
-        keeps its ``scenario_hash``."""
+        """``policy`` is dumped only when not the default, ``extensions`` only when not
+        empty: a scenario that names neither keeps its ``scenario_hash``."""
         out = handler(self)
         if out.get("policy") == "v16":
             del out["policy"]
+        if not out.get("extensions"):
+            out.pop("extensions", None)
         return out
 
 
@@ -507,6 +523,8 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
             fail(f"a NUL byte is not allowed in paths, got {path!r}", table, field)
     if (h.epc is None) == (h.sections is None):
         fail("give exactly one of epc or sections", "host", "epc")
+    if "rfc-knobs" in h.extensions and not h.misc:
+        fail("rfc-knobs needs the misc controller (host.misc = true)", "host", "extensions")
     try:
         if h.epc is not None:
             cap = parse_size(h.epc, what="epc")
@@ -734,7 +752,7 @@ def _check(sc: Scenario, label: str, check_memory: bool = True) -> None:
             if mcg not in made:
                 fail(f"cgroup {a.migrate.cgroup} does not exist", t, "migrate")
         if a.write is not None:
-            _check_write(a.write, t, made, fail, capacity)
+            _check_write(a.write, t, made, fail, capacity, h.extensions)
     for i, x in enumerate(sc.expect):
         t = f"expect[{i}]"
         if (x.enclaves is None) == (x.file is None):
@@ -810,7 +828,13 @@ def resolve_write_value(path: str, value: str, capacity: int) -> str:
     return str(eval_size(value, capacity, what="value"))
 
 
-def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> None:
+#: the rfc-knobs extension's writable files (epcsim.kernel.rfc_knobs)
+_RFC_WRITABLE = ("sgx_epc.low", "sgx_epc.high", "sgx_epc.reclaim")
+
+
+def _check_write(
+    w: WriteSpec, t: str, made: set[str], fail, capacity: int, extensions: list[str]
+) -> None:
     parts = [p for p in w.path.split("/") if p]
     if not parts:
         fail("not an interface file path", t, "write.path")
@@ -818,7 +842,7 @@ def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> N
     fname = parts[-1]
     if cg not in made:
         fail(f"cgroup {cg} does not exist", t, "write.path")
-    if cg == "/" and fname in ("misc.max", "memory.max"):
+    if cg == "/" and fname in ("misc.max", "memory.max", *_RFC_WRITABLE):
         fail(f"the root cgroup has no {fname} (only non-root cgroups have one)", t, "write.path")
     try:
         value = resolve_write_value(w.path, w.value, capacity)
@@ -843,6 +867,14 @@ def _check_write(w: WriteSpec, t: str, made: set[str], fail, capacity: int) -> N
         v = value.strip()
         if v != "max" and memparse(v)[1]:
             fail(f"the kernel refuses {w.value!r} for memory.max", t, "write.value")
+    elif fname in _RFC_WRITABLE and "rfc-knobs" in extensions:
+        v = value.strip()
+        if (v != "max" or fname == "sgx_epc.reclaim") and memparse(v)[1]:
+            fail(
+                f"the kernel refuses {w.value!r} for {fname} (memparse units: 8M, not 8MiB)",
+                t,
+                "write.value",
+            )
     elif fname == "cgroup.subtree_control":
         for tok in value.strip().split(" "):
             if tok and (tok[0] not in "+-" or tok[1:] not in ("misc", "memory")):

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import EpcsimError
 from ..kernel import send_signal, task_exit
-from ..kernel.cgroup import host_controllers
+from ..kernel.cgroup import Cgroup, host_controllers
 from ..kernel.constants import (
     PAGE_SIZE,
     SGX_ENCL_OOM,
@@ -57,6 +57,7 @@ from ..kernel.ioctl import (
 )
 from ..kernel.reclaim import ksgxd_step
 from ..kernel.resume import ReclaimerState
+from ..kernel.rfc_knobs import psi_task_change, sgx_cgroup_handle_over_high, sgx_cgroup_over_high
 from ..programs.kselftest import TestSgxStats, test_sgx_process
 from ..scenario.schema import (
     EnclaveSpec,
@@ -467,6 +468,12 @@ class Actors:
         edmm_at = spec.edmm.at_access if (first and spec.edmm is not None) else None
         st.started_ns = core.now
         fault_unreferenced = self.sc.host.experiments.fault_unreferenced
+        # the rfc-knobs extension (in no kernel, epcsim.kernel.rfc_knobs): PSI of the
+        # thread's cgroup, sgx_epc.high at fault return
+        rfc = host.rfc
+        psi_cg = task.cgroup
+        if rfc is not None:
+            psi_task_change(host, psi_cg, core.now, nonidle=1)
         buf = np.zeros(0, np.int64)
         pos = 0
         remaining = count if count is not None else 1 << 62
@@ -525,6 +532,8 @@ class Actors:
                 idx = int(buf[pos])
                 if fault_start < 0:
                     fault_start = core.now
+                    if rfc is not None:
+                        psi_task_change(host, psi_cg, core.now, stalled=1)
                 before = list(host.encls_count)
                 task.in_kernel += 1
                 r = sgx_vma_fault(host, task, encl, idx)
@@ -540,6 +549,8 @@ class Actors:
                 if r == 0:
                     metrics.lat_buf.append(core.now - fault_start)
                     metrics.lat_who_buf.append(inst.index)
+                    if rfc is not None:  # the stall lasts until the return is done
+                        yield from self._fault_return(task, psi_cg)
                     fault_start = -1
                     if fault_unreferenced:
                         # experiment: the retried access completes without setting the
@@ -562,9 +573,25 @@ class Actors:
                 task.pending_signo = task.pending_signo or SIGBUS
                 break
         finally:
+            if rfc is not None:
+                psi_task_change(
+                    host, psi_cg, core.now, nonidle=-1, stalled=-1 if fault_start >= 0 else 0
+                )
             self._thread_finally(inst, st, remaining, until)
         if inst.running_threads == 0:
             self._threads_done(inst)
+
+    def _fault_return(self, task: Task, psi_cg: Cgroup) -> Generator[int, None, None]:
+        """The rfc-knobs extension (in no kernel) at an EPC fault's return to user space:
+        over sgx_epc.high, mem_cgroup_handle_over_high()'s reclaim and sleep
+        (epcsim.kernel.rfc_knobs); then the thread's stall ends (sgx_epc.pressure).  Cut
+        short (the run ends meanwhile), the thread's end leaves the stall instead."""
+        host = self.host
+        if sgx_cgroup_over_high(host.task_misc_cg(task).priv):
+            sleep = yield from self.kstep(sgx_cgroup_handle_over_high(host, task, 1))
+            if sleep:
+                yield sleep
+        psi_task_change(host, psi_cg, self.core.now, stalled=-1)
 
     def _thread_finally(self, inst: Instance, st: ThreadStats, remaining: int, until) -> None:
         """The end of an enclave thread (its last step).  A thread that ends with a fault

@@ -108,6 +108,11 @@ class Simulation:
         self.groups: dict[str, list[Instance]] = {}
         self.ops: list[dict] = []
         self.core = EventCore(h.cpus)
+        if "rfc-knobs" in h.extensions:  # in no kernel: epcsim.kernel.rfc_knobs
+            from ..kernel.rfc_knobs import rfc_knobs_enable
+
+            core = self.core
+            rfc_knobs_enable(self.host).clock = lambda: core.now
         self.metrics = Metrics(self)
         self.actors = Actors(
             self,

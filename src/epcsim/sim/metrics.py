@@ -279,6 +279,10 @@ class Metrics:
         counters = host.policy.counters(host) if host.policy is not None else {}
         if counters:
             out["policy_counters"] = counters
+        if host.rfc is not None:  # the rfc-knobs extension (in no kernel)
+            from ..kernel.rfc_knobs import rfc_summary
+
+            out["rfc_knobs"] = rfc_summary(host, self.sim.core.now)
         return out
 
     def _tenants(
