@@ -43,7 +43,7 @@ from .errors import EpcsimError
 from .policies import names as policy_names
 from .policies import policy_class
 from .report.fmt import sig3
-from .rundir import RunDirError, claim_dir
+from .rundir import RunDirError, claim_dir, existing_entries
 from .scenario import Scenario, load_scenario
 
 __all__ = [
@@ -186,16 +186,7 @@ def check_compare_out(out: object, *, force: bool = False) -> Path:
 
 
 def _check_existing(target: Path, label: str, *, force: bool) -> None:
-    if not target.exists():
-        if target.is_symlink():
-            raise RunDirError(f"{label}: a dangling symbolic link")
-        return
-    if not target.is_dir():
-        raise RunDirError(f"{label}: exists and is not a directory")
-    try:
-        entries = set(os.listdir(target))
-    except OSError as e:
-        raise RunDirError(f"{label}: cannot list it: {e.strerror or e}") from None
+    entries = existing_entries(target, label)
     if not entries:
         return
     marker = target / "compare.json"

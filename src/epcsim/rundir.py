@@ -154,17 +154,24 @@ def check_out(out: object, key: RunKey, *, force: bool = False) -> Path:
     return target
 
 
-def _check_existing(target: Path, label: str, key: RunKey, *, force: bool) -> None:
+def existing_entries(target: Path, label: str) -> set[str]:
+    """The entries of an output directory *target* about to be claimed: empty when it
+    does not exist or is empty.  RunDirError for a dangling symbolic link, a
+    non-directory or a directory that cannot be listed."""
     if not target.exists():
         if target.is_symlink():
             raise RunDirError(f"{label}: a dangling symbolic link")
-        return
+        return set()
     if not target.is_dir():
         raise RunDirError(f"{label}: exists and is not a directory")
     try:
-        entries = set(os.listdir(target))
+        return set(os.listdir(target))
     except OSError as e:
         raise RunDirError(f"{label}: cannot list it: {e.strerror or e}") from None
+
+
+def _check_existing(target: Path, label: str, key: RunKey, *, force: bool) -> None:
+    entries = existing_entries(target, label)
     if not entries:
         return
     if MANIFEST not in entries:
