@@ -393,3 +393,15 @@ def test_v13_overcommit_drains_a_then_sigbus() -> None:
         "b": ("success", 0),
         "c": ("success", 0),
     }
+
+
+def test_builtin_root_bias_v13_takes_most_from_the_root() -> None:
+    """The same on ``builtin:root-bias`` (four equal enclaves, one in /): v16's rotating
+    cursor takes the root's quarter, v13 (each call walks from the root) takes 207 of
+    its 303 evictions from the root."""
+    shares = {}
+    for policy in ("v16", "v13"):
+        r = epcsim.run("builtin:root-bias", overrides=[f"host.policy={policy}"], engine="reference")
+        shares[policy] = {p: c["evictions"] for p, c in r.summary["cgroups"].items()}
+    assert shares["v16"] == {"/": 2704, "/a": 2739, "/b": 2740, "/c": 2748}
+    assert shares["v13"] == {"/": 207, "/a": 32, "/b": 32, "/c": 32}
