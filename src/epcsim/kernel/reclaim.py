@@ -264,7 +264,8 @@ def _sgx_reclaim_age_and_back(
                 continue
             kills = host.memcg_root.oom_kills
             ok = _encl.sgx_encl_alloc_backing(host, encl, idx, charge_task) == 0
-            sgx_cg.nr_oom_kills += host.memcg_root.oom_kills - kills
+            if mixed is None:  # (a policy's list of several cgroups: not counted)
+                sgx_cg.nr_oom_kills += host.memcg_root.oom_kills - kills
             if ok:
                 desc[idx] |= DESC_BEING_RECLAIMED
                 kept.append(page)
