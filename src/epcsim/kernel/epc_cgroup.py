@@ -381,7 +381,7 @@ def sgx_cgroup_reclaim_pages(
     below its effective ``sgx_epc.low`` is skipped while an unprotected one has pages.
     """
     cnt = 0
-    pol = host.policy
+    own = False  # the episode is this call's alone
     if resume is None and logging_episodes(host):
         own = episode is None
         if episode is None:
@@ -390,22 +390,15 @@ def sgx_cgroup_reclaim_pages(
         if log is not None and episode.calls == 0:
             log.begin(host, episode)
         episode.calls += 1
+        pol = host.policy
         if pol is not None and pol.reclaim_pages is not None:
             gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
             # its sgx_reclaim_pages() calls count into the episode and its kind
             cnt = yield from run_in_episode(host, gen, episode)
-        else:
-            while cnt < nr_to_scan and not sgx_cgroup_lru_empty(host, root.cg):
-                c = sgx_cgroup_next_get(host, root)
-                cnt += yield from _reclaim.sgx_reclaim_pages(
-                    host, c, charge_task, episode=episode, by=by
-                )
-                if c is not root:
-                    sgx_put_cg(host, c)
-        episode.isolated += cnt
-        if own:
-            episode_end(host, episode)
-        return cnt
+            episode.isolated += cnt
+            if own:
+                episode_end(host, episode)
+            return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
         cnt += yield from _reclaim.sgx_reclaim_pages(
@@ -421,9 +414,13 @@ def sgx_cgroup_reclaim_pages(
             if c is not root:
                 sgx_put_cg(host, c)
             continue
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, by=by)
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, episode=episode, by=by)
         if c is not root:
             sgx_put_cg(host, c)
+    if episode is not None and resume is None:
+        episode.isolated += cnt
+        if own:
+            episode_end(host, episode)
     return cnt
 
 
