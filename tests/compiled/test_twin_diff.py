@@ -26,6 +26,7 @@ from epcsim.compiled.layout import (
     CG_LRU_TAIL,
     CG_MAXPAGES,
     CG_MEMD,
+    CG_NR_AGED,
     CG_PARENT,
     CG_PEAK,
     CG_PRE,
@@ -375,6 +376,8 @@ def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
     for s in h.sgx_cgroups:
         if s is not None:
             pack("CG", CG[:, s.id], s)
+            # the tree, as the engine lays it out (young pages are counted up it)
+            CG[CG_PARENT, s.id] = s.cg.parent.priv.id if s.cg.parent is not None else -1
     EN = np.zeros((NENF, len(encls)), np.int64)
     off = np.cumsum([0] + [e.npages for e in encls]).tolist()
     for e in encls:
@@ -409,6 +412,9 @@ def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
     assert P32[:, P_PREV].tolist() == h.epc.prev.tolist()
     assert P32[:, P_NEXT].tolist() == h.epc.next.tolist()
     assert S[S_NR_LRU] == h.nr_lru_pages
+    for s in h.sgx_cgroups:  # young pages counted up the tree (the stuck rule)
+        if s is not None:
+            assert CG[CG_NR_AGED, s.id] == s.nr_aged, s.id
     for e in encls:
         rows = slice(off[e.id], off[e.id + 1])
         assert E8[E_DESC, rows].tolist() == e.desc.tolist(), e.id
