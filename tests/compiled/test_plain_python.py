@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 #: reclaimer): 91.5 % of the compiled modules' lines (measured 2026-12-05).  The slowest
 #: hand-offs (a reclaimer releasing an exited enclave, the backing memcg of each page:
 #: 220 s together in this mode) and the random draws run compiled in the suite only.
-TESTS = ("tests/sim/test_engines_exact.py",)
-SELECT = "fixed_scenarios_match or fixed_multi or eadd_build or busy_reclaimer"
+#: The compiled policies (tests/policies/test_compiled_policies.py): v14, v13 and
+#: limit-only on the tree and the tenants scenarios.
+TESTS = ("tests/sim/test_engines_exact.py", "tests/policies/test_compiled_policies.py")
+SELECT = (
+    "(fixed_scenarios_match and not policy) or (fixed_multi and not policy) or eadd_build"
+    " or busy_reclaimer or (under_the_policy and (tree or tenants))"
+)
 EXAMPLES_CAP = "1"
 #: the modules numba compiles, as the twin table lists them (the engine side -- take-over,
 #: packing, the declared layout, eligibility, the decorators and compile cache -- is not)

@@ -73,7 +73,7 @@ def test_every_row_has_twins_or_a_reason() -> None:
             assert t.kernel is None and t.reason and t.reason.startswith("no twin"), t
         else:
             assert t.twins and t.kernel and t.reason is None, t
-            assert all(k.startswith("epcsim.kernel.") for k in t.twins), t
+            assert all(k.startswith(("epcsim.kernel.", "epcsim.policies.")) for k in t.twins), t
 
 
 @pytest.mark.parametrize("row", [t for t in TWINS if t.twins], ids=lambda t: t.name)
@@ -95,7 +95,9 @@ def test_compiled_functions_carry_their_kernel_name(row) -> None:
         for r in refs
     ), (row.name, row.twins)
     # the compiled function names its reference twin where it is not its namesake
-    assert row.twins[0].removeprefix("epcsim.kernel.") in " ".join(_doc(fn).split()), row.name
+    first = row.twins[0]
+    first = first.removeprefix("epcsim.kernel.") if first.startswith("epcsim.kernel.") else first
+    assert first in " ".join(_doc(fn).split()), row.name
 
 
 def test_functions_without_twins_say_so() -> None:

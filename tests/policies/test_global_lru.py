@@ -81,6 +81,8 @@ def test_limit_reclaim_scans_for_its_pages_and_rotates_the_others_unaged() -> No
     assert got == 8
     assert pol.nr_scanned == 28
     assert pol.pages_scanned == {a: 8, b: 20} and pol.pages_rotated == {b: 20}
+    # the per-tenant pages_scanned: every entry the pass took off the list, per cgroup
+    assert (a.nr_scanned, b.nr_scanned) == (8, 20)
     assert pol.lru.to_list() == [int(p) for p in eb.epc[:20]]
     assert all(d & DESC_ACCESSED for d in eb.desc[:20])  # not aged
     assert h.encls_count[leaf.EWB] == 8 and (a1.epc[:4] < 0).all() and (a2.epc[:4] < 0).all()
@@ -123,6 +125,7 @@ def test_global_reclaim_is_the_mainline_reclaimer() -> None:
     assert run(pol.sgx_reclaim_pages_scan(h, h.sgx_cg_root, None)) == 16
     assert pol.nr_scanned == 16 and pol.pages_rotated == {}
     assert pol.pages_scanned == {a: 4, b: 12}
+    assert (a.nr_scanned, b.nr_scanned, h.sgx_cg_root.nr_scanned) == (4, 12, 0)
     assert h.encls_count[leaf.EWB] == 4
     bp = [int(p) for p in eb.epc[:20]]
     assert pol.lru.to_list() == bp[12:] + [int(p) for p in a2.epc[:4]] + bp[:12]
@@ -192,3 +195,21 @@ def test_the_baselines_say_they_are_not_from_the_series(name: str) -> None:
     cls = policies.policy_class(name)
     assert cls.external and cls.source and cls.changes
     assert policies.names().index(name) > policies.names().index("v16")
+
+
+def test_per_tenant_pages_scanned_are_the_scans_of_the_global_list() -> None:
+    """A run under global-lru: each cgroup's per-tenant ``pages_scanned`` is the count
+    of its pages the scans took off the global list (``policy_counters``), and they add
+    up to every entry scanned (``lru_scanned``): the scan cost `epcsim compare` reads."""
+    import epcsim
+    from tests.sim.test_engines_exact import FIXED_MULTI, _toml_multi
+
+    toml = _toml_multi(**FIXED_MULTI["tenants"]).replace(
+        "[host]\n", '[host]\npolicy = "global-lru"\n', 1
+    )
+    res = epcsim.run(toml, engine="reference")
+    pc = res.summary["policy_counters"]
+    cgroups = res.summary["cgroups"]
+    per = {p: c["pages_scanned"] for p, c in cgroups.items() if c["pages_scanned"]}
+    assert per == pc["pages_scanned"]
+    assert sum(per.values()) == pc["lru_scanned"] > 0

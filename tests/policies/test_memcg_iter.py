@@ -66,6 +66,7 @@ def test_the_priority_sequence_of_one_call() -> None:
     assert x.lru.nr == 40 - 7 and y.lru.nr == 100 - 21
     assert x.nr_evicted == 7 and y.nr_evicted == 21
     assert pol.counters(h) == {"pages_scanned": {"/p/x": 7, "/p/y": 21}}
+    assert (x.nr_scanned, y.nr_scanned, p.nr_scanned) == (7, 21, 0)  # per-tenant
     assert p.next_cg is p  # the series' cursor is never used
     check_invariants(h, quiescent=True)
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
 from ..scenario.schema import Scenario
+from .layout import POLICY_IDS
 
 if TYPE_CHECKING:
     from ..sim.engine import Instance, Simulation
@@ -57,7 +58,9 @@ __all__ = [
 MAX_THREADS = 256
 
 #: the reclaim designs (``host.policy``, epcsim.policies) the compiled engine implements
-COMPILED_POLICIES = frozenset({"v16"})
+#: (S_POLICY: v14's and v13's walks in compiled/reclaim.py, limit-only's charge in
+#: compiled/epc_cgroup.py)
+COMPILED_POLICIES = frozenset(POLICY_IDS)
 
 #: the ``[host.costs]`` keys the core reads (epcsim.costs.CostModel: the ENCLS leaves
 #: through ``leaf_costs()``, ``access``, ``fault``, ``kernel_step``, ``reclaim_batch``;
@@ -172,7 +175,8 @@ def memory_max_below_max(value: int | str | None, sc: Scenario | None) -> bool:
 
 def policy_not_compiled(value: str, sc: Scenario | None) -> bool:
     """A reclaim design (``host.policy``, epcsim.policies) the compiled engine does not
-    implement: it implements the series' v16 only (COMPILED_POLICIES)."""
+    implement: it implements the series' v16, v14 and v13 and limit-only
+    (COMPILED_POLICIES)."""
     return value not in COMPILED_POLICIES
 
 
@@ -309,7 +313,8 @@ RULES: dict[str, Rule] = {
     "at[].migrate.cgroup": never(_NO_AT),
     "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
     "host.policy": when(
-        policy_not_compiled, "the compiled engine runs the v16 policy only (epcsim.policies)"
+        policy_not_compiled,
+        "the compiled engine runs the policies v16, v14, v13 and limit-only (epcsim.policies)",
     ),
     "host.extensions": when(
         extensions_named,

@@ -39,6 +39,7 @@ from ..errors import EpcsimError
 from ..kernel.constants import DESC_BLOCKED
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
+from ..kernel.hooks import Episode
 from ..kernel.resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
 from ..scenario.schema import Scenario
 from ..sim.metrics import cg_path, enclave_counters
@@ -116,6 +117,7 @@ class _Packed:
         # stays taken until its last step is popped (room for a few of those)
         self.R = np.zeros((C.NRF, 1 + 3 * ncg + 8), np.int64)
         self.R[C.R_KIND, 1:] = 1
+        self.R[C.R_CUR] = -1
         # enclave rows: one after the other (a single enclave's arrays are used as they are)
         self.off: list[int] = []
         self.vaoff: list[int] = []
@@ -153,6 +155,8 @@ class _Packed:
         S[C.S_ACTIVE] = 1  # the generator that took over ends (EventCore.active - 1)
         S[C.S_UNREF] = int(sim.sc.host.experiments.fault_unreferenced)
         S[C.S_STUCK] = STUCK_RETRIES
+        pol = host.policy
+        S[C.S_POLICY] = C.POLICY_IDS["v16" if pol is None else pol.name]
         S[C.S_SM_T], S[C.S_SM_SEQ] = sampler
         S[C.S_SM_LAST] = sim.metrics.cols["time_ns"][-1] if sim.metrics.cols["time_ns"] else -1
         S[C.S_SM_INTERVAL] = sim.sample_ns
@@ -210,6 +214,7 @@ class _Packed:
             i = s.id
             pack("CG", CG[:, i], s)
             CG[C.CG_LIMIT, i] = min(cg.max, capacity, _I64_CAP)
+            CG[C.CG_MAX, i] = min(cg.max, _I64_CAP)
             CG[C.CG_PARENT, i] = cg.parent.priv.id if cg.parent is not None else -1
             CG[C.CG_MAXPAGES, i] = min(sgx_cgroup_max_pages_to_root(s), _I64_CAP)
         # preorder of the whole tree (css_next_descendant_pre order)
@@ -526,11 +531,21 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
         else:
             gen = _never(t.inst.name)
         entries.append((int(TH[C.TH_T, j]), 1, int(TH[C.TH_SEQ, j]), gen, t.cpu))
+    pol = host.policy
+    if pol is not None and R[C.R_EPI, 0]:
+        # ksgxd is in a wake-up's reclaim episode: with its policy state (v14's cursor)
+        host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root, state=_episode_state(p, 0))
     for r in range(R.shape[1]):
         if not R[C.R_SCHED, r]:
             continue
         stage = int(R[C.R_STAGE, r])
         inner: ReclaimerState | None = None
+        episode = None
+        if r and pol is not None and stage not in (C.ST_START, C.ST_END):
+            # a running work function's reclaim episode (v14's cursor)
+            episode = Episode(
+                "async", host.sgx_cgroups[int(R[C.R_CG, r])], state=_episode_state(p, r)
+            )
         if stage in (C.ST_PH2, C.ST_PH3, C.ST_PH4):
             # the reclaim is rooted at the root (ksgxd) or at the worker's cgroup, 16
             # pages (R_ROOT, R_NR): what ksgxd_step / the work function pass themselves
@@ -538,9 +553,11 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
             pages = [int(x) for x in R[C.R_PAGES : C.R_PAGES + int(R[C.R_NP, r]), r]]
             phase = {C.ST_PH2: 2, C.ST_PH3: 3, C.ST_PH4: 4}[stage]
             batch = SgxReclaimPagesState(phase, pages, int(R[C.R_CB, r]))
-            inner = ReclaimerState(SgxCgroupReclaimPagesState(int(R[C.R_CNT, r]), c, batch))
+            inner = ReclaimerState(
+                SgxCgroupReclaimPagesState(int(R[C.R_CNT, r]), c, batch), episode=episode
+            )
         elif stage == C.ST_RESCHED:
-            inner = ReclaimerState(reclaim=None)
+            inner = ReclaimerState(reclaim=None, episode=episode)
         if r == 0:
             if stage == C.ST_START:
                 actor = sim.actors.ksgxd()
@@ -561,6 +578,15 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     for e in entries:
         heapq.heappush(sim.core.heap, e)
     sim.engine_used = "compiled"
+
+
+def _episode_state(p: _Packed, r: int) -> dict[str, Any]:
+    """Reclaimer *r*'s reclaim episode state as the policy keeps it (Episode.state):
+    v14's cursor (``next_cg``, None: the root); nothing for the other designs."""
+    if p.S[C.S_POLICY] != C.POLICY_V14:
+        return {}
+    cur = int(p.R[C.R_CUR, r])
+    return {"next_cg": p.host.sgx_cgroups[cur] if cur >= 0 else None}
 
 
 def _never(name: str):

@@ -3,7 +3,7 @@ the subtree's LRUs, the charge, the cursor step, the worker's loop condition."""
 
 from __future__ import annotations
 
-from ..kernel.constants import SGX_CG_LOW_LIMIT, SGX_CG_MIN_FREE_PAGE
+from ..kernel.constants import SGX_CG_LOW_LIMIT, SGX_CG_MIN_FREE_PAGE, SGX_NR_LOW_PAGES
 from ._jit import inline, outline
 from .bits import _u
 from .layout import (
@@ -11,6 +11,7 @@ from .layout import (
     CG_EVENTS,
     CG_EVENTS_LOCAL,
     CG_LRU_NR,
+    CG_MAX,
     CG_MAXPAGES,
     CG_NR_ENOMEM,
     CG_PARENT,
@@ -24,17 +25,23 @@ from .layout import (
     EBUSY,
     ENOMEM,
     PAGE,
+    POLICY_LIMIT_ONLY,
+    S_NR_FREE,
     S_NR_LRU,
     S_NWQ,
+    S_POLICY,
+    S_WOKEN,
 )
 from .misc import misc_cg_try_charge
 
 __all__ = [
     "_sgx_cgroup_try_charge",
     "sgx_cgroup_lru_empty",
+    "sgx_cgroup_next_desc_pre",
     "sgx_cgroup_next_get",
     "sgx_cgroup_should_reclaim",
     "sgx_cgroup_try_charge",
+    "sgx_cgroup_try_charge_limit_only",
 ]
 
 
@@ -70,6 +77,8 @@ def _sgx_cgroup_try_charge(S, CG, c, failed):
             break
         j = CG[CG_PARENT, _u(j)]
     CG[CG_REFCNT, _u(c)] -= 1  # sgx_put_cg()
+    if S[S_POLICY] == POLICY_LIMIT_ONLY:  # a design without per-cgroup reclaim
+        return sgx_cgroup_try_charge_limit_only(S, CG, c)
     if sgx_cgroup_lru_empty(S, CG, c):
         CG[CG_NR_ENOMEM, _u(c)] += 1
         return -ENOMEM
@@ -77,6 +86,29 @@ def _sgx_cgroup_try_charge(S, CG, c, failed):
         CG[CG_PENDING, _u(c)] = 1
         CG[CG_WQ, _u(S[S_NWQ])] = c
         S[S_NWQ] += 1
+    return -EBUSY
+
+
+@outline
+def sgx_cgroup_try_charge_limit_only(S, CG, c):
+    """Models sgx_cgroup_try_charge() of the limit-only design (specialised from
+    epcsim.policies.limit_only.LimitOnly.try_charge, with its nothing_reclaimable() and
+    sgx_cgroup_over_max()) with SGX_NO_RECLAIM, once misc_cg_try_charge() failed and
+    was undone: -ENOMEM over some level's misc.max (a limit, not the capacity) or with
+    nothing reclaimable anywhere; else (the capacity alone) ksgxd is woken below
+    SGX_NR_LOW_PAGES free pages and the fault retries (-EBUSY).  No work is queued."""
+    over = False
+    j = c
+    while j >= 0:
+        if CG[CG_USAGE, _u(j)] + PAGE > CG[CG_MAX, _u(j)]:
+            over = True
+            break
+        j = CG[CG_PARENT, _u(j)]
+    if over or S[S_NR_LRU] == 0:  # sgx_cgroup_over_max() or !sgx_can_reclaim_global()
+        CG[CG_NR_ENOMEM, _u(c)] += 1
+        return -ENOMEM
+    if S[S_NR_FREE] < SGX_NR_LOW_PAGES:  # sgx_should_reclaim_global(SGX_NR_LOW_PAGES)
+        S[S_WOKEN] = 1  # wake_up(ksgxd)
     return -EBUSY
 
 
@@ -90,6 +122,20 @@ def sgx_cgroup_try_charge(S, CG, c):
     if failed >= 0:
         return _sgx_cgroup_try_charge(S, CG, c, failed)
     return 0
+
+
+@inline
+def sgx_cgroup_next_desc_pre(CG, root, c):
+    """Models sgx_cgroup_next_desc_pre() (specialised from
+    epcsim.kernel.epc_cgroup.sgx_cgroup_next_desc_pre): the cgroup after *c* in the
+    preorder walk of subtree(*root*), referenced (css_tryget(): every cgroup in the walk
+    is online), or *root* (no reference) past the end."""
+    q = CG[CG_PREPOS, _u(c)] + 1
+    if q >= CG[CG_SUBEND, _u(root)]:
+        return root
+    n = CG[CG_PRE, _u(q)]
+    CG[CG_REFCNT, _u(n)] += 1
+    return n
 
 
 @inline

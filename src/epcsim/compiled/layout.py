@@ -196,6 +196,7 @@ S_TABLE = Table(
         _f("NLAT", "fault latencies recorded in LAT since the last flush"),
         _f("STEPCOST", "leaf costs of the current step"),
         _f("ERR", "internal error code (ERR_*: model invariant broken): the caller raises"),
+        _f("POLICY", "host.policy: the reclaim design (POLICY_*; epcsim.policies)"),
         _f(
             "LC",
             "ENCLS leaf counts (host.encls_count)",
@@ -327,6 +328,7 @@ CG_TABLE = Table(
         _f("EVENTS_LOCAL", "misc.events.local max", mirror="cg.events_local", back="value"),
         _f("REFCNT", "the css reference count", mirror="cg.refcnt", back="value"),
         _f("LIMIT", "min(max, capacity) in bytes, capped to int64"),
+        _f("MAX", "misc.max in bytes, capped to int64 (limit-only: a limit, not the capacity)"),
         _f("PARENT", "sgx id or -1"),
         _f("MAXPAGES", "sgx_cgroup_max_pages_to_root()"),
         _f("PREPOS", "position in the preorder walk"),
@@ -399,6 +401,8 @@ R_TABLE = Table(
         _f("CB", "the current batch's cost so far"),
         _f("KIND", "0 ksgxd, 1 worker (= RECLAIM_KSGXD, RECLAIM_ASYNC)"),
         _f("CG", "a worker's cgroup"),
+        _f("CUR", "v14: its reclaim episode's cursor (the 'next' cgroup), -1: the root"),
+        _f("EPI", "ksgxd: a reclaim episode is open (first reclaim of a wake-up to sleep)"),
         _f("PAGES", "the batch", width=SGX_NR_TO_SCAN),
         _f("ES", ".. their enclaves (owner_encl)", width=SGX_NR_TO_SCAN),
         _f("GS", ".. their rows in E32 / E8 / EMEM", width=SGX_NR_TO_SCAN),
@@ -542,6 +546,18 @@ L_EBLOCK = encls.EBLOCK
 L_ETRACK = encls.ETRACK
 L_EWB = encls.EWB
 
+#: the reclaim designs the compiled engine runs (S_POLICY; epcsim.policies by name)
+POLICY_V16 = 0
+POLICY_V14 = 1
+POLICY_V13 = 2
+POLICY_LIMIT_ONLY = 3
+POLICY_IDS = {
+    "v16": POLICY_V16,
+    "v14": POLICY_V14,
+    "v13": POLICY_V13,
+    "limit-only": POLICY_LIMIT_ONLY,
+}
+
 #: return codes of run_core
 RC_NEED_CHUNK = 1
 RC_FLUSH = 2
@@ -613,6 +629,11 @@ __all__ = [
     "L_EBLOCK",
     "L_ETRACK",
     "L_EWB",
+    "POLICY_V16",
+    "POLICY_V14",
+    "POLICY_V13",
+    "POLICY_LIMIT_ONLY",
+    "POLICY_IDS",
     "RC_NEED_CHUNK",
     "RC_FLUSH",
     "RC_THREAD_DONE",

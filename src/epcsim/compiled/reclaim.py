@@ -18,7 +18,12 @@ from .bits import _u, prefetch
 from .encl import hb_clear, sgx_alloc_va_slot, sgx_encl_put
 from .encls import encls_leaf
 from .epc import _count_aged, _count_freed, _sgx_free_epc_page_to_node, sgx_free_epc_page
-from .epc_cgroup import sgx_cgroup_lru_empty, sgx_cgroup_next_get, sgx_cgroup_should_reclaim
+from .epc_cgroup import (
+    sgx_cgroup_lru_empty,
+    sgx_cgroup_next_desc_pre,
+    sgx_cgroup_next_get,
+    sgx_cgroup_should_reclaim,
+)
 from .layout import (
     BACKING,
     CG_LRU_HEAD,
@@ -63,10 +68,14 @@ from .layout import (
     P_OI,
     P_PREV,
     PAGE,
+    POLICY_V13,
+    POLICY_V14,
     R_C,
     R_CB,
     R_CG,
     R_CNT,
+    R_CUR,
+    R_EPI,
     R_ES,
     R_GS,
     R_KIND,
@@ -80,6 +89,7 @@ from .layout import (
     S_LRU_PF_N,
     S_NR_FREE,
     S_NR_LRU,
+    S_POLICY,
     S_ROOT,
     S_STAMP,
     S_STEPCOST,
@@ -98,6 +108,8 @@ __all__ = [
     "_sgx_reclaim_isolate",
     "ksgxd_step",
     "sgx_cgroup_reclaim_pages",
+    "sgx_cgroup_reclaim_pages_v13",
+    "sgx_cgroup_reclaim_pages_v14",
     "sgx_reclaimer_age",
     "sgx_reclaimer_block",
     "sgx_reclaimer_write",
@@ -174,6 +186,80 @@ def sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r):
         R[R_CB, _u(r)] = kept
         return True
     return False
+
+
+@inline
+def sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after):
+    """Models sgx_cgroup_reclaim_pages() of the series' v14, (root, start, charge_mm)
+    (specialised from epcsim.policies.v14.sgx_cgroup_reclaim_pages) for reclaimer *r*:
+    the walk from its episode's cursor (R_CUR; the root at -1) in preorder, phase 1 of
+    sgx_reclaim_pages() on each cgroup until a batch is isolated (True, as
+    :func:`sgx_cgroup_reclaim_pages`) or the call ends (False): R_NR pages counted, the
+    cursor left on the next cgroup (unreferenced), or past the end of the subtree
+    (R_CUR -1).  *after*: the call goes on after the batch of R_C (counted, put)."""
+    root = R[R_ROOT, _u(r)]
+    if after:
+        pos = sgx_cgroup_next_desc_pre(CG, root, R[R_C, _u(r)])
+        if pos == root:  # past the end of the subtree: v14 returned NULL
+            R[R_CUR, _u(r)] = -1
+            return False
+    else:
+        pos = R[R_CUR, _u(r)]
+        if pos < 0:
+            pos = root
+        elif pos != root:
+            CG[CG_REFCNT, _u(pos)] += 1  # css_tryget(): every cgroup is online
+    while R[R_CNT, _u(r)] < R[R_NR, _u(r)]:
+        kept = _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, pos)
+        if kept:
+            R[R_C, _u(r)] = pos
+            R[R_NP, _u(r)] = kept
+            R[R_CB, _u(r)] = kept
+            return True
+        nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
+        if pos != root:
+            CG[CG_REFCNT, _u(pos)] -= 1  # sgx_put_cg()
+        if nxt == root:
+            R[R_CUR, _u(r)] = -1
+            return False
+        pos = nxt
+    if pos != root:
+        CG[CG_REFCNT, _u(pos)] -= 1  # the model's cursor holds no reference
+    R[R_CUR, _u(r)] = pos
+    return False
+
+
+@inline
+def sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after):
+    """Models sgx_cgroup_reclaim_pages() of the series' v13, (root, charge_mm)
+    (specialised from epcsim.policies.v13.sgx_cgroup_reclaim_pages) for reclaimer *r*: the preorder
+    walk of subtree(R_ROOT) from the root, phase 1 of sgx_reclaim_pages() on each
+    cgroup until a batch is isolated (True, as :func:`sgx_cgroup_reclaim_pages`) or the
+    call ends (False): R_NR pages counted or the walk past the last cgroup.  *after*:
+    the walk goes on after the batch of R_C (counted, put)."""
+    root = R[R_ROOT, _u(r)]
+    if after:
+        if R[R_CNT, _u(r)] >= R[R_NR, _u(r)]:
+            return False
+        pos = sgx_cgroup_next_desc_pre(CG, root, R[R_C, _u(r)])
+        if pos == root:  # the walk ended
+            return False
+    else:
+        pos = root
+    while True:
+        kept = _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, pos)
+        if kept:
+            R[R_C, _u(r)] = pos
+            R[R_NP, _u(r)] = kept
+            R[R_CB, _u(r)] = kept
+            return True
+        # nothing counted: cnt < nr_to_scan still holds
+        nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
+        if pos != root:
+            CG[CG_REFCNT, _u(pos)] -= 1  # sgx_put_cg()
+        if nxt == root:
+            return False
+        pos = nxt
 
 
 @inline
@@ -293,8 +379,9 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models ksgxd_step() (specialised from epcsim.kernel.reclaim.ksgxd_step) for
     reclaimer 0, and sgx_cgroup_reclaim_work_func() (specialised from
     epcsim.kernel.epc_cgroup.sgx_cgroup_reclaim_work_func) for a sgx_cg_wq worker:
-    from the yield point the actor stopped at to its next one.  Returns False when the
-    actor ends (no reschedule)."""
+    from the yield point the actor stopped at to its next one; the reclaim is the
+    series' v16 walk or, by S_POLICY, v14's or v13's.  Returns False when the actor
+    ends (no reschedule)."""
     stage = R[R_STAGE, _u(r)]
     if stage == ST_END:
         return False
@@ -306,16 +393,20 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         if ksgxd:
             if S[S_NR_FREE] < SGX_NR_HIGH_PAGES and S[S_NR_LRU] > 0:
                 S[S_WOKEN] = 1
+                R[R_EPI, _u(r)] = 1  # one wake-up is one reclaim episode
                 R[R_ROOT, _u(r)] = S[S_ROOT]
                 R[R_NR, _u(r)] = SGX_NR_TO_SCAN
                 R[R_CNT, _u(r)] = 0
                 loop = True
             else:
                 S[S_WOKEN] = 0
+                R[R_EPI, _u(r)] = 0  # the episode ends: ksgxd sleeps
+                R[R_CUR, _u(r)] = -1
                 nstage = ST_END
         else:
             CG[CG_PENDING, _u(R[R_CG, _u(r)])] = 0
             CG[CG_RUNNING, _u(R[R_CG, _u(r)])] = 1
+            R[R_CUR, _u(r)] = -1  # one run of the work function is one episode
             check = True
     elif stage == ST_PH2:
         if sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
@@ -332,7 +423,8 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         nstage = ST_START
     else:
         check = True
-    if loop and stage != ST_START:
+    after = loop and stage != ST_START
+    if after:
         # back in sgx_cgroup_reclaim_pages() after a batch: count it, put the cgroup
         R[R_CNT, _u(r)] += R[R_CB, _u(r)]
         c = R[R_C, _u(r)]
@@ -349,7 +441,14 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             CG[CG_RUNNING, _u(c)] = 0
             nstage = ST_END
     if loop:
-        if sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r):
+        pol = S[S_POLICY]
+        if pol == POLICY_V14:
+            found = sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after)
+        elif pol == POLICY_V13:
+            found = sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after)
+        else:
+            found = sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r)
+        if found:
             S[S_STEPCOST] += S[S_BATCH_NS]
             nstage = ST_PH2
         else:

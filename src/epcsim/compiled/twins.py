@@ -3,9 +3,11 @@
 
 One row per function defined in the compiled modules (:data:`COMPILED_MODULES`).
 ``twins`` are dotted names in :mod:`epcsim.kernel` (the Python functions the compiled
-function is specialised from) and ``kernel`` the kernel function it models, whose name
-the compiled function carries (its own name, or a docstring starting "Models
-<kernel>()"); a row without twins says why (``reason``: heap, prefetch, packing, ...).
+function is specialised from), or in :mod:`epcsim.policies` for the reclaim designs
+other than v16 the compiled engine runs (``host.policy``: v14, v13, limit-only), and
+``kernel`` the kernel function it models, whose name the compiled function carries
+(its own name, or a docstring starting "Models <kernel>()"); a row without twins says
+why (``reason``: heap, prefetch, packing, ...).
 ``assumptions`` are keys of the compiled engine's allow-list
 (:mod:`epcsim.compiled.eligibility`): schema paths (``host.sections``,
 ``cgroup[].memory_max``), ``option.<name>`` and ``dynamic.<name>`` (conditions checked
@@ -47,6 +49,7 @@ class Twin(NamedTuple):
 
 
 _K = "epcsim.kernel."
+_P = "epcsim.policies."
 #: no live memcg limit: every backing charge fits (sgx_encl_alloc_backing() cannot fail)
 _NO_OOM = ("cgroup[].memory_max", "dynamic.memcg_limited")
 #: every cgroup online, no work queued or running at the take-over, no timed operation
@@ -65,6 +68,17 @@ def _row(
 ) -> Twin:
     full = tuple(_K + t for t in twins)
     return Twin(name, "epcsim.compiled." + module, full, kernel, None, assumptions)
+
+
+def _prow(
+    name: str, module: str, twins: list[str], kernel: str, assumptions: tuple[str, ...] = ()
+) -> Twin:
+    """A row whose twins are a reclaim design's (epcsim.policies: the series' v14, v13,
+    limit-only), chosen by ``host.policy``."""
+    full = tuple(t if t.startswith(_K) else _P + t for t in twins)
+    return Twin(
+        name, "epcsim.compiled." + module, full, kernel, None, ("host.policy", *assumptions)
+    )
 
 
 def _none(name: str, module: str, reason: str, assumptions: tuple[str, ...] = ()) -> Twin:
@@ -111,6 +125,16 @@ TWINS: tuple[Twin, ...] = (
     _row(
         "sgx_cgroup_should_reclaim", "epc_cgroup", ["epc_cgroup.sgx_cgroup_should_reclaim"],
         "sgx_cgroup_should_reclaim", ("cgroup[].max", *_CGROUPS),
+    ),
+    _row(
+        "sgx_cgroup_next_desc_pre", "epc_cgroup", ["epc_cgroup.sgx_cgroup_next_desc_pre"],
+        "sgx_cgroup_next_desc_pre", _CGROUPS,
+    ),
+    _prow(
+        "sgx_cgroup_try_charge_limit_only", "epc_cgroup",
+        ["limit_only.LimitOnly.try_charge", "limit_only.LimitOnly.nothing_reclaimable",
+         "limit_only.sgx_cgroup_over_max"],
+        "sgx_cgroup_try_charge", ("host.misc", "dynamic.task_not_running", *_CGROUPS),
     ),
     # epc.py
     _row(
@@ -165,6 +189,16 @@ TWINS: tuple[Twin, ...] = (
     _row(
         "sgx_cgroup_reclaim_pages", "reclaim",
         ["epc_cgroup.sgx_cgroup_reclaim_pages", "epc_cgroup.sgx_cgroup_next_get"],
+        "sgx_cgroup_reclaim_pages", _CGROUPS,
+    ),
+    _prow(
+        "sgx_cgroup_reclaim_pages_v14", "reclaim",
+        ["v14.sgx_cgroup_reclaim_pages", _K + "epc_cgroup.sgx_cgroup_next_desc_pre"],
+        "sgx_cgroup_reclaim_pages", _CGROUPS,
+    ),
+    _prow(
+        "sgx_cgroup_reclaim_pages_v13", "reclaim",
+        ["v13.sgx_cgroup_reclaim_pages", _K + "epc_cgroup.sgx_cgroup_next_desc_pre"],
         "sgx_cgroup_reclaim_pages", _CGROUPS,
     ),
     _row(

@@ -375,7 +375,8 @@ def sgx_cgroup_reclaim_pages(
 
     ``episode`` (with a policy or the episode log only, :mod:`epcsim.kernel.hooks`): the
     caller's reclaim episode (None: one for this call alone); the policy's
-    ``reclaim_pages`` hook, if set, runs instead of the loop.
+    ``reclaim_pages`` hook, if set, runs instead of the loop (resumed too: with
+    ``resume``, the hook's call continues from it).
 
     With the rfc-knobs extension (:mod:`epcsim.kernel.rfc_knobs`, in no kernel) a cgroup
     below its effective ``sgx_epc.low`` is skipped while an unprotected one has pages.
@@ -398,6 +399,14 @@ def sgx_cgroup_reclaim_pages(
             episode.isolated += cnt
             if own:
                 episode_end(host, episode)
+            return cnt
+    if resume is not None and episode is not None:
+        pol = host.policy
+        if pol is not None and pol.reclaim_pages is not None:
+            # the hook's own call, resumed (the hooks the compiled engine runs take resume=)
+            gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode, resume=resume)
+            cnt = yield from run_in_episode(host, gen, episode)
+            episode.isolated += cnt
             return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
@@ -501,11 +510,21 @@ def sgx_cgroup_reclaim_work_func(
     if resume is None:
         sgx_cg.work_pending = False
     sgx_cg.work_running = True
-    episode = Episode("async", sgx_cg) if logging_episodes(host) else None
+    episode = None
+    if resume is not None and resume.episode is not None:
+        episode = resume.episode  # the run's episode, resumed (its policy state kept)
+    elif logging_episodes(host):
+        episode = Episode("async", sgx_cg)
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
-                host, sgx_cg, None, SGX_NR_TO_SCAN, resume=resume.reclaim, by=RECLAIM_ASYNC
+                host,
+                sgx_cg,
+                None,
+                SGX_NR_TO_SCAN,
+                resume=resume.reclaim,
+                episode=episode,
+                by=RECLAIM_ASYNC,
             )
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):

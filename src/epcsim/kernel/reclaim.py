@@ -381,7 +381,11 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
     if resume is not None:
         if resume.reclaim is not None:
             yield from sgx_reclaim_pages_global(
-                host, None, resume=resume.reclaim, by=_epc_cgroup.RECLAIM_KSGXD
+                host,
+                None,
+                resume=resume.reclaim,
+                episode=host.ksgxd_episode,
+                by=_epc_cgroup.RECLAIM_KSGXD,
             )
             yield "cond_resched"
         return True

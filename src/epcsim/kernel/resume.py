@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
+    from .hooks import Episode
 
 __all__ = ["ReclaimerState", "SgxCgroupReclaimPagesState", "SgxReclaimPagesState"]
 
@@ -79,3 +80,7 @@ class ReclaimerState:
     """
 
     reclaim: SgxCgroupReclaimPagesState | None = None
+    #: a worker's reclaim episode (with a policy, :mod:`epcsim.kernel.hooks`): the one
+    #: the work function was in, with the policy's state (v14's caller-held cursor);
+    #: None: a new one.  ksgxd's episode lives in ``host.ksgxd_episode``.
+    episode: Episode | None = None

@@ -27,7 +27,9 @@ What it changes relative to v16:
 
 Every entry a pass looks at is counted: in :attr:`GlobalLruPolicy.nr_scanned` (the
 simulator charges the cost model's ``lru_scan`` per entry, epcsim.costs) and per cgroup
-of the page (``pages_scanned``, ``pages_rotated``; ``summary.json["policy_counters"]``).
+of the page (``pages_scanned``, ``pages_rotated``; ``summary.json["policy_counters"]``),
+and in the page's cgroup's ``nr_scanned`` (the per-tenant ``pages_scanned`` of
+``summary.json["cgroups"]``, which the series' designs count per LRU batch).
 """
 
 from __future__ import annotations
@@ -202,6 +204,7 @@ class GlobalLruPolicy(Policy):
             scanned += 1
             sgx_cg = cgroups[m_cg[page]]
             scanned_by[sgx_cg] = scanned_by.get(sgx_cg, 0) + 1
+            sgx_cg.nr_scanned += 1  # the per-tenant pages_scanned of its cgroup
             if scope is None or sgx_cg.id in scope:
                 taken.append(page)
             else:

@@ -132,6 +132,7 @@ class MemcgIterPolicy(Policy):
             host.nr_lru_pages -= len(taken)
             left -= len(taken)
             c.nr_reclaim_batches += 1
+            c.nr_scanned += len(taken)  # phase 1's count (the per-tenant pages_scanned)
             self.pages_scanned[c] = self.pages_scanned.get(c, 0) + len(taken)
             if self.trace is not None:
                 self.trace.append((priority, c.cg.path(), len(taken)))

@@ -34,12 +34,18 @@ if TYPE_CHECKING:
     from ..kernel.epc_cgroup import SgxCgroup
     from ..kernel.hooks import Episode
     from ..kernel.host import Host, Task
+    from ..kernel.resume import SgxCgroupReclaimPagesState
 
 __all__ = ["POLICY", "V13", "sgx_cgroup_reclaim_pages"]
 
 
 def sgx_cgroup_reclaim_pages(
-    host: Host, root: SgxCgroup, charge_task: Task | None, nr_to_scan: int
+    host: Host,
+    root: SgxCgroup,
+    charge_task: Task | None,
+    nr_to_scan: int,
+    *,
+    resume: SgxCgroupReclaimPagesState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages(root, charge_mm) (v13, 2024-04-30).
 
@@ -47,12 +53,18 @@ def sgx_cgroup_reclaim_pages(
     cgroup's LRU (every cgroup but the root referenced while it is scanned) until
     *nr_to_scan* pages were isolated in this call or the walk passed the last cgroup.
 
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the walk stopped
+    inside ``sgx_reclaim_pages()`` on ``resume.c`` with ``resume.cnt`` pages counted
+    before that batch; the walk goes on from there.
+
     Returns: the number of pages isolated (with a live enclave reference).
     """
-    pos = root
-    cnt = 0
+    pos, cnt, batch = root, 0, None
+    if resume is not None:
+        pos, cnt, batch = resume.c, resume.cnt, resume.batch
     while True:
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, pos, charge_task)
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, pos, charge_task, resume=batch)
+        batch = None
         if cnt >= nr_to_scan:
             if pos is not root:
                 sgx_put_cg(host, pos)
@@ -80,9 +92,13 @@ class V13(Policy):
         charge_task: Task | None,
         nr_to_scan: int,
         episode: Episode,
+        *,
+        resume: SgxCgroupReclaimPagesState | None = None,
     ) -> Generator[str, None, int]:
         """The ``reclaim_pages`` hook: :func:`sgx_cgroup_reclaim_pages` of v13."""
-        return (yield from sgx_cgroup_reclaim_pages(host, root, charge_task, nr_to_scan))
+        return (
+            yield from sgx_cgroup_reclaim_pages(host, root, charge_task, nr_to_scan, resume=resume)
+        )
 
 
 POLICY = V13

@@ -43,6 +43,7 @@ from .base import Policy
 if TYPE_CHECKING:
     from ..kernel.epc_cgroup import SgxCgroup
     from ..kernel.host import Host, Task
+    from ..kernel.resume import SgxCgroupReclaimPagesState
 
 __all__ = ["POLICY", "V14", "sgx_cgroup_reclaim_pages"]
 
@@ -53,6 +54,8 @@ def sgx_cgroup_reclaim_pages(
     charge_task: Task | None,
     nr_to_scan: int,
     episode: Episode,
+    *,
+    resume: SgxCgroupReclaimPagesState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages(root, start, charge_mm) (v14, 2024-05-31).
 
@@ -63,14 +66,23 @@ def sgx_cgroup_reclaim_pages(
     one scanned in ``episode.state["next_cg"]`` (None past the end: the next call starts
     at the root).  Every cgroup but the root is referenced while it is scanned.
 
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the call stopped
+    inside ``sgx_reclaim_pages()`` on ``resume.c`` with ``resume.cnt`` pages counted
+    before that batch; the call goes on from there.
+
     Returns: the number of pages isolated (with a live enclave reference).
     """
-    pos = episode.state.get("next_cg") or root
-    if pos is not root and not css_tryget(pos.cg):
-        pos = root  # freed since the last call: v14 restarted at the root
-    cnt = 0
-    while cnt < nr_to_scan:
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, pos, charge_task)
+    if resume is None:
+        pos = episode.state.get("next_cg") or root
+        if pos is not root and not css_tryget(pos.cg):
+            pos = root  # freed since the last call: v14 restarted at the root
+        cnt = 0
+        batch = None
+    else:
+        pos, cnt, batch = resume.c, resume.cnt, resume.batch
+    while batch is not None or cnt < nr_to_scan:
+        cnt += yield from _reclaim.sgx_reclaim_pages(host, pos, charge_task, resume=batch)
+        batch = None
         nxt = sgx_cgroup_next_desc_pre(root, pos)  # referenced unless it is the root
         if pos is not root:
             sgx_put_cg(host, pos)
@@ -100,9 +112,15 @@ class V14(Policy):
         charge_task: Task | None,
         nr_to_scan: int,
         episode: Episode,
+        *,
+        resume: SgxCgroupReclaimPagesState | None = None,
     ) -> Generator[str, None, int]:
         """The ``reclaim_pages`` hook: :func:`sgx_cgroup_reclaim_pages` of v14."""
-        return (yield from sgx_cgroup_reclaim_pages(host, root, charge_task, nr_to_scan, episode))
+        return (
+            yield from sgx_cgroup_reclaim_pages(
+                host, root, charge_task, nr_to_scan, episode, resume=resume
+            )
+        )
 
 
 POLICY = V14
