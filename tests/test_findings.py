@@ -173,6 +173,54 @@ def matches(doc: str, value: Any) -> bool:
     return f"{value:.{decimals}f}" == doc
 
 
+POLICY_HEADER = re.compile(r"^\| policy \| (.+) \|$")
+
+
+@dataclass(frozen=True)
+class PolicyCell:
+    section: str
+    builtin: str
+    policy: str
+    key: str
+    value: str
+
+
+def policy_cells() -> list[PolicyCell]:
+    """Every cell of the per-policy tables (a header ``| policy | `summary[...]` | ...``,
+    then one row per policy), with the built-in of its section."""
+    cells: list[PolicyCell] = []
+    section = builtin = ""
+    keys: list[str] | None = None
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            section, builtin, keys = line[3:], "", None
+        m = BUILTIN.search(line)
+        if m and (line.startswith("**Built-in:**") or line.startswith("**`builtin:")):
+            builtin = m.group(1)
+        m = POLICY_HEADER.match(line)
+        if m:
+            keys = [k.strip().strip("`") for k in m.group(1).split(" | ")]
+            continue
+        if keys is None or not line.startswith("| ") or line.startswith("|---"):
+            if not line.startswith("|"):
+                keys = None
+            continue
+        parts = [c.strip() for c in line.strip("|").split("|")]
+        assert len(parts) == len(keys) + 1, line
+        for k, v in zip(keys, parts[1:], strict=True):
+            cells.append(PolicyCell(section, builtin, parts[0], k, v))
+    return cells
+
+
+def policy_value(cell: PolicyCell) -> Any:
+    m = SUMMARY_PATH.match(cell.key)
+    assert m, f"{cell.section}: {cell.key!r} is not a summary path"
+    v: Any = probed(cell.builtin, None, (f"host.policy={cell.policy}",))[0].summary
+    for k in re.findall(r'\["([^"]+)"\]', m.group(1)):
+        v = v[k]
+    return v
+
+
 def params() -> list:
     return [
         pytest.param(
@@ -221,6 +269,35 @@ def test_document_row_matches_the_run(row: Row) -> None:
 def test_the_builtin_passes_its_expectations(name: str) -> None:
     r = probed(name)[0]
     assert r.passed, [x for x in r.summary["expectations"] if not x["passed"]]
+
+
+def test_every_finding_has_a_policy_table_of_every_policy() -> None:
+    from epcsim.policies import REGISTRY
+
+    cells = policy_cells()
+    for f in ("F1", "F2", "F3", "F4", "F5"):
+        got = {c.policy for c in cells if c.section.startswith(f + ".")}
+        assert got == set(REGISTRY), f
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        pytest.param(
+            c,
+            id=f"{c.builtin}:{c.policy}:{c.key}",
+            # nested-fairness takes 1-2 s per policy on the reference engine
+            marks=[pytest.mark.slow] if c.builtin == "nested-fairness" else [],
+        )
+        for c in policy_cells()
+    ],
+)
+def test_policy_table_cell_matches_the_run(cell: PolicyCell) -> None:
+    value = policy_value(cell)
+    assert matches(cell.value, value), (
+        f"{cell.section}: {cell.key} under {cell.policy} is {value!r}, the document says "
+        f"{cell.value}"
+    )
 
 
 def test_matches_is_strict() -> None:

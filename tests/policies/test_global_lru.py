@@ -65,6 +65,8 @@ def test_one_list_for_every_cgroup() -> None:
     assert pol.lru.to_list() == order
     assert a.lru.nr == b.lru.nr == 0  # the cgroups' own LRUs stay empty
     assert pol.lru.per_cg == {a.id: 8, b.id: 20}
+    # the time series' reclaimable pages: each cgroup's pages on the global list
+    assert (pol.reclaimable_pages(h, a), pol.reclaimable_pages(h, b)) == (8, 20)
     assert not sgx_cgroup_lru_empty(h, a.cg) and not sgx_cgroup_lru_empty(h, b.cg)
     check_invariants(h, quiescent=True)
 

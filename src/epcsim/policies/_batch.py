@@ -23,6 +23,7 @@ from ..kernel.misc import css_put, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from ..kernel.epc_cgroup import SgxCgroup
+    from ..kernel.hooks import Episode
     from ..kernel.host import Host, Task
     from ..kernel.lru import SgxEpcLruList
 
@@ -114,6 +115,9 @@ def reclaim_taken(
     cnt = len(chunk)
     if not cnt:
         return 0
+    episode = _logged_episode(host)
+    if episode is not None:
+        _count_into(host, episode.scanned, owner, chunk)
     yield "reclaim:isolated"
     kept = _reclaim._sgx_reclaim_age_and_back(host, owner, chunk, charge_task)  # type: ignore[arg-type]
     if not kept:
@@ -121,11 +125,41 @@ def reclaim_taken(
     yield "reclaim:aged"
     _reclaim._sgx_reclaimer_block(host, kept)
     yield "reclaim:blocked"
+    if episode is not None:
+        _count_into(host, episode.reclaimed, owner, kept)
     if isinstance(owner, ListOwner):
         _write_mixed(host, kept)
     else:
         _reclaim._sgx_reclaimer_write_batch(host, owner, kept, _by(host))
     return cnt
+
+
+def _logged_episode(host: Host) -> Episode | None:
+    """The episode the policy's hook runs in, when the episode log records it (begun
+    here if this is its first batch), as ``sgx_reclaim_pages()`` counts into it."""
+    log = host.episode_log
+    episode = host.reclaim_episode
+    if log is None or episode is None:
+        return None
+    if episode.started_ns < 0:
+        log.begin(host, episode)
+    return episode
+
+
+def _count_into(
+    host: Host, counts: dict[SgxCgroup, int], owner: SgxCgroup | ListOwner, pages: list[int]
+) -> None:
+    """Count *pages* into an episode's per-cgroup *counts*: against *owner* (the cgroup
+    whose LRU they came from) or, off a list of pages of any cgroup, each against its
+    page's cgroup."""
+    if not isinstance(owner, ListOwner):
+        counts[owner] = counts.get(owner, 0) + len(pages)
+        return
+    m_cg = host.epc.m_cg
+    cgroups = host.sgx_cgroups
+    for page in pages:
+        c = cgroups[m_cg[page]]
+        counts[c] = counts.get(c, 0) + 1
 
 
 def by_path(counts: dict[SgxCgroup, int]) -> dict[str, int]:

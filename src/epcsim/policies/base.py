@@ -60,6 +60,12 @@ class Policy:
         check_invariants` counts their pages as on an LRU.  None by default."""
         return ()
 
+    def reclaimable_pages(self, host: Host, sgx_cg: SgxCgroup) -> int:
+        """Pages of *sgx_cg* on a list of reclaimable pages (the time series'
+        ``reclaimable_pages``): its LRU's, as in v16; a policy keeping pages on lists of
+        its own (:meth:`own_lrus`) counts those of *sgx_cg* there too."""
+        return sgx_cg.lru.nr
+
     def counters(self, host: Host) -> dict[str, Any]:
         """The policy's own statistics, written to ``summary.json["policy_counters"]``
         when not empty (v16 has none: the key is absent)."""

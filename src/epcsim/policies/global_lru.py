@@ -148,6 +148,11 @@ class GlobalLruPolicy(Policy):
     def own_lrus(self) -> Sequence[SgxEpcLruList]:
         return () if self.lru is None else (self.lru,)
 
+    def reclaimable_pages(self, host: Host, sgx_cg: SgxCgroup) -> int:
+        """*sgx_cg*'s pages on the global list (its own LRU stays empty)."""
+        own = 0 if self.lru is None else self.lru.per_cg.get(sgx_cg.id, 0)
+        return sgx_cg.lru.nr + own
+
     # --- hooks ------------------------------------------------------------------------
 
     def page_lru(self, host: Host, page: int) -> SgxEpcLruList:

@@ -72,7 +72,9 @@ class Metrics:
         cols = self.cols
         if cols["time_ns"] and cols["time_ns"][-1] == self.sim.core.now:
             return
-        for sgx_cg in self.sim.host.sgx_cgroups:
+        host = self.sim.host
+        pol = host.policy
+        for sgx_cg in host.sgx_cgroups:
             if sgx_cg is None:
                 continue
             cg = sgx_cg.cg
@@ -85,7 +87,9 @@ class Metrics:
             cols["faults"].append(sgx_cg.nr_faults)
             cols["evictions"].append(sgx_cg.nr_evicted)
             cols["reclaim_batches"].append(sgx_cg.nr_reclaim_batches)
-            cols["reclaimable_pages"].append(sgx_cg.lru.nr)
+            cols["reclaimable_pages"].append(
+                sgx_cg.lru.nr if pol is None else pol.reclaimable_pages(host, sgx_cg)
+            )
             cols["enomem"].append(sgx_cg.nr_enomem)
             cols["enclave"].append(None)
             cols["accesses"].append(None)
