@@ -188,7 +188,7 @@ def sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r):
     return False
 
 
-@inline
+@outline
 def sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after):
     """Models sgx_cgroup_reclaim_pages() of the series' v14, (root, start, charge_mm)
     (specialised from epcsim.policies.v14.sgx_cgroup_reclaim_pages) for reclaimer *r*:
@@ -229,7 +229,7 @@ def sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after):
     return False
 
 
-@inline
+@outline
 def sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after):
     """Models sgx_cgroup_reclaim_pages() of the series' v13, (root, charge_mm)
     (specialised from epcsim.policies.v13.sgx_cgroup_reclaim_pages) for reclaimer *r*: the preorder

@@ -151,11 +151,14 @@ class Metrics:
         uniq = sorted(set(paths))
         pidx = np.array([uniq.index(p) for p in paths], np.int32)
         idx = pa.array(who, pa.int32())
+        # the cgroup of each latency: its instance's (no gather when instance k is in
+        # cgroup k, e.g. one instance); indices in range by construction (safe=False)
+        cidx = idx if np.array_equal(pidx, np.arange(len(pidx))) else pa.array(pidx[who])
         tagged = pa.table(
             [
                 pa.array(lat, pa.int64()),
-                pa.DictionaryArray.from_arrays(idx, names),
-                pa.DictionaryArray.from_arrays(pa.array(pidx[who]), pa.array(uniq, pa.string())),
+                pa.DictionaryArray.from_arrays(idx, names, safe=False),
+                pa.DictionaryArray.from_arrays(cidx, pa.array(uniq, pa.string()), safe=False),
             ],
             schema=FAULT_LATENCY_SCHEMA,
         )
