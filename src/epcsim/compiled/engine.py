@@ -294,8 +294,9 @@ class _Packed:
             self.LAT, self.SAMP, self.SAMPE, self.SAMPT,
         )  # fmt: skip
 
-    def flush(self) -> None:
-        """Move recorded samples and fault latencies to the simulation."""
+    def flush(self, *, samples: bool = True) -> None:
+        """Move recorded fault latencies and (*samples*) samples to the simulation (the
+        samples wait while the core runs on: each move has a fixed cost)."""
         S, sim = self.S, self.sim
         n = int(S[C.S_NLAT])
         if n:
@@ -306,7 +307,11 @@ class _Packed:
                 self.lat_view = None
                 a = 0
             self.lat_out[a : a + n] = self.LAT[0, :n]
-            self.who_out[a : a + n] = self.thread_inst[self.LAT[1, :n]]
+            ti = self.thread_inst
+            if len(ti) == 1 or (ti == ti[0]).all():  # one instance: no gather
+                self.who_out[a : a + n] = ti[0]
+            else:
+                self.who_out[a : a + n] = ti[self.LAT[1, :n]]
             self.lat_used = a + n
             parts = sim.metrics.fault_lat
             who = sim.metrics.fault_lat_who
@@ -319,7 +324,7 @@ class _Packed:
                 who.append(self.who_out[a : a + n])
             self.lat_view = parts[-1]
             S[C.S_NLAT] = 0
-        k = int(S[C.S_NSAMP])
+        k = int(S[C.S_NSAMP]) if samples else 0
         if k:
             cols = sim.metrics.cols
             nl = len(self.live)
@@ -481,8 +486,8 @@ def take_over(
             want = min(chunk, int(TH[C.TH_REMAIN, j]))
             TH[C.TH_BUFLEN, j] = len(t.pattern.take_into(t.rng, want, p.BUF[j]))
             TH[C.TH_POS, j] = 0
-        elif rc == C.RC_FLUSH:
-            p.flush()
+        elif rc == C.RC_FLUSH:  # a full buffer: the latencies, or the samples too
+            p.flush(samples=int(S[C.S_NSAMP]) >= SAMP_CAP)
         elif rc == C.RC_ERROR:
             raise AssertionError(f"compiled engine: model invariant broken (code {S[C.S_ERR]})")
         elif rc == C.RC_THREAD_DONE and (TH[C.TH_LIVE] == 1).any():
