@@ -255,3 +255,46 @@ def test_every_builtin_runs_and_keeps_the_invariants() -> None:
             != {k: v for k, v in res.summary.items() if k != "policy"}
         )
     assert any(differs)
+
+
+IGNORE_KILLED = """
+[[expect]]
+name = "both succeed"
+enclaves = ["victim", "bystander"]
+outcome = "success"
+ignore_killed = {ignore}
+"""
+
+
+@pytest.mark.parametrize(
+    ("ignore", "passed", "detail"),
+    [
+        ("true", True, "all success: bystander=success"),
+        ("false", False, "all success: victim=killed, bystander=success"),
+    ],
+)
+def test_ignore_killed_leaves_out_an_oom_killed_enclave(
+    ignore: str, passed: bool, detail: str
+) -> None:
+    """The victim of KILL is killed by oom-v2's EPC OOM killer (no ``[[at]] kill``):
+    ``ignore_killed`` leaves it out, so "all success" holds over the bystander alone;
+    without it the victim's outcome ``killed`` fails the verdict."""
+    sc = load_scenario(KILL.format(policy="oom-v2") + IGNORE_KILLED.format(ignore=ignore))
+    res = epcsim.run(sc, engine="reference")
+    assert res.summary["enclaves"]["victim"]["outcome"] == "killed"
+    assert res.summary["expectations"] == [
+        {"name": "both succeed", "passed": passed, "detail": detail}
+    ]
+    assert res.summary["passed"] is passed
+
+
+def test_an_enclave_killed_in_user_space_has_an_error() -> None:
+    """The victim of KILL runs on hits in user space when it is OOM-killed (its 16 pages
+    resident, no ioctl): its thread's next access is SIGBUS (exit status 135); its error
+    names the OOM killer, the policy and the signal.  The bystander has none.  (The
+    compiled engine runs no ``[[at]]``: the reference engine only.)"""
+    res = epcsim.run(load_scenario(KILL.format(policy="oom-v2")), engine="reference")
+    victim = res.summary["enclaves"]["victim"]
+    assert (victim["outcome"], victim["exit_status"]) == ("killed", 135)
+    assert victim["error"] == "enclave killed by the EPC OOM killer (policy oom-v2): SIGBUS"
+    assert res.summary["enclaves"]["bystander"]["error"] == ""

@@ -385,3 +385,16 @@ def test_fairness_128_only_ksgxd_reclaims_the_parent() -> None:
     # the leaves' async work never reclaims: every leaf batch is one of ksgxd's turns
     assert all(cycles - 1 <= c["reclaim_batches"] <= cycles for c in leaves)
     assert all(c["max_events"] == 0 for c in leaves)
+
+
+def test_every_builtin_has_a_row_in_the_scenarios_doc_table() -> None:
+    """docs/SCENARIOS.md, "Built-in scenarios": the table has one row per built-in of
+    src/epcsim/scenario/builtins/ (first column `` `NAME` ``), and no other."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "SCENARIOS.md").read_text()
+    section = doc.split("\n## Built-in scenarios\n", 1)[1]
+    rows = [ln for ln in section.split("\n### ", 1)[0].splitlines() if ln.startswith("| `")]
+    names = [ln.split("|")[1].strip().strip("`") for ln in rows]
+    assert len(names) == len(set(names))
+    assert sorted(names) == sorted(n for n, _ in list_builtins())

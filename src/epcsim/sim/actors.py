@@ -342,6 +342,10 @@ class Actors:
         oom = inst.encl is not None and inst.encl.flags & SGX_ENCL_OOM
         if (inst.killed or oom) and status >= 128:
             inst.outcome = "killed"
+            ks_error = inst.selftest.error if inst.selftest is not None else ""
+            if oom and not inst.error and not ks_error:
+                # killed in user space (or between ioctls): no call failed to say why
+                inst.error = _oom_error_text(self.host, status)
         else:
             inst.outcome = "success" if status == 0 else "failure"
         group = self.groups[inst.group]
@@ -750,6 +754,20 @@ def _oserror_text(e: OSError) -> str:
     """``SGX_IOC_ENCLAVE_ADD_PAGES: ENOMEM (Cannot allocate memory)``: which call failed,
     with which errno."""
     return f"{e.filename}: {errname(e.errno)} ({e.strerror})"
+
+
+def _oom_error_text(host, status: int) -> str:
+    """``enclave killed by the EPC OOM killer (policy oom-v2): SIGBUS``: the error of a
+    process whose enclave a policy's EPC OOM killer killed (SGX_ENCL_OOM; sgx_oom_encl()
+    of the series v2 patch 14), with the signal of its exit *status*."""
+    import signal
+
+    try:
+        sig = signal.Signals(status - 128).name
+    except ValueError:
+        sig = f"signal {status - 128}"
+    policy = host.policy.name if host.policy is not None else "v16"
+    return f"enclave killed by the EPC OOM killer (policy {policy}): {sig}"
 
 
 def _stable_hash(s: str) -> int:

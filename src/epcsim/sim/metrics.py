@@ -381,7 +381,8 @@ class Metrics:
         for n in x.enclaves:
             insts += self.sim.groups.get(n) or [self.sim.instances[n]]
         if x.ignore_killed:
-            insts = [i for i in insts if not i.killed]
+            # killed by an [[at]] kill, or its enclave by a policy's EPC OOM killer
+            insts = [i for i in insts if not i.killed and i.outcome != "killed"]
         hits = [i.outcome == x.outcome for i in insts]
         ok = {"all": all(hits), "any": any(hits), "none": not any(hits)}[x.quantifier]
         outcomes = ", ".join(f"{i.name}={i.outcome}" for i in insts)
