@@ -11,12 +11,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from epcsim.compiled import engine as compiled_engine
-from epcsim.compiled.eligibility import COMPILED_POLICIES, static_ineligibility
-from epcsim.scenario.schema import Scenario, load_scenario
-from epcsim.sim.engine import Simulation
-from tests.sim.test_engines_exact import (
+from sim.test_engines_exact import (
     FIXED,
     FIXED_MULTI,
     _assert_same,
@@ -27,6 +22,11 @@ from tests.sim.test_engines_exact import (
     multi_scenarios,
     scenarios,
 )
+
+from epcsim.compiled import engine as compiled_engine
+from epcsim.compiled.eligibility import COMPILED_POLICIES, static_ineligibility
+from epcsim.scenario.schema import Scenario, load_scenario
+from epcsim.sim.engine import Simulation
 
 POLICIES = ("v14", "v13", "limit-only")
 

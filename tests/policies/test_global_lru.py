@@ -203,8 +203,9 @@ def test_per_tenant_pages_scanned_are_the_scans_of_the_global_list() -> None:
     """A run under global-lru: each cgroup's per-tenant ``pages_scanned`` is the count
     of its pages the scans took off the global list (``policy_counters``), and they add
     up to every entry scanned (``lru_scanned``): the scan cost `epcsim compare` reads."""
+    from sim.test_engines_exact import FIXED_MULTI, _toml_multi
+
     import epcsim
-    from tests.sim.test_engines_exact import FIXED_MULTI, _toml_multi
 
     toml = _toml_multi(**FIXED_MULTI["tenants"]).replace(
         "[host]\n", '[host]\npolicy = "global-lru"\n', 1
