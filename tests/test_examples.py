@@ -19,3 +19,14 @@ def test_example_output(script: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert out == expected.read_text()
+
+
+SCENARIOS = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_example_scenario_validates(path: Path) -> None:
+    """Each ``examples/*.toml`` loads as ``epcsim validate`` loads it."""
+    from epcsim.scenario import load_scenario
+
+    assert load_scenario(str(path)).name == path.stem
