@@ -123,7 +123,7 @@ def _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c):
     epcsim.kernel.reclaim._sgx_reclaim_isolate): the first SGX_NR_TO_SCAN pages of
     cgroup *c*'s LRU, unlinked together (each self-linked), then kref_get_unless_zero()
     per page: pages of a released enclave are forgotten (TRACKED cleared).  The pages
-    kept are reclaimer *r*'s batch; returns their number."""
+    kept are reclaimer *r*'s batch (of cgroup R_C, R_NP pages); returns their number."""
     CG[CG_NR_BATCHES, _u(c)] += 1
     n = 0
     i = CG[CG_LRU_HEAD, _u(c)]
@@ -162,6 +162,10 @@ def _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c):
             kept += 1
         else:
             P8[_u(pg), P_FLAGS] &= NOT_TRACKED
+    if kept:  # the batch reclaimer r goes on with (R_C, R_NP, R_CB)
+        R[R_C, _u(r)] = c
+        R[R_NP, _u(r)] = kept
+        R[R_CB, _u(r)] = kept
     return kept
 
 
@@ -176,15 +180,10 @@ def sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r):
     root = R[R_ROOT, _u(r)]
     while R[R_CNT, _u(r)] < R[R_NR, _u(r)] and not sgx_cgroup_lru_empty(S, CG, root):
         c = sgx_cgroup_next_get(CG, root)
-        kept = _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c)
-        if kept == 0:
-            if c != root:
-                CG[CG_REFCNT, _u(c)] -= 1  # sgx_put_cg()
-            continue
-        R[R_C, _u(r)] = c
-        R[R_NP, _u(r)] = kept
-        R[R_CB, _u(r)] = kept
-        return True
+        if _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c):
+            return True
+        if c != root:
+            CG[CG_REFCNT, _u(c)] -= 1  # sgx_put_cg()
     return False
 
 
@@ -212,9 +211,6 @@ def sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after):
     while R[R_CNT, _u(r)] < R[R_NR, _u(r)]:
         kept = _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, pos)
         if kept:
-            R[R_C, _u(r)] = pos
-            R[R_NP, _u(r)] = kept
-            R[R_CB, _u(r)] = kept
             return True
         nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
         if pos != root:
@@ -249,9 +245,6 @@ def sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after):
     while True:
         kept = _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, pos)
         if kept:
-            R[R_C, _u(r)] = pos
-            R[R_NP, _u(r)] = kept
-            R[R_CB, _u(r)] = kept
             return True
         # nothing counted: cnt < nr_to_scan still holds
         nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
