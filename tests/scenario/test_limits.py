@@ -263,7 +263,7 @@ pages = 10
         # EPC pages allocated: e 2 x (32 + 2: a VA page, the SECS), d 2 + 2, the vEPC's 10
         "epc": (20 * 82, "host", "epc", "82 of 256 EPC pages"),
         "samples": (320 * 102 * 2, "host", "sample_interval", "102 samples x 2 cgroups"),
-        "enclave pages": (26 * 66 + 24 * 32, "enclave[0]", "size", "66 enclave pages"),
+        "enclave pages": (36 * 66 + 24 * 32, "enclave[0]", "size", "66 enclave pages"),
         "vepc": (4 * 10, "vepc", "pages", "10 vEPC pages"),
         "threads": (
             (16 << 10) * 5 + 8 * (2 * (50001 + 50000) + 65536),

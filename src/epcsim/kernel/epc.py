@@ -371,15 +371,16 @@ def _sgx_free_epc_page_to_node(pool: EpcPool, page: int) -> None:
     pool.nr_free_pages += 1
 
 
-def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int]) -> None:
+def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int] | np.ndarray) -> None:
     """:func:`_sgx_free_epc_page_to_node` for *pages* in order (the same state): the
     pages' fields are reset and they are linked at the tail of their nodes' free lists
-    as one run per node."""
+    as one run per node.  *pages*: a list or an int32 array (an enclave's release: no
+    list of Python ints for its pages)."""
     if len(pages) == 1 or len(pool.free_lists) > 1:
-        for p in pages:
+        for p in pages.tolist() if isinstance(pages, np.ndarray) else pages:
             _sgx_free_epc_page_to_node(pool, p)
         return
-    arr = np.array(pages, dtype=np.int32)
+    arr = np.asarray(pages, dtype=np.int32)
     pool.cg[arr] = -1
     pool.kind[arr] = KIND_FREE
     pool.owner_encl[arr] = -1
@@ -388,7 +389,7 @@ def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int]) -> None:
     fl = pool.free_lists[0]
     pool.prev[arr[1:]] = arr[:-1]
     pool.next[arr[:-1]] = arr[1:]
-    first, last = pages[0], pages[-1]
+    first, last = int(arr[0]), int(arr[-1])
     t = fl.tail
     pool.m_prev[first] = t
     if t < 0:

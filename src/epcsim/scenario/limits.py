@@ -69,8 +69,10 @@ WARN_FRACTION = 0.5
 #: ranges are never written: epcsim.kernel.lru.EpcFreeList)
 PER_EPC_PAGE = 20
 #: per ELRANGE page of every enclave process: 12 bytes of state (encl.py), the compiled
-#: engine's packed copy (12) and its hit bits and VA rows (2)
-PER_ENCL_PAGE = 26
+#: engine's packed copy (12) and its hit bits and VA rows (2), and 10 more for the
+#: temporaries of its release (the bulk free of its resident pages: measured, once the
+#: EPC term counted only the pages used and no longer covered them)
+PER_ENCL_PAGE = 36
 #: per ELRANGE page of a Zipf workload (shared by its processes): the CDF (float64), the
 #: rank -> page permutation (int64) and a temporary of building it
 PER_ZIPF_PAGE = 24
