@@ -162,7 +162,14 @@ def test_checker_sees_a_broken_pristine_range() -> None:
         assert "free list length" in str(e)
     else:
         raise AssertionError("not detected")
-    fl.hwm -= 1
+    fl.hwm = fl.end + 1
+    try:
+        check_invariants(h)
+    except InvariantError as e:
+        assert "outside its section" in str(e)
+    else:
+        raise AssertionError("not detected")
+    fl.hwm = 0
     h.sgx_cg_root.lru.add_tail(3)
     h.nr_lru_pages += 1
     try:

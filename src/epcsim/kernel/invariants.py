@@ -59,6 +59,10 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
     # Every page is checked: a page of a free list's pristine range (never allocated)
     # is free by definition and its row is never read; the others ("touched", in index
     # order) are checked from their rows.
+    for k, fl in enumerate(pool.free_lists):
+        start = int(pool.section_start[k])
+        if not (start <= fl.hwm <= fl.end and fl.end == start + pool.section_pages[k]):
+            _fail(f"free list {k}: pristine range [{fl.hwm}, {fl.end}) outside its section")
     touched = pool.touched()
     flags = pool.flags
     kind = pool.kind
@@ -71,8 +75,6 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
     nfree = npristine = 0
     for k, fl in enumerate(pool.free_lists):
         start = int(pool.section_start[k])
-        if not (start <= fl.hwm <= fl.end and fl.end == start + pool.section_pages[k]):
-            _fail(f"free list {k}: pristine range [{fl.hwm}, {fl.end}) outside its section")
         lst = fl.freed_list()
         if len(lst) + fl.nr_pristine != fl.nr:
             _fail(f"free list length {fl.nr} != walked {len(lst)} + pristine {fl.nr_pristine}")
