@@ -173,3 +173,12 @@ class EpcFreeList(EpcList):
     def freed_list(self) -> list[int]:
         """The explicitly linked part (pages freed since boot), head to tail."""
         return EpcList.to_list(self)
+
+    def add_head(self, i: int) -> None:
+        """Not for a free list (the kernel only adds at its tail; the head would come
+        after the pristine range here)."""
+        raise NotImplementedError("a free list takes pages at its tail")
+
+    def isolate_head(self, n: int) -> list[int]:
+        """Not for a free list (its head may be the implicit pristine range)."""
+        raise NotImplementedError("a free list is taken from by the allocator only")
