@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from epcsim.compiled import encl as cencl
+from epcsim.compiled import epc as cepc
 from epcsim.compiled import epc_cgroup as ccg
 from epcsim.compiled import lru as clru
 from epcsim.compiled import misc as cmisc
@@ -46,6 +47,7 @@ from epcsim.compiled.layout import (
     ENOMEM,
     NCGF,
     NENF,
+    NODE_W,
     NRF,
     NS,
     NVAF,
@@ -57,8 +59,13 @@ from epcsim.compiled.layout import (
     R_GS,
     R_NP,
     R_PAGES,
+    S_CUR_NID,
     S_ERR,
+    S_NNODES,
+    S_NODES,
+    S_NR_FREE,
     S_NR_LRU,
+    S_SECT,
     VA_BITS,
     VA_NEXT,
     VA_USED,
@@ -66,6 +73,7 @@ from epcsim.compiled.layout import (
 )
 from epcsim.kernel import Host, drive, ioctl
 from epcsim.kernel import encl as kencl
+from epcsim.kernel import epc as kepc
 from epcsim.kernel import epc_cgroup as kcg
 from epcsim.kernel import misc as kmisc
 from epcsim.kernel import reclaim as kreclaim
@@ -163,6 +171,49 @@ def test_lru_add_and_del_match_the_reference(ops: list[int]) -> None:
         )
         assert P32[:, P_PREV].tolist() == prev.tolist()
         assert P32[:, P_NEXT].tolist() == nxt.tolist()
+
+
+# --- the allocator: __sgx_alloc_epc_page / the free to a node (lazy free lists) ---------
+
+
+@SETTINGS
+@given(
+    sections=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 50)), max_size=80),
+)
+def test_alloc_and_free_match_the_reference(sections: list[int], ops) -> None:
+    """Allocations from any node and frees of held pages: the same pages, the same
+    free lists (pristine range and freed pages) and byte-identical pool arrays, the
+    pages never allocated left unwritten in both."""
+    h = Host(sections=[n * PAGE for n in sections])
+    pool = h.epc
+    P32, P8, PCG = pool.i32.copy(), pool.u8.copy(), pool.cg.copy()
+    S = np.zeros(NS, np.int64)
+    S[S_NNODES] = len(sections)
+    S[S_SECT : S_SECT + len(sections)] = pool.section_start
+    for k, f in enumerate(pool.free_lists):
+        S[S_NODES + NODE_W * k : S_NODES + NODE_W * (k + 1)] = (f.head, f.tail, f.nr, f.hwm, f.end)
+    S[S_NR_FREE] = pool.nr_free_pages
+    held: list[int] = []
+    for alloc, a in ops:
+        if alloc:
+            nid = a % 5
+            S[S_CUR_NID] = nid
+            want = kepc._sgx_alloc_epc_page(pool, nid)
+            got = cepc._sgx_alloc_epc_page(S, P32, P8, PCG)
+            assert got == want
+            if want >= 0:
+                held.append(want)
+        elif held:
+            page = held.pop(a % len(held))
+            kepc._sgx_free_epc_page_to_node(pool, page)
+            cepc._sgx_free_epc_page_to_node(S, P32, P8, PCG, page)
+        for k, f in enumerate(pool.free_lists):
+            b = S_NODES + NODE_W * k
+            assert S[b : b + NODE_W].tolist() == [f.head, f.tail, f.nr, f.hwm, f.end]
+        assert S[S_NR_FREE] == pool.nr_free_pages
+        assert P32.tobytes() == pool.i32.tobytes()
+        assert P8.tobytes() == pool.u8.tobytes() and PCG.tobytes() == pool.cg.tobytes()
 
 
 # --- cgroup trees: charge / uncharge, should_reclaim -------------------------------------

@@ -26,6 +26,7 @@ from epcsim.scenario.limits import (
     MEMORY_ENV,
     MemoryEstimateWarning,
     available_memory,
+    epc_pages_used,
     estimate_memory,
 )
 from epcsim.units import parse_size, parse_time
@@ -41,6 +42,10 @@ name = "e"
 size = "64KiB"
 workload = { pattern = "uniform", accesses = 1000 }
 """
+
+#: TRIVIAL with a cgroup limit: any page of the EPC may be allocated (the memory
+#: estimate counts every EPC page)
+LIMITED = TRIVIAL + '[[cgroup]]\npath = "/a"\nmax = "capacity/2"\n'
 
 runner = CliRunner()
 
@@ -130,13 +135,17 @@ def test_epc_above_int32_pages_is_refused(tmp_path: Path) -> None:
 
 
 def test_epc_limit_is_exact() -> None:
-    """8 TiB - 4 KiB is the largest EPC the model can number (the memory estimate then
-    refuses it on this 16 GiB machine, on the EPC pages' field)."""
+    """8 TiB - 4 KiB is the largest EPC the model can number (with a cgroup limit, the
+    memory estimate then refuses it on this 16 GiB machine, on the EPC pages' field;
+    a small enclave without limits uses a few pages of it)."""
     e = raises(TRIVIAL, ("host.epc=8TiB",))
     assert "the model holds at most 2147483647" in str(e)
-    e = raises(TRIVIAL, (f"host.epc={MAX_EPC_PAGES * 4096}",))
+    e = raises(LIMITED, (f"host.epc={MAX_EPC_PAGES * 4096}",))
     assert where(e) == ("<string>", "host", "epc")
-    assert "the run would need up to 64.0 GiB of memory" in str(e)
+    assert "the run would need up to 40.0 GiB of memory" in str(e)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_scenario(TRIVIAL, overrides=[f"host.epc={MAX_EPC_PAGES * 4096}"])
 
 
 def test_sections_sum_above_int32_pages_is_refused() -> None:
@@ -251,9 +260,10 @@ pages = 10
     # threads: 5 (fixed part) + buffers 50001 + 50000 (x2 processes) + 65536 (d)
     # faults: e's accesses (100001 x 2 processes), d's 3ms / 3000ns + 1 = 1001
     assert est.parts == {
-        "epc": (32 * 256, "host", "epc", "256 EPC pages"),
+        # EPC pages allocated: e 2 x (32 + 2: a VA page, the SECS), d 2 + 2, the vEPC's 10
+        "epc": (20 * 82, "host", "epc", "82 of 256 EPC pages"),
         "samples": (320 * 102 * 2, "host", "sample_interval", "102 samples x 2 cgroups"),
-        "enclave pages": (26 * 66 + 24 * 32, "enclave[0]", "size", "66 enclave pages"),
+        "enclave pages": (36 * 66 + 24 * 32, "enclave[0]", "size", "66 enclave pages"),
         "vepc": (4 * 10, "vepc", "pages", "10 vEPC pages"),
         "threads": (
             (16 << 10) * 5 + 8 * (2 * (50001 + 50000) + 65536),
@@ -282,44 +292,74 @@ def test_sample_interval_of_1ns_is_refused() -> None:
 
 def test_refusal_follows_the_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same scenario passes with enough memory, is refused without."""
-    over = ("host.epc=4GiB",)  # 32 MiB for the EPC pages
+    over = ("host.epc=4GiB",)  # 20 MiB for the EPC pages
     monkeypatch.setenv(MEMORY_ENV, "1GiB")
-    load_scenario(TRIVIAL, overrides=over)
-    monkeypatch.setenv(MEMORY_ENV, "32MiB")
-    e = raises(TRIVIAL, over)
+    load_scenario(LIMITED, overrides=over)
+    monkeypatch.setenv(MEMORY_ENV, "20MiB")
+    e = raises(LIMITED, over)
     assert where(e) == ("<string>", "host", "epc")
     assert str(e) == (
-        "<string>: host.epc: the run would need up to 33.9 MiB of memory (32.0 MiB for "
-        "1048576 EPC pages, 1.8 MiB for 6002 samples x 1 cgroups), more than the 32.0 MiB "
+        "<string>: host.epc: the run would need up to 23.7 MiB of memory (20.0 MiB for "
+        "1048576 EPC pages, 3.7 MiB for 6002 samples x 2 cgroups), more than the 20.0 MiB "
         f"available (set by {MEMORY_ENV})"
     )
 
 
-def test_one_tib_epc_warns() -> None:
-    """`--set host.epc=1TiB` on a trivial scenario silently took 6.9 GB: now a
-    MemoryEstimateWarning (above half of the available memory)."""
+def test_one_tib_epc_takes_the_pages_used() -> None:
+    """`--set host.epc=1TiB` on a trivial scenario silently took 6.9 GB; then it warned
+    (every EPC page counted); now the pool costs the pages the run can use (issue 15):
+    no warning.  Where every page may be used (a cgroup limit), 2 TiB warns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sc = load_scenario(TRIVIAL, overrides=["host.epc=1TiB"])
+    assert estimate_memory(sc).parts["epc"] == (
+        20 * 18,  # 16 pages, a VA page, the SECS
+        "host",
+        "epc",
+        "18 of 268435456 EPC pages",
+    )
     with pytest.warns(MemoryEstimateWarning) as rec:
-        load_scenario(TRIVIAL, overrides=["host.epc=1TiB"])
+        load_scenario(LIMITED, overrides=["host.epc=2TiB"])
     assert len(rec) == 1
     assert str(rec[0].message) == (
-        "<string>: the run may need up to 8.0 GiB of memory of the 16.0 GiB available "
-        "(8.0 GiB for 268435456 EPC pages)"
+        "<string>: the run may need up to 10.0 GiB of memory of the 16.0 GiB available "
+        "(10.0 GiB for 536870912 EPC pages)"
     )
     assert rec[0].filename == __file__  # points at the caller of load_scenario
+
+
+def test_epc_pages_used_bound() -> None:
+    """The EPC pages counted: the whole EPC unless nothing can allocate a page twice
+    before it is nearly full (docs/SCENARIOS.md)."""
+    big = ("host.epc=1GiB",)
+    assert epc_pages_used(load_scenario(TRIVIAL, overrides=big), [64 << 10]) == 18
+    for extra in (
+        '[[cgroup]]\npath = "/a"\nmemory_max = "1MiB"\n',
+        '[[at]]\ntime = "1ms"\nmkdir = "/b"\n',
+    ):
+        sc = load_scenario(TRIVIAL + extra, overrides=big)
+        assert epc_pages_used(sc, [64 << 10]) == 1 << 18
+    sc = load_scenario(TRIVIAL, overrides=(*big, "host.policy=global-lru"))
+    assert epc_pages_used(sc, [64 << 10]) == 1 << 18
+    # near the EPC's size: the whole EPC (reclaim may start)
+    sc = load_scenario(TRIVIAL, overrides=("host.epc=320KiB",))
+    assert epc_pages_used(sc, [64 << 10]) == 80
+    sc = load_scenario(TRIVIAL, overrides=("host.epc=336KiB",))
+    assert epc_pages_used(sc, [64 << 10]) == 18
 
 
 def test_half_of_the_available_memory_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MEMORY_ENV, "40MiB")
     with pytest.warns(MemoryEstimateWarning) as rec:
-        load_scenario(TRIVIAL, overrides=["host.epc=4GiB"])
+        load_scenario(LIMITED, overrides=["host.epc=4GiB"])
     assert str(rec[0].message) == (
-        "<string>: the run may need up to 33.9 MiB of memory of the 40.0 MiB available "
-        "(32.0 MiB for 1048576 EPC pages, 1.8 MiB for 6002 samples x 1 cgroups)"
+        "<string>: the run may need up to 23.7 MiB of memory of the 40.0 MiB available "
+        "(20.0 MiB for 1048576 EPC pages, 3.7 MiB for 6002 samples x 2 cgroups)"
     )
-    monkeypatch.setenv(MEMORY_ENV, "68MiB")  # 33.9 MiB is less than half
+    monkeypatch.setenv(MEMORY_ENV, "48MiB")  # 23.7 MiB is less than half
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_scenario(TRIVIAL, overrides=["host.epc=4GiB"])  # no warning
+        load_scenario(LIMITED, overrides=["host.epc=4GiB"])  # no warning
 
 
 @pytest.mark.parametrize("name", ["kselftest", "noisy-neighbour", "overcommit", "nested-fairness"])

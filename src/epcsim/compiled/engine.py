@@ -242,7 +242,8 @@ class _Packed:
         S[C.S_NNODES] = len(fl)
         S[C.S_SECT : C.S_SECT + len(fl)] = pool.section_start
         for k, f in enumerate(fl):
-            S[C.S_NODES + 3 * k : C.S_NODES + 3 * k + 3] = (f.head, f.tail, f.nr)
+            b = C.S_NODES + C.NODE_W * k
+            S[b : b + C.NODE_W] = (f.head, f.tail, f.nr, f.hwm, f.end)
         for k, encl in enumerate(self.encls):
             e = encl.id
             off, vaoff = self.off[k], self.vaoff[k]
@@ -389,7 +390,8 @@ class _Packed:
                 m = m.parent
         CG[C.CG_MEMD] = 0
         for k, f in enumerate(pool.free_lists):
-            f.head, f.tail, f.nr = (int(S[C.S_NODES + 3 * k + j]) for j in range(3))
+            b = C.S_NODES + C.NODE_W * k
+            f.head, f.tail, f.nr, f.hwm = (int(v) for v in S[b : b + C.NODE_HWM + 1])
         write_back("S", S, host)
         for k, encl in enumerate(self.encls):
             e = encl.id

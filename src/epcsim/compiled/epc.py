@@ -1,5 +1,7 @@
 """The EPC allocator as the compiled core runs it (:mod:`epcsim.kernel.epc`): the
-per-node free lists in ``S``, the pool's arrays ``P32`` / ``P8`` / ``PCG``."""
+per-node free lists in ``S`` (at ``S_NODES``, ``NODE_*``: each a pristine range of
+never-used pages, then the pages freed since, as :class:`epcsim.kernel.lru.EpcFreeList`),
+the pool's arrays ``P32`` / ``P8`` / ``PCG``."""
 
 from __future__ import annotations
 
@@ -17,6 +19,12 @@ from .layout import (
     EBUSY,
     ENOMEM,
     IS_FREE,
+    NODE_END,
+    NODE_HEAD,
+    NODE_HWM,
+    NODE_NR,
+    NODE_TAIL,
+    NODE_W,
     P_FLAGS,
     P_KIND,
     P_NEXT,
@@ -45,28 +53,44 @@ __all__ = [
 
 
 @inline
-def _sgx_alloc_epc_page(S, P32, P8):
+def _sgx_alloc_epc_page(S, P32, P8, PCG):
     """Models __sgx_alloc_epc_page() (specialised from
     epcsim.kernel.epc._sgx_alloc_epc_page): the head of the local node's free list,
-    else of the following nodes, wrapping.  Returns the page or -ENOMEM."""
+    else of the following nodes, wrapping; a list's head is the first page of its
+    pristine range while that is non-empty (its row written now, as
+    epcsim.kernel.epc._sgx_alloc_epc_page_from_node does), else the first page freed
+    since.  Returns the page or -ENOMEM."""
     nodes = S[S_NNODES]
     nid0 = S[S_CUR_NID] if 0 <= S[S_CUR_NID] < nodes else 0
     nid = nid0
     while True:
-        b = S_NODES + 3 * nid
-        i = S[_u(b)]
+        b = S_NODES + NODE_W * nid
+        i = S[_u(b + NODE_HWM)]
+        if i < S[_u(b + NODE_END)]:
+            S[_u(b + NODE_HWM)] = i + 1
+            P32[_u(i), P_PREV] = i
+            P32[_u(i), P_NEXT] = i
+            P32[_u(i), P_OE] = -1
+            P32[_u(i), P_OI] = -1
+            PCG[_u(i)] = -1
+            P8[_u(i), P_KIND] = KIND_FREE
+            S[_u(b + NODE_NR)] -= 1
+            P8[_u(i), P_FLAGS] = 0
+            S[S_NR_FREE] -= 1
+            return i
+        i = S[_u(b + NODE_HEAD)]
         if i >= 0:
             n = P32[_u(i), P_NEXT]
-            S[_u(b)] = n
+            S[_u(b + NODE_HEAD)] = n
             if n < 0:
-                S[_u(b + 1)] = -1
+                S[_u(b + NODE_TAIL)] = -1
             else:
                 P32[_u(n), P_PREV] = -1
                 prefetch(P8, n, P_FLAGS)  # the next allocation's
                 prefetch(P32, n, P_PREV)
             P32[_u(i), P_PREV] = i
             P32[_u(i), P_NEXT] = i
-            S[_u(b + 2)] -= 1
+            S[_u(b + NODE_NR)] -= 1
             P8[_u(i), P_FLAGS] = 0
             S[S_NR_FREE] -= 1
             return i
@@ -88,16 +112,16 @@ def _sgx_free_epc_page_to_node(S, P32, P8, PCG, page):
     for k in range(1, S[S_NNODES]):
         if S[_u(S_SECT + k)] <= page:
             nid = k
-    b = S_NODES + 3 * nid
-    t = S[_u(b + 1)]
+    b = S_NODES + NODE_W * nid
+    t = S[_u(b + NODE_TAIL)]
     P32[_u(page), P_PREV] = t
     P32[_u(page), P_NEXT] = -1
     if t < 0:
-        S[_u(b)] = page
+        S[_u(b + NODE_HEAD)] = page
     else:
         P32[_u(t), P_NEXT] = page
-    S[_u(b + 1)] = page
-    S[_u(b + 2)] += 1
+    S[_u(b + NODE_TAIL)] = page
+    S[_u(b + NODE_NR)] += 1
     P8[_u(page), P_FLAGS] = IS_FREE
     S[S_NR_FREE] += 1
 
@@ -133,7 +157,7 @@ def sgx_alloc_epc_page(S, CG, P32, P8, PCG, e, kind, oidx):
     ret = sgx_cgroup_try_charge(S, CG, c)
     if ret:
         return ret
-    page = _sgx_alloc_epc_page(S, P32, P8)
+    page = _sgx_alloc_epc_page(S, P32, P8, PCG)
     if page >= 0:
         P8[_u(page), P_KIND] = kind
         P32[_u(page), P_OE] = e

@@ -20,7 +20,8 @@ The tables:
 
 - ``S`` (int64): scalars, vectors at ``S_LC`` (ENCLS leaf counts), ``S_LCOST`` (their
   costs), ``S_SECT`` (first page of each EPC section), ``S_NODES`` (free lists: head,
-  tail, nr per node).
+  tail, nr, hwm, end per node, ``NODE_*``: the freed pages' links, the length, the
+  pristine range).
 - ``EN[f, eid]``: per enclave, by host enclave id (an :class:`~epcsim.kernel.encl.Encl`).
 - ``TH[f, j]``: per enclave thread the compiled engine runs.
 - ``CG[f, id]``: per sgx_cgroup (an :class:`~epcsim.kernel.epc_cgroup.SgxCgroup`), and
@@ -153,6 +154,11 @@ class Table:
 NR_LEAVES = encls.NR_LEAVES
 #: words of 64 slots in a VA page's slot map
 VA_WORDS = SGX_VA_SLOT_COUNT // 64
+#: a node's free list at ``S_NODES + NODE_W * nid`` (epcsim.kernel.lru.EpcFreeList):
+#: the head and tail of its freed pages, its length (both parts), and its pristine range
+#: ``[hwm, end)`` of never-used pages, which come first
+NODE_HEAD, NODE_TAIL, NODE_NR, NODE_HWM, NODE_END = range(5)
+NODE_W = 5
 
 S_TABLE = Table(
     "S",
@@ -206,7 +212,11 @@ S_TABLE = Table(
         ),
         _f("LCOST", "ENCLS leaf costs (ns)", width=NR_LEAVES),
         _f("SECT", "first page of each EPC section", width=SGX_MAX_EPC_SECTIONS),
-        _f("NODES", "free lists: head, tail, nr per node", width=3 * SGX_MAX_EPC_SECTIONS),
+        _f(
+            "NODES",
+            "free lists: head, tail, nr, hwm, end per node (NODE_*)",
+            width=NODE_W * SGX_MAX_EPC_SECTIONS,
+        ),
     ),
 )
 
@@ -651,6 +661,12 @@ __all__ = [
     "LRU_PF_HOPS",
     "NR_LEAVES",
     "VA_WORDS",
+    "NODE_W",
+    "NODE_HEAD",
+    "NODE_TAIL",
+    "NODE_NR",
+    "NODE_HWM",
+    "NODE_END",
     # kernel-model constants the compiled code uses, under their kernel names
     "DESC_ACCESSED",
     "DESC_BEING_RECLAIMED",

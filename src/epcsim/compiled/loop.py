@@ -15,7 +15,8 @@ Layout (few arguments per call: numba passes every array field by value):
 
 - ``S`` (int64): scalars (``S_*``; every offset is in :mod:`epcsim.compiled.layout`),
   the ENCLS leaf counts at ``S_LC``, their costs at ``S_LCOST``, the EPC sections' first
-  pages at ``S_SECT`` and the free lists (head, tail, nr per node) at ``S_NODES``.
+  pages at ``S_SECT`` and the free lists (head, tail, nr, pristine range per node:
+  ``NODE_*``) at ``S_NODES``.
 - ``CG[f, id]`` (int64): per sgx_cgroup fields (``CG_*``); row ``CG_PRE`` is the
   preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order,
   row ``CG_WQ`` the ``sgx_cg_wq`` queue (``S_NWQ`` items, oldest first).

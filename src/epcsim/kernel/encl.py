@@ -451,7 +451,7 @@ def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -
         misc_cg_uncharge(cg, cnt * PAGE_SIZE)
         cg.refcnt -= cnt - 1
         css_put(cg)
-    _sgx_free_epc_pages_to_node(pool, pages.tolist())
+    _sgx_free_epc_pages_to_node(pool, pages)
     encl.secs_child_cnt -= len(pages)
     encl.epc[resident] = -1
     return True

@@ -33,7 +33,7 @@ from .constants import (
     SGX_NO_RECLAIM,
     SGX_NR_LOW_PAGES,
 )
-from .lru import EpcList, SgxEpcLruList
+from .lru import EpcFreeList, SgxEpcLruList
 from .misc import css_put, misc_cg_charge_if_fits, misc_cg_uncharge
 
 if TYPE_CHECKING:
@@ -83,14 +83,12 @@ class EpcPool:
         self.section_start = np.cumsum([0, *self.section_pages[:-1]]).astype(np.int64)
         # the int32 and uint8 fields are columns of two arrays, one row per page (a
         # page's list links and owner share a cache line; the compiled engine takes
-        # the arrays whole)
-        self.i32 = np.empty((n, 4), dtype=np.int32)
+        # the arrays whole).  Zero-filled (calloc): a page's row is written when the
+        # page is first allocated, never before, so memory grows with the pages used,
+        # not with the EPC (the pristine ranges of the free lists, EpcFreeList).
+        self.i32 = np.zeros((n, 4), dtype=np.int32)
         self.prev, self.next, self.owner_encl, self.owner_idx = self.i32.T
-        self.prev[:] = np.arange(n, dtype=np.int32)
-        self.next[:] = self.prev
-        self.owner_encl[:] = -1
-        self.owner_idx[:] = -1
-        self.cg = np.full(n, -1, dtype=np.int16)
+        self.cg = np.zeros(n, dtype=np.int16)
         self.u8 = np.zeros((n, 2), dtype=np.uint8)
         self.flags, self.kind = self.u8.T
         self.m_prev = memoryview(self.prev)
@@ -100,19 +98,12 @@ class EpcPool:
         self.m_cg = memoryview(self.cg)
         self.m_flags = memoryview(self.flags)
         self.m_kind = memoryview(self.kind)
-        # Free lists, one per node, built in one vectorised pass (FIFO order by index).
-        self.free_lists: list[EpcList] = []
-        for start, cnt in zip(self.section_start.tolist(), self.section_pages):
-            fl = EpcList(self.m_prev, self.m_next)
-            if cnt:
-                idx = np.arange(start, start + cnt, dtype=np.int32)
-                self.prev[start : start + cnt] = idx - 1
-                self.next[start : start + cnt] = idx + 1
-                self.prev[start] = -1
-                self.next[start + cnt - 1] = -1
-                fl.head, fl.tail, fl.nr = start, start + cnt - 1, cnt
-            self.free_lists.append(fl)
-        self.flags[:] = SGX_EPC_PAGE_IS_FREE
+        # Free lists, one per node: the whole section, in index order, as a pristine
+        # range (EpcFreeList); nothing is written per page.
+        self.free_lists: list[EpcFreeList] = [
+            EpcFreeList(self.m_prev, self.m_next, start, start + cnt)
+            for start, cnt in zip(self.section_start.tolist(), self.section_pages)
+        ]
         #: ``sgx_nr_free_pages``
         self.nr_free_pages = n
 
@@ -135,6 +126,23 @@ class EpcPool:
             )
         )
 
+    def touched(self) -> np.ndarray:
+        """The pages whose rows hold state (every page but the free lists' pristine
+        ranges), in index order (int64)."""
+        parts = [
+            np.arange(start, fl.hwm, dtype=np.int64)
+            for start, fl in zip(self.section_start.tolist(), self.free_lists)
+        ]
+        return np.concatenate(parts)
+
+    def is_pristine(self, pages: np.ndarray) -> np.ndarray:
+        """For each page of *pages*: in its node's pristine range (never allocated; its
+        row holds no state, the page is free by definition)."""
+        pages = np.asarray(pages, dtype=np.int64)
+        nid = np.searchsorted(self.section_start, pages, side="right") - 1
+        hwm = np.array([fl.hwm for fl in self.free_lists], dtype=np.int64)
+        return pages >= hwm[nid]
+
     def section_of(self, i: int) -> int:
         """``sgx_epc_page.section``: derived from the page number."""
         return int(np.searchsorted(self.section_start, i, side="right")) - 1
@@ -144,11 +152,29 @@ def _sgx_alloc_epc_page_from_node(pool: EpcPool, nid: int) -> int:
     """Models __sgx_alloc_epc_page_from_node() (main.c).
 
     Returns:
-        the page taken from the head of node *nid*'s free list, or -ENOMEM if empty.
+        the page taken from the head of node *nid*'s free list, or -ENOMEM if empty: the
+        first page of its pristine range while that is non-empty (the head of the list
+        the kernel builds at boot), else the first page freed since
+        (:class:`~epcsim.kernel.lru.EpcFreeList`).
     """
-    i = pool.free_lists[nid].pop_head()
-    if i < 0:
-        return -ENOMEM
+    fl = pool.free_lists[nid]
+    i = fl.hwm
+    if i < fl.end:
+        # the first page of the pristine range: its row is written now, as the
+        # eagerly built list would hold it once popped (self-linked, no owner, no
+        # cgroup, KIND_FREE)
+        fl.hwm = i + 1
+        fl.nr -= 1
+        pool.m_prev[i] = i
+        pool.m_next[i] = i
+        pool.m_owner_encl[i] = -1
+        pool.m_owner_idx[i] = -1
+        pool.m_cg[i] = -1
+        pool.m_kind[i] = KIND_FREE
+    else:
+        i = fl.pop_head()
+        if i < 0:
+            return -ENOMEM
     pool.m_flags[i] = 0
     pool.nr_free_pages -= 1
     return i
@@ -345,15 +371,16 @@ def _sgx_free_epc_page_to_node(pool: EpcPool, page: int) -> None:
     pool.nr_free_pages += 1
 
 
-def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int]) -> None:
+def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int] | np.ndarray) -> None:
     """:func:`_sgx_free_epc_page_to_node` for *pages* in order (the same state): the
     pages' fields are reset and they are linked at the tail of their nodes' free lists
-    as one run per node."""
+    as one run per node.  *pages*: a list or an int32 array (an enclave's release: no
+    list of Python ints for its pages)."""
     if len(pages) == 1 or len(pool.free_lists) > 1:
-        for p in pages:
+        for p in pages.tolist() if isinstance(pages, np.ndarray) else pages:
             _sgx_free_epc_page_to_node(pool, p)
         return
-    arr = np.array(pages, dtype=np.int32)
+    arr = np.asarray(pages, dtype=np.int32)
     pool.cg[arr] = -1
     pool.kind[arr] = KIND_FREE
     pool.owner_encl[arr] = -1
@@ -362,7 +389,7 @@ def _sgx_free_epc_pages_to_node(pool: EpcPool, pages: list[int]) -> None:
     fl = pool.free_lists[0]
     pool.prev[arr[1:]] = arr[:-1]
     pool.next[arr[:-1]] = arr[1:]
-    first, last = pages[0], pages[-1]
+    first, last = int(arr[0]), int(arr[-1])
     t = fl.tail
     pool.m_prev[first] = t
     if t < 0:

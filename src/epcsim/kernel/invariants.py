@@ -56,43 +56,62 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
     """
     pool = host.epc
     n = pool.nr_pages
+    # Every page is checked: a page of a free list's pristine range (never allocated)
+    # is free by definition and its row is never read; the others ("touched", in index
+    # order) are checked from their rows.
+    for k, fl in enumerate(pool.free_lists):
+        start = int(pool.section_start[k])
+        if not (start <= fl.hwm <= fl.end and fl.end == start + pool.section_pages[k]):
+            _fail(f"free list {k}: pristine range [{fl.hwm}, {fl.end}) outside its section")
+    touched = pool.touched()
     flags = pool.flags
     kind = pool.kind
-    free_mask = (flags & SGX_EPC_PAGE_IS_FREE) != 0
+    flags_t = flags[touched]
+    free_t = (flags_t & SGX_EPC_PAGE_IS_FREE) != 0
+    # the pages on some list (a free list's freed part, an LRU), once per list they
+    # are on: memory and time in proportion to the pages used, not to the EPC
+    seen: list[int] = []
     # free lists
-    seen = np.zeros(n, dtype=np.int8)
-    nfree = 0
-    for fl in pool.free_lists:
-        lst = fl.to_list()
-        if len(lst) != fl.nr:
-            _fail(f"free list length {fl.nr} != walked {len(lst)}")
+    nfree = npristine = 0
+    for k, fl in enumerate(pool.free_lists):
+        start = int(pool.section_start[k])
+        lst = fl.freed_list()
+        if len(lst) + fl.nr_pristine != fl.nr:
+            _fail(f"free list length {fl.nr} != walked {len(lst)} + pristine {fl.nr_pristine}")
         for i in lst:
-            seen[i] += 1
+            if not start <= i < fl.hwm:
+                _fail(f"page {i} on free list {k}: not a used page of its section")
+            if not flags[i] & SGX_EPC_PAGE_IS_FREE:
+                _fail(f"page {i} on a free list without IS_FREE")
+        seen += lst
         nfree += fl.nr
+        npristine += fl.nr_pristine
     if nfree != pool.nr_free_pages:
         _fail(f"nr_free_pages {pool.nr_free_pages} != pages on free lists {nfree}")
-    if int(free_mask.sum()) != nfree:
+    if int(free_t.sum()) != nfree - npristine:
         _fail("IS_FREE flags disagree with the free lists")
-    if np.any(kind[free_mask] != KIND_FREE):
+    if np.any(kind[touched][free_t] != KIND_FREE):
         _fail("a free page has an owner")
     # LRUs
     lru_total = 0
-    on_lru = np.zeros(n, dtype=bool)
+    lru_pages: list[int] = []
     for sgx_cg in host.sgx_cgroups:
         if sgx_cg is None:
             continue
         lst = sgx_cg.lru.to_list()
         if len(lst) != sgx_cg.lru.nr:
             _fail(f"{sgx_cg!r}: LRU length {sgx_cg.lru.nr} != walked {len(lst)}")
+        if lst and np.any(pool.is_pristine(lst)):
+            _fail(f"{sgx_cg!r}: a never-allocated page on its LRU")
         for i in lst:
-            seen[i] += 1
-            on_lru[i] = True
             if pool.cg[i] != sgx_cg.id:
                 _fail(f"page {i} on the LRU of {sgx_cg!r} but charged to {pool.cg[i]}")
             if not flags[i] & SGX_EPC_PAGE_RECLAIMER_TRACKED:
                 _fail(f"page {i} on an LRU without RECLAIMER_TRACKED")
             if kind[i] != KIND_ENCL:
                 _fail(f"page {i} of kind {kind[i]} on an LRU")
+        seen += lst
+        lru_pages += lst
         lru_total += len(lst)
     # a policy's own lists (epcsim.policies: global-lru's one list) hold pages of any
     # cgroup
@@ -100,30 +119,35 @@ def check_invariants(host: Host, *, quiescent: bool = False) -> None:
         lst = lru.to_list()
         if len(lst) != lru.nr:
             _fail(f"policy list length {lru.nr} != walked {len(lst)}")
+        if lst and np.any(pool.is_pristine(lst)):
+            _fail("a never-allocated page on a policy's list")
         for i in lst:
-            seen[i] += 1
-            on_lru[i] = True
             if not flags[i] & SGX_EPC_PAGE_RECLAIMER_TRACKED:
                 _fail(f"page {i} on an LRU without RECLAIMER_TRACKED")
             if kind[i] != KIND_ENCL:
                 _fail(f"page {i} of kind {kind[i]} on an LRU")
+        seen += lst
+        lru_pages += lst
         lru_total += len(lst)
     if lru_total != host.nr_lru_pages:
         _fail(f"nr_lru_pages {host.nr_lru_pages} != pages on LRUs {lru_total}")
-    if np.any(seen > 1):
-        _fail(f"pages on two lists: {np.flatnonzero(seen > 1)[:10].tolist()}")
-    used = ~free_mask
+    pages_seen, times = np.unique(np.array(seen, dtype=np.int64), return_counts=True)
+    if np.any(times > 1):
+        _fail(f"pages on two lists: {pages_seen[times > 1][:10].tolist()}")
+    on_lru = np.isin(touched, np.array(lru_pages, dtype=np.int64))
+    used = ~free_t  # of the touched pages
     if int(used.sum()) + nfree != n:
         _fail("free + used != capacity")
-    isolated = used & ~on_lru & ((flags & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0)
+    isolated = used & ~on_lru & ((flags_t & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0)
     if np.any(isolated) and quiescent:
-        _fail(f"isolated pages while quiescent: {np.flatnonzero(isolated)[:10].tolist()}")
-    if np.any(isolated & (pool.prev != np.arange(n))):
+        _fail(f"isolated pages while quiescent: {touched[isolated][:10].tolist()}")
+    if np.any(isolated & (pool.prev[touched] != touched)):
         _fail("an isolated page is not self-linked")
-    if np.any(used & (pool.cg < 0)):
+    cg_t = pool.cg[touched]
+    if np.any(used & (cg_t < 0)):
         _fail("a used page is not charged to any cgroup")
     # per-cgroup charge accounting
-    charged = np.bincount(pool.cg[used].astype(np.int64), minlength=len(host.sgx_cgroups))
+    charged = np.bincount(cg_t[used].astype(np.int64), minlength=len(host.sgx_cgroups))
 
     def walk(cg: MiscCg) -> int:
         if cg.freed:

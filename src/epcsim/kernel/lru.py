@@ -13,7 +13,7 @@ with respect to the simulator's yield points.
 
 from __future__ import annotations
 
-__all__ = ["EpcList", "SgxEpcLruList"]
+__all__ = ["EpcFreeList", "EpcList", "SgxEpcLruList"]
 
 
 class EpcList:
@@ -137,3 +137,48 @@ class SgxEpcLruList(EpcList):
     """
 
     __slots__ = ()
+
+
+class EpcFreeList(EpcList):
+    """A node's free list (``sgx_numa_node.free_page_list``), kept lazily.
+
+    At boot the kernel links every page of a section into its node's free list in index
+    order, and freed pages go to the tail; so the list is always the section's
+    never-used pages ``[hwm, end)`` in index order (the *pristine* range) followed by the
+    pages freed since.  The model keeps the first part implicit: ``hwm`` and ``end``
+    bound it and none of its pages' state is ever written or read (the pool's arrays are
+    zero-filled by ``calloc``, so an untouched page costs no memory); ``head`` / ``tail``
+    link only the freed pages; ``nr`` counts both.  The allocator
+    (:func:`epcsim.kernel.epc._sgx_alloc_epc_page_from_node`) takes ``hwm`` while the
+    pristine range is non-empty, else the head: the order of the list built eagerly.
+    """
+
+    __slots__ = ("hwm", "end")
+
+    def __init__(self, prev: memoryview, next_: memoryview, start: int, end: int) -> None:
+        super().__init__(prev, next_)
+        self.hwm = start
+        self.end = end
+        self.nr = end - start
+
+    @property
+    def nr_pristine(self) -> int:
+        """Pages of the implicit never-used range ``[hwm, end)``."""
+        return self.end - self.hwm
+
+    def to_list(self) -> list[int]:
+        """The entries from head to tail: the pristine range, then the freed pages."""
+        return list(range(self.hwm, self.end)) + self.freed_list()
+
+    def freed_list(self) -> list[int]:
+        """The explicitly linked part (pages freed since boot), head to tail."""
+        return EpcList.to_list(self)
+
+    def add_head(self, i: int) -> None:
+        """Not for a free list (the kernel only adds at its tail; the head would come
+        after the pristine range here)."""
+        raise NotImplementedError("a free list takes pages at its tail")
+
+    def isolate_head(self, n: int) -> list[int]:
+        """Not for a free list (its head may be the implicit pristine range)."""
+        raise NotImplementedError("a free list is taken from by the allocator only")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import EpcsimError
-from ..kernel.constants import PAGE_SIZE
+from ..kernel.constants import PAGE_SIZE, SGX_NR_HIGH_PAGES, SGX_VA_SLOT_COUNT
 from ..kernel.host import MAX_EPC_PAGES as _HOST_MAX_EPC_PAGES
 from ..units import parse_size, parse_time
 
@@ -38,6 +38,7 @@ __all__ = [
     "MemoryEstimate",
     "MemoryEstimateWarning",
     "available_memory",
+    "epc_pages_used",
     "estimate_memory",
 ]
 
@@ -63,11 +64,15 @@ WARN_FRACTION = 0.5
 
 # --- the formula (bytes), measured on the model (docs/SCENARIOS.md) ----------------------
 
-#: per EPC page: 20 bytes of state (epc.py) + the temporaries of building the free lists
-PER_EPC_PAGE = 32
+#: per EPC page the run may allocate: 20 bytes of state (epc.py); a page never
+#: allocated costs nothing (the pool's arrays are zero-filled, the free lists' pristine
+#: ranges are never written: epcsim.kernel.lru.EpcFreeList)
+PER_EPC_PAGE = 20
 #: per ELRANGE page of every enclave process: 12 bytes of state (encl.py), the compiled
-#: engine's packed copy (12) and its hit bits and VA rows (2)
-PER_ENCL_PAGE = 26
+#: engine's packed copy (12) and its hit bits and VA rows (2), and 10 more for the
+#: temporaries of its release (the bulk free of its resident pages: measured, once the
+#: EPC term counted only the pages used and no longer covered them)
+PER_ENCL_PAGE = 36
 #: per ELRANGE page of a Zipf workload (shared by its processes): the CDF (float64), the
 #: rank -> page permutation (int64) and a temporary of building it
 PER_ZIPF_PAGE = 24
@@ -166,7 +171,7 @@ def estimate_memory(
 
     Formula (every term an upper bound; ``docs/SCENARIOS.md``)::
 
-        PER_EPC_PAGE    x EPC pages
+        PER_EPC_PAGE    x EPC pages the run may allocate (epc_pages_used())
       + PER_ENCL_PAGE   x sum over enclaves of count x ELRANGE pages
       + PER_ZIPF_PAGE   x sum over Zipf enclaves of ELRANGE pages
       + PER_VEPC_PAGE   x vEPC pages
@@ -190,7 +195,9 @@ def estimate_memory(
     parts: dict[str, tuple[int, str, str, str]] = {}
     epc_pages = sc.capacity // PAGE_SIZE
     epc_field = "epc" if h.epc is not None else "sections"
-    parts["epc"] = (PER_EPC_PAGE * epc_pages, "host", epc_field, f"{epc_pages} EPC pages")
+    used = epc_pages_used(sc, enclave_bytes)
+    what = f"{epc_pages} EPC pages" if used == epc_pages else f"{used} of {epc_pages} EPC pages"
+    parts["epc"] = (PER_EPC_PAGE * used, "host", epc_field, what)
     duration = parse_time(h.duration)
     interval = parse_time(h.sample_interval)
     ncg = 1 + len(sc.cgroup) + sum(1 for a in sc.at if a.mkdir)
@@ -251,6 +258,41 @@ def estimate_memory(
     )
     parts["faults"] = (PER_FAULT * faults, "host", "duration", f"up to {faults} faults")
     return MemoryEstimate(parts)
+
+
+def epc_pages_used(sc: Scenario, enclave_bytes: list[int]) -> int:
+    """An upper bound on the EPC pages a run of *sc* allocates at least once (the pages
+    whose state the pool holds; ``docs/SCENARIOS.md``, "Limits and memory").
+
+    The free lists hand out never-used pages before reused ones (the kernel's order), so
+    every allocation may use a new page until the EPC has been used once: in general the
+    bound is the whole EPC.  It is lower when nothing can make a page be allocated twice
+    before the EPC is nearly full: no cgroup limit (``max``, ``memory_max``), no
+    ``[[at]]`` operation, no kselftest program, no EDMM, no extension and the series'
+    own reclaim (``policy = "v16"``).  Then, until a page is reclaimed, each enclave
+    process allocates at most its ELRANGE pages, a VA page per 512 of them (plus one) and
+    its SECS (an enclave sized by its trace is not bounded here: the estimate does not
+    read traces), and each vEPC its guest pages; and no page is reclaimed (nor a fault
+    retried) before fewer than ``SGX_NR_HIGH_PAGES`` pages are free.  So when those
+    allocations leave more than that free, they are the bound.
+    """
+    epc_pages = sc.capacity // PAGE_SIZE
+    unbounded = (
+        any(c.max not in (None, "max") or c.memory_max not in (None, "max") for c in sc.cgroup)
+        or sc.at
+        or any(e.program is not None or e.edmm is not None for e in sc.enclave)
+        or sc.host.extensions
+        or sc.host.policy != "v16"
+    )
+    if unbounded:
+        return epc_pages
+    allocs = sum(v.pages for v in sc.vepc)
+    for e, data in zip(sc.enclave, enclave_bytes, strict=True):
+        if e.size is None:
+            return epc_pages  # its trace gives the size: not read here
+        pages = elrange_pages(data, e.program)
+        allocs += e.count * (pages + pages // SGX_VA_SLOT_COUNT + 2)
+    return allocs if allocs + SGX_NR_HIGH_PAGES < epc_pages else epc_pages
 
 
 def check_memory(
