@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from peer import positive_int  # the same argument check (benchmarks/ is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGGERED = REPO / "examples/staggered-eadd.toml"
@@ -172,16 +173,6 @@ def parse_rows(spec: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("no row given")
     return list(dict.fromkeys(names))
-
-
-def positive_int(s: str) -> int:
-    try:
-        v = int(s.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
