@@ -260,6 +260,8 @@ def _cases(tmp: Path) -> dict[str, Any]:
     out["bench:tenants"] = tenants.scenario(16 << 20, 64000)  # scaled down
     out["bench:mrc"] = mrc_scenario(str(npy), 200, 5000, {}, {})
     out["bench:mrc_unref"] = mrc_scenario(str(npy), 200, 5000, {}, {"fault_unreferenced": True})
+    for f in sorted((ROOT / "examples").glob("*.toml")):  # benchmarks/engines.py's too
+        out[f"example:{f.stem}"] = str(f)
     return out
 
 
@@ -342,6 +344,11 @@ TABLE = {
     "bench:tenants": ("compiled", ELIGIBLE),
     "bench:mrc": ("compiled", ELIGIBLE),
     "bench:mrc_unref": ("compiled", ELIGIBLE),
+    # tenant B starts at 20 ms while A runs: the issue-15 case of a staggered EADD start
+    "example:staggered-eadd": (
+        "reference",
+        "other actors were scheduled when the first enclave thread ran",
+    ),
 }
 
 
@@ -350,6 +357,7 @@ TABLE = {
 #: 13 ms), before the cut, in the same state; a cut before it would record "the compiled
 #: engine did not run", not the pinned reason
 CUT = {
+    "example:staggered-eadd": ['host.duration="60ms"'],
     "builtin:noisy-neighbour": ['host.duration="20ms"'],
     "builtin:overcommit": ['host.duration="20ms"'],
 }
