@@ -16,9 +16,9 @@ from sim.test_engines_exact import (
     FIXED_MULTI,
     _assert_same,
     _both,
-    _kernel_state,
     _toml,
     _toml_multi,
+    assert_truncated_states_equal,
     multi_scenarios,
     scenarios,
 )
@@ -114,17 +114,7 @@ _TRUNCATED = [(p, n) for p in ("v14", "v13") for n in ("tree", "limit", "ksgxd")
 def test_truncated_runs_leave_identical_kernel_state(policy: str, name: str, stop: str) -> None:
     kw = dict(FIXED[name])
     kw.update(duration=stop, accesses=200000)
-    sc = load_scenario(_with_policy(_toml(**kw), policy))
-    states = []
-    for engine in ("reference", "compiled"):
-        sim = Simulation(sc, engine=engine)
-        res = sim.run()
-        assert res.summary["truncated"]
-        assert res.engine == engine
-        states.append(_kernel_state(sim))
-    ref, bat = states
-    for k in ref:
-        assert ref[k] == bat[k], k
+    assert_truncated_states_equal(_with_policy(_toml(**kw), policy))
 
 
 def test_v14_hands_back_an_episode_mid_walk(monkeypatch) -> None:

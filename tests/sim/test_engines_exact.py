@@ -610,12 +610,18 @@ def test_truncated_runs_leave_identical_kernel_state(name: str, stop: str) -> No
     anywhere in a batch), both engines leave the same kernel state, field by field:
     EPC and enclave arrays, VA pages and their slot maps, LRUs, cursors, counters,
     the event heap's (time, priority, seq) entries."""
+    kw = dict(FIXED[name])
+    kw.update(duration=stop, accesses=200000)
+    assert_truncated_states_equal(_toml(**kw))
+
+
+def assert_truncated_states_equal(toml: str) -> None:
+    """Run *toml* (stopped by its time limit) on both engines and compare their kernel
+    state field by field (:func:`_kernel_state`)."""
     from epcsim.scenario.schema import load_scenario
     from epcsim.sim.engine import Simulation
 
-    kw = dict(FIXED[name])
-    kw.update(duration=stop, accesses=200000)
-    sc = load_scenario(_toml(**kw))
+    sc = load_scenario(toml)
     states = []
     for engine in ("reference", "compiled"):
         sim = Simulation(sc, engine=engine)

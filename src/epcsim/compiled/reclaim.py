@@ -110,6 +110,7 @@ __all__ = [
     "sgx_cgroup_reclaim_pages",
     "sgx_cgroup_reclaim_pages_v13",
     "sgx_cgroup_reclaim_pages_v14",
+    "sgx_cgroup_walk_on",
     "sgx_reclaimer_age",
     "sgx_reclaimer_block",
     "sgx_reclaimer_write",
@@ -187,6 +188,19 @@ def sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r):
     return False
 
 
+@inline
+def sgx_cgroup_walk_on(CG, root, pos):
+    """Models sgx_cgroup_next_desc_pre() and the sgx_put_cg() that follows it: the walk
+    step of sgx_cgroup_reclaim_pages() in the series' v14 and v13 (specialised from
+    epc_cgroup.sgx_cgroup_next_desc_pre as epcsim.policies.v14 and v13 call it): the
+    next cgroup of subtree(*root*) in preorder (referenced), then *pos* put unless it is
+    the root.  Returns *root* past the end of the subtree."""
+    nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
+    if pos != root:
+        CG[CG_REFCNT, _u(pos)] -= 1  # sgx_put_cg()
+    return nxt
+
+
 @outline
 def sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after):
     """Models sgx_cgroup_reclaim_pages() of the series' v14, (root, start, charge_mm)
@@ -212,13 +226,10 @@ def sgx_cgroup_reclaim_pages_v14(S, CG, EN, R, P32, P8, E32, E8, r, after):
         kept = _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, pos)
         if kept:
             return True
-        nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
-        if pos != root:
-            CG[CG_REFCNT, _u(pos)] -= 1  # sgx_put_cg()
-        if nxt == root:
+        pos = sgx_cgroup_walk_on(CG, root, pos)
+        if pos == root:
             R[R_CUR, _u(r)] = -1
             return False
-        pos = nxt
     if pos != root:
         CG[CG_REFCNT, _u(pos)] -= 1  # the model's cursor holds no reference
     R[R_CUR, _u(r)] = pos
@@ -247,12 +258,9 @@ def sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after):
         if kept:
             return True
         # nothing counted: cnt < nr_to_scan still holds
-        nxt = sgx_cgroup_next_desc_pre(CG, root, pos)
-        if pos != root:
-            CG[CG_REFCNT, _u(pos)] -= 1  # sgx_put_cg()
-        if nxt == root:
+        pos = sgx_cgroup_walk_on(CG, root, pos)
+        if pos == root:
             return False
-        pos = nxt
 
 
 @inline

@@ -192,6 +192,12 @@ TWINS: tuple[Twin, ...] = (
         "sgx_cgroup_reclaim_pages", _CGROUPS,
     ),
     _prow(
+        "sgx_cgroup_walk_on", "reclaim",
+        [_K + "epc_cgroup.sgx_cgroup_next_desc_pre", "v14.sgx_cgroup_reclaim_pages",
+         "v13.sgx_cgroup_reclaim_pages"],
+        "sgx_cgroup_next_desc_pre", _CGROUPS,
+    ),
+    _prow(
         "sgx_cgroup_reclaim_pages_v14", "reclaim",
         ["v14.sgx_cgroup_reclaim_pages", _K + "epc_cgroup.sgx_cgroup_next_desc_pre"],
         "sgx_cgroup_reclaim_pages", _CGROUPS,
