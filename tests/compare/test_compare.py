@@ -264,3 +264,21 @@ def test_a_hooks_reclaim_counts_into_its_episode(
     hooked = epcsim.run(scenario, engine="reference", episode_log=True)
     assert hooked.summary == base.summary
     assert hooked.episodes == base.episodes
+
+
+def test_cli_counts_the_external_baselines_reclaim(scenario: Path, tmp_path: Path) -> None:
+    """`epcsim compare SCENARIO --policy global-lru,memcg-iter --out DIR` (session 10:
+    their rows read 0 pages reclaimed and no fairness): each policy's pages reclaimed
+    (from the episode log) are the pages its cgroups counted as reclaimed (summary.json),
+    and its scans are counted."""
+    out = tmp_path / "c"
+    code, output = _cli(
+        str(scenario), "--policy", "global-lru,memcg-iter", "--out", str(out), "-j", "1"
+    )
+    assert code == 0, output
+    data = json.loads((out / "compare.json").read_text())
+    for p in data["points"]:
+        evicted = sum(c["pages_reclaimed"]["total"] for c in p["cgroups"].values())
+        by = data["by_policy"][p["policy"]]
+        assert evicted > 0 and by["pages_reclaimed"] == evicted, p["policy"]
+        assert p["scan"]["scanned"] >= evicted and p["scan"]["source"] == "summary"
