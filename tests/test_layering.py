@@ -55,7 +55,8 @@ USES: dict[str, frozenset[str]] = {
     "check": frozenset({"compiled", "rundir"}),
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
-    "epcsim": frozenset({"api", "compare"}),
+    "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
+    "epcsim": frozenset({"api", "compare", "sweep"}),
     "cli": frozenset({"epcsim"}),
 }
 
@@ -103,6 +104,13 @@ KNOWN: tuple[Known, ...] = (
         lazy=False,
         reason="__version__ is defined in the package's __init__ (run.json's versions)",
     ),
+    Known(
+        "epcsim.sweep",
+        "epcsim",
+        lazy=True,
+        reason="__version__ is defined in the package's __init__ (each Dask worker's "
+        "epcsim version is checked against the driver's)",
+    ),
 )
 
 #: third-party top-level package -> the module prefixes that may import it
@@ -115,6 +123,7 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
         "epcsim.report",
         "epcsim.mrc",
         "epcsim.compare",
+        "epcsim.sweep.html",
         "epcsim.workload.traces._plot",
     ),
 }

@@ -1,0 +1,221 @@
+"""Sweep points on an existing Dask distributed cluster (``--scheduler tcp://HOST:PORT``).
+
+:func:`run_dask` is the cluster twin of ``executors.run_local``: the same function over
+the same items, each result handed to ``on_result(item, result)`` in the driver (this
+process) as it arrives, so the driver — never a worker — writes a point's rows, and an
+interrupted sweep loses only the points in flight (``docs/CLUSTER.md``).
+
+What it does, in order:
+
+1. Connects to *scheduler* (``distributed.Client``); an address that does not answer
+   within ``connect_timeout`` seconds is an :class:`~epcsim.errors.EpcsimError` naming it.
+2. Asks every worker its ``epcsim.__version__`` (``Client.run``) and refuses a worker
+   that cannot import epcsim or has another version than the driver's: a point's rows
+   are the model's, and the model is the package.  Workers that join later are checked
+   by each task itself (:func:`_task`).
+3. Submits one task per distinct point key, under a fixed key
+   ``epcsim-<fn name>-<item.key>``.  A fixed key is a content address — the point's key
+   is a hash of its resolved scenario and seed — so ``pure=False`` (a random key per
+   call) would be wrong: two drivers asking the same point of the same cluster share
+   one computation, whose rows are the same whoever asked (``wall_s`` and ``hostname``
+   apart).  With an explicit key Dask ignores ``pure``.
+4. Collects with ``distributed.as_completed``, releasing each future once delivered.
+
+A task that raises is an infrastructure failure (``run_point`` turns a point's own
+errors into rows with ``outcome="error"``): a worker that died under it is retried by
+the scheduler up to ``distributed.scheduler.allowed-failures`` times (default 3) before
+it is given up with ``KilledWorker``.  The other points are still collected and
+delivered; then :class:`EpcsimError` names the failed points (a resumed sweep runs them
+again).  ``KeyboardInterrupt``: the queued futures are cancelled, nothing more is
+delivered, the client is closed and the interrupt re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from ..errors import EpcsimError
+
+__all__ = ["CONNECT_TIMEOUT_S", "point_task_key", "run_dask"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: seconds to wait for the scheduler to answer before giving up
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _version() -> str:
+    import epcsim
+
+    return epcsim.__version__
+
+
+def _worker_version() -> str:
+    """Run on each worker (``Client.run``): the epcsim version it imports."""
+    return _version()
+
+
+def _task(item: Any, *, fn: Callable[[Any], Any], driver_version: str) -> Any:
+    """What a worker runs for one point: *fn(item)*, once the worker's epcsim is the
+    driver's (a worker that joined after the start was not asked by ``Client.run``)."""
+    mine = _version()
+    if mine != driver_version:
+        raise RuntimeError(
+            f"this worker runs epcsim {mine}, the driver epcsim {driver_version}: "
+            "install the driver's version on every worker"
+        )
+    return fn(item)
+
+
+def point_task_key(fn: Callable[..., Any], item: Any) -> str:
+    """The Dask key of *fn(item)*: ``epcsim-<fn name>-<item.key>`` (a point's ``key`` is
+    the hash of its resolved scenario and seed, so the task key is a content address)."""
+    key = getattr(item, "key", None)
+    if not isinstance(key, str) or not key:
+        raise EpcsimError(f"run_dask: an item needs a non-empty str 'key', got {item!r}")
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return f"epcsim-{name}-{key}"
+
+
+async def _probe(address: str, timeout: float) -> None:
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=timeout)
+    await comm.close()
+
+
+def _connect(scheduler: str, timeout: float) -> Any:
+    """A ``distributed.Client`` on *scheduler*, or one clear EpcsimError.
+
+    The address is probed first with a bare connection: a ``Client`` whose constructor
+    times out leaves a half-built object whose finaliser waits twice the timeout again
+    and reports an exception nobody can catch.
+    """
+    from distributed import Client
+
+    what = f"scheduler {scheduler}"
+    try:
+        asyncio.run(_probe(scheduler, timeout))
+    except ValueError as e:  # malformed address, unknown scheme
+        raise EpcsimError(
+            f"{what}: not a scheduler address ({e}); expected tcp://HOST:PORT"
+        ) from None
+    except (OSError, TimeoutError) as e:
+        raise EpcsimError(
+            f"{what}: cannot connect within {timeout:g} s ({e}); is `dask scheduler` "
+            "running there and reachable from this host?"
+        ) from None
+    try:
+        return Client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as e:  # pragma: no cover - the probe just connected
+        raise EpcsimError(f"{what}: cannot connect within {timeout:g} s ({e})") from None
+
+
+def _check_workers(client: Any, scheduler: str, version: str) -> None:
+    """Every worker imports epcsim at the driver's version, or EpcsimError."""
+    found = client.run(_worker_version, on_error="return")
+    bad = []
+    for worker, v in sorted(found.items()):
+        if isinstance(v, BaseException):
+            bad.append(f"{worker} cannot import epcsim ({type(v).__name__}: {v})")
+        elif v != version:
+            bad.append(f"{worker} runs epcsim {v}")
+    if bad:
+        raise EpcsimError(
+            f"scheduler {scheduler}: {len(bad)} of {len(found)} workers do not run epcsim "
+            f"{version} (the driver's): {'; '.join(bad)}. Install the same epcsim version "
+            "in the workers' environment (docs/CLUSTER.md)"
+        )
+
+
+def _failure(item: Any, exc: BaseException | None, status: str) -> str:
+    key = getattr(item, "key", item)
+    if exc is None:
+        return f"point {key}: {status} (the scheduler lost it)"
+    if type(exc).__name__ == "KilledWorker":
+        return (
+            f"point {key}: the workers running it died "
+            "distributed.scheduler.allowed-failures + 1 times (KilledWorker)"
+        )
+    return f"point {key}: {type(exc).__name__}: {exc}"
+
+
+def run_dask(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    scheduler: str,
+    on_result: Callable[[T, R], None],
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+) -> None:
+    """Run ``fn(item)`` for each item on the Dask cluster at *scheduler*; call
+    ``on_result(item, result)`` here, in the driver, as each result arrives.
+
+    *fn* and the items must be picklable by reference (a top-level function such as
+    ``epcsim.sweep.points.run_point``, dataclass items) and importable on the workers;
+    each item has a ``key`` (str), its identity: items with the same key are computed
+    once and each is handed the result.  Order of delivery: completion order.
+
+    Raises:
+        EpcsimError: *scheduler* is not an address or does not answer within
+            *connect_timeout* seconds; a worker lacks epcsim or runs another version;
+            after all other points were delivered, the points whose task raised or whose
+            workers kept dying (named).
+        KeyboardInterrupt: queued points cancelled, nothing more delivered.
+    """
+    if not isinstance(scheduler, str) or not scheduler.strip():
+        raise EpcsimError(f"scheduler: expected an address tcp://HOST:PORT, got {scheduler!r}")
+    if isinstance(connect_timeout, bool) or not (
+        isinstance(connect_timeout, int | float) and connect_timeout > 0
+    ):
+        raise EpcsimError(f"connect_timeout: expected seconds > 0, got {connect_timeout!r}")
+    work = list(items)
+    by_key: dict[str, list[T]] = {}
+    for item in work:
+        by_key.setdefault(point_task_key(fn, item), []).append(item)
+    if not by_key:
+        return
+    scheduler = scheduler.strip()
+    version = _version()
+    client = _connect(scheduler, float(connect_timeout))
+    futures: list[Any] = []
+    try:
+        from distributed import as_completed
+
+        _check_workers(client, scheduler, version)
+        keys = list(by_key)
+        futures = client.map(
+            _task,
+            [by_key[k][0] for k in keys],
+            key=keys,
+            fn=fn,
+            driver_version=version,
+        )
+        failed: list[str] = []
+        for future in as_completed(futures, loop=client.loop):
+            items_here = by_key[future.key]
+            if future.status == "finished":
+                result = future.result()
+                future.release()
+                for item in items_here:
+                    on_result(item, result)
+            else:
+                exc = future.exception() if future.status == "error" else None
+                failed.append(_failure(items_here[0], exc, future.status))
+                future.release()
+        if failed:
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise EpcsimError(
+                f"scheduler {scheduler}: {len(failed)} of {len(keys)} points failed on the "
+                f"cluster, the others were delivered: {failed[0]}{more}"
+            )
+    except BaseException:
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+        raise
+    finally:
+        client.close()
