@@ -1,0 +1,413 @@
+"""``DIR/_meta/sweep.html``: one offline page for a sweep.
+
+Offline: inline CSS, every figure an inline PNG (``data:image/png;base64``) drawn by
+matplotlib's Agg renderer, no script, font or network fetch.  Nothing depends on the
+wall clock or the host (``wall_s`` and ``hostname`` are not shown), so the same rows give
+the same bytes.
+
+What it shows, for each tenant (a cgroup that holds enclaves: its cgroup row) and each
+of three metrics — slowdown, p99 fault latency, miss ratio:
+
+- one swept key: the metric against the key's values, the mean over the seeds, the
+  seeds' minimum and maximum as a bar;
+- two swept keys: a heat map per tenant, the first key across, the second up, each cell
+  the mean over the seeds (one colour scale per metric, shared by the tenants);
+- three or more: one figure per key, each value of the key the mean over the seeds
+  *and over every combination of the other keys' values* (a marginal mean), bars from
+  the smallest to the largest of those; the page says so.
+
+A key's values are in the grid's order.  Rows whose ``outcome`` is ``"error"`` and
+missing values (a tenant whose enclaves never faulted has no p99) are left out of the
+means, and the page counts the points that failed.  Each figure has the table of the
+numbers it draws under it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._atomic import atomic_write_text
+from ..report.fmt import fmt_ns, sig3
+from ..units import format_size
+
+__all__ = ["METRICS", "render_sweep_html", "tenants", "value_label", "write_sweep_html"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    title: str
+    #: figure axis / colour bar label
+    label: str
+    #: a value as the tables show it
+    fmt: Any
+    #: a value as the figures plot it
+    scale: float = 1.0
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("slowdown", "slowdown", "slowdown (×)", lambda v: f"{sig3(v)}×"),
+    Metric(
+        "p99_fault_latency_ns",
+        "p99 fault latency",
+        "p99 fault latency (µs)",
+        fmt_ns,
+        1e-3,
+    ),
+    Metric("miss_ratio", "miss ratio", "miss ratio (faults / accesses)", sig3),
+)
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+       margin: 2em auto; max-width: 72em; padding: 0 1em; color: #1a1a1a; line-height: 1.4; }
+h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
+p.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 0.8em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #f2f2f2; }
+td.l, th.l { text-align: left; }
+code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+""".strip()
+
+#: PNG metadata: no "Software" (the matplotlib version); Agg writes no time
+_PNG_METADATA = {"Software": None}
+_DPI = 90
+#: heat-map cells are annotated with their value up to this many cells
+_ANNOTATE_MAX_CELLS = 64
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x))
+
+
+def value_label(value: str) -> str:
+    """A swept value as the page shows it: a whole number of 4 KiB pages (the grid
+    writes sizes as bytes) in binary units (``67108864`` -> ``64MiB``), anything else
+    as written."""
+    try:
+        n = int(value)
+    except ValueError:
+        return value
+    if n >= 4096 and n % 4096 == 0:
+        return format_size(n)
+    return value
+
+
+def tenants(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tenants: the cgroups that hold enclaves (a cgroup row, ``enclave`` None, whose
+    path is some enclave row's ``cgroup``), sorted."""
+    holding = {r["cgroup"] for r in rows if r.get("enclave") is not None}
+    return sorted(
+        {r["cgroup"] for r in rows if r.get("enclave") is None and r.get("cgroup") in holding}
+    )
+
+
+def _number(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass(frozen=True)
+class _Cell:
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    n: int
+
+
+def _cell(values: list[float]) -> _Cell:
+    if not values:
+        return _Cell(None, None, None, 0)
+    values = sorted(values)  # the same mean whatever order the dataset gives the rows
+    return _Cell(math.fsum(values) / len(values), values[0], values[-1], len(values))
+
+
+def _aggregate(
+    rows: Sequence[Mapping[str, Any]], tenant: str, metric: str, keys: Sequence[str]
+) -> dict[tuple[str, ...], _Cell]:
+    """Mean / min / max of *metric* for *tenant* per combination of *keys*' values, over
+    every other column (seeds, other keys)."""
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for r in rows:
+        if r.get("enclave") is not None or r.get("cgroup") != tenant:
+            continue
+        if r.get("outcome") == "error":
+            continue
+        at = tuple(str(r[k]) for k in keys)
+        v = _number(r.get(metric))
+        groups.setdefault(at, [])
+        if v is not None:
+            groups[at].append(v)
+    return {at: _cell(vs) for at, vs in groups.items()}
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata=_PNG_METADATA)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _new_figure(width: float, height: float, **kw: Any) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), **kw)
+
+
+def _line_figure(
+    rows: Sequence[Mapping[str, Any]], key: str, values: Sequence[str], names: Sequence[str]
+) -> tuple[str, list[list[str]]]:
+    """Three panels (the metrics) against *key*; a line per tenant. Returns the PNG and
+    the table rows (tenant, value, then mean [min–max] per metric)."""
+    fig = _new_figure(4.0 * len(METRICS), 3.4)
+    x = list(range(len(values)))
+    labels = [value_label(v) for v in values]
+    cells = {(t, m.column): _aggregate(rows, t, m.column, [key]) for t in names for m in METRICS}
+    for k, m in enumerate(METRICS):
+        ax = fig.add_subplot(1, len(METRICS), k + 1)
+        for t in names:
+            agg = cells[(t, m.column)]
+            xs, ys, lo, hi = [], [], [], []
+            for i, v in enumerate(values):
+                c = agg.get((v,))
+                if c is None or c.mean is None:
+                    continue
+                xs.append(i)
+                ys.append(c.mean * m.scale)
+                lo.append((c.mean - c.lo) * m.scale)
+                hi.append((c.hi - c.mean) * m.scale)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=t)
+        ax.set_xticks(x, labels, rotation=45 if len(values) > 4 else 0, fontsize=8)
+        ax.set_xlabel(key, fontsize=9)
+        ax.set_title(m.label, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if k == 0 and names:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    table = []
+    for t in names:
+        for v in values:
+            row = [t, value_label(v)]
+            for m in METRICS:
+                row.append(_fmt_cell(cells[(t, m.column)].get((v,)), m))
+            table.append(row)
+    return _png(fig), table
+
+
+def _heat_figure(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    values: Sequence[Sequence[str]],
+    names: Sequence[str],
+    m: Metric,
+) -> tuple[str, list[list[str]]]:
+    """A heat map per tenant of *m*: ``keys[0]`` across, ``keys[1]`` up."""
+    import numpy as np
+
+    xv, yv = values
+    cols = max(1, len(names))
+    fig = _new_figure(1.2 + 3.6 * cols, 3.6, layout="constrained")
+    grids = []
+    for t in names:
+        agg = _aggregate(rows, t, m.column, keys)
+        g = np.full((len(yv), len(xv)), np.nan)
+        for i, y in enumerate(yv):
+            for j, x in enumerate(xv):
+                c = agg.get((x, y))
+                if c is not None and c.mean is not None:
+                    g[i, j] = c.mean * m.scale
+        grids.append((t, g, agg))
+    finite = [g[np.isfinite(g)] for _, g, _ in grids]
+    allv = np.concatenate(finite) if finite else np.array([])
+    vmin, vmax = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    image = None
+    axes = []
+    for k, (t, g, _) in enumerate(grids):
+        ax = fig.add_subplot(1, cols, k + 1)
+        axes.append(ax)
+        image = ax.imshow(
+            np.ma.masked_invalid(g), origin="lower", aspect="auto", vmin=vmin, vmax=vmax
+        )
+        ax.set_xticks(range(len(xv)), [value_label(v) for v in xv], fontsize=7, rotation=45)
+        ax.set_yticks(range(len(yv)), [value_label(v) for v in yv], fontsize=7)
+        ax.set_xlabel(keys[0], fontsize=8)
+        if k == 0:
+            ax.set_ylabel(keys[1], fontsize=8)
+        ax.set_title(t, fontsize=9)
+        if len(xv) * len(yv) <= _ANNOTATE_MAX_CELLS:
+            for i in range(len(yv)):
+                for j in range(len(xv)):
+                    if np.isfinite(g[i, j]):
+                        dark = (g[i, j] - vmin) / (vmax - vmin) < 0.5  # viridis' dark half
+                        ax.text(
+                            j,
+                            i,
+                            sig3(float(g[i, j])),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if dark else "black",
+                        )
+    if image is not None:
+        fig.colorbar(image, ax=axes, label=m.label)
+    table = []
+    for t, _, agg in grids:
+        for y in yv:
+            for x in xv:
+                table.append([t, value_label(x), value_label(y), _fmt_cell(agg.get((x, y)), m)])
+    return _png(fig), table
+
+
+def _fmt_cell(c: _Cell | None, m: Metric) -> str:
+    if c is None or c.mean is None:
+        return "—"
+    if c.n == 1 or c.lo == c.hi:
+        return m.fmt(c.mean)
+    return f"{m.fmt(c.mean)} [{m.fmt(c.lo)} – {m.fmt(c.hi)}]"
+
+
+def _table(head: Sequence[str], body: Sequence[Sequence[str]], left: int) -> str:
+    def row(cells: Sequence[str], tag: str) -> str:
+        return (
+            "<tr>"
+            + "".join(
+                f"<{tag}{' class=l' if i < left else ''}>{_e(c)}</{tag}>"
+                for i, c in enumerate(cells)
+            )
+            + "</tr>\n"
+        )
+
+    return "<table>\n" + row(head, "th") + "".join(row(r, "td") for r in body) + "</table>\n"
+
+
+def _figure(png: str, alt: str) -> str:
+    return f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'></figure>\n"
+
+
+def _order(rows: Sequence[Mapping[str, Any]], key: str, given: Sequence[str] | None) -> list[str]:
+    if given is not None:
+        return [str(v) for v in given]
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.setdefault(str(r[key]), None)
+    return list(seen)
+
+
+def render_sweep_html(
+    rows: Sequence[Mapping[str, Any]],
+    axes: Sequence[tuple[str, Sequence[str] | None]],
+    *,
+    title: str,
+    facts: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The page for a sweep's *rows* (the dataset's rows: one per cgroup and per enclave
+    of each point, each with a column per swept key, ``seed``, ``outcome``).
+
+    Args:
+        rows: the dataset's rows, in any order.
+        axes: the swept keys in the grid's order, each with its values in the grid's
+            order (None: the order the rows first show them).
+        title: the page's heading (e.g. the scenario's name).
+        facts: (label, text) lines shown under the heading (scenario hash, seeds, ...).
+    """
+    keys = [k for k, _ in axes]
+    values = [_order(rows, k, v) for k, v in axes]
+    names = tenants(rows)
+    seeds = sorted({int(r["seed"]) for r in rows if r.get("seed") is not None})
+    points = {(tuple(str(r[k]) for k in keys), r.get("seed")) for r in rows}
+    failed = {
+        (tuple(str(r[k]) for k in keys), r.get("seed")) for r in rows if r.get("outcome") == "error"
+    }
+    parts = [
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>epcsim sweep: {_e(title)}</title><style>\n{_CSS}\n</style></head><body>\n",
+        f"<h1>{_e(title)}: sweep</h1>\n<ul>\n",
+    ]
+    lines = [
+        *facts,
+        ("swept", ", ".join(f"{k} ({len(v)} values)" for k, v in zip(keys, values)) or "—"),
+        ("seeds", ", ".join(str(s) for s in seeds) or "—"),
+        ("points", f"{len(points)}, of which {len(failed)} failed (left out)"),
+        ("tenants", ", ".join(names) or "— (no cgroup holds an enclave)"),
+    ]
+    parts += [f"<li>{_e(label)}: {_e(text)}</li>\n" for label, text in lines]
+    parts.append("</ul>\n")
+    if len(keys) >= 3:
+        note = (
+            "Three or more keys are swept: each figure shows one key, each of its values "
+            "the mean over the seeds and over every combination of the other keys' "
+            "values (a marginal mean); the bars and the brackets in the tables run from "
+            "the smallest to the largest of the values averaged."
+        )
+    elif len(keys) == 2:
+        note = (
+            "Two keys are swept: a heat map per tenant and metric, the first key across, "
+            "the second up, each cell the mean over the seeds (the tables add the seeds' "
+            "smallest and largest in brackets); one colour scale per metric; a blank cell "
+            "has no value (e.g. no timed fault: no p99)."
+        )
+    else:
+        note = (
+            "Each point is the mean over the seeds; the bars and the brackets in the table "
+            "run from the smallest to the largest seed's value."
+        )
+    parts.append(
+        f"<p class='note'>{_e(note)} Tenants are the cgroups that hold enclaves. Times are "
+        "virtual (epcsim's cost model). Slowdown: the longest thread's run time over its "
+        "accesses at the cost of a hit, a cgroup's being its enclaves' largest "
+        "(docs/OUTPUTS.md).</p>\n"
+    )
+    metric_head = [m.title for m in METRICS]
+    if not keys:
+        parts.append("<p>No key is swept: only the seed varies.</p>\n")
+        body = []
+        for t in names:
+            body.append(
+                [t, *(_fmt_cell(_aggregate(rows, t, m.column, []).get(()), m) for m in METRICS)]
+            )
+        parts.append(_table(["tenant", *metric_head], body, 1))
+    elif len(keys) == 2 and names:
+        for m in METRICS:
+            png, body = _heat_figure(rows, keys, values, names, m)
+            parts.append(f"<h2>{_e(m.title)}</h2>\n")
+            parts.append(_figure(png, f"{m.title} per tenant against {keys[0]} and {keys[1]}"))
+            parts.append(_table(["tenant", keys[0], keys[1], m.title], body, 1))
+    elif names:
+        for k, v in zip(keys, values):
+            png, body = _line_figure(rows, k, v, names)
+            parts.append(f"<h2>{_e(k)}</h2>\n")
+            parts.append(_figure(png, f"slowdown, p99 fault latency and miss ratio against {k}"))
+            parts.append(_table(["tenant", k, *metric_head], body, 1))
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def write_sweep_html(
+    path: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]],
+    axes: Sequence[tuple[str, Sequence[str] | None]],
+    *,
+    title: str,
+    facts: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Write :func:`render_sweep_html`'s page to *path* (``DIR/_meta/sweep.html``),
+    atomically."""
+    atomic_write_text(path, render_sweep_html(rows, axes, title=title, facts=facts))
