@@ -17,9 +17,11 @@ import itertools
 import math
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 import epcsim
@@ -240,7 +242,7 @@ def test_text_is_escaped() -> None:
     ]
     page = render_sweep_html(rows, [("k", None)], title="<t>")
     assert "<t>" not in page and "<x>" not in page and "<v>" not in page
-    assert "<h1>&lt;t&gt;: sweep</h1>" in page
+    assert "<h1>&lt;t&gt;</h1>" in page
     assert ["/&lt;x&gt;", "&lt;v&gt;", "2.00×", "—", "—"] in cells(page)
 
 
@@ -251,3 +253,25 @@ def test_written_atomically(rows: list[dict[str, Any]], tmp_path: Path) -> None:
         rows, [(A, A_VALUES), (B, B_VALUES)], title="two-tenants"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["sweep.html"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """``epcsim.sweep.grid.Axis`` as the page reads it: the key and its ``--set`` strings."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+def test_the_dataset_as_stored_typed_columns_and_max(rows: list[dict[str, Any]]) -> None:
+    """The dataset holds a size column as int64 (``max``: null) and comes as a pyarrow
+    Table: the page is the one the ``--set`` strings give, ``max`` labelled so."""
+    typed = [dict(r, **{A: int(r[A]), B: None if r[B] == B_VALUES[1] else int(r[B])}) for r in rows]
+    table = pa.Table.from_pylist(typed)
+    assert table.schema.field(A).type == pa.int64()
+    page = render_sweep_html(table, [Axis(A, A_VALUES), Axis(B, (B_VALUES[0], "max"))])
+    plain = render_sweep_html(rows, [(A, A_VALUES), (B, B_VALUES)])
+    assert_offline(page)
+    assert [t[:2] + t[3:] for t in cells(page)] == [t[:2] + t[3:] for t in cells(plain)]
+    assert {t[2] for t in cells(page)[1:9]} == {"1MiB", "max"}
+    assert "<h1>epcsim sweep</h1>" in page

@@ -102,13 +102,58 @@ def value_label(value: str) -> str:
     return value
 
 
-def tenants(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def tenants(rows: Sequence[Mapping[str, Any]], tenant_col: str = "cgroup") -> list[str]:
     """The tenants: the cgroups that hold enclaves (a cgroup row, ``enclave`` None, whose
-    path is some enclave row's ``cgroup``), sorted."""
-    holding = {r["cgroup"] for r in rows if r.get("enclave") is not None}
+    path is some enclave row's *tenant_col*), sorted."""
+    holding = {r.get(tenant_col) for r in rows if r.get("enclave") is not None}
     return sorted(
-        {r["cgroup"] for r in rows if r.get("enclave") is None and r.get("cgroup") in holding}
+        {
+            r[tenant_col]
+            for r in rows
+            if r.get("enclave") is None
+            and r.get(tenant_col) is not None
+            and r.get(tenant_col) in holding
+        }
     )
+
+
+def _match(v: Any) -> tuple[str, Any]:
+    """A grid value as rows and axes are compared: the column's typed value (``1048576``,
+    ``0.5``, ``True``, None for a size's ``max``) and the ``--set`` string (``"1048576"``,
+    ``"0.5"``, ``"true"``, ``"max"``) give the same key."""
+    if v is None or v == "max":
+        return ("max", None)
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, int | float):
+        return ("num", float(v))
+    text = str(v)
+    if text in ("true", "false"):
+        return ("bool", text == "true")
+    try:
+        return ("num", float(text))
+    except ValueError:
+        return ("str", text)
+
+
+@dataclass(frozen=True)
+class _Axis:
+    key: str
+    #: (label shown, match key), in the grid's order
+    values: tuple[tuple[str, tuple[str, Any]], ...]
+
+
+def _axis(a: Any, rows: Sequence[Mapping[str, Any]]) -> _Axis:
+    """An ``epcsim.sweep.grid.Axis`` (``key``, ``values``) or a (key, values or None) pair;
+    None: the values in the order the rows first show them."""
+    key, values = (a.key, a.values) if hasattr(a, "key") else a
+    if values is None:
+        seen: dict[tuple[str, Any], str] = {}
+        for r in rows:
+            v = r.get(key)
+            seen.setdefault(_match(v), "max" if v is None else str(v))
+        return _Axis(key, tuple((value_label(t), m) for m, t in seen.items()))
+    return _Axis(key, tuple((value_label(str(v)), _match(v)) for v in values))
 
 
 def _number(v: Any) -> float | None:
@@ -137,17 +182,21 @@ def _cell(values: list[float]) -> _Cell:
 
 
 def _aggregate(
-    rows: Sequence[Mapping[str, Any]], tenant: str, metric: str, keys: Sequence[str]
-) -> dict[tuple[str, ...], _Cell]:
+    rows: Sequence[Mapping[str, Any]],
+    tenant: str,
+    metric: str,
+    keys: Sequence[str],
+    tenant_col: str = "cgroup",
+) -> dict[tuple[Any, ...], _Cell]:
     """Mean / min / max of *metric* for *tenant* per combination of *keys*' values, over
     every other column (seeds, other keys)."""
-    groups: dict[tuple[str, ...], list[float]] = {}
+    groups: dict[tuple[Any, ...], list[float]] = {}
     for r in rows:
-        if r.get("enclave") is not None or r.get("cgroup") != tenant:
+        if r.get("enclave") is not None or r.get(tenant_col) != tenant:
             continue
         if r.get("outcome") == "error":
             continue
-        at = tuple(str(r[k]) for k in keys)
+        at = tuple(_match(r.get(k)) for k in keys)
         v = _number(r.get(metric))
         groups.setdefault(at, [])
         if v is not None:
@@ -171,21 +220,24 @@ def _new_figure(width: float, height: float, **kw: Any) -> Any:
 
 
 def _line_figure(
-    rows: Sequence[Mapping[str, Any]], key: str, values: Sequence[str], names: Sequence[str]
+    rows: Sequence[Mapping[str, Any]], axis: _Axis, names: Sequence[str], tenant_col: str
 ) -> tuple[str, list[list[str]]]:
-    """Three panels (the metrics) against *key*; a line per tenant. Returns the PNG and
-    the table rows (tenant, value, then mean [min–max] per metric)."""
+    """Three panels (the metrics) against *axis*; a line per tenant. Returns the PNG and
+    the table rows (tenant, value, then mean [min – max] per metric)."""
     fig = _new_figure(4.0 * len(METRICS), 3.4)
-    x = list(range(len(values)))
-    labels = [value_label(v) for v in values]
-    cells = {(t, m.column): _aggregate(rows, t, m.column, [key]) for t in names for m in METRICS}
+    labels = [label for label, _ in axis.values]
+    cells = {
+        (t, m.column): _aggregate(rows, t, m.column, [axis.key], tenant_col)
+        for t in names
+        for m in METRICS
+    }
     for k, m in enumerate(METRICS):
         ax = fig.add_subplot(1, len(METRICS), k + 1)
         for t in names:
             agg = cells[(t, m.column)]
             xs, ys, lo, hi = [], [], [], []
-            for i, v in enumerate(values):
-                c = agg.get((v,))
+            for i, (_, at) in enumerate(axis.values):
+                c = agg.get((at,))
                 if c is None or c.mean is None:
                     continue
                 xs.append(i)
@@ -193,8 +245,8 @@ def _line_figure(
                 lo.append((c.mean - c.lo) * m.scale)
                 hi.append((c.hi - c.mean) * m.scale)
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=t)
-        ax.set_xticks(x, labels, rotation=45 if len(values) > 4 else 0, fontsize=8)
-        ax.set_xlabel(key, fontsize=9)
+        ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, fontsize=8)
+        ax.set_xlabel(axis.key, fontsize=9)
         ax.set_title(m.label, fontsize=9)
         ax.grid(True, alpha=0.3)
         if k == 0 and names:
@@ -202,33 +254,33 @@ def _line_figure(
     fig.tight_layout()
     table = []
     for t in names:
-        for v in values:
-            row = [t, value_label(v)]
+        for label, at in axis.values:
+            row = [t, label]
             for m in METRICS:
-                row.append(_fmt_cell(cells[(t, m.column)].get((v,)), m))
+                row.append(_fmt_cell(cells[(t, m.column)].get((at,)), m))
             table.append(row)
     return _png(fig), table
 
 
 def _heat_figure(
     rows: Sequence[Mapping[str, Any]],
-    keys: Sequence[str],
-    values: Sequence[Sequence[str]],
+    axes: Sequence[_Axis],
     names: Sequence[str],
     m: Metric,
+    tenant_col: str,
 ) -> tuple[str, list[list[str]]]:
-    """A heat map per tenant of *m*: ``keys[0]`` across, ``keys[1]`` up."""
+    """A heat map per tenant of *m*: ``axes[0]`` across, ``axes[1]`` up."""
     import numpy as np
 
-    xv, yv = values
+    xa, ya = axes
     cols = max(1, len(names))
     fig = _new_figure(1.2 + 3.6 * cols, 3.6, layout="constrained")
     grids = []
     for t in names:
-        agg = _aggregate(rows, t, m.column, keys)
-        g = np.full((len(yv), len(xv)), np.nan)
-        for i, y in enumerate(yv):
-            for j, x in enumerate(xv):
+        agg = _aggregate(rows, t, m.column, [xa.key, ya.key], tenant_col)
+        g = np.full((len(ya.values), len(xa.values)), np.nan)
+        for i, (_, y) in enumerate(ya.values):
+            for j, (_, x) in enumerate(xa.values):
                 c = agg.get((x, y))
                 if c is not None and c.mean is not None:
                     g[i, j] = c.mean * m.scale
@@ -239,22 +291,22 @@ def _heat_figure(
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     image = None
-    axes = []
+    panels = []
     for k, (t, g, _) in enumerate(grids):
         ax = fig.add_subplot(1, cols, k + 1)
-        axes.append(ax)
+        panels.append(ax)
         image = ax.imshow(
             np.ma.masked_invalid(g), origin="lower", aspect="auto", vmin=vmin, vmax=vmax
         )
-        ax.set_xticks(range(len(xv)), [value_label(v) for v in xv], fontsize=7, rotation=45)
-        ax.set_yticks(range(len(yv)), [value_label(v) for v in yv], fontsize=7)
-        ax.set_xlabel(keys[0], fontsize=8)
+        ax.set_xticks(range(len(xa.values)), [lb for lb, _ in xa.values], fontsize=7, rotation=45)
+        ax.set_yticks(range(len(ya.values)), [lb for lb, _ in ya.values], fontsize=7)
+        ax.set_xlabel(xa.key, fontsize=8)
         if k == 0:
-            ax.set_ylabel(keys[1], fontsize=8)
+            ax.set_ylabel(ya.key, fontsize=8)
         ax.set_title(t, fontsize=9)
-        if len(xv) * len(yv) <= _ANNOTATE_MAX_CELLS:
-            for i in range(len(yv)):
-                for j in range(len(xv)):
+        if g.size <= _ANNOTATE_MAX_CELLS:
+            for i in range(g.shape[0]):
+                for j in range(g.shape[1]):
                     if np.isfinite(g[i, j]):
                         dark = (g[i, j] - vmin) / (vmax - vmin) < 0.5  # viridis' dark half
                         ax.text(
@@ -267,12 +319,12 @@ def _heat_figure(
                             color="white" if dark else "black",
                         )
     if image is not None:
-        fig.colorbar(image, ax=axes, label=m.label)
+        fig.colorbar(image, ax=panels, label=m.label)
     table = []
     for t, _, agg in grids:
-        for y in yv:
-            for x in xv:
-                table.append([t, value_label(x), value_label(y), _fmt_cell(agg.get((x, y)), m)])
+        for ylabel, y in ya.values:
+            for xlabel, x in xa.values:
+                table.append([t, xlabel, ylabel, _fmt_cell(agg.get((x, y)), m)])
     return _png(fig), table
 
 
@@ -302,48 +354,54 @@ def _figure(png: str, alt: str) -> str:
     return f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'></figure>\n"
 
 
-def _order(rows: Sequence[Mapping[str, Any]], key: str, given: Sequence[str] | None) -> list[str]:
-    if given is not None:
-        return [str(v) for v in given]
-    seen: dict[str, None] = {}
-    for r in rows:
-        seen.setdefault(str(r[key]), None)
-    return list(seen)
+def _rows(table: Any) -> list[Mapping[str, Any]]:
+    if hasattr(table, "to_pylist"):  # a pyarrow Table (the dataset)
+        return list(table.to_pylist())
+    return list(table)
 
 
 def render_sweep_html(
-    rows: Sequence[Mapping[str, Any]],
-    axes: Sequence[tuple[str, Sequence[str] | None]],
+    table: Any,
+    axes: Sequence[Any],
+    tenant_col: str = "cgroup",
     *,
-    title: str,
+    title: str = "epcsim sweep",
     facts: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The page for a sweep's *rows* (the dataset's rows: one per cgroup and per enclave
-    of each point, each with a column per swept key, ``seed``, ``outcome``).
+    """The page for a sweep's rows.
 
     Args:
-        rows: the dataset's rows, in any order.
-        axes: the swept keys in the grid's order, each with its values in the grid's
-            order (None: the order the rows first show them).
+        table: the dataset (a ``pyarrow.Table``, or its rows as dicts): one row per cgroup
+            and per enclave of each point, a column per swept key, ``seed``, ``outcome``
+            (``"error"``: a failed point), ``point`` (its key) where there is one.
+        axes: the swept keys in the grid's order: ``epcsim.sweep.grid.Axis`` objects
+            (``key``, ``values``: the ``--set`` strings) or (key, values or None) pairs
+            (None: the values in the order the rows first show them).
+        tenant_col: the column naming a row's cgroup.
         title: the page's heading (e.g. the scenario's name).
-        facts: (label, text) lines shown under the heading (scenario hash, seeds, ...).
+        facts: (label, text) lines shown under the heading (scenario hash, ...).
     """
-    keys = [k for k, _ in axes]
-    values = [_order(rows, k, v) for k, v in axes]
-    names = tenants(rows)
+    rows = _rows(table)
+    axs = [_axis(a, rows) for a in axes]
+    keys = [a.key for a in axs]
+    names = tenants(rows, tenant_col)
     seeds = sorted({int(r["seed"]) for r in rows if r.get("seed") is not None})
-    points = {(tuple(str(r[k]) for k in keys), r.get("seed")) for r in rows}
-    failed = {
-        (tuple(str(r[k]) for k in keys), r.get("seed")) for r in rows if r.get("outcome") == "error"
-    }
+
+    def point(r: Mapping[str, Any]) -> Any:
+        if r.get("point") is not None:
+            return r["point"]
+        return (tuple(_match(r.get(k)) for k in keys), r.get("seed"))
+
+    points = {point(r) for r in rows}
+    failed = {point(r) for r in rows if r.get("outcome") == "error"}
     parts = [
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>epcsim sweep: {_e(title)}</title><style>\n{_CSS}\n</style></head><body>\n",
-        f"<h1>{_e(title)}: sweep</h1>\n<ul>\n",
+        f"<title>{_e(title)}</title><style>\n{_CSS}\n</style></head><body>\n",
+        f"<h1>{_e(title)}</h1>\n<ul>\n",
     ]
     lines = [
         *facts,
-        ("swept", ", ".join(f"{k} ({len(v)} values)" for k, v in zip(keys, values)) or "—"),
+        ("swept", ", ".join(f"{a.key} ({len(a.values)} values)" for a in axs) or "—"),
         ("seeds", ", ".join(str(s) for s in seeds) or "—"),
         ("points", f"{len(points)}, of which {len(failed)} failed (left out)"),
         ("tenants", ", ".join(names) or "— (no cgroup holds an enclave)"),
@@ -381,33 +439,43 @@ def render_sweep_html(
         body = []
         for t in names:
             body.append(
-                [t, *(_fmt_cell(_aggregate(rows, t, m.column, []).get(()), m) for m in METRICS)]
+                [
+                    t,
+                    *(
+                        _fmt_cell(_aggregate(rows, t, m.column, [], tenant_col).get(()), m)
+                        for m in METRICS
+                    ),
+                ]
             )
         parts.append(_table(["tenant", *metric_head], body, 1))
     elif len(keys) == 2 and names:
         for m in METRICS:
-            png, body = _heat_figure(rows, keys, values, names, m)
+            png, body = _heat_figure(rows, axs, names, m, tenant_col)
             parts.append(f"<h2>{_e(m.title)}</h2>\n")
             parts.append(_figure(png, f"{m.title} per tenant against {keys[0]} and {keys[1]}"))
             parts.append(_table(["tenant", keys[0], keys[1], m.title], body, 1))
     elif names:
-        for k, v in zip(keys, values):
-            png, body = _line_figure(rows, k, v, names)
-            parts.append(f"<h2>{_e(k)}</h2>\n")
-            parts.append(_figure(png, f"slowdown, p99 fault latency and miss ratio against {k}"))
-            parts.append(_table(["tenant", k, *metric_head], body, 1))
+        for a in axs:
+            png, body = _line_figure(rows, a, names, tenant_col)
+            parts.append(f"<h2>{_e(a.key)}</h2>\n")
+            parts.append(
+                _figure(png, f"slowdown, p99 fault latency and miss ratio against {a.key}")
+            )
+            parts.append(_table(["tenant", a.key, *metric_head], body, 1))
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
 def write_sweep_html(
     path: str | os.PathLike[str],
-    rows: Sequence[Mapping[str, Any]],
-    axes: Sequence[tuple[str, Sequence[str] | None]],
+    table: Any,
+    axes: Sequence[Any],
+    tenant_col: str = "cgroup",
     *,
-    title: str,
+    title: str = "epcsim sweep",
     facts: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Write :func:`render_sweep_html`'s page to *path* (``DIR/_meta/sweep.html``),
     atomically."""
-    atomic_write_text(path, render_sweep_html(rows, axes, title=title, facts=facts))
+    page = render_sweep_html(table, axes, tenant_col, title=title, facts=facts)
+    atomic_write_text(path, page)
