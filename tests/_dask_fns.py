@@ -67,3 +67,9 @@ def set_epcsim_version(version: str) -> str:
 def scheduler_keys(dask_scheduler: Any) -> list[str]:
     """Run on the scheduler (``Client.run_on_scheduler``): the task keys it holds."""
     return sorted(str(k) for k in dask_scheduler.tasks)
+
+
+def scaled(item: Item, factor: int = 1) -> dict[str, Any]:
+    """:func:`square` times *factor* (sent as ``functools.partial(scaled, factor=k)``, as a
+    sweep sends ``partial(run_point, keep_run=True)``)."""
+    return {**square(item), "square": item.n * item.n * factor}

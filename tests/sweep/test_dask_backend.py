@@ -11,6 +11,7 @@ kills a worker adds a third one for the purpose.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Any
 
 import pytest
 from _dask_cluster import LoopbackCluster, free_port
-from _dask_fns import EXIT_AFTER_ENV, Item, boom_on_3, exit_after, scheduler_keys, square
+from _dask_fns import (
+    EXIT_AFTER_ENV,
+    Item,
+    boom_on_3,
+    exit_after,
+    scaled,
+    scheduler_keys,
+    square,
+)
 
 import epcsim
 from epcsim.errors import EpcsimError
@@ -57,6 +66,16 @@ def test_results_are_the_local_ones(cluster: LoopbackCluster) -> None:
     assert sorted(got, key=lambda r: r[0].n) == [(it, square(it)) for it in work]
 
 
+def test_a_partial_is_another_task_than_its_function(cluster: LoopbackCluster) -> None:
+    """The same items under ``scaled`` and ``partial(scaled, factor=3)``: two keys, two
+    results (a fixed key per function would hand the second the first's result)."""
+    work = items(3)
+    plain = collect(scaled, work, cluster.address)
+    tripled = collect(functools.partial(scaled, factor=3), work, cluster.address)
+    assert sorted(r["square"] for _, r in plain) == [0, 1, 4]
+    assert sorted(r["square"] for _, r in tripled) == [0, 3, 12]
+
+
 def test_an_item_key_is_computed_once_and_delivered_to_each_item(
     cluster: LoopbackCluster,
 ) -> None:
@@ -72,6 +91,8 @@ def test_an_item_key_is_computed_once_and_delivered_to_each_item(
 
 def test_task_keys_are_content_addresses() -> None:
     assert point_task_key(square, Item("ab12", 1)) == "epcsim-square-ab12"
+    keep = functools.partial(square, keep_run=True)
+    assert point_task_key(keep, Item("ab12", 1)) == "epcsim-square(keep_run=True)-ab12"
     with pytest.raises(EpcsimError) as e:
         point_task_key(square, 3)
     assert str(e.value) == "run_dask: an item needs a non-empty str 'key', got 3"

@@ -33,6 +33,7 @@ delivered, the client is closed and the interrupt re-raised.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -70,14 +71,22 @@ def _task(item: Any, *, fn: Callable[[Any], Any], driver_version: str) -> Any:
     return fn(item)
 
 
+def _fn_name(fn: Callable[..., Any]) -> str:
+    """``run_point``; a ``functools.partial`` with its arguments:
+    ``run_point(keep_run=True)`` (another result than ``run_point``'s, another key)."""
+    if isinstance(fn, functools.partial):
+        args = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in sorted(fn.keywords.items())]
+        return f"{_fn_name(fn.func)}({', '.join(args)})"
+    return str(getattr(fn, "__name__", type(fn).__name__))
+
+
 def point_task_key(fn: Callable[..., Any], item: Any) -> str:
     """The Dask key of *fn(item)*: ``epcsim-<fn name>-<item.key>`` (a point's ``key`` is
     the hash of its resolved scenario and seed, so the task key is a content address)."""
     key = getattr(item, "key", None)
     if not isinstance(key, str) or not key:
         raise EpcsimError(f"run_dask: an item needs a non-empty str 'key', got {item!r}")
-    name = getattr(fn, "__name__", type(fn).__name__)
-    return f"epcsim-{name}-{key}"
+    return f"epcsim-{_fn_name(fn)}-{key}"
 
 
 async def _probe(address: str, timeout: float) -> None:
