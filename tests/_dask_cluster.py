@@ -117,7 +117,7 @@ class LoopbackCluster:
                     proc.terminate()
             for proc in group:
                 try:
-                    proc.wait(timeout=30)
+                    proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()

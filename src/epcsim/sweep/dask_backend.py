@@ -204,10 +204,21 @@ def run_dask(
             driver_version=version,
         )
         failed: list[str] = []
-        for future in as_completed(futures, loop=client.loop):
+        done = as_completed(futures, loop=client.loop)
+        for future in done:
             items_here = by_key[future.key]
+            if future.status not in ("finished", "error", "cancelled"):
+                # "lost": it finished on a worker that died before the result was
+                # fetched; the scheduler computes it again: wait for that
+                done.add(future)
+                continue
+            try:
+                result = future.result() if future.status == "finished" else None
+            except (Exception, asyncio.CancelledError) as exc:  # erred or lost meanwhile
+                failed.append(_failure(items_here[0], exc, future.status))
+                future.release()
+                continue
             if future.status == "finished":
-                result = future.result()
                 future.release()
                 for item in items_here:
                     on_result(item, result)
