@@ -324,7 +324,14 @@ def _remove_sweep(target: Path) -> None:
 
 
 def _write_manifest(target: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(target / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write ``_meta/sweep.json`` (not when it already says the same: a rerun writes
+    nothing but the report)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    path = target / MANIFEST
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    atomic_write_text(path, text)
 
 
 def _merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
