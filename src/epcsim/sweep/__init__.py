@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import re
@@ -462,8 +463,9 @@ def _run_missing(
     if keep_runs:
         fn = partial(run_point, keep_run=True)
     if scheduler is not None:
-        try:
-            from .dask_backend import run_dask  # type: ignore[import-not-found]
+        try:  # imported when asked for (distributed is heavy); by name, so that this
+            # module loads where the backend is missing
+            run_dask = importlib.import_module(f"{__name__}.dask_backend").run_dask
         except ImportError as e:
             raise EpcsimError(
                 f"--scheduler {scheduler}: the Dask backend is not available ({e})"
