@@ -1317,6 +1317,8 @@ def sweep_command(
     point x cgroup and per point x enclave (docs/SWEEP.md).  Resumable: a rerun runs only
     the points DIR lacks.  Exit 0 when every point ran, 1 when a point ended with an
     error (its rows say outcome "error")."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from .sweep import sweep
 
     n_jobs: int | None = None
@@ -1350,6 +1352,15 @@ def sweep_command(
             err=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenProcessPool as e:
+        progress.close()
+        typer.echo(
+            f"epcsim: a worker process died ({e}); {progress.done} point"
+            f"{'' if progress.done == 1 else 's'} of {progress.total} written to {out}; a "
+            "rerun runs the others",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTATION_FAILED) from None
     except OSError as e:
         progress.close()
         if e.filename is None:

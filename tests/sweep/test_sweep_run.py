@@ -378,10 +378,12 @@ def test_cli_sweep_table_of_the_file(scenario: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_ctrl_c_loses_nothing_finished(scenario: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_loses_nothing_finished(scenario: Path, tmp_path: Path, jobs: int) -> None:
     """SIGINT to `epcsim sweep` once the first point's file is there: exit 130, every
     file there is a whole point; the rerun runs exactly the others, and the rows equal
-    an uninterrupted sweep's."""
+    an uninterrupted sweep's.  With 1 job the points run in the command's process,
+    with 2 in a pool whose workers the command ends."""
     out = tmp_path / "sw"
     sets = [
         "--set",
@@ -402,7 +404,7 @@ def test_ctrl_c_loses_nothing_finished(scenario: Path, tmp_path: Path) -> None:
         "--out",
         str(out),
         "-j",
-        "2",
+        str(jobs),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
@@ -420,7 +422,42 @@ def test_ctrl_c_loses_nothing_finished(scenario: Path, tmp_path: Path) -> None:
         "a rerun runs the others"
     )
     kw = {"grid": grid[1::2], "sets": sets[1::2], "jobs": 2}
+    assert not list(out.rglob(".*tmp*"))  # no partial file left
     res = sweep(scenario, out=out, **kw)
     assert (res.ran, res.skipped) == (6 - len(done), len(done))
     ref = sweep(scenario, out=tmp_path / "ref", **kw)
     assert _stable(read_dataset(out)) == _stable(ref.table)
+
+
+def test_a_worker_that_dies(
+    scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process killed under a point (the OOM killer, say): one line, exit 1,
+    the points written so far kept."""
+    real = points_mod._run
+
+    def dies(sc, **kw):
+        if sc.host.policy == "v13":
+            os._exit(9)
+        return real(sc, **kw)
+
+    monkeypatch.setattr(points_mod, "_run", dies)  # forked workers inherit it
+    out = tmp_path / "sw"
+    code, output = _cli(
+        str(scenario), "--grid", "host.policy=v16,v13", "--out", str(out), "-j", "2"
+    )
+    assert code == 1
+    (line,) = output.splitlines()
+    assert line.startswith("epcsim: a worker process died (")
+    assert line.endswith(f"written to {out}; a rerun runs the others")
+    monkeypatch.setattr(points_mod, "_run", real)
+    res = sweep(scenario, grid=["host.policy=v16,v13"], out=out, jobs=1)
+    assert res.ran + res.skipped == 2 and res.ran >= 1
+
+
+def test_a_scenario_object_keeps_its_sweep_table(scenario: Path, tmp_path: Path) -> None:
+    from epcsim.scenario import load_scenario
+
+    sc = load_scenario(TWO + '\n[sweep]\ngrid = { "host.policy" = "v16,v14" }\n')
+    res = sweep(sc, sets=["host.cpus=1"], out=tmp_path / "sw", jobs=1)
+    assert [a.key for a in res.axes] == ["host.policy"] and res.ran == 2

@@ -141,11 +141,11 @@ def _load(scenario: object, sets: tuple[str, ...]) -> tuple[Scenario, Scenario]:
     if isinstance(scenario, os.PathLike):
         scenario = os.fspath(scenario)
     if isinstance(scenario, Scenario):
-        base = scenario
-        with_sets = (
-            load_scenario(scenario.model_dump(mode="json"), overrides=sets) if sets else scenario
-        )
-        return base, with_sets
+        if not sets:
+            return scenario, scenario
+        with_sets = load_scenario(scenario.model_dump(mode="json"), overrides=sets)
+        # the dump leaves [sweep] out (it is not part of the scenario): keep it
+        return scenario, with_sets.model_copy(update={"sweep": scenario.sweep})
     if not isinstance(scenario, str | dict):
         raise EpcsimError(
             "scenario: expected a Scenario, a path, builtin:NAME, a TOML string or a dict, "
@@ -390,12 +390,15 @@ def _write_run(target: Path, key: str, files: dict[str, bytes]) -> None:
 def read_dataset(out: str | os.PathLike[str]) -> pa.Table:
     """Every row of the sweep directory *out*, sorted by point key then as written
     (an empty table with no columns if it has no point)."""
-    target = Path(out)
-    files = sorted(_done(target).values(), key=lambda f: f.name)
+    files = sorted(_done(Path(out)).values(), key=lambda f: f.name)
+    return _read(files)
+
+
+def _read(files: Sequence[Path]) -> pa.Table:
+    """The rows of these point files, in this order (threads read them)."""
     if not files:
         return pa.table({})
-    tables = [pq.read_table(f) for f in files]
-    return pa.concat_tables(tables)
+    return pads.dataset([str(f) for f in files], format="parquet").to_table()
 
 
 # --- running ------------------------------------------------------------------------------
@@ -438,11 +441,11 @@ def _run_missing(
         if p.key not in done or p.key in redo:
             todo.append(p)
     if keep_runs:  # a kept run missing for a point already done: run it again
-        todo += [
-            p
-            for p in points
-            if p.key in done and p not in todo and not (target / RUNS / p.key).is_dir()
-        ]
+        queued = {p.key for p in todo}
+        for p in points:
+            if p.key in done and p.key not in queued and not (target / RUNS / p.key).is_dir():
+                todo.append(p)
+                queued.add(p.key)
     n = len(todo)
     count = 0
     if progress is not None:
@@ -644,9 +647,9 @@ def sweep(
             progress=progress,
         )
         keys = {p.key for p in points}
-        files = [point_path(target, p) for p in points]
-        table = pa.concat_tables([pq.read_table(f) for f in sorted(set(files))]) if files else None
-        errors = sorted(_error_keys(files)) if files else []
+        files = sorted({point_path(target, p) for p in points})
+        table = _read(files)
+        errors = sorted(_error_keys(files))
         all_axes = [Axis(a["key"], tuple(a["values"]), a["kind"]) for a in manifest["axes"]]
         _write_html(target, all_axes)
     return SweepResult(target, points, axes, seed_list, ran, len(keys) - todo, errors, table)
