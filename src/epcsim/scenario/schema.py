@@ -281,9 +281,8 @@ class SweepSpec(_Model):
             raise ValueError(f'expected a table of KEY = "VALUES" (or a list), got {v!r}')
         for k, x in v.items():
             items = x if isinstance(x, list) else [x]
-            if isinstance(x, list) and not x or any(
-                not isinstance(i, str | int | float) for i in items
-            ):
+            empty = isinstance(x, list) and not x
+            if empty or any(not isinstance(i, str | int | float) for i in items):
                 raise ValueError(f'{k}: expected "VALUES" or a list of values, got {x!r}')
         return v
 
