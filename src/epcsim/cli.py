@@ -1264,7 +1264,7 @@ def sweep_command(
             metavar="KEY=VALUES",
             help="An axis: a --set key and its values a,b,c, A..B:N (linear, both ends) or "
             "A..B:xN (geometric); several --grid form the product (repeatable; replaces "
-            "the key's values of the scenario's [sweep] grid).",
+            "the key's values of the scenario's \\[sweep] grid).",
             show_default=False,
         ),
     ] = None,
@@ -1273,7 +1273,7 @@ def sweep_command(
         typer.Option(
             "--seeds",
             metavar="FROM..TO|N,N...",
-            help="The seeds of each grid point (default: [sweep] seeds, else host.seed).",
+            help="The seeds of each grid point (default: \\[sweep] seeds, else host.seed).",
             show_default=False,
         ),
     ] = None,

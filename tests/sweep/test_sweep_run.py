@@ -461,3 +461,12 @@ def test_a_scenario_object_keeps_its_sweep_table(scenario: Path, tmp_path: Path)
     sc = load_scenario(TWO + '\n[sweep]\ngrid = { "host.policy" = "v16,v14" }\n')
     res = sweep(sc, sets=["host.cpus=1"], out=tmp_path / "sw", jobs=1)
     assert [a.key for a in res.axes] == ["host.policy"] and res.ran == 2
+
+
+def test_help_shows_the_sweep_table_and_no_emoji() -> None:
+    """Rich markup would eat ``[sweep]`` and turn ``:name:`` into emoji."""
+    r = CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "scenario's [sweep] grid" in r.stdout and "(default: [sweep] seeds" in r.stdout
+    assert "<bool>" not in r.stdout
+    assert [c for c in r.stdout if ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x2800] == []
