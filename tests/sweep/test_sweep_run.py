@@ -470,3 +470,25 @@ def test_help_shows_the_sweep_table_and_no_emoji() -> None:
     assert "scenario's [sweep] grid" in r.stdout and "(default: [sweep] seeds" in r.stdout
     assert "<bool>" not in r.stdout
     assert [c for c in r.stdout if ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x2800] == []
+
+
+def test_evaluate_then_sweep_into_the_same_directory(scenario: Path, tmp_path: Path) -> None:
+    """A directory evaluate() wrote (points of any scenario) is not a sweep's: refused
+    without --force; evaluate() refuses a sweep directory with other grid columns."""
+    from epcsim.scenario import load_scenario
+
+    sc = load_scenario(str(scenario))
+    out = tmp_path / "ev"
+    evaluate(expand(sc, axes_for(sc, ["host.policy=v16"]), [0]), out=out, jobs=1)
+    with pytest.raises(EpcsimError) as e:
+        sweep(scenario, grid=["host.policy=v16"], out=out, jobs=1)
+    assert str(e.value) == (
+        f"out {out}: holds another sweep (points written by epcsim.sweep.evaluate, grid "
+        "host.policy); replace it with --force (force=True), or choose another directory"
+    )
+    with pytest.raises(EpcsimError) as e:
+        evaluate(expand(sc, axes_for(sc, ["host.cpus=1"]), [0]), out=out, jobs=1)
+    assert str(e.value) == (
+        f"out {out}: holds a sweep with other grid columns (points written by "
+        "epcsim.sweep.evaluate, grid host.policy)"
+    )

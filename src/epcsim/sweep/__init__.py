@@ -243,10 +243,12 @@ def _identity(m: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _describe_manifest(m: dict[str, Any]) -> str:
-    scenario = m.get("scenario") or {}
-    name = scenario.get("name", "?")
-    h = (scenario.get("hash") or "")[:12]
+    scenario = m.get("scenario")
     keys = ", ".join(c["key"] for c in m.get("columns", [])) or "no grid"
+    if not isinstance(scenario, dict):  # written by evaluate(): points of any scenario
+        return f"points written by epcsim.sweep.evaluate, grid {keys}"
+    name = scenario.get("name", "?")
+    h = str(scenario.get("hash") or "")[:12]
     sets = m.get("sets") or []
     return f"scenario {name} ({h}), grid {keys}" + (f", --set {' '.join(sets)}" if sets else "")
 
