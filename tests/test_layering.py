@@ -55,8 +55,9 @@ USES: dict[str, frozenset[str]] = {
     "check": frozenset({"compiled", "rundir"}),
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
+    "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
     "epcsim": frozenset({"api", "compare"}),
-    "cli": frozenset({"epcsim"}),
+    "cli": frozenset({"epcsim", "sweep"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:
