@@ -56,7 +56,8 @@ USES: dict[str, frozenset[str]] = {
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
     "epcsim": frozenset({"api", "compare"}),
-    "cli": frozenset({"epcsim"}),
+    "k8s": frozenset({"scenario", "units", "_atomic", "errors"}),
+    "cli": frozenset({"epcsim", "k8s"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:
