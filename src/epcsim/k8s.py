@@ -476,7 +476,11 @@ class _Obj:
         w = self.doc.where(self.item)
         if self.kind:
             ident = f"{self.namespace}/{self.name}" if self.kind != "Node" else self.name
-            w = f"{w[:-1]}, {self.kind} {ident})" if w.endswith(")") else f"{w} ({self.kind})"
+            w = (
+                f"{w[:-1]}, {self.kind} {ident})"
+                if w.endswith(")")
+                else f"{w} ({self.kind} {ident})"
+            )
         return w
 
     def fail(self, fld: str, msg: str) -> EpcsimError:
@@ -879,13 +883,12 @@ def _host(
             )
         nodes.append((obj, node_epc, cpus))
     with_epc = [(o, e) for o, e, _ in nodes if e is not None]
-    cpu_values = {c for _, _, c in nodes if c is not None}
-    cpus = cpu_values.pop() if len(cpu_values) == 1 else None
-    if len(cpu_values) > 0:  # more than one value: pop() left others
+    cpu_values = sorted({c for _, _, c in nodes if c is not None})
+    cpus = cpu_values[0] if len(cpu_values) == 1 else None
+    if len(cpu_values) > 1:
         warnings.append(
             "the Nodes differ in status.capacity[cpu]: host.cpus is left at its default"
         )
-        cpus = None
     if epc is not None:
         what = "epc"
         try:
@@ -1027,11 +1030,7 @@ def from_k8s(
         EpcsimError: for bad input, naming the file, the document and the field.
     """
     inputs = _paths(paths)
-    try:
-        parse_time(duration, what="duration")
-    except EpcsimError as e:
-        raise EpcsimError(f"duration: {e}".replace("duration: duration: ", "duration: ")) from None
-    if parse_time(duration) <= 0:
+    if parse_time(duration, what="duration") <= 0:
         raise EpcsimError(f"duration: must be > 0, got {_q(duration)}")
     notes: _Notes = []
     warnings: list[str] = []
@@ -1072,14 +1071,19 @@ def from_k8s(
     # the enclave manifests
     man_by: dict[int, tuple[str, Any]] = _assign("--manifest", manifests, containers, others)
     read: dict[str, _EnclaveManifest] = {}
-    for _, (_, p) in sorted(man_by.items()):
-        path = os.fspath(p)
+    for c in containers:  # in the containers' order: the notes are deterministic
+        if id(c) not in man_by:
+            continue
+        path = os.fspath(man_by[id(c)][1])
         if path not in read:
             m, notes = _read_enclave_manifest(path)
             read[path] = m
             warnings += notes
-    for i, (sel, spec) in _assign("--workload", workloads, containers, others).items():
-        c = next(c for c in containers if id(c) == i)
+    wl_by = _assign("--workload", workloads, containers, others)
+    for c in containers:
+        if id(c) not in wl_by:
+            continue
+        sel, spec = wl_by[id(c)]
         c.workload = {**parse_workload(spec, what=f"--workload {sel}={spec}"), "duration": duration}
         c.workload_source = f"--workload {sel}"
     total = sum(c.epc for c in containers)
