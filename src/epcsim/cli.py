@@ -15,7 +15,7 @@ Commands::
                    [--set KEY=VALUE ...] [--jobs N] [--force]
     epcsim policies
     epcsim from-k8s PODS.yaml... --out SCENARIO.toml [--epc SIZE] [--manifest C=FILE ...]
-                    [--workload C=SPEC ...] [--duration TIME] [--force]
+                    [--workload C=PATTERN ...] [--duration TIME] [--force]
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -1266,7 +1266,7 @@ def from_k8s_command(
         list[str] | None,
         typer.Option(
             "--workload",
-            metavar="CONTAINER=SPEC",
+            metavar="CONTAINER=PATTERN",
             help="A container's workload: zipf[:ALPHA], uniform, sequential, "
             "hotcold[:FRACTION[:PROBABILITY]] (default: the pod's epcsim.io/workload "
             "annotation, else zipf:0.9) (repeatable).",
