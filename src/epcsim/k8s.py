@@ -409,9 +409,10 @@ class _Doc:
 def _read_yaml(path: str, fileno: int = 0) -> list[_Doc]:
     """The documents of a multi-document YAML file, with their first lines."""
     text = _read_text(path, "a YAML file")
-    loader = _Loader(text)
     docs: list[_Doc] = []
+    loader = None
     try:
+        loader = _Loader(text)  # checks the characters first (ReaderError)
         while loader.check_node():
             node = loader.get_node()
             value = loader.construct_document(node)
@@ -425,13 +426,16 @@ def _read_yaml(path: str, fileno: int = 0) -> list[_Doc]:
         raise EpcsimError(f"{where}: not valid YAML: {e.problem}{context}") from None
     except yaml.reader.ReaderError as e:
         line = text.count("\n", 0, e.position) + 1
-        raise EpcsimError(f"{path}: line {line}: not valid YAML: {e.reason}") from None
+        raise EpcsimError(
+            f"{path}: line {line}: not valid YAML: character #x{e.character:04x}: {e.reason}"
+        ) from None
     except yaml.YAMLError as e:  # pragma: no cover - every PyYAML error is one of the above
         raise EpcsimError(f"{path}: not valid YAML: {e}") from None
     except RecursionError:
         raise EpcsimError(f"{path}: not valid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs
 
 

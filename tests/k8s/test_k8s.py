@@ -308,6 +308,15 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
     )
 
 
+def test_control_characters_and_deep_nesting(tmp_path: Path) -> None:
+    assert error(tmp_path, pod() + "# bell \x07\n", epc="8MiB") == (
+        "pods.yaml: line 11: not valid YAML: character #x0007: special characters are not allowed"
+    )
+    assert error(tmp_path, "a: " + "[" * 3000 + "]" * 3000 + "\n", epc="8MiB") == (
+        "pods.yaml: not valid YAML: nested too deeply"
+    )
+
+
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
     text = pod() + "      resources: {}\n"
     assert error(tmp_path, text, epc="8MiB") == (
