@@ -1223,7 +1223,7 @@ def from_k8s_command(
     yaml_files: Annotated[
         list[Path],
         typer.Argument(
-            metavar="PODS.yaml...",
+            metavar="PODS.yaml",
             help="Kubernetes manifests (multi-document YAML): Pods, Deployments, "
             "StatefulSets, Jobs, DaemonSets, ReplicaSets, Nodes; other kinds are listed as "
             "not mapped.",

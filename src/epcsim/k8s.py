@@ -1080,9 +1080,8 @@ def from_k8s(
             continue
         path = os.fspath(man_by[id(c)][1])
         if path not in read:
-            m, notes = _read_enclave_manifest(path)
-            read[path] = m
-            warnings += notes
+            read[path], manifest_notes = _read_enclave_manifest(path)
+            warnings += manifest_notes
     wl_by = _assign("--workload", workloads, containers, others)
     for c in containers:
         if id(c) not in wl_by:
