@@ -14,8 +14,11 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from epcsim.cli import app
@@ -233,6 +236,16 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     r = invoke("from-k8s", src, "--workload", "c", "--out", tmp_path / "s.toml")
     assert r.exit_code == 2
     assert r.stderr == "epcsim: error: --workload 'c': expected CONTAINER=VALUE\n"
+
+
+def test_help() -> None:
+    r = runner.invoke(app, ["from-k8s", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "<bool>" not in r.stdout
+    for option in ("--out", "--epc", "--manifest", "--workload", "--duration", "--force"):
+        assert option in r.stdout
+    r = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "from-k8s" in r.stdout
 
 
 # --- quantities ---------------------------------------------------------------------------
@@ -741,3 +754,75 @@ def test_the_example_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
     conv = from_k8s(["sgx-apps.yaml"], manifests={"kv/redis": "redis.manifest"})
     assert conv.toml == (EXAMPLES / "sgx-apps.toml").read_text()
     assert load_scenario(str(EXAMPLES / "sgx-apps.toml")).name == "k8s-sgx-apps"
+
+
+# --- fuzz: bad input never crashes -----------------------------------------------------------
+
+
+def _converts_or_refuses(path: Path, **kwargs) -> None:
+    """from_k8s returns a scenario that validates, or raises EpcsimError: nothing else."""
+    try:
+        conv = from_k8s([path], **kwargs)
+    except EpcsimError as e:
+        assert "\n" not in str(e).strip() or "not valid" in str(e), str(e)
+        return
+    load_scenario(conv.toml)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_fuzz_mutated_bytes(tmp_path_factory: pytest.TempPathFactory, data) -> None:
+    src = bytearray((DATA / "cluster.yaml").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(src) - 1))
+        op = data.draw(st.sampled_from(["replace", "delete", "truncate"]))
+        if op == "replace":
+            src[i] = data.draw(st.sampled_from(b" :-\n\t{}[]&*!|>'\"#%@`0aZ\x00\xff"))
+        elif op == "delete":
+            del src[i]
+        else:
+            del src[i:]
+            break
+    p = tmp_path_factory.mktemp("fuzz") / "pods.yaml"
+    p.write_bytes(bytes(src))
+    _converts_or_refuses(p, epc="16MiB")
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_fuzz_mutated_objects(tmp_path_factory: pytest.TempPathFactory, data) -> None:
+    """Any field of any object replaced by a value of another type (or removed)."""
+    import yaml
+
+    docs = list(yaml.safe_load_all((DATA / "cluster.yaml").read_text()))
+    for _ in range(data.draw(st.integers(1, 3))):
+        node: Any = docs[data.draw(st.integers(0, len(docs) - 1))]
+        # walk down to a random container
+        for _ in range(data.draw(st.integers(0, 8))):
+            if isinstance(node, dict) and node:
+                key = data.draw(st.sampled_from(sorted(node, key=str)))
+                if not isinstance(node[key], dict | list) or data.draw(st.booleans()):
+                    if data.draw(st.booleans()):
+                        node[key] = data.draw(_VALUES)
+                    else:
+                        del node[key]
+                    break
+                node = node[key]
+            elif isinstance(node, list) and node:
+                node = node[data.draw(st.integers(0, len(node) - 1))]
+            else:
+                break
+    p = tmp_path_factory.mktemp("fuzz") / "pods.yaml"
+    p.write_text(yaml.safe_dump_all(docs))
+    _converts_or_refuses(p)
