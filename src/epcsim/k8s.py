@@ -34,6 +34,7 @@ import yaml
 from ._atomic import atomic_write_text, same_file
 from .errors import EpcsimError
 from .scenario import load_scenario
+from .scenario.limits import MAX_CGROUPS
 from .units import format_size, parse_size, parse_time
 
 __all__ = [
@@ -621,6 +622,9 @@ def _pods(obj: _Obj, unmapped: _Notes) -> tuple[list[tuple[str, str]], dict, dic
             n = min(n, c)
     else:
         n = obj.count(spec.get("replicas"), "spec.replicas", 1)
+    if n > MAX_CGROUPS:
+        fld = {"Job": "spec.parallelism"}.get(obj.kind, "spec.replicas")
+        raise obj.fail(fld, f"{n} pods: a scenario holds at most {MAX_CGROUPS} cgroups")
     if n == 0:
         unmapped.append((obj.order, f"{obj.where()}: no pod (0 replicas)"))
     pods = [(f"{obj.name}-{i}", f"replica {i} of {n}") for i in range(n)]

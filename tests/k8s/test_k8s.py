@@ -494,6 +494,17 @@ def test_kinds_replicas_and_lists(tmp_path: Path) -> None:
     ]
 
 
+def test_too_many_replicas(tmp_path: Path) -> None:
+    text = (
+        "kind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: 1000000000\n  template:\n"
+        "    spec: {containers: [{name: c, resources: {limits: {sgx.intel.com/epc: 1Mi}}}]}\n"
+    )
+    assert error(tmp_path, text, epc="8MiB") == (
+        "pods.yaml: document 1 (line 1, Deployment default/d): spec.replicas: 1000000000 "
+        "pods: a scenario holds at most 32767 cgroups"
+    )
+
+
 def test_init_sidecar_and_ephemeral_containers_are_listed(tmp_path: Path) -> None:
     text = pod() + (
         "  initContainers:\n"
