@@ -315,6 +315,8 @@ def _read_enclave_manifest(path: str) -> tuple[_EnclaveManifest, list[str]]:
             raise EpcsimError(
                 f"{path}: line {e.lineno}, column {e.colno}: not valid JSON (Occlum.json): {e.msg}"
             ) from None
+        except RecursionError:
+            raise EpcsimError(f"{path}: not valid JSON (Occlum.json): nested too deeply") from None
         limits = data.get("resource_limits") if isinstance(data, dict) else None
         if not isinstance(limits, dict) or "user_space_size" not in limits:
             raise EpcsimError(
@@ -339,6 +341,8 @@ def _read_enclave_manifest(path: str) -> tuple[_EnclaveManifest, list[str]]:
     except tomllib.TOMLDecodeError as e:
         hint = " (render a .manifest.template with gramine-manifest first)" if "{" in text else ""
         raise EpcsimError(f"{path}: not valid TOML (Gramine manifest): {e}{hint}") from None
+    except RecursionError:
+        raise EpcsimError(f"{path}: not valid TOML (Gramine manifest): nested too deeply") from None
     sgx = data.get("sgx", {})
     if not isinstance(sgx, dict):
         raise EpcsimError(f"{path}: sgx: expected a table, got {_q(sgx)}")
