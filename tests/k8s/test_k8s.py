@@ -238,6 +238,20 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     assert r.stderr == "epcsim: error: --workload 'c': expected CONTAINER=VALUE\n"
 
 
+def test_public_names() -> None:
+    import epcsim.k8s
+
+    assert sorted(epcsim.k8s.__all__) == [
+        "EPC_RESOURCE",
+        "K8sConversion",
+        "from_k8s",
+        "parse_quantity",
+        "parse_workload",
+        "write_scenario",
+    ]
+    assert epcsim.k8s.EPC_RESOURCE == "sgx.intel.com/epc"
+
+
 def test_help() -> None:
     r = runner.invoke(app, ["from-k8s", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
