@@ -57,7 +57,8 @@ USES: dict[str, frozenset[str]] = {
     "compare": frozenset({"api"}),
     "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
     "epcsim": frozenset({"api", "compare"}),
-    "cli": frozenset({"epcsim", "sweep"}),
+    "k8s": frozenset({"scenario", "units", "_atomic", "errors"}),
+    "cli": frozenset({"epcsim", "sweep", "k8s"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:
