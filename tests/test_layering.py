@@ -56,8 +56,9 @@ USES: dict[str, frozenset[str]] = {
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
     "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
-    "epcsim": frozenset({"api", "compare", "sweep"}),
-    "cli": frozenset({"epcsim"}),
+    "epcsim": frozenset({"api", "compare"}),
+    "k8s": frozenset({"scenario", "units", "_atomic", "errors"}),
+    "cli": frozenset({"epcsim", "sweep", "k8s"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:
