@@ -121,3 +121,13 @@ class LoopbackCluster:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def start_cluster(logs: Path, workers: int = 2) -> LoopbackCluster:
+    c = LoopbackCluster(logs)
+    try:
+        c.start(workers)
+    except BaseException:
+        c.stop()
+        raise
+    return c

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 #: set in one worker's environment only: that worker exits (status 1) when asked for a
 #: task after it has run this many
 EXIT_AFTER_ENV = "EPCSIM_TEST_EXIT_AFTER"
@@ -73,3 +75,24 @@ def scaled(item: Item, factor: int = 1) -> dict[str, Any]:
     """:func:`square` times *factor* (sent as ``functools.partial(scaled, factor=k)``, as a
     sweep sends ``partial(run_point, keep_run=True)``)."""
     return {**square(item), "square": item.n * item.n * factor}
+
+
+class ExitAfter(WorkerPlugin):
+    """A worker plugin (``Client.register_plugin``): the worker whose environment sets
+    :data:`EXIT_AFTER_ENV` to k exits (``os._exit(1)``) as its k-th epcsim task finishes,
+    before the scheduler hears of it: the task is lost with the process and computed
+    again elsewhere.  Workers without the variable are not touched."""
+
+    name = "epcsim-test-exit-after"
+
+    def setup(self, worker: Any) -> None:
+        limit = os.environ.get(EXIT_AFTER_ENV)
+        self.limit = None if limit is None else int(limit)
+        self.done = 0
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if self.limit is None or finish != "memory" or not str(key).startswith("epcsim-"):
+            return
+        self.done += 1
+        if self.done >= self.limit:
+            os._exit(1)
