@@ -96,3 +96,13 @@ class ExitAfter(WorkerPlugin):
         self.done += 1
         if self.done >= self.limit:
             os._exit(1)
+
+
+def fail_seed_2(point: Any) -> Any:
+    """``run_point``, except that the points of seed 2 raise on the worker (a broken
+    worker environment: ``run_point`` itself turns a point's errors into rows)."""
+    from epcsim.sweep.points import run_point
+
+    if point.seed == 2:
+        raise RuntimeError(f"no EPC for point {point.key}")
+    return run_point(point)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -1333,19 +1334,33 @@ def sweep_command(
     progress = _PointsProgress(err, err.is_terminal)
     try:
         with _user_errors():
-            res = sweep(
-                scenario,
-                grid=grid or (),
-                seeds=seeds,
-                sets=set_ or (),
-                out=out,
-                jobs=n_jobs,
-                scheduler=scheduler,
-                keep_runs=keep_runs,
-                force=force,
-                retry_errors=retry_errors,
-                progress=progress,
-            )
+            try:
+                res = sweep(
+                    scenario,
+                    grid=grid or (),
+                    seeds=seeds,
+                    sets=set_ or (),
+                    out=out,
+                    jobs=n_jobs,
+                    scheduler=scheduler,
+                    keep_runs=keep_runs,
+                    force=force,
+                    retry_errors=retry_errors,
+                    progress=progress,
+                )
+            except EpcsimError as e:
+                # the Dask backend's PointsFailedError (its module is loaded if it raised)
+                backend = sys.modules.get("epcsim.sweep.dask_backend")
+                if backend is None or not isinstance(e, backend.PointsFailedError):
+                    raise  # bad input: exit 2
+                # the cluster's counterpart of a dead local worker (below): exit 1
+                progress.close()
+                typer.echo(
+                    f"epcsim: {e}; {progress.done} point{'' if progress.done == 1 else 's'} "
+                    f"of {progress.total} written to {out}; a rerun runs the others",
+                    err=True,
+                )
+                raise typer.Exit(EXIT_EXPECTATION_FAILED) from None
     except KeyboardInterrupt:
         progress.close()
         typer.echo(

@@ -9,15 +9,17 @@ connect within a few seconds ... exit 2 message through the CLI".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _dask_cluster import LoopbackCluster, free_port, start_cluster
-from _dask_fns import EXIT_AFTER_ENV, ExitAfter
+from _dask_fns import EXIT_AFTER_ENV, ExitAfter, fail_seed_2
 from typer.testing import CliRunner
 
+import epcsim.sweep
 from epcsim.cli import app
 from epcsim.sweep import read_dataset, sweep
 from epcsim.sweep.dask_backend import CONNECT_TIMEOUT_S
@@ -139,3 +141,32 @@ def test_a_scheduler_that_does_not_answer_is_one_line(scenario: Path, tmp_path: 
         f"to connect to {address} after {t} s); is `dask scheduler` running there and "
         "reachable from this host?\n"
     )
+
+
+def test_points_failing_on_the_cluster_exit_1_and_a_rerun_runs_them(
+    scenario: Path,
+    local: Path,
+    cluster: LoopbackCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tasks that raise on the workers (not a point's own error: a broken worker) are
+    the cluster's counterpart of a local worker process that died: the other points are
+    written, one line names the failed ones, exit 1; a rerun runs just those."""
+    out = tmp_path / "sweep"
+    args = ["sweep", str(scenario), "--grid", GRID[0], "--seeds", SEEDS, "--out", str(out)]
+    with monkeypatch.context() as m:
+        m.setattr(epcsim.sweep, "run_point", fail_seed_2)
+        r = CliRunner().invoke(app, [*args, "--scheduler", cluster.address])
+    assert r.exit_code == 1
+    match = re.fullmatch(
+        rf"epcsim: scheduler {cluster.address}: 4 of 8 points failed on the cluster, the "
+        r"others were delivered: point ([0-9a-f]{16}): RuntimeError: no EPC for point "
+        rf"\1 \(and 3 more\); 4 points of 8 written to {out}; a rerun runs the others\n",
+        r.output,
+    )
+    assert match, r.output
+    assert set(read_dataset(out).column("seed").to_pylist()) == {1}
+    res = sweep(scenario, grid=GRID, seeds=SEEDS, out=out, scheduler=cluster.address)
+    assert (res.ran, res.skipped) == (4, 4)
+    assert stable(out) == stable(local)

@@ -25,9 +25,10 @@ A task that raises is an infrastructure failure (``run_point`` turns a point's o
 errors into rows with ``outcome="error"``): a worker that died under it is retried by
 the scheduler up to ``distributed.scheduler.allowed-failures`` times (default 3) before
 it is given up with ``KilledWorker``.  The other points are still collected and
-delivered; then :class:`EpcsimError` names the failed points (a resumed sweep runs them
-again).  ``KeyboardInterrupt``: the queued futures are cancelled, nothing more is
-delivered, the client is closed and the interrupt re-raised.
+delivered; then :class:`PointsFailedError` (an :class:`EpcsimError`) names the failed
+points (a resumed sweep runs them again).  ``KeyboardInterrupt``: the queued futures
+are cancelled, nothing more is delivered, the client is closed and the interrupt
+re-raised.
 """
 
 from __future__ import annotations
@@ -39,13 +40,23 @@ from typing import Any, TypeVar
 
 from ..errors import EpcsimError
 
-__all__ = ["CONNECT_TIMEOUT_S", "point_task_key", "run_dask"]
+__all__ = ["CONNECT_TIMEOUT_S", "PointsFailedError", "point_task_key", "run_dask"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: seconds to wait for the scheduler to answer before giving up
 CONNECT_TIMEOUT_S = 5.0
+
+
+class PointsFailedError(EpcsimError):
+    """Points the cluster could not compute (their task raised, or their workers kept
+    dying); the others were delivered.  ``keys``: the failed points' keys.  Not bad
+    input: ``epcsim sweep`` exits 1 for it, as for a local worker process that died."""
+
+    def __init__(self, message: str, keys: list[str]) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 def _version() -> str:
@@ -170,9 +181,9 @@ def run_dask(
 
     Raises:
         EpcsimError: *scheduler* is not an address or does not answer within
-            *connect_timeout* seconds; a worker lacks epcsim or runs another version;
-            after all other points were delivered, the points whose task raised or whose
-            workers kept dying (named).
+            *connect_timeout* seconds; a worker lacks epcsim or runs another version.
+        PointsFailedError: after all other points were delivered, the points whose task
+            raised or whose workers kept dying (named).
         KeyboardInterrupt: queued points cancelled, nothing more delivered.
     """
     if not isinstance(scheduler, str) or not scheduler.strip():
@@ -204,6 +215,7 @@ def run_dask(
             driver_version=version,
         )
         failed: list[str] = []
+        failed_keys: list[str] = []
         done = as_completed(futures, loop=client.loop)
         for future in done:
             items_here = by_key[future.key]
@@ -216,6 +228,7 @@ def run_dask(
                 result = future.result() if future.status == "finished" else None
             except (Exception, asyncio.CancelledError) as exc:  # erred or lost meanwhile
                 failed.append(_failure(items_here[0], exc, future.status))
+                failed_keys.append(str(getattr(items_here[0], "key", future.key)))
                 future.release()
                 continue
             if future.status == "finished":
@@ -225,12 +238,14 @@ def run_dask(
             else:
                 exc = future.exception() if future.status == "error" else None
                 failed.append(_failure(items_here[0], exc, future.status))
+                failed_keys.append(str(getattr(items_here[0], "key", future.key)))
                 future.release()
         if failed:
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-            raise EpcsimError(
+            raise PointsFailedError(
                 f"scheduler {scheduler}: {len(failed)} of {len(keys)} points failed on the "
-                f"cluster, the others were delivered: {failed[0]}{more}"
+                f"cluster, the others were delivered: {failed[0]}{more}",
+                failed_keys,
             )
     except BaseException:
         pending = [f for f in futures if not f.done()]
