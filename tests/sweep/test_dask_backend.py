@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dask_cluster import LoopbackCluster, free_port
+from _dask_cluster import LoopbackCluster, free_port, start_cluster
 from _dask_fns import (
     EXIT_AFTER_ENV,
     Item,
@@ -31,7 +31,7 @@ from _dask_fns import (
 
 import epcsim
 from epcsim.errors import EpcsimError
-from epcsim.sweep.dask_backend import _task, point_task_key, run_dask
+from epcsim.sweep.dask_backend import PointsFailedError, _task, point_task_key, run_dask
 
 
 @pytest.fixture(scope="module")
@@ -238,4 +238,32 @@ def test_how_a_failed_point_is_named() -> None:
         "point ab12: the workers running it died "
         "distributed.scheduler.allowed-failures + 1 times (KilledWorker)"
     )
-    assert _failure(it, None, "cancelled") == "point ab12: cancelled (the scheduler lost it)"
+    assert _failure(it, None, "cancelled") == "point ab12: cancelled on the scheduler"
+
+
+def test_a_scheduler_that_dies_mid_sweep_is_one_error(tmp_path: Path) -> None:
+    """The scheduler killed after two points arrived (a cluster of its own): no hang, the
+    points delivered stay delivered, the others are named as not delivered."""
+    c = start_cluster(tmp_path, workers=1)
+    got: list[str] = []
+    scheduler = c.procs[0]
+
+    def on_result(item: Item, result: Any) -> None:
+        got.append(item.key)
+        if len(got) == 2:
+            scheduler.kill()
+            scheduler.wait()
+
+    work = items(10, delay_s=0.3)
+    try:
+        with pytest.raises(PointsFailedError) as e:
+            run_dask(square, work, scheduler=c.address, on_result=on_result)
+    finally:
+        c.stop()
+    n = len(got)
+    assert str(e.value) == (
+        f"scheduler {c.address}: the connection to it was lost; {n} of 10 points were "
+        "delivered, the others were not"
+    )
+    assert n >= 2
+    assert sorted([*got, *e.value.keys]) == sorted(it.key for it in work)

@@ -34,8 +34,10 @@ re-raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from ..errors import EpcsimError
@@ -151,10 +153,14 @@ def _check_workers(client: Any, scheduler: str, version: str) -> None:
         )
 
 
+def _key(item: Any) -> str:
+    return str(getattr(item, "key", item))
+
+
 def _failure(item: Any, exc: BaseException | None, status: str) -> str:
-    key = getattr(item, "key", item)
-    if exc is None:
-        return f"point {key}: {status} (the scheduler lost it)"
+    key = _key(item)
+    if exc is None or status == "cancelled":
+        return f"point {key}: cancelled on the scheduler"
     if type(exc).__name__ == "KilledWorker":
         return (
             f"point {key}: the workers running it died "
@@ -200,11 +206,45 @@ def run_dask(
         return
     scheduler = scheduler.strip()
     version = _version()
-    client = _connect(scheduler, float(connect_timeout))
+    with _quiet_client_logs():
+        client = _connect(scheduler, float(connect_timeout))
+        try:
+            _collect(client, fn, by_key, scheduler, version, on_result)
+        finally:
+            client.close()
+
+
+#: the driver-side loggers of distributed whose tracebacks (a lost scheduler connection)
+#: would reach the terminal; run_dask says what happened in one line instead
+_CLIENT_LOGGERS = ("distributed.client", "distributed.batched", "distributed.comm")
+
+
+@contextlib.contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _CLIENT_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _collect(
+    client: Any,
+    fn: Callable[[T], R],
+    by_key: dict[str, list[T]],
+    scheduler: str,
+    version: str,
+    on_result: Callable[[T, R], None],
+) -> None:
+    """Check the workers, submit, deliver as completed; raise for the failed points."""
+    from distributed import as_completed
+
     futures: list[Any] = []
     try:
-        from distributed import as_completed
-
         _check_workers(client, scheduler, version)
         keys = list(by_key)
         futures = client.map(
@@ -214,43 +254,41 @@ def run_dask(
             fn=fn,
             driver_version=version,
         )
-        failed: list[str] = []
-        failed_keys: list[str] = []
+        failed: list[tuple[str, str]] = []  # (point key, why)
         done = as_completed(futures, loop=client.loop)
         for future in done:
-            items_here = by_key[future.key]
+            first = by_key[future.key][0]
             if future.status not in ("finished", "error", "cancelled"):
                 # "lost": it finished on a worker that died before the result was
                 # fetched; the scheduler computes it again: wait for that
                 done.add(future)
                 continue
             try:
-                result = future.result() if future.status == "finished" else None
-            except (Exception, asyncio.CancelledError) as exc:  # erred or lost meanwhile
-                failed.append(_failure(items_here[0], exc, future.status))
-                failed_keys.append(str(getattr(items_here[0], "key", future.key)))
+                result = future.result()
+            except (Exception, asyncio.CancelledError) as exc:  # erred, cancelled
+                status = future.status
+                failed.append((_key(first), _failure(first, exc, status)))
                 future.release()
                 continue
-            if future.status == "finished":
-                future.release()
-                for item in items_here:
-                    on_result(item, result)
-            else:
-                exc = future.exception() if future.status == "error" else None
-                failed.append(_failure(items_here[0], exc, future.status))
-                failed_keys.append(str(getattr(items_here[0], "key", future.key)))
-                future.release()
+            future.release()
+            for item in by_key[future.key]:
+                on_result(item, result)
         if failed:
-            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-            raise PointsFailedError(
-                f"scheduler {scheduler}: {len(failed)} of {len(keys)} points failed on the "
-                f"cluster, the others were delivered: {failed[0]}{more}",
-                failed_keys,
-            )
+            if client.status != "running":
+                why = (
+                    f"the connection to it was lost; {len(keys) - len(failed)} of "
+                    f"{len(keys)} points were delivered, the others were not"
+                )
+            else:
+                more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+                why = (
+                    f"{len(failed)} of {len(keys)} points failed on the cluster, the others "
+                    f"were delivered: {failed[0][1]}{more}"
+                )
+            raise PointsFailedError(f"scheduler {scheduler}: {why}", [k for k, _ in failed])
     except BaseException:
         pending = [f for f in futures if not f.done()]
-        if pending:
-            client.cancel(pending)
+        if pending and client.status == "running":
+            with contextlib.suppress(Exception):
+                client.cancel(pending)
         raise
-    finally:
-        client.close()
