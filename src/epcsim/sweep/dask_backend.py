@@ -20,13 +20,16 @@ What it does, in order:
    one computation, whose rows are the same whoever asked (``wall_s`` and ``hostname``
    apart).  With an explicit key Dask ignores ``pure``.
 4. Collects with ``distributed.as_completed``, releasing each future once delivered.
+   A result lost with its worker before the driver fetched it is computed again by the
+   scheduler and waited for.
 
 A task that raises is an infrastructure failure (``run_point`` turns a point's own
 errors into rows with ``outcome="error"``): a worker that died under it is retried by
 the scheduler up to ``distributed.scheduler.allowed-failures`` times (default 3) before
 it is given up with ``KilledWorker``.  The other points are still collected and
 delivered; then :class:`PointsFailedError` (an :class:`EpcsimError`) names the failed
-points (a resumed sweep runs them again).  ``KeyboardInterrupt``: the queued futures
+points (a resumed sweep runs them again); so does a connection to the scheduler lost
+mid-sweep, naming the points not delivered.  ``KeyboardInterrupt``: the queued futures
 are cancelled, nothing more is delivered, the client is closed and the interrupt
 re-raised.
 """
@@ -59,6 +62,9 @@ class PointsFailedError(EpcsimError):
     def __init__(self, message: str, keys: list[str]) -> None:
         super().__init__(message)
         self.keys = keys
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the second argument
+        return (PointsFailedError, (str(self), self.keys))
 
 
 def _version() -> str:
