@@ -275,3 +275,33 @@ def test_the_dataset_as_stored_typed_columns_and_max(rows: list[dict[str, Any]])
     assert [t[:2] + t[3:] for t in cells(page)] == [t[:2] + t[3:] for t in cells(plain)]
     assert {t[2] for t in cells(page)[1:9]} == {"1MiB", "max"}
     assert "<h1>epcsim sweep</h1>" in page
+
+
+def many_rows(n: int) -> list[dict[str, Any]]:
+    """*n* tenants over two keys × two seeds; tenant k's slowdown is k + key values."""
+    out: list[dict[str, Any]] = []
+    for k, x, y, seed in itertools.product(range(n), (1, 2), (10, 20), (1, 2)):
+        cg = f"/t{k:02d}"
+        base = {"cgroup": cg, "seed": seed, "x": str(x), "y": str(y), "outcome": "pass"}
+        metrics = {"slowdown": float(k + x + y), "miss_ratio": 0.1, "p99_fault_latency_ns": 9000}
+        out.append(base | {"enclave": None} | metrics)
+        out.append(base | {"enclave": f"e{k}"} | metrics)
+    return out
+
+
+@pytest.mark.parametrize("keys", [1, 2])
+def test_many_tenants_draw_the_median_and_list_each(keys: int) -> None:
+    """More tenants than MAX_DRAWN_TENANTS: the figures draw their median (said on the
+    page), the tables still list every tenant."""
+    from epcsim.sweep.html import MAX_DRAWN_TENANTS, _median
+
+    n = MAX_DRAWN_TENANTS + 1
+    axes = [("x", None), ("y", None)][:keys]
+    page = render_sweep_html(many_rows(n), axes)
+    assert_offline(page)
+    assert len(pngs(page)) == (1 if keys == 1 else 3)
+    assert f"With {n} tenants (more than {MAX_DRAWN_TENANTS}) the figures draw the" in page
+    listed = {t[0] for t in cells(page) if t[0].startswith("/t")}
+    assert listed == {f"/t{k:02d}" for k in range(n)}
+    assert "With" not in render_sweep_html(many_rows(MAX_DRAWN_TENANTS), axes)
+    assert (_median([1.0, 2.0, 9.0]), _median([1.0, 2.0, 4.0, 9.0])) == (2.0, 3.0)

@@ -16,7 +16,9 @@ of three metrics — slowdown, p99 fault latency, miss ratio:
   *and over every combination of the other keys' values* (a marginal mean), bars from
   the smallest to the largest of those; the page says so.
 
-A key's values are in the grid's order.  Rows whose ``outcome`` is ``"error"`` and
+With more than :data:`MAX_DRAWN_TENANTS` tenants the figures draw the tenants' median
+(a line with a band from the smallest to the largest tenant; one heat map), and the
+tables still list every tenant.  A key's values are in the grid's order.  Rows whose ``outcome`` is ``"error"`` and
 missing values (a tenant whose enclaves never faulted has no p99) are left out of the
 means, and the page counts the points that failed.  Each figure has the table of the
 numbers it draws under it.
@@ -83,6 +85,10 @@ _PNG_METADATA = {"Software": None}
 _DPI = 90
 #: heat-map cells are annotated with their value up to this many cells
 _ANNOTATE_MAX_CELLS = 64
+#: tenants drawn one by one up to this many; more: the figures draw the tenants' median
+MAX_DRAWN_TENANTS = 12
+#: heat-map panels per figure row
+_HEAT_COLUMNS = 4
 
 
 def _e(x: object) -> str:
@@ -174,6 +180,12 @@ class _Cell:
     n: int
 
 
+def _median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2
+
+
 def _cell(values: list[float]) -> _Cell:
     if not values:
         return _Cell(None, None, None, 0)
@@ -231,9 +243,23 @@ def _line_figure(
         for t in names
         for m in METRICS
     }
+    many = len(names) > MAX_DRAWN_TENANTS
     for k, m in enumerate(METRICS):
         ax = fig.add_subplot(1, len(METRICS), k + 1)
-        for t in names:
+        if many:
+            xs, mid, lo, hi = [], [], [], []
+            for i, (_, at) in enumerate(axis.values):
+                means = [c.mean for t in names if (c := cells[(t, m.column)].get((at,)))]
+                vals = sorted(v * m.scale for v in means if v is not None)
+                if vals:
+                    xs.append(i)
+                    mid.append(_median(vals))
+                    lo.append(vals[0])
+                    hi.append(vals[-1])
+            label = f"median of {len(names)} tenants"
+            ax.plot(xs, mid, marker="o", label=label)
+            ax.fill_between(xs, lo, hi, alpha=0.25, label="smallest to largest tenant")
+        for t in [] if many else names:
             agg = cells[(t, m.column)]
             xs, ys, lo, hi = [], [], [], []
             for i, (_, at) in enumerate(axis.values):
@@ -273,8 +299,6 @@ def _heat_figure(
     import numpy as np
 
     xa, ya = axes
-    cols = max(1, len(names))
-    fig = _new_figure(1.2 + 3.6 * cols, 3.6, layout="constrained")
     grids = []
     for t in names:
         agg = _aggregate(rows, t, m.column, [xa.key, ya.key], tenant_col)
@@ -285,15 +309,27 @@ def _heat_figure(
                 if c is not None and c.mean is not None:
                     g[i, j] = c.mean * m.scale
         grids.append((t, g, agg))
-    finite = [g[np.isfinite(g)] for _, g, _ in grids]
+    drawn = [(t, g) for t, g, _ in grids]
+    if len(names) > MAX_DRAWN_TENANTS:
+        stack = np.stack([g for _, g in drawn])
+        med = np.full(stack.shape[1:], np.nan)
+        for i, j in np.ndindex(med.shape):
+            vals = sorted(float(v) for v in stack[:, i, j] if np.isfinite(v))
+            if vals:
+                med[i, j] = _median(vals)
+        drawn = [(f"median of {len(names)} tenants", med)]
+    cols = max(1, min(len(drawn), _HEAT_COLUMNS))
+    nrows = max(1, -(-len(drawn) // cols))
+    fig = _new_figure(1.2 + 3.6 * cols, 0.4 + 3.2 * nrows, layout="constrained")
+    finite = [g[np.isfinite(g)] for _, g in drawn]
     allv = np.concatenate(finite) if finite else np.array([])
     vmin, vmax = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     image = None
     panels = []
-    for k, (t, g, _) in enumerate(grids):
-        ax = fig.add_subplot(1, cols, k + 1)
+    for k, (t, g) in enumerate(drawn):
+        ax = fig.add_subplot(nrows, cols, k + 1)
         panels.append(ax)
         image = ax.imshow(
             np.ma.masked_invalid(g), origin="lower", aspect="auto", vmin=vmin, vmax=vmax
@@ -301,7 +337,7 @@ def _heat_figure(
         ax.set_xticks(range(len(xa.values)), [lb for lb, _ in xa.values], fontsize=7, rotation=45)
         ax.set_yticks(range(len(ya.values)), [lb for lb, _ in ya.values], fontsize=7)
         ax.set_xlabel(xa.key, fontsize=8)
-        if k == 0:
+        if k % cols == 0:
             ax.set_ylabel(ya.key, fontsize=8)
         ax.set_title(t, fontsize=9)
         if g.size <= _ANNOTATE_MAX_CELLS:
@@ -426,6 +462,12 @@ def render_sweep_html(
         note = (
             "Each point is the mean over the seeds; the bars and the brackets in the table "
             "run from the smallest to the largest seed's value."
+        )
+    if len(names) > MAX_DRAWN_TENANTS:
+        note += (
+            f" With {len(names)} tenants (more than {MAX_DRAWN_TENANTS}) the figures draw "
+            "the tenants' median (lines: with a band from the smallest to the largest "
+            "tenant); the tables list every tenant."
         )
     parts.append(
         f"<p class='note'>{_e(note)} Tenants are the cgroups that hold enclaves. Times are "
