@@ -18,10 +18,10 @@ of three metrics — slowdown, p99 fault latency, miss ratio:
 
 With more than :data:`MAX_DRAWN_TENANTS` tenants the figures draw the tenants' median
 (a line with a band from the smallest to the largest tenant; one heat map), and the
-tables still list every tenant.  A key's values are in the grid's order.  Rows whose ``outcome`` is ``"error"`` and
-missing values (a tenant whose enclaves never faulted has no p99) are left out of the
-means, and the page counts the points that failed.  Each figure has the table of the
-numbers it draws under it.
+tables still list every tenant.  A key's values are in the grid's order.  Rows whose
+``outcome`` is ``"error"`` and missing values (a tenant whose enclaves never faulted has
+no p99) are left out of the means, and the page counts the points that failed.  Each
+figure has the table of the numbers it draws under it.
 """
 
 from __future__ import annotations
