@@ -1,0 +1,258 @@
+"""The advise search (issue 16) against synthetic evaluators: exact limits, rounds and
+notes for monotone, interacting and non-monotone curves, an infeasible tenant, a budget
+too small, several seeds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from epcsim.advise import advise
+from epcsim.errors import EpcsimError
+
+P = 4096
+#: two tenants /a and /b (scenario limits 32 and 8 pages) in a 64-page EPC
+TWO = """\
+name = "two"
+[host]
+epc = "256KiB"
+seed = 1
+[[cgroup]]
+path = "/a"
+max = "32pages"
+[[cgroup]]
+path = "/b"
+max = "8pages"
+[[enclave]]
+name = "ea"
+cgroup = "/a"
+size = "16pages"
+workload = { pattern = "uniform", accesses = 100 }
+[[enclave]]
+name = "eb"
+cgroup = "/b"
+size = "16pages"
+workload = { pattern = "uniform", accesses = 100 }
+"""
+SCENARIO_LIMIT = {"/a": 32 * P, "/b": 8 * P}
+Curve = Callable[[str, dict[str, int], int], float | None]
+
+
+class Synthetic:
+    """An evaluator from a function (tenant, limits in pages, seed) -> slowdown; the
+    limits of the tenants left out are the scenario's.  Records every batch."""
+
+    def __init__(self, f: Curve, seeds: tuple[int, ...] = (1,), outcome: str = "success"):
+        self.f = f
+        self.seeds = seeds
+        self.outcome = outcome
+        self.batches: list[list[dict[str, int]]] = []
+
+    def __call__(self, assignments: list[dict[str, int]]) -> list[list[dict]]:
+        self.batches.append(assignments)
+        out = []
+        for a in assignments:
+            pages = {t: (a.get(t, SCENARIO_LIMIT[t])) // P for t in SCENARIO_LIMIT}
+            rows = []
+            for s in self.seeds:
+                for t in ("/a", "/b"):
+                    v = self.f(t, pages, s)
+                    rows.append({"seed": s, "cgroup": t, "enclave": None, "slowdown": v})
+                    rows.append(
+                        {
+                            "seed": s,
+                            "cgroup": t,
+                            "enclave": "e" + t[1],
+                            "slowdown": v,
+                            "outcome": self.outcome,
+                        }
+                    )
+            out.append(rows)
+        return out
+
+
+def run(f: Curve, **kw):
+    ev = kw.pop("ev", None) or Synthetic(f)
+    kw.setdefault("slos", ["slowdown<=2"])
+    kw.setdefault("resolution", "1page")
+    return advise(TWO, evaluate=ev, **kw), ev
+
+
+def pages(res) -> dict[str, int]:
+    return {t: v // P for t, v in res.limits.items()}
+
+
+def independent(t: str, p: dict[str, int], seed: int) -> float:
+    return 100 / p["/a"] if t == "/a" else 10 / p["/b"]
+
+
+def test_monotone_independent_curves():
+    res, ev = run(independent)
+    assert res.feasible is True
+    assert pages(res) == {"/a": 50, "/b": 5}
+    d = res.data
+    assert d["total"] == 55 * P and d["reason"] is None and d["infeasible_tenants"] == []
+    # coarse pass (8 limits per tenant, one batch), bisection in lock-step, combination
+    assert [r["kind"] for r in d["rounds"]] == ["coarse"] + ["bisect"] * 3 + ["combination"]
+    assert len(ev.batches) == 5 and len(ev.batches[0]) == 16
+    assert all(len(b) == 2 for b in ev.batches[1:4]) and ev.batches[4] == [
+        {"/a": 50 * P, "/b": 5 * P}
+    ]
+    a = d["tenants"]["/a"]
+    assert a["monotone"] is True and a["notes"] == [] and a["meets"] is True
+    assert a["scenario_limit"] == 32 * P
+    assert a["metrics"] == {"slowdown<=2": 2.0}
+    assert a["margin"]["slowdown<=2"] == {
+        "value": 2.0,
+        "bound": 2.0,
+        "margin": 0.0,
+        "relative": 0.0,
+    }
+    limits = [c["limit"] // P for c in a["curve"]]
+    assert limits == [8, 16, 24, 32, 40, 48, 49, 50, 52, 56, 64]
+    assert [c["meets"] for c in a["curve"]] == [False] * 7 + [True] * 4
+
+
+def contended(t: str, p: dict[str, int], seed: int) -> float:
+    # a suffers from b's limit; b alone
+    return 40 / p["/a"] + p["/b"] / 16 if t == "/a" else 40 / p["/b"]
+
+
+def test_a_tenant_violating_in_the_combination_is_raised_to_a_fixpoint():
+    res, ev = run(contended)
+    assert res.feasible is True
+    # alone (b at its 8-page scenario limit) a needs 27 pages; with b at 20, 54
+    assert pages(res) == {"/a": 54, "/b": 20}
+    kinds = [r["kind"] for r in res.data["rounds"]]
+    assert kinds.count("combination") == 2
+    notes = res.data["tenants"]["/a"]["notes"]
+    assert len(notes) == 1
+    assert notes[0].startswith("violated in the combination of round ")
+    assert notes[0].endswith("at 108KiB (slowdown<=2 violated (2.73148)); searched again above it")
+    assert res.data["tenants"]["/b"]["notes"] == []
+
+
+def bumpy(t: str, p: dict[str, int], seed: int) -> float:
+    if t == "/b":
+        return 1.0
+    n = p["/a"]
+    return 1.0 if 10 <= n < 20 or n >= 30 else 3.0
+
+
+def test_a_curve_not_monotone_is_scanned_and_said():
+    res, _ = run(bumpy)
+    assert res.feasible is True
+    assert pages(res) == {"/a": 10, "/b": 1}
+    a = res.data["tenants"]["/a"]
+    assert a["monotone"] is False
+    assert a["notes"] == [
+        "not monotone (round 1): the SLOs are met at 64KiB but violated at 96KiB; every "
+        "limit below 64KiB was evaluated (15 limits) and the smallest meeting the SLOs chosen"
+    ]
+    assert res.data["tenants"]["/b"]["monotone"] is True
+
+
+def test_a_tenant_that_cannot_meet_its_slo_is_infeasible_exit_data():
+    res, _ = run(lambda t, p, s: 5.0 if t == "/a" else 1.0)
+    assert res.feasible is False
+    assert res.data["infeasible_tenants"] == ["/a"]
+    assert res.data["reason"] == ("slo: /a violates at 256KiB: slowdown<=2 violated (5)")
+    assert pages(res) == {"/a": 64, "/b": 1}
+
+
+def test_an_enclave_that_does_not_complete_violates():
+    ev = Synthetic(lambda t, p, s: 1.0, outcome="stuck")
+    res, _ = run(None, ev=ev)
+    assert res.feasible is False
+    assert res.data["infeasible_tenants"] == ["/a", "/b"]
+    assert res.data["tenants"]["/a"]["why_not"] == "enclave ea ended stuck (seed 1)"
+
+
+@pytest.mark.parametrize(
+    ("budget", "feasible"), [("55pages", True), ("54pages", False), ("capacity", True)]
+)
+def test_budget(budget, feasible):
+    res, _ = run(independent, budget=budget)
+    assert res.feasible is feasible
+    assert pages(res) == {"/a": 50, "/b": 5}
+    if not feasible:
+        assert res.data["reason"] == (
+            "budget: the smallest limits found add up to 220KiB, above the budget 216KiB"
+        )
+        assert res.data["infeasible_tenants"] == []
+
+
+def test_budget_below_the_grid_is_infeasible_not_an_error():
+    res, _ = run(independent, budget="1page")
+    assert res.feasible is False and res.data["reason"].startswith("budget: ")
+
+
+def test_every_seed_must_meet_the_slo():
+    def f(t: str, p: dict[str, int], seed: int) -> float:
+        return (100 if seed == 1 else 120) / p["/a"] if t == "/a" else 1.0
+
+    res, _ = run(None, ev=Synthetic(f, seeds=(1, 2)), seeds="1,2")
+    assert pages(res) == {"/a": 60, "/b": 1}
+    assert res.data["seeds"] == [1, 2]
+    assert res.data["tenants"]["/a"]["metrics"] == {"slowdown<=2": 2.0}
+
+
+def test_named_tenant_only_is_searched():
+    res, ev = run(independent, tenants=["/b"])
+    assert res.limits == {"/b": 5 * P}
+    assert all(set(a) == {"/b"} for b in ev.batches for a in b)
+
+
+def test_advise_json_written_and_deterministic(tmp_path):
+    r1, _ = run(independent, out=tmp_path / "x")
+    r2, _ = run(independent, out=tmp_path / "x")
+    text = (tmp_path / "x" / "advise.json").read_text()
+    assert json.loads(text) == json.loads(json.dumps(r2.data))
+    assert json.loads(text)["format"] == "epcsim-advise"
+    assert r1.data == r2.data
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["advise.json"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"slos": ["slowdown=2"]}, "slo 'slowdown=2': expected METRIC OP VALUE"),
+        (
+            {"slos": ["speed<=2"]},
+            "slo 'speed<=2': unknown metric 'speed' (known: accesses_per_s, "
+            "max_fault_latency, miss_ratio, p50_fault_latency, p99_fault_latency, pages_reclaimed, "
+            "retries, slowdown)",
+        ),
+        ({"slos": ["slowdown<=fast"]}, "slo 'slowdown<=fast': 'fast' is not a number"),
+        ({"slos": ["p99_fault_latency<=5parsecs"]}, "'5parsecs' is not a time"),
+        ({"slos": []}, "slos: name at least one SLO"),
+        ({"tenants": ["/c"]}, "tenant /c: not a cgroup of scenario two (its cgroups: /a, /b)"),
+        ({"tenants": ["/"]}, "tenant /: the root cgroup has no misc.max"),
+        ({"tenants": ["/a", "a"]}, "tenant /a: named twice"),
+        ({"resolution": 0}, "resolution: must be at least one page"),
+        (
+            {"resolution": "5000"},
+            "resolution: '5000' is not a whole number of 4096-byte pages (try 4KiB or 8KiB)",
+        ),
+        ({"resolution": "1MiB"}, "resolution: 1MiB is above the host's EPC (256KiB)"),
+        ({"budget": "lots"}, "budget: not a size: 'lots'"),
+        ({"seeds": "x"}, "seeds: expected FROM..TO"),
+    ],
+)
+def test_bad_input(kw, message):
+    with pytest.raises(EpcsimError) as e:
+        run(independent, **kw)
+    assert message in str(e.value)
+
+
+def test_slo_units():
+    from epcsim.advise import parse_slo
+
+    assert parse_slo("p99_fault_latency<=50us").bound == 50_000
+    assert parse_slo("p99_fault_latency < 1ms").bound == 1_000_000
+    assert parse_slo("p99_fault_latency<=700").bound == 700
+    assert parse_slo("miss_ratio>=0.25").op == ">="
+    s = parse_slo("accesses_per_s>1e6")
+    assert (s.bound, s.holds(2e6), s.holds(1e6), s.holds(None)) == (1e6, True, False, True)
