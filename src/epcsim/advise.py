@@ -782,7 +782,7 @@ def _data(
         "feasible": feasible,
         "reason": reason,
         "infeasible_tenants": infeasible,
-        "limits": dict(cand),
+        "limits": {t: cand[t] for t in names},
         "total": sum(cand.values()),
         "rounds": search.rounds,
         "evaluations": len(search.cache),
