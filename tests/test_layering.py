@@ -55,7 +55,8 @@ USES: dict[str, frozenset[str]] = {
     "check": frozenset({"compiled", "rundir"}),
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
-    "epcsim": frozenset({"api", "compare"}),
+    "advise": frozenset({"compare"}),
+    "epcsim": frozenset({"api", "compare", "advise"}),
     "cli": frozenset({"epcsim"}),
 }
 

@@ -553,16 +553,18 @@ def _default_evaluator(
     index = {c.path: i for i, c in enumerate(sc.cgroup)}
 
     def evaluate(assignments: list[Assignment]) -> list[list[dict[str, Any]]]:
-        from . import sweep
+        from .sweep import evaluate as sweep_evaluate
+        from .sweep.grid import Axis
+        from .sweep.points import expand
 
         per: list[list[Any]] = []
         specs: list[Any] = []
         for a in assignments:
-            axes = [sweep.grid.Axis(f"cgroup.{index[t]}.max", (str(a[t]),)) for t in sorted(a)]
-            ps = sweep.points.expand(sc, axes, seeds, list(sets))
+            axes = [Axis(f"cgroup.{index[t]}.max", (str(a[t]),)) for t in sorted(a)]
+            ps = expand(sc, axes, seeds, list(sets))
             per.append(ps)
             specs.extend(ps)
-        rows = sweep.evaluate(specs, out=points, jobs=jobs, scheduler=scheduler)
+        rows = sweep_evaluate(specs, out=points, jobs=jobs, scheduler=scheduler)
         return [[r for p in ps for r in rows[p.key]] for ps in per]
 
     return evaluate

@@ -1,0 +1,121 @@
+"""``epcsim advise`` (issue 16): the tables, advise.json, exit 0 feasible or not, exit 2
+for bad input.  The runs are the synthetic evaluator's (the default evaluator replaced)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _advise import TWO, Synthetic, independent
+from typer.testing import CliRunner
+
+import epcsim.advise
+from epcsim.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    ev = Synthetic(independent)
+    seen = {}
+
+    def default(sc, tenants, seeds, sets, points, jobs, scheduler):
+        seen.update(points=points, jobs=jobs, scheduler=scheduler, seeds=seeds)
+        return ev
+
+    monkeypatch.setattr(epcsim.advise, "_default_evaluator", default)
+    return seen
+
+
+def invoke(tmp_path: Path, *args: str):
+    scenario = tmp_path / "two.toml"
+    scenario.write_text(TWO)
+    return runner.invoke(app, ["advise", str(scenario), *map(str, args)])
+
+
+def test_feasible_table_curves_and_advise_json(tmp_path, synthetic):
+    out = tmp_path / "adv"
+    r = invoke(tmp_path, "--slo", "slowdown<=2", "--resolution", "4KiB", "--out", out, "-j", "2")
+    assert r.exit_code == 0, r.output
+    assert "two: feasible; limits sum to 220KiB (resolution 4KiB; seeds 1)" in r.output
+    lines = r.output.splitlines()
+    row = next(ln for ln in lines if ln.startswith("│ /a "))
+    assert [c.strip() for c in row.strip("│").split("│")] == [
+        "/a",
+        "128KiB",
+        "200KiB",
+        "2.00",
+        "+0.0%",
+        "yes",
+    ]
+    row = next(ln for ln in lines if ln.startswith("│ /b "))
+    assert [c.strip() for c in row.strip("│").split("│")] == [
+        "/b",
+        "32KiB",
+        "20KiB",
+        "2.00",
+        "+0.0%",
+        "yes",
+    ]
+    assert "/a: the curve searched (limit -> metric)" in r.output
+    assert "no: slowdown<=2 violated (2.04082)" in r.output  # /a at 49 pages
+    assert "27 assignments evaluated in 6 rounds" in r.output
+    assert f"wrote {out}/advise.json" in r.output
+    data = json.loads((out / "advise.json").read_text())
+    assert data["feasible"] is True
+    assert data["limits"] == {"/a": 50 * 4096, "/b": 5 * 4096}
+    assert synthetic == {
+        "points": out.resolve() / "points",
+        "jobs": 2,
+        "scheduler": None,
+        "seeds": [1],
+    }
+
+
+def test_infeasible_is_exit_0(tmp_path, synthetic):
+    out = tmp_path / "adv"
+    r = invoke(
+        tmp_path, "--slo", "slowdown<=2", "--resolution", "4KiB", "--budget", "200KiB", "--out", out
+    )
+    assert r.exit_code == 0, r.output
+    assert "two: NOT feasible; limits sum to 220KiB (resolution 4KiB, budget 200KiB" in r.output
+    assert (
+        "no assignment meets the SLOs: budget: the smallest limits found add up to 220KiB, "
+        "above the budget 200KiB" in r.output
+    )
+    assert json.loads((out / "advise.json").read_text())["feasible"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slo", "slowdown=~2"], "slo 'slowdown=~2': expected METRIC OP VALUE"),
+        (["--slo", "latency<=5us"], "slo 'latency<=5us': unknown metric 'latency' (known: "),
+        (["--slo", "slowdown<=2", "--tenant", "/nope"], "tenant /nope: not a cgroup of scenario"),
+        (["--slo", "slowdown<=2", "--resolution", "0"], "resolution: must be at least one page"),
+        (["--slo", "slowdown<=2", "--resolution", "6KiB"], "resolution: '6KiB' is not a whole"),
+        (["--slo", "slowdown<=2", "--budget", "-1"], "budget: not a size: '-1'"),
+        (["--slo", "slowdown<=2", "--set", "host.nope=1"], "host.nope"),
+    ],
+)
+def test_bad_input_is_exit_2_one_line(tmp_path, synthetic, args, message):
+    r = invoke(tmp_path, *args, "--out", tmp_path / "adv")
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epcsim: error: ") and message in lines[0]
+    assert not (tmp_path / "adv").exists()
+
+
+def test_a_directory_holding_other_files_is_refused(tmp_path, synthetic):
+    out = tmp_path / "adv"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = invoke(tmp_path, "--slo", "slowdown<=2", "--out", out)
+    assert r.exit_code == 2
+    assert r.output.strip() == (
+        f"epcsim: error: out {out}: not an epcsim advice directory (it holds notes.txt); "
+        "name a new or empty directory"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
