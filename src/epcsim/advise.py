@@ -550,7 +550,19 @@ def _default_evaluator(
     jobs: int | None,
     scheduler: str | None,
 ) -> Evaluator:
+    """The sweep as an evaluator: each assignment x seed one point of the dataset at
+    *points*, one grid column ``cgroup.N.max`` per tenant (every point sets every
+    tenant's limit, the scenario's where the assignment leaves it out, so that every
+    file has the same columns)."""
     index = {c.path: i for i, c in enumerate(sc.cgroup)}
+    scenario_limit = {
+        t: (
+            "max"
+            if sc.cgroup[index[t]].max is None
+            else str(eval_size(sc.cgroup[index[t]].max, sc.capacity, what="max"))
+        )
+        for t in tenants
+    }
 
     def evaluate(assignments: list[Assignment]) -> list[list[dict[str, Any]]]:
         from .sweep import evaluate as sweep_evaluate
@@ -560,12 +572,26 @@ def _default_evaluator(
         per: list[list[Any]] = []
         specs: list[Any] = []
         for a in assignments:
-            axes = [Axis(f"cgroup.{index[t]}.max", (str(a[t]),)) for t in sorted(a)]
+            axes = [
+                Axis(
+                    f"cgroup.{index[t]}.max", (str(a[t]) if t in a else scenario_limit[t],), "size"
+                )
+                for t in tenants
+            ]
             ps = expand(sc, axes, seeds, list(sets))
             per.append(ps)
             specs.extend(ps)
         rows = sweep_evaluate(specs, out=points, jobs=jobs, scheduler=scheduler)
-        return [[r for p in ps for r in rows[p.key]] for ps in per]
+        out = []
+        for ps in per:
+            got: list[dict[str, Any]] = []
+            for p in ps:
+                got.extend(
+                    rows[p.key]
+                    or [{"seed": p.seed, "outcome": "error", "error": "the point has no rows"}]
+                )
+            out.append(got)
+        return out
 
     return evaluate
 
