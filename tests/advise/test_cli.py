@@ -119,3 +119,31 @@ def test_a_directory_holding_other_files_is_refused(tmp_path, synthetic):
         "name a new or empty directory"
     )
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_seeds_and_scheduler_reach_the_evaluator(tmp_path, synthetic):
+    out = tmp_path / "adv"
+    r = invoke(
+        tmp_path,
+        "--slo",
+        "slowdown<=2",
+        "--seeds",
+        "1..3",
+        "--scheduler",
+        "tcp://h:8786",
+        "--tenant",
+        "/b",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    assert synthetic == {
+        "points": out.resolve() / "points",
+        "jobs": None,
+        "scheduler": "tcp://h:8786",
+        "seeds": [1, 2, 3],
+    }
+    data = json.loads((out / "advise.json").read_text())
+    assert data["seeds"] == [1, 2, 3] and data["tenants_searched"] == ["/b"]
+    # the default resolution: capacity / 32 = 8 KiB (2 pages) on this 256 KiB EPC
+    assert data["resolution"] == 8192 and data["limits"] == {"/b": 6 * 4096}

@@ -192,3 +192,23 @@ def test_slo_units():
     assert parse_slo("miss_ratio>=0.25").op == ">="
     s = parse_slo("accesses_per_s>1e6")
     assert (s.bound, s.holds(2e6), s.holds(1e6), s.holds(None)) == (1e6, True, False, True)
+
+
+def test_tenant_value_own_row_then_subtree_worst_over_seeds():
+    from epcsim.advise import parse_slo, tenant_value
+
+    rows = [
+        {"seed": 1, "cgroup": "/t", "enclave": None, "slowdown": None},
+        {"seed": 1, "cgroup": "/t/x", "enclave": None, "slowdown": 3.0},
+        {"seed": 1, "cgroup": "/t/x", "enclave": "x", "slowdown": 3.0},
+        {"seed": 1, "cgroup": "/t/y", "enclave": "y", "slowdown": 5.0},
+        {"seed": 2, "cgroup": "/t/x", "enclave": None, "slowdown": 4.0},
+        {"seed": 2, "cgroup": "/t/x", "enclave": "x", "slowdown": 4.0},
+        {"seed": 1, "cgroup": "/tx", "enclave": "z", "slowdown": 9.0},
+        {"seed": 1, "cgroup": "/u", "enclave": None, "slowdown": None},
+    ]
+    up, down = parse_slo("slowdown<=2"), parse_slo("slowdown>=2")
+    assert tenant_value(rows, "/t", up) == 5.0  # its subtree's enclaves (not /tx)
+    assert tenant_value(rows, "/t", down) == 3.0
+    assert tenant_value(rows, "/t/x", up) == 4.0  # its own row, the worst seed
+    assert tenant_value(rows, "/u", up) is None  # nothing measured: meets
