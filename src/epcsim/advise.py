@@ -328,6 +328,30 @@ def _tenants(sc: Scenario, tenants: Sequence[str] | None) -> list[str]:
     return out
 
 
+def _warnings(sc: Scenario, tenants: list[str]) -> list[str]:
+    """What the advice cannot change: enclaves in the root (no misc.max), timed writes to
+    a tenant's misc.max or moves between cgroups (the advised limit is the one a tenant
+    starts with)."""
+    out = []
+    root = sorted(e.name for e in sc.enclave if e.cgroup == "/")
+    if root:
+        out.append(f"/ holds enclaves ({', '.join(root)}): not a tenant (the root has no misc.max)")
+    for i, at in enumerate(sc.at):
+        if at.write is not None:
+            path = "/" + "/".join(p for p in at.write.path.split("/") if p)
+            for t in tenants:
+                if path == f"{t}/misc.max" or path == f"{t}/sgx_epc.max":
+                    out.append(
+                        f"at.{i} writes {path}: the limit advised for {t} is the one it starts with"
+                    )
+        if at.migrate is not None:
+            out.append(
+                f"at.{i} moves enclave {at.migrate.enclave} to {at.migrate.cgroup}: its "
+                "tenant changes during the run"
+            )
+    return out
+
+
 def _resolution(value: int | str | None, capacity: int) -> int:
     if value is None:
         step = capacity // DEFAULT_STEPS // PAGE_SIZE * PAGE_SIZE
@@ -804,6 +828,7 @@ def _data(
         "seeds": seeds,
         "slos": [{"text": s.text, "metric": s.metric, "op": s.op, "bound": s.bound} for s in slos],
         "tenants_searched": names,
+        "warnings": _warnings(sc, names),
         "resolution": step,
         "capacity": capacity,
         "budget": budget,

@@ -1261,6 +1261,8 @@ def _print_advice(console: Console, data: dict[str, Any]) -> None:
         console.print(curve)
         for note in t["notes"]:
             console.print(Text(f"{path}: {note}"))
+    for w in data["warnings"]:
+        console.print(Text(f"warning: {w}"))
     if not data["feasible"]:
         console.print(Text(f"no assignment meets the SLOs: {data['reason']}"))
     n, rounds = data["evaluations"], len(data["rounds"])

@@ -17,7 +17,7 @@ def run(f: Curve, **kw):
     ev = kw.pop("ev", None) or Synthetic(f)
     kw.setdefault("slos", ["slowdown<=2"])
     kw.setdefault("resolution", "1page")
-    return advise(TWO, evaluate=ev, **kw), ev
+    return advise(kw.pop("scenario", TWO), evaluate=ev, **kw), ev
 
 
 def pages(res) -> dict[str, int]:
@@ -212,3 +212,18 @@ def test_tenant_value_own_row_then_subtree_worst_over_seeds():
     assert tenant_value(rows, "/t", down) == 3.0
     assert tenant_value(rows, "/t/x", up) == 4.0  # its own row, the worst seed
     assert tenant_value(rows, "/u", up) is None  # nothing measured: meets
+
+
+def test_warnings_root_enclaves_and_timed_limit_writes():
+    text = TWO.replace('name = "eb"', 'name = "eb"\ncount = 1').replace(
+        'cgroup = "/b"\nsize', 'cgroup = "/"\nsize'
+    )
+    text += '[[at]]\ntime = "1ms"\nwrite = { path = "/a/misc.max", value = "sgx_epc 4096" }\n'
+    res, _ = run(independent, scenario=text)
+    assert res.data["tenants_searched"] == ["/a"]
+    assert res.data["warnings"] == [
+        "/ holds enclaves (eb): not a tenant (the root has no misc.max)",
+        "at.0 writes /a/misc.max: the limit advised for /a is the one it starts with",
+    ]
+    clean, _ = run(independent)
+    assert clean.data["warnings"] == []
