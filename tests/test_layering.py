@@ -55,9 +55,12 @@ USES: dict[str, frozenset[str]] = {
     "check": frozenset({"compiled", "rundir"}),
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
-    "advise": frozenset({"compare"}),
-    "epcsim": frozenset({"api", "compare", "advise"}),
-    "cli": frozenset({"epcsim"}),
+    "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
+    "epcsim": frozenset({"api", "compare"}),
+    "advise": frozenset(
+        {"sweep", "api", "compare", "scenario", "units", "_atomic", "rundir", "errors"}
+    ),
+    "cli": frozenset({"epcsim", "sweep", "advise"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import atomic_write_text
-from .compare import parse_seeds, tenant_metrics
+from .compare import parse_seeds, tenant_rows
 from .errors import EpcsimError
 from .rundir import RunDirError, existing_entries
 from .scenario import Scenario, load_scenario
@@ -256,36 +256,10 @@ def _fmt_value(slo: SLO, v: float | None) -> str:
 
 
 def rows_of_summary(summary: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    """The per-tenant rows of one run's ``summary.json`` (one per cgroup, one per
-    enclave), the columns the sweep writes: for an evaluator that runs
+    """The per-tenant rows of one run's ``summary.json`` with its *seed*: the rows the
+    sweep writes (:func:`epcsim.compare.tenant_rows`), for an evaluator that runs
     :func:`epcsim.run` itself."""
-    cgroups, enclaves = tenant_metrics(summary, [])
-    rows = []
-    for path in sorted(cgroups):
-        rows.append(_row(seed, path, None, cgroups[path], summary.get("outcome")))
-    for name in sorted(enclaves):
-        t = enclaves[name]
-        rows.append(_row(seed, t["cgroup"], name, t, t["outcome"]))
-    return rows
-
-
-def _row(seed: int, cgroup: str, enclave: str | None, t: dict[str, Any], outcome: Any) -> dict:
-    lat = t.get("fault_latency_ns") or {}
-    pr = t.get("pages_reclaimed") or {}
-    return {
-        "seed": seed,
-        "cgroup": cgroup,
-        "enclave": enclave,
-        "slowdown": t.get("slowdown"),
-        "miss_ratio": t.get("miss_ratio"),
-        "p50_fault_latency_ns": lat.get("p50"),
-        "p99_fault_latency_ns": lat.get("p99"),
-        "max_fault_latency_ns": lat.get("max"),
-        "accesses_per_s": t.get("accesses_per_s"),
-        "retries": t.get("retries"),
-        "pages_reclaimed": pr.get("total"),
-        "outcome": outcome,
-    }
+    return [{"seed": seed} | r for r in tenant_rows(summary)]
 
 
 # --- arguments ------------------------------------------------------------------------------

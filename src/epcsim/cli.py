@@ -13,6 +13,9 @@ Commands::
                [--out DIR] [--workers N] [--fault-unreferenced]
     epcsim compare SCENARIO --out DIR [--policy NAME,...|all] [--seeds FROM..TO|N,...]
                    [--set KEY=VALUE ...] [--jobs N] [--force]
+    epcsim sweep SCENARIO --out DIR [--grid KEY=VALUES ...] [--seeds FROM..TO|N,...]
+                 [--set KEY=VALUE ...] [--jobs N | --scheduler tcp://HOST:PORT]
+                 [--keep-runs] [--retry-errors] [--force]
     epcsim advise SCENARIO --slo METRIC<=VALUE ... --out DIR [--tenant CGROUP ...]
                   [--budget SIZE|capacity] [--resolution SIZE] [--seeds ...] [--set ...]
                   [--jobs N] [--scheduler ADDRESS]
@@ -1200,6 +1203,194 @@ def mrc_command(
                 err=True,
             )
     console.print(Text(f"wrote {csv_path} and {png}"))
+
+
+# --- sweep ------------------------------------------------------------------------------
+
+
+class _PointsProgress:
+    """The sweep's progress bar over points, with an ETA (stderr, a terminal only)."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.done = 0
+        self.total = 0
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if not self.enabled or total == 0:
+            return
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("sweep"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} points"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("points", total=total)
+        assert self._task is not None
+        self._bar.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+@app.command("sweep", cls=_Command)
+def sweep_command(
+    scenario: ScenarioArg,
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="The sweep directory: a Parquet dataset, one file per point "
+            "(docs/SWEEP.md); a rerun into it runs only the points it lacks.",
+            show_default=False,
+        ),
+    ],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            metavar="KEY=VALUES",
+            help="An axis: a --set key and its values a,b,c, A..B:N (linear, both ends) or "
+            "A..B:xN (geometric); several --grid form the product (repeatable; replaces "
+            "the key's values of the scenario's \\[sweep] grid).",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="FROM..TO|N,N...",
+            help="The seeds of each grid point (default: \\[sweep] seeds, else host.seed).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    jobs: Annotated[
+        str | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            help="Local processes running points (default: the machine's CPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="tcp://HOST:PORT",
+            help="Run the points on this existing Dask cluster instead of locally.",
+            show_default=False,
+        ),
+    ] = None,
+    keep_runs: Annotated[
+        bool,
+        typer.Option("--keep-runs", help="Also keep each point's run directory in DIR/_runs/."),
+    ] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option("--retry-errors", help="Run again the points that ended with an error."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a sweep of another scenario, --set or grid keys in DIR.",
+        ),
+    ] = False,
+) -> None:
+    """Run a scenario over a grid of values x seeds into a Parquet dataset, one row per
+    point x cgroup and per point x enclave (docs/SWEEP.md).  Resumable: a rerun runs only
+    the points DIR lacks.  Exit 0 when every point ran, 1 when a point ended with an
+    error (its rows say outcome "error")."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .sweep import sweep
+
+    n_jobs: int | None = None
+    if jobs is not None:
+        if not re.fullmatch(r"\s*[0-9]+\s*", jobs) or int(jobs) < 1:
+            _die(f"--jobs: expected a positive integer, got {jobs!r}")
+        n_jobs = int(jobs)
+    _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
+    err = Console(stderr=True)
+    progress = _PointsProgress(err, err.is_terminal)
+    try:
+        with _user_errors():
+            res = sweep(
+                scenario,
+                grid=grid or (),
+                seeds=seeds,
+                sets=set_ or (),
+                out=out,
+                jobs=n_jobs,
+                scheduler=scheduler,
+                keep_runs=keep_runs,
+                force=force,
+                retry_errors=retry_errors,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        progress.close()
+        typer.echo(
+            f"interrupted; {progress.done} point{'' if progress.done == 1 else 's'} of "
+            f"{progress.total} written to {out}; a rerun runs the others",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenProcessPool as e:
+        progress.close()
+        typer.echo(
+            f"epcsim: a worker process died ({e}); {progress.done} point"
+            f"{'' if progress.done == 1 else 's'} of {progress.total} written to {out}; a "
+            "rerun runs the others",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTATION_FAILED) from None
+    except OSError as e:
+        progress.close()
+        if e.filename is None:
+            raise
+        _die(f"cannot write {e.filename}: {e.strerror or e}")
+    finally:
+        progress.close()
+    n = len({p.key for p in res.points})
+    axes = " x ".join(f"{a.key} ({len(a.values)})" for a in res.axes) or "no grid"
+    console = _stdout()
+    console.print(
+        Text(
+            f"sweep {axes} x {len(res.seeds)} seed{'' if len(res.seeds) == 1 else 's'}: "
+            f"{n} point{'' if n == 1 else 's'}, {res.ran} run now, {res.skipped} already in "
+            f"{out}"
+        )
+    )
+    console.print(Text(f"wrote {out} (read it with pyarrow.dataset.dataset({str(out)!r}))"))
+    if res.errors:
+        k = len(res.errors)
+        typer.echo(
+            f"epcsim: {k} point{'' if k == 1 else 's'} ended with an error (rows with outcome "
+            f"error, the message in column error): {', '.join(res.errors[:3])}"
+            f"{', ...' if k > 3 else ''}; --retry-errors runs them again",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTATION_FAILED)
 
 
 # --- epcsim advise (issue 16) ------------------------------------------------------------

@@ -1,20 +1,27 @@
-"""``advise`` on two built-ins scaled down (issue 16): the brute force over the grid at
-the same resolution gives the ground truth (the minimum-sum assignment meeting every
-SLO); advise must return it, or say infeasible where the grid holds none."""
+"""``advise`` on two built-ins scaled down (issue 16), validated against the brute force:
+``epcsim.sweep.sweep`` over the grid of both tenants' limits at the same resolution,
+read back with ``pyarrow.dataset``, gives the ground truth (the minimum-sum assignment
+meeting every SLO, computed here); advise must return it, or say infeasible where the
+grid holds none.  The advice runs into the brute force's dataset (``DIR/points``): its
+points are all on the grid, so it runs nothing new (the resume path)."""
 
 from __future__ import annotations
 
-import functools
 import itertools
+import json
+from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
+from typer.testing import CliRunner
 
-import epcsim
-from epcsim.advise import advise, parse_slo, rows_of_summary, tenant_value
-from epcsim.scenario import load_scenario
+import epcsim.sweep
+from epcsim.advise import advise, parse_slo
+from epcsim.cli import app
 
 R = 256 * 1024  # the resolution: 8 limits per tenant on a 2 MiB EPC
 GRID = [R * k for k in range(1, 9)]
+#: name -> (--set, the two tenants, their cgroup indices)
 SCENARIOS = {
     "noisy-neighbour": (
         [
@@ -26,6 +33,7 @@ SCENARIOS = {
             "enclave.1.threads=1",
         ],
         ("/tenants/quiet", "/tenants/noisy"),
+        (1, 2),
     ),
     # the third tenant left out (never started): two tenants competing for 2 MiB
     "overcommit": (
@@ -39,51 +47,55 @@ SCENARIOS = {
             "enclave.1.workload.alpha=0.5",
         ],
         ("/a", "/b"),
+        (0, 1),
     ),
 }
 
 
-@functools.cache
-def _run(name: str, key: tuple[tuple[str, int], ...]) -> list[dict]:
-    sets, _ = SCENARIOS[name]
-    sc = load_scenario(f"builtin:{name}", overrides=sets)
-    index = {c.path: i for i, c in enumerate(sc.cgroup)}
-    res = epcsim.run(sc, overrides=[f"cgroup.{index[t]}.max={v}" for t, v in key], report=False)
-    return rows_of_summary(res.summary, sc.host.seed)
-
-
-def serial(name: str):
-    """An evaluator that runs epcsim.run itself, one point after the other (cached)."""
-
-    def evaluate(assignments: list[dict[str, int]]) -> list[list[dict]]:
-        return [_run(name, tuple(sorted(a.items()))) for a in assignments]
-
-    return evaluate
+@pytest.fixture(scope="module")
+def brute(tmp_path_factory):
+    """name -> (its directory, {(limit a, limit b): rows}): the sweep over the grid."""
+    out = {}
+    for name, (sets, _, (ia, ib)) in SCENARIOS.items():
+        d = tmp_path_factory.mktemp(name)
+        res = epcsim.sweep.sweep(
+            f"builtin:{name}",
+            grid=[f"cgroup.{ia}.max=256KiB..2MiB:8", f"cgroup.{ib}.max=256KiB..2MiB:8"],
+            sets=sets,
+            out=d / "points",
+            jobs=2,
+        )
+        assert (res.ran, res.errors) == (64, [])
+        rows: dict[tuple[int, int], list[dict]] = {}
+        for r in ds.dataset(d / "points", partitioning="hive").to_table().to_pylist():
+            rows.setdefault((r[f"cgroup.{ia}.max"], r[f"cgroup.{ib}.max"]), []).append(r)
+        assert sorted(rows) == list(itertools.product(GRID, GRID))
+        out[name] = (d, rows)
+    return out
 
 
 def meets(rows: list[dict], tenant: str, slos: list[str]) -> bool:
-    """The SLOs of docs/ADVISE.md checked directly: every enclave of the tenant
-    completes and each SLO's worst value holds."""
+    """The rules of docs/ADVISE.md, checked directly on the tenant's cgroup row (each
+    tenant here holds its enclave itself): its enclaves complete, each SLO holds."""
     if any(r["enclave"] and r["cgroup"] == tenant and r["outcome"] != "success" for r in rows):
         return False
+    (row,) = [r for r in rows if r["enclave"] is None and r["cgroup"] == tenant]
     for text in slos:
         s = parse_slo(text)
-        v = tenant_value(rows, tenant, s)
-        if v is not None and not (v <= s.bound if s.op == "<=" else v < s.bound):
+        v = row[s.column]
+        assert s.op == "<="
+        if v is not None and v > s.bound:
             return False
     return True
 
 
-def brute_force(name: str, slos: list[str]) -> tuple[int, int] | None:
-    _, (a, b) = SCENARIOS[name]
-    ev = serial(name)
-    best = None
-    for la, lb in itertools.product(GRID, GRID):
-        (rows,) = ev([{a: la, b: lb}])
-        if meets(rows, a, slos) and meets(rows, b, slos):
-            cand = (la + lb, la, lb)
-            best = cand if best is None or cand < best else best
-    return None if best is None else (best[1], best[2])
+def ground_truth(rows: dict[tuple[int, int], list[dict]], tenants, slos) -> tuple | None:
+    feasible = [
+        (la + lb, la, lb)
+        for (la, lb), rs in rows.items()
+        if all(meets(rs, t, slos) for t in tenants)
+    ]
+    return min(feasible)[1:] if feasible else None
 
 
 CASES = [
@@ -97,20 +109,46 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "slos", "truth"), CASES, ids=lambda x: str(x))
-def test_advise_returns_the_brute_force_minimum(name, slos, truth):
-    sets, tenants = SCENARIOS[name]
-    assert brute_force(name, slos) == (truth if isinstance(truth, tuple) else None)
+def test_advise_returns_the_brute_force_minimum(brute, name, slos, truth):
+    sets, tenants, _ = SCENARIOS[name]
+    d, rows = brute[name]
+    assert ground_truth(rows, tenants, slos) == (truth if isinstance(truth, tuple) else None)
+    files = sorted((d / "points").rglob("*.parquet"))
     res = advise(
         f"builtin:{name}",
         slos=slos,
         sets=sets,
         tenants=list(tenants),
         resolution="256KiB",
-        evaluate=serial(name),
+        out=d,
+        jobs=2,
     )
     assert res.feasible is isinstance(truth, tuple)
     if isinstance(truth, tuple):
         assert tuple(res.limits[t] for t in tenants) == truth
         assert res.data["evaluations"] < len(GRID) ** 2
-    else:  # the grid holds no assignment: the tenants that cannot meet the SLOs at 2 MiB
+    else:  # the grid holds no assignment: the tenant that cannot meet the SLOs at 2 MiB
         assert res.data["infeasible_tenants"] == truth
+    # every point of the advice was on the grid: read from the dataset, none run again
+    assert sorted((d / "points").rglob("*.parquet")) == files
+    assert json.loads((d / "advise.json").read_text()) == json.loads(json.dumps(res.data))
+
+
+def test_the_command_from_scratch(tmp_path: Path):
+    """epcsim advise end to end in a new directory: the table, advise.json, DIR/points."""
+    sets, tenants, _ = SCENARIOS["overcommit"]
+    out = tmp_path / "adv"
+    args = ["advise", "builtin:overcommit", "--slo", "slowdown<=5", "--resolution", "256KiB"]
+    args += [x for s in sets for x in ("--set", s)] + ["--out", str(out), "-j", "2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("overcommit: feasible; limits sum to 2.5MiB (resolution 256KiB")
+    data = json.loads((out / "advise.json").read_text())
+    # /c holds an enclave (never started): a tenant by default, met at the smallest limit
+    assert data["tenants_searched"] == ["/a", "/b", "/c"]
+    assert data["limits"] == {"/a": 4 * R, "/b": 5 * R, "/c": R}
+    assert sorted(p.name for p in out.iterdir()) == ["advise.json", "points"]
+    table = ds.dataset(out / "points", partitioning="hive").to_table()
+    assert {"cgroup.0.max", "cgroup.1.max", "cgroup.2.max"} <= set(table.column_names)
+    # per point: 4 cgroup rows (/, /a, /b, /c) and 3 enclave rows
+    assert table.num_rows == 7 * len(set(table.column("point").to_pylist()))

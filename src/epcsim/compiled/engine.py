@@ -66,7 +66,8 @@ ENGINES = ("auto", "compiled", "reference")
 ENGINE_ALIASES = {"batched": "compiled"}
 
 _I64_CAP = 1 << 62
-_MASK64 = (1 << 64) - 1
+#: a VA page's slot bits in bytes (the VA table's VA_BITS.. words)
+_VA_BYTES = 8 * (C.NVAF - C.VA_BITS)
 #: fault latencies the core records between hand-overs (a small buffer that stays in the
 #: cache: the core's stores into fresh memory measured slower than a copy)
 LAT_CAP = 1 << 16
@@ -264,10 +265,8 @@ class _Packed:
             for vp in encl.va_all:
                 row = vaoff + vp.no
                 pack("VA", VA[row], vp)
-                bits = vp.bits
-                for w in range(8):
-                    word = (bits >> (64 * w)) & _MASK64
-                    VA[row, C.VA_BITS + w] = word - (1 << 64) if word >> 63 else word
+                # the 512 slot bits as 8 little-endian words (two's complement int64)
+                VA[row, C.VA_BITS :] = np.frombuffer(vp.bits.to_bytes(_VA_BYTES, "little"), "<i8")
             order = list(encl.va_pages)
             for k2, no in enumerate(order):
                 VA[vaoff + no, C.VA_PREV] = order[k2 - 1] if k2 else -1
@@ -406,8 +405,7 @@ class _Packed:
                 encl.va_all.append(SgxVaPage(no, int(VA[vaoff + no, C.VA_EPC])))
             for vp in encl.va_all:
                 row = vaoff + vp.no
-                words = VA[row, C.VA_BITS :].tolist()
-                vp.bits = sum((w & _MASK64) << (64 * k2) for k2, w in enumerate(words))
+                vp.bits = int.from_bytes(VA[row, C.VA_BITS :].astype("<i8").tobytes(), "little")
                 write_back("VA", VA[row], vp)
             order = OrderedDict()
             no = int(EN[C.EN_VA_HEAD, e])
