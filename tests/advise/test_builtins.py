@@ -15,8 +15,9 @@ import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
 
+import epcsim
 import epcsim.sweep
-from epcsim.advise import advise, parse_slo
+from epcsim.advise import advise, parse_slo, rows_of_summary
 from epcsim.cli import app
 
 R = 256 * 1024  # the resolution: 8 limits per tenant on a 2 MiB EPC
@@ -152,3 +153,19 @@ def test_the_command_from_scratch(tmp_path: Path):
     assert {"cgroup.0.max", "cgroup.1.max", "cgroup.2.max"} <= set(table.column_names)
     # per point: 4 cgroup rows (/, /a, /b, /c) and 3 enclave rows
     assert table.num_rows == 7 * len(set(table.column("point").to_pylist()))
+
+
+def test_rows_of_summary_are_the_sweep_rows(brute):
+    """An evaluator running epcsim.run itself gives the rows the sweep wrote."""
+    sets, tenants, (ia, ib) = SCENARIOS["overcommit"]
+    _, rows = brute["overcommit"]
+    res = epcsim.run(
+        "builtin:overcommit",
+        overrides=[*sets, f"cgroup.{ia}.max={3 * R}", f"cgroup.{ib}.max={5 * R}"],
+        report=False,
+    )
+    mine = rows_of_summary(res.summary, 1)
+    theirs = rows[(3 * R, 5 * R)]
+    assert len(mine) == len(theirs) == 7
+    for a, b in zip(mine, theirs, strict=True):
+        assert a == {k: b[k] for k in a}
