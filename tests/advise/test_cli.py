@@ -147,3 +147,22 @@ def test_seeds_and_scheduler_reach_the_evaluator(tmp_path, synthetic):
     assert data["seeds"] == [1, 2, 3] and data["tenants_searched"] == ["/b"]
     # the default resolution: capacity / 32 = 8 KiB (2 pages) on this 256 KiB EPC
     assert data["resolution"] == 8192 and data["limits"] == {"/b": 6 * 4096}
+
+
+def test_help_has_no_bool_metavar_and_no_emoji():
+    r = runner.invoke(app, ["advise", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "--slo" in r.stdout and "METRIC<=VALUE" in r.stdout and "<bool>" not in r.stdout
+    assert [c for c in r.stdout if ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x2800] == []
+
+
+def test_a_bad_scenario_is_exit_2_nothing_written(tmp_path, synthetic):
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text(TWO.replace('epc = "256KiB"', 'epc = "lots"'))
+    r = runner.invoke(
+        app, ["advise", str(scenario), "--slo", "slowdown<=2", "--out", str(tmp_path / "adv")]
+    )
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("epcsim: error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert "host.epc" in r.stderr
+    assert not (tmp_path / "adv").exists() and synthetic == {}
