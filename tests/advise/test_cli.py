@@ -166,3 +166,35 @@ def test_a_bad_scenario_is_exit_2_nothing_written(tmp_path, synthetic):
     assert r.stderr.startswith("epcsim: error: ") and len(r.stderr.strip().splitlines()) == 1
     assert "host.epc" in r.stderr
     assert not (tmp_path / "adv").exists() and synthetic == {}
+
+
+def test_a_curve_not_monotone_is_said(tmp_path, monkeypatch):
+    from _advise import P
+
+    def bumpy(t, p, s):
+        return 1.0 if t == "/b" or 10 <= p["/a"] < 20 or p["/a"] >= 30 else 3.0
+
+    monkeypatch.setattr(epcsim.advise, "_default_evaluator", lambda *a: Synthetic(bumpy))
+    r = invoke(tmp_path, "--slo", "slowdown<=2", "--resolution", "1page", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    row = next(ln for ln in r.output.splitlines() if ln.startswith("│ /a "))
+    assert [c.strip() for c in row.strip("│").split("│")][2:] == ["40KiB", "1.00", "+50.0%", "no"]
+    assert (
+        "/a: not monotone (round 1): the SLOs are met at 64KiB but violated at 96KiB; every "
+        "limit below 64KiB was evaluated (15 limits) and the smallest meeting the SLOs chosen"
+    ) in r.output
+    assert json.loads((tmp_path / "o" / "advise.json").read_text())["limits"]["/a"] == 10 * P
+
+
+def test_interrupted_is_exit_130_runs_kept(tmp_path, monkeypatch):
+    def stop(assignments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(epcsim.advise, "_default_evaluator", lambda *a: stop)
+    out = tmp_path / "o"
+    r = invoke(tmp_path, "--slo", "slowdown<=2", "--out", out)
+    assert r.exit_code == 130
+    assert (
+        r.stderr == f"interrupted; the runs done are in {out}/points (advise resumes from them)\n"
+    )
+    assert not (out / "advise.json").exists()

@@ -227,3 +227,13 @@ def test_warnings_root_enclaves_and_timed_limit_writes():
     ]
     clean, _ = run(independent)
     assert clean.data["warnings"] == []
+
+
+def test_a_named_cgroup_without_enclaves_is_a_tenant_met_at_the_smallest_limit():
+    text = TWO + '[[cgroup]]\npath = "/idle"\n'
+    res, _ = run(independent, scenario=text, tenants=["/idle", "/b"])
+    assert res.feasible is True
+    assert pages(res) == {"/idle": 1, "/b": 5}
+    idle = res.data["tenants"]["/idle"]
+    assert idle["scenario_limit"] is None and idle["metrics"] == {"slowdown<=2": None}
+    assert idle["margin"]["slowdown<=2"]["margin"] is None
