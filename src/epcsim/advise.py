@@ -727,6 +727,15 @@ def advise(
     return result
 
 
+def _curve(probes: list[_Probe]) -> list[_Probe]:
+    """A tenant's probes by the others' limits then its own, each (others, limit) once
+    (the first round that evaluated it)."""
+    seen: dict[tuple[Any, int], _Probe] = {}
+    for p in sorted(probes, key=lambda p: (p.others, p.limit, p.round)):
+        seen.setdefault((p.others, p.limit), p)
+    return list(seen.values())
+
+
 def _json_safe(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -790,7 +799,7 @@ def _data(
                     "why_not": p.why,
                     "metrics": p.values,
                 }
-                for p in sorted(search.curves[t], key=lambda p: (p.others, p.limit, p.round))
+                for p in _curve(search.curves[t])
             ],
         }
     return {
