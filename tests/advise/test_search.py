@@ -61,8 +61,16 @@ def test_a_tenant_violating_in_the_combination_is_raised_to_a_fixpoint():
     assert res.feasible is True
     # alone (b at its 8-page scenario limit) a needs 27 pages; with b at 20, 54
     assert pages(res) == {"/a": 54, "/b": 20}
-    kinds = [r["kind"] for r in res.data["rounds"]]
-    assert kinds.count("combination") == 2
+    assert [(r["kind"], r["assignments"]) for r in res.data["rounds"]] == [
+        ("coarse", 16), ("bisect", 2), ("bisect", 2), ("bisect", 2), ("combination", 1),
+        ("coarse", 8), ("bisect", 1), ("bisect", 1), ("bisect", 1),
+        ("combination", 0),  # probed in the last bisection
+    ]  # fmt: skip
+    curve = res.data["tenants"]["/a"]["curve"]
+    # alone first (b at its scenario limit), then above 26 pages with b at 20
+    assert [(c["limit"] // P, c["others"], c["meets"]) for c in curve if c["others"]] == [
+        (n, {"/b": 20 * P}, n >= 54) for n in (32, 37, 41, 46, 50, 52, 53, 54, 55, 59, 64)
+    ]
     notes = res.data["tenants"]["/a"]["notes"]
     assert len(notes) == 1
     assert notes[0].startswith("violated in the combination of round ")
