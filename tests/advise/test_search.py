@@ -67,7 +67,7 @@ def test_a_tenant_violating_in_the_combination_is_raised_to_a_fixpoint():
         ("combination", 0),  # probed in the last bisection
     ]  # fmt: skip
     curve = res.data["tenants"]["/a"]["curve"]
-    # alone first (b at its scenario limit), then above 26 pages with b at 20
+    # alone first (b at its scenario limit), then above 27 pages with b at 20
     assert [(c["limit"] // P, c["others"], c["meets"]) for c in curve if c["others"]] == [
         (n, {"/b": 20 * P}, n >= 54) for n in (32, 37, 41, 46, 50, 52, 53, 54, 55, 59, 64)
     ]
