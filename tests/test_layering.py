@@ -60,7 +60,8 @@ USES: dict[str, frozenset[str]] = {
     "advise": frozenset(
         {"sweep", "api", "compare", "scenario", "units", "_atomic", "rundir", "errors"}
     ),
-    "cli": frozenset({"epcsim", "sweep", "advise"}),
+    "k8s": frozenset({"scenario", "units", "_atomic", "errors"}),
+    "cli": frozenset({"epcsim", "sweep", "k8s", "advise"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:

@@ -20,6 +20,8 @@ Commands::
                   [--budget SIZE|capacity] [--resolution SIZE] [--seeds ...] [--set ...]
                   [--jobs N] [--scheduler ADDRESS]
     epcsim policies
+    epcsim from-k8s PODS.yaml... --out SCENARIO.toml [--epc SIZE] [--manifest C=FILE ...]
+                    [--workload C=PATTERN ...] [--duration TIME] [--force]
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -1391,6 +1393,110 @@ def sweep_command(
             err=True,
         )
         raise typer.Exit(EXIT_EXPECTATION_FAILED)
+
+
+# --- from-k8s ---------------------------------------------------------------------------
+
+
+def _pairs(option: str, items: list[str] | None) -> dict[str, str]:
+    """``CONTAINER=VALUE`` options as a mapping (a container named twice is refused)."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            _die(f"{option} {item!r}: expected CONTAINER=VALUE")
+        if key in out:
+            _die(f"{option} {key}: given twice")
+        out[key] = value
+    return out
+
+
+@app.command("from-k8s", cls=_Command)
+def from_k8s_command(
+    yaml_files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PODS.yaml",
+            help="Kubernetes manifests (multi-document YAML): Pods, Deployments, "
+            "StatefulSets, Jobs, DaemonSets, ReplicaSets, Nodes; other kinds are listed as "
+            "not mapped.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="SCENARIO.toml",
+            help="The scenario to write (refused if it exists, unless --force; never one "
+            "of the inputs).",
+            show_default=False,
+        ),
+    ],
+    epc: Annotated[
+        str | None,
+        typer.Option(
+            "--epc",
+            metavar="SIZE",
+            help="The host's EPC, e.g. 64GiB or 64Gi (default: a Node's "
+            'status.capacity["sgx.intel.com/epc"] in the YAML).',
+            show_default=False,
+        ),
+    ] = None,
+    manifest: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--manifest",
+            metavar="CONTAINER=FILE",
+            help="The enclave's size from a Gramine manifest (sgx.enclave_size) or an "
+            "Occlum.json (resource_limits.user_space_size); CONTAINER is NAME, POD/NAME or "
+            "NAMESPACE/POD/NAME (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload",
+            metavar="CONTAINER=PATTERN",
+            help="A container's workload: zipf[:ALPHA], uniform, sequential, "
+            "hotcold[:FRACTION[:PROBABILITY]] (default: the pod's epcsim.io/workload "
+            "annotation, else zipf:0.9) (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    duration: Annotated[
+        str,
+        typer.Option("--duration", metavar="TIME", help="How long each workload runs."),
+    ] = "1s",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+) -> None:
+    """Convert Kubernetes manifests into a scenario (docs/K8S.md): each container with an
+    sgx.intel.com/epc limit is a cgroup /kubepods/NAMESPACE/POD/CONTAINER with that limit
+    as misc.max and one enclave.  What cannot be mapped is listed on stderr and in the
+    scenario's first comments."""
+    import tomllib
+
+    from .k8s import from_k8s, write_scenario
+
+    manifests = _pairs("--manifest", manifest)
+    workloads = _pairs("--workload", workload)
+    with _user_errors():
+        conv = from_k8s(
+            yaml_files, epc=epc, manifests=manifests, workloads=workloads, duration=duration
+        )
+        write_scenario(conv, out, inputs=[*yaml_files, *manifests.values()], force=force)
+    for item in conv.unmapped:
+        typer.echo(f"epcsim: not mapped: {item}", err=True)
+    for item in conv.warnings:
+        typer.echo(f"epcsim: warning: {item}", err=True)
+    n = len(tomllib.loads(conv.toml).get("enclave", []))
+    typer.echo(
+        f"wrote {out} ({n} enclave{'' if n == 1 else 's'}; {len(conv.unmapped)} not mapped, "
+        f"{len(conv.warnings)} warning{'' if len(conv.warnings) == 1 else 's'})"
+    )
 
 
 # --- epcsim advise (issue 16) ------------------------------------------------------------
