@@ -640,10 +640,10 @@ def advise(
         raise EpcsimError(f"sets: expected KEY=VALUE strings, got {sets!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise EpcsimError(f"jobs: expected a positive integer, got {jobs!r}")
-    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
-        raise EpcsimError(
-            f"scheduler: expected an address such as tcp://host:8786, got {scheduler!r}"
-        )
+    if scheduler is not None:
+        from .sweep import check_scheduler
+
+        scheduler = check_scheduler(scheduler)
     if isinstance(scenario, os.PathLike):
         scenario = os.fspath(scenario)
     if isinstance(scenario, Scenario):
@@ -659,7 +659,6 @@ def advise(
     if evaluate is None:
         if target is None:
             raise EpcsimError("out: name the advice directory (it holds the runs' dataset)")
-        target.mkdir(parents=True, exist_ok=True)
         evaluate = _default_evaluator(sc, names, seed_list, (), target / "points", jobs, scheduler)
     elif not callable(evaluate):
         raise EpcsimError(f"evaluate: expected a callable, got {type(evaluate).__name__}")

@@ -98,6 +98,11 @@ def test_infeasible_is_exit_0(tmp_path, synthetic):
         (["--slo", "slowdown<=2", "--resolution", "6KiB"], "resolution: '6KiB' is not a whole"),
         (["--slo", "slowdown<=2", "--budget", "-1"], "budget: not a size: '-1'"),
         (["--slo", "slowdown<=2", "--set", "host.nope=1"], "host.nope"),
+        (
+            ["--slo", "slowdown<=2", "--scheduler", "nowhere"],
+            "--scheduler 'nowhere': expected tcp://HOST:PORT",
+        ),
+        (["--slo", "slowdown<=2", "--seeds", "3..1"], "seeds: empty range '3..1'"),
     ],
 )
 def test_bad_input_is_exit_2_one_line(tmp_path, synthetic, args, message):
