@@ -57,8 +57,11 @@ USES: dict[str, frozenset[str]] = {
     "compare": frozenset({"api"}),
     "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
     "epcsim": frozenset({"api", "compare"}),
+    "advise": frozenset(
+        {"sweep", "api", "compare", "scenario", "units", "_atomic", "rundir", "errors"}
+    ),
     "k8s": frozenset({"scenario", "units", "_atomic", "errors"}),
-    "cli": frozenset({"epcsim", "sweep", "k8s"}),
+    "cli": frozenset({"epcsim", "sweep", "k8s", "advise"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:

@@ -16,6 +16,9 @@ Commands::
     epcsim sweep SCENARIO --out DIR [--grid KEY=VALUES ...] [--seeds FROM..TO|N,...]
                  [--set KEY=VALUE ...] [--jobs N | --scheduler tcp://HOST:PORT]
                  [--keep-runs] [--retry-errors] [--force]
+    epcsim advise SCENARIO --slo METRIC<=VALUE ... --out DIR [--tenant CGROUP ...]
+                  [--budget SIZE|capacity] [--resolution SIZE] [--seeds ...] [--set ...]
+                  [--jobs N] [--scheduler ADDRESS]
     epcsim policies
     epcsim from-k8s PODS.yaml... --out SCENARIO.toml [--epc SIZE] [--manifest C=FILE ...]
                     [--workload C=PATTERN ...] [--duration TIME] [--force]
@@ -1509,6 +1512,190 @@ def from_k8s_command(
         f"wrote {out} ({n} enclave{'' if n == 1 else 's'}; {len(conv.unmapped)} not mapped, "
         f"{len(conv.warnings)} warning{'' if len(conv.warnings) == 1 else 's'})"
     )
+
+
+# --- epcsim advise (issue 16) ------------------------------------------------------------
+
+
+def _advise_value(slo: dict[str, Any], v: float | None) -> str:
+    """A metric value in its unit: times as times, others three significant digits."""
+    from .advise import METRICS
+    from .report.fmt import sig3
+
+    if v is None:
+        return "-"
+    if METRICS[slo["metric"]].time:
+        return _time(int(v))
+    return sig3(float(v))
+
+
+def _print_advice(console: Console, data: dict[str, Any]) -> None:
+    slos = data["slos"]
+    verdict = "feasible" if data["feasible"] else "NOT feasible"
+    budget = "" if data["budget"] is None else f", budget {_size(data['budget'])}"
+    table = Table(
+        title=f"{data['scenario']}: {verdict}; limits sum to {_size(data['total'])} "
+        f"(resolution {_size(data['resolution'])}{budget}; seeds "
+        f"{', '.join(map(str, data['seeds']))})"
+    )
+    for heading in ("tenant", "scenario limit", "chosen limit"):
+        table.add_column(heading, justify="left" if heading == "tenant" else "right")
+    for s in slos:
+        table.add_column(f"{s['metric']} (SLO {s['text']})", justify="right")
+    table.add_column("margin", justify="right")
+    table.add_column("monotone")
+    for path, t in data["tenants"].items():
+        rel = [m["relative"] for m in t["margin"].values() if m["relative"] is not None]
+        table.add_row(
+            path,
+            _size(t["scenario_limit"]) if t["scenario_limit"] is not None else "max",
+            _size(t["limit"]),
+            *(_advise_value(s, t["metrics"].get(s["text"])) for s in slos),
+            f"{min(rel):+.1%}" if rel else "-",
+            "yes" if t["monotone"] else "no",
+        )
+    console.print(table)
+    for path, t in data["tenants"].items():
+        curve = Table(title=f"{path}: the curve searched (limit -> metric)", title_justify="left")
+        curve.add_column("limit", justify="right")
+        curve.add_column("others", justify="left")
+        for s in slos:
+            curve.add_column(s["metric"], justify="right")
+        curve.add_column("meets")
+        for p in t["curve"]:
+            others = ", ".join(f"{k}={_size(v)}" for k, v in p["others"].items())
+            curve.add_row(
+                _size(p["limit"]),
+                others or "scenario limits",
+                *(_advise_value(s, p["metrics"].get(s["text"])) for s in slos),
+                "yes" if p["meets"] else f"no: {p['why_not']}",
+            )
+        console.print(curve)
+        for note in t["notes"]:
+            console.print(Text(f"{path}: {note}"))
+    for w in data["warnings"]:
+        console.print(Text(f"warning: {w}"))
+    if not data["feasible"]:
+        console.print(Text(f"no assignment meets the SLOs: {data['reason']}"))
+    n, rounds = data["evaluations"], len(data["rounds"])
+    console.print(Text(f"{n} assignments evaluated in {rounds} rounds"))
+
+
+@app.command("advise", cls=_Command)
+def advise_command(
+    scenario: ScenarioArg,
+    slo: Annotated[
+        list[str],
+        typer.Option(
+            "--slo",
+            metavar="METRIC<=VALUE",
+            help="A service objective every tenant must meet at every seed, e.g. "
+            "'slowdown<=1.5', 'p99_fault_latency<=50us' (repeatable; metrics: docs/ADVISE.md).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="The advice directory: advise.json and the runs' sweep dataset in "
+            "DIR/points (an interrupted advice resumes from it).",
+            show_default=False,
+        ),
+    ],
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            metavar="CGROUP",
+            help="A tenant cgroup (repeatable; default: every cgroup other than / "
+            "holding an enclave).",
+            show_default=False,
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            metavar="SIZE|capacity",
+            help="The most the limits may add up to (a size, capacity = the host's EPC, or "
+            "an expression of capacity).",
+            show_default=False,
+        ),
+    ] = None,
+    resolution: Annotated[
+        str | None,
+        typer.Option(
+            "--resolution",
+            metavar="SIZE",
+            help="The step of the limits, whole pages (default: capacity/32 rounded down "
+            "to a page).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="FROM..TO|N,N...",
+            help="The seeds each limit runs with; an SLO must hold for every one (default: "
+            "the scenario's host.seed).",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            metavar="N",
+            help="Runs in parallel on this machine (default: its CPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Run on an existing Dask cluster (tcp://HOST:8786) instead.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """The smallest misc.max per tenant meeting every SLO (bisection per tenant, then
+    the combination to a fixpoint; docs/ADVISE.md).  Exit 0 whether or not an
+    assignment exists (advise.json says "feasible")."""
+    from .advise import advise
+
+    _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
+    try:
+        with _user_errors():
+            res = advise(
+                scenario,
+                slos=slo,
+                tenants=tenant,
+                budget=budget,
+                resolution=resolution,
+                sets=set_ or (),
+                seeds=seeds,
+                out=out,
+                jobs=jobs,
+                scheduler=scheduler,
+            )
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted; the runs done are in {out}/points (advise resumes from them)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    console = _stdout()
+    _print_advice(console, res.data)
+    console.print(Text(f"wrote {out}/advise.json"))
 
 
 def main() -> None:
