@@ -170,3 +170,34 @@ def test_points_failing_on_the_cluster_exit_1_and_a_rerun_runs_them(
     res = sweep(scenario, grid=GRID, seeds=SEEDS, out=out, scheduler=cluster.address)
     assert (res.ran, res.skipped) == (4, 4)
     assert stable(out) == stable(local)
+
+
+def test_evaluate_on_a_cluster_gives_the_local_rows(
+    scenario: Path, local: Path, cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """``evaluate`` (what ``epcsim advise`` runs its points with) on the cluster: the rows
+    of every point, those of the local sweep; a second call runs nothing."""
+    from epcsim.scenario import load_scenario
+    from epcsim.sweep import evaluate, expand
+    from epcsim.sweep.grid import axes_for
+
+    sc = load_scenario(str(scenario))
+    points = expand(sc, axes_for(sc, GRID), [1, 2])
+    out = tmp_path / "points"
+    rows = evaluate(points, out=out, scheduler=cluster.address)
+    local_rows = stable(local)
+    assert (
+        sorted(rows) == sorted({p.key for p in points}) == sorted({r["point"] for r in local_rows})
+    )
+
+    def drop(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(
+            ({k: v for k, v in r.items() if k not in VOLATILE} for r in rs),
+            key=lambda r: (r["cgroup"] or "", r["enclave"] or ""),
+        )
+
+    for key, rs in rows.items():
+        assert drop(rs) == drop([r for r in local_rows if r["point"] == key])
+    calls: list[tuple[int, int]] = []
+    evaluate(points, out=out, scheduler=cluster.address, progress=lambda d, n: calls.append((d, n)))
+    assert calls == [(0, 0)]
