@@ -117,6 +117,16 @@ def test_tenants_are_the_cgroups_holding_enclaves(rows: list[dict[str, Any]]) ->
     assert tenants(rows) == ["/a", "/b"]
 
 
+def test_value_labels_by_kind() -> None:
+    """The grid's kind decides where there is one: 4096 ns is no size."""
+    assert value_label("4096", "time") == "4096ns"
+    assert [value_label(v, k) for v, k in (("1000000", "time"), ("5000", "size"))] == [
+        "1ms",
+        "5000B",
+    ]
+    assert [value_label(v, k) for v, k in (("4096", "int"), ("max", "size"))] == ["4096", "max"]
+
+
 def test_value_labels() -> None:
     assert [value_label(v) for v in ("1048576", "4096", "4095", "4", "1s", "v16")] == [
         "1MiB",

@@ -37,7 +37,7 @@ from typing import Any
 
 from .._atomic import atomic_write_text
 from ..report.fmt import fmt_ns, sig3
-from ..units import format_size
+from ..units import format_size, format_time, parse_time
 
 __all__ = ["METRICS", "render_sweep_html", "tenants", "value_label", "write_sweep_html"]
 
@@ -95,15 +95,20 @@ def _e(x: object) -> str:
     return html.escape(str(x))
 
 
-def value_label(value: str) -> str:
-    """A swept value as the page shows it: a whole number of 4 KiB pages (the grid
-    writes sizes as bytes) in binary units (``67108864`` -> ``64MiB``), anything else
-    as written."""
+def value_label(value: str, kind: str | None = None) -> str:
+    """A swept value as the page shows it.  By the key's kind (``epcsim.sweep.grid``): a
+    size in binary units (``67108864`` -> ``64MiB``), a time in its unit when exact
+    (``1000000`` -> ``1ms``, ``4096`` -> ``4096ns``).  Without a kind, a whole number of
+    4 KiB pages is taken for a size (the grid writes sizes as bytes); anything else is
+    shown as written."""
     try:
         n = int(value)
     except ValueError:
         return value
-    if n >= 4096 and n % 4096 == 0:
+    if kind == "time":
+        text = format_time(n)
+        return text if parse_time(text) == n else f"{n}ns"  # exact, or in ns
+    if kind == "size" or (kind is None and n >= 4096 and n % 4096 == 0):
         return format_size(n)
     return value
 
@@ -153,13 +158,14 @@ def _axis(a: Any, rows: Sequence[Mapping[str, Any]]) -> _Axis:
     """An ``epcsim.sweep.grid.Axis`` (``key``, ``values``) or a (key, values or None) pair;
     None: the values in the order the rows first show them."""
     key, values = (a.key, a.values) if hasattr(a, "key") else a
+    kind = getattr(a, "kind", None)
     if values is None:
         seen: dict[tuple[str, Any], str] = {}
         for r in rows:
             v = r.get(key)
             seen.setdefault(_match(v), "max" if v is None else str(v))
-        return _Axis(key, tuple((value_label(t), m) for m, t in seen.items()))
-    return _Axis(key, tuple((value_label(str(v)), _match(v)) for v in values))
+        return _Axis(key, tuple((value_label(t, kind), m) for m, t in seen.items()))
+    return _Axis(key, tuple((value_label(str(v), kind), _match(v)) for v in values))
 
 
 def _number(v: Any) -> float | None:
