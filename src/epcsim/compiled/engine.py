@@ -210,6 +210,17 @@ class _Packed:
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         # the enclave rows of each sample, one per enclave the core runs (EN_ROW)
         self.SAMPE = np.zeros((SAMP_CAP, max(len(encls), 1), 4), np.int64)
+        # .. to which the threads of their instances that ended before the core took
+        # over add their accesses and faults (they do not move while it runs)
+        ours = {id(t.st) for t in threads}
+        self.sampe_base = np.zeros((max(len(encls), 1), 4), np.int64)
+        for inst in sim.instances.values():
+            k2 = next((r for r, e in enumerate(encls) if e is inst.encl), -1)
+            if k2 >= 0:
+                for st in inst.threads:
+                    if id(st) not in ours:
+                        self.sampe_base[k2, 0] += st.accesses
+                        self.sampe_base[k2, 1] += st.faults
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
         for j, rest in enumerate(self.BUF_INIT):
             self.BUF[j, : len(rest)] = rest
@@ -354,7 +365,7 @@ class _Packed:
                 names.append(inst.name)
                 k2 = next((r for r, e in enumerate(self.encls) if e is inst.encl), -1)
                 if k2 >= 0:
-                    ev.append(self.SAMPE[:k, k2, :])
+                    ev.append(self.SAMPE[:k, k2, :] + self.sampe_base[k2])
                 else:
                     ev.append(np.tile(np.array(enclave_counters(inst), np.int64), (k, 1)))
             ne = len(names)
@@ -479,6 +490,7 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
         raise AssertionError("chunk larger than the core's buffers")
     p = _Packed(sim, threads, seqs, sampler)
     S, TH = p.S, p.TH
+    seq0 = int(S[C.S_SEQ])
     sim.metrics.flush_latencies()
     for t in threads:
         t.run.adopted = True  # their generators are dropped: not the threads' ends
@@ -520,6 +532,7 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
                 t.st.accesses = int(TH[C.TH_ACC, j])
             sim.progress(sim_progress(sim, int(S[C.S_NOW])))
     p.flush()
+    sim.events["compiled"] += int(S[C.S_SEQ]) - seq0
     p.write_back()
     _hand_back(sim, p, rc)
     return None

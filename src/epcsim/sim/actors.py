@@ -220,6 +220,9 @@ class Actors:
         #: thread steps to the next take-over offer, and the last wait (_take_over)
         self._takeover_wait = 0
         self._takeover_backoff = 1
+        #: enclave thread steps the reference engine ran (the compiled engine's are not
+        #: counted): a run the compiled engine joined after some is "mixed"
+        self.thread_steps_ref = 0
         #: the policy's ``nr_scanned`` already charged (``lru_scan`` per entry)
         self._scanned = 0
 
@@ -590,6 +593,7 @@ class Actors:
                     run.buf, run.pos, run.remaining = buf, pos, remaining
                     if self._take_over(run):
                         return  # the continuation replaced this generator on the heap
+                self.thread_steps_ref += 1
                 if remaining <= 0 or task.exited:
                     break
                 # at the end of its duration a thread first finishes the access it is
