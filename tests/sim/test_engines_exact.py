@@ -346,7 +346,39 @@ def _toml_multi(
             f"count = {e.get('count', 1)}",
             f"workload = {{ {wl}, {amount} }}",
         ]
+        if e.get("start"):
+            out.append(f'start = "{e["start"]}"')
     return "\n".join(out) + "\n"
+
+
+def test_staggered_start_is_taken_over_when_the_late_enclave_has_built() -> None:
+    """The second enclave starts 200 us later and builds with EADD: the reference runs
+    the first enclave's thread alone, the compiled engine takes both threads over at
+    the first step after the build (a running thread adopted mid-stream): "mixed", the
+    same outputs."""
+    toml = _toml_multi(
+        [
+            {"name": "early", "accesses": 30000, "size_pages": 200, "cgroup": "/a/x"},
+            {
+                "name": "late",
+                "accesses": 8000,
+                "size_pages": 120,
+                "build": "eadd",
+                "start": "200us",
+                "cgroup": "/a/y",
+            },
+        ],
+        epc_pages=256,
+        cpus=2,
+        duration="300ms",
+    )
+    ref, bat = _both(toml)
+    assert bat.engine == "mixed"
+    assert bat.engine_note == "other actors were scheduled when the first enclave thread ran"
+    ev = bat.engine_events
+    assert ev["compiled"] > ev["reference"] > 0
+    assert ref.engine_events["compiled"] == 0
+    _assert_same(ref, bat)
 
 
 FIXED_MULTI = {
@@ -475,7 +507,7 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
 
 @st.composite
 def multi_scenarios(draw) -> str:
-    """Random eligible scenarios with several enclave groups and threads."""
+    """Random scenarios with several enclave groups and threads, some starting later."""
     epc_pages = draw(st.integers(64, 500))
     cgroups = [("/a", "max"), ("/a/x", "max"), ("/a/y", "max"), ("/b", "max")]
     limited = _draw_limits(draw, cgroups, epc_pages)
@@ -493,6 +525,9 @@ def multi_scenarios(draw) -> str:
                 "workload": draw(st.sampled_from(PATTERNS)).format(loop=max(1, size * 3 // 4)),
                 "accesses": draw(st.integers(1, 6000)),
                 "run_for": f"{draw(st.integers(1, 3000))}us" if use_duration else None,
+                # staggered starts: the reference runs the first threads, the compiled
+                # engine takes them over at a later step ("mixed")
+                "start": draw(st.sampled_from([None] * 3 + ["50us", "300us", "2ms"])),
             }
         )
     return _toml_multi(
