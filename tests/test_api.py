@@ -122,10 +122,12 @@ def test_compiled_engine_refuses_when_it_cannot_take_over(tmp_path: Path) -> Non
     )
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]
+    # auto: the reference runs the thread until ksgxd is idle, then the compiled engine
     auto = epcsim.run(BUSY, engine="auto")
-    assert auto.engine == "reference"
+    assert auto.engine == "mixed"
     assert auto.run["engine_reason"] == (
-        "auto: ksgxd or a reclaim worker was busy when the enclave threads started"
+        "auto: the compiled engine took the enclave threads over when they became eligible "
+        "(before: ksgxd or a reclaim worker was busy when the enclave threads started)"
     )
 
 
@@ -146,6 +148,10 @@ def test_engine_that_ran_is_recorded() -> None:
     assert ks.run["engine_reason"] == (
         "auto: the compiled engine does not run the kselftest program"
     )
+    # the events each engine ran: the reference's heap pops, the compiled core's steps
+    assert ref.run["events"]["compiled"] == 0 and ref.run["events"]["reference"] > 0
+    assert comp.run["events"]["compiled"] > 0
+    assert comp.engine_events == comp.run["events"]
     facts = ref.run
     assert set(facts) == {
         "format",
@@ -156,6 +162,7 @@ def test_engine_that_ran_is_recorded() -> None:
         "engine_requested",
         "engine",
         "engine_reason",
+        "events",
         "outcome",
         "wall_s",
         "finished_utc",

@@ -127,11 +127,15 @@ def run_facts(
     if requested == "check":
         reason = "requested check: the reference engine gave identical results"
     elif requested == "auto":
-        reason = (
-            "auto: the scenario is eligible for the compiled engine"
-            if engine == "compiled"
-            else f"auto: {result.engine_note or 'the compiled engine did not run'}"
-        )
+        if engine == "compiled":
+            reason = "auto: the scenario is eligible for the compiled engine"
+        elif engine == "mixed":
+            reason = (
+                "auto: the compiled engine took the enclave threads over when they became "
+                f"eligible (before: {result.engine_note})"
+            )
+        else:
+            reason = f"auto: {result.engine_note or 'the compiled engine did not run'}"
     else:
         reason = f"requested {requested}"
     facts = {
@@ -143,6 +147,7 @@ def run_facts(
         "engine_requested": requested,
         "engine": engine,
         "engine_reason": reason,
+        "events": dict(result.engine_events),
         "outcome": result.summary.get("outcome", ""),
         "wall_s": round(wall_s, 3),
         "finished_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

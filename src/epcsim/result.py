@@ -96,10 +96,13 @@ class Result:
     timeseries: pa.Table
     fault_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fault_latency: pa.Table | None = None
-    #: the engine that ran the steady state: "compiled" or "reference".  Not part of
-    #: summary.json and the data files, which are the same
-    #: with either engine; recorded in ``run.json``.
+    #: the engine that ran the enclave threads: "compiled", "reference", or "mixed"
+    #: (some of their steps each).  Not part of summary.json and the data files, which
+    #: are the same with either engine; recorded in ``run.json``.
     engine: str = "reference"
+    #: the events (actor steps) each engine ran: ``{"compiled": n, "reference": m}``
+    #: (``run.json``'s ``events``)
+    engine_events: dict[str, int] = field(default_factory=dict)
     #: why the compiled engine did not run (empty if it did or was not asked)
     engine_note: str = ""
     #: the facts about the run rather than the model (``run.json``: engine requested and
@@ -173,6 +176,9 @@ class Result:
         if run:
             res.engine = str(run.get("engine", res.engine))
             res.engine_note = str(run.get("engine_reason", ""))
+            ev = run.get("events")
+            if isinstance(ev, dict):
+                res.engine_events = {str(k): v for k, v in ev.items() if isinstance(v, int)}
         return res
 
 

@@ -164,12 +164,15 @@ def test_eadd_build_then_batched_steady_state() -> None:
     _assert_same(ref, bat)
 
 
-def test_busy_reclaimer_at_thread_start_falls_back() -> None:
+def test_busy_reclaimer_at_thread_start_is_taken_over_later() -> None:
     """An EADD build larger than the EPC leaves ksgxd running when the thread starts:
-    the step-by-step engine runs it, and says why."""
+    the reference engine runs the thread's first steps and says why; the compiled
+    engine takes the thread over at a later step, when ksgxd is idle ("mixed")."""
     ref, bat = _both(_toml(build="eadd", size_pages=1024, epc_pages=256))
-    assert bat.engine == "reference"
-    assert "ksgxd" in bat.engine_note
+    assert bat.engine == "mixed"
+    assert bat.engine_note == "ksgxd or a reclaim worker was busy when the enclave threads started"
+    assert bat.engine_events["compiled"] > 0 and bat.engine_events["reference"] > 0
+    assert ref.engine_events["compiled"] == 0
     _assert_same(ref, bat)
 
 
@@ -343,7 +346,39 @@ def _toml_multi(
             f"count = {e.get('count', 1)}",
             f"workload = {{ {wl}, {amount} }}",
         ]
+        if e.get("start"):
+            out.append(f'start = "{e["start"]}"')
     return "\n".join(out) + "\n"
+
+
+def test_staggered_start_is_taken_over_when_the_late_enclave_has_built() -> None:
+    """The second enclave starts 200 us later and builds with EADD: the reference runs
+    the first enclave's thread alone, the compiled engine takes both threads over at
+    the first step after the build (a running thread adopted mid-stream): "mixed", the
+    same outputs."""
+    toml = _toml_multi(
+        [
+            {"name": "early", "accesses": 30000, "size_pages": 200, "cgroup": "/a/x"},
+            {
+                "name": "late",
+                "accesses": 8000,
+                "size_pages": 120,
+                "build": "eadd",
+                "start": "200us",
+                "cgroup": "/a/y",
+            },
+        ],
+        epc_pages=256,
+        cpus=2,
+        duration="300ms",
+    )
+    ref, bat = _both(toml)
+    assert bat.engine == "mixed"
+    assert bat.engine_note == "other actors were scheduled when the first enclave thread ran"
+    ev = bat.engine_events
+    assert ev["compiled"] > ev["reference"] > 0
+    assert ref.engine_events["compiled"] == 0
+    _assert_same(ref, bat)
 
 
 FIXED_MULTI = {
@@ -472,7 +507,7 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
 
 @st.composite
 def multi_scenarios(draw) -> str:
-    """Random eligible scenarios with several enclave groups and threads."""
+    """Random scenarios with several enclave groups and threads, some starting later."""
     epc_pages = draw(st.integers(64, 500))
     cgroups = [("/a", "max"), ("/a/x", "max"), ("/a/y", "max"), ("/b", "max")]
     limited = _draw_limits(draw, cgroups, epc_pages)
@@ -490,6 +525,9 @@ def multi_scenarios(draw) -> str:
                 "workload": draw(st.sampled_from(PATTERNS)).format(loop=max(1, size * 3 // 4)),
                 "accesses": draw(st.integers(1, 6000)),
                 "run_for": f"{draw(st.integers(1, 3000))}us" if use_duration else None,
+                # staggered starts: the reference runs the first threads, the compiled
+                # engine takes them over at a later step ("mixed")
+                "start": draw(st.sampled_from([None] * 3 + ["50us", "300us", "2ms"])),
             }
         )
     return _toml_multi(
@@ -537,18 +575,27 @@ def test_builtins_eligibility() -> None:
 
 
 @pytest.mark.parametrize(
-    "builtin, note",
+    "builtin, engine, note",
     [
-        ("nested-fairness", ""),
-        # its enclaves start at different times: the first thread runs while others build
-        ("noisy-neighbour", "other actors were scheduled when the first enclave thread ran"),
+        ("nested-fairness", "compiled", ""),
+        # its enclaves start at different times: the first thread runs while the other
+        # enclave builds; the compiled engine takes the threads over when it has built
+        (
+            "noisy-neighbour",
+            "mixed",
+            "other actors were scheduled when the first enclave thread ran",
+        ),
         # its EADD builds overcommit the EPC: ksgxd is busy when the threads start
-        ("overcommit", "ksgxd or a reclaim worker was busy when the enclave threads started"),
+        (
+            "overcommit",
+            "mixed",
+            "ksgxd or a reclaim worker was busy when the enclave threads started",
+        ),
     ],
 )
-def test_builtins_match(builtin: str, note: str) -> None:
+def test_builtins_match(builtin: str, engine: str, note: str) -> None:
     ref, bat = _both(f"builtin:{builtin}")
-    assert bat.engine == ("compiled" if not note else "reference")
+    assert bat.engine == engine
     assert bat.engine_note == note
     _assert_same(ref, bat)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import inspect
 from collections import OrderedDict
+from inspect import GEN_SUSPENDED
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,7 +58,8 @@ from .layout import SAMPLED, pack, write_back
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
-    from ..sim.engine import Instance, Simulation, ThreadStats
+    from ..sim.actors import ThreadRun
+    from ..sim.engine import Simulation
 
 __all__ = ["ENGINE_ALIASES", "ENGINES", "MAX_THREADS", "static_ineligibility", "take_over"]
 
@@ -81,14 +83,15 @@ CHUNK_CAP = 65536
 
 
 class _Thread:
-    """An enclave thread the core runs: the arguments of the enclave thread actor and its
-    heap entry."""
+    """An enclave thread the core runs: its place in the thread actor's loop
+    (:class:`~epcsim.sim.actors.ThreadRun`) and its CPU."""
 
-    __slots__ = ("inst", "encl", "pattern", "rng", "remaining", "until", "st", "cpu")
+    __slots__ = ("run", "inst", "encl", "pattern", "rng", "remaining", "until", "st", "cpu")
 
-    def __init__(self, inst, encl, pattern, rng, remaining, until, st, cpu) -> None:
-        self.inst, self.encl, self.pattern, self.rng = inst, encl, pattern, rng
-        self.remaining, self.until, self.st, self.cpu = remaining, until, st, cpu
+    def __init__(self, run: ThreadRun, cpu: int) -> None:
+        self.run = run
+        self.inst, self.encl, self.pattern, self.rng = run.inst, run.encl, run.pattern, run.rng
+        self.remaining, self.until, self.st, self.cpu = run.remaining, run.until, run.st, cpu
 
 
 class _Packed:
@@ -166,13 +169,23 @@ class _Packed:
         # the threads: the first is mid-pop (it is taking over), the others wait
         nt = len(threads)
         TH = np.zeros((C.NTHF, nt), np.int64)
+        self.BUF_INIT: list[np.ndarray] = []
         for j, t in enumerate(threads):
             TH[C.TH_T, j], TH[C.TH_SEQ, j] = seqs[j]
             TH[C.TH_CPU, j] = t.cpu
             TH[C.TH_E, j] = t.encl.id
             TH[C.TH_REMAIN, j] = t.remaining
             pack("TH", TH[:, j], t)
-            TH[C.TH_FSTART, j] = -1
+            # where the thread is in its loop: the accesses drawn and not made, the
+            # fault in progress, the last fault's result to book
+            r = t.run
+            rest = r.buf[r.pos :]
+            if len(rest) > CHUNK_CAP:
+                raise AssertionError("a thread's accesses drawn exceed the core's buffer")
+            self.BUF_INIT.append(rest)
+            TH[C.TH_FSTART, j] = r.fault_start
+            TH[C.TH_PENDING, j] = int(r.pending)
+            TH[C.TH_R, j] = r.r
             TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
             TH[C.TH_LIVE, j] = 1
         S[C.S_MIDPOP] = 1
@@ -197,7 +210,21 @@ class _Packed:
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         # the enclave rows of each sample, one per enclave the core runs (EN_ROW)
         self.SAMPE = np.zeros((SAMP_CAP, max(len(encls), 1), 4), np.int64)
+        # .. to which the threads of their instances that ended before the core took
+        # over add their accesses and faults (they do not move while it runs)
+        ours = {id(t.st) for t in threads}
+        self.sampe_base = np.zeros((max(len(encls), 1), 4), np.int64)
+        for inst in sim.instances.values():
+            k2 = next((r for r, e in enumerate(encls) if e is inst.encl), -1)
+            if k2 >= 0:
+                for st in inst.threads:
+                    if id(st) not in ours:
+                        self.sampe_base[k2, 0] += st.accesses
+                        self.sampe_base[k2, 1] += st.faults
         self.BUF = np.zeros((nt, CHUNK_CAP), np.int64)
+        for j, rest in enumerate(self.BUF_INIT):
+            self.BUF[j, : len(rest)] = rest
+            TH[C.TH_BUFLEN, j] = len(rest)
         self.paths = [cg_path(s) for s in self.live]
         self.limits = [
             None if s.cg.parent is None or s.cg.max >= 1 << 63 else s.cg.max for s in self.live
@@ -338,7 +365,7 @@ class _Packed:
                 names.append(inst.name)
                 k2 = next((r for r, e in enumerate(self.encls) if e is inst.encl), -1)
                 if k2 >= 0:
-                    ev.append(self.SAMPE[:k, k2, :])
+                    ev.append(self.SAMPE[:k, k2, :] + self.sampe_base[k2])
                 else:
                     ev.append(np.tile(np.array(enclave_counters(inst), np.int64), (k, 1)))
             ne = len(names)
@@ -427,44 +454,32 @@ class _Packed:
         sim.actors.ksgxd_running = bool(self.R[C.R_SCHED, 0])
 
 
-def take_over(
-    sim: Simulation,
-    inst: Instance,
-    encl: Encl,
-    pattern: Any,
-    rng: np.random.Generator,
-    remaining: int,
-    until: int | None,
-    st: ThreadStats,
-    cpu: int,
-    chunk: int,
-) -> str | None:
-    """Run the enclave threads in the core, at the first step of the first of them.
+def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | None:
+    """Run the enclave threads in the core, at a step of one of them (*run*'s, on *cpu*).
 
-    The other threads must be on the heap, not yet run (``sim.actors.fresh``), with
-    only the sampler besides.  Returns a reason (and changes nothing) if the run is not
-    eligible; otherwise runs until the last thread's next step would end it or the time
-    limit (each earlier thread's end -- its task's exit -- runs step by step in between),
-    puts every actor back on the heap as a generator resuming where the core stopped,
-    and returns None.  The caller's generator then returns: its heap entry is replaced
-    by the continuation.
+    The other threads must be on the heap (fresh, or suspended at a step: their places
+    are ``sim.actors.thread_runs``), with only the sampler besides.  Returns a reason
+    (and changes nothing) if the run is not eligible; otherwise runs until the last
+    thread's next step would end it or the time limit (each earlier thread's end -- its
+    task's exit -- runs step by step in between), puts every actor back on the heap as a
+    generator resuming where the core stopped, and returns None.  The caller's generator
+    then returns: its heap entry is replaced by the continuation.
     """
     host = sim.host
     if sim.actors.ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
         return refusal("dynamic.reclaimer_busy")
-    threads = [_Thread(inst, encl, pattern, rng, remaining, until, st, cpu)]
+    runs = sim.actors.thread_runs
+    threads = [_Thread(run, cpu)]
     seqs = [(sim.core.now, 0)]
     sampler = None
     for t, prio, seq, gen, c in sorted(sim.core.heap, key=lambda x: (x[0], x[1], x[2])):
-        args = sim.actors.fresh.get(gen)
+        other = runs.get(gen)
         if prio == 2 and sampler is None:
             sampler = (t, seq)
             continue
-        if args is None or inspect.getgeneratorstate(gen) != inspect.GEN_CREATED:
+        if other is None or (other.started and inspect.getgeneratorstate(gen) != GEN_SUSPENDED):
             return refusal("dynamic.other_actors")
-        ti, te, tp, tr, tcount, tuntil, tst = args
-        left = tcount if tcount is not None else 1 << 62
-        threads.append(_Thread(ti, te, tp, tr, left, tuntil, tst, c))
+        threads.append(_Thread(other, c))
         seqs.append((t, seq))
     if sampler is None:
         return refusal("dynamic.no_sampler")
@@ -475,9 +490,12 @@ def take_over(
         raise AssertionError("chunk larger than the core's buffers")
     p = _Packed(sim, threads, seqs, sampler)
     S, TH = p.S, p.TH
+    seq0 = int(S[C.S_SEQ])
     sim.metrics.flush_latencies()
+    for t in threads:
+        t.run.adopted = True  # their generators are dropped: not the threads' ends
     sim.core.heap.clear()
-    sim.actors.fresh.clear()
+    runs.clear()
     while True:
         rc = p.run()
         if rc == C.RC_NEED_CHUNK:
@@ -514,6 +532,7 @@ def take_over(
                 t.st.accesses = int(TH[C.TH_ACC, j])
             sim.progress(sim_progress(sim, int(S[C.S_NOW])))
     p.flush()
+    sim.events["compiled"] += int(S[C.S_SEQ]) - seq0
     p.write_back()
     _hand_back(sim, p, rc)
     return None

@@ -75,7 +75,7 @@ from .stuck import STUCK_RETRIES
 if TYPE_CHECKING:
     from .engine import Simulation
 
-__all__ = ["CHUNK", "Actors", "Instance", "ThreadStats"]
+__all__ = ["CHUNK", "Actors", "Instance", "ThreadRun", "ThreadStats"]
 
 #: accesses drawn from a pattern at a time
 CHUNK = 65536
@@ -96,6 +96,61 @@ class ThreadStats:
     started_ns: int = -1
     ended_ns: int = -1
     stuck: bool = False
+
+
+#: at most this many enclave thread steps between two offers to the compiled engine
+#: after a refusal (Actors._take_over)
+TAKEOVER_BACKOFF_MAX = 1024
+
+
+class ThreadRun:
+    """An enclave thread's place in its loop (the thread actor, ``Actors._thread``),
+    outside its generator: the compiled engine takes a thread over from it at any step
+    and hands the thread back as a new generator over it.
+
+    Attributes:
+        inst, encl, pattern, rng, until, st: the thread's process, enclave, access
+            pattern and its generator, time limit (None: none), and ThreadStats.
+        buf, pos: the accesses drawn and not yet made are ``buf[pos:]``.
+        remaining: accesses left to make (those in ``buf[pos:]`` included).
+        fault_start: when the fault on ``buf[pos]`` started (-1: none).
+        pending, r: the last step was a fault whose result *r* is booked at the next.
+        edmm_at: the access count at which the EDMM operations run (None: none, or done).
+        started: the thread has made its first step.
+        adopted: the compiled engine took the thread over; this generator is dropped
+            (its end is not the thread's end).
+    """
+
+    __slots__ = (
+        "inst",
+        "encl",
+        "pattern",
+        "rng",
+        "until",
+        "st",
+        "buf",
+        "pos",
+        "remaining",
+        "fault_start",
+        "pending",
+        "r",
+        "edmm_at",
+        "started",
+        "adopted",
+    )
+
+    def __init__(self, inst, encl, pattern, rng, count: int | None, until, st) -> None:
+        self.inst, self.encl, self.pattern, self.rng = inst, encl, pattern, rng
+        self.until, self.st = until, st
+        self.buf = np.zeros(0, np.int64)
+        self.pos = 0
+        self.remaining = count if count is not None else 1 << 62
+        self.fault_start = -1
+        self.pending = False
+        self.r = 0
+        self.edmm_at: int | None = None
+        self.started = False
+        self.adopted = False
 
 
 @dataclass
@@ -135,9 +190,8 @@ class Actors:
         instances, groups, ops: *sim*'s (the same objects).
         ksgxd_running: a ksgxd actor is on the heap (it is started again when the
             allocator wakes it and none is).
-        fresh: enclave threads started and not yet run, with the arguments the
-            compiled engine takes them over with:
-            ``(inst, encl, pattern, rng, count, until, stats)``.
+        thread_runs: the enclave threads' generators and their places in their loops
+            (:class:`ThreadRun`): what the compiled engine takes them over with.
         watchers: timed operations waiting for an instance to have added N pages:
             ``(inst, pages, index, op, delay)``.
     """
@@ -162,7 +216,13 @@ class Actors:
         self.ksgxd_running = False
         self._group_waiters: dict[str, list[Callable[[], None]]] = {}
         self.watchers: list[tuple[Instance, int, int, Any, int]] = []
-        self.fresh: dict[Actor, tuple] = {}
+        self.thread_runs: dict[Actor, ThreadRun] = {}
+        #: thread steps to the next take-over offer, and the last wait (_take_over)
+        self._takeover_wait = 0
+        self._takeover_backoff = 1
+        #: enclave thread steps the reference engine ran (the compiled engine's are not
+        #: counted): a run the compiled engine joined after some is "mixed"
+        self.thread_steps_ref = 0
         #: the policy's ``nr_scanned`` already charged (``lru_scan`` per entry)
         self._scanned = 0
 
@@ -456,47 +516,86 @@ class Actors:
             pattern = (
                 patterns[k % len(patterns)] if patterns is not None else make_pattern(wl, npages)
             )
-            gen = self._thread(inst, encl, pattern, rngs[k], share, until, st, k == 0)
+            run = ThreadRun(inst, encl, pattern, rngs[k], share, until, st)
+            if k == 0 and spec.edmm is not None:
+                run.edmm_at = spec.edmm.at_access
+            gen = self._thread(run)
             if self._compiled:
-                self.fresh[gen] = (inst, encl, pattern, rngs[k], share, until, st)
+                self.thread_runs[gen] = run
             self.core.start(gen, cpu=self.core.next_cpu())
+        # a new thread may make the threads eligible: offer them at its first step
+        self._takeover_wait = 0
+        self._takeover_backoff = 1
 
-    def _thread(self, inst, encl, pattern, rng, count, until, st: ThreadStats, first) -> Actor:
-        """An enclave thread: accesses in vectorised runs of hits, faults one at a time."""
+    def _thread(self, run: ThreadRun) -> Actor:
+        """An enclave thread: accesses in vectorised runs of hits, faults one at a time.
+
+        Its place in the loop is *run* (:class:`ThreadRun`), written before every yield,
+        so the compiled engine can take the thread over at any step and hand it back as
+        a new generator over the same *run*: a fault's result is booked at the thread's
+        next step (``run.pending``), as the compiled core books it (TH_PENDING)."""
         host = self.host
         core = self.core
         metrics = self.metrics
+        inst, encl, pattern, rng, until, st = (
+            run.inst,
+            run.encl,
+            run.pattern,
+            run.rng,
+            run.until,
+            run.st,
+        )
         task = inst.task
         access_ns = self.costs.access
-        spec = inst.spec
-        edmm_at = spec.edmm.at_access if (first and spec.edmm is not None) else None
-        st.started_ns = core.now
         fault_unreferenced = self.sc.host.experiments.fault_unreferenced
         # the rfc-knobs extension (in no kernel, epcsim.kernel.rfc_knobs): PSI of the
         # thread's cgroup, sgx_epc.high at fault return
         rfc = host.rfc
         psi_cg = task.cgroup
-        if rfc is not None:
-            psi_task_change(host, psi_cg, core.now, nonidle=1)
-        buf = np.zeros(0, np.int64)
-        pos = 0
-        remaining = count if count is not None else 1 << 62
-        fault_start = -1
-        if self._compiled:
-            from ..compiled.engine import take_over
-
-            why = take_over(
-                self.sim, inst, encl, pattern, rng, remaining, until, st, core.cur_cpu, CHUNK
-            )
-            if why is None:
-                return  # the continuation replaced this generator on the heap
-            if self._compiled_required:
-                raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
-            self.sim.engine_note = why
-            self._compiled = False
-            self.fresh.clear()
+        if not run.started:
+            run.started = True
+            st.started_ns = core.now
+            if rfc is not None:
+                psi_task_change(host, psi_cg, core.now, nonidle=1)
+        buf, pos, remaining = run.buf, run.pos, run.remaining
         try:
-            while remaining > 0 and not task.exited:
+            while True:
+                if run.pending:
+                    # the last step's fault, booked at this step
+                    run.pending = False
+                    r = run.r
+                    if r == 0:
+                        metrics.lat_buf.append(core.now - run.fault_start)
+                        metrics.lat_who_buf.append(inst.index)
+                        if rfc is not None:  # the stall lasts until the return is done
+                            yield from self._fault_return(task, psi_cg)
+                        run.fault_start = -1
+                        if fault_unreferenced:
+                            # experiment: the retried access completes without setting
+                            # the accessed bit (the page starts unreferenced)
+                            pos += 1
+                            remaining -= 1
+                            st.accesses += 1
+                    elif r == VM_FAULT_NOPAGE:
+                        # the stuck rule: retries with no page freed or aged in the
+                        # cgroup's subtree
+                        sc = host.task_misc_cg(task).priv
+                        freed = sc.nr_freed + sc.nr_aged
+                        if st.streak == 1 or freed != st.freed:
+                            st.freed = freed
+                            st.quiet = 0
+                        st.quiet += 1
+                    else:
+                        task.signal_pending = True
+                        task.pending_signo = task.pending_signo or SIGBUS
+                        break
+                if self._compiled:
+                    run.buf, run.pos, run.remaining = buf, pos, remaining
+                    if self._take_over(run):
+                        return  # the continuation replaced this generator on the heap
+                self.thread_steps_ref += 1
+                if remaining <= 0 or task.exited:
+                    break
                 # at the end of its duration a thread first finishes the access it is
                 # faulting on (it cannot leave a fault half-way)
                 if until is not None and core.now >= until and not st.streak:
@@ -505,8 +604,9 @@ class Actors:
                     break
                 if st.quiet >= STUCK_RETRIES:
                     break  # stuck (epcsim.sim.stuck)
-                if edmm_at is not None and st.accesses >= edmm_at:
-                    edmm_at = None
+                if run.edmm_at is not None and st.accesses >= run.edmm_at:
+                    run.edmm_at = None
+                    run.buf, run.pos, run.remaining = buf, pos, remaining
                     ok = yield from self._edmm(inst, encl)
                     if not ok:
                         break
@@ -519,8 +619,8 @@ class Actors:
                 n = len(buf) - pos
                 if until is not None:
                     n = min(n, max(1, (until - core.now) // access_ns))
-                if edmm_at is not None:
-                    n = min(n, max(1, edmm_at - st.accesses))
+                if run.edmm_at is not None:
+                    n = min(n, max(1, run.edmm_at - st.accesses))
                 if nxt is not None:
                     n = min(n, max(1, (nxt - core.now) // access_ns))
                 k = sgx_encl_access(encl, buf[pos : pos + n] if pos or n < len(buf) else buf)
@@ -530,12 +630,13 @@ class Actors:
                     st.accesses += k
                     # the access was done (another thread's fault brought the page in)
                     st.streak = st.quiet = 0
+                    run.buf, run.pos, run.remaining = buf, pos, remaining
                     yield k * access_ns
                     continue
                 # a miss: one fault (atomic: NO_RECLAIM allocations never yield)
                 idx = int(buf[pos])
-                if fault_start < 0:
-                    fault_start = core.now
+                if run.fault_start < 0:
+                    run.fault_start = core.now
                     if rfc is not None:
                         psi_task_change(host, psi_cg, core.now, stalled=1)
                 before = list(host.encls_count)
@@ -549,41 +650,43 @@ class Actors:
                 elif r == VM_FAULT_NOPAGE:
                     st.retries += 1
                     st.streak += 1
+                run.pending, run.r = True, r
+                run.buf, run.pos, run.remaining = buf, pos, remaining
                 yield self._cost(before, None) + self.costs.fault
-                if r == 0:
-                    metrics.lat_buf.append(core.now - fault_start)
-                    metrics.lat_who_buf.append(inst.index)
-                    if rfc is not None:  # the stall lasts until the return is done
-                        yield from self._fault_return(task, psi_cg)
-                    fault_start = -1
-                    if fault_unreferenced:
-                        # experiment: the retried access completes without setting the
-                        # accessed bit (the page starts unreferenced)
-                        pos += 1
-                        remaining -= 1
-                        st.accesses += 1
-                    continue
-                if r == VM_FAULT_NOPAGE:
-                    # the stuck rule: retries with no page freed or aged in the cgroup's
-                    # subtree
-                    sc = host.task_misc_cg(task).priv
-                    freed = sc.nr_freed + sc.nr_aged
-                    if st.streak == 1 or freed != st.freed:
-                        st.freed = freed
-                        st.quiet = 0
-                    st.quiet += 1
-                    continue
-                task.signal_pending = True
-                task.pending_signo = task.pending_signo or SIGBUS
-                break
         finally:
-            if rfc is not None:
-                psi_task_change(
-                    host, psi_cg, core.now, nonidle=-1, stalled=-1 if fault_start >= 0 else 0
-                )
-            self._thread_finally(inst, st, remaining, until)
+            if not run.adopted:
+                if rfc is not None:
+                    psi_task_change(
+                        host,
+                        psi_cg,
+                        core.now,
+                        nonidle=-1,
+                        stalled=-1 if run.fault_start >= 0 else 0,
+                    )
+                self._thread_finally(inst, st, remaining, until)
         if inst.running_threads == 0:
             self._threads_done(inst)
+
+    def _take_over(self, run: ThreadRun) -> bool:
+        """Offer the compiled engine the enclave threads at this step of *run*'s thread
+        (epcsim.compiled.engine.take_over); True if it took them over.  A refusal of the
+        run's state is retried after twice as many thread steps as the last (the state
+        changes as actors start and end); ``engine="compiled"`` refuses at the first."""
+        self._takeover_wait -= 1
+        if self._takeover_wait > 0:
+            return False
+        from ..compiled.engine import take_over
+
+        why = take_over(self.sim, run, self.core.cur_cpu, CHUNK)
+        if why is None:
+            return True
+        if self._compiled_required:
+            raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
+        if not self.sim.engine_note:
+            self.sim.engine_note = why
+        self._takeover_backoff = min(2 * self._takeover_backoff, TAKEOVER_BACKOFF_MAX)
+        self._takeover_wait = self._takeover_backoff
+        return False
 
     def _fault_return(self, task: Task, psi_cg: Cgroup) -> Generator[int, None, None]:
         """The rfc-knobs extension (in no kernel) at an EPC fault's return to user space:

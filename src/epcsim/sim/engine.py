@@ -53,7 +53,11 @@ class Simulation:
         instances: every enclave process or vEPC owner by name (``name#k`` in a group).
         groups: the instances of each scenario ``[[enclave]]`` / ``[[vepc]]`` entry.
         ops: the timed operations' records (``summary.json``'s ``ops``).
-        engine_used, engine_note: which engine ran, and why not the compiled one.
+        engine_used, engine_note: which engine ran ("reference", "compiled", or "mixed":
+            the reference ran some enclave thread steps and the compiled engine the
+            others), and why the compiled engine did not run (at first).
+        events: the events (actor steps) each engine ran: the reference's heap pops,
+            the compiled core's steps (its sequence numbers).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class Simulation:
         why = check_engine(engine, sc, options)
         self.engine_note = (why or "") if engine != "reference" else ""
         self.engine_used = "reference"
+        self.events = {"compiled": 0, "reference": 0}
         h = sc.host
         self.seed = h.seed if seed is None else seed
         self.costs = CostModel(**{k: parse_time(v, what=k) for k, v in h.costs.items()})
@@ -169,6 +174,9 @@ class Simulation:
                 self.progress(sim_progress(self, t))
             if core.active == 0:
                 break
+        self.events["reference"] = steps
+        if self.engine_used == "compiled" and actors.thread_steps_ref:
+            self.engine_used = "mixed"
         truncated = bool(heap) and core.active > 0
         if truncated:
             core.now = limit
@@ -178,6 +186,7 @@ class Simulation:
         res = metrics.result(truncated=truncated)
         res.engine = self.engine_used
         res.engine_note = self.engine_note
+        res.engine_events = dict(self.events)
         return res
 
 
