@@ -37,6 +37,19 @@ def test_tmp_keeps_suffix_and_dir(tmp_path):
     assert t.read_bytes() == b"1"
 
 
+def test_tmp_without_suffix(tmp_path):
+    """keep_suffix=False: the temporary name does not end as the target does, so a
+    ``*.parquet`` glob never matches a file in progress (epcsim sweep's dataset)."""
+    t = tmp_path / "k.parquet"
+    with atomic_path(t, keep_suffix=False) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.name.startswith(".k.parquet.tmp-")
+        assert not tmp.name.endswith(".parquet")
+        assert list(tmp_path.glob("*.parquet")) == []
+        tmp.write_bytes(b"1")
+    assert t.read_bytes() == b"1"
+
+
 def test_mode_follows_umask(tmp_path):
     t = tmp_path / "m"
     atomic_write_text(t, "x")

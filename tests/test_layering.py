@@ -55,8 +55,13 @@ USES: dict[str, frozenset[str]] = {
     "check": frozenset({"compiled", "rundir"}),
     "api": frozenset({"check", "mrc", "report"}),
     "compare": frozenset({"api"}),
+    "sweep": frozenset({"api", "compare", "rundir", "_atomic", "scenario", "errors", "units"}),
     "epcsim": frozenset({"api", "compare"}),
-    "cli": frozenset({"epcsim"}),
+    "advise": frozenset(
+        {"sweep", "api", "compare", "scenario", "units", "_atomic", "rundir", "errors"}
+    ),
+    "k8s": frozenset({"scenario", "units", "_atomic", "errors"}),
+    "cli": frozenset({"epcsim", "sweep", "k8s", "advise"}),
 }
 
 #: modules that belong to another layer than their place says, while they move:
@@ -103,6 +108,13 @@ KNOWN: tuple[Known, ...] = (
         lazy=False,
         reason="__version__ is defined in the package's __init__ (run.json's versions)",
     ),
+    Known(
+        "epcsim.sweep",
+        "epcsim",
+        lazy=True,
+        reason="__version__ is defined in the package's __init__ (each Dask worker's "
+        "epcsim version is checked against the driver's)",
+    ),
 )
 
 #: third-party top-level package -> the module prefixes that may import it
@@ -115,6 +127,7 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
         "epcsim.report",
         "epcsim.mrc",
         "epcsim.compare",
+        "epcsim.sweep.html",
         "epcsim.workload.traces._plot",
     ),
 }

@@ -27,17 +27,20 @@ __all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_tex
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], *, keep_suffix: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside *target*; rename it onto *target* on success.
 
     The temporary name keeps *target*'s suffixes (``x.tmp-ab12.npy``) so that writers
-    that look at the extension (``np.save``, ``savefig``) see the same one.  On any
+    that look at the extension (``np.save``, ``savefig``) see the same one; with
+    ``keep_suffix=False`` it does not (``.x.parquet.tmp-ab12``), so that a glob such as
+    ``*.parquet`` over a directory being written never matches a file in progress or
+    one a killed process left behind (``epcsim sweep``'s dataset).  On any
     exception (``KeyboardInterrupt`` included) the temporary file is removed and the
     exception propagates; *target* is not touched.
     """
     target = Path(target)
     parent = target.parent
-    suffix = "".join(target.suffixes[-2:]) if target.suffixes else ""
+    suffix = "".join(target.suffixes[-2:]) if target.suffixes and keep_suffix else ""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix, dir=parent)
     os.close(fd)
     tmp = Path(name)

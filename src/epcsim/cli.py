@@ -13,7 +13,15 @@ Commands::
                [--out DIR] [--workers N] [--fault-unreferenced]
     epcsim compare SCENARIO --out DIR [--policy NAME,...|all] [--seeds FROM..TO|N,...]
                    [--set KEY=VALUE ...] [--jobs N] [--force]
+    epcsim sweep SCENARIO --out DIR [--grid KEY=VALUES ...] [--seeds FROM..TO|N,...]
+                 [--set KEY=VALUE ...] [--jobs N | --scheduler tcp://HOST:PORT]
+                 [--keep-runs] [--retry-errors] [--force]
+    epcsim advise SCENARIO --slo METRIC<=VALUE ... --out DIR [--tenant CGROUP ...]
+                  [--budget SIZE|capacity] [--resolution SIZE] [--seeds ...] [--set ...]
+                  [--jobs N] [--scheduler ADDRESS]
     epcsim policies
+    epcsim from-k8s PODS.yaml... --out SCENARIO.toml [--epc SIZE] [--manifest C=FILE ...]
+                    [--workload C=PATTERN ...] [--duration TIME] [--force]
     epcsim --version
 
 Exit status: 0 the run and its expectations pass, 1 an expectation fails, 2 bad input
@@ -26,6 +34,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -1197,6 +1206,496 @@ def mrc_command(
                 err=True,
             )
     console.print(Text(f"wrote {csv_path} and {png}"))
+
+
+# --- sweep ------------------------------------------------------------------------------
+
+
+class _PointsProgress:
+    """The sweep's progress bar over points, with an ETA (stderr, a terminal only)."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.done = 0
+        self.total = 0
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if not self.enabled or total == 0:
+            return
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("sweep"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} points"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("points", total=total)
+        assert self._task is not None
+        self._bar.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+@app.command("sweep", cls=_Command)
+def sweep_command(
+    scenario: ScenarioArg,
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="The sweep directory: a Parquet dataset, one file per point "
+            "(docs/SWEEP.md); a rerun into it runs only the points it lacks.",
+            show_default=False,
+        ),
+    ],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            metavar="KEY=VALUES",
+            help="An axis: a --set key and its values a,b,c, A..B:N (linear, both ends) or "
+            "A..B:xN (geometric); several --grid form the product (repeatable; replaces "
+            "the key's values of the scenario's \\[sweep] grid).",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="FROM..TO|N,N...",
+            help="The seeds of each grid point (default: \\[sweep] seeds, else host.seed).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    jobs: Annotated[
+        str | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            help="Local processes running points (default: the machine's CPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="tcp://HOST:PORT",
+            help="Run the points on this existing Dask cluster instead of locally.",
+            show_default=False,
+        ),
+    ] = None,
+    keep_runs: Annotated[
+        bool,
+        typer.Option("--keep-runs", help="Also keep each point's run directory in DIR/_runs/."),
+    ] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option("--retry-errors", help="Run again the points that ended with an error."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a sweep of another scenario, --set or grid keys in DIR.",
+        ),
+    ] = False,
+) -> None:
+    """Run a scenario over a grid of values x seeds into a Parquet dataset, one row per
+    point x cgroup and per point x enclave (docs/SWEEP.md).  Resumable: a rerun runs only
+    the points DIR lacks.  Exit 0 when every point ran, 1 when a point ended with an
+    error (its rows say outcome "error")."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .sweep import sweep
+
+    n_jobs: int | None = None
+    if jobs is not None:
+        if not re.fullmatch(r"\s*[0-9]+\s*", jobs) or int(jobs) < 1:
+            _die(f"--jobs: expected a positive integer, got {jobs!r}")
+        n_jobs = int(jobs)
+    _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
+    err = Console(stderr=True)
+    progress = _PointsProgress(err, err.is_terminal)
+    try:
+        with _user_errors():
+            try:
+                res = sweep(
+                    scenario,
+                    grid=grid or (),
+                    seeds=seeds,
+                    sets=set_ or (),
+                    out=out,
+                    jobs=n_jobs,
+                    scheduler=scheduler,
+                    keep_runs=keep_runs,
+                    force=force,
+                    retry_errors=retry_errors,
+                    progress=progress,
+                )
+            except EpcsimError as e:
+                # the Dask backend's PointsFailedError (its module is loaded if it raised)
+                backend = sys.modules.get("epcsim.sweep.dask_backend")
+                if backend is None or not isinstance(e, backend.PointsFailedError):
+                    raise  # bad input: exit 2
+                # the cluster's counterpart of a dead local worker (below): exit 1
+                progress.close()
+                typer.echo(
+                    f"epcsim: {e}; {progress.done} point{'' if progress.done == 1 else 's'} "
+                    f"of {progress.total} written to {out}; a rerun runs the others",
+                    err=True,
+                )
+                raise typer.Exit(EXIT_EXPECTATION_FAILED) from None
+    except KeyboardInterrupt:
+        progress.close()
+        typer.echo(
+            f"interrupted; {progress.done} point{'' if progress.done == 1 else 's'} of "
+            f"{progress.total} written to {out}; a rerun runs the others",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenProcessPool as e:
+        progress.close()
+        typer.echo(
+            f"epcsim: a worker process died ({e}); {progress.done} point"
+            f"{'' if progress.done == 1 else 's'} of {progress.total} written to {out}; a "
+            "rerun runs the others",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTATION_FAILED) from None
+    except OSError as e:
+        progress.close()
+        if e.filename is None:
+            raise
+        _die(f"cannot write {e.filename}: {e.strerror or e}")
+    finally:
+        progress.close()
+    n = len({p.key for p in res.points})
+    axes = " x ".join(f"{a.key} ({len(a.values)})" for a in res.axes) or "no grid"
+    console = _stdout()
+    console.print(
+        Text(
+            f"sweep {axes} x {len(res.seeds)} seed{'' if len(res.seeds) == 1 else 's'}: "
+            f"{n} point{'' if n == 1 else 's'}, {res.ran} run now, {res.skipped} already in "
+            f"{out}"
+        )
+    )
+    console.print(Text(f"wrote {out} (read it with pyarrow.dataset.dataset({str(out)!r}))"))
+    if res.errors:
+        k = len(res.errors)
+        typer.echo(
+            f"epcsim: {k} point{'' if k == 1 else 's'} ended with an error (rows with outcome "
+            f"error, the message in column error): {', '.join(res.errors[:3])}"
+            f"{', ...' if k > 3 else ''}; --retry-errors runs them again",
+            err=True,
+        )
+        raise typer.Exit(EXIT_EXPECTATION_FAILED)
+
+
+# --- from-k8s ---------------------------------------------------------------------------
+
+
+def _pairs(option: str, items: list[str] | None) -> dict[str, str]:
+    """``CONTAINER=VALUE`` options as a mapping (a container named twice is refused)."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            _die(f"{option} {item!r}: expected CONTAINER=VALUE")
+        if key in out:
+            _die(f"{option} {key}: given twice")
+        out[key] = value
+    return out
+
+
+@app.command("from-k8s", cls=_Command)
+def from_k8s_command(
+    yaml_files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PODS.yaml",
+            help="Kubernetes manifests (multi-document YAML): Pods, Deployments, "
+            "StatefulSets, Jobs, DaemonSets, ReplicaSets, Nodes; other kinds are listed as "
+            "not mapped.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="SCENARIO.toml",
+            help="The scenario to write (refused if it exists, unless --force; never one "
+            "of the inputs).",
+            show_default=False,
+        ),
+    ],
+    epc: Annotated[
+        str | None,
+        typer.Option(
+            "--epc",
+            metavar="SIZE",
+            help="The host's EPC, e.g. 64GiB or 64Gi (default: a Node's "
+            'status.capacity["sgx.intel.com/epc"] in the YAML).',
+            show_default=False,
+        ),
+    ] = None,
+    manifest: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--manifest",
+            metavar="CONTAINER=FILE",
+            help="The enclave's size from a Gramine manifest (sgx.enclave_size) or an "
+            "Occlum.json (resource_limits.user_space_size); CONTAINER is NAME, POD/NAME or "
+            "NAMESPACE/POD/NAME (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload",
+            metavar="CONTAINER=PATTERN",
+            help="A container's workload: zipf[:ALPHA], uniform, sequential, "
+            "hotcold[:FRACTION[:PROBABILITY]] (default: the pod's epcsim.io/workload "
+            "annotation, else zipf:0.9) (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    duration: Annotated[
+        str,
+        typer.Option("--duration", metavar="TIME", help="How long each workload runs."),
+    ] = "1s",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+) -> None:
+    """Convert Kubernetes manifests into a scenario (docs/K8S.md): each container with an
+    sgx.intel.com/epc limit is a cgroup /kubepods/NAMESPACE/POD/CONTAINER with that limit
+    as misc.max and one enclave.  What cannot be mapped is listed on stderr and in the
+    scenario's first comments."""
+    import tomllib
+
+    from .k8s import from_k8s, write_scenario
+
+    manifests = _pairs("--manifest", manifest)
+    workloads = _pairs("--workload", workload)
+    with _user_errors():
+        conv = from_k8s(
+            yaml_files, epc=epc, manifests=manifests, workloads=workloads, duration=duration
+        )
+        write_scenario(conv, out, inputs=[*yaml_files, *manifests.values()], force=force)
+    for item in conv.unmapped:
+        typer.echo(f"epcsim: not mapped: {item}", err=True)
+    for item in conv.warnings:
+        typer.echo(f"epcsim: warning: {item}", err=True)
+    n = len(tomllib.loads(conv.toml).get("enclave", []))
+    typer.echo(
+        f"wrote {out} ({n} enclave{'' if n == 1 else 's'}; {len(conv.unmapped)} not mapped, "
+        f"{len(conv.warnings)} warning{'' if len(conv.warnings) == 1 else 's'})"
+    )
+
+
+# --- epcsim advise (issue 16) ------------------------------------------------------------
+
+
+def _advise_value(slo: dict[str, Any], v: float | None) -> str:
+    """A metric value in its unit: times as times, others three significant digits."""
+    from .advise import METRICS
+    from .report.fmt import sig3
+
+    if v is None:
+        return "-"
+    if METRICS[slo["metric"]].time:
+        return _time(int(v))
+    return sig3(float(v))
+
+
+def _print_advice(console: Console, data: dict[str, Any]) -> None:
+    slos = data["slos"]
+    verdict = "feasible" if data["feasible"] else "NOT feasible"
+    budget = "" if data["budget"] is None else f", budget {_size(data['budget'])}"
+    table = Table(
+        title=f"{data['scenario']}: {verdict}; limits sum to {_size(data['total'])} "
+        f"(resolution {_size(data['resolution'])}{budget}; seeds "
+        f"{', '.join(map(str, data['seeds']))})"
+    )
+    for heading in ("tenant", "scenario limit", "chosen limit"):
+        table.add_column(heading, justify="left" if heading == "tenant" else "right")
+    for s in slos:
+        table.add_column(f"{s['metric']} (SLO {s['text']})", justify="right")
+    table.add_column("margin", justify="right")
+    table.add_column("monotone")
+    for path, t in data["tenants"].items():
+        rel = [m["relative"] for m in t["margin"].values() if m["relative"] is not None]
+        table.add_row(
+            path,
+            _size(t["scenario_limit"]) if t["scenario_limit"] is not None else "max",
+            _size(t["limit"]),
+            *(_advise_value(s, t["metrics"].get(s["text"])) for s in slos),
+            f"{min(rel):+.1%}" if rel else "-",
+            "yes" if t["monotone"] else "no",
+        )
+    console.print(table)
+    for path, t in data["tenants"].items():
+        curve = Table(title=f"{path}: the curve searched (limit -> metric)", title_justify="left")
+        curve.add_column("limit", justify="right")
+        curve.add_column("others", justify="left")
+        for s in slos:
+            curve.add_column(s["metric"], justify="right")
+        curve.add_column("meets")
+        for p in t["curve"]:
+            others = ", ".join(f"{k}={_size(v)}" for k, v in p["others"].items())
+            curve.add_row(
+                _size(p["limit"]),
+                others or "scenario limits",
+                *(_advise_value(s, p["metrics"].get(s["text"])) for s in slos),
+                "yes" if p["meets"] else f"no: {p['why_not']}",
+            )
+        console.print(curve)
+        for note in t["notes"]:
+            console.print(Text(f"{path}: {note}"))
+    for w in data["warnings"]:
+        console.print(Text(f"warning: {w}"))
+    if not data["feasible"]:
+        console.print(Text(f"no assignment meets the SLOs: {data['reason']}"))
+    n, rounds = data["evaluations"], len(data["rounds"])
+    console.print(Text(f"{n} assignments evaluated in {rounds} rounds"))
+
+
+@app.command("advise", cls=_Command)
+def advise_command(
+    scenario: ScenarioArg,
+    slo: Annotated[
+        list[str],
+        typer.Option(
+            "--slo",
+            metavar="METRIC<=VALUE",
+            help="A service objective every tenant must meet at every seed, e.g. "
+            "'slowdown<=1.5', 'p99_fault_latency<=50us' (repeatable; metrics: docs/ADVISE.md).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="The advice directory: advise.json and the runs' sweep dataset in "
+            "DIR/points (an interrupted advice resumes from it).",
+            show_default=False,
+        ),
+    ],
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            metavar="CGROUP",
+            help="A tenant cgroup (repeatable; default: every cgroup other than / "
+            "holding an enclave).",
+            show_default=False,
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            metavar="SIZE|capacity",
+            help="The most the limits may add up to (a size, capacity = the host's EPC, or "
+            "an expression of capacity).",
+            show_default=False,
+        ),
+    ] = None,
+    resolution: Annotated[
+        str | None,
+        typer.Option(
+            "--resolution",
+            metavar="SIZE",
+            help="The step of the limits, whole pages (default: capacity/32 rounded down "
+            "to a page).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="FROM..TO|N,N...",
+            help="The seeds each limit runs with; an SLO must hold for every one (default: "
+            "the scenario's host.seed).",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            metavar="N",
+            help="Runs in parallel on this machine (default: its CPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Run on an existing Dask cluster (tcp://HOST:8786) instead.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """The smallest misc.max per tenant meeting every SLO (bisection per tenant, then
+    the combination to a fixpoint; docs/ADVISE.md).  Exit 0 whether or not an
+    assignment exists (advise.json says "feasible")."""
+    from .advise import advise
+
+    _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
+    try:
+        with _user_errors():
+            res = advise(
+                scenario,
+                slos=slo,
+                tenants=tenant,
+                budget=budget,
+                resolution=resolution,
+                sets=set_ or (),
+                seeds=seeds,
+                out=out,
+                jobs=jobs,
+                scheduler=scheduler,
+            )
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted; the runs done are in {out}/points (advise resumes from them)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    console = _stdout()
+    _print_advice(console, res.data)
+    console.print(Text(f"wrote {out}/advise.json"))
 
 
 def main() -> None:

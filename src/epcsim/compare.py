@@ -51,6 +51,7 @@ __all__ = [
     "COMPARE_FORMAT",
     "COMPARE_JSON_VERSION",
     "PARQUET_SCHEMA",
+    "TENANT_SCHEMA",
     "CompareResult",
     "Point",
     "check_compare_out",
@@ -63,6 +64,7 @@ __all__ = [
     "parse_seeds",
     "scan_cost",
     "tenant_metrics",
+    "tenant_rows",
     "time_averaged_reclaimable",
     "write_compare",
 ]
@@ -575,22 +577,42 @@ class CompareResult:
 
 
 def _rows(p: Point, m: dict[str, Any]) -> list[dict[str, Any]]:
+    head = {"policy": p.policy, "seed": p.seed}
+    return [head | r for r in _tenant_rows(m["cgroups"], m["enclaves"], m["outcome"])]
+
+
+#: the per-tenant columns of one run (:func:`tenant_rows`): PARQUET_SCHEMA without the
+#: point's own columns (policy, seed)
+TENANT_SCHEMA = pa.schema([f for f in PARQUET_SCHEMA if f.name not in ("policy", "seed")])
+
+
+def tenant_rows(
+    summary: dict[str, Any], episodes: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """The per-tenant rows of one run's summary.json (:func:`tenant_metrics`): one per
+    cgroup (enclave None, the run's outcome) in path order, then one per enclave in name
+    order (its cgroup, its outcome); the columns of :data:`TENANT_SCHEMA`.  What
+    ``compare.parquet`` holds per point, and ``epcsim sweep``'s rows."""
+    cgroups, enclaves = tenant_metrics(summary, episodes)
+    return _tenant_rows(cgroups, enclaves, summary.get("outcome"))
+
+
+def _tenant_rows(
+    cgroups: dict[str, dict[str, Any]], enclaves: dict[str, dict[str, Any]], outcome: Any
+) -> list[dict[str, Any]]:
     rows = []
-    for path in sorted(m["cgroups"]):
-        t = m["cgroups"][path]
-        rows.append(_row(p, path, None, t, m["outcome"]))
-    for name in sorted(m["enclaves"]):
-        t = m["enclaves"][name]
-        rows.append(_row(p, t["cgroup"], name, t, t["outcome"]))
+    for path in sorted(cgroups):
+        rows.append(_row(path, None, cgroups[path], outcome))
+    for name in sorted(enclaves):
+        t = enclaves[name]
+        rows.append(_row(t["cgroup"], name, t, t["outcome"]))
     return rows
 
 
-def _row(p: Point, cgroup: str, enclave: str | None, t: dict[str, Any], outcome: Any) -> dict:
+def _row(cgroup: str, enclave: str | None, t: dict[str, Any], outcome: Any) -> dict:
     pr = t.get("pages_reclaimed") or {}
     lat = t.get("fault_latency_ns") or {}
     return {
-        "policy": p.policy,
-        "seed": p.seed,
         "cgroup": cgroup,
         "enclave": enclave,
         "pages_reclaimed": pr.get("total"),

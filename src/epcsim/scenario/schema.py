@@ -259,6 +259,43 @@ class ExpectSpec(_Model):
     equals: str | None = None
 
 
+class SweepSpec(_Model):
+    """``[sweep]``: the file form of ``epcsim sweep``'s ``--grid`` and ``--seeds``
+    (``docs/SWEEP.md``).  Read by ``epcsim sweep`` only; ``epcsim run`` ignores it, and
+    it is not part of the scenario (not dumped, not in ``scenario_hash``).  The grid's
+    keys and values are checked by ``epcsim sweep`` (``epcsim.sweep.grid``), which knows
+    what each key takes."""
+
+    #: KEY -> VALUES as ``--grid KEY=VALUES`` takes them ("4MiB..16MiB:4", "v16,v14"),
+    #: or a list of values (["v16", "v14"])
+    grid: dict[str, StrictStr | list[StrictStr | StrictInt | float | bool]] = Field(
+        default_factory=dict
+    )
+    #: as ``--seeds`` takes them ("1..5", "1,3") or a list of seeds
+    seeds: StrictStr | list[StrictInt] | None = None
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError(f'expected a table of KEY = "VALUES" (or a list), got {v!r}')
+        for k, x in v.items():
+            items = x if isinstance(x, list) else [x]
+            empty = isinstance(x, list) and not x
+            if empty or any(not isinstance(i, str | int | float) for i in items):
+                raise ValueError(f'{k}: expected "VALUES" or a list of values, got {x!r}')
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        if isinstance(v, str) or (
+            isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+        ):
+            return v
+        raise ValueError(f'expected "FROM..TO", "N,N,..." or a list of seeds, got {v!r}')
+
+
 class Scenario(_Model):
     """A validated scenario.  Sizes are resolved to bytes and times to ns by the
     simulator through :meth:`resolved`."""
@@ -271,6 +308,9 @@ class Scenario(_Model):
     vepc: list[VepcSpec] = Field(default_factory=list)
     at: list[AtSpec] = Field(default_factory=list)
     expect: list[ExpectSpec] = Field(default_factory=list)
+    #: ``[sweep]`` (epcsim sweep's grid and seeds): not part of the scenario, never
+    #: dumped, so not in the hash
+    sweep: SweepSpec | None = Field(None, exclude=True)
     #: where it came from (for error messages); not part of the hash
     source: str = Field("<string>", exclude=True)
 
