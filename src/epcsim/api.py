@@ -202,7 +202,7 @@ def run(
 
     Returns:
         The result (with "check", the compiled engine's); ``result.engine`` is
-        "compiled" or "reference" and ``result.run`` holds the facts written to
+        "compiled", "mixed" or "reference" and ``result.run`` holds the facts written to
         ``run.json`` (with "check", ``run["check"]`` is the verdict).
 
     Raises:

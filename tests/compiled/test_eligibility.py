@@ -287,7 +287,7 @@ TABLE = {
     ),
     "builtin:parent-livelock": (
         "mixed",
-        "other actors were scheduled when the first enclave thread ran",
+        "other actors were running when the enclave threads were offered",
     ),
     "builtin:root-bias": (
         "reference",
@@ -299,7 +299,7 @@ TABLE = {
     ),
     "builtin:noisy-neighbour": (
         "mixed",
-        "other actors were scheduled when the first enclave thread ran",
+        "other actors were running when the enclave threads were offered",
     ),
     "builtin:overcommit": (
         "reference",
@@ -348,7 +348,7 @@ TABLE = {
     # tenant B starts at 20 ms while A runs: the issue-15 case of a staggered EADD start
     "example:staggered-eadd": (
         "mixed",
-        "other actors were scheduled when the first enclave thread ran",
+        "other actors were running when the enclave threads were offered",
     ),
 }
 

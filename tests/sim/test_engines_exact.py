@@ -374,7 +374,7 @@ def test_staggered_start_is_taken_over_when_the_late_enclave_has_built() -> None
     )
     ref, bat = _both(toml)
     assert bat.engine == "mixed"
-    assert bat.engine_note == "other actors were scheduled when the first enclave thread ran"
+    assert bat.engine_note == "other actors were running when the enclave threads were offered"
     ev = bat.engine_events
     assert ev["compiled"] > ev["reference"] > 0
     assert ref.engine_events["compiled"] == 0
@@ -583,7 +583,7 @@ def test_builtins_eligibility() -> None:
         (
             "noisy-neighbour",
             "mixed",
-            "other actors were scheduled when the first enclave thread ran",
+            "other actors were running when the enclave threads were offered",
         ),
         # its EADD builds overcommit the EPC: ksgxd is busy when the threads start
         (

@@ -105,7 +105,7 @@ def test_grid_runs_locally_and_a_rerun_runs_nothing(scenario: Path, tmp_path: Pa
     t = pads.dataset(out).to_table()
     assert sorted(set(t.column("cgroup.1.max").to_pylist())) == [1 << 20, 2 << 20, 3 << 20, 4 << 20]
     assert sorted(set(t.column("cgroup").to_pylist())) == ["/", "/a", "/b"]
-    assert set(t.column("engine").to_pylist()) <= {"compiled", "reference"}
+    assert set(t.column("engine").to_pylist()) <= {"compiled", "mixed", "reference"}
     assert set(t.column("outcome").to_pylist()) == {"pass", "success"}
     manifest = json.loads((out / "_meta" / "sweep.json").read_text())
     assert manifest["format"] == "epcsim-sweep" and manifest["seeds"] == [1, 2]

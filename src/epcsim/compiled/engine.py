@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import inspect
 from collections import OrderedDict
-from inspect import GEN_SUSPENDED
+from inspect import GEN_CREATED, GEN_SUSPENDED
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -164,6 +164,7 @@ class _Packed:
         S[C.S_SM_T], S[C.S_SM_SEQ] = sampler
         S[C.S_SM_LAST] = sim.metrics.cols["time_ns"][-1] if sim.metrics.cols["time_ns"] else -1
         S[C.S_SM_INTERVAL] = sim.sample_ns
+        S[C.S_FOR_T] = _I64_CAP  # none (take_over sets the first foreign event)
         S[C.S_NLIVE] = len(self.live)
         self.CG[C.CG_LIVE, : len(self.live)] = [s.id for s in self.live]
         # the threads: the first is mid-pop (it is taking over), the others wait
@@ -472,12 +473,19 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     threads = [_Thread(run, cpu)]
     seqs = [(sim.core.now, 0)]
     sampler = None
-    for t, prio, seq, gen, c in sorted(sim.core.heap, key=lambda x: (x[0], x[1], x[2])):
+    foreign = []  # actors not yet started (a later enclave's process): the core stops
+    for entry in sorted(sim.core.heap, key=lambda x: (x[0], x[1], x[2])):
+        t, prio, seq, gen, c = entry
         other = runs.get(gen)
         if prio == 2 and sampler is None:
             sampler = (t, seq)
             continue
-        if other is None or (other.started and inspect.getgeneratorstate(gen) != GEN_SUSPENDED):
+        if other is None:
+            if inspect.getgeneratorstate(gen) != GEN_CREATED:
+                return refusal("dynamic.other_actors")
+            foreign.append(entry)
+            continue
+        if other.started and inspect.getgeneratorstate(gen) != GEN_SUSPENDED:
             return refusal("dynamic.other_actors")
         threads.append(_Thread(other, c))
         seqs.append((t, seq))
@@ -491,10 +499,13 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     p = _Packed(sim, threads, seqs, sampler)
     S, TH = p.S, p.TH
     seq0 = int(S[C.S_SEQ])
+    if foreign:  # the first of them (sorted): the core returns before it (RC_FOREIGN)
+        S[C.S_FOR_T], S[C.S_FOR_P], S[C.S_FOR_S] = foreign[0][:3]
     sim.metrics.flush_latencies()
     for t in threads:
-        t.run.adopted = True  # their generators are dropped: not the threads' ends
-    sim.core.heap.clear()
+        t.run.epoch += 1  # their generators are dropped: not the threads' ends
+    heap = sim.core.heap
+    heap[:] = foreign  # sorted: a heap
     runs.clear()
     while True:
         rc = p.run()
@@ -521,7 +532,7 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
                 raise AssertionError("a thread's end step yielded")
             sim.core.active -= 1
             TH[C.TH_LIVE, j] = 0
-            if sim.core.heap or sim.actors.watchers:
+            if len(sim.core.heap) != len(foreign) or sim.actors.watchers:
                 raise AssertionError("a thread's end scheduled an actor")
             p.load()
             S[C.S_KICK] = 1
@@ -552,8 +563,17 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
             gen = sim.actors.thread_end_step(
                 t.inst, t.st, int(TH[C.TH_REMAIN, j]), t.until, bool(TH[C.TH_SIGBUS, j])
             )
-        else:
-            gen = _never(t.inst.name)
+        else:  # the thread goes on where the core stopped (its ThreadRun)
+            r = t.run
+            pos, buflen = int(TH[C.TH_POS, j]), int(TH[C.TH_BUFLEN, j])
+            r.buf = p.BUF[j, pos:buflen].copy()
+            r.pos = 0
+            r.remaining = int(TH[C.TH_REMAIN, j])
+            r.fault_start = int(TH[C.TH_FSTART, j])
+            r.pending = bool(TH[C.TH_PENDING, j])
+            r.r = int(TH[C.TH_R, j])
+            r.started = bool(TH[C.TH_STARTED, j] >= 0)
+            gen = sim.actors.thread(r)
         entries.append((int(TH[C.TH_T, j]), 1, int(TH[C.TH_SEQ, j]), gen, t.cpu))
     pol = host.policy
     if pol is not None and R[C.R_EPI, 0]:
@@ -611,13 +631,6 @@ def _episode_state(p: _Packed, r: int) -> dict[str, Any]:
         return {}
     cur = int(p.R[C.R_CUR, r])
     return {"next_cg": p.host.sgx_cgroups[cur] if cur >= 0 else None}
-
-
-def _never(name: str):
-    """The thread's heap entry when the core stopped at the time limit: the run loop
-    stops before it, so it never runs."""
-    raise AssertionError(f"compiled engine: thread of {name} resumed past the time limit")
-    yield  # pragma: no cover
 
 
 def check_engine(engine: str, sc: Scenario, options: dict[str, Any] | None = None) -> str | None:

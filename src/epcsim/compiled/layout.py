@@ -198,6 +198,9 @@ S_TABLE = Table(
         _f("SM_SEQ", "the sampler's sequence number"),
         _f("SM_LAST", "time of the last recorded sample, -1 if none"),
         _f("SM_INTERVAL", "host.sample_interval (ns)"),
+        _f("FOR_T", "the next foreign event (an actor the core does not run): its time, or big"),
+        _f("FOR_P", ".. its priority (PRIO_OP 0 or PRIO_ACTOR 1)"),
+        _f("FOR_S", ".. its sequence number"),
         _f("NSAMP", "samples recorded in SAMP since the last flush"),
         _f("NLAT", "fault latencies recorded in LAT since the last flush"),
         _f("STEPCOST", "leaf costs of the current step"),
@@ -574,6 +577,8 @@ RC_FLUSH = 2
 RC_THREAD_DONE = 3
 RC_LIMIT = 4
 RC_ERROR = 5
+#: the next event is a foreign actor's (S_FOR_*): the reference engine runs it
+RC_FOREIGN = 6
 
 #: internal error codes (S_ERR)
 ERR_NO_VA_SLOT = 1
@@ -649,6 +654,7 @@ __all__ = [
     "RC_THREAD_DONE",
     "RC_LIMIT",
     "RC_ERROR",
+    "RC_FOREIGN",
     "ERR_NO_VA_SLOT",
     "ERR_NO_WORKER_SLOT",
     "TRACKED",

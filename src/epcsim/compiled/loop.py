@@ -83,6 +83,7 @@ from .layout import (
     R_T,
     RC_ERROR,
     RC_FLUSH,
+    RC_FOREIGN,
     RC_LIMIT,
     RC_NEED_CHUNK,
     RC_THREAD_DONE,
@@ -92,6 +93,9 @@ from .layout import (
     S_CUR_TCG,
     S_ERR,
     S_FAULT_NS,
+    S_FOR_P,
+    S_FOR_S,
+    S_FOR_T,
     S_KICK,
     S_KSTEP_NS,
     S_LIMIT,
@@ -267,6 +271,12 @@ def run_core(
                     j, who, bt, bs = -1, R[R_HEAP, 0], t, R[R_HS, 0]
             if S[S_SM_T] < bt:
                 j, who, bt = -1, -2, S[S_SM_T]
+            # a foreign actor's event (priority 0 or 1) first: the reference runs it
+            ft = S[S_FOR_T]
+            if ft < bt or (
+                ft == bt and (who == -2 or S[S_FOR_P] == 0 or key_less(ft, S[S_FOR_S], bt, bs))
+            ):
+                return RC_LIMIT if ft > S[S_LIMIT] else RC_FOREIGN
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
             if j >= 0 and CPUF[_u(TH[TH_CPU, _u(j)])] > bt:
@@ -308,6 +318,8 @@ def run_core(
             # enclave threads (the thread is the heap's root: the next is a child) win
             # a tie, the sampler does not; none of them moves while this thread steps
             nxt_k = R[R_HT, 0] if S[S_NRH] else big
+            if S[S_FOR_T] < nxt_k:  # a foreign event wins a tie too (priority <= 1)
+                nxt_k = S[S_FOR_T]
             nhp = S[S_NHP]
             if nhp > 1 and TH[TH_HT, 1] < nxt_k:
                 nxt_k = TH[TH_HT, 1]

@@ -250,7 +250,7 @@ TWINS: tuple[Twin, ...] = (
         "run_core", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)",
         ("enclave[].threads", "enclave[].start", "enclave[].workload{}", "host.cpus",
          "host.costs{}", "host.duration", "host.experiments.fault_unreferenced",
-         "dynamic.not_started"),
+         "dynamic.other_actors"),
     ),
 )  # fmt: skip
 

@@ -117,8 +117,10 @@ class ThreadRun:
         pending, r: the last step was a fault whose result *r* is booked at the next.
         edmm_at: the access count at which the EDMM operations run (None: none, or done).
         started: the thread has made its first step.
-        adopted: the compiled engine took the thread over; this generator is dropped
-            (its end is not the thread's end).
+        epoch: which generator is the thread's: the compiled engine adds 1 when it
+            takes the thread over, so the generators it drops (closed, or returning
+            from the step that offered the threads) see they are no longer the thread's
+            and do not end it.
     """
 
     __slots__ = (
@@ -136,7 +138,7 @@ class ThreadRun:
         "r",
         "edmm_at",
         "started",
-        "adopted",
+        "epoch",
     )
 
     def __init__(self, inst, encl, pattern, rng, count: int | None, until, st) -> None:
@@ -150,7 +152,7 @@ class ThreadRun:
         self.r = 0
         self.edmm_at: int | None = None
         self.started = False
-        self.adopted = False
+        self.epoch = 0
 
 
 @dataclass
@@ -552,6 +554,7 @@ class Actors:
         # thread's cgroup, sgx_epc.high at fault return
         rfc = host.rfc
         psi_cg = task.cgroup
+        epoch = run.epoch  # this generator is the thread's while run.epoch stays
         if not run.started:
             run.started = True
             st.started_ns = core.now
@@ -654,7 +657,7 @@ class Actors:
                 run.buf, run.pos, run.remaining = buf, pos, remaining
                 yield self._cost(before, None) + self.costs.fault
         finally:
-            if not run.adopted:
+            if run.epoch == epoch:
                 if rfc is not None:
                     psi_task_change(
                         host,
@@ -666,6 +669,16 @@ class Actors:
                 self._thread_finally(inst, st, remaining, until)
         if inst.running_threads == 0:
             self._threads_done(inst)
+
+    def thread(self, run: ThreadRun) -> Actor:
+        """An enclave thread actor going on from *run* (the compiled engine hands a
+        thread back with it); offered to the compiled engine again at its next step."""
+        gen = self._thread(run)
+        if self._compiled:
+            self.thread_runs[gen] = run
+        self._takeover_wait = 0
+        self._takeover_backoff = 1
+        return gen
 
     def _take_over(self, run: ThreadRun) -> bool:
         """Offer the compiled engine the enclave threads at this step of *run*'s thread
