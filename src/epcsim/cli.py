@@ -1675,18 +1675,29 @@ def advise_command(
     _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them
     try:
         with _user_errors():
-            res = advise(
-                scenario,
-                slos=slo,
-                tenants=tenant,
-                budget=budget,
-                resolution=resolution,
-                sets=set_ or (),
-                seeds=seeds,
-                out=out,
-                jobs=jobs,
-                scheduler=scheduler,
-            )
+            try:
+                res = advise(
+                    scenario,
+                    slos=slo,
+                    tenants=tenant,
+                    budget=budget,
+                    resolution=resolution,
+                    sets=set_ or (),
+                    seeds=seeds,
+                    out=out,
+                    jobs=jobs,
+                    scheduler=scheduler,
+                )
+            except EpcsimError as e:
+                # points that failed on the Dask cluster (not bad input): exit 1, as sweep
+                backend = sys.modules.get("epcsim.sweep.dask_backend")
+                if backend is None or not isinstance(e, backend.PointsFailedError):
+                    raise
+                typer.echo(
+                    f"epcsim: {e}; the runs done are in {out}/points (advise resumes from them)",
+                    err=True,
+                )
+                raise typer.Exit(EXIT_EXPECTATION_FAILED) from None
     except KeyboardInterrupt:
         typer.echo(
             f"interrupted; the runs done are in {out}/points (advise resumes from them)",

@@ -9,6 +9,7 @@ connect within a few seconds ... exit 2 message through the CLI".
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,3 +202,36 @@ def test_evaluate_on_a_cluster_gives_the_local_rows(
     calls: list[tuple[int, int]] = []
     evaluate(points, out=out, scheduler=cluster.address, progress=lambda d, n: calls.append((d, n)))
     assert calls == [(0, 0)]
+
+
+def test_advise_on_a_cluster_gives_the_local_advice(
+    scenario: Path, local: Path, cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """``epcsim advise --scheduler``: the searched curves, the limits and the verdict of
+    the local advice (advise.json byte for byte)."""
+    args = ["advise", str(scenario), "--slo", "slowdown<=4", "--resolution", "512KiB"]
+    here = CliRunner().invoke(app, [*args, "--jobs", "1", "--out", str(tmp_path / "here")])
+    assert here.exit_code == 0, here.output
+    there = CliRunner().invoke(
+        app, [*args, "--scheduler", cluster.address, "--out", str(tmp_path / "there")]
+    )
+    assert there.exit_code == 0, there.output
+    doc = (tmp_path / "here" / "advise.json").read_text()
+    assert json.loads(doc)["feasible"] is True
+    assert (tmp_path / "there" / "advise.json").read_text() == doc
+
+
+def test_advise_points_failing_on_the_cluster_exit_1(
+    scenario: Path, cluster: LoopbackCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "advice"
+    args = ["advise", str(scenario), "--slo", "slowdown<=4", "--resolution", "512KiB"]
+    with monkeypatch.context() as m:
+        m.setattr(epcsim.sweep, "run_point", fail_seed_2)
+        r = CliRunner().invoke(
+            app, [*args, "--seeds", "1..2", "--scheduler", cluster.address, "--out", str(out)]
+        )
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith(f"epcsim: scheduler {cluster.address}: ")
+    assert r.output.endswith(f"; the runs done are in {out}/points (advise resumes from them)\n")
+    assert not (out / "advise.json").exists()
