@@ -278,8 +278,8 @@ TABLE = {
     "builtin:empty-lru-race": ("compiled", ELIGIBLE),
     "builtin:fairness-128": ("compiled", ELIGIBLE),
     "builtin:lower-limit": (
-        "reference",
-        "the compiled engine starts every enclave at a time (not manual/after:)",
+        "mixed",
+        "other actors were running when the enclave threads were offered",
     ),
     "builtin:oom-batch-kills": (
         "reference",
@@ -295,7 +295,7 @@ TABLE = {
     ),
     "builtin:mixed-priority": (
         "reference",
-        "the compiled engine does not run timed operations ([[at]])",
+        "the compiled engine runs no extension (host.extensions: epcsim.kernel.rfc_knobs)",
     ),
     "builtin:noisy-neighbour": (
         "mixed",

@@ -309,9 +309,11 @@ def _toml_multi(
     misc: bool = True,
     costs: dict[str, int] | None = None,
     seed: int = 1,
+    ops: list[tuple[str, str, str]] = (),
 ) -> str:
     """A scenario with several enclave groups (each: name, cgroup, size_pages, workload,
-    accesses or run_for, threads, count, build)."""
+    accesses or run_for, threads, count, build, start) and timed operations *ops*
+    ``(time, "write" | "kill" | "mkdir" | "migrate", argument)``."""
     host = [
         f'duration = "{duration}"',
         f'sample_interval = "{sample}"',
@@ -348,6 +350,16 @@ def _toml_multi(
         ]
         if e.get("start"):
             out.append(f'start = "{e["start"]}"')
+    for time, op, arg in ops:
+        out += ["[[at]]", f'time = "{time}"']
+        if op == "write":
+            path, value = arg.split(" ", 1)
+            out.append(f'write = {{ path = "{path}", value = "{value}" }}')
+        elif op == "migrate":
+            enclave, cgroup = arg.split(" ", 1)
+            out.append(f'migrate = {{ enclave = "{enclave}", cgroup = "{cgroup}" }}')
+        else:
+            out.append(f'{op} = "{arg}"')
     return "\n".join(out) + "\n"
 
 
@@ -530,10 +542,32 @@ def multi_scenarios(draw) -> str:
                 "start": draw(st.sampled_from([None] * 3 + ["50us", "300us", "2ms"])),
             }
         )
+    # timed operations: each a foreign event (the core returns before it, the reference
+    # runs it, the threads are offered again): a limit lowered or raised, a kill, a
+    # migration, a new cgroup
+    ops = []
+    for _ in range(draw(st.integers(0, 3))):
+        time = f"{draw(st.integers(0, 3000))}us"
+        op = draw(st.sampled_from(["write", "write", "kill", "migrate", "mkdir"]))
+        if op == "write":
+            path = draw(st.sampled_from(["/a", "/a/x", "/a/y", "/b"]))
+            pages = draw(st.integers(1, epc_pages))
+            value = draw(st.sampled_from([f"sgx_epc {pages * 4096}", "sgx_epc max"]))
+            ops.append((time, "write", f"{path}/misc.max {value}"))
+        elif op == "kill":
+            ops.append((time, "kill", f"e{draw(st.integers(0, len(enclaves) - 1))}"))
+        elif op == "migrate":
+            k = draw(st.integers(0, len(enclaves) - 1))
+            if enclaves[k]["count"] == 1:  # one process: its name is the group's
+                cg = draw(st.sampled_from(["/a/x", "/a/y", "/b"]))
+                ops.append((time, "migrate", f"e{k} {cg}"))
+        else:
+            ops.append((time, "mkdir", f"/b/n{len(ops)}"))
     return _toml_multi(
         enclaves,
         epc_pages=epc_pages,
         cgroups=limited,
+        ops=ops,
         # mostly a CPU per process: the enclaves build side by side and the threads
         # start together (eligible); sometimes fewer (the reference runs it)
         cpus=draw(st.sampled_from([1, 2, 16]) | st.just(sum(e["count"] for e in enclaves))),
@@ -582,6 +616,12 @@ def test_builtins_eligibility() -> None:
         # enclave builds; the compiled engine takes the threads over when it has built
         (
             "noisy-neighbour",
+            "mixed",
+            "other actors were running when the enclave threads were offered",
+        ),
+        # timed operations (misc.max lowered, a manual enclave started): foreign events
+        (
+            "lower-limit",
             "mixed",
             "other actors were running when the enclave threads were offered",
         ),
