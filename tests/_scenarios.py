@@ -52,3 +52,41 @@ build = "eadd"
 size = "4MiB"
 workload = { pattern = "uniform", accesses = 500 }
 """
+
+
+def two_tenants(
+    *,
+    duration: str = "10s",
+    a: str = 'pattern = "uniform"',
+    b: str = 'pattern = "uniform"',
+) -> str:
+    """Two tenants, enclaves "a" and "b" (2 MiB, 2,000 accesses each of workloads *a*
+    and *b*), each in its own 2 MiB cgroup (/a, /b) of a 4 MiB EPC with 2 CPUs: what the
+    sweep and advise tests grid over."""
+    return f"""\
+name = "two"
+[host]
+epc = "4MiB"
+duration = "{duration}"
+cpus = 2
+
+[[cgroup]]
+path = "/a"
+max = "2MiB"
+
+[[cgroup]]
+path = "/b"
+max = "2MiB"
+
+[[enclave]]
+name = "a"
+cgroup = "/a"
+size = "2MiB"
+workload = {{ {a}, accesses = 2000 }}
+
+[[enclave]]
+name = "b"
+cgroup = "/b"
+size = "2MiB"
+workload = {{ {b}, accesses = 2000 }}
+"""

@@ -1211,6 +1211,13 @@ def mrc_command(
 # --- sweep ------------------------------------------------------------------------------
 
 
+def _failed_on_cluster(e: EpcsimError) -> bool:
+    """*e* is the Dask backend's PointsFailedError (its module is loaded if it raised):
+    points a cluster gave up on after its retries, not bad input."""
+    backend = sys.modules.get("epcsim.sweep.dask_backend")
+    return backend is not None and isinstance(e, backend.PointsFailedError)
+
+
 class _PointsProgress:
     """The sweep's progress bar over points, with an ETA (stderr, a terminal only)."""
 
@@ -1352,9 +1359,7 @@ def sweep_command(
                     progress=progress,
                 )
             except EpcsimError as e:
-                # the Dask backend's PointsFailedError (its module is loaded if it raised)
-                backend = sys.modules.get("epcsim.sweep.dask_backend")
-                if backend is None or not isinstance(e, backend.PointsFailedError):
+                if not _failed_on_cluster(e):
                     raise  # bad input: exit 2
                 # the cluster's counterpart of a dead local worker (below): exit 1
                 progress.close()
@@ -1690,8 +1695,7 @@ def advise_command(
                 )
             except EpcsimError as e:
                 # points that failed on the Dask cluster (not bad input): exit 1, as sweep
-                backend = sys.modules.get("epcsim.sweep.dask_backend")
-                if backend is None or not isinstance(e, backend.PointsFailedError):
+                if not _failed_on_cluster(e):
                     raise
                 typer.echo(
                     f"epcsim: {e}; the runs done are in {out}/points (advise resumes from them)",

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from _dask_cluster import LoopbackCluster, free_port, start_cluster
 from _dask_fns import EXIT_AFTER_ENV, ExitAfter, fail_seed_2
+from _scenarios import two_tenants
 from typer.testing import CliRunner
 
 import epcsim.sweep
@@ -26,33 +27,7 @@ from epcsim.sweep import read_dataset, sweep
 from epcsim.sweep.dask_backend import CONNECT_TIMEOUT_S
 
 #: two tenants, each in its own cgroup of a 4 MiB EPC
-TWO = """\
-name = "two"
-[host]
-epc = "4MiB"
-duration = "10s"
-cpus = 2
-
-[[cgroup]]
-path = "/a"
-max = "2MiB"
-
-[[cgroup]]
-path = "/b"
-max = "2MiB"
-
-[[enclave]]
-name = "a"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-
-[[enclave]]
-name = "b"
-cgroup = "/b"
-size = "2MiB"
-workload = { pattern = "zipf", alpha = 0.9, accesses = 2000 }
-"""
+TWO = two_tenants(b='pattern = "zipf", alpha = 0.9')
 
 GRID = ["cgroup.1.max=1MiB..4MiB:4"]
 SEEDS = "1..2"

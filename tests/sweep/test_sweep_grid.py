@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _scenarios import two_tenants
 from typer.testing import CliRunner
 
 from epcsim.cli import app
@@ -15,33 +16,7 @@ from epcsim.scenario import load_scenario
 from epcsim.sweep import check_scheduler
 from epcsim.sweep.grid import Axis, axes_for, parse_grid
 
-TWO = """\
-name = "two"
-[host]
-epc = "4MiB"
-duration = "1s"
-cpus = 2
-
-[[cgroup]]
-path = "/a"
-max = "2MiB"
-
-[[cgroup]]
-path = "/b"
-max = "2MiB"
-
-[[enclave]]
-name = "a"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "zipf", alpha = 1, accesses = 2000 }
-
-[[enclave]]
-name = "b"
-cgroup = "/b"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-"""
+TWO = two_tenants(duration="1s", a='pattern = "zipf", alpha = 1')
 
 SC = load_scenario(TWO)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+from _scenarios import two_tenants
 from typer.testing import CliRunner
 
 from epcsim.cli import app
@@ -26,33 +27,7 @@ from epcsim.sweep import points as points_mod
 from epcsim.sweep.grid import axes_for
 
 #: two tenants, each in its own 2 MiB cgroup of a 4 MiB EPC
-TWO = """\
-name = "two"
-[host]
-epc = "4MiB"
-duration = "10s"
-cpus = 2
-
-[[cgroup]]
-path = "/a"
-max = "2MiB"
-
-[[cgroup]]
-path = "/b"
-max = "2MiB"
-
-[[enclave]]
-name = "a"
-cgroup = "/a"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-
-[[enclave]]
-name = "b"
-cgroup = "/b"
-size = "2MiB"
-workload = { pattern = "uniform", accesses = 2000 }
-"""
+TWO = two_tenants()
 
 GRID = ["cgroup.1.max=1MiB..4MiB:4", "host.policy=v16,v14"]
 #: what differs between two runs of the same point
