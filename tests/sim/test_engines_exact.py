@@ -548,8 +548,12 @@ def multi_scenarios(draw) -> str:
     ops = []
     for _ in range(draw(st.integers(0, 3))):
         time = f"{draw(st.integers(0, 3000))}us"
-        op = draw(st.sampled_from(["write", "write", "kill", "migrate", "mkdir"]))
-        if op == "write":
+        op = draw(st.sampled_from(["write", "write", "memory", "kill", "migrate", "mkdir"]))
+        if op == "memory":  # a memcg limit: the compiled engine refuses from then on
+            path = draw(st.sampled_from(["/a", "/a/x", "/b"]))
+            pages = draw(st.integers(1, 4 * epc_pages))
+            ops.append((time, "write", f"{path}/memory.max {pages * 4096}"))
+        elif op == "write":
             path = draw(st.sampled_from(["/a", "/a/x", "/a/y", "/b"]))
             pages = draw(st.integers(1, epc_pages))
             value = draw(st.sampled_from([f"sgx_epc {pages * 4096}", "sgx_epc max"]))
