@@ -1446,3 +1446,145 @@ def test_fuzz_cgroupfs_api(n: int, slow: bool) -> None:
     data = st.sampled_from(FS_DATA) | _text | st.binary(max_size=16)
     op = st.sampled_from(["read", "write", "write", "mkdir", "rmdir"])
     _fuzz(st.lists(st.tuples(op, paths, data), max_size=12), _check_fs, n, slow)
+
+
+# --- sweep and advise arguments -----------------------------------------------------------
+
+#: two tenants of a 1 MiB EPC, a few hundred accesses each: a point runs in milliseconds
+SWEEP_SCENARIO = """\
+name = "fuzz-two"
+[host]
+epc = "1MiB"
+duration = "20ms"
+cpus = 2
+
+[[cgroup]]
+path = "/a"
+max = "512KiB"
+
+[[cgroup]]
+path = "/b"
+max = "512KiB"
+
+[[enclave]]
+name = "a"
+cgroup = "/a"
+size = "512KiB"
+workload = { pattern = "uniform", accesses = 300 }
+
+[[enclave]]
+name = "b"
+cgroup = "/b"
+size = "512KiB"
+workload = { pattern = "zipf", alpha = 0.9, accesses = 300 }
+"""
+GRID_KEYS = [
+    "cgroup.0.max",
+    "cgroup.1.max",
+    "host.epc",
+    "host.policy",
+    "host.seed",
+    "host.duration",
+    "enclave.0.size",
+    "enclave.0.workload.accesses",
+    "cgroup.9.max",
+    "nope",
+    "",
+]
+GRID_VALUES = [
+    "256KiB,512KiB",
+    "256KiB..512KiB:2",
+    "256KiB..1MiB:x2",
+    "v16,v14",
+    "v16,nope",
+    "max,256KiB",
+    "1ms,2ms",
+    "100,200",
+    "512KiB..256KiB:2",
+    "256KiB..512KiB:0",
+    "0..1MiB:x2",
+    "1MiB,1MiB",
+    "4KiB..8KiB:3",
+    "-1MiB",
+    ",",
+    "",
+    "a..b:2",
+]
+SEEDS = ["1", "1..2", "2,5", "2..1", "1,1", "x", "", "-1"]
+JOBS = ["1", "2", "0", "-1", "two", ""]
+SCHEDULERS = ["", "tcp://", "http://127.0.0.1:1", "nonsense", "tcp://host:port"]
+SLOS = [
+    "slowdown<=2",
+    "slowdown<1000",
+    "p99_fault_latency<=50us",
+    "miss_ratio>=0",
+    "accesses_per_s>1",
+    "nope<=1",
+    "slowdown",
+    "slowdown<=x",
+    "p99_fault_latency<=5parsecs",
+    "",
+]
+TENANTS = ["/a", "/b", "/", "/nope", "a", ""]
+BUDGETS = ["capacity", "1MiB", "512KiB", "capacity/2", "0", "x", "-1MiB"]
+RESOLUTIONS = ["256KiB", "512KiB", "4KiB", "0", "4097", "2MiB", "x", ""]
+
+
+def _maybe(draw: st.DrawFn, flag: str, values: list[str]) -> list[str]:
+    if not draw(st.booleans()):
+        return []
+    return [flag, draw(st.sampled_from(values) | _text)]
+
+
+@st.composite
+def sweep_args(draw: st.DrawFn) -> list[str]:
+    args: list[str] = []
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from(GRID_KEYS) | _text)
+        value = draw(st.sampled_from(GRID_VALUES) | _text)
+        args += ["--grid", draw(st.sampled_from([f"{key}={value}", key, value]))]
+    args += _maybe(draw, "--seeds", SEEDS)
+    args += _maybe(draw, "--jobs", JOBS)
+    args += _maybe(draw, "--scheduler", SCHEDULERS)
+    args += _maybe(draw, "--set", ["host.duration=10ms", "host.policy=v14", "nope=1"])
+    return args
+
+
+@st.composite
+def advise_args(draw: st.DrawFn) -> list[str]:
+    args: list[str] = []
+    for _ in range(draw(st.integers(0, 2))):
+        args += ["--slo", draw(st.sampled_from(SLOS) | _text)]
+    for _ in range(draw(st.integers(0, 2))):
+        args += ["--tenant", draw(st.sampled_from(TENANTS) | _text)]
+    args += _maybe(draw, "--budget", BUDGETS)
+    args += _maybe(draw, "--resolution", RESOLUTIONS)
+    args += _maybe(draw, "--seeds", SEEDS[:5])
+    args += _maybe(draw, "--jobs", JOBS)
+    args += _maybe(draw, "--scheduler", SCHEDULERS)
+    return args
+
+
+def _check_points_command(args: tuple[str, list[str]]) -> None:
+    """``epcsim sweep | advise`` with random arguments over a tiny scenario: a clean exit
+    (one error line for bad input), nothing written but the output directory (and its
+    lock); a run that outlives the wall limit is interrupted (exit 130)."""
+    command, extra = args
+    with _workdir() as work:
+        (work / "in" / "s.toml").write_text(SWEEP_SCENARIO)
+        invoke(
+            [command, "in/s.toml", *extra, "--out", "out/d"],
+            work=work,
+            outputs=("out/d",),
+            wall_limit=RUN_WALL_LIMIT_S,
+        )
+
+
+@_profiles(default=40, long=1500)
+def test_fuzz_sweep_args(n: int, slow: bool) -> None:
+    _fuzz(st.tuples(st.just("sweep"), sweep_args()), _check_points_command, n, slow)
+
+
+@_profiles(default=30, long=1000)
+def test_fuzz_advise_args(n: int, slow: bool) -> None:
+    _fuzz(st.tuples(st.just("advise"), advise_args()), _check_points_command, n, slow)
