@@ -368,9 +368,11 @@ def _will_compile(sc: Any, engine: str) -> bool:
 
 def _engine_line(run: dict[str, Any]) -> str:
     """``engine compiled (auto: ...), wall 1.2 s`` from ``run.json``'s facts."""
+    from .result import engine_text
+
     wall = run.get("wall_s")
     wall_text = f", wall {wall:.3g} s" if isinstance(wall, int | float) else ""
-    return f"engine {run.get('engine')} ({run.get('engine_reason')}){wall_text}"
+    return f"engine {engine_text(run)}{wall_text}"
 
 
 def _print_summary(

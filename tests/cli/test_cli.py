@@ -690,3 +690,45 @@ def test_memory_estimate_warning_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("epcsim: warning: "), r.stderr
     assert "MemoryEstimateWarning" not in r.stderr
+
+
+STAGGERED = """\
+name = "staggered"
+[host]
+epc = "1MiB"
+duration = "50ms"
+cpus = 2
+
+[[cgroup]]
+path = "/a"
+max = "512KiB"
+
+[[enclave]]
+name = "early"
+cgroup = "/a"
+size = "512KiB"
+workload = { pattern = "uniform", accesses = 20000 }
+
+[[enclave]]
+name = "late"
+size = "256KiB"
+start = "300us"
+workload = { pattern = "uniform", accesses = 5000 }
+"""
+
+
+def test_header_gives_a_mixed_runs_share_of_events(tmp_path: Path) -> None:
+    """A tenant starting later: the reference runs some thread steps, the compiled
+    engine the rest; the engine line says so with the share run.json's events give."""
+    out = tmp_path / "out"
+    r = invoke("run", write(tmp_path, STAGGERED), "--out", out)
+    assert r.exit_code == 0, r.output
+    facts = json.loads((out / "run.json").read_text())
+    assert facts["engine"] == "mixed"
+    ev = facts["events"]
+    n = ev["compiled"] + ev["reference"]
+    assert r.stdout.splitlines()[1].startswith(
+        "engine mixed (auto: the compiled engine took the enclave threads over when they "
+        "became eligible (before: other actors were running when the enclave threads were "
+        f"offered); {100 * ev['compiled'] / n:.1f} % of {n:,} events compiled), wall "
+    ), r.stdout

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..costs import COST_SOURCES, CostModel
 from ..kernel.constants import PAGE_SIZE
-from ..result import Result
+from ..result import Result, engine_text
 from .figures import FigureInfo, natural_key
 from .fmt import fmt_bytes, fmt_ns, fmt_ratio, sig3
 
@@ -163,7 +163,7 @@ def _run_facts(result: Result) -> str:
         ("expectations", "passed" if result.passed else "FAILED"),
     ]
     if result.run.get("engine"):  # run.json: the engine that ran (no wall time: deterministic)
-        rows.append(("engine", f"{result.run['engine']} ({result.run.get('engine_reason', '')})"))
+        rows.append(("engine", engine_text(result.run)))
     return _facts(rows)
 
 
