@@ -310,10 +310,12 @@ def _toml_multi(
     costs: dict[str, int] | None = None,
     seed: int = 1,
     ops: list[tuple[str, str, str]] = (),
+    vepcs: list[tuple[str, int, str | None]] = (),
 ) -> str:
     """A scenario with several enclave groups (each: name, cgroup, size_pages, workload,
     accesses or run_for, threads, count, build, start) and timed operations *ops*
-    ``(time, "write" | "kill" | "mkdir" | "migrate", argument)``."""
+    ``(time, "write" | "kill" | "mkdir" | "migrate", argument)`` and vEPC owners *vepcs*
+    ``(cgroup, pages, start)``."""
     host = [
         f'duration = "{duration}"',
         f'sample_interval = "{sample}"',
@@ -350,6 +352,11 @@ def _toml_multi(
         ]
         if e.get("start"):
             out.append(f'start = "{e["start"]}"')
+    for k, (cgroup, pages, start) in enumerate(vepcs):
+        out += ["[[vepc]]", f'name = "v{k}"', f'cgroup = "{cgroup if misc else "/"}"']
+        out.append(f"pages = {pages}")
+        if start:
+            out.append(f'start = "{start}"')
     for time, op, arg in ops:
         out += ["[[at]]", f'time = "{time}"']
         if op == "write":
@@ -390,6 +397,25 @@ def test_staggered_start_is_taken_over_when_the_late_enclave_has_built() -> None
     ev = bat.engine_events
     assert ev["compiled"] > ev["reference"] > 0
     assert ref.engine_events["compiled"] == 0
+    _assert_same(ref, bat)
+
+
+def test_vepc_owner_beside_enclaves_is_taken_over_after_its_allocation() -> None:
+    """A vEPC owner starting at 100 us takes 64 pages (charged to /a/y, never
+    reclaimed) while an enclave runs: the core returns before its start (a foreign
+    event), the reference runs its allocation, and the compiled engine takes the thread
+    back at its next step and runs it beside the held pages; the same outputs."""
+    toml = _toml_multi(
+        [{"name": "e", "accesses": 30000, "size_pages": 200, "cgroup": "/a/x"}],
+        epc_pages=256,
+        cpus=2,
+        duration="300ms",
+        vepcs=[("/a/y", 64, "100us")],
+    )
+    ref, bat = _both(toml)
+    assert bat.engine == "compiled"  # no thread step ran on the reference
+    assert bat.engine_events["compiled"] > bat.engine_events["reference"] > 0
+    assert bat.summary["enclaves"]["v0"]["faults"] == 64
     _assert_same(ref, bat)
 
 
@@ -567,11 +593,21 @@ def multi_scenarios(draw) -> str:
                 ops.append((time, "migrate", f"e{k} {cg}"))
         else:
             ops.append((time, "mkdir", f"/b/n{len(ops)}"))
+    # vEPC owners (a VMM's guest EPC): charged, held to the end, never reclaimed
+    vepcs = [
+        (
+            draw(st.sampled_from(["/a/x", "/a/y", "/b"])),
+            draw(st.integers(1, max(1, epc_pages // 4))),
+            draw(st.sampled_from([None, None, "100us", "1ms"])),
+        )
+        for _ in range(draw(st.integers(0, 1) | st.just(0)))
+    ]
     return _toml_multi(
         enclaves,
         epc_pages=epc_pages,
         cgroups=limited,
         ops=ops,
+        vepcs=vepcs,
         # mostly a CPU per process: the enclaves build side by side and the threads
         # start together (eligible); sometimes fewer (the reference runs it)
         cpus=draw(st.sampled_from([1, 2, 16]) | st.just(sum(e["count"] for e in enclaves))),

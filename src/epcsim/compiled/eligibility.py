@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
-from ..scenario.schema import Scenario
+from ..scenario.schema import Scenario, VepcSpec
 from .layout import POLICY_IDS
 
 if TYPE_CHECKING:
@@ -143,7 +143,11 @@ def when(
 
 # --- the predicates ---------------------------------------------------------------------
 
-_NO_VEPC = "the compiled engine runs enclaves (and no vEPC)"
+_NO_ENCLAVE = "the compiled engine runs enclave threads (the scenario has none)"
+#: a vEPC owner allocates its pages (a running actor: the offer is refused meanwhile),
+#: then holds them to the end: never on an LRU, they are in the pool's arrays the core
+#: reads as any allocated page
+_VEPC = "a vEPC owner's pages are allocated and held, never reclaimed (the pool's arrays)"
 _NO_EDMM = "the compiled engine does not run EDMM operations"
 _NO_AT_WHEN = "the compiled engine does not watch the pages an enclave added ([[at]] when: added)"
 #: a timed operation is an actor the core does not run: it returns before it
@@ -206,8 +210,11 @@ def _live(inst: Instance) -> bool:
 
 
 def still_building(sim: Simulation, inst: Instance) -> bool:
-    """A live instance has no task or enclave yet."""
-    return _live(inst) and (inst.task is None or inst.encl is None)
+    """A live instance has no task yet, or (an enclave process) no enclave yet.  (A vEPC
+    owner has none: once its actor has allocated its pages it holds them.)"""
+    if not _live(inst):
+        return False
+    return inst.task is None or (inst.encl is None and not isinstance(inst.spec, VepcSpec))
 
 
 def task_not_running(sim: Simulation, inst: Instance) -> bool:
@@ -280,12 +287,15 @@ _SAME = "read before the compiled engine takes over (the same in both engines)"
 
 RULES: dict[str, Rule] = {
     # refusals first, in the order they are reported
-    "enclave": when(no_enclave, _NO_VEPC),
-    "vepc": never(_NO_VEPC),
-    "vepc[].name": never(_NO_VEPC),
-    "vepc[].cgroup": never(_NO_VEPC),
-    "vepc[].pages": never(_NO_VEPC),
-    "vepc[].start": never(_NO_VEPC),
+    "enclave": when(no_enclave, _NO_ENCLAVE),
+    "vepc": always(_VEPC),
+    "vepc[].name": always(_VEPC),
+    "vepc[].cgroup": always(_VEPC),
+    "vepc[].pages": always(_VEPC),
+    "vepc[].start": when(
+        start_not_a_time,
+        "the compiled engine does not start a vEPC owner when another group ends (after:)",
+    ),
     "enclave[].program": never("the compiled engine does not run the kselftest program"),
     "enclave[].edmm": never(_NO_EDMM),
     "enclave[].edmm.restrict_pages": never(_NO_EDMM),
