@@ -352,6 +352,8 @@ def _toml_multi(
         ]
         if e.get("start"):
             out.append(f'start = "{e["start"]}"')
+        if e.get("edmm"):
+            out.append(f"edmm = {{ {e['edmm']} }}")
     for k, (cgroup, pages, start) in enumerate(vepcs):
         out += ["[[vepc]]", f'name = "v{k}"', f'cgroup = "{cgroup if misc else "/"}"']
         out.append(f"pages = {pages}")
@@ -416,6 +418,36 @@ def test_vepc_owner_beside_enclaves_is_taken_over_after_its_allocation() -> None
     assert bat.engine == "compiled"  # no thread step ran on the reference
     assert bat.engine_events["compiled"] > bat.engine_events["reference"] > 0
     assert bat.summary["enclaves"]["v0"]["faults"] == 64
+    _assert_same(ref, bat)
+
+
+def test_edmm_operations_run_on_the_reference_between_core_runs() -> None:
+    """The thread reaches its EDMM access count inside a core run: the core hands the
+    threads back (RC_EDMM), the reference runs EMODPR, EMODT and EREMOVE on the first 8
+    pages (sgx_reclaim_direct() before each), the compiled engine takes the threads over
+    again; the same outputs as the reference alone."""
+    toml = _toml_multi(
+        [
+            {
+                "name": "e",
+                "accesses": 30000,
+                "size_pages": 200,
+                "cgroup": "/a/x",
+                "edmm": "restrict_pages = 8, remove_pages = 8, at_access = 10000",
+            },
+            {"name": "f", "accesses": 30000, "size_pages": 100, "cgroup": "/a/y"},
+        ],
+        epc_pages=256,
+        cpus=2,
+        duration="300ms",
+    )
+    ref, bat = _both(toml)
+    assert bat.engine == "mixed"
+    assert bat.engine_note == "a thread's EDMM operations were due or running"
+    ev = bat.engine_events
+    assert ev["compiled"] > ev["reference"] > 0
+    assert [o["op"] for o in bat.summary["ops"]] == ["edmm restrict e", "edmm remove e"]
+    assert [o["result"] for o in bat.summary["ops"]] == ["ok", "ok"]
     _assert_same(ref, bat)
 
 
@@ -567,6 +599,14 @@ def multi_scenarios(draw) -> str:
                 # engine takes them over at a later step ("mixed")
                 "start": draw(st.sampled_from([None] * 3 + ["50us", "300us", "2ms"])),
             }
+        )
+    if draw(st.integers(0, 3)) == 0:  # EDMM on the first enclave's first pages
+        e0 = enclaves[0]
+        n = min(e0["size_pages"], 8)
+        e0["edmm"] = (
+            f"restrict_pages = {draw(st.integers(1, n))}, "
+            f"remove_pages = {draw(st.integers(1, n))}, "
+            f"at_access = {draw(st.integers(0, max(0, e0['accesses'] - 1)))}"
         )
     # timed operations: each a foreign event (the core returns before it, the reference
     # runs it, the threads are offered again): a limit lowered or raised, a kill, a

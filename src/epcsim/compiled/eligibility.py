@@ -148,7 +148,10 @@ _NO_ENCLAVE = "the compiled engine runs enclave threads (the scenario has none)"
 #: then holds them to the end: never on an LRU, they are in the pool's arrays the core
 #: reads as any allocated page
 _VEPC = "a vEPC owner's pages are allocated and held, never reclaimed (the pool's arrays)"
-_NO_EDMM = "the compiled engine does not run EDMM operations"
+#: the EDMM operations (EMODPR, EMODT to TRIM, EREMOVE with sgx_reclaim_direct() before
+#: every page) run on the reference: the core hands the threads back when one is due
+#: (RC_EDMM), and they are not offered until it is done (dynamic.edmm_due)
+_EDMM = "the reference runs a thread's EDMM operations between two core runs"
 _NO_AT_WHEN = "the compiled engine does not watch the pages an enclave added ([[at]] when: added)"
 #: a timed operation is an actor the core does not run: it returns before it
 #: (RC_FOREIGN), the reference runs it, the threads are offered again
@@ -274,6 +277,12 @@ def cgroup_busy(sim: Simulation, threads: list) -> bool:
     return False
 
 
+def edmm_due(sim: Simulation, threads: list) -> bool:
+    """A thread's EDMM operations are due or running (its ``ThreadRun.edmm_at`` is set
+    and reached): the reference runs them first."""
+    return any(t.run.edmm_at is not None and t.st.accesses >= t.run.edmm_at for t in threads)
+
+
 def episodes_logged(sim: Simulation, threads: list) -> bool:
     """The run records its reclaim episodes (``host.episode_log``, the option
     ``episode_log``): the compiled engine does not."""
@@ -297,10 +306,10 @@ RULES: dict[str, Rule] = {
         "the compiled engine does not start a vEPC owner when another group ends (after:)",
     ),
     "enclave[].program": never("the compiled engine does not run the kselftest program"),
-    "enclave[].edmm": never(_NO_EDMM),
-    "enclave[].edmm.restrict_pages": never(_NO_EDMM),
-    "enclave[].edmm.remove_pages": never(_NO_EDMM),
-    "enclave[].edmm.at_access": never(_NO_EDMM),
+    "enclave[].edmm": always(_EDMM),
+    "enclave[].edmm.restrict_pages": always(_EDMM),
+    "enclave[].edmm.remove_pages": always(_EDMM),
+    "enclave[].edmm.at_access": always(_EDMM + " (runs of hits stop at it: TH_EDMM)"),
     "enclave[].start": when(
         start_not_a_time,
         "the compiled engine does not start an enclave when another group ends (after:)",
@@ -411,6 +420,7 @@ RULES: dict[str, Rule] = {
     ),
     "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or has reclaim work", "run"),
     "dynamic.episode_log": when(episodes_logged, _NO_EPISODES, "run"),
+    "dynamic.edmm_due": when(edmm_due, "a thread's EDMM operations were due or running", "run"),
 }
 
 _ORDER = {k: i for i, k in enumerate(RULES)}

@@ -187,6 +187,7 @@ class _Packed:
             TH[C.TH_FSTART, j] = r.fault_start
             TH[C.TH_PENDING, j] = int(r.pending)
             TH[C.TH_R, j] = r.r
+            TH[C.TH_EDMM, j] = -1 if r.edmm_at is None else r.edmm_at
             TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
             TH[C.TH_LIVE, j] = 1
         S[C.S_MIDPOP] = 1

@@ -300,6 +300,11 @@ TH_TABLE = Table(
         _f("PENDING", "the last step was a fault whose result TH_R is not booked yet"),
         _f("R", "the pending fault's result"),
         _f("SIGBUS", "its last fault gave VM_FAULT_SIGBUS"),
+        _f(
+            "EDMM",
+            "the access count at which it runs its EDMM operations, -1: none or done "
+            "(the reference runs them: the core hands the threads back, RC_EDMM)",
+        ),
         _f("STARTED", "time of its first step, -1 before", mirror="st.started_ns", back="value"),
         _f("LIVE", "1 on the heap, 2 its end step is due (RC_THREAD_DONE), 0 ended"),
         _f("HEAP", "by position: the threads' binary heap (_heap_*): the thread"),
@@ -579,6 +584,8 @@ RC_LIMIT = 4
 RC_ERROR = 5
 #: the next event is a foreign actor's (S_FOR_*): the reference engine runs it
 RC_FOREIGN = 6
+#: thread S_WHO is due to run its EDMM operations (TH_EDMM): the reference runs them
+RC_EDMM = 7
 
 #: internal error codes (S_ERR)
 ERR_NO_VA_SLOT = 1
@@ -655,6 +662,7 @@ __all__ = [
     "RC_LIMIT",
     "RC_ERROR",
     "RC_FOREIGN",
+    "RC_EDMM",
     "ERR_NO_VA_SLOT",
     "ERR_NO_WORKER_SLOT",
     "TRACKED",

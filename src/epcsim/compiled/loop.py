@@ -81,6 +81,7 @@ from .layout import (
     R_SEQ,
     R_STAGE,
     R_T,
+    RC_EDMM,
     RC_ERROR,
     RC_FLUSH,
     RC_FOREIGN,
@@ -124,6 +125,7 @@ from .layout import (
     TH_BUFLEN,
     TH_CPU,
     TH_E,
+    TH_EDMM,
     TH_FAULTS,
     TH_FREED,
     TH_FSTART,
@@ -374,6 +376,12 @@ def run_core(
                     S[S_NHP] -= 1  # off the thread heap (it is the root)
                     heap_pop_root(TH, TH_HEAP, S[S_NHP])
                     return RC_THREAD_DONE
+                # its EDMM operations are due: the reference runs them (the thread's
+                # step is handed back as it is, at its (time, seq))
+                edmm = TH[TH_EDMM, _u(j)]
+                if edmm >= 0 and TH[TH_ACC, _u(j)] >= edmm:
+                    S[S_WHO] = j
+                    return RC_EDMM
                 pos = TH[TH_POS, _u(j)]
                 if pos >= TH[TH_BUFLEN, _u(j)]:
                     S[S_MIDPOP] = j + 1
@@ -388,6 +396,12 @@ def run_core(
                 if tend < t_one:
                     tend = t_one
                 n = TH[TH_BUFLEN, _u(j)] - pos
+                if edmm >= 0:  # a run of hits stops at the EDMM operations
+                    m = edmm - TH[TH_ACC, _u(j)]
+                    if m < 1:
+                        m = 1
+                    if m < n:
+                        n = m
                 # sgx_encl_access(): hits set the accessed bit, up to the first miss
                 off = EN[EN_OFF, _u(e)]
                 npages = EN[EN_NPAGES, _u(e)]

@@ -608,9 +608,11 @@ class Actors:
                 if st.quiet >= STUCK_RETRIES:
                     break  # stuck (epcsim.sim.stuck)
                 if run.edmm_at is not None and st.accesses >= run.edmm_at:
-                    run.edmm_at = None
+                    # run.edmm_at stays set while the operations run: the threads are
+                    # not offered meanwhile (dynamic.edmm_due)
                     run.buf, run.pos, run.remaining = buf, pos, remaining
                     ok = yield from self._edmm(inst, encl)
+                    run.edmm_at = None
                     if not ok:
                         break
                     continue
