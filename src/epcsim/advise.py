@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import atomic_write_text
-from .compare import parse_seeds, tenant_rows
+from .compare import json_safe, parse_seeds, tenant_rows
 from .errors import EpcsimError
 from .rundir import RunDirError, existing_entries
 from .scenario import Scenario, load_scenario
@@ -720,7 +720,7 @@ def advise(
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
-            target / "advise.json", json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n"
+            target / "advise.json", json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n"
         )
         result.out = target
     return result
@@ -733,16 +733,6 @@ def _curve(probes: list[_Probe]) -> list[_Probe]:
     for p in sorted(probes, key=lambda p: (p.others, p.limit, p.round)):
         seen.setdefault((p.others, p.limit), p)
     return list(seen.values())
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    return v
 
 
 def _data(

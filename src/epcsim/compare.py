@@ -59,6 +59,7 @@ __all__ = [
     "cpu_time",
     "failures",
     "fairness",
+    "json_safe",
     "overshoot",
     "parse_policies",
     "parse_seeds",
@@ -725,13 +726,14 @@ def compare(
 # --- the directory ------------------------------------------------------------------------
 
 
-def _json_safe(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
+    """*v* with NaN and infinities as None (JSON has neither), lists for tuples."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
@@ -741,7 +743,7 @@ def write_compare(result: CompareResult, d: str | os.PathLike[str]) -> None:
     d = Path(d)
     with atomic_path(d / "compare.parquet") as tmp:
         pq.write_table(result.table, tmp, compression="zstd")
-    text = json.dumps(_json_safe(result.data), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(json_safe(result.data), indent=2, sort_keys=True) + "\n"
     atomic_write_text(d / "compare.json", text)
     _figure(result.data, d / "compare.png")
     atomic_write_text(d / "compare.html", render_html(result.data))

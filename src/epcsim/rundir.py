@@ -43,6 +43,7 @@ __all__ = [
     "check_out",
     "claim",
     "claim_dir",
+    "exclusive_lock",
     "lock_path",
     "read_manifest",
 ]
@@ -222,21 +223,30 @@ def claim(target: Path, key: RunKey, *, force: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def claim_dir(target: Path, recheck: Callable[[], None]) -> Iterator[Path]:
-    """:func:`claim` for any directory epcsim builds aside (a run, a comparison):
-    *recheck* is called under the lock and raises if *target* may no longer be
-    written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = lock_path(target)
+def exclusive_lock(lock: Path, label: str, what: str = "run") -> Iterator[None]:
+    """Hold ``flock`` on *lock* (created if missing) for the block; RunDirError naming
+    *label* if another process holds it (``another epcsim WHAT is writing it``)."""
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirError(
-                f"{_label(target)}: another epcsim run is writing it (it holds {lock}); "
+                f"{label}: another epcsim {what} is writing it (it holds {lock}); "
                 "wait for it to finish or choose another directory"
             ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def claim_dir(target: Path, recheck: Callable[[], None]) -> Iterator[Path]:
+    """:func:`claim` for any directory epcsim builds aside (a run, a comparison):
+    *recheck* is called under the lock and raises if *target* may no longer be
+    written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path(target), _label(target)):
         # under the lock: the directory may have changed since it was checked
         recheck()
         for stale in _stale(target):
@@ -251,8 +261,6 @@ def claim_dir(target: Path, recheck: Callable[[], None]) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _install(tmp: Path, target: Path) -> None:

@@ -22,7 +22,6 @@ every point, as do ``pandas.read_parquet(DIR)``, DuckDB's
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib
 import json
 import os
@@ -40,7 +39,7 @@ import pyarrow.parquet as pq
 
 from .._atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from ..errors import EpcsimError
-from ..rundir import RunDirError, existing_entries
+from ..rundir import RunDirError, exclusive_lock, existing_entries
 from ..scenario import Scenario, load_scenario
 from .executors import run_local
 from .grid import Axis, axes_for, parse_grid, parse_seeds
@@ -259,21 +258,10 @@ def _claim(target: Path, label: str, recheck: Callable[[], None]) -> Iterator[No
     block; *recheck* runs under the lock.  RunDirError if another sweep holds it."""
     meta = target / META
     meta.mkdir(parents=True, exist_ok=True)
-    lock = target / LOCK
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(
-                f"{label}: another epcsim sweep is writing it (it holds {lock}); "
-                "wait for it to finish or choose another directory"
-            ) from None
+    with exclusive_lock(target / LOCK, label, "sweep"):
         recheck()
         _clean_leftovers(target)
         yield
-    finally:
-        os.close(fd)
 
 
 def _clean_leftovers(target: Path) -> None:
