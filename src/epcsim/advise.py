@@ -236,11 +236,14 @@ def _judge(
             and _in_subtree(r.get("cgroup"), tenant)
             and r.get("outcome") not in _OK_OUTCOMES
         ):
-            return (
-                False,
-                values,
-                f"enclave {r['enclave']} ended {r.get('outcome')} (seed {r.get('seed')})",
-            )
+            if r.get("outcome") == "running":  # cut short by host.duration
+                why = (
+                    f"enclave {r['enclave']} was still running at host.duration (seed "
+                    f"{r.get('seed')}): raise host.duration (--set) or shorten its workload"
+                )
+            else:
+                why = f"enclave {r['enclave']} ended {r.get('outcome')} (seed {r.get('seed')})"
+            return False, values, why
     for s in slos:
         if not s.holds(values[s.text]):
             return False, values, f"{s.text} violated ({_fmt_value(s, values[s.text])})"

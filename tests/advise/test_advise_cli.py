@@ -203,3 +203,22 @@ def test_interrupted_is_exit_130_runs_kept(tmp_path, monkeypatch):
         r.stderr == f"interrupted; the runs done are in {out}/points (advise resumes from them)\n"
     )
     assert not (out / "advise.json").exists()
+
+
+def test_a_run_cut_short_by_host_duration_says_so(tmp_path: Path) -> None:
+    """Real runs (the default evaluator): workloads longer than host.duration end
+    "running"; every limit is a violation, and the reason names the cause and the fix."""
+    scenario = tmp_path / "two.toml"
+    scenario.write_text(TWO)
+    out = tmp_path / "adv"
+    args = ["advise", str(scenario), "--slo", "slowdown<=100", "--resolution", "64KiB"]
+    r = runner.invoke(app, [*args, "--set", "host.duration=20us", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "advise.json").read_text())
+    assert data["feasible"] is False
+    whys = {p["why_not"] for t in data["tenants"].values() for p in t["curve"]}
+    assert whys == {
+        f"enclave {e} was still running at host.duration (seed {data['seeds'][0]}): "
+        "raise host.duration (--set) or shorten its workload"
+        for e in ("ea", "eb")
+    }
