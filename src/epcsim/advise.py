@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import atomic_write_text
+from .api import load_resolved
 from .compare import json_safe, parse_seeds, tenant_rows
 from .errors import EpcsimError
-from .rundir import RunDirError, existing_entries
-from .scenario import Scenario, load_scenario
+from .rundir import RunDirError, existing_entries, resolve_out
+from .scenario import Scenario
 from .scenario.schema import eval_size
 from .units import format_size, parse_size, parse_time
 
@@ -361,16 +362,7 @@ def check_advise_out(out: object) -> Path:
     """Validate advice directory *out*; return its resolved path.  Accepted: a new or
     empty directory, or one an advice wrote (only ``advise.json`` and ``points``:
     resumed).  Refused (RunDirError): a file, a directory holding anything else."""
-    if isinstance(out, bytes) or not isinstance(out, str | os.PathLike):
-        raise RunDirError(f"out: expected a directory path, got {type(out).__name__}")
-    text = os.fspath(out)
-    if not isinstance(text, str) or not text.strip():
-        raise RunDirError("out: empty path: name the advice directory")
-    target = Path(text).resolve()
-    label = f"out {text}"
-    cwd = Path.cwd().resolve()
-    if target == cwd or cwd.is_relative_to(target):
-        raise RunDirError(f"{label}: is the current directory or contains it; name a directory")
+    target, label = resolve_out(out, "advice")
     entries = {e for e in existing_entries(target, label) if not e.startswith(".")}
     foreign = sorted(entries - {"advise.json", "points"})
     if foreign:
@@ -647,12 +639,7 @@ def advise(
         from .sweep import check_scheduler
 
         scheduler = check_scheduler(scheduler)
-    if isinstance(scenario, os.PathLike):
-        scenario = os.fspath(scenario)
-    if isinstance(scenario, Scenario):
-        sc = load_scenario(scenario.model_dump(mode="json"), overrides=items) if items else scenario
-    else:
-        sc = load_scenario(scenario, overrides=items)
+    sc = load_resolved(scenario, items)
     seed_list = [sc.host.seed] if seeds is None else parse_seeds(seeds)
     names = _tenants(sc, tenants)
     capacity = sc.capacity

@@ -26,7 +26,7 @@ from .scenario import Scenario, load_scenario
 from .sim import Result, simulate
 from .sim.progress import SimProgress
 
-__all__ = ["ENGINE_ALIASES", "ENGINES", "run", "run_facts"]
+__all__ = ["ENGINE_ALIASES", "ENGINES", "load_resolved", "run", "run_facts"]
 
 #: the ``engine`` values :func:`run` accepts ("batched" is the old name of "compiled";
 #: "check" runs both and compares them)
@@ -74,11 +74,17 @@ def _check_engine(engine: object) -> str:
     return ENGINE_ALIASES.get(engine, engine)
 
 
-def _load(scenario: object, overrides: tuple[str, ...]) -> Scenario:
+def load_resolved(scenario: object, overrides: tuple[str, ...] | list[str] = ()) -> Scenario:
+    """*scenario* (a Scenario, a path, ``builtin:NAME``, TOML text or a dict) with the
+    ``KEY=VALUE`` *overrides* applied: what :func:`run`, ``compare``, ``sweep`` and
+    ``advise`` run.  A Scenario's ``[sweep]`` table (not part of the scenario, not
+    dumped) is kept.  EpcsimError for anything else."""
+    overrides = tuple(overrides)
     if isinstance(scenario, Scenario):
         if not overrides:
             return scenario
-        return load_scenario(scenario.model_dump(mode="json"), overrides=overrides)
+        sc = load_scenario(scenario.model_dump(mode="json"), overrides=overrides)
+        return sc.model_copy(update={"sweep": scenario.sweep})
     if isinstance(scenario, os.PathLike):
         scenario = os.fspath(scenario)
     if not isinstance(scenario, str | dict):
@@ -222,7 +228,7 @@ def run(
     for name, flag in (("report", report), ("force", force), ("episode_log", episode_log)):
         if not isinstance(flag, bool):
             raise EpcsimError(f"{name}: expected True or False, got {flag!r}")
-    sc = _load(scenario, items)
+    sc = load_resolved(scenario, items)
     if run_seed is None:
         run_seed = sc.host.seed
     options = {"scenario": scenario, "seed": seed, "out": out, "overrides": items}

@@ -38,13 +38,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path, atomic_write_text
+from .api import load_resolved
 from .api import run as _run
 from .errors import EpcsimError
 from .policies import names as policy_names
 from .policies import policy_class
 from .report.fmt import sig3
-from .rundir import RunDirError, claim_dir, existing_entries
-from .scenario import Scenario, load_scenario
+from .rundir import RunDirError, claim_dir, existing_entries, resolve_out
+from .scenario import Scenario
 
 __all__ = [
     "COMPARE_FILES",
@@ -174,16 +175,7 @@ def check_compare_out(out: object, *, force: bool = False) -> Path:
     holding only the files a comparison writes.  Refused (RunDirError, one line): the
     current directory or an ancestor, a file, another directory holding files.
     """
-    if isinstance(out, bytes) or not isinstance(out, str | os.PathLike):
-        raise RunDirError(f"out: expected a directory path, got {type(out).__name__}")
-    text = os.fspath(out)
-    if not isinstance(text, str) or not text.strip():
-        raise RunDirError("out: empty path: name the comparison directory")
-    label = f"out {text}"
-    target = Path(text).resolve()
-    cwd = Path.cwd().resolve()
-    if target == cwd or cwd.is_relative_to(target):
-        raise RunDirError(f"{label}: is the current directory or contains it; name a directory")
+    target, label = resolve_out(out, "comparison")
     _check_existing(target, label, force=force)
     return target
 
@@ -669,12 +661,7 @@ def compare(
         raise EpcsimError(f"overrides: expected KEY=VALUE strings, got {overrides!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise EpcsimError(f"jobs: expected a positive integer, got {jobs!r}")
-    if isinstance(scenario, os.PathLike):
-        scenario = os.fspath(scenario)
-    if isinstance(scenario, Scenario):
-        sc = load_scenario(scenario.model_dump(mode="json"), overrides=items) if items else scenario
-    else:
-        sc = load_scenario(scenario, overrides=items)
+    sc = load_resolved(scenario, items)
     seed_list = [sc.host.seed] if seeds is None else parse_seeds(seeds)
     target = check_compare_out(out, force=force) if out is not None else None
 

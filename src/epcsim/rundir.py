@@ -46,6 +46,7 @@ __all__ = [
     "exclusive_lock",
     "lock_path",
     "read_manifest",
+    "resolve_out",
 ]
 
 #: the manifest that marks an epcsim run directory and records the run's facts
@@ -139,20 +140,28 @@ def check_out(out: object, key: RunKey, *, force: bool = False) -> Path:
     holding files epcsim did not write (even with *force*: epcsim deletes only its own
     files), and another run without *force*.
     """
+    target, label = resolve_out(out, "run")
+    _check_existing(target, label, key, force=force)
+    return target
+
+
+def resolve_out(out: object, what: str) -> tuple[Path, str]:
+    """(resolved path, ``out TEXT`` label) of output directory *out* of a *what* (run,
+    comparison, sweep, advice); RunDirError for a non-path, an empty path, or the
+    current directory or one of its ancestors.  Creates nothing."""
     if isinstance(out, bytes) or not isinstance(out, str | os.PathLike):
         raise RunDirError(f"out: expected a directory path, got {type(out).__name__}")
     text = os.fspath(out)
     if not isinstance(text, str) or not text.strip():
-        raise RunDirError("out: empty path: name the run directory")
+        raise RunDirError(f"out: empty path: name the {what} directory")
     label = _label(text)
     target = Path(text).resolve()
     cwd = Path.cwd().resolve()
     if target == cwd or cwd.is_relative_to(target):
         raise RunDirError(
-            f"{label}: is the current directory or contains it; name a directory for the run"
+            f"{label}: is the current directory or contains it; name a directory for the {what}"
         )
-    _check_existing(target, label, key, force=force)
-    return target
+    return target, label
 
 
 def existing_entries(target: Path, label: str) -> set[str]:

@@ -38,9 +38,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .._atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from ..api import load_resolved
 from ..errors import EpcsimError
-from ..rundir import RunDirError, exclusive_lock, existing_entries
-from ..scenario import Scenario, load_scenario
+from ..rundir import RunDirError, exclusive_lock, existing_entries, resolve_out
+from ..scenario import Scenario
 from .executors import run_local
 from .grid import Axis, axes_for, parse_grid, parse_seeds
 from .points import (
@@ -137,21 +138,8 @@ def _check_jobs(jobs: object) -> int | None:
 
 def _load(scenario: object, sets: tuple[str, ...]) -> tuple[Scenario, Scenario]:
     """(the scenario as given, the scenario with *sets* applied)."""
-    if isinstance(scenario, os.PathLike):
-        scenario = os.fspath(scenario)
-    if isinstance(scenario, Scenario):
-        if not sets:
-            return scenario, scenario
-        with_sets = load_scenario(scenario.model_dump(mode="json"), overrides=sets)
-        # the dump leaves [sweep] out (it is not part of the scenario): keep it
-        return scenario, with_sets.model_copy(update={"sweep": scenario.sweep})
-    if not isinstance(scenario, str | dict):
-        raise EpcsimError(
-            "scenario: expected a Scenario, a path, builtin:NAME, a TOML string or a dict, "
-            f"got {type(scenario).__name__}"
-        )
-    base = load_scenario(scenario)
-    return base, (load_scenario(scenario, overrides=sets) if sets else base)
+    base = load_resolved(scenario)
+    return base, (load_resolved(scenario, sets) if sets else base)
 
 
 # --- the directory ------------------------------------------------------------------------
@@ -162,16 +150,7 @@ def _label(out: object) -> str:
 
 
 def _resolve_out(out: object) -> Path:
-    if isinstance(out, bytes) or not isinstance(out, str | os.PathLike):
-        raise RunDirError(f"out: expected a directory path, got {type(out).__name__}")
-    text = os.fspath(out)
-    if not isinstance(text, str) or not text.strip():
-        raise RunDirError("out: empty path: name the sweep directory")
-    target = Path(text).resolve()
-    cwd = Path.cwd().resolve()
-    if target == cwd or cwd.is_relative_to(target):
-        raise RunDirError(f"{_label(out)}: is the current directory or contains it")
-    return target
+    return resolve_out(out, "sweep")[0]
 
 
 def read_manifest(target: Path) -> dict[str, Any] | None:
