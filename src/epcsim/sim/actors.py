@@ -593,9 +593,11 @@ class Actors:
                         task.pending_signo = task.pending_signo or SIGBUS
                         break
                 if self._compiled:
-                    run.buf, run.pos, run.remaining = buf, pos, remaining
-                    if self._take_over(run):
-                        return  # the continuation replaced this generator on the heap
+                    self._takeover_wait -= 1
+                    if self._takeover_wait <= 0:
+                        run.buf, run.pos, run.remaining = buf, pos, remaining
+                        if self._take_over(run):
+                            return  # the continuation replaced this generator on the heap
                 self.thread_steps_ref += 1
                 if remaining <= 0 or task.exited:
                     break
@@ -686,10 +688,8 @@ class Actors:
         """Offer the compiled engine the enclave threads at this step of *run*'s thread
         (epcsim.compiled.engine.take_over); True if it took them over.  A refusal of the
         run's state is retried after twice as many thread steps as the last (the state
-        changes as actors start and end); ``engine="compiled"`` refuses at the first."""
-        self._takeover_wait -= 1
-        if self._takeover_wait > 0:
-            return False
+        changes as actors start and end); ``engine="compiled"`` refuses at the first.
+        Called when ``_takeover_wait`` has run down (the thread loop counts it)."""
         from ..compiled.engine import take_over
 
         why = take_over(self.sim, run, self.core.cur_cpu, CHUNK)
