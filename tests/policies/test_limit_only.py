@@ -13,7 +13,7 @@ import pytest
 
 import epcsim
 from epcsim import policies
-from epcsim.api import _load
+from epcsim.api import load_resolved
 from epcsim.kernel import Host, check_invariants, drive, ioctl
 from epcsim.kernel.constants import PAGE_SIZE, SGX_DO_RECLAIM
 from epcsim.kernel.epc_cgroup import sgx_cgroup_should_reclaim, sgx_cgroup_try_charge
@@ -150,7 +150,7 @@ def test_every_builtin_runs_and_keeps_the_invariants() -> None:
     limit fail instead of reclaiming)."""
     differs = []
     for name, _ in epcsim.list_builtins():
-        sc = _load(f"builtin:{name}", ("host.policy=limit-only",))
+        sc = load_resolved(f"builtin:{name}", ("host.policy=limit-only",))
         sim = Simulation(sc, engine="reference")
         res = sim.run()
         check_invariants(sim.host)

@@ -14,7 +14,7 @@ import pytest
 
 import epcsim
 from epcsim import policies
-from epcsim.api import _load
+from epcsim.api import load_resolved
 from epcsim.kernel import Host, check_invariants, drive, ioctl
 from epcsim.kernel.constants import PAGE_SIZE, SGX_DO_RECLAIM, SGX_ENCL_OOM, SGX_PAGE_TYPE_REG
 from epcsim.kernel.encl import sgx_encl_access, sgx_encl_add_page
@@ -244,7 +244,7 @@ def test_every_builtin_runs_and_keeps_the_invariants() -> None:
     at the end, and the summaries differ from v16's on at least one."""
     differs = []
     for name, _ in epcsim.list_builtins():
-        sc = _load(f"builtin:{name}", ("host.policy=oom-v2",))
+        sc = load_resolved(f"builtin:{name}", ("host.policy=oom-v2",))
         sim = Simulation(sc, engine="reference")
         res = sim.run()
         check_invariants(sim.host)
