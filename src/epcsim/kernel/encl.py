@@ -119,6 +119,9 @@ class Encl:
         #: ELDUs of its pages, the SECS's included (nr_secs_eldu of them)
         self.nr_eldu = 0
         self.nr_secs_eldu = 0
+        #: .. of its other pages, those the EDMM ioctls loaded (sgx_encl_load_page()
+        #: outside a fault; a model counter, the reference engine's: EDMM steps run there)
+        self.nr_edmm_eldu = 0
         #: EWBs of its pages (the SECS's not included: nr_secs_evicted)
         self.nr_evicted = 0
         self.nr_secs_evicted = 0
@@ -740,7 +743,9 @@ def sgx_encl_load_for_edmm(host: Host, task: Task, encl: Encl, idx: int) -> int:
     """
     if encl.flags & SGX_ENCL_OOM:
         return -ENOMEM
+    before = encl.nr_eldu - encl.nr_secs_eldu
     ret = _sgx_encl_load_page(host, task, encl, idx)
+    encl.nr_edmm_eldu += encl.nr_eldu - encl.nr_secs_eldu - before
     if ret:
         return -EAGAIN if ret == -EBUSY else -EFAULT
     return 0

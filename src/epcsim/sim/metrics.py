@@ -234,6 +234,7 @@ class Metrics:
                 "secs_evicted": e.nr_secs_evicted if e is not None else 0,
                 "eldu": e.nr_eldu if e is not None else 0,
                 "secs_eldu": e.nr_secs_eldu if e is not None else 0,
+                "edmm_eldu": e.nr_edmm_eldu if e is not None else 0,
                 "trace_skipped": inst.trace_skipped,
             }
         pct = self._tenants(cgroups, enclaves, lat, who)
