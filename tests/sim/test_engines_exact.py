@@ -311,11 +311,13 @@ def _toml_multi(
     seed: int = 1,
     ops: list[tuple[str, str, str]] = (),
     vepcs: list[tuple[str, int, str | None]] = (),
+    watches: list[tuple[str, str, int, str, str]] = (),
 ) -> str:
     """A scenario with several enclave groups (each: name, cgroup, size_pages, workload,
     accesses or run_for, threads, count, build, start) and timed operations *ops*
     ``(time, "write" | "kill" | "mkdir" | "migrate", argument)`` and vEPC owners *vepcs*
-    ``(cgroup, pages, start)``."""
+    ``(cgroup, pages, start)`` and watched writes *watches* ``(delay, enclave, pages,
+    path, value)`` (``[[at]] when``: *delay* after the enclave added *pages*)."""
     host = [
         f'duration = "{duration}"',
         f'sample_interval = "{sample}"',
@@ -369,6 +371,10 @@ def _toml_multi(
             out.append(f'migrate = {{ enclave = "{enclave}", cgroup = "{cgroup}" }}')
         else:
             out.append(f'{op} = "{arg}"')
+    for delay, enclave, pages, path, value in watches:
+        out += ["[[at]]", f'time = "{delay}"']
+        out.append(f'when = {{ enclave = "{enclave}", added = "{pages * 4}KiB" }}')
+        out.append(f'write = {{ path = "{path}", value = "{value}" }}')
     return "\n".join(out) + "\n"
 
 
@@ -582,7 +588,7 @@ def multi_scenarios(draw) -> str:
     cgroups = [("/a", "max"), ("/a/x", "max"), ("/a/y", "max"), ("/b", "max")]
     limited = _draw_limits(draw, cgroups, epc_pages)
     enclaves = []
-    for _ in range(draw(st.integers(1, 4))):
+    for k in range(draw(st.integers(1, 4))):
         size = draw(st.integers(16, 2 * epc_pages))
         use_duration = draw(st.integers(0, 5)) == 0
         enclaves.append(
@@ -597,7 +603,14 @@ def multi_scenarios(draw) -> str:
                 "run_for": f"{draw(st.integers(1, 3000))}us" if use_duration else None,
                 # staggered starts: the reference runs the first threads, the compiled
                 # engine takes them over at a later step ("mixed")
-                "start": draw(st.sampled_from([None] * 3 + ["50us", "300us", "2ms"])),
+                "start": draw(
+                    st.sampled_from(
+                        [None] * 3
+                        + ["50us", "300us", "2ms"]
+                        # when the first group ends (a thread's end step starts it)
+                        + (["after:e0"] if k else [])
+                    )
+                ),
             }
         )
     if draw(st.integers(0, 3)) == 0:  # EDMM on the first enclave's first pages
@@ -633,6 +646,22 @@ def multi_scenarios(draw) -> str:
                 ops.append((time, "migrate", f"e{k} {cg}"))
         else:
             ops.append((time, "mkdir", f"/b/n{len(ops)}"))
+    # [[at]] when: a limit written once an enclave has added some pages (inside a core
+    # run: the fault that adds them ends it, RC_WATCH)
+    watches = []
+    for _ in range(draw(st.integers(0, 2))):
+        k = draw(st.integers(0, len(enclaves) - 1))
+        path = draw(st.sampled_from(["/a", "/a/x", "/a/y", "/b"]))
+        pages = draw(st.integers(1, epc_pages))
+        watches.append(
+            (
+                f"{draw(st.sampled_from([0, 0, 10, 500]))}us",
+                f"e{k}" if enclaves[k]["count"] == 1 else f"e{k}#{draw(st.integers(0, 1))}",
+                draw(st.integers(0, enclaves[k]["size_pages"])),
+                f"{path}/misc.max",
+                draw(st.sampled_from([f"sgx_epc {pages * 4096}", "sgx_epc max"])),
+            )
+        )
     # vEPC owners (a VMM's guest EPC): charged, held to the end, never reclaimed
     vepcs = [
         (
@@ -648,6 +677,7 @@ def multi_scenarios(draw) -> str:
         cgroups=limited,
         ops=ops,
         vepcs=vepcs,
+        watches=watches,
         # mostly a CPU per process: the enclaves build side by side and the threads
         # start together (eligible); sometimes fewer (the reference runs it)
         cpus=draw(st.sampled_from([1, 2, 16]) | st.just(sum(e["count"] for e in enclaves))),

@@ -152,7 +152,12 @@ _VEPC = "a vEPC owner's pages are allocated and held, never reclaimed (the pool'
 #: every page) run on the reference: the core hands the threads back when one is due
 #: (RC_EDMM), and they are not offered until it is done (dynamic.edmm_due)
 _EDMM = "the reference runs a thread's EDMM operations between two core runs"
-_NO_AT_WHEN = "the compiled engine does not watch the pages an enclave added ([[at]] when: added)"
+#: a fault that adds the pages a watcher waits for ends the core's run of steps: the
+#: reference starts the operation (RC_WATCH, EN_WATCH), a foreign event from there
+_AT_WHEN = "the core returns after the fault that adds the pages watched (RC_WATCH)"
+#: a group's end is a thread's end step, which runs on the reference between core runs:
+#: what it starts is a foreign event
+_AFTER = "started at a thread's end step (the reference's): a foreign event"
 #: a timed operation is an actor the core does not run: it returns before it
 #: (RC_FOREIGN), the reference runs it, the threads are offered again
 _AT = "a foreign event: the reference engine runs the operation between two core runs"
@@ -164,14 +169,6 @@ _THREADS = f"the compiled engine runs at most {MAX_THREADS} enclave threads"
 def no_enclave(value: list, sc: Scenario | None) -> bool:
     """No ``[[enclave]]`` at all: nothing for the compiled engine to run."""
     return not value
-
-
-def start_not_a_time(value: str | int, sc: Scenario | None) -> bool:
-    """``start = "after:GROUP"``: the enclave starts when another group ends, and a
-    group can end inside a core run (a thread's end step), where nothing may be
-    started.  (``"manual"`` is fine: an ``[[at]] start`` operation starts it, a foreign
-    event the reference runs.)"""
-    return str(value).startswith("after:")
 
 
 def too_many_threads(value: int, sc: Scenario | None) -> bool:
@@ -301,27 +298,21 @@ RULES: dict[str, Rule] = {
     "vepc[].name": always(_VEPC),
     "vepc[].cgroup": always(_VEPC),
     "vepc[].pages": always(_VEPC),
-    "vepc[].start": when(
-        start_not_a_time,
-        "the compiled engine does not start a vEPC owner when another group ends (after:)",
-    ),
+    "vepc[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
     "enclave[].program": never("the compiled engine does not run the kselftest program"),
     "enclave[].edmm": always(_EDMM),
     "enclave[].edmm.restrict_pages": always(_EDMM),
     "enclave[].edmm.remove_pages": always(_EDMM),
     "enclave[].edmm.at_access": always(_EDMM + " (runs of hits stop at it: TH_EDMM)"),
-    "enclave[].start": when(
-        start_not_a_time,
-        "the compiled engine does not start an enclave when another group ends (after:)",
-    ),
+    "enclave[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
     "enclave[].threads": when(too_many_threads, _THREADS),
     "enclave[].count": when(too_many_threads, _THREADS),
     "at": always(_AT),
     "at[].time": always(_AT),
     "at[].after": always(_AT + " (started when its group starts, a reference step)"),
-    "at[].when": never(_NO_AT_WHEN),
-    "at[].when.enclave": never(_NO_AT_WHEN),
-    "at[].when.added": never(_NO_AT_WHEN),
+    "at[].when": always(_AT_WHEN),
+    "at[].when.enclave": always(_AT_WHEN),
+    "at[].when.added": always(_AT_WHEN),
     "at[].write": always(
         _AT + "; what it changes (limits, memory.max, cgroup files) is packed again and "
         "judged by the dynamic rules at the next offer"

@@ -273,6 +273,11 @@ EN_TABLE = Table(
             back="value",
         ),
         _f("ROW", "its row in a sample's enclave rows (SAMPE), -1: none"),
+        _f(
+            "WATCH",
+            "the EN_NR_EAUG at which an [[at]] when watcher of its process fires (the "
+            "core returns after that step, RC_WATCH); big: none",
+        ),
     ),
 )
 
@@ -586,6 +591,9 @@ RC_ERROR = 5
 RC_FOREIGN = 6
 #: thread S_WHO is due to run its EDMM operations (TH_EDMM): the reference runs them
 RC_EDMM = 7
+#: a fault of enclave S_WHO added the pages an ``[[at]] when`` watcher waits for
+#: (EN_WATCH): the reference starts the operation (Actors.check_watchers())
+RC_WATCH = 8
 
 #: internal error codes (S_ERR)
 ERR_NO_VA_SLOT = 1
@@ -663,6 +671,7 @@ __all__ = [
     "RC_ERROR",
     "RC_FOREIGN",
     "RC_EDMM",
+    "RC_WATCH",
     "ERR_NO_VA_SLOT",
     "ERR_NO_WORKER_SLOT",
     "TRACKED",

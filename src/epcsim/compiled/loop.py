@@ -64,12 +64,14 @@ from .layout import (
     E_DESC,
     E_EPC,
     EN_NPAGES,
+    EN_NR_EAUG,
     EN_NR_EVICTED,
     EN_NR_FAULTS,
     EN_OFF,
     EN_ROW,
     EN_SECS_CHILD,
     EN_SIGPEND,
+    EN_WATCH,
     ERR_NO_WORKER_SLOT,
     NSAMPF,
     R_CG,
@@ -88,6 +90,7 @@ from .layout import (
     RC_LIMIT,
     RC_NEED_CHUNK,
     RC_THREAD_DONE,
+    RC_WATCH,
     S_ACCESS_NS,
     S_ACTIVE,
     S_CUR_NID,
@@ -243,7 +246,9 @@ def run_core(
     enclave threads, ksgxd, the workers and the sampler) until a thread's next step
     ends it (RC_THREAD_DONE, thread in S_WHO), the next event is past the time limit
     (RC_LIMIT), a thread needs the next chunk of accesses (RC_NEED_CHUNK), a buffer is
-    full (RC_FLUSH) or a model invariant broke (RC_ERROR)."""
+    full (RC_FLUSH), a foreign event is next (RC_FOREIGN), a thread's EDMM operations are
+    due (RC_EDMM), a fault added the pages an ``[[at]] when`` watcher waits for (RC_WATCH,
+    enclave in S_WHO, after that step) or a model invariant broke (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
     big = 1 << 62
     while True:
@@ -255,6 +260,7 @@ def run_core(
                 return RC_ERROR
         j = -1  # the thread stepping
         who = -1  # the reclaimer stepping; -2: the sampler
+        watched = False  # a fault added the pages a watcher waits for (EN_WATCH)
         mid = S[S_MIDPOP]
         if mid:
             j = mid - 1
@@ -457,6 +463,8 @@ def run_core(
                     TH[TH_PENDING, _u(j)] = 1
                     TH[TH_R, _u(j)] = rr
                     d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
+                    # Actors.check_watchers() after the step: EAUGs count as pages added
+                    watched = EN[EN_NR_EAUG, _u(e)] >= EN[EN_WATCH, _u(e)]
                 S[S_SEQ] += 1
                 t1 = now + (d if d > 0 else 1)
                 TH[TH_T, _u(j)] = t1
@@ -473,6 +481,7 @@ def run_core(
                     or t1 > limit
                     or S[S_NWQ]
                     or (S[S_WOKEN] and not R[R_SCHED, 0])
+                    or watched
                 ):
                     break
                 now = t1
@@ -483,3 +492,6 @@ def run_core(
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
         if kick and not kick_kernel_threads(S, CG, R, now):
             return RC_ERROR
+        if watched:  # Actors.check_watchers(), after the kick as in Simulation.run()
+            S[S_WHO] = TH[TH_E, _u(j)]
+            return RC_WATCH
