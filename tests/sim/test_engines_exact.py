@@ -510,6 +510,44 @@ def test_fixed_multi_scenarios_match(name: str) -> None:
     _assert_same(ref, bat)
 
 
+@pytest.mark.parametrize(("pages", "oom"), [(40, True), (120, True), (400, False)])
+def test_fixed_multi_memcg_limit_runs_its_oom_path_on_the_reference(
+    monkeypatch, pages: int, oom: bool
+) -> None:
+    """/a's memory.max (written at 0 us) holds the backing of *pages* evicted pages.  The
+    core checks each reclaim phase's charges (mem_cgroup_batch_fits) and returns before
+    one that may not fit (RC_MEMCG); the reference runs it and OOM-kills y (exit status
+    137); with room for every charge the core runs throughout.  The same outputs."""
+    import epcsim.compiled.engine as E
+    from epcsim.compiled import layout as C
+
+    rcs: list[int] = []
+    run = E._Packed.run
+    monkeypatch.setattr(E._Packed, "run", lambda self: rcs.append(run(self)) or rcs[-1])
+    toml = _toml_multi(
+        [
+            {"name": "x", "cgroup": "/a/x", "accesses": 12000, "size_pages": 200},
+            {
+                "name": "y",
+                "cgroup": "/a/y",
+                "accesses": 12000,
+                "size_pages": 200,
+                "workload": 'pattern = "uniform"',
+            },
+        ],
+        cgroups=[("/a", "max"), ("/a/x", "400KiB"), ("/a/y", "400KiB")],
+        epc_pages=300,
+        duration="100ms",
+        ops=[("0us", "write", f"/a/memory.max {pages * 4096}")],
+    )
+    ref, bat = _both(toml)
+    y = ref.summary["enclaves"]["y"]
+    assert (y["exit_status"] == 137) is oom
+    assert (C.RC_MEMCG in rcs) is oom
+    assert bat.engine == ("mixed" if oom else "compiled")
+    _assert_same(ref, bat)
+
+
 def test_multi_scenarios_release_enclaves_in_the_core(monkeypatch) -> None:
     """A task exits while a reclaimer holds pages of its enclave: the reclaimer's last
     kref_put() releases it inside the core (sgx_encl_release(), compiled); the result is
@@ -628,7 +666,7 @@ def multi_scenarios(draw) -> str:
     for _ in range(draw(st.integers(0, 3))):
         time = f"{draw(st.integers(0, 3000))}us"
         op = draw(st.sampled_from(["write", "write", "memory", "kill", "migrate", "mkdir"]))
-        if op == "memory":  # a memcg limit: the compiled engine refuses from then on
+        if op == "memory":  # a memcg limit: reclaim phases that may OOM are the reference's
             path = draw(st.sampled_from(["/a", "/a/x", "/b"]))
             pages = draw(st.integers(1, 4 * epc_pages))
             ops.append((time, "write", f"{path}/memory.max {pages * 4096}"))

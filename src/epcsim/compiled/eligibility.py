@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
+from ..kernel.constants import SGX_ENCL_INITIALIZED
 from ..scenario.schema import Scenario, VepcSpec
 from .layout import POLICY_IDS
 
@@ -161,7 +161,9 @@ _AFTER = "started at a thread's end step (the reference's): a foreign event"
 #: a timed operation is an actor the core does not run: it returns before it
 #: (RC_FOREIGN), the reference runs it, the threads are offered again
 _AT = "a foreign event: the reference engine runs the operation between two core runs"
-_NO_OOM = "the compiled engine does not model memory.max (OOM) limits"
+#: the core returns before a reclaim phase whose backing charges may exceed a
+#: memory.max (mem_cgroup_batch_fits, RC_MEMCG): the reference runs the memcg OOM path
+_OOM = "a reclaim phase whose backing may not fit is the reference's step (RC_MEMCG)"
 _NO_EPISODES = "the compiled engine does not record reclaim episodes (episode_log)"
 _THREADS = f"the compiled engine runs at most {MAX_THREADS} enclave threads"
 
@@ -175,11 +177,6 @@ def too_many_threads(value: int, sc: Scenario | None) -> bool:
     """More than MAX_THREADS enclave threads (count x threads summed over the groups)."""
     assert sc is not None
     return sum(e.count * e.threads for e in sc.enclave) > MAX_THREADS
-
-
-def memory_max_below_max(value: int | str | None, sc: Scenario | None) -> bool:
-    """A ``memory.max`` other than ``max``: backing charges may OOM-kill a task."""
-    return value not in (None, "max")
 
 
 def policy_not_compiled(value: str, sc: Scenario | None) -> bool:
@@ -243,18 +240,6 @@ def va_pages_inconsistent(sim: Simulation, inst: Instance) -> bool:
     if not _live(inst) or e is None:
         return False
     return any(p.epc < 0 and p.no in e.va_pages for p in e.va_all)
-
-
-def memcg_limited(sim: Simulation, inst: Instance) -> bool:
-    """The task's memcg or an ancestor has a ``memory.max`` below max."""
-    if not _live(inst) or inst.task is None:
-        return False
-    m = sim.host.task_memcg(inst.task)
-    while m is not None:
-        if m.max_pages < PAGE_COUNTER_MAX:
-            return True
-        m = m.parent
-    return False
 
 
 def foreign_enclave(sim: Simulation, threads: list) -> bool:
@@ -326,7 +311,7 @@ RULES: dict[str, Rule] = {
     "at[].migrate": always(_AT + " (the task's cgroup is packed again at the next offer)"),
     "at[].migrate.enclave": always(_AT),
     "at[].migrate.cgroup": always(_AT),
-    "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
+    "cgroup[].memory_max": always(_OOM),
     "host.policy": when(
         policy_not_compiled,
         "the compiled engine runs the policies v16, v14, v13 and limit-only (epcsim.policies)",
@@ -405,7 +390,6 @@ RULES: dict[str, Rule] = {
     "dynamic.va_pages_inconsistent": when(
         va_pages_inconsistent, "an enclave's VA pages are inconsistent", "instance"
     ),
-    "dynamic.memcg_limited": when(memcg_limited, _NO_OOM, "instance"),
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),

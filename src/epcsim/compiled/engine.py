@@ -267,6 +267,17 @@ class _Packed:
         CG[C.CG_WQ, : len(wq)] = wq
         S[C.S_NWQ] = len(wq)
         CG[C.CG_MEMD] = 0
+        # memory.max: the core checks the backing charges of a reclaim phase against
+        # every limit (mem_cgroup_batch_fits) and returns before one that may not fit
+        S[C.S_NMEMCG] = len(host.memcgs)
+        S[C.S_MEMLIM] = 0
+        for m in host.memcgs:
+            CG[C.CG_MEMPAR, m.id] = m.parent.id if m.parent is not None else -1
+            lim = m.max_bytes()
+            CG[C.CG_MEMLIM, m.id] = _I64_CAP if lim is None else lim
+            CG[C.CG_MEMU0, m.id] = m.usage
+            if lim is not None:
+                S[C.S_MEMLIM] = 1
         pack("S", S, host)
         fl = pool.free_lists
         S[C.S_NNODES] = len(fl)

@@ -88,6 +88,7 @@ from .layout import (
     RC_FLUSH,
     RC_FOREIGN,
     RC_LIMIT,
+    RC_MEMCG,
     RC_NEED_CHUNK,
     RC_THREAD_DONE,
     RC_WATCH,
@@ -103,6 +104,7 @@ from .layout import (
     S_KICK,
     S_KSTEP_NS,
     S_LIMIT,
+    S_MEMLIM,
     S_MIDPOP,
     S_NHP,
     S_NLAT,
@@ -123,6 +125,8 @@ from .layout import (
     S_WOKEN,
     SAMP_ROOT_ROWS,
     SAMP_ROWS,
+    ST_PH2,
+    ST_PH4,
     ST_START,
     TH_ACC,
     TH_BUFLEN,
@@ -152,6 +156,7 @@ from .layout import (
     TH_UNTIL,
 )
 from .lru import PF_AHEAD, lru_prefetch_step
+from .memcg import mem_cgroup_batch_fits
 from .reclaim import ksgxd_step
 
 __all__ = ["kick_kernel_threads", "record_sample", "run_core"]
@@ -246,9 +251,11 @@ def run_core(
     enclave threads, ksgxd, the workers and the sampler) until a thread's next step
     ends it (RC_THREAD_DONE, thread in S_WHO), the next event is past the time limit
     (RC_LIMIT), a thread needs the next chunk of accesses (RC_NEED_CHUNK), a buffer is
-    full (RC_FLUSH), a foreign event is next (RC_FOREIGN), a thread's EDMM operations are
-    due (RC_EDMM), a fault added the pages an ``[[at]] when`` watcher waits for (RC_WATCH,
-    enclave in S_WHO, after that step) or a model invariant broke (RC_ERROR)."""
+    full (RC_FLUSH), a foreign event is next (RC_FOREIGN), a thread's EDMM operations
+    are due (RC_EDMM), a reclaimer's next phase may charge backing over a memory.max
+    (RC_MEMCG, before that step), a fault added the pages an ``[[at]] when`` watcher
+    waits for (RC_WATCH, enclave in S_WHO, after that step) or a model invariant broke
+    (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
     big = 1 << 62
     while True:
@@ -294,6 +301,14 @@ def run_core(
                 TH[TH_SEQ, _u(j)] = S[S_SEQ]
                 heap_rekey_root(TH, TH_HEAP, S[S_NHP], TH[TH_T, _u(j)], S[S_SEQ])
                 continue
+            if who >= 0 and S[S_MEMLIM]:
+                # a phase that charges backing: if a charge may exceed a memory.max
+                # (the memcg OOM path), the reference runs the step
+                st = R[R_STAGE, _u(who)]
+                charges = st == ST_PH2 or st == ST_PH4  # noqa: SIM109 (numba)
+                if charges and not mem_cgroup_batch_fits(S, CG, EN, R, who):
+                    S[S_WHO] = who
+                    return RC_MEMCG
             S[S_NOW] = bt
         now = S[S_NOW]
         S[S_STEPCOST] = 0
