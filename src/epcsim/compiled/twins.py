@@ -52,7 +52,7 @@ _K = "epcsim.kernel."
 _P = "epcsim.policies."
 #: no live memcg limit: every backing charge fits (sgx_encl_alloc_backing() cannot fail)
 _NO_OOM = ("cgroup[].memory_max", "dynamic.memcg_limited")
-#: every cgroup online, no work queued or running at the take-over, no timed operation
+#: every cgroup online at the take-over, no timed operation
 _CGROUPS = ("at", "dynamic.cgroup_busy")
 #: each enclave mapped by its own task's mm only, initialised, its task running
 _ENCLAVES = (
