@@ -169,3 +169,45 @@ def test_untracking_policy_hook_refuses_with_the_reason(monkeypatch) -> None:
         "ksgxd or a reclaim worker was at a point the compiled engine cannot take over"
     }
     _assert_same(ref, bat)
+
+
+def test_reclaimer_handed_back_and_taken_over_before_its_next_step() -> None:
+    """A reclaimer the core handed back (a new generator with a ``resume=`` state, not
+    run yet) is taken over again at the point it resumes from, not at its start
+    (hypothesis found it: ksgxd at its cond_resched() across two take-overs)."""
+    enclaves = []
+    for k, amount in enumerate(["accesses = 23", 'duration = "1us"', "accesses = 1"]):
+        enclaves += [
+            "[[enclave]]",
+            f'name = "e{k}"',
+            'build = "eaug"',
+            'size = "64KiB"',
+            f'workload = {{ pattern = "uniform", {amount} }}',
+        ]
+    toml = "\n".join(
+        [
+            'name = "handed-back"',
+            "[host]",
+            'duration = "20ms"',
+            'sample_interval = "10us"',
+            "seed = 0",
+            "cpus = 4",
+            'epc = "256KiB"',
+            "misc = false",
+            "[[cgroup]]",
+            'path = "/a"',
+            *enclaves,
+            "[[enclave]]",
+            'name = "e3"',
+            'build = "eaug"',
+            'size = "64KiB"',
+            'workload = { pattern = "uniform", duration = "65us" }',
+            "[[at]]",
+            'time = "93us"',
+            'write = { path = "/a/memory.max", value = "4096" }',
+        ]
+    )
+    ref = simulate(toml, engine="reference")
+    bat = simulate(toml, engine="auto")
+    assert bat.engine_events["compiled"] > 0
+    _assert_same(ref, bat)

@@ -44,7 +44,6 @@ from ..kernel.hooks import Episode
 from ..kernel.resume import (
     TRACK_RECLAIM,
     TRACK_RESCHED,
-    TRACK_RETURNED,
     TRACK_START,
     ReclaimerState,
     ReclaimerTrack,
@@ -612,10 +611,8 @@ class _Reclaimer:
         ksgxd = track.kind == RECLAIM_KSGXD
         if ksgxd != (track.sgx_cg is None):
             return None
-        at = track.at
-        if created and at != TRACK_RETURNED:
-            at = TRACK_START  # started by kick_kernel_threads(), not run yet
-        elif at == TRACK_START:
+        at = track.at  # (a generator not run yet: where it starts, ReclaimerTrack.resuming)
+        if at == TRACK_START and not created:
             return None  # (a running generator's track is never at its start)
         if at in (TRACK_RECLAIM, TRACK_RESCHED):
             pol = sim.host.policy

@@ -145,3 +145,17 @@ class ReclaimerTrack:
     def batch(self, phase: int, pages: list[int], cnt: int) -> None:
         """``sgx_reclaim_pages()`` stops before *phase* with *pages*, to return *cnt*."""
         self.at, self.phase, self.pages, self.batch_cnt = TRACK_RECLAIM, phase, pages, cnt
+
+    def resuming(self, state: ReclaimerState | None) -> ReclaimerTrack:
+        """The track of a reclaimer that resumes from *state* (a hand-over's; None: a
+        fresh one, at its start): where it is before its first step."""
+        if state is None:
+            return self
+        self.episode = state.episode
+        rc = state.reclaim
+        if rc is None:
+            self.at = TRACK_RESCHED
+        else:
+            self.cnt, self.c = rc.cnt, rc.c
+            self.batch(rc.batch.phase, rc.batch.pages, rc.batch.cnt)
+        return self

@@ -310,7 +310,7 @@ class Actors:
         """ksgxd: reclaims while should_reclaim_global(64), then sleeps until woken.
         *resume*: an iteration to finish first (engine hand-over only,
         :mod:`epcsim.kernel.resume`)."""
-        track = ReclaimerTrack(RECLAIM_KSGXD)
+        track = ReclaimerTrack(RECLAIM_KSGXD).resuming(resume)
         return self._tracked(self._ksgxd(resume, track), track)
 
     def _ksgxd(self, resume: ReclaimerState | None, track: ReclaimerTrack) -> Actor:
@@ -347,7 +347,7 @@ class Actors:
     def worker(self, sgx_cg: SgxCgroup, resume: ReclaimerState | None = None) -> Actor:
         """A ``sgx_cg_wq`` worker running one cgroup's reclaim work item (*resume*: the
         rest of a running one: engine hand-over only, :mod:`epcsim.kernel.resume`)."""
-        track = ReclaimerTrack(RECLAIM_ASYNC, sgx_cg)
+        track = ReclaimerTrack(RECLAIM_ASYNC, sgx_cg).resuming(resume)
         gen = self.kstep(
             sgx_cgroup_reclaim_work_func(self.host, sgx_cg, resume=resume, track=track)
         )
