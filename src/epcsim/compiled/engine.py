@@ -19,9 +19,11 @@ scenario and seed, byte-identical result; ``tests/sim/test_engines_exact.py`` co
 
 Eligible: exactly one enclave instance with one thread running a pattern or trace
 workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
-``memory.max`` below ``max``; and at the thread's first step ksgxd and the workers are
-idle, every cgroup is online and the enclave's mm is its task's only.  Otherwise the
-step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
+``memory.max`` below ``max``; and at the thread's step every cgroup is online and the
+enclave's mm is its task's only.  ksgxd and the workers may be mid-reclaim: each is
+taken over at the yield point its :class:`~epcsim.kernel.resume.ReclaimerTrack` says.
+Otherwise the step-by-step engine runs the scenario (``Result.engine`` says which ran
+and why).
 :mod:`epcsim.compiled.eligibility` declares this as an allow-list: a rule for every
 scenario field, run option and take-over condition.
 """
