@@ -470,7 +470,9 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     """Run the enclave threads in the core, at a step of one of them (*run*'s, on *cpu*).
 
     The other threads must be on the heap (fresh, or suspended at a step: their places
-    are ``sim.actors.thread_runs``), with only the sampler besides.  Returns a reason
+    are ``sim.actors.thread_runs``), with only the sampler, ksgxd and the workers besides
+    (anywhere in their loops: their places are ``sim.actors.reclaimers``), and actors
+    not started yet (the core stops before the first).  Returns a reason
     (and changes nothing) if the run is not eligible; otherwise runs until the last
     thread's next step would end it or the time limit (each earlier thread's end -- its
     task's exit -- runs step by step in between), puts every actor back on the heap as a
