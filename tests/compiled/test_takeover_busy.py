@@ -128,6 +128,7 @@ CASES = [
     *((p, {**_WORKER, "policy": "v14"}) for p in ("worker_ph3", "worker_resched")),
     *((p, {"policy": "v13"}) for p in ("ksgxd_ph3", "ksgxd_returned_busy")),
     *((p, {**_WORKER, "policy": "v13"}) for p in ("worker_ph2", "worker_ph4")),
+    *((p, {"policy": "limit-only"}) for p in ("ksgxd_ph3", "ksgxd_resched")),
 ]
 
 
