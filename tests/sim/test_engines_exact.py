@@ -779,6 +779,19 @@ def test_truncated_runs_leave_identical_kernel_state(name: str, stop: str) -> No
     assert_truncated_states_equal(_toml(**kw))
 
 
+@pytest.mark.parametrize("size_pages", [400, 1024])
+@pytest.mark.parametrize("stop", ["7ms", "12ms"])
+def test_truncated_runs_taken_over_mid_reclaim_leave_identical_kernel_state(
+    size_pages: int, stop: str
+) -> None:
+    """An EADD build larger than the EPC: ksgxd is mid-reclaim when the thread starts
+    (400 pages: before phase 4 of a batch; 1024: at its cond_resched()) and the compiled
+    engine takes it over there (issue 15); stopped by the time limit, both engines leave
+    the same state."""
+    toml = _toml(build="eadd", size_pages=size_pages, epc_pages=256, duration=stop, accesses=200000)
+    assert_truncated_states_equal(toml)
+
+
 def assert_truncated_states_equal(toml: str) -> None:
     """Run *toml* (stopped by its time limit) on both engines and compare their kernel
     state field by field (:func:`_kernel_state`)."""
