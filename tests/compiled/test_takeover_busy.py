@@ -212,3 +212,28 @@ def test_reclaimer_handed_back_and_taken_over_before_its_next_step() -> None:
     bat = simulate(toml, engine="auto")
     assert bat.engine_events["compiled"] > 0
     _assert_same(ref, bat)
+
+
+def test_ksgxd_asleep_at_hand_back_leaves_no_stale_v14_episode() -> None:
+    """v14: taken over mid-episode (ksgxd busy after e's EADD build), ksgxd goes to
+    sleep in the core; handed back before f starts, the host holds no episode (the
+    one it had at take-over is over): f's build wakes ksgxd into a new episode whose
+    walk starts at the root, as on the reference engine."""
+    lines = ['name = "stale"', "[host]", 'duration = "100s"', 'sample_interval = "100us"']
+    lines += ["seed = 5", "cpus = 2", 'epc = "1024KiB"', 'policy = "v14"']
+    for p in ("/a", "/a/x", "/a/y", "/b"):
+        lines += ["[[cgroup]]", f'path = "{p}"', 'max = "max"']
+    for name, cg, size, acc, start in (
+        ("e", "/a/x", 1200, 20000, None),
+        ("g", "/a/y", 100, 100, None),
+        ("f", "/b", 800, 3000, "10ms"),
+    ):
+        lines += ["[[enclave]]", f'name = "{name}"', f'cgroup = "{cg}"', 'build = "eadd"']
+        lines += [f'size = "{size}KiB"', f'workload = {{ pattern = "uniform", accesses = {acc} }}']
+        if start is not None:
+            lines.append(f'start = "{start}"')
+    toml = "\n".join(lines) + "\n"
+    ref = simulate(toml, engine="reference")
+    bat = simulate(toml, engine="auto")
+    assert bat.engine == "mixed"
+    _assert_same(ref, bat)

@@ -755,6 +755,10 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     if pol is not None and R[C.R_EPI, 0]:
         # ksgxd is in a wake-up's reclaim episode: with its policy state (v14's cursor)
         host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root, state=_episode_state(p, 0))
+    elif pol is not None:
+        # ksgxd went to sleep in the core (ksgxd_step() ended its episode); taken over
+        # mid-episode, the host still holds the one it had then
+        host.ksgxd_episode = None
     for r in range(R.shape[1]):
         if not R[C.R_SCHED, r]:
             continue
