@@ -32,14 +32,15 @@ workload = {{ pattern = "uniform", accesses = {accesses} }}
     return text + _EXPECT_SUCCESS if expect_success else text
 
 
-#: EADD builds 4 MiB into a 1 MiB EPC: ksgxd is still reclaiming when the enclave thread
-#: starts, so the compiled engine cannot take the thread over (a reason found at run time)
+#: another enclave's EADD build (4 MiB into a 1 MiB EPC) is still running when the first
+#: enclave thread starts, so the compiled engine cannot take the thread over then (a
+#: reason found at run time; ksgxd busy is no longer one: it is taken over mid-reclaim)
 BUSY = """\
 name = "busy"
 [host]
 epc = "1MiB"
 duration = "100s"
-cpus = 1
+cpus = 2
 
 [[cgroup]]
 path = "/t"
@@ -47,6 +48,13 @@ max = "max"
 
 [[enclave]]
 name = "e"
+cgroup = "/t"
+build = "eaug"
+size = "256KiB"
+workload = { pattern = "uniform", accesses = 500 }
+
+[[enclave]]
+name = "b"
 cgroup = "/t"
 build = "eadd"
 size = "4MiB"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _scenarios import tiny
+from _scenarios import BUSY, tiny
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -605,21 +605,14 @@ def test_engine_compiled_refuses_with_the_reason(tmp_path: Path, name: str) -> N
 
 
 def test_engine_compiled_refuses_at_run_time(tmp_path: Path) -> None:
-    """Ineligible only once the enclave thread starts (ksgxd still busy with the EADD
-    build): exit 2 with the reason, no run directory."""
-    busy = write(
-        tmp_path,
-        TINY.replace('epc = "4MiB"', 'epc = "1MiB"\ncpus = 1')
-        .replace('max = "1MiB"', 'max = "max"')
-        .replace('size = "2MiB"', 'size = "4MiB"\nbuild = "eadd"')
-        .replace("accesses = 20000", "accesses = 500"),
-        "busy.toml",
-    )
+    """Ineligible only once the enclave thread starts (another enclave's EADD build is
+    still running): exit 2 with the reason, no run directory."""
+    busy = write(tmp_path, BUSY, "busy.toml")
     out = tmp_path / "out"
     r = invoke("run", busy, "--engine", "compiled", "--out", out)
     assert one_error_line(r) == (
-        "epcsim: error: engine compiled: ksgxd or a reclaim worker was busy when the "
-        "enclave threads started; use engine reference or auto"
+        "epcsim: error: engine compiled: other actors were running when the enclave "
+        "threads were offered; use engine reference or auto"
     )
     assert not out.exists()
 

@@ -249,12 +249,13 @@ def foreign_enclave(sim: Simulation, threads: list) -> bool:
 
 
 def cgroup_busy(sim: Simulation, threads: list) -> bool:
-    """A cgroup is offline or freed, or its reclaim work is running or queued."""
+    """A cgroup is offline or freed.  (Its reclaim work, queued or running, is taken
+    over with the worker: ``dynamic.reclaimer_busy``.)"""
     for sgx_cg in sim.host.sgx_cgroups:
         if sgx_cg is None:
             continue
         cg = sgx_cg.cg
-        if not cg.online or cg.freed or sgx_cg.work_running or sgx_cg.work_pending:
+        if not cg.online or cg.freed:
             return True
     return False
 
@@ -370,8 +371,12 @@ RULES: dict[str, Rule] = {
     "option.force": always("about the run directory only"),
     "option.episode_log": never(_NO_EPISODES),
     # the state when the first enclave thread runs (epcsim.compiled.engine.take_over)
+    # ksgxd and the workers are taken over at any of their yield points, from the
+    # ReclaimerTrack each keeps (epcsim.kernel.resume); refused: a policy's reclaim hook
+    # that keeps none, or flags that disagree with the actors on the heap
     "dynamic.reclaimer_busy": Rule(
-        "when", "ksgxd or a reclaim worker was busy when the enclave threads started"
+        "when",
+        "ksgxd or a reclaim worker was at a point the compiled engine cannot take over",
     ),
     "dynamic.other_actors": Rule(
         "when", "other actors were running when the enclave threads were offered"
@@ -393,7 +398,7 @@ RULES: dict[str, Rule] = {
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),
-    "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or has reclaim work", "run"),
+    "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or freed", "run"),
     "dynamic.episode_log": when(episodes_logged, _NO_EPISODES, "run"),
     "dynamic.edmm_due": when(edmm_due, "a thread's EDMM operations were due or running", "run"),
 }

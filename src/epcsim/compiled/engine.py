@@ -19,9 +19,11 @@ scenario and seed, byte-identical result; ``tests/sim/test_engines_exact.py`` co
 
 Eligible: exactly one enclave instance with one thread running a pattern or trace
 workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
-``memory.max`` below ``max``; and at the thread's first step ksgxd and the workers are
-idle, every cgroup is online and the enclave's mm is its task's only.  Otherwise the
-step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
+``memory.max`` below ``max``; and at the thread's step every cgroup is online and the
+enclave's mm is its task's only.  ksgxd and the workers may be mid-reclaim: each is
+taken over at the yield point its :class:`~epcsim.kernel.resume.ReclaimerTrack` says.
+Otherwise the step-by-step engine runs the scenario (``Result.engine`` says which ran
+and why).
 :mod:`epcsim.compiled.eligibility` declares this as an allow-list: a rule for every
 scenario field, run option and take-over condition.
 """
@@ -37,11 +39,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import DESC_BLOCKED
+from ..kernel.constants import DESC_BLOCKED, SGX_NR_TO_SCAN
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
-from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
+from ..kernel.epc_cgroup import RECLAIM_KSGXD, sgx_cgroup_max_pages_to_root
 from ..kernel.hooks import Episode
-from ..kernel.resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
+from ..kernel.resume import (
+    TRACK_RECLAIM,
+    TRACK_RESCHED,
+    TRACK_START,
+    ReclaimerState,
+    ReclaimerTrack,
+    SgxCgroupReclaimPagesState,
+    SgxReclaimPagesState,
+)
 from ..scenario.schema import Scenario
 from ..sim.metrics import cg_path, enclave_counters
 from ..sim.progress import sim_progress
@@ -496,7 +506,9 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     """Run the enclave threads in the core, at a step of one of them (*run*'s, on *cpu*).
 
     The other threads must be on the heap (fresh, or suspended at a step: their places
-    are ``sim.actors.thread_runs``), with only the sampler besides.  Returns a reason
+    are ``sim.actors.thread_runs``), with only the sampler, ksgxd and the workers besides
+    (anywhere in their loops: their places are ``sim.actors.reclaimers``), and actors
+    not started yet (the core stops before the first).  Returns a reason
     (and changes nothing) if the run is not eligible; otherwise runs until the last
     thread's next step would end it or the time limit (each earlier thread's end -- its
     task's exit -- runs step by step in between), puts every actor back on the heap as a
@@ -504,18 +516,25 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     then returns: its heap entry is replaced by the continuation.
     """
     host = sim.host
-    if sim.actors.ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
-        return refusal("dynamic.reclaimer_busy")
     runs = sim.actors.thread_runs
+    tracks = sim.actors.reclaimers
     threads = [_Thread(run, cpu)]
     seqs = [(sim.core.now, 0)]
     sampler = None
     foreign = []  # actors not yet started (a later enclave's process): the core stops
+    busy: list[_Reclaimer] = []  # ksgxd and the workers on the heap, busy or not
     for entry in sorted(sim.core.heap, key=lambda x: (x[0], x[1], x[2])):
         t, prio, seq, gen, c = entry
         other = runs.get(gen)
         if prio == 2 and sampler is None:
             sampler = (t, seq)
+            continue
+        track = tracks.get(gen) if other is None else None
+        if track is not None:
+            rec = _Reclaimer.read(sim, entry, track)
+            if rec is None:
+                return refusal("dynamic.reclaimer_busy")
+            busy.append(rec)
             continue
         if other is None:
             if inspect.getgeneratorstate(gen) != GEN_CREATED:
@@ -528,12 +547,26 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
         seqs.append((t, seq))
     if sampler is None:
         return refusal("dynamic.no_sampler")
+    if not _reclaimers_consistent(sim, busy, threads):
+        return refusal("dynamic.reclaimer_busy")
     why = dynamic_ineligibility(sim, threads)
     if why is not None:
         return why
     if chunk > CHUNK_CAP:
         raise AssertionError("chunk larger than the core's buffers")
+    if busy:
+        # the reclaimers' generators are dropped (the core runs them from their R rows
+        # and hands them back as new ones): closed now, their ``finally`` blocks clear
+        # ksgxd_running and work_running, which the reclaimers still are
+        running = [(s, s.work_running) for s in host.sgx_cgroups if s is not None]
+        ksgxd_running = sim.actors.ksgxd_running
+        for rec in busy:
+            rec.gen.close()
+        for s, v in running:
+            s.work_running = v
+        sim.actors.ksgxd_running = ksgxd_running
     p = _Packed(sim, threads, seqs, sampler)
+    _pack_reclaimers(p, busy)
     S, TH = p.S, p.TH
     seq0 = int(S[C.S_SEQ])
     if foreign:  # the first of them (sorted): the core returns before it (RC_FOREIGN)
@@ -603,6 +636,148 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     return None
 
 
+class _Reclaimer:
+    """ksgxd or a ``sgx_cg_wq`` worker on the heap at take-over: its heap entry and
+    where it is (read from its :class:`~epcsim.kernel.resume.ReclaimerTrack`), as the
+    core's R row takes it (the inverse of :func:`_hand_back`)."""
+
+    __slots__ = (
+        "t",
+        "seq",
+        "gen",
+        "kind",
+        "sgx_cg",
+        "stage",
+        "cnt",
+        "c",
+        "pages",
+        "cb",
+        "episode",
+    )
+
+    @classmethod
+    def read(cls, sim: Simulation, entry: tuple, track: ReclaimerTrack) -> _Reclaimer | None:
+        """The reclaimer of heap *entry*, or None if the core cannot take it over at the
+        point it is at."""
+        gen = entry[3]
+        created = inspect.getgeneratorstate(gen) == GEN_CREATED
+        self = cls()
+        self.t, self.seq, self.gen = int(entry[0]), int(entry[2]), gen
+        self.kind, self.sgx_cg = track.kind, track.sgx_cg
+        self.cnt, self.c, self.pages, self.cb = 0, None, [], 0
+        ksgxd = track.kind == RECLAIM_KSGXD
+        if ksgxd != (track.sgx_cg is None):
+            return None
+        at = track.at  # (a generator not run yet: where it starts, ReclaimerTrack.resuming)
+        if at == TRACK_START and not created:
+            return None  # (a running generator's track is never at its start)
+        if at in (TRACK_RECLAIM, TRACK_RESCHED):
+            pol = sim.host.policy
+            if pol is not None and pol.reclaim_pages is not None and not pol.tracks_reclaim:
+                return None  # a policy's reclaim hook that does not say where it is
+        if at == TRACK_START:
+            self.stage = C.ST_START
+        elif at == TRACK_RECLAIM:
+            if track.phase not in (2, 3, 4) or track.c is None or not track.pages:
+                return None
+            self.stage = {2: C.ST_PH2, 3: C.ST_PH3, 4: C.ST_PH4}[track.phase]
+            self.cnt, self.c, self.pages, self.cb = (
+                track.cnt,
+                track.c,
+                list(track.pages),
+                track.batch_cnt,
+            )
+        elif at == TRACK_RESCHED:
+            self.stage = C.ST_RESCHED
+        else:  # returned: ksgxd's loop goes on or ends, a worker ends
+            self.stage = C.ST_START if ksgxd and track.busy else C.ST_END
+        self.episode = track.episode
+        return self
+
+
+def _reclaimers_consistent(sim: Simulation, busy: list[_Reclaimer], threads: list) -> bool:
+    """The reclaimers on the heap are what the host's flags say (ksgxd_running, each
+    cgroup's work_running), the ``sgx_cg_wq`` items wait for their running work only,
+    and every page of a batch is an enclave page of the threads the core runs."""
+    host = sim.host
+    ksgxd = [r for r in busy if r.kind == RECLAIM_KSGXD]
+    if len(ksgxd) > 1 or bool(ksgxd) != sim.actors.ksgxd_running:
+        return False
+    if host.ksgxd_woken and not ksgxd:
+        return False
+    running = {id(r.sgx_cg) for r in busy if r.sgx_cg is not None and r.stage in _RUNNING_STAGES}
+    if len(running) != sum(1 for r in busy if r.sgx_cg is not None and r.stage in _RUNNING_STAGES):
+        return False
+    for s in host.sgx_cgroups:
+        if s is not None and s.work_running != (id(s) in running):
+            return False
+    if any(not s.work_running for s in host.sgx_cg_wq):
+        return False
+    ours = {t.encl.id for t in threads}
+    m_oe = host.epc.m_owner_encl
+    for r in busy:
+        if r.c is not None and host.sgx_cgroups[r.c.id] is not r.c:
+            return False
+        if any(int(m_oe[pg]) not in ours for pg in r.pages):
+            return False
+        ep = host.ksgxd_episode if r.kind == RECLAIM_KSGXD else r.episode
+        cur = None if ep is None else ep.state.get("next_cg")
+        if cur is not None and host.sgx_cgroups[cur.id] is not cur:
+            return False
+    return True
+
+
+#: the stages at which a worker's work function is running (work_running)
+_RUNNING_STAGES = (C.ST_PH2, C.ST_PH3, C.ST_PH4, C.ST_RESCHED)
+
+
+def _pack_reclaimers(p: _Packed, busy: list[_Reclaimer]) -> None:
+    """Each reclaimer on the heap at take-over into its R row, at the stage it stopped
+    at (the batch, the counts, v14's cursor), and on the core's reclaimer heap: the
+    inverse of :func:`_hand_back`."""
+    R, S, EN, host = p.R, p.S, p.EN, p.host
+    pool = host.epc
+    m_oe, m_oi = pool.m_owner_encl, pool.m_owner_idx
+    slot = 1
+    order = []
+    for rec in busy:
+        if rec.kind == RECLAIM_KSGXD:
+            r = 0
+            root = host.sgx_cg_root.id
+            R[C.R_EPI, 0] = int(host.ksgxd_episode is not None)
+            ep = host.ksgxd_episode
+        else:
+            r = slot
+            slot += 1
+            root = rec.sgx_cg.id
+            R[C.R_CG, r] = root
+            ep = rec.episode
+        R[C.R_KIND, r] = rec.kind
+        R[C.R_SCHED, r] = 1
+        R[C.R_T, r], R[C.R_SEQ, r] = rec.t, rec.seq
+        R[C.R_STAGE, r] = rec.stage
+        R[C.R_ROOT, r] = root
+        R[C.R_NR, r] = SGX_NR_TO_SCAN
+        cur = None if ep is None else ep.state.get("next_cg")
+        R[C.R_CUR, r] = -1 if cur is None else cur.id
+        if rec.c is not None:
+            R[C.R_CNT, r] = rec.cnt
+            R[C.R_C, r] = rec.c.id
+            n = len(rec.pages)
+            R[C.R_NP, r] = n
+            R[C.R_CB, r] = rec.cb
+            for k, pg in enumerate(rec.pages):
+                e = int(m_oe[pg])
+                R[C.R_PAGES + k, r] = pg
+                R[C.R_ES + k, r] = e
+                R[C.R_GS + k, r] = EN[C.EN_OFF, e] + int(m_oi[pg])
+        order.append((rec.t, rec.seq, r))
+    order.sort()  # sorted by (t, seq): a heap
+    for k, (t, seq, r) in enumerate(order):
+        R[C.R_HEAP, k], R[C.R_HT, k], R[C.R_HS, k] = r, t, seq
+    S[C.S_NRH] = len(order)
+
+
 def _hand_back(sim, p: _Packed, rc: int) -> None:
     """Put the live threads, ksgxd, the workers and the sampler back on the heap with
     the (time, priority, seq) the core gave them, each as a generator that resumes
@@ -633,6 +808,10 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     if pol is not None and R[C.R_EPI, 0]:
         # ksgxd is in a wake-up's reclaim episode: with its policy state (v14's cursor)
         host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root, state=_episode_state(p, 0))
+    elif pol is not None:
+        # ksgxd went to sleep in the core (ksgxd_step() ended its episode); taken over
+        # mid-episode, the host still holds the one it had then
+        host.ksgxd_episode = None
     for r in range(R.shape[1]):
         if not R[C.R_SCHED, r]:
             continue
@@ -668,7 +847,7 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
             if stage == C.ST_START:
                 actor = sim.actors.worker(sgx_cg)
             elif stage == C.ST_END:
-                actor = sim.actors.actor_end()
+                actor = sim.actors.worker_end(sgx_cg)
             else:
                 actor = sim.actors.worker(sgx_cg, resume=inner)
         entries.append((int(R[C.R_T, r]), 1, int(R[C.R_SEQ, r]), actor, -1))

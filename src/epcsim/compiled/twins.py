@@ -54,7 +54,7 @@ _P = "epcsim.policies."
 #: every backing charge the core makes fits (sgx_encl_alloc_backing() cannot fail): it
 #: returns before a reclaim phase whose charges may not (mem_cgroup_batch_fits)
 _NO_OOM = ("cgroup[].memory_max",)
-#: every cgroup online, no work queued or running at the take-over, no timed operation
+#: every cgroup online at the take-over, no timed operation
 _CGROUPS = ("at", "dynamic.cgroup_busy")
 #: each enclave mapped by its own task's mm only, initialised, its task running
 _ENCLAVES = (

@@ -36,7 +36,7 @@ from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc
 
 if TYPE_CHECKING:
     from .host import Host, Task
-    from .resume import ReclaimerState, SgxCgroupReclaimPagesState
+    from .resume import ReclaimerState, ReclaimerTrack, SgxCgroupReclaimPagesState
 
 __all__ = [
     "SgxCgroup",
@@ -356,6 +356,7 @@ def sgx_cgroup_reclaim_pages(
     resume: SgxCgroupReclaimPagesState | None = None,
     episode: Episode | None = None,
     by: int = RECLAIM_SYNC,
+    track: ReclaimerTrack | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages() (v16 patch 9).
 
@@ -371,7 +372,9 @@ def sgx_cgroup_reclaim_pages(
 
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the loop stopped
     inside ``sgx_reclaim_pages()`` on ``resume.c`` (where: ``resume.batch``) with
-    ``resume.cnt`` pages counted before it.
+    ``resume.cnt`` pages counted before it.  ``track`` (engine take-over only, the
+    inverse): ``cnt`` and ``c`` before each batch, passed down to ``sgx_reclaim_pages()``
+    and to a policy's hook that tracks (``Policy.tracks_reclaim``).
 
     ``episode`` (with a policy or the episode log only, :mod:`epcsim.kernel.hooks`): the
     caller's reclaim episode (None: one for this call alone); the policy's
@@ -393,7 +396,8 @@ def sgx_cgroup_reclaim_pages(
         episode.calls += 1
         pol = host.policy
         if pol is not None and pol.reclaim_pages is not None:
-            gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode)
+            kw = {"track": track} if track is not None and pol.tracks_reclaim else {}
+            gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode, **kw)
             # its sgx_reclaim_pages() calls count into the episode and its kind
             cnt = yield from run_in_episode(host, gen, episode)
             episode.isolated += cnt
@@ -404,14 +408,19 @@ def sgx_cgroup_reclaim_pages(
         pol = host.policy
         if pol is not None and pol.reclaim_pages is not None:
             # the hook's own call, resumed (the hooks the compiled engine runs take resume=)
-            gen = pol.reclaim_pages(host, root, charge_task, nr_to_scan, episode, resume=resume)
+            kw = {"track": track} if track is not None and pol.tracks_reclaim else {}
+            gen = pol.reclaim_pages(
+                host, root, charge_task, nr_to_scan, episode, resume=resume, **kw
+            )
             cnt = yield from run_in_episode(host, gen, episode)
             episode.isolated += cnt
             return cnt
     if resume is not None:
         cnt, c = resume.cnt, resume.c
+        if track is not None:
+            track.cnt, track.c = cnt, c
         cnt += yield from _reclaim.sgx_reclaim_pages(
-            host, c, charge_task, resume=resume.batch, by=by
+            host, c, charge_task, resume=resume.batch, by=by, track=track
         )
         if c is not root:
             sgx_put_cg(host, c)
@@ -423,7 +432,11 @@ def sgx_cgroup_reclaim_pages(
             if c is not root:
                 sgx_put_cg(host, c)
             continue
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, c, charge_task, episode=episode, by=by)
+        if track is not None:
+            track.cnt, track.c = cnt, c
+        cnt += yield from _reclaim.sgx_reclaim_pages(
+            host, c, charge_task, episode=episode, by=by, track=track
+        )
         if c is not root:
             sgx_put_cg(host, c)
     if episode is not None and resume is None:
@@ -494,7 +507,11 @@ def sgx_cg_wq_take_runnable(host: Host) -> list[SgxCgroup]:
 
 
 def sgx_cgroup_reclaim_work_func(
-    host: Host, sgx_cg: SgxCgroup, *, resume: ReclaimerState | None = None
+    host: Host,
+    sgx_cg: SgxCgroup,
+    *,
+    resume: ReclaimerState | None = None,
+    track: ReclaimerTrack | None = None,
 ) -> Generator[str, None, None]:
     """Models sgx_cgroup_reclaim_work_func() (v16 patch 10), as run by a wq worker.
 
@@ -505,7 +522,9 @@ def sgx_cgroup_reclaim_work_func(
 
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues a running
     work function stopped inside its reclaim (``resume.reclaim``) or at its
-    ``cond_resched()`` (``resume.reclaim`` None).
+    ``cond_resched()`` (``resume.reclaim`` None).  ``track`` (engine take-over only,
+    :class:`~epcsim.kernel.resume.ReclaimerTrack`): where the run stops, written before
+    each yield and at the return, with the run's episode.
     """
     if resume is None:
         sgx_cg.work_pending = False
@@ -515,6 +534,8 @@ def sgx_cgroup_reclaim_work_func(
         episode = resume.episode  # the run's episode, resumed (its policy state kept)
     elif logging_episodes(host):
         episode = Episode("async", sgx_cg)
+    if track is not None:
+        track.episode = episode
     try:
         if resume is not None and resume.reclaim is not None:
             yield from sgx_cgroup_reclaim_pages(
@@ -525,16 +546,23 @@ def sgx_cgroup_reclaim_work_func(
                 resume=resume.reclaim,
                 episode=episode,
                 by=RECLAIM_ASYNC,
+                track=track,
             )
+            if track is not None:
+                track.at = _resume.TRACK_RESCHED
             yield "cond_resched"
         while not sgx_cg.cg.freed and sgx_cgroup_should_reclaim(host, sgx_cg):
             yield from sgx_cgroup_reclaim_pages(
-                host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode, by=RECLAIM_ASYNC
+                host, sgx_cg, None, SGX_NR_TO_SCAN, episode=episode, by=RECLAIM_ASYNC, track=track
             )
+            if track is not None:
+                track.at = _resume.TRACK_RESCHED
             yield "cond_resched"
         episode_end(host, episode)
     finally:
         sgx_cg.work_running = False
+        if track is not None:
+            track.at = _resume.TRACK_RETURNED
 
 
 def sgx_cgroup_reclaim_direct(host: Host, task: Task) -> Generator[str, None, None]:
@@ -598,4 +626,5 @@ def sgx_cgroup_misc_free(host: Host, cg: MiscCg) -> None:
 
 # Cycle-safe late import: reclaim -> encl -> epc -> epc_cgroup.
 from . import reclaim as _reclaim  # noqa: E402
+from . import resume as _resume  # noqa: E402
 from . import rfc_knobs as _rfc_knobs  # noqa: E402

@@ -18,6 +18,7 @@ from . import encl as _encl
 from . import encls
 from . import epc as _epc
 from . import epc_cgroup as _epc_cgroup
+from . import resume as _resume
 from .constants import (
     DESC_ACCESSED,
     DESC_BEING_RECLAIMED,
@@ -38,7 +39,12 @@ if TYPE_CHECKING:
     from .encl import Encl
     from .epc_cgroup import SgxCgroup
     from .host import Host, Task
-    from .resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
+    from .resume import (
+        ReclaimerState,
+        ReclaimerTrack,
+        SgxCgroupReclaimPagesState,
+        SgxReclaimPagesState,
+    )
 
 __all__ = [
     "sgx_reclaim_pages",
@@ -56,6 +62,7 @@ def sgx_reclaim_pages(
     resume: SgxReclaimPagesState | None = None,
     episode: Episode | None = None,
     by: int | None = None,
+    track: ReclaimerTrack | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages(lru, charge_mm) (main.c; the LRU argument of v16 patch 8,
     the charge_mm of patch 11).
@@ -85,7 +92,8 @@ def sgx_reclaim_pages(
 
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues a batch
     stopped at a yield point: from phase ``resume.phase`` with ``resume.pages``,
-    returning ``resume.cnt``.
+    returning ``resume.cnt``.  ``track`` (engine take-over only, the inverse): updated
+    before each yield with the phase to run next, the batch and the return value.
 
     ``episode`` (the episode log only, :mod:`epcsim.kernel.hooks`): the pages isolated
     and evicted are counted into it against *sgx_cg*; a policy hook's calls count into
@@ -107,6 +115,8 @@ def sgx_reclaim_pages(
             episode.scanned[sgx_cg] = episode.scanned.get(sgx_cg, 0) + cnt
         if not cnt:
             return 0
+        if track is not None:
+            track.batch(2, chunk, cnt)
         yield "reclaim:isolated"
         phase, pages = 2, chunk
     else:
@@ -117,6 +127,8 @@ def sgx_reclaim_pages(
         kept = _sgx_reclaim_age_and_back(host, sgx_cg, pages, charge_task)
         if not kept:
             return cnt
+        if track is not None:
+            track.batch(3, kept, cnt)
         yield "reclaim:aged"
         phase = 3
     else:
@@ -124,6 +136,8 @@ def sgx_reclaim_pages(
     if phase == 3:
         # Phase 3: block (zap PTEs in every mm, EBLOCK)
         _sgx_reclaimer_block(host, kept)
+        if track is not None:
+            track.batch(4, kept, cnt)
         yield "reclaim:blocked"
 
     _sgx_reclaimer_write_batch(host, sgx_cg, kept, by)
@@ -345,10 +359,12 @@ def sgx_reclaim_pages_global(
     resume: SgxCgroupReclaimPagesState | None = None,
     episode: Episode | None = None,
     by: int = _epc_cgroup.RECLAIM_KSGXD,
+    track: ReclaimerTrack | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_reclaim_pages_global(mm) (patch 14): rotating cgroup reclaim rooted at
     the root, 16 pages.  ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`):
-    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``.  ``episode``:
+    the rest of a reclaim stopped inside ``sgx_cgroup_reclaim_pages()``; ``track``
+    (engine take-over only): where it stops, before each yield.  ``episode``:
     the caller's reclaim episode (with a policy or the episode log only,
     :mod:`epcsim.kernel.hooks`).  *by*: who reclaims (model statistics: ksgxd, the
     direct pass, the allocator's sync pass)."""
@@ -361,11 +377,14 @@ def sgx_reclaim_pages_global(
             resume=resume,
             episode=episode,
             by=by,
+            track=track,
         )
     )
 
 
-def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator[str, None, bool]:
+def ksgxd_step(
+    host: Host, *, resume: ReclaimerState | None = None, track: ReclaimerTrack | None = None
+) -> Generator[str, None, bool]:
     """One iteration of the ksgxd() loop (main.c; v16 patch 14).
 
     ``wait_event_freezable(ksgxd_waitq, should_reclaim_global(SGX_NR_HIGH_PAGES))``:
@@ -376,7 +395,9 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
 
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`) continues an
     iteration stopped inside its reclaim (``resume.reclaim``) or at its
-    ``cond_resched()`` (``resume.reclaim`` None).
+    ``cond_resched()`` (``resume.reclaim`` None).  ``track`` (engine take-over only,
+    :class:`~epcsim.kernel.resume.ReclaimerTrack`): where the iteration stops, written
+    before each yield and at the return.
     """
     if resume is not None:
         if resume.reclaim is not None:
@@ -386,8 +407,13 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
                 resume=resume.reclaim,
                 episode=host.ksgxd_episode,
                 by=_epc_cgroup.RECLAIM_KSGXD,
+                track=track,
             )
+            if track is not None:
+                track.at = _resume.TRACK_RESCHED
             yield "cond_resched"
+        if track is not None:
+            track.at, track.busy = _resume.TRACK_RETURNED, True
         return True
     if _epc.sgx_should_reclaim_global(host, SGX_NR_HIGH_PAGES):
         host.ksgxd_woken = True
@@ -397,13 +423,19 @@ def ksgxd_step(host: Host, *, resume: ReclaimerState | None = None) -> Generator
                 host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root)
             episode = host.ksgxd_episode
         yield from sgx_reclaim_pages_global(
-            host, None, episode=episode, by=_epc_cgroup.RECLAIM_KSGXD
+            host, None, episode=episode, by=_epc_cgroup.RECLAIM_KSGXD, track=track
         )
+        if track is not None:
+            track.at = _resume.TRACK_RESCHED
         yield "cond_resched"
+        if track is not None:
+            track.at, track.busy = _resume.TRACK_RETURNED, True
         return True
     host.ksgxd_woken = False
     episode_end(host, host.ksgxd_episode)
     host.ksgxd_episode = None
+    if track is not None:
+        track.at, track.busy = _resume.TRACK_RETURNED, False
     return False
 
 

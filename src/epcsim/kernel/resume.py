@@ -18,18 +18,43 @@ Resumed, each function runs the rest of what it was doing when it stopped, step 
 step as if it had never stopped, and returns what it would have returned.  No state
 here holds a generator or anything of the engine: only where, and the kernel objects
 and counts the kernel's locals held there.
+
+The inverse, for the take-over: a running ksgxd or work function carries a
+:class:`ReclaimerTrack` (keyword ``track=``, passed down through
+``sgx_reclaim_pages_global()``, ``sgx_cgroup_reclaim_pages()``, the v14 and v13
+``reclaim_pages`` hooks and ``sgx_reclaim_pages()``), which each of them updates before
+every yield: where the generator is suspended, and the same locals.  The compiled engine
+reads it to take a busy reclaimer over at the stage it stopped at.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
     from .hooks import Episode
 
-__all__ = ["ReclaimerState", "SgxCgroupReclaimPagesState", "SgxReclaimPagesState"]
+__all__ = [
+    "ReclaimerState",
+    "ReclaimerTrack",
+    "SgxCgroupReclaimPagesState",
+    "SgxReclaimPagesState",
+    "TRACK_START",
+    "TRACK_RECLAIM",
+    "TRACK_RESCHED",
+    "TRACK_RETURNED",
+]
+
+#: ReclaimerTrack.at: not started (or ksgxd between two iterations of its loop)
+TRACK_START = "start"
+#: .. inside sgx_reclaim_pages(), after one of its phases (ReclaimerTrack.phase next)
+TRACK_RECLAIM = "reclaim"
+#: .. at the cond_resched() that follows a reclaim
+TRACK_RESCHED = "cond_resched"
+#: .. the kernel function returned (ReclaimerTrack.busy: ksgxd_step()'s value)
+TRACK_RETURNED = "returned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +109,53 @@ class ReclaimerState:
     #: the work function was in, with the policy's state (v14's caller-held cursor);
     #: None: a new one.  ksgxd's episode lives in ``host.ksgxd_episode``.
     episode: Episode | None = None
+
+
+@dataclass(slots=True)
+class ReclaimerTrack:
+    """Engine take-over only: where a running ksgxd (its ``ksgxd_step()``) or a
+    ``sgx_cg_wq`` worker (``sgx_cgroup_reclaim_work_func()``) is suspended, written by
+    the kernel functions before each of their yields (``track=``).  The state a
+    :class:`ReclaimerState` gives back at hand-over, read at take-over.
+
+    Attributes:
+        kind: ``RECLAIM_KSGXD`` or ``RECLAIM_ASYNC`` (:mod:`epcsim.kernel.epc_cgroup`).
+        sgx_cg: a worker's cgroup (None: ksgxd).
+        at: ``TRACK_START``, ``TRACK_RECLAIM``, ``TRACK_RESCHED`` or ``TRACK_RETURNED``.
+        busy: at ``TRACK_RETURNED``, what ``ksgxd_step()`` returned (True: it goes on).
+        cnt, c: at ``TRACK_RECLAIM``, ``sgx_cgroup_reclaim_pages()``'s (or the v14 / v13
+            hook's) count before the batch and the cgroup whose LRU the batch reclaims.
+        phase, pages, batch_cnt: at ``TRACK_RECLAIM``, ``sgx_reclaim_pages()``'s next
+            phase (2, 3 or 4), the pages its batch holds and its return value (as
+            :class:`SgxReclaimPagesState`).
+        episode: a worker's reclaim episode (with a policy; v14's cursor), None: none.
+    """
+
+    kind: int
+    sgx_cg: SgxCgroup | None = None
+    at: str = TRACK_START
+    busy: bool = False
+    cnt: int = 0
+    c: SgxCgroup | None = None
+    phase: int = 0
+    pages: list[int] = field(default_factory=list)
+    batch_cnt: int = 0
+    episode: Episode | None = None
+
+    def batch(self, phase: int, pages: list[int], cnt: int) -> None:
+        """``sgx_reclaim_pages()`` stops before *phase* with *pages*, to return *cnt*."""
+        self.at, self.phase, self.pages, self.batch_cnt = TRACK_RECLAIM, phase, pages, cnt
+
+    def resuming(self, state: ReclaimerState | None) -> ReclaimerTrack:
+        """The track of a reclaimer that resumes from *state* (a hand-over's; None: a
+        fresh one, at its start): where it is before its first step."""
+        if state is None:
+            return self
+        self.episode = state.episode
+        rc = state.reclaim
+        if rc is None:
+            self.at = TRACK_RESCHED
+        else:
+            self.cnt, self.c = rc.cnt, rc.c
+            self.batch(rc.batch.phase, rc.batch.pages, rc.batch.cnt)
+        return self

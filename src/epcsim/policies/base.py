@@ -31,6 +31,10 @@ class Policy:
     changes: ClassVar[str] = ""
     #: not a design of the series (an external baseline): the docs say so
     external: ClassVar[bool] = False
+    #: the ``reclaim_pages`` hook takes ``track=`` (a ReclaimerTrack of
+    #: :mod:`epcsim.kernel.resume`, engine take-over only) and updates it before each
+    #: yield: the compiled engine may take a busy ksgxd or worker over
+    tracks_reclaim: ClassVar[bool] = False
 
     reclaim_pages: Callable[..., Generator[str, None, int]] | None = None
     try_charge: Callable[..., Generator[str, None, int]] | None = None

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..kernel.epc_cgroup import SgxCgroup
     from ..kernel.hooks import Episode
     from ..kernel.host import Host, Task
-    from ..kernel.resume import SgxCgroupReclaimPagesState
+    from ..kernel.resume import ReclaimerTrack, SgxCgroupReclaimPagesState
 
 __all__ = ["POLICY", "V13", "sgx_cgroup_reclaim_pages"]
 
@@ -46,6 +46,7 @@ def sgx_cgroup_reclaim_pages(
     nr_to_scan: int,
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
+    track: ReclaimerTrack | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages(root, charge_mm) (v13, 2024-04-30).
 
@@ -55,7 +56,8 @@ def sgx_cgroup_reclaim_pages(
 
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the walk stopped
     inside ``sgx_reclaim_pages()`` on ``resume.c`` with ``resume.cnt`` pages counted
-    before that batch; the walk goes on from there.
+    before that batch; the walk goes on from there.  ``track`` (engine take-over only):
+    the count and the cgroup before each batch, passed down to ``sgx_reclaim_pages()``.
 
     Returns: the number of pages isolated (with a live enclave reference).
     """
@@ -63,7 +65,11 @@ def sgx_cgroup_reclaim_pages(
     if resume is not None:
         pos, cnt, batch = resume.c, resume.cnt, resume.batch
     while True:
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, pos, charge_task, resume=batch)
+        if track is not None:
+            track.cnt, track.c = cnt, pos
+        cnt += yield from _reclaim.sgx_reclaim_pages(
+            host, pos, charge_task, resume=batch, track=track
+        )
         batch = None
         if cnt >= nr_to_scan:
             if pos is not root:
@@ -79,6 +85,7 @@ def sgx_cgroup_reclaim_pages(
 
 class V13(Policy):
     name = "v13"
+    tracks_reclaim = True
     source = "the series v13, 2024-04-30 (Kai Huang's review of 2024-05-07)"
     changes = (
         "no cursor: every sgx_cgroup_reclaim_pages() call walks its subtree in preorder "
@@ -94,10 +101,13 @@ class V13(Policy):
         episode: Episode,
         *,
         resume: SgxCgroupReclaimPagesState | None = None,
+        track: ReclaimerTrack | None = None,
     ) -> Generator[str, None, int]:
         """The ``reclaim_pages`` hook: :func:`sgx_cgroup_reclaim_pages` of v13."""
         return (
-            yield from sgx_cgroup_reclaim_pages(host, root, charge_task, nr_to_scan, resume=resume)
+            yield from sgx_cgroup_reclaim_pages(
+                host, root, charge_task, nr_to_scan, resume=resume, track=track
+            )
         )
 
 

@@ -43,7 +43,7 @@ from .base import Policy
 if TYPE_CHECKING:
     from ..kernel.epc_cgroup import SgxCgroup
     from ..kernel.host import Host, Task
-    from ..kernel.resume import SgxCgroupReclaimPagesState
+    from ..kernel.resume import ReclaimerTrack, SgxCgroupReclaimPagesState
 
 __all__ = ["POLICY", "V14", "sgx_cgroup_reclaim_pages"]
 
@@ -56,6 +56,7 @@ def sgx_cgroup_reclaim_pages(
     episode: Episode,
     *,
     resume: SgxCgroupReclaimPagesState | None = None,
+    track: ReclaimerTrack | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_reclaim_pages(root, start, charge_mm) (v14, 2024-05-31).
 
@@ -68,7 +69,8 @@ def sgx_cgroup_reclaim_pages(
 
     ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the call stopped
     inside ``sgx_reclaim_pages()`` on ``resume.c`` with ``resume.cnt`` pages counted
-    before that batch; the call goes on from there.
+    before that batch; the call goes on from there.  ``track`` (engine take-over only):
+    the count and the cgroup before each batch, passed down to ``sgx_reclaim_pages()``.
 
     Returns: the number of pages isolated (with a live enclave reference).
     """
@@ -81,7 +83,11 @@ def sgx_cgroup_reclaim_pages(
     else:
         pos, cnt, batch = resume.c, resume.cnt, resume.batch
     while batch is not None or cnt < nr_to_scan:
-        cnt += yield from _reclaim.sgx_reclaim_pages(host, pos, charge_task, resume=batch)
+        if track is not None:
+            track.cnt, track.c = cnt, pos
+        cnt += yield from _reclaim.sgx_reclaim_pages(
+            host, pos, charge_task, resume=batch, track=track
+        )
         batch = None
         nxt = sgx_cgroup_next_desc_pre(root, pos)  # referenced unless it is the root
         if pos is not root:
@@ -98,6 +104,7 @@ def sgx_cgroup_reclaim_pages(
 
 class V14(Policy):
     name = "v14"
+    tracks_reclaim = True
     source = "the series v14, 2024-05-31 (sgx_cgroup_reclaim_pages() returns the next cgroup)"
     changes = (
         "no persistent next_cg: each reclaim episode (a charge loop, a work run, a ksgxd "
@@ -114,11 +121,12 @@ class V14(Policy):
         episode: Episode,
         *,
         resume: SgxCgroupReclaimPagesState | None = None,
+        track: ReclaimerTrack | None = None,
     ) -> Generator[str, None, int]:
         """The ``reclaim_pages`` hook: :func:`sgx_cgroup_reclaim_pages` of v14."""
         return (
             yield from sgx_cgroup_reclaim_pages(
-                host, root, charge_task, nr_to_scan, episode, resume=resume
+                host, root, charge_task, nr_to_scan, episode, resume=resume, track=track
             )
         )
 

@@ -22,6 +22,7 @@ actor back (``docs/ENGINES.md``, "The hand-over surface").
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ from ..kernel.constants import (
 )
 from ..kernel.encl import Encl, sgx_encl_access, sgx_vma_fault
 from ..kernel.epc_cgroup import (
+    RECLAIM_ASYNC,
+    RECLAIM_KSGXD,
     SgxCgroup,
     sgx_cg_wq_take_runnable,
     sgx_cgroup_reclaim_work_func,
@@ -56,7 +59,7 @@ from ..kernel.ioctl import (
     vepc_open,
 )
 from ..kernel.reclaim import ksgxd_step
-from ..kernel.resume import ReclaimerState
+from ..kernel.resume import TRACK_RETURNED, ReclaimerState, ReclaimerTrack
 from ..kernel.rfc_knobs import psi_task_change, sgx_cgroup_handle_over_high, sgx_cgroup_over_high
 from ..programs.kselftest import TestSgxStats, test_sgx_process
 from ..scenario.schema import (
@@ -194,6 +197,8 @@ class Actors:
             allocator wakes it and none is).
         thread_runs: the enclave threads' generators and their places in their loops
             (:class:`ThreadRun`): what the compiled engine takes them over with.
+        reclaimers: ksgxd's and the workers' generators and their tracks
+            (:class:`~epcsim.kernel.resume.ReclaimerTrack`), likewise.
         watchers: timed operations waiting for an instance to have added N pages:
             ``(inst, pages, index, op, delay)``.
     """
@@ -219,6 +224,11 @@ class Actors:
         self._group_waiters: dict[str, list[Callable[[], None]]] = {}
         self.watchers: list[tuple[Instance, int, int, Any, int]] = []
         self.thread_runs: dict[Actor, ThreadRun] = {}
+        #: ksgxd's and the workers' generators and where each is (their tracks): what
+        #: the compiled engine takes a busy reclaimer over with
+        self.reclaimers: weakref.WeakKeyDictionary[Actor, ReclaimerTrack] = (
+            weakref.WeakKeyDictionary()
+        )
         #: thread steps to the next take-over offer, and the last wait (_take_over)
         self._takeover_wait = 0
         self._takeover_backoff = 1
@@ -289,13 +299,24 @@ class Actors:
                 keep.append(w)
         self.watchers = keep
 
+    def _tracked(self, gen: Actor, track: ReclaimerTrack) -> Actor:
+        """Register reclaimer actor *gen* and its track (the compiled engine takes a
+        busy reclaimer over from it: :attr:`reclaimers`)."""
+        if self._compiled:
+            self.reclaimers[gen] = track
+        return gen
+
     def ksgxd(self, resume: ReclaimerState | None = None) -> Actor:
         """ksgxd: reclaims while should_reclaim_global(64), then sleeps until woken.
         *resume*: an iteration to finish first (engine hand-over only,
         :mod:`epcsim.kernel.resume`)."""
+        track = ReclaimerTrack(RECLAIM_KSGXD).resuming(resume)
+        return self._tracked(self._ksgxd(resume, track), track)
+
+    def _ksgxd(self, resume: ReclaimerState | None, track: ReclaimerTrack) -> Actor:
         try:
             while True:
-                gen, resume = ksgxd_step(self.host, resume=resume), None
+                gen, resume = ksgxd_step(self.host, resume=resume, track=track), None
                 busy = yield from self.kstep(gen)
                 if not busy:
                     return
@@ -304,6 +325,10 @@ class Actors:
 
     def ksgxd_end(self) -> Actor:
         """ksgxd after it decided to sleep: the actor ends at its next step."""
+        track = ReclaimerTrack(RECLAIM_KSGXD, at=TRACK_RETURNED, busy=False)
+        return self._tracked(self._ksgxd_end(), track)
+
+    def _ksgxd_end(self) -> Actor:
         self.ksgxd_running = False
         return
         yield  # pragma: no cover
@@ -313,10 +338,20 @@ class Actors:
         return
         yield  # pragma: no cover
 
+    def worker_end(self, sgx_cg: SgxCgroup) -> Actor:
+        """A ``sgx_cg_wq`` worker whose work function returned: it ends at its next
+        step."""
+        track = ReclaimerTrack(RECLAIM_ASYNC, sgx_cg, at=TRACK_RETURNED)
+        return self._tracked(self.actor_end(), track)
+
     def worker(self, sgx_cg: SgxCgroup, resume: ReclaimerState | None = None) -> Actor:
         """A ``sgx_cg_wq`` worker running one cgroup's reclaim work item (*resume*: the
         rest of a running one: engine hand-over only, :mod:`epcsim.kernel.resume`)."""
-        yield from self.kstep(sgx_cgroup_reclaim_work_func(self.host, sgx_cg, resume=resume))
+        track = ReclaimerTrack(RECLAIM_ASYNC, sgx_cg).resuming(resume)
+        gen = self.kstep(
+            sgx_cgroup_reclaim_work_func(self.host, sgx_cg, resume=resume, track=track)
+        )
+        return self._tracked(gen, track)
 
     # --- setup ----------------------------------------------------------------------------
 
