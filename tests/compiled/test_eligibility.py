@@ -109,6 +109,7 @@ def test_dynamic_rules_are_all_judged() -> None:
         == unjudged
         == {
             "dynamic.reclaimer_busy",
+            "dynamic.memcg_phase",
             "dynamic.other_actors",
             "dynamic.no_sampler",
         }

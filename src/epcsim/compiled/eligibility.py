@@ -378,6 +378,12 @@ RULES: dict[str, Rule] = {
         "when",
         "ksgxd or a reclaim worker was at a point the compiled engine cannot take over",
     ),
+    # a busy reclaimer whose next phase may charge backing over a memory.max: the core
+    # would hand it back before that step (RC_MEMCG), so the offer waits (back-off)
+    "dynamic.memcg_phase": Rule(
+        "when",
+        "a reclaimer's next phase may charge backing over a memory.max (memcg OOM path)",
+    ),
     "dynamic.other_actors": Rule(
         "when", "other actors were running when the enclave threads were offered"
     ),

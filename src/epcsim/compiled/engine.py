@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import DESC_BLOCKED, SGX_NR_TO_SCAN
+from ..kernel.constants import DESC_BLOCKED, SGX_BACKING_BYTES_PER_PAGE, SGX_NR_TO_SCAN
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import RECLAIM_KSGXD, sgx_cgroup_max_pages_to_root
 from ..kernel.hooks import Episode
@@ -534,6 +534,9 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
             rec = _Reclaimer.read(sim, entry, track)
             if rec is None:
                 return refusal("dynamic.reclaimer_busy")
+            if _phase_may_oom(sim, rec):
+                # the core would hand it back at once (RC_MEMCG): the reference runs it
+                return refusal("dynamic.memcg_phase")
             busy.append(rec)
             continue
         if other is None:
@@ -633,6 +636,8 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     sim.events["compiled"] += int(S[C.S_SEQ]) - seq0
     p.write_back()
     _hand_back(sim, p, rc)
+    if rc == C.RC_MEMCG:
+        sim.actors.take_over_later()
     return None
 
 
@@ -693,6 +698,30 @@ class _Reclaimer:
             self.stage = C.ST_START if ksgxd and track.busy else C.ST_END
         self.episode = track.episode
         return self
+
+
+def _phase_may_oom(sim: Simulation, rec: _Reclaimer) -> bool:
+    """*rec*'s next step is a reclaim phase that charges backing (phase 2, phase 4) and
+    one of its charges may exceed a ``memory.max`` (what the core's
+    ``memcg.mem_cgroup_batch_fits`` says before that step, RC_MEMCG)."""
+    host = sim.host
+    if rec.stage not in (C.ST_PH2, C.ST_PH4):
+        return False
+    if all(m.max_bytes() is None for m in host.memcgs):
+        return False
+    add: dict[int, int] = {}
+    for page in rec.pages:
+        encl = host.encls[int(host.epc.m_owner_encl[page])]
+        m = sgx_encl_backing_memcg(host, encl, None)
+        while m is not None:
+            add[m.id] = add.get(m.id, 0) + SGX_BACKING_BYTES_PER_PAGE
+            m = m.parent
+    for mid, n in add.items():
+        m = host.memcgs[mid]
+        lim = m.max_bytes()
+        if lim is not None and m.usage + n > lim:
+            return True
+    return False
 
 
 def _reclaimers_consistent(sim: Simulation, busy: list[_Reclaimer], threads: list) -> bool:

@@ -232,6 +232,9 @@ class Actors:
         #: thread steps to the next take-over offer, and the last wait (_take_over)
         self._takeover_wait = 0
         self._takeover_backoff = 1
+        #: the wait after the compiled engine handed the threads back before a reclaim
+        #: phase only the reference runs (take_over_later)
+        self._memcg_backoff = 1
         #: enclave thread steps the reference engine ran (the compiled engine's are not
         #: counted): a run the compiled engine joined after some is "mixed"
         self.thread_steps_ref = 0
@@ -724,6 +727,16 @@ class Actors:
         self._takeover_wait = 0
         self._takeover_backoff = 1
         return gen
+
+    def take_over_later(self) -> None:
+        """The compiled engine handed the threads back before a reclaim phase whose
+        backing may not fit under a ``memory.max`` (the memcg OOM path runs on the
+        reference): offer them again after twice as many thread steps as after the last
+        such hand-back (at most ``TAKEOVER_BACKOFF_MAX``), not at the next step, where
+        the next batch would likely hand them back again."""
+        self._memcg_backoff = min(2 * self._memcg_backoff, TAKEOVER_BACKOFF_MAX)
+        self._takeover_backoff = self._memcg_backoff
+        self._takeover_wait = self._memcg_backoff
 
     def _take_over(self, run: ThreadRun) -> bool:
         """Offer the compiled engine the enclave threads at this step of *run*'s thread
