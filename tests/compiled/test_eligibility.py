@@ -286,7 +286,7 @@ TABLE = {
     # (RC_MEMCG, session 12; the memcg OOM kills of the finding run there)
     "builtin:oom-batch-kills": (
         "mixed",
-        "ksgxd or a reclaim worker was busy when the enclave threads started",
+        "other actors were running when the enclave threads were offered",
     ),
     "builtin:parent-livelock": (
         "mixed",
