@@ -196,6 +196,79 @@ def test_edmm_ioctl_loads_are_counted_apart_from_faults(engine: str) -> None:
     assert_identities(s)
 
 
+#: found by hypothesis: e0#1's process gets a SIGBUS pending (its other thread's fault)
+#: inside SGX_IOC_ENCLAVE_MODIFY_TYPES and dies on return to user space; the model then
+#: made the second ioctl of the removal (SGX_IOC_ENCLAVE_REMOVE_PAGES) for the dead task
+#: (EpcsimUsageError: task 101 has exited)
+EDMM_EXIT = """
+name = "exact-multi"
+[host]
+duration = "20ms"
+sample_interval = "10us"
+seed = 0
+cpus = 4
+epc = "1288KiB"
+[host.costs]
+access = "135ns"
+fault = "100ns"
+ewb = "10ns"
+eldu = "10ns"
+reclaim_batch = "3463ns"
+kernel_step = "0ns"
+[[cgroup]]
+path = "/a"
+max = "max"
+[[cgroup]]
+path = "/a/x"
+max = "880KiB"
+[[cgroup]]
+path = "/a/y"
+max = "160KiB"
+[[cgroup]]
+path = "/b"
+max = "1168KiB"
+[[enclave]]
+name = "e0"
+cgroup = "/a/y"
+build = "eaug"
+size = "2000KiB"
+threads = 2
+count = 2
+workload = { pattern = "loop", length = 375, accesses = 402 }
+start = "300us"
+edmm = { restrict_pages = 1, remove_pages = 3, at_access = 171 }
+[[enclave]]
+name = "e1"
+cgroup = "/a/y"
+build = "eaug"
+size = "288KiB"
+threads = 2
+count = 2
+workload = { pattern = "uniform", accesses = 2505 }
+start = "300us"
+[[at]]
+time = "412us"
+write = { path = "/a/x/memory.max", value = "536576" }
+"""
+
+
+@pytest.mark.parametrize("engine", ["reference", "auto"])
+def test_a_process_dead_between_its_edmm_ioctls_makes_no_second(engine: str) -> None:
+    s = simulate(EDMM_EXIT, engine=engine).summary
+    ops = [(o["op"], o["result"]) for o in s["ops"] if o["op"].startswith("edmm")]
+    assert ops == [
+        ("edmm restrict e0#0", "ok"),
+        ("edmm restrict e0#1", "ok"),
+        ("edmm remove e0#0", "EFAULT: Bad address"),
+        ("edmm remove e0#1", "killed by SIGBUS before SGX_IOC_ENCLAVE_REMOVE_PAGES"),
+    ]
+    # and each process a signal ended says which
+    assert {n: (e["exit_status"], e["error"]) for n, e in s["enclaves"].items()} == {
+        n: (135, "killed by SIGBUS") for n in ("e0#0", "e0#1", "e1#0", "e1#1")
+    }
+    assert_identities(s)
+
+
 # --- stuck ---------------------------------------------------------------------------
 
 

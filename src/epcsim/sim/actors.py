@@ -46,7 +46,7 @@ from ..kernel.epc_cgroup import (
     sgx_cg_wq_take_runnable,
     sgx_cgroup_reclaim_work_func,
 )
-from ..kernel.host import SIGBUS, SIGTERM, Task
+from ..kernel.host import SIGBUS, SIGTERM, Host, Task
 from ..kernel.ioctl import (
     ioc_enclave_add_pages,
     ioc_enclave_create,
@@ -449,11 +449,12 @@ class Actors:
         else:
             inst.outcome = "success" if status == 0 else "failure"
             task = inst.task
-            # the memcg OOM killer's victim (mem_cgroup_out_of_memory()) says so (a
-            # kselftest process says it with the ioctl it was in)
-            victim = task is not None and task.oom_killed and status >= 128
-            if victim and not inst.error and inst.selftest is None:
-                inst.error = f"killed by {_signal_name(status)} (memcg OOM)"
+            # a process a signal ended says which (SIGBUS: an access its fault could not
+            # resolve), and the memcg OOM killer's victim (mem_cgroup_out_of_memory())
+            # says so; a kselftest process says it with the ioctl it was in
+            if status >= 128 and not inst.error and inst.selftest is None:
+                oom = " (memcg OOM)" if task is not None and task.oom_killed else ""
+                inst.error = f"killed by {_signal_name(status)}{oom}"
         group = self.groups[inst.group]
         if all(i.ended_ns >= 0 for i in group):
             for fn in self._group_waiters.pop(inst.group, []):
@@ -832,16 +833,16 @@ class Actors:
             steps.append(
                 (
                     "edmm remove",
-                    lambda: _chain(
-                        ioc_enclave_modify_types(host, task, encl, 0, m, SGX_PAGE_TYPE_TRIM),
-                        ioc_enclave_remove_pages(host, task, encl, 0, m),
-                    ),
+                    lambda: _edmm_remove(host, task, encl, m),
                 )
             )
         for what, make in steps:
             try:
-                yield from self.kstep(make())
+                done = yield from self.kstep(make())
                 result = "ok"
+                if done is False:  # the process died between its two ioctls
+                    sig = _signal_name(task.exit_status or 0)
+                    result = f"killed by {sig} before SGX_IOC_ENCLAVE_REMOVE_PAGES"
             except OSError as e:
                 result = f"{errname(e.errno)}: {e.strerror}"
             self.ops.append(
@@ -914,12 +915,17 @@ class Actors:
         yield  # pragma: no cover
 
 
-def _chain(*gens: Generator[str, None, Any]) -> Generator[str, None, Any]:
-    """Run kernel generator operations one after the other."""
-    out = None
-    for g in gens:
-        out = yield from g
-    return out
+def _edmm_remove(host: Host, task: Task, encl: Encl, nbytes: int) -> Generator[str, None, bool]:
+    """Remove the first *nbytes* of *encl* as its runtime does: ``SGX_IOC_ENCLAVE_MODIFY_TYPES``
+    to TRIM, then ``SGX_IOC_ENCLAVE_REMOVE_PAGES`` -- unless the process died on return
+    from the first (a fatal signal pending: the memcg OOM killer's SIGKILL from a
+    reclaim inside it, a timed kill): then it never makes the second.  Returns False
+    then, True when both ran."""
+    yield from ioc_enclave_modify_types(host, task, encl, 0, nbytes, SGX_PAGE_TYPE_TRIM)
+    if task.exited:
+        return False
+    yield from ioc_enclave_remove_pages(host, task, encl, 0, nbytes)
+    return True
 
 
 def _oserror_text(e: OSError) -> str:
