@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -95,7 +95,7 @@ class Rule:
     "never": not supported when set (not None, False or empty; *reason* is the refusal);
     "when": *check* returns True where not supported (*reason* is the refusal).  A
     ``dynamic.*`` rule's *check* takes ``(sim, inst)`` (*scope* "instance", each live
-    enclave instance), ``(sim, threads)`` ("run"), or is None: the scheduler's state,
+    enclave instance), ``(sim, threads, builds)`` ("run"), or is None: the scheduler's state,
     judged by :func:`~epcsim.compiled.engine.take_over` itself through :func:`refusal`.
     """
 
@@ -260,13 +260,20 @@ def memcg_limited(sim: Simulation, inst: Instance) -> bool:
     return False
 
 
-def foreign_enclave(sim: Simulation, threads: list) -> bool:
-    """An enclave none of the taken-over threads runs holds EPC pages (not released)."""
-    ours = {id(t.encl) for t in threads}
+def foreign_enclave(sim: Simulation, threads: list, builds: list) -> bool:
+    """An enclave none of the taken-over threads runs nor builds holds EPC pages (not
+    released)."""
+    ours = {id(t.encl) for t in threads} | {id(b.encl) for b in builds}
     return any(not e.released and id(e) not in ours for e in sim.host.encls)
 
 
-def cgroup_busy(sim: Simulation, threads: list) -> bool:
+def build_under_policy(sim: Simulation, threads: list, builds: list) -> bool:
+    """An EADD build is taken over under a reclaim design other than the series' v16
+    (the core runs a build's synchronous reclaim as v16 does, without policy hooks)."""
+    return bool(builds) and sim.host.policy is not None
+
+
+def cgroup_busy(sim: Simulation, threads: list, builds: list) -> bool:
     """A cgroup is offline or freed, or its reclaim work is running or queued."""
     for sgx_cg in sim.host.sgx_cgroups:
         if sgx_cg is None:
@@ -277,13 +284,13 @@ def cgroup_busy(sim: Simulation, threads: list) -> bool:
     return False
 
 
-def edmm_due(sim: Simulation, threads: list) -> bool:
+def edmm_due(sim: Simulation, threads: list, builds: list) -> bool:
     """A thread's EDMM operations are due or running (its ``ThreadRun.edmm_at`` is set
     and reached): the reference runs them first."""
     return any(t.run.edmm_at is not None and t.st.accesses >= t.run.edmm_at for t in threads)
 
 
-def episodes_logged(sim: Simulation, threads: list) -> bool:
+def episodes_logged(sim: Simulation, threads: list, builds: list) -> bool:
     """The run records its reclaim episodes (``host.episode_log``, the option
     ``episode_log``): the compiled engine does not."""
     return sim.host.episode_log is not None
@@ -418,6 +425,11 @@ RULES: dict[str, Rule] = {
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),
+    "dynamic.build_policy": when(
+        build_under_policy,
+        "an EADD build runs under a reclaim design other than v16 (host.policy)",
+        "run",
+    ),
     "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or has reclaim work", "run"),
     "dynamic.episode_log": when(episodes_logged, _NO_EPISODES, "run"),
     "dynamic.edmm_due": when(edmm_due, "a thread's EDMM operations were due or running", "run"),
@@ -510,21 +522,26 @@ def option_ineligibility(options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def dynamic_ineligibility(sim: Simulation, threads: list) -> str | None:
-    """Why the compiled engine cannot take the run over now, when the first enclave
-    thread runs with *threads* (None if it can): the ``dynamic.*`` rules over each
-    enclave instance in turn, then over the run.  (The scheduler's own state is judged
-    by take_over() before: ``dynamic.reclaimer_busy``, ``other_actors``, ``no_sampler``.)
-    """
+def dynamic_ineligibility(sim: Simulation, threads: list, builds: Sequence = ()) -> str | None:
+    """Why the compiled engine cannot take the run over now, with *threads* and the EADD
+    builds *builds* (``BuildRun``: each at a page's end) (None if it can): the
+    ``dynamic.*`` rules over each enclave instance in turn (an instance being built is
+    not initialised, and need not be), then over the run.  (The scheduler's own state
+    is judged by take_over() before: ``dynamic.reclaimer_busy``, ``other_actors``,
+    ``no_sampler``.)"""
     per_inst = [r for r in RULES.values() if r.scope == "instance"]
+    building = {id(b.inst) for b in builds}
+    skip = RULES["dynamic.not_initialised"]
     for inst in sim.instances.values():
         for rule in per_inst:
             assert rule.check is not None
+            if rule is skip and id(inst) in building:
+                continue
             if rule.check(sim, inst):
                 return rule.reason
     for rule in RULES.values():
         if rule.scope == "run":
             assert rule.check is not None
-            if rule.check(sim, threads):
+            if rule.check(sim, threads, list(builds)):
                 return rule.reason
     return None

@@ -37,11 +37,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import DESC_BLOCKED
+from ..kernel.constants import DESC_BLOCKED, PAGE_SIZE, SGX_ENCL_INITIALIZED, SGX_PAGE_TYPE_REG
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
 from ..kernel.hooks import Episode
-from ..kernel.resume import ReclaimerState, SgxCgroupReclaimPagesState, SgxReclaimPagesState
+from ..kernel.resume import (
+    ReclaimerState,
+    SgxAllocEpcPageState,
+    SgxCgroupReclaimPagesState,
+    SgxEnclAddPageState,
+    SgxReclaimPagesState,
+)
 from ..scenario.schema import Scenario
 from ..sim.metrics import cg_path, enclave_counters
 from ..sim.progress import sim_progress
@@ -58,7 +64,8 @@ from .layout import SAMPLED, pack, write_back
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
-    from ..sim.actors import ThreadRun
+    from ..sim.actors import BuildRun, ThreadRun
+    from ..sim.core import Actor
     from ..sim.engine import Simulation
 
 __all__ = ["ENGINE_ALIASES", "ENGINES", "MAX_THREADS", "static_ineligibility", "take_over"]
@@ -103,25 +110,53 @@ class _Packed:
         threads: list[_Thread],
         seqs: list[tuple[int, int]],
         sampler: tuple[int, int],
+        builds: list[tuple[BuildRun, int, tuple[int, int]]],
+        midpop: bool,
     ) -> None:
         host = sim.host
         self.sim, self.host, self.threads = sim, host, threads
+        self.builds = builds
         if len(host.epc.free_lists) > 8:
             raise AssertionError("more than 8 EPC sections")
         encls: list[Encl] = []
-        for t in threads:
-            if all(t.encl is not e for e in encls):
-                encls.append(t.encl)
+        for e in [t.encl for t in threads] + [b.encl for b, _, _ in builds]:
+            if all(e is not x for x in encls):
+                encls.append(e)
         self.encls = encls
         cgs = host.sgx_cgroups
         ncg = len(cgs)
         self.CG = np.zeros((C.NCGF, max(ncg, len(host.memcgs))), np.int64)
         self.live = [s for s in cgs if s is not None]
         # worker slots: one running per cgroup, and the slot of one that has finished
-        # stays taken until its last step is popped (room for a few of those)
-        self.R = np.zeros((C.NRF, 1 + 3 * ncg + 8), np.int64)
+        # stays taken until its last step is popped (room for a few of those); then
+        # one row per EADD build (R_KIND KIND_BUILD), always scheduled
+        self.brow0 = 1 + 3 * ncg + 8
+        self.R = np.zeros((C.NRF, self.brow0 + len(builds)), np.int64)
         self.R[C.R_KIND, 1:] = 1
         self.R[C.R_CUR] = -1
+        self.R[C.R_MEMCG] = -1
+        R = self.R
+        for k, (b, cpu, (t, seq)) in enumerate(builds):
+            r = self.brow0 + k
+            add = b.add
+            if not add.between or add.page is not None:
+                raise AssertionError("a build taken over away from a page's end")
+            R[C.R_KIND, r] = C.KIND_BUILD
+            R[C.R_SCHED, r] = 1
+            R[C.R_T, r], R[C.R_SEQ, r] = t, seq
+            R[C.R_STAGE, r] = C.ST_B_TOP
+            R[C.R_B_E, r] = b.encl.id
+            R[C.R_B_FIRST, r] = 0
+            R[C.R_B_LEN, r] = b.data // PAGE_SIZE
+            R[C.R_B_C, r] = add.c // PAGE_SIZE
+            R[C.R_B_TYPE, r] = SGX_PAGE_TYPE_REG
+            R[C.R_B_EXT, r] = 0  # measure=False (Actors._build)
+            R[C.R_B_CPU, r] = cpu
+            R[C.R_B_PAGE, r] = -1
+        order = sorted(range(len(builds)), key=lambda k: builds[k][2])
+        R[C.R_HEAP, : len(builds)] = [self.brow0 + k for k in order]
+        R[C.R_HT, : len(builds)] = [builds[k][2][0] for k in order]
+        R[C.R_HS, : len(builds)] = [builds[k][2][1] for k in order]
         # enclave rows: one after the other (a single enclave's arrays are used as they are)
         self.off: list[int] = []
         self.vaoff: list[int] = []
@@ -190,7 +225,8 @@ class _Packed:
             TH[C.TH_EDMM, j] = -1 if r.edmm_at is None else r.edmm_at
             TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
             TH[C.TH_LIVE, j] = 1
-        S[C.S_MIDPOP] = 1
+        S[C.S_MIDPOP] = int(midpop)
+        S[C.S_NRH] = len(builds)
         # the thread heap: sorted by (t, seq) is a heap (the first thread leads)
         order = sorted(range(nt), key=lambda j: seqs[j])
         TH[C.TH_HEAP, :nt] = order
@@ -291,6 +327,7 @@ class _Packed:
             EN[C.EN_VAOFF, e] = vaoff
             EN[C.EN_TRACKED, e] = 0
             EN[C.EN_ROW, e] = k
+            EN[C.EN_INIT, e] = int(bool(encl.flags & SGX_ENCL_INITIALIZED))
             for vp in encl.va_all:
                 row = vaoff + vp.no
                 pack("VA", VA[row], vp)
@@ -312,6 +349,13 @@ class _Packed:
             task = t.inst.task
             TH[C.TH_TCG, j] = host.task_misc_cg(task).priv.id
             TH[C.TH_NID, j] = task.nid
+        for k, (b, _, _) in enumerate(self.builds):
+            task = b.inst.task
+            r = self.brow0 + k
+            self.R[C.R_B_TCG, r] = host.task_misc_cg(task).priv.id
+            self.R[C.R_B_NID, r] = task.nid
+            # sgx_encl_backing_memcg(encl, current): the task's memcg
+            self.R[C.R_MEMCG, r] = sgx_encl_backing_memcg(host, b.encl, task).id
         self.CPUF[:] = self.sim.core.cpu_free
 
     def run(self) -> int:
@@ -456,7 +500,7 @@ class _Packed:
         sim.actors.ksgxd_running = bool(self.R[C.R_SCHED, 0])
 
 
-def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | None:
+def take_over(sim: Simulation, run: ThreadRun | BuildRun, cpu: int, chunk: int) -> str | None:
     """Run the enclave threads in the core, at a step of one of them (*run*'s, on *cpu*).
 
     The other threads must be on the heap (fresh, or suspended at a step: their places
@@ -467,12 +511,22 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     generator resuming where the core stopped, and returns None.  The caller's generator
     then returns: its heap entry is replaced by the continuation.
     """
+    from ..sim.actors import BuildRun
+
     host = sim.host
     if sim.actors.ksgxd_running or host.ksgxd_woken or host.sgx_cg_wq:
         return refusal("dynamic.reclaimer_busy")
     runs = sim.actors.thread_runs
-    threads = [_Thread(run, cpu)]
-    seqs = [(sim.core.now, 0)]
+    build_runs = sim.actors.build_runs
+    threads: list[_Thread] = []
+    seqs: list[tuple[int, int]] = []
+    builds: list[tuple[BuildRun, int, tuple[int, int]]] = []
+    # the actor offering is mid-step (popped at now: it leads at (now, 0))
+    if isinstance(run, BuildRun):
+        builds.append((run, cpu, (sim.core.now, 0)))
+    else:
+        threads.append(_Thread(run, cpu))
+        seqs.append((sim.core.now, 0))
     sampler = None
     foreign = []  # actors not yet started (a later enclave's process): the core stops
     for entry in sorted(sim.core.heap, key=lambda x: (x[0], x[1], x[2])):
@@ -480,6 +534,13 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
         other = runs.get(gen)
         if prio == 2 and sampler is None:
             sampler = (t, seq)
+            continue
+        b = build_runs.get(gen)
+        if b is not None and inspect.getgeneratorstate(gen) == GEN_SUSPENDED:
+            # an EADD build: taken over at a page's end only
+            if not b.add.between or b.hold:
+                return refusal("dynamic.other_actors")
+            builds.append((b, c, (t, seq)))
             continue
         if other is None:
             if inspect.getgeneratorstate(gen) != GEN_CREATED:
@@ -492,12 +553,12 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
         seqs.append((t, seq))
     if sampler is None:
         return refusal("dynamic.no_sampler")
-    why = dynamic_ineligibility(sim, threads)
+    why = dynamic_ineligibility(sim, threads, [b for b, _, _ in builds])
     if why is not None:
         return why
     if chunk > CHUNK_CAP:
         raise AssertionError("chunk larger than the core's buffers")
-    p = _Packed(sim, threads, seqs, sampler)
+    p = _Packed(sim, threads, seqs, sampler, builds, not isinstance(run, BuildRun))
     S, TH = p.S, p.TH
     seq0 = int(S[C.S_SEQ])
     if foreign:  # the first of them (sorted): the core returns before it (RC_FOREIGN)
@@ -505,9 +566,13 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     sim.metrics.flush_latencies()
     for t in threads:
         t.run.epoch += 1  # their generators are dropped: not the threads' ends
+    for b, _, _ in builds:
+        b.add.epoch += 1  # .. not the ioctls' ends (they stay in the kernel)
     heap = sim.core.heap
     heap[:] = foreign  # sorted: a heap
     runs.clear()
+    for gen in [g for g, b in build_runs.items() if any(b is x for x, _, _ in builds)]:
+        del build_runs[gen]
     while True:
         rc = p.run()
         if rc == C.RC_NEED_CHUNK:
@@ -518,6 +583,10 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
             TH[C.TH_POS, j] = 0
         elif rc == C.RC_FLUSH:  # a full buffer: the latencies, or the samples too
             p.flush(samples=int(S[C.S_NSAMP]) >= SAMP_CAP)
+        elif rc == C.RC_BUILD:
+            # the build's next step is the reference's: it is handed back before it
+            p.builds[int(S[C.S_WHO]) - p.brow0][0].hold = True
+            break
         elif rc == C.RC_ERROR:
             raise AssertionError(f"compiled engine: model invariant broken (code {S[C.S_ERR]})")
         elif rc == C.RC_THREAD_DONE and (TH[C.TH_LIVE] == 1).any():
@@ -580,7 +649,10 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     if pol is not None and R[C.R_EPI, 0]:
         # ksgxd is in a wake-up's reclaim episode: with its policy state (v14's cursor)
         host.ksgxd_episode = Episode("ksgxd", host.sgx_cg_root, state=_episode_state(p, 0))
-    for r in range(R.shape[1]):
+    for k, (b, cpu, _) in enumerate(p.builds):
+        r = p.brow0 + k
+        entries.append((int(R[C.R_T, r]), 1, int(R[C.R_SEQ, r]), _build_back(p, b, r), cpu))
+    for r in range(p.brow0):
         if not R[C.R_SCHED, r]:
             continue
         stage = int(R[C.R_STAGE, r])
@@ -623,6 +695,31 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     for e in entries:
         heapq.heappush(sim.core.heap, e)
     sim.engine_used = "compiled"
+
+
+def _build_back(p: _Packed, b: BuildRun, r: int) -> Actor:
+    """Build *b*'s place in its ioctl (``b.add``) as the core left it in row *r*, and
+    its process as a generator going on from it (``Actors.build``)."""
+    R, host = p.R, p.host
+    stage = int(R[C.R_STAGE, r])
+    add = b.add
+    add.c = int(R[C.R_B_C, r]) * PAGE_SIZE
+    add.between = stage == C.ST_B_TOP
+    add.page = None
+    if stage != C.ST_B_TOP:
+        reclaim = None
+        if stage in (C.ST_PH2, C.ST_PH3, C.ST_PH4):
+            pages = [int(x) for x in R[C.R_PAGES : C.R_PAGES + int(R[C.R_NP, r]), r]]
+            phase = {C.ST_PH2: 2, C.ST_PH3: 3, C.ST_PH4: 4}[stage]
+            reclaim = SgxCgroupReclaimPagesState(
+                int(R[C.R_CNT, r]),
+                host.sgx_cgroups[int(R[C.R_C, r])],
+                SgxReclaimPagesState(phase, pages, int(R[C.R_CB, r])),
+            )
+        charged = stage == C.ST_B_ALLOC or (stage != C.ST_B_CHARGE and bool(R[C.R_B_GLOBAL, r]))
+        alloc = SgxAllocEpcPageState(host.sgx_cgroups[int(R[C.R_B_CG, r])], charged, reclaim)
+        add.page = SgxEnclAddPageState(int(R[C.R_B_PAGE, r]) if R[C.R_B_VA, r] else -1, alloc)
+    return p.sim.actors.build(b)
 
 
 def _episode_state(p: _Packed, r: int) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from ._jit import njit_cached, outline
 from .bits import _u, prefetch
 from .encl import sgx_vma_fault
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
+from .ioctl import sgx_ioc_enclave_add_pages, sgx_ioc_enclave_add_pages_ends
 from .layout import (
     CG_LIVE,
     CG_NR_AGED,
@@ -71,7 +72,10 @@ from .layout import (
     EN_SECS_CHILD,
     EN_SIGPEND,
     ERR_NO_WORKER_SLOT,
+    KIND_BUILD,
     NSAMPF,
+    R_B_CPU,
+    R_B_NID,
     R_CG,
     R_HEAP,
     R_HS,
@@ -81,6 +85,7 @@ from .layout import (
     R_SEQ,
     R_STAGE,
     R_T,
+    RC_BUILD,
     RC_EDMM,
     RC_ERROR,
     RC_FLUSH,
@@ -281,6 +286,19 @@ def run_core(
                 return RC_LIMIT if ft > S[S_LIMIT] else RC_FOREIGN
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
+            if who >= 0 and R[R_KIND, _u(who)] == KIND_BUILD:
+                # an EADD build: its next step may be the reference's (the ioctl's end,
+                # a failure path); on its task's CPU, waiting for it as a thread does
+                if sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, who):
+                    S[S_WHO] = who
+                    return RC_BUILD
+                cpu = R[R_B_CPU, _u(who)]
+                if CPUF[_u(cpu)] > bt:
+                    S[S_SEQ] += 1
+                    R[R_T, _u(who)] = CPUF[_u(cpu)]
+                    R[R_SEQ, _u(who)] = S[S_SEQ]
+                    heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])
+                    continue
             if j >= 0 and CPUF[_u(TH[TH_CPU, _u(j)])] > bt:
                 # the CPU is busy with another task's step: wait for it
                 S[S_SEQ] += 1
@@ -300,6 +318,16 @@ def run_core(
             S[S_SEQ] += 1
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
+        elif j < 0 and R[R_KIND, _u(who)] == KIND_BUILD:
+            # an EADD build's step (SGX_IOC_ENCLAVE_ADD_PAGES), on its task's CPU
+            S[S_CUR_NID] = R[R_B_NID, _u(who)]
+            sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
+            d = S[S_KSTEP_NS] + S[S_STEPCOST]
+            S[S_SEQ] += 1
+            R[R_T, _u(who)] = now + (d if d > 0 else 1)
+            R[R_SEQ, _u(who)] = S[S_SEQ]
+            CPUF[_u(R[R_B_CPU, _u(who)])] = R[R_T, _u(who)]
+            heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])
         elif j < 0:
             if ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who):
                 d = S[S_KSTEP_NS] + S[S_STEPCOST]

@@ -43,6 +43,8 @@ from .layout import (
     E_EPC,
     E_VA,
     EN_BACKING,
+    EN_EMIX,
+    EN_INIT,
     EN_LIVE_MMS,
     EN_MEMCG,
     EN_NR_EVICTED,
@@ -79,6 +81,7 @@ from .layout import (
     R_ES,
     R_GS,
     R_KIND,
+    R_MEMCG,
     R_NP,
     R_NR,
     R_PAGES,
@@ -267,13 +270,15 @@ def sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after):
 def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models sgx_reclaimer_age() (specialised from
     epcsim.kernel.reclaim._sgx_reclaim_age_and_back): phase 2 of sgx_reclaim_pages(),
-    the age test and the backing (no memory.max: every charge fits); young pages go
+    the age test and the backing (no memory.max: every charge fits) charged to the
+    memcg of the enclave's first mm, or of a build's task (R_MEMCG); young pages go
     back to the LRU tail and drop their enclave reference.  Returns the number of pages
     kept."""
     c = R[R_C, _u(r)]
     n = R[R_NP, _u(r)]
     kept = 0
     aged = 0
+    mem = R[R_MEMCG, _u(r)]  # a build's task's memcg (its charge mm), else -1
     for k in range(n):
         page = R[_u(R_PAGES + k), _u(r)]
         e = R[_u(R_ES + k), _u(r)]
@@ -286,10 +291,14 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
                 young = True
                 aged += 1
         if not young:
-            EMEM[_u(g)] = EN[EN_MEMCG, _u(e)]
+            m = EN[EN_MEMCG, _u(e)]
+            if mem >= 0 and mem != m:
+                m = mem
+                EN[EN_EMIX, _u(e)] = 1
+            EMEM[_u(g)] = m
             E8[E_DESC, _u(g)] |= DESC_BEING_RECLAIMED
             EN[EN_BACKING, _u(e)] += BACKING
-            CG[CG_MEMD, _u(EN[EN_MEMCG, _u(e)])] += BACKING
+            CG[CG_MEMD, _u(m)] += BACKING
             R[_u(R_PAGES + kept), _u(r)] = page
             R[_u(R_ES + kept), _u(r)] = e
             R[_u(R_GS + kept), _u(r)] = g
@@ -340,9 +349,10 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models sgx_reclaimer_write() (specialised from
     epcsim.kernel.reclaim._sgx_reclaimer_write_batch and _sgx_reclaimer_write_run):
     phase 4 of sgx_reclaim_pages(), sgx_encl_ewb() per page (one ETRACK per enclave per
-    batch), the SECS after its last child, kref_put() (which may release the enclave),
-    sgx_free_epc_page() (the uncharge of the batch at the end).  The pages are counted
-    under the reclaimer's kind (R_KIND: RECLAIM_KSGXD or RECLAIM_ASYNC)."""
+    batch), the SECS after its last child once initialised, kref_put() (which may
+    release the enclave), sgx_free_epc_page() (the uncharge of the batch at the end).
+    The pages are counted under the reclaimer's kind (R_KIND: RECLAIM_KSGXD,
+    RECLAIM_ASYNC, or RECLAIM_SYNC for a build's)."""
     c = R[R_C, _u(r)]
     k = R[R_NP, _u(r)]
     by = R[R_KIND, _u(r)]
@@ -363,7 +373,7 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         EN[EN_SECS_CHILD, _u(e)] -= 1
         EN[EN_NR_EVICTED, _u(e)] += 1
         EN[_u(EN_NR_RECL + by), _u(e)] += 1
-        if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0:
+        if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0 and EN[EN_INIT, _u(e)]:
             sgx_reclaimer_write_secs(S, CG, EN, VA, P32, P8, PCG, e)
         sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
         _sgx_free_epc_page_to_node(S, P32, P8, PCG, page)

@@ -56,7 +56,7 @@ from ..kernel.ioctl import (
     vepc_open,
 )
 from ..kernel.reclaim import ksgxd_step
-from ..kernel.resume import ReclaimerState
+from ..kernel.resume import ReclaimerState, SgxAddPagesRun
 from ..kernel.rfc_knobs import psi_task_change, sgx_cgroup_handle_over_high, sgx_cgroup_over_high
 from ..programs.kselftest import TestSgxStats, test_sgx_process
 from ..scenario.schema import (
@@ -75,7 +75,7 @@ from .stuck import STUCK_RETRIES
 if TYPE_CHECKING:
     from .engine import Simulation
 
-__all__ = ["CHUNK", "Actors", "Instance", "ThreadRun", "ThreadStats"]
+__all__ = ["CHUNK", "Actors", "BuildRun", "Instance", "ThreadRun", "ThreadStats"]
 
 #: accesses drawn from a pattern at a time
 CHUNK = 65536
@@ -155,6 +155,32 @@ class ThreadRun:
         self.epoch = 0
 
 
+class BuildRun:
+    """An enclave process's place in its EADD build, outside its generator (as
+    :class:`ThreadRun` is a thread's): the compiled engine takes the build over at a
+    page's end and hands it back as a new generator over it (``Actors.build``).
+
+    Attributes:
+        inst: the process.
+        encl, data, patterns: its enclave (None before ``sgx_open()``), the bytes to add
+            (the enclave's data), the trace patterns of its threads (None: a pattern).
+        add: the ``SGX_IOC_ENCLAVE_ADD_PAGES`` loop's position (its ``epoch`` tells a
+            dropped generator it is no longer the ioctl's).
+        hold: the compiled engine handed the build back before its next step (the
+            ioctl's end, or a step that may fail): that step is not offered.
+    """
+
+    __slots__ = ("inst", "encl", "data", "patterns", "add", "hold")
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        self.encl: Encl | None = None
+        self.data = 0
+        self.patterns: list | None = None
+        self.add = SgxAddPagesRun()
+        self.hold = False
+
+
 @dataclass
 class Instance:
     """One process of an enclave group (or a vEPC owner)."""
@@ -219,6 +245,7 @@ class Actors:
         self._group_waiters: dict[str, list[Callable[[], None]]] = {}
         self.watchers: list[tuple[Instance, int, int, Any, int]] = []
         self.thread_runs: dict[Actor, ThreadRun] = {}
+        self.build_runs: dict[Actor, BuildRun] = {}
         #: thread steps to the next take-over offer, and the last wait (_take_over)
         self._takeover_wait = 0
         self._takeover_backoff = 1
@@ -392,7 +419,11 @@ class Actors:
         elif inst.spec.program == "kselftest":
             self.core.start(self._kselftest_proc(inst), cpu=self.core.next_cpu())
         else:
-            self.core.start(self._enclave_proc(inst), cpu=self.core.next_cpu())
+            run = BuildRun(inst)
+            gen = self._enclave_proc(inst, run)
+            if self._compiled:
+                self.build_runs[gen] = run
+            self.core.start(gen, cpu=self.core.next_cpu())
 
     def _end_instance(self, inst: Instance, status: int) -> None:
         if inst.ended_ns >= 0:
@@ -461,7 +492,7 @@ class Actors:
             return
         self._end_instance(inst, status)
 
-    def _enclave_proc(self, inst: Instance) -> Actor:
+    def _enclave_proc(self, inst: Instance, run: BuildRun) -> Actor:
         spec = inst.spec
         assert isinstance(spec, EnclaveSpec)
         task = self._spawn_task(inst)
@@ -484,10 +515,55 @@ class Actors:
             encl = sgx_open(host, task)
             inst.encl = encl
             yield from self.kstep(ioc_enclave_create(host, task, encl, size))
-            if spec.build == "eadd" and not task.exited:
-                yield from self.kstep(
-                    ioc_enclave_add_pages(host, task, encl, 0, data, measure=False)
-                )
+        except OSError as e:
+            inst.error = _oserror_text(e)
+            self._exit(inst, 1)
+            return
+        run.encl, run.data, run.patterns = encl, data, patterns
+        yield from self._build(run)
+
+    def build(self, run: BuildRun) -> Actor:
+        """An enclave process going on from its build's place *run* (the compiled
+        engine hands a build back with it); offered to the compiled engine again at its
+        next page's end."""
+        gen = self._build(run)
+        if self._compiled:
+            self.build_runs[gen] = run
+        self._takeover_wait = 0
+        self._takeover_backoff = 1
+        return gen
+
+    def _build(self, run: BuildRun) -> Actor:
+        """An enclave process after ECREATE: the EADD build (``SGX_IOC_ENCLAVE_ADD_PAGES``
+        page by page, its place in ``run.add``), EINIT, then its threads.  At each
+        page's end the run is offered to the compiled engine (which takes the build over
+        with the enclave threads, ``Actors._take_over``)."""
+        inst, encl, data, patterns = run.inst, run.encl, run.data, run.patterns
+        spec = inst.spec
+        assert isinstance(spec, EnclaveSpec) and encl is not None
+        task = inst.task
+        host = self.host
+        wl = spec.workload or {}
+        try:
+            if spec.build == "eadd" and (run.add.entered or not task.exited):
+                gen = ioc_enclave_add_pages(host, task, encl, 0, data, measure=False, run=run.add)
+                counts = host.encls_count
+                while True:
+                    if run.add.between and self._compiled and not run.hold:
+                        self._takeover_wait -= 1
+                        if self._takeover_wait <= 0 and self._take_over(run):
+                            return  # the continuation replaced this generator on the heap
+                    run.hold = False
+                    before = list(counts)
+                    try:
+                        point = next(gen)
+                    except StopIteration:
+                        yield self._cost(before, None)
+                        break
+                    except OSError:
+                        yield self._cost(before, None)
+                        raise
+                    yield self._cost(before, point)
             if not task.exited:
                 before = list(host.encls_count)
                 ioc_enclave_init(host, task, encl)
@@ -684,7 +760,7 @@ class Actors:
         self._takeover_backoff = 1
         return gen
 
-    def _take_over(self, run: ThreadRun) -> bool:
+    def _take_over(self, run: ThreadRun | BuildRun) -> bool:
         """Offer the compiled engine the enclave threads at this step of *run*'s thread
         (epcsim.compiled.engine.take_over); True if it took them over.  A refusal of the
         run's state is retried after twice as many thread steps as the last (the state
