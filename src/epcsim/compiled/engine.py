@@ -134,7 +134,6 @@ class _Packed:
         self.R = np.zeros((C.NRF, self.brow0 + len(builds)), np.int64)
         self.R[C.R_KIND, 1:] = 1
         self.R[C.R_CUR] = -1
-        self.R[C.R_MEMCG] = -1
         R = self.R
         for k, (b, cpu, (t, seq)) in enumerate(builds):
             r = self.brow0 + k
@@ -355,7 +354,7 @@ class _Packed:
             self.R[C.R_B_TCG, r] = host.task_misc_cg(task).priv.id
             self.R[C.R_B_NID, r] = task.nid
             # sgx_encl_backing_memcg(encl, current): the task's memcg
-            self.R[C.R_MEMCG, r] = sgx_encl_backing_memcg(host, b.encl, task).id
+            self.R[C.R_MEMCG, r] = 1 + sgx_encl_backing_memcg(host, b.encl, task).id
         self.CPUF[:] = self.sim.core.cpu_free
 
     def run(self) -> int:

@@ -127,10 +127,10 @@ def sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, r):
 
 @inline
 def sgx_encl_add_page_done(S, CG, EN, R, P32, P8, PCG, E32, E8, HB, r, page):
-    """Models the end of sgx_encl_add_page() (specialised from
-    epcsim.kernel.encl.sgx_encl_add_page) once its page (and VA page) are allocated:
-    EADD (+ EEXTENDs), the page in page_array, a SECS child, sgx_mark_page_reclaimable();
-    then the ioctl counts the page."""
+    """Models sgx_encl_add_page() (specialised from epcsim.kernel.encl.sgx_encl_add_page)
+    from where its page (and VA page) are allocated: EADD (+ EEXTENDs), the page in
+    page_array, a SECS child, sgx_mark_page_reclaimable(); then the ioctl counts the
+    page."""
     e = R[R_B_E, _u(r)]
     g = EN[EN_OFF, _u(e)] + R[R_B_FIRST, _u(r)] + R[R_B_C, _u(r)]
     encls_leaf(S, L_EADD, 1)
@@ -219,7 +219,7 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB,
                 R[R_CNT, _u(r)] = 0
                 R[R_B_GLOBAL, _u(r)] = 1
                 act = _A_RECLAIM
-        elif act == _A_RECLAIM or act == _A_AFTER:
+        elif act == _A_RECLAIM or act == _A_AFTER:  # noqa: SIM109 (numba)
             if act == _A_AFTER:
                 # back in sgx_cgroup_reclaim_pages() after a batch: count it, put c
                 R[R_CNT, _u(r)] += R[R_CB, _u(r)]

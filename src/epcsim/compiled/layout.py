@@ -424,9 +424,7 @@ R_TABLE = Table(
             "0 ksgxd, 1 worker, 2 an EADD build (= RECLAIM_KSGXD, RECLAIM_ASYNC, RECLAIM_SYNC)",
         ),
         _f("CG", "a worker's cgroup"),
-        _f(
-            "MEMCG", "the memcg its reclaim charges backing to (a build's task's; -1 the enclave's)"
-        ),
+        _f("MEMCG", "1 + the memcg its reclaim charges backing to (a build's task's), or 0"),
         _f("B_E", "a build: its enclave (host id)"),
         _f("B_FIRST", ".. the first page index of its ADD_PAGES range"),
         _f("B_LEN", ".. the pages of the range"),

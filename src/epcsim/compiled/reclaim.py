@@ -278,7 +278,7 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     n = R[R_NP, _u(r)]
     kept = 0
     aged = 0
-    mem = R[R_MEMCG, _u(r)]  # a build's task's memcg (its charge mm), else -1
+    mem = R[R_MEMCG, _u(r)] - 1  # a build's task's memcg (its charge mm), else -1
     for k in range(n):
         page = R[_u(R_PAGES + k), _u(r)]
         e = R[_u(R_ES + k), _u(r)]
