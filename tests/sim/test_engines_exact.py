@@ -402,6 +402,105 @@ def test_staggered_start_is_taken_over_when_the_late_enclave_has_built() -> None
     _assert_same(ref, bat)
 
 
+#: EADD builds the compiled engine runs (compiled/ioctl.py, issue 15 session 12): each
+#: (scenario, what the build must have done) -- its synchronous reclaim, beside a
+#: running tenant, killed, across VA page boundaries
+EADD_BUILDS = {
+    # a build against its cgroup's limit: the charge loop reclaims from /a/x itself
+    "sync_reclaim": (
+        [{"name": "b", "size_pages": 400, "build": "eadd", "accesses": 2000, "cgroup": "/a/x"}],
+        {"cgroups": (("/a", "max"), ("/a/x", "600KiB")), "epc_pages": 1024},
+    ),
+    # a build beside a running tenant (its thread and the build in the core together),
+    # a third enclave starting mid-build (a foreign event: handed back mid-reclaim)
+    "beside_tenant": (
+        [
+            {"name": "t", "size_pages": 200, "accesses": 40000, "cgroup": "/a/y"},
+            {
+                "name": "b",
+                "size_pages": 300,
+                "build": "eadd",
+                "accesses": 3000,
+                "start": "1ms",
+                "cgroup": "/a/x",
+            },
+            {"name": "c", "size_pages": 40, "accesses": 500, "start": "3ms", "cgroup": "/a/y"},
+        ],
+        {
+            "cgroups": (("/a", "max"), ("/a/x", "800KiB"), ("/a/y", "max")),
+            "epc_pages": 1024,
+            "cpus": 2,
+        },
+    ),
+    # a build killed mid-way (SIGTERM: the ioctl stops at its next page, EINTR-free)
+    "killed": (
+        [{"name": "b", "size_pages": 600, "build": "eadd", "accesses": 2000, "cgroup": "/a/x"}],
+        {
+            "cgroups": (("/a", "max"), ("/a/x", "1MiB")),
+            "epc_pages": 2048,
+            "ops": [("2ms", "kill", "b")],
+        },
+    ),
+    # VA pages at 512 and 1024 pages added, the VA page's own allocation reclaiming
+    "va_boundary": (
+        [{"name": "b", "size_pages": 1100, "build": "eadd", "accesses": 3000, "cgroup": "/a/x"}],
+        {"cgroups": (("/a", "max"), ("/a/x", "2MiB")), "epc_pages": 4096, "duration": "80ms"},
+    ),
+    # foreign events every 61-173 us through a reclaiming build (writes that change
+    # nothing): the build is handed back wherever it is (a page's end, its charge or
+    # allocation loop, each phase of a batch, a VA page's allocation) and taken again
+    "handbacks": (
+        [{"name": "b", "size_pages": 1100, "build": "eadd", "accesses": 1000, "cgroup": "/a/x"}],
+        {
+            "cgroups": (("/a", "max"), ("/a/x", "1MiB"), ("/a/y", "max")),
+            "epc_pages": 4096,
+            "duration": "60ms",
+            "ops": [
+                (f"{200 + 61 * k + (k * k * 37) % 113}us", "write", "/a/y/misc.max sgx_epc max")
+                for k in range(120)
+            ],
+        },
+    ),
+    # several builds at once, a global (allocator) reclaim: the EPC smaller than the builds
+    "global": (
+        [
+            {"name": "b", "size_pages": 300, "build": "eadd", "accesses": 2000, "cgroup": "/a/x"},
+            {"name": "d", "size_pages": 300, "build": "eadd", "accesses": 2000, "cgroup": "/a/y"},
+        ],
+        {"epc_pages": 400, "cpus": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EADD_BUILDS))
+def test_eadd_builds_run_compiled_and_match(name: str) -> None:
+    """EADD builds taken over by the compiled engine at a page's end give the
+    reference's outputs; the compiled engine ran most of the run's events."""
+    enclaves, _ = EADD_BUILDS[name]
+    ref, bat = _both(_eadd_toml(name))
+    _assert_same(ref, bat)
+    ev = bat.engine_events
+    assert ev["compiled"] > 0
+    added = sum(e["size_pages"] for e in enclaves if e.get("build") == "eadd")
+    if name != "global":  # (there ksgxd is busy through much of the builds)
+        assert ev["reference"] < added // 4, ev
+
+
+def test_eadd_builds_exercise_their_paths() -> None:
+    """The fixed builds are not vacuous: synchronous reclaim, a kill, VA pages."""
+    sync = simulate(_eadd_toml("sync_reclaim"), engine="auto")
+    assert sync.summary["cgroups"]["/a/x"]["pages_reclaimed"]["sync"] > 100
+    killed = simulate(_eadd_toml("killed"), engine="auto")
+    assert killed.summary["enclaves"]["b"]["outcome"] == "killed"
+    va = simulate(_eadd_toml("va_boundary"), engine="auto")
+    assert va.summary["encls"]["EADD"] == 1100
+
+
+def _eadd_toml(name: str) -> str:
+    enclaves, kw = EADD_BUILDS[name]
+    return _toml_multi(enclaves, **kw)
+
+
 def test_vepc_owner_beside_enclaves_is_taken_over_after_its_allocation() -> None:
     """A vEPC owner starting at 100 us takes 64 pages (charged to /a/y, never
     reclaimed) while an enclave runs: the core returns before its start (a foreign

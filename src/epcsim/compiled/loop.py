@@ -75,6 +75,7 @@ from .layout import (
     KIND_BUILD,
     NSAMPF,
     R_B_CPU,
+    R_B_E,
     R_B_NID,
     R_CG,
     R_HEAP,
@@ -160,7 +161,7 @@ __all__ = ["kick_kernel_threads", "record_sample", "run_core"]
 
 
 @outline
-def record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now):
+def record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now):
     """No kernel twin (sampler): Metrics.record_sample() (epcsim.sim.metrics) for
     the counters of every live cgroup, as declared once in
     epcsim.compiled.layout.SAMPLED (the root has no misc.events: its rows are
@@ -187,6 +188,12 @@ def record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now):
         SAMPE[_u(k), _u(row), 1] += TH[TH_FAULTS, _u(j)]
         SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
         SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
+    for r in range(R.shape[1]):
+        if R[R_KIND, _u(r)] == KIND_BUILD:  # an enclave being built: no threads yet
+            e = R[R_B_E, _u(r)]
+            row = EN[EN_ROW, _u(e)]
+            SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
+            SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
 
@@ -314,7 +321,7 @@ def run_core(
             if S[S_SM_LAST] != now:
                 if S[S_NSAMP] >= SAMP.shape[0]:
                     return RC_FLUSH
-                record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now)
+                record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now)
             S[S_SEQ] += 1
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
