@@ -765,15 +765,19 @@ class Actors:
         (epcsim.compiled.engine.take_over); True if it took them over.  A refusal of the
         run's state is retried after twice as many thread steps as the last (the state
         changes as actors start and end); ``engine="compiled"`` refuses at the first.
-        Called when ``_takeover_wait`` has run down (the thread loop counts it)."""
+        Called when ``_takeover_wait`` has run down (the thread loop counts it).  An
+        EADD build (*run* a BuildRun) is offered at its pages' ends the same way; a
+        refusal of a build is no error and no note (the threads' offers say what ran)."""
         from ..compiled.engine import take_over
 
         why = take_over(self.sim, run, self.core.cur_cpu, CHUNK)
         if why is None:
             return True
-        if self._compiled_required:
+        if isinstance(run, BuildRun):
+            pass
+        elif self._compiled_required:
             raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
-        if not self.sim.engine_note:
+        elif not self.sim.engine_note:
             self.sim.engine_note = why
         self._takeover_backoff = min(2 * self._takeover_backoff, TAKEOVER_BACKOFF_MAX)
         self._takeover_wait = self._takeover_backoff
