@@ -168,9 +168,11 @@ class BuildRun:
             dropped generator it is no longer the ioctl's).
         hold: the compiled engine handed the build back before its next step (the
             ioctl's end, or a step that may fail): that step is not offered.
+        wait, backoff: pages' ends to its next offer, and the last wait (a refusal is
+            retried after twice as many, as the threads' offers are).
     """
 
-    __slots__ = ("inst", "encl", "data", "patterns", "add", "hold")
+    __slots__ = ("inst", "encl", "data", "patterns", "add", "hold", "wait", "backoff")
 
     def __init__(self, inst: Instance) -> None:
         self.inst = inst
@@ -179,6 +181,7 @@ class BuildRun:
         self.patterns: list | None = None
         self.add = SgxAddPagesRun()
         self.hold = False
+        self.wait, self.backoff = 0, 1
 
 
 @dataclass
@@ -529,8 +532,7 @@ class Actors:
         gen = self._build(run)
         if self._compiled:
             self.build_runs[gen] = run
-        self._takeover_wait = 0
-        self._takeover_backoff = 1
+        run.wait, run.backoff = 0, 1
         return gen
 
     def _build(self, run: BuildRun) -> Actor:
@@ -550,8 +552,8 @@ class Actors:
                 counts = host.encls_count
                 while True:
                     if run.add.between and self._compiled and not run.hold:
-                        self._takeover_wait -= 1
-                        if self._takeover_wait <= 0 and self._take_over(run):
+                        run.wait -= 1
+                        if run.wait <= 0 and self._take_over(run):
                             return  # the continuation replaced this generator on the heap
                     run.hold = False
                     before = list(counts)
@@ -773,11 +775,13 @@ class Actors:
         why = take_over(self.sim, run, self.core.cur_cpu, CHUNK)
         if why is None:
             return True
-        if isinstance(run, BuildRun):
-            pass
-        elif self._compiled_required:
+        if isinstance(run, BuildRun):  # its own wait
+            run.backoff = min(2 * run.backoff, TAKEOVER_BACKOFF_MAX)
+            run.wait = run.backoff
+            return False
+        if self._compiled_required:
             raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
-        elif not self.sim.engine_note:
+        if not self.sim.engine_note:
             self.sim.engine_note = why
         self._takeover_backoff = min(2 * self._takeover_backoff, TAKEOVER_BACKOFF_MAX)
         self._takeover_wait = self._takeover_backoff
