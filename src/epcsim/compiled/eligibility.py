@@ -152,6 +152,9 @@ _VEPC = "a vEPC owner's pages are allocated and held, never reclaimed (the pool'
 #: every page) run on the reference: the core hands the threads back when one is due
 #: (RC_EDMM), and they are not offered until it is done (dynamic.edmm_due)
 _EDMM = "the reference runs a thread's EDMM operations between two core runs"
+#: an operation waiting on the pages an enclave added: the reference watches them (the
+#: core is not offered the run while the enclave's process is live: dynamic.watching)
+_AT_WHEN = "a foreign event the reference watches for (no core run while its enclave is live)"
 _NO_AT_WHEN = "the compiled engine does not watch the pages an enclave added ([[at]] when: added)"
 #: a timed operation is an actor the core does not run: it returns before it
 #: (RC_FOREIGN), the reference runs it, the threads are offered again
@@ -167,11 +170,17 @@ def no_enclave(value: list, sc: Scenario | None) -> bool:
 
 
 def start_not_a_time(value: str | int, sc: Scenario | None) -> bool:
-    """``start = "after:GROUP"``: the enclave starts when another group ends, and a
-    group can end inside a core run (a thread's end step), where nothing may be
-    started.  (``"manual"`` is fine: an ``[[at]] start`` operation starts it, a foreign
-    event the reference runs.)"""
-    return str(value).startswith("after:")
+    """``start = "after:GROUP"`` where GROUP's enclaves run threads: the enclave starts
+    when that group ends, and such a group can end inside a core run (a thread's end
+    step), where nothing may be started.  (A group of kselftest processes or vEPC
+    owners ends in a reference step; ``"manual"`` is fine: an ``[[at]] start`` operation
+    starts it, a foreign event the reference runs.)"""
+    v = str(value)
+    if not v.startswith("after:"):
+        return False
+    if sc is None:
+        return True
+    return any(e.name == v[6:] and e.program is None for e in sc.enclave)
 
 
 def too_many_threads(value: int, sc: Scenario | None) -> bool:
@@ -273,6 +282,12 @@ def build_under_policy(sim: Simulation, threads: list, builds: list) -> bool:
     return bool(builds) and sim.host.policy is not None
 
 
+def watching_pages(sim: Simulation, threads: list, builds: list) -> bool:
+    """A timed operation waits on the pages a live (started) instance adds (``[[at]]
+    when: added``): the reference checks after each step."""
+    return any(w[0].started_ns >= 0 and w[0].ended_ns < 0 for w in sim.actors.watchers)
+
+
 def cgroup_busy(sim: Simulation, threads: list, builds: list) -> bool:
     """A cgroup is offline or freed, or its reclaim work is running or queued."""
     for sgx_cg in sim.host.sgx_cgroups:
@@ -312,7 +327,10 @@ RULES: dict[str, Rule] = {
         start_not_a_time,
         "the compiled engine does not start a vEPC owner when another group ends (after:)",
     ),
-    "enclave[].program": never("the compiled engine does not run the kselftest program"),
+    "enclave[].program": always(
+        "the kselftest program's ADD_PAGES loops run compiled (EADD builds, offered at "
+        "their pages' ends); the rest of the program on the reference"
+    ),
     "enclave[].edmm": always(_EDMM),
     "enclave[].edmm.restrict_pages": always(_EDMM),
     "enclave[].edmm.remove_pages": always(_EDMM),
@@ -326,9 +344,9 @@ RULES: dict[str, Rule] = {
     "at": always(_AT),
     "at[].time": always(_AT),
     "at[].after": always(_AT + " (started when its group starts, a reference step)"),
-    "at[].when": never(_NO_AT_WHEN),
-    "at[].when.enclave": never(_NO_AT_WHEN),
-    "at[].when.added": never(_NO_AT_WHEN),
+    "at[].when": always(_AT_WHEN),
+    "at[].when.enclave": always(_AT_WHEN),
+    "at[].when.added": always(_AT_WHEN),
     "at[].write": always(
         _AT + "; what it changes (limits, memory.max, cgroup files) is packed again and "
         "judged by the dynamic rules at the next offer"
@@ -425,6 +443,7 @@ RULES: dict[str, Rule] = {
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),
+    "dynamic.watching": when(watching_pages, _NO_AT_WHEN, "run"),
     "dynamic.build_policy": when(
         build_under_policy,
         "an EADD build runs under a reclaim design other than v16 (host.policy)",

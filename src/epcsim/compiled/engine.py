@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import DESC_BLOCKED, PAGE_SIZE, SGX_ENCL_INITIALIZED, SGX_PAGE_TYPE_REG
+from ..kernel.constants import DESC_BLOCKED, PAGE_SIZE, SGX_EEXTENDS_PER_PAGE, SGX_ENCL_INITIALIZED
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
 from ..kernel.hooks import Episode
@@ -138,18 +138,18 @@ class _Packed:
         for k, (b, cpu, (t, seq)) in enumerate(builds):
             r = self.brow0 + k
             add = b.add
-            if not add.between or add.page is not None:
+            if add is None or not add.between or add.page is not None:
                 raise AssertionError("a build taken over away from a page's end")
             R[C.R_KIND, r] = C.KIND_BUILD
             R[C.R_SCHED, r] = 1
             R[C.R_T, r], R[C.R_SEQ, r] = t, seq
             R[C.R_STAGE, r] = C.ST_B_TOP
             R[C.R_B_E, r] = b.encl.id
-            R[C.R_B_FIRST, r] = 0
-            R[C.R_B_LEN, r] = b.data // PAGE_SIZE
+            R[C.R_B_FIRST, r] = add.offset // PAGE_SIZE
+            R[C.R_B_LEN, r] = add.length // PAGE_SIZE
             R[C.R_B_C, r] = add.c // PAGE_SIZE
-            R[C.R_B_TYPE, r] = SGX_PAGE_TYPE_REG
-            R[C.R_B_EXT, r] = 0  # measure=False (Actors._build)
+            R[C.R_B_TYPE, r] = add.page_type
+            R[C.R_B_EXT, r] = SGX_EEXTENDS_PER_PAGE if add.measure else 0
             R[C.R_B_CPU, r] = cpu
             R[C.R_B_PAGE, r] = -1
         order = sorted(range(len(builds)), key=lambda k: builds[k][2])
@@ -537,7 +537,7 @@ def take_over(sim: Simulation, run: ThreadRun | BuildRun, cpu: int, chunk: int) 
         b = build_runs.get(gen)
         if b is not None and inspect.getgeneratorstate(gen) == GEN_SUSPENDED:
             # an EADD build: taken over at a page's end only
-            if not b.add.between or b.hold:
+            if b.add is None or not b.add.between or b.hold:
                 return refusal("dynamic.other_actors")
             builds.append((b, c, (t, seq)))
             continue
@@ -601,7 +601,7 @@ def take_over(sim: Simulation, run: ThreadRun | BuildRun, cpu: int, chunk: int) 
                 raise AssertionError("a thread's end step yielded")
             sim.core.active -= 1
             TH[C.TH_LIVE, j] = 0
-            if len(sim.core.heap) != len(foreign) or sim.actors.watchers:
+            if len(sim.core.heap) != len(foreign):
                 raise AssertionError("a thread's end scheduled an actor")
             p.load()
             S[C.S_KICK] = 1
@@ -702,6 +702,7 @@ def _build_back(p: _Packed, b: BuildRun, r: int) -> Actor:
     R, host = p.R, p.host
     stage = int(R[C.R_STAGE, r])
     add = b.add
+    assert add is not None
     add.c = int(R[C.R_B_C, r]) * PAGE_SIZE
     add.between = stage == C.ST_B_TOP
     add.page = None

@@ -170,6 +170,8 @@ def ioc_enclave_add_pages(
         _enter(task)
     epoch = 0
     if run is not None:
+        if not resumed:
+            run.offset, run.length, run.page_type, run.measure = offset, length, page_type, measure
         run.entered = True
         epoch = run.epoch
     try:

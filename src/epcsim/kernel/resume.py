@@ -148,6 +148,7 @@ class SgxAddPagesRun:
         page: where the page being added stopped (None: at a page's end).
         epoch: which generator is the ioctl's: the compiled engine adds 1 when it takes
             the build over, so the generator it drops does not leave the kernel.
+        offset, length, page_type, measure: the ioctl's arguments (set when it enters).
     """
 
     entered: bool = False
@@ -155,3 +156,7 @@ class SgxAddPagesRun:
     between: bool = False
     page: SgxEnclAddPageState | None = None
     epoch: int = 0
+    offset: int = 0
+    length: int = 0
+    page_type: int = 0
+    measure: bool = False

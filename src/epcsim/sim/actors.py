@@ -58,7 +58,7 @@ from ..kernel.ioctl import (
 from ..kernel.reclaim import ksgxd_step
 from ..kernel.resume import ReclaimerState, SgxAddPagesRun
 from ..kernel.rfc_knobs import psi_task_change, sgx_cgroup_handle_over_high, sgx_cgroup_over_high
-from ..programs.kselftest import TestSgxStats, test_sgx_process
+from ..programs.kselftest import TestSgxPlace, TestSgxStats, test_sgx_process
 from ..scenario.schema import (
     EnclaveSpec,
     VepcSpec,
@@ -163,25 +163,38 @@ class BuildRun:
     Attributes:
         inst: the process.
         encl, data, patterns: its enclave (None before ``sgx_open()``), the bytes to add
-            (the enclave's data), the trace patterns of its threads (None: a pattern).
+            (the enclave's data; a kselftest process's heap), the trace patterns of its
+            threads (None: a pattern).
+        place: a kselftest process's place in its program (None: an enclave process).
         add: the ``SGX_IOC_ENCLAVE_ADD_PAGES`` loop's position (its ``epoch`` tells a
-            dropped generator it is no longer the ioctl's).
+            dropped generator it is no longer the ioctl's): ``own_add``, or the
+            program's current one (``place.add``; None before the first).
+        taken: the compiled engine took the build over (its generator stops).
         hold: the compiled engine handed the build back before its next step (the
             ioctl's end, or a step that may fail): that step is not offered.
         wait, backoff: pages' ends to its next offer, and the last wait (a refusal is
             retried after twice as many, as the threads' offers are).
     """
 
-    __slots__ = ("inst", "encl", "data", "patterns", "add", "hold", "wait", "backoff")
+    __slots__ = (
+        "inst", "encl", "data", "patterns", "place", "own_add", "hold", "wait", "backoff", "taken"
+    )  # fmt: skip
 
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: Instance, place: TestSgxPlace | None = None) -> None:
         self.inst = inst
         self.encl: Encl | None = None
         self.data = 0
         self.patterns: list | None = None
-        self.add = SgxAddPagesRun()
+        self.place = place
+        self.own_add = SgxAddPagesRun()
+        self.taken = False
         self.hold = False
         self.wait, self.backoff = 0, 1
+
+    @property
+    def add(self) -> SgxAddPagesRun | None:
+        """The ADD_PAGES loop being run (or last run)."""
+        return self.own_add if self.place is None else self.place.add
 
 
 @dataclass
@@ -419,11 +432,10 @@ class Actors:
         inst.outcome = "running"
         if isinstance(inst.spec, VepcSpec):
             self.core.start(self._vepc_proc(inst), cpu=self.core.next_cpu())
-        elif inst.spec.program == "kselftest":
-            self.core.start(self._kselftest_proc(inst), cpu=self.core.next_cpu())
         else:
-            run = BuildRun(inst)
-            gen = self._enclave_proc(inst, run)
+            ks = inst.spec.program == "kselftest"
+            run = BuildRun(inst, TestSgxPlace() if ks else None)
+            gen = self._kselftest_proc(inst, run) if ks else self._enclave_proc(inst, run)
             if self._compiled:
                 self.build_runs[gen] = run
             self.core.start(gen, cpu=self.core.next_cpu())
@@ -476,7 +488,34 @@ class Actors:
                 task_exit(self.host, task, status)
         self._end_instance(inst, status)
 
-    def _kselftest_proc(self, inst: Instance) -> Actor:
+    def _build_steps(
+        self, run: BuildRun, gen: Generator[str, None, Any]
+    ) -> Generator[int, None, Any]:
+        """:meth:`kstep` for a process that adds pages (an EADD build, the kselftest
+        program): at each of its ADD_PAGES loop's pages' ends the build is offered to
+        the compiled engine (``run.taken`` then, and the generator stops)."""
+        counts = self.host.encls_count
+        run.taken = False
+        while True:
+            add = run.add
+            if add is not None and add.between and self._compiled and not run.hold:
+                run.wait -= 1
+                if run.wait <= 0 and self._take_over(run):
+                    run.taken = True
+                    return None
+            run.hold = False
+            before = list(counts)
+            try:
+                point = next(gen)
+            except StopIteration as stop:
+                yield self._cost(before, None)
+                return stop.value
+            except OSError:
+                yield self._cost(before, None)
+                raise
+            yield self._cost(before, point)
+
+    def _kselftest_proc(self, inst: Instance, run: BuildRun) -> Actor:
         task = self._spawn_task(inst)
         if task is None:
             return
@@ -484,10 +523,25 @@ class Actors:
         # the process's one thread: its accesses, faults and retries as test_sgx counts
         # them (the two EENTERs), its enclave as soon as it is opened
         inst.threads.append(ThreadStats(started_ns=self.core.now))
-        stats = inst.selftest = TestSgxStats(
-            on_open=lambda encl: setattr(inst, "encl", encl), stuck_retries=STUCK_RETRIES
-        )
-        status = yield from self.kstep(test_sgx_process(self.host, task, heap, stats=stats))
+
+        def on_open(encl: Encl) -> None:
+            inst.encl = run.encl = encl
+
+        inst.selftest = TestSgxStats(on_open=on_open, stuck_retries=STUCK_RETRIES)
+        run.data = heap
+        yield from self._kselftest(run)
+
+    def _kselftest(self, run: BuildRun) -> Actor:
+        """A kselftest process from its place ``run.place`` (its ADD_PAGES loops are
+        offered to the compiled engine at their pages' ends, as an enclave's EADD build
+        is), then its end."""
+        inst = run.inst
+        task, stats = inst.task, inst.selftest
+        assert task is not None and stats is not None and run.place is not None
+        gen = test_sgx_process(self.host, task, run.data, stats=stats, place=run.place)
+        status = yield from self._build_steps(run, gen)
+        if run.taken:
+            return  # the continuation replaced this generator on the heap
         inst.threads[0].ended_ns = self.core.now
         if status is None:  # stuck: the process stays in its fault
             inst.threads[0].stuck = True
@@ -529,7 +583,7 @@ class Actors:
         """An enclave process going on from its build's place *run* (the compiled
         engine hands a build back with it); offered to the compiled engine again at its
         next page's end."""
-        gen = self._build(run)
+        gen = self._build(run) if run.place is None else self._kselftest(run)
         if self._compiled:
             self.build_runs[gen] = run
         run.wait, run.backoff = 0, 1
@@ -547,25 +601,12 @@ class Actors:
         host = self.host
         wl = spec.workload or {}
         try:
-            if spec.build == "eadd" and (run.add.entered or not task.exited):
-                gen = ioc_enclave_add_pages(host, task, encl, 0, data, measure=False, run=run.add)
-                counts = host.encls_count
-                while True:
-                    if run.add.between and self._compiled and not run.hold:
-                        run.wait -= 1
-                        if run.wait <= 0 and self._take_over(run):
-                            return  # the continuation replaced this generator on the heap
-                    run.hold = False
-                    before = list(counts)
-                    try:
-                        point = next(gen)
-                    except StopIteration:
-                        yield self._cost(before, None)
-                        break
-                    except OSError:
-                        yield self._cost(before, None)
-                        raise
-                    yield self._cost(before, point)
+            add = run.own_add
+            if spec.build == "eadd" and (add.entered or not task.exited):
+                gen = ioc_enclave_add_pages(host, task, encl, 0, data, measure=False, run=add)
+                yield from self._build_steps(run, gen)
+                if run.taken:
+                    return  # the continuation replaced this generator on the heap
             if not task.exited:
                 before = list(host.encls_count)
                 ioc_enclave_init(host, task, encl)
