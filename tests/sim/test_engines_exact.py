@@ -817,9 +817,9 @@ def test_unknown_engine_is_an_error() -> None:
 
 
 def test_builtins_eligibility() -> None:
-    why = static_ineligibility(load_scenario("builtin:kselftest"))
-    assert why == "the compiled engine does not run the kselftest program"
-    for name in ("noisy-neighbour", "overcommit", "nested-fairness"):
+    why = static_ineligibility(load_scenario("builtin:mixed-priority"))
+    assert why == "the compiled engine runs no extension (host.extensions: epcsim.kernel.rfc_knobs)"
+    for name in ("noisy-neighbour", "overcommit", "nested-fairness", "kselftest"):
         assert static_ineligibility(load_scenario(f"builtin:{name}")) is None
 
 
@@ -974,10 +974,10 @@ def test_cli_engine_batched_on_ineligible_scenario_exits_2(tmp_path) -> None:
     from epcsim.cli import app
 
     r = CliRunner().invoke(
-        app, ["run", "builtin:kselftest", "--engine", "compiled", "-q", "-o", str(tmp_path)]
+        app, ["run", "builtin:mixed-priority", "--engine", "compiled", "-q", "-o", str(tmp_path)]
     )
     assert r.exit_code == 2
-    assert "engine compiled: the compiled engine does not run the kselftest program" in r.output
+    assert "engine compiled: the compiled engine runs no extension (host.extensions" in r.output
     assert not (tmp_path / "summary.json").exists()
     r = CliRunner().invoke(app, ["run", "builtin:overcommit", "--engine", "fast"])
     assert r.exit_code == 2
