@@ -425,7 +425,7 @@ def test_will_compile_only_when_the_cache_is_cold(monkeypatch: pytest.MonkeyPatc
     from epcsim.scenario import load_scenario
 
     sc = load_scenario(TINY)
-    kself = load_scenario("builtin:kselftest")  # not run by the batched engine
+    kself = load_scenario("builtin:mixed-priority")  # not run by the compiled engine
     monkeypatch.setattr(epcsim.sim.progress, "compiled_core_cached", lambda: False)
     assert _will_compile(sc, "auto") and _will_compile(sc, "batched")
     assert not _will_compile(sc, "reference") and not _will_compile(kself, "auto")

@@ -3,7 +3,8 @@
 step of the ioctl's loop at a time, for a build actor of the reclaimer table
 (``R_KIND`` ``KIND_BUILD``, its ``R_B_*`` fields): a page's SGX_DO_RECLAIM allocations
 (the charge loop with its synchronous reclaim of the task's subtree, the allocator's
-global reclaim, each batch phase by phase through :mod:`epcsim.compiled.reclaim`), the
+global reclaim, each batch phase by phase by :func:`epcsim.compiled.reclaim.ksgxd_step`
+for the build's row), the
 VA page of ``sgx_encl_grow()`` every 512 pages, EADD and EEXTEND, and
 ``sgx_mark_page_reclaimable()``.
 
@@ -58,25 +59,19 @@ from .layout import (
     R_B_TCG,
     R_B_TYPE,
     R_B_VA,
-    R_C,
-    R_CB,
     R_CNT,
     R_NR,
     R_ROOT,
     R_STAGE,
-    S_BATCH_NS,
     S_ERR,
     S_NR_FREE,
     S_NR_LRU,
     S_ROOT,
-    S_STEPCOST,
     S_WOKEN,
     ST_B_ALLOC,
     ST_B_CHARGE,
+    ST_B_RECLAIM,
     ST_B_TOP,
-    ST_PH2,
-    ST_PH3,
-    ST_PH4,
     TRACKED,
     VA_BITS,
     VA_EPC,
@@ -84,12 +79,6 @@ from .layout import (
 )
 from .lru import list_add_tail
 from .misc import misc_cg_charge_if_fits, misc_cg_fits, misc_cg_try_charge
-from .reclaim import (
-    sgx_cgroup_reclaim_pages,
-    sgx_reclaimer_age,
-    sgx_reclaimer_block,
-    sgx_reclaimer_write,
-)
 
 __all__ = ["sgx_encl_add_page_done", "sgx_ioc_enclave_add_pages", "sgx_ioc_enclave_add_pages_ends"]
 
@@ -97,9 +86,7 @@ __all__ = ["sgx_encl_add_page_done", "sgx_ioc_enclave_add_pages", "sgx_ioc_encla
 _A_PAGE = 0  # a page: its allocation (the nowait path first)
 _A_CHARGE = 1  # a charge attempt of sgx_cgroup_try_charge()
 _A_ALLOC = 2  # __sgx_alloc_epc_page() in sgx_alloc_epc_page()'s loop
-_A_RECLAIM = 3  # sgx_cgroup_reclaim_pages(): the next batch
-_A_AFTER = 4  # .. after a batch (counted, its cgroup put)
-_A_GOT = 5  # the allocation has its page
+_A_GOT = 3  # the allocation has its page
 
 
 @outline
@@ -150,14 +137,16 @@ def sgx_encl_add_page_done(S, CG, EN, R, P32, P8, PCG, E32, E8, HB, r, page):
 
 
 @outline
-def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
+def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
     """Models one step of sgx_ioc_enclave_add_pages() (specialised from
-    epcsim.kernel.ioctl.ioc_enclave_add_pages) for build *r*, from the yield point it
-    stopped at to its next: a page's sgx_encl_add_page() (sgx_alloc_epc_page_nowait(),
-    else sgx_alloc_epc_page() with SGX_DO_RECLAIM: sgx_cgroup_try_charge()'s loop with
-    sgx_cgroup_reclaim_pages() of the task's subtree, one page, then the allocation
-    loop with sgx_reclaim_pages_global(); sgx_encl_grow() every 512 pages) up to the
-    "cond_resched" after it, or up to the next yield point of its reclaim.  The step's
+    epcsim.kernel.ioctl.ioc_enclave_add_pages) for build *r* at its loop's head or at
+    its allocation's charge or allocation loop: a page's sgx_encl_add_page()
+    (sgx_alloc_epc_page_nowait(), else sgx_alloc_epc_page() with SGX_DO_RECLAIM:
+    sgx_cgroup_try_charge()'s loop, then the allocation loop; sgx_encl_grow() every 512
+    pages) up to the "cond_resched" after it; or up to where a reclaim starts
+    (ST_B_RECLAIM: the charge loop's sgx_cgroup_reclaim_pages() of the task's subtree,
+    one page, or the allocation loop's sgx_reclaim_pages_global(), 16 pages), which
+    reclaim.ksgxd_step() runs, batch phase by batch phase, in the same step.  The step's
     failure paths are not run here (sgx_ioc_enclave_add_pages_ends())."""
     stage = R[R_STAGE, _u(r)]
     e = R[R_B_E, _u(r)]
@@ -167,31 +156,16 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB,
         act = _A_CHARGE
     elif stage == ST_B_ALLOC:
         act = _A_ALLOC
-    elif stage == ST_PH2:
-        if sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
-            R[R_STAGE, _u(r)] = ST_PH3
-            return
-        act = _A_AFTER
-    elif stage == ST_PH3:
-        sgx_reclaimer_block(S, R, E8, HB, r)
-        R[R_STAGE, _u(r)] = ST_PH4
-        return
-    elif stage == ST_PH4:
-        sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r)
-        act = _A_AFTER
     while True:
         if act == _A_PAGE:
-            # sgx_alloc_epc_page_nowait(): a free page and a charge that fits
             c = R[R_B_TCG, _u(r)]
+            R[R_B_CG, _u(r)] = c
+            CG[CG_REFCNT, _u(c)] += 1  # sgx_get_current_cg()
+            # sgx_alloc_epc_page_nowait(): a free page and a charge that fits; else
+            # sgx_alloc_epc_page(SGX_DO_RECLAIM)
             if S[S_NR_FREE] and misc_cg_charge_if_fits(CG, c, PAGE):
-                CG[CG_REFCNT, _u(c)] += 1
-                R[R_B_CG, _u(r)] = c
-                page = _sgx_alloc_epc_page(S, P32, P8, PCG)
-                act = _A_GOT
+                act = _A_ALLOC
             else:
-                # sgx_alloc_epc_page(SGX_DO_RECLAIM): sgx_get_current_cg()
-                R[R_B_CG, _u(r)] = c
-                CG[CG_REFCNT, _u(c)] += 1
                 act = _A_CHARGE
         elif act == _A_CHARGE:
             c = R[R_B_CG, _u(r)]
@@ -207,7 +181,8 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB,
                 R[R_NR, _u(r)] = 1
                 R[R_CNT, _u(r)] = 0
                 R[R_B_GLOBAL, _u(r)] = 0
-                act = _A_RECLAIM
+                R[R_STAGE, _u(r)] = ST_B_RECLAIM
+                return
         elif act == _A_ALLOC:
             page = _sgx_alloc_epc_page(S, P32, P8, PCG)
             if page >= 0:
@@ -218,32 +193,16 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB,
                 R[R_NR, _u(r)] = SGX_NR_TO_SCAN
                 R[R_CNT, _u(r)] = 0
                 R[R_B_GLOBAL, _u(r)] = 1
-                act = _A_RECLAIM
-        elif act == _A_RECLAIM or act == _A_AFTER:  # noqa: SIM109 (numba)
-            if act == _A_AFTER:
-                # back in sgx_cgroup_reclaim_pages() after a batch: count it, put c
-                R[R_CNT, _u(r)] += R[R_CB, _u(r)]
-                c = R[R_C, _u(r)]
-                if c != R[R_ROOT, _u(r)]:
-                    CG[CG_REFCNT, _u(c)] -= 1
-            if sgx_cgroup_reclaim_pages(S, CG, EN, R, P32, P8, E32, E8, r):
-                S[S_STEPCOST] += S[S_BATCH_NS]
-                R[R_STAGE, _u(r)] = ST_PH2
-            elif R[R_B_GLOBAL, _u(r)]:
-                R[R_STAGE, _u(r)] = ST_B_ALLOC  # the allocation loop's cond_resched()
-            else:
-                R[R_STAGE, _u(r)] = ST_B_CHARGE  # the charge loop's cond_resched()
-            return
+                R[R_STAGE, _u(r)] = ST_B_RECLAIM
+                return
         else:  # _A_GOT: the allocation's page (owner, cgroup), maybe wake ksgxd
             c = R[R_B_CG, _u(r)]
             va = R[R_B_VA, _u(r)]
+            P8[_u(page), P_KIND] = KIND_VA if va else KIND_ENCL
+            P32[_u(page), P_OE] = e
             if va:
-                P8[_u(page), P_KIND] = KIND_VA
-                P32[_u(page), P_OE] = e
                 P32[_u(page), P_OI] = EN[EN_NVA, _u(e)]
             else:
-                P8[_u(page), P_KIND] = KIND_ENCL
-                P32[_u(page), P_OE] = e
                 P32[_u(page), P_OI] = R[R_B_FIRST, _u(r)] + R[R_B_C, _u(r)]
             PCG[_u(page)] = c
             CG[CG_NR_PAGES, _u(c)] += 1

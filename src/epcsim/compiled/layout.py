@@ -579,6 +579,7 @@ ST_END = 5  # the kernel generator returned; the actor ends at its next pop
 ST_B_TOP = 6  # the ADD_PAGES loop's head (after a page's "cond_resched")
 ST_B_CHARGE = 7  # the charge loop's retry (after its "cond_resched")
 ST_B_ALLOC = 8  # the allocation loop's retry (after its global reclaim's "cond_resched")
+ST_B_RECLAIM = 9  # within a step: its reclaim starts (reclaim.ksgxd_step runs it)
 KIND_BUILD = 2
 
 L_EADD = encls.EADD
@@ -677,6 +678,7 @@ __all__ = [
     "ST_B_TOP",
     "ST_B_CHARGE",
     "ST_B_ALLOC",
+    "ST_B_RECLAIM",
     "KIND_BUILD",
     "L_EADD",
     "L_EEXTEND",

@@ -126,6 +126,8 @@ from .layout import (
     S_WOKEN,
     SAMP_ROOT_ROWS,
     SAMP_ROWS,
+    ST_B_RECLAIM,
+    ST_B_TOP,
     ST_START,
     TH_ACC,
     TH_BUFLEN,
@@ -325,22 +327,25 @@ def run_core(
             S[S_SEQ] += 1
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
-        elif j < 0 and R[R_KIND, _u(who)] == KIND_BUILD:
-            # an EADD build's step (SGX_IOC_ENCLAVE_ADD_PAGES), on its task's CPU
-            S[S_CUR_NID] = R[R_B_NID, _u(who)]
-            sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
-            d = S[S_KSTEP_NS] + S[S_STEPCOST]
-            S[S_SEQ] += 1
-            R[R_T, _u(who)] = now + (d if d > 0 else 1)
-            R[R_SEQ, _u(who)] = S[S_SEQ]
-            CPUF[_u(R[R_B_CPU, _u(who)])] = R[R_T, _u(who)]
-            heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])
         elif j < 0:
-            if ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who):
+            # an EADD build's step (SGX_IOC_ENCLAVE_ADD_PAGES), on its task's CPU: its
+            # reclaim (ST_B_RECLAIM, the batch phases) is ksgxd_step()'s, as a
+            # reclaimer's
+            build = R[R_KIND, _u(who)] == KIND_BUILD
+            alive = True
+            if build and R[R_STAGE, _u(who)] >= ST_B_TOP:
+                S[S_CUR_NID] = R[R_B_NID, _u(who)]
+                sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, who)
+            stage = R[R_STAGE, _u(who)]
+            if not build or stage < ST_B_TOP or stage == ST_B_RECLAIM:
+                alive = ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
+            if alive:
                 d = S[S_KSTEP_NS] + S[S_STEPCOST]
                 S[S_SEQ] += 1
                 R[R_T, _u(who)] = now + (d if d > 0 else 1)
                 R[R_SEQ, _u(who)] = S[S_SEQ]
+                if build:
+                    CPUF[_u(R[R_B_CPU, _u(who)])] = R[R_T, _u(who)]
                 heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])  # the root
             else:
                 R[R_SCHED, _u(who)] = 0

@@ -57,6 +57,7 @@ from .layout import (
     EN_SECS_MEMCG,
     EN_SECS_VA,
     EN_TRACKED,
+    KIND_BUILD,
     L_EBLOCK,
     L_EREMOVE,
     L_ETRACK,
@@ -72,6 +73,7 @@ from .layout import (
     PAGE,
     POLICY_V13,
     POLICY_V14,
+    R_B_GLOBAL,
     R_C,
     R_CB,
     R_CG,
@@ -97,6 +99,9 @@ from .layout import (
     S_STAMP,
     S_STEPCOST,
     S_WOKEN,
+    ST_B_ALLOC,
+    ST_B_CHARGE,
+    ST_B_RECLAIM,
     ST_END,
     ST_PH2,
     ST_PH3,
@@ -388,8 +393,9 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
 @inline
 def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models ksgxd_step() (specialised from epcsim.kernel.reclaim.ksgxd_step) for
-    reclaimer 0, and sgx_cgroup_reclaim_work_func() (specialised from
-    epcsim.kernel.epc_cgroup.sgx_cgroup_reclaim_work_func) for a sgx_cg_wq worker:
+    reclaimer 0, sgx_cgroup_reclaim_work_func() (specialised from
+    epcsim.kernel.epc_cgroup.sgx_cgroup_reclaim_work_func) for a sgx_cg_wq worker, and
+    an EADD build's synchronous or global reclaim (ST_B_RECLAIM, then its phases):
     from the yield point the actor stopped at to its next one; the reclaim is the
     series' v16 walk or, by S_POLICY, v14's or v13's.  Returns False when the actor
     ends (no reschedule)."""
@@ -430,11 +436,13 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     elif stage == ST_PH4:
         sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r)
         loop = True
+    elif stage == ST_B_RECLAIM:  # an EADD build's reclaim starts (R_ROOT, R_NR, R_CNT)
+        loop = True
     elif ksgxd:  # ST_RESCHED: ksgxd_step() returns True (the kstep's last step)
         nstage = ST_START
     else:
         check = True
-    after = loop and stage != ST_START
+    after = loop and stage != ST_START and stage != ST_B_RECLAIM
     if after:
         # back in sgx_cgroup_reclaim_pages() after a batch: count it, put the cgroup
         R[R_CNT, _u(r)] += R[R_CB, _u(r)]
@@ -462,6 +470,9 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         if found:
             S[S_STEPCOST] += S[S_BATCH_NS]
             nstage = ST_PH2
+        elif R[R_KIND, _u(r)] == KIND_BUILD:
+            # a build's reclaim returns: its charge or allocation loop's cond_resched()
+            nstage = ST_B_ALLOC if R[R_B_GLOBAL, _u(r)] else ST_B_CHARGE
         else:
             nstage = ST_RESCHED
     R[R_STAGE, _u(r)] = nstage
