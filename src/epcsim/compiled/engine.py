@@ -17,13 +17,11 @@ where the core stopped (the kernel functions take an engine-only ``resume=`` sta
 :mod:`epcsim.kernel.resume`), so the run ends step by step as it would have.  Same
 scenario and seed, byte-identical result; ``tests/sim/test_engines_exact.py`` compares both engines.
 
-An enclave's EADD build (and the kselftest program's ADD_PAGES loops) is taken over
-the same way at a page's end (``BuildRun``): the core runs it as a row of its
-reclaimer table (:mod:`epcsim.compiled.ioctl`) and hands it back where it stopped
-(``_build_back``: the kernel functions' ``resume=`` states of an allocation).
-
-What the core may run, and when, is ``docs/ENGINES.md``'s "What runs where"; otherwise
-the step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
+Eligible: exactly one enclave instance with one thread running a pattern or trace
+workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
+``memory.max`` below ``max``; and at the thread's first step ksgxd and the workers are
+idle, every cgroup is online and the enclave's mm is its task's only.  Otherwise the
+step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
 :mod:`epcsim.compiled.eligibility` declares this as an allow-list: a rule for every
 scenario field, run option and take-over condition.
 """
@@ -360,10 +358,9 @@ class _Packed:
         self.CPUF[:] = self.sim.core.cpu_free
 
     def run(self) -> int:
-        from .loop import run_core, run_core_builds  # numba: imported when it runs
+        from .loop import run_core  # numba: imported when the compiled engine runs
 
-        core = run_core_builds if self.builds else run_core
-        return core(
+        return run_core(
             self.S, self.CG, self.EN, self.TH, self.CPUF, self.R, self.VA, self.host.epc.i32,
             self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.HB, self.BUF,
             self.LAT, self.SAMP, self.SAMPE, self.SAMPT,

@@ -48,9 +48,6 @@ functions.
 
 from __future__ import annotations
 
-import types
-from typing import Any
-
 from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
 from ._jit import njit_cached, outline
 from .bits import _u, prefetch
@@ -162,7 +159,7 @@ from .layout import (
 from .lru import PF_AHEAD, lru_prefetch_step
 from .reclaim import ksgxd_step
 
-__all__ = ["kick_kernel_threads", "record_sample", "run_core", "run_core_builds"]
+__all__ = ["kick_kernel_threads", "record_sample", "run_core"]
 
 
 @outline
@@ -252,12 +249,6 @@ def kick_kernel_threads(S, CG, R, now):
     return True
 
 
-#: whether the core runs EADD builds: False in run_core (their branches pruned at
-#: compile time), True in run_core_builds (below: compiled, and cached, only when a run
-#: first takes a build over; the cold compile of runs without builds stays as it was)
-BUILDS = False
-
-
 @njit_cached
 def run_core(
     S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPE, SAMPT
@@ -304,20 +295,19 @@ def run_core(
                 return RC_LIMIT if ft > S[S_LIMIT] else RC_FOREIGN
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
-            if BUILDS:  # noqa: SIM102 (a compile-time constant: one variant prunes it)
-                if who >= 0 and R[R_KIND, _u(who)] == KIND_BUILD:
-                    # an EADD build: its next step may be the reference's (the ioctl's
-                    # end, a failure path); on its task's CPU, waiting as a thread does
-                    if sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, who):
-                        S[S_WHO] = who
-                        return RC_BUILD
-                    cpu = R[R_B_CPU, _u(who)]
-                    if CPUF[_u(cpu)] > bt:
-                        S[S_SEQ] += 1
-                        R[R_T, _u(who)] = CPUF[_u(cpu)]
-                        R[R_SEQ, _u(who)] = S[S_SEQ]
-                        heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])
-                        continue
+            if who >= 0 and R[R_KIND, _u(who)] == KIND_BUILD:
+                # an EADD build: its next step may be the reference's (the ioctl's end,
+                # a failure path); on its task's CPU, waiting for it as a thread does
+                if sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, who):
+                    S[S_WHO] = who
+                    return RC_BUILD
+                cpu = R[R_B_CPU, _u(who)]
+                if CPUF[_u(cpu)] > bt:
+                    S[S_SEQ] += 1
+                    R[R_T, _u(who)] = CPUF[_u(cpu)]
+                    R[R_SEQ, _u(who)] = S[S_SEQ]
+                    heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])
+                    continue
             if j >= 0 and CPUF[_u(TH[TH_CPU, _u(j)])] > bt:
                 # the CPU is busy with another task's step: wait for it
                 S[S_SEQ] += 1
@@ -341,14 +331,12 @@ def run_core(
             # an EADD build's step (SGX_IOC_ENCLAVE_ADD_PAGES), on its task's CPU: its
             # reclaim (ST_B_RECLAIM, the batch phases) is ksgxd_step()'s, as a
             # reclaimer's
-            build = False
-            if BUILDS:
-                build = R[R_KIND, _u(who)] == KIND_BUILD
-                if build and R[R_STAGE, _u(who)] >= ST_B_TOP:
-                    S[S_CUR_NID] = R[R_B_NID, _u(who)]
-                    sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, who)
-            stage = R[R_STAGE, _u(who)]
+            build = R[R_KIND, _u(who)] == KIND_BUILD
             alive = True
+            if build and R[R_STAGE, _u(who)] >= ST_B_TOP:
+                S[S_CUR_NID] = R[R_B_NID, _u(who)]
+                sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, who)
+            stage = R[R_STAGE, _u(who)]
             if not build or stage < ST_B_TOP or stage == ST_B_RECLAIM:
                 alive = ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
             if alive:
@@ -535,17 +523,3 @@ def run_core(
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
         if kick and not kick_kernel_threads(S, CG, R, now):
             return RC_ERROR
-
-
-def _with_builds(f: Any) -> Any:
-    """No kernel twin (packing): :func:`run_core`'s code with ``BUILDS`` True, as a
-    function of its own (its own name: its own entry in the compile cache)."""
-    g = types.FunctionType(f.__code__, {**f.__globals__, "BUILDS": True}, "run_core_builds")
-    g.__qualname__ = "run_core_builds"
-    g.__doc__ = f.__doc__
-    g.__module__ = f.__module__
-    return g
-
-
-#: run_core for a run with EADD builds (engine.py chooses)
-run_core_builds = njit_cached(_with_builds(getattr(run_core, "py_func", run_core)))
