@@ -169,7 +169,7 @@ def sgx_cgroup_should_reclaim(S, CG, c):
     return CG[CG_USAGE, _u(c)] // PAGE >= limit
 
 
-@outline
+@inline
 def sgx_cgroup_try_charge_reclaim(S, CG, c, failed):
     """Models __sgx_cgroup_try_charge() (specialised from
     epcsim.kernel.epc_cgroup._sgx_cgroup_try_charge) for sgx_cgroup_try_charge() with

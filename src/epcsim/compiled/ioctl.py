@@ -89,7 +89,7 @@ _A_ALLOC = 2  # __sgx_alloc_epc_page() in sgx_alloc_epc_page()'s loop
 _A_GOT = 3  # the allocation has its page
 
 
-@outline
+@inline
 def sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, r):
     """No kernel twin (the hand-over rule): whether build *r*'s next step is the
     reference's: the ioctl's loop ends (every page added: it returns), or a charge or
@@ -147,7 +147,10 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
     (ST_B_RECLAIM: the charge loop's sgx_cgroup_reclaim_pages() of the task's subtree,
     one page, or the allocation loop's sgx_reclaim_pages_global(), 16 pages), which
     reclaim.ksgxd_step() runs, batch phase by batch phase, in the same step.  The step's
-    failure paths are not run here (sgx_ioc_enclave_add_pages_ends())."""
+    failure paths are not run here: when sgx_ioc_enclave_add_pages_ends() says the step
+    is the reference's, nothing changes and it returns True (else False)."""
+    if sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, r):
+        return True
     stage = R[R_STAGE, _u(r)]
     e = R[R_B_E, _u(r)]
     act = _A_PAGE
@@ -175,14 +178,14 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
             else:
                 if sgx_cgroup_try_charge_reclaim(S, CG, c, failed) != -EBUSY:
                     S[S_ERR] = ERR_BUILD_FAILED  # -ENOMEM: excluded (..._ends)
-                    return
+                    return False
                 # the charge loop's reclaim: one page from subtree(c)
                 R[R_ROOT, _u(r)] = c
                 R[R_NR, _u(r)] = 1
                 R[R_CNT, _u(r)] = 0
                 R[R_B_GLOBAL, _u(r)] = 0
                 R[R_STAGE, _u(r)] = ST_B_RECLAIM
-                return
+                return False
         elif act == _A_ALLOC:
             page = _sgx_alloc_epc_page(S, P32, P8, PCG)
             if page >= 0:
@@ -194,7 +197,7 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
                 R[R_CNT, _u(r)] = 0
                 R[R_B_GLOBAL, _u(r)] = 1
                 R[R_STAGE, _u(r)] = ST_B_RECLAIM
-                return
+                return False
         else:  # _A_GOT: the allocation's page (owner, cgroup), maybe wake ksgxd
             c = R[R_B_CG, _u(r)]
             va = R[R_B_VA, _u(r)]
@@ -235,4 +238,4 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
                 EN[EN_PAGE_CNT, _u(e)] += 1
             sgx_encl_add_page_done(S, CG, EN, R, P32, P8, PCG, E32, E8, HB, r, page)
             R[R_STAGE, _u(r)] = ST_B_TOP
-            return
+            return False

@@ -53,7 +53,7 @@ from ._jit import njit_cached, outline
 from .bits import _u, prefetch
 from .encl import sgx_vma_fault
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
-from .ioctl import sgx_ioc_enclave_add_pages, sgx_ioc_enclave_add_pages_ends
+from .ioctl import sgx_ioc_enclave_add_pages
 from .layout import (
     CG_LIVE,
     CG_NR_AGED,
@@ -296,11 +296,7 @@ def run_core(
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
             if who >= 0 and R[R_KIND, _u(who)] == KIND_BUILD:
-                # an EADD build: its next step may be the reference's (the ioctl's end,
-                # a failure path); on its task's CPU, waiting for it as a thread does
-                if sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, who):
-                    S[S_WHO] = who
-                    return RC_BUILD
+                # an EADD build: on its task's CPU, waiting for it as a thread does
                 cpu = R[R_B_CPU, _u(who)]
                 if CPUF[_u(cpu)] > bt:
                     S[S_SEQ] += 1
@@ -335,7 +331,11 @@ def run_core(
             alive = True
             if build and R[R_STAGE, _u(who)] >= ST_B_TOP:
                 S[S_CUR_NID] = R[R_B_NID, _u(who)]
-                sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, who)
+                if sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, who):
+                    # the step is the reference's (the ioctl's end, a failure path):
+                    # handed back before it, at its (time, seq)
+                    S[S_WHO] = who
+                    return RC_BUILD
             stage = R[R_STAGE, _u(who)]
             if not build or stage < ST_B_TOP or stage == ST_B_RECLAIM:
                 alive = ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
