@@ -937,6 +937,24 @@ def assert_truncated_states_equal(toml: str) -> None:
         assert ref[k] == bat[k], k
 
 
+@pytest.mark.parametrize(
+    "name, stop",
+    [
+        ("sync_reclaim", "333us"),
+        ("sync_reclaim", "1001us"),
+        ("va_boundary", "1234us"),
+        ("va_boundary", "2501us"),
+        ("global", "777us"),
+        ("killed", "2100us"),
+    ],
+)
+def test_truncated_eadd_builds_leave_identical_kernel_state(name: str, stop: str) -> None:
+    """EADD builds stopped by the time limit inside the core (mid-page, mid-batch, a VA
+    page's allocation): the kernel state written back is the reference's."""
+    enclaves, kw = EADD_BUILDS[name]
+    assert_truncated_states_equal(_toml_multi(enclaves, **{**kw, "duration": stop}))
+
+
 @pytest.mark.parametrize("name", ["tenants", "secs", "cpu_wait", "parent_limit"])
 @pytest.mark.parametrize("stop", ["1ms", "4ms"])
 def test_truncated_multi_runs_leave_identical_kernel_state(name: str, stop: str) -> None:
