@@ -532,6 +532,48 @@ def test_eadd_builds_handed_back_anywhere(monkeypatch) -> None:
     assert {C.ST_B_TOP, C.ST_B_CHARGE, C.ST_PH2, C.ST_PH4} <= stages, seen
 
 
+def test_eadd_build_handed_back_in_its_va_page_allocation(monkeypatch) -> None:
+    """A build handed back inside its VA page's allocation (page 511: sgx_encl_grow()'s
+    charge loop and its reclaim batch, the enclave page allocated meanwhile) resumes on
+    the reference (``SgxEnclAddPageState.page``) as if never stopped.  The core returns
+    after one step at every take-over but page 511's, there after 0.3 to 25 us; a
+    limit of 306 pages makes the VA page's charge reclaim."""
+    from epcsim.compiled import engine as ce
+    from epcsim.compiled import layout as C
+
+    seen: set[tuple[int, int]] = set()
+    run, back = ce._Packed.run, ce._build_back
+    cut = [0]
+
+    def run_cut(p) -> int:
+        S = p.S
+        every = 1
+        if p.builds and int(p.R[C.R_B_C, p.brow0]) == 511:
+            every = cut[0]
+        S[C.S_FOR_T], S[C.S_FOR_P], S[C.S_FOR_S] = min(
+            (int(S[C.S_FOR_T]), int(S[C.S_FOR_P]), int(S[C.S_FOR_S])),
+            (int(S[C.S_NOW]) + every, 1, 1 << 62),
+        )
+        return run(p)
+
+    def back_seen(p, b, r):
+        seen.add((int(p.R[C.R_STAGE, r]), int(p.R[C.R_B_VA, r])))
+        return back(p, b, r)
+
+    monkeypatch.setattr(ce._Packed, "run", run_cut)
+    monkeypatch.setattr(ce, "_build_back", back_seen)
+    toml = _toml_multi(
+        [{"name": "b", "size_pages": 520, "build": "eadd", "accesses": 500, "cgroup": "/a/x"}],
+        cgroups=(("/a", "max"), ("/a/x", f"{306 * 4}KiB")),
+        epc_pages=2048,
+        duration="40ms",
+    )
+    ref = simulate(toml, engine="reference")
+    for cut[0] in (300, 1500, 4000, 9000, 15000, 25000):
+        _assert_same(ref, simulate(toml, engine="auto"))
+    assert {(C.ST_PH2, 1), (C.ST_PH4, 1), (C.ST_B_CHARGE, 1)} <= seen, seen
+
+
 def _eadd_toml(name: str) -> str:
     enclaves, kw = EADD_BUILDS[name]
     return _toml_multi(enclaves, **kw)
