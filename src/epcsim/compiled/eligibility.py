@@ -152,14 +152,18 @@ _VEPC = "a vEPC owner's pages are allocated and held, never reclaimed (the pool'
 #: every page) run on the reference: the core hands the threads back when one is due
 #: (RC_EDMM), and they are not offered until it is done (dynamic.edmm_due)
 _EDMM = "the reference runs a thread's EDMM operations between two core runs"
-#: an operation waiting on the pages an enclave added: the reference watches them (the
-#: core is not offered the run while the enclave's process is live: dynamic.watching)
-_AT_WHEN = "a foreign event the reference watches for (no core run while its enclave is live)"
-_NO_AT_WHEN = "the compiled engine does not watch the pages an enclave added ([[at]] when: added)"
+#: a fault that adds the pages a watcher waits for ends the core's run of steps: the
+#: reference starts the operation (RC_WATCH, EN_WATCH), a foreign event from there
+_AT_WHEN = "the core returns after the fault that adds the pages watched (RC_WATCH)"
+#: a group's end is a thread's end step, which runs on the reference between core runs:
+#: what it starts is a foreign event
+_AFTER = "started at a thread's end step (the reference's): a foreign event"
 #: a timed operation is an actor the core does not run: it returns before it
 #: (RC_FOREIGN), the reference runs it, the threads are offered again
 _AT = "a foreign event: the reference engine runs the operation between two core runs"
-_NO_OOM = "the compiled engine does not model memory.max (OOM) limits"
+#: the core returns before a reclaim phase whose backing charges may exceed a
+#: memory.max (mem_cgroup_batch_fits, RC_MEMCG): the reference runs the memcg OOM path
+_OOM = "a reclaim phase whose backing may not fit is the reference's step (RC_MEMCG)"
 _NO_EPISODES = "the compiled engine does not record reclaim episodes (episode_log)"
 _THREADS = f"the compiled engine runs at most {MAX_THREADS} enclave threads"
 
@@ -169,38 +173,10 @@ def no_enclave(value: list, sc: Scenario | None) -> bool:
     return not value
 
 
-def start_not_a_time(value: str | int, sc: Scenario | None) -> bool:
-    """``start = "after:GROUP"`` where GROUP's enclaves run threads: the enclave starts
-    when that group ends, and such a group can end inside a core run (a thread's end
-    step), where nothing may be started.  (A group of kselftest processes or vEPC
-    owners ends in a reference step; ``"manual"`` is fine: an ``[[at]] start`` operation
-    starts it, a foreign event the reference runs.)"""
-    v = str(value)
-    if not v.startswith("after:"):
-        return False
-    if sc is None:
-        return True
-    return any(e.name == v[6:] and e.program is None for e in sc.enclave)
-
-
-def after_thread_group(value: str, sc: Scenario | None) -> bool:
-    """``[[at]] after = GROUP`` where GROUP's enclaves run threads: the operation starts
-    when that group ends, which can be inside a core run (a thread's end step).  (A
-    group of kselftest processes ends in a reference step.)"""
-    if sc is None:
-        return True
-    return any(e.name == value and e.program is None for e in sc.enclave)
-
-
 def too_many_threads(value: int, sc: Scenario | None) -> bool:
     """More than MAX_THREADS enclave threads (count x threads summed over the groups)."""
     assert sc is not None
     return sum(e.count * e.threads for e in sc.enclave) > MAX_THREADS
-
-
-def memory_max_below_max(value: int | str | None, sc: Scenario | None) -> bool:
-    """A ``memory.max`` other than ``max``: backing charges may OOM-kill a task."""
-    return value not in (None, "max")
 
 
 def policy_not_compiled(value: str, sc: Scenario | None) -> bool:
@@ -266,18 +242,6 @@ def va_pages_inconsistent(sim: Simulation, inst: Instance) -> bool:
     return any(p.epc < 0 and p.no in e.va_pages for p in e.va_all)
 
 
-def memcg_limited(sim: Simulation, inst: Instance) -> bool:
-    """The task's memcg or an ancestor has a ``memory.max`` below max."""
-    if not _live(inst) or inst.task is None:
-        return False
-    m = sim.host.task_memcg(inst.task)
-    while m is not None:
-        if m.max_pages < PAGE_COUNTER_MAX:
-            return True
-        m = m.parent
-    return False
-
-
 def foreign_enclave(sim: Simulation, threads: list, builds: list) -> bool:
     """An enclave none of the taken-over threads runs nor builds holds EPC pages (not
     released)."""
@@ -292,9 +256,21 @@ def build_under_policy(sim: Simulation, threads: list, builds: list) -> bool:
 
 
 def watching_pages(sim: Simulation, threads: list, builds: list) -> bool:
-    """A timed operation waits on the pages a live (started) instance adds (``[[at]]
-    when: added``): the reference checks after each step."""
-    return any(w[0].started_ns >= 0 and w[0].ended_ns < 0 for w in sim.actors.watchers)
+    """EADD builds are taken over while a timed operation waits on the pages a live
+    (started) instance adds (``[[at]] when: added``): the core's watch (EN_WATCH) counts
+    the pages its threads add (EAUG), not a build's."""
+    return bool(builds) and any(
+        w[0].started_ns >= 0 and w[0].ended_ns < 0 for w in sim.actors.watchers
+    )
+
+
+def build_memcg(sim: Simulation, threads: list, builds: list) -> bool:
+    """EADD builds are taken over while some memcg has a ``memory.max`` below max: the
+    core's check before a reclaim phase's backing charges (mem_cgroup_batch_fits,
+    RC_MEMCG) reads the enclaves' memcgs, not a build's task's (its charge mm)."""
+    return bool(builds) and any(
+        m is not None and m.max_pages < PAGE_COUNTER_MAX for m in sim.host.memcgs
+    )
 
 
 def cgroup_busy(sim: Simulation, threads: list, builds: list) -> bool:
@@ -332,10 +308,7 @@ RULES: dict[str, Rule] = {
     "vepc[].name": always(_VEPC),
     "vepc[].cgroup": always(_VEPC),
     "vepc[].pages": always(_VEPC),
-    "vepc[].start": when(
-        start_not_a_time,
-        "the compiled engine does not start a vEPC owner when another group ends (after:)",
-    ),
+    "vepc[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
     "enclave[].program": always(
         "the kselftest program's ADD_PAGES loops run compiled (EADD builds, offered at "
         "their pages' ends); the rest of the program on the reference"
@@ -344,19 +317,12 @@ RULES: dict[str, Rule] = {
     "enclave[].edmm.restrict_pages": always(_EDMM),
     "enclave[].edmm.remove_pages": always(_EDMM),
     "enclave[].edmm.at_access": always(_EDMM + " (runs of hits stop at it: TH_EDMM)"),
-    "enclave[].start": when(
-        start_not_a_time,
-        "the compiled engine does not start an enclave when another group ends (after:)",
-    ),
+    "enclave[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
     "enclave[].threads": when(too_many_threads, _THREADS),
     "enclave[].count": when(too_many_threads, _THREADS),
     "at": always(_AT),
     "at[].time": always(_AT),
-    "at[].after": when(
-        after_thread_group,
-        "the compiled engine does not start an operation when a group of enclave threads "
-        "ends (after:)",
-    ),
+    "at[].after": always(_AT + " (started when its group starts, a reference step)"),
     "at[].when": always(_AT_WHEN),
     "at[].when.enclave": always(_AT_WHEN),
     "at[].when.added": always(_AT_WHEN),
@@ -373,7 +339,7 @@ RULES: dict[str, Rule] = {
     "at[].migrate": always(_AT + " (the task's cgroup is packed again at the next offer)"),
     "at[].migrate.enclave": always(_AT),
     "at[].migrate.cgroup": always(_AT),
-    "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
+    "cgroup[].memory_max": always(_OOM),
     "host.policy": when(
         policy_not_compiled,
         "the compiled engine runs the policies v16, v14, v13 and limit-only (epcsim.policies)",
@@ -452,11 +418,15 @@ RULES: dict[str, Rule] = {
     "dynamic.va_pages_inconsistent": when(
         va_pages_inconsistent, "an enclave's VA pages are inconsistent", "instance"
     ),
-    "dynamic.memcg_limited": when(memcg_limited, _NO_OOM, "instance"),
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),
-    "dynamic.watching": when(watching_pages, _NO_AT_WHEN, "run"),
+    "dynamic.watching": when(
+        watching_pages, "an EADD build's pages may be watched ([[at]] when: added)", "run"
+    ),
+    "dynamic.build_memcg": when(
+        build_memcg, "an EADD build runs beside a memory.max below max", "run"
+    ),
     "dynamic.build_policy": when(
         build_under_policy,
         "an EADD build runs under a reclaim design other than v16 (host.policy)",
