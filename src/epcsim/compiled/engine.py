@@ -17,11 +17,13 @@ where the core stopped (the kernel functions take an engine-only ``resume=`` sta
 :mod:`epcsim.kernel.resume`), so the run ends step by step as it would have.  Same
 scenario and seed, byte-identical result; ``tests/sim/test_engines_exact.py`` compares both engines.
 
-Eligible: exactly one enclave instance with one thread running a pattern or trace
-workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
-``memory.max`` below ``max``; and at the thread's first step ksgxd and the workers are
-idle, every cgroup is online and the enclave's mm is its task's only.  Otherwise the
-step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
+An enclave's EADD build (and the kselftest program's ADD_PAGES loops) is taken over
+the same way at a page's end (``BuildRun``): the core runs it as a row of its
+reclaimer table (:mod:`epcsim.compiled.ioctl`) and hands it back where it stopped
+(``_build_back``: the kernel functions' ``resume=`` states of an allocation).
+
+What the core may run, and when, is ``docs/ENGINES.md``'s "What runs where"; otherwise
+the step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
 :mod:`epcsim.compiled.eligibility` declares this as an allow-list: a rule for every
 scenario field, run option and take-over condition.
 """
