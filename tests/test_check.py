@@ -118,10 +118,11 @@ def test_check_equal_but_an_expectation_fails_exit_1(tmp_path: Path) -> None:
 
 def test_check_refuses_a_scenario_the_compiled_engine_cannot_run_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    r = invoke("run", "builtin:kselftest", "--set", "host.epc=8MiB", "--engine", "check", "-o", out)
+    r = invoke("run", "builtin:mixed-priority", "--engine", "check", "-o", out)
     assert r.exit_code == 2, r.output
     assert r.stderr == (
-        "epcsim: error: engine check: the compiled engine does not run the kselftest program"
+        "epcsim: error: engine check: the compiled engine runs no extension "
+        "(host.extensions: epcsim.kernel.rfc_knobs)"
         f"{REFUSAL_TAIL}\n"
     )
     assert not out.exists()

@@ -425,7 +425,7 @@ def test_will_compile_only_when_the_cache_is_cold(monkeypatch: pytest.MonkeyPatc
     from epcsim.scenario import load_scenario
 
     sc = load_scenario(TINY)
-    kself = load_scenario("builtin:kselftest")  # not run by the batched engine
+    kself = load_scenario("builtin:mixed-priority")  # not run by the compiled engine
     monkeypatch.setattr(epcsim.sim.progress, "compiled_core_cached", lambda: False)
     assert _will_compile(sc, "auto") and _will_compile(sc, "batched")
     assert not _will_compile(sc, "reference") and not _will_compile(kself, "auto")
@@ -596,10 +596,10 @@ def test_header_names_the_engine(passed_run, tmp_path: Path) -> None:
 def test_engine_compiled_refuses_with_the_reason(tmp_path: Path, name: str) -> None:
     """``--engine batched`` used to fall back to the reference engine with exit 0."""
     out = tmp_path / "out"
-    r = invoke("run", "builtin:kselftest", "--engine", name, "--out", out)
+    r = invoke("run", "builtin:mixed-priority", "--engine", name, "--out", out)
     assert one_error_line(r) == (
-        "epcsim: error: engine compiled: the compiled engine does not run the kselftest "
-        "program; use engine reference or auto"
+        "epcsim: error: engine compiled: the compiled engine runs no extension "
+        "(host.extensions: epcsim.kernel.rfc_knobs); use engine reference or auto"
     )
     assert not out.exists()
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from ..kernel.constants import SGX_ENCL_INITIALIZED
+from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
 from ..scenario.schema import Scenario, VepcSpec
 from .layout import POLICY_IDS
 
@@ -95,7 +95,7 @@ class Rule:
     "never": not supported when set (not None, False or empty; *reason* is the refusal);
     "when": *check* returns True where not supported (*reason* is the refusal).  A
     ``dynamic.*`` rule's *check* takes ``(sim, inst)`` (*scope* "instance", each live
-    enclave instance), ``(sim, threads)`` ("run"), or is None: the scheduler's state,
+    enclave instance), ``(sim, threads, builds)`` ("run"), or is None: the scheduler's state,
     judged by :func:`~epcsim.compiled.engine.take_over` itself through :func:`refusal`.
     """
 
@@ -242,13 +242,38 @@ def va_pages_inconsistent(sim: Simulation, inst: Instance) -> bool:
     return any(p.epc < 0 and p.no in e.va_pages for p in e.va_all)
 
 
-def foreign_enclave(sim: Simulation, threads: list) -> bool:
-    """An enclave none of the taken-over threads runs holds EPC pages (not released)."""
-    ours = {id(t.encl) for t in threads}
+def foreign_enclave(sim: Simulation, threads: list, builds: list) -> bool:
+    """An enclave none of the taken-over threads runs nor builds holds EPC pages (not
+    released)."""
+    ours = {id(t.encl) for t in threads} | {id(b.encl) for b in builds}
     return any(not e.released and id(e) not in ours for e in sim.host.encls)
 
 
-def cgroup_busy(sim: Simulation, threads: list) -> bool:
+def build_under_policy(sim: Simulation, threads: list, builds: list) -> bool:
+    """An EADD build is taken over under a reclaim design other than the series' v16
+    (the core runs a build's synchronous reclaim as v16 does, without policy hooks)."""
+    return bool(builds) and sim.host.policy is not None
+
+
+def watching_pages(sim: Simulation, threads: list, builds: list) -> bool:
+    """EADD builds are taken over while a timed operation waits on the pages a live
+    (started) instance adds (``[[at]] when: added``): the core's watch (EN_WATCH) counts
+    the pages its threads add (EAUG), not a build's."""
+    return bool(builds) and any(
+        w[0].started_ns >= 0 and w[0].ended_ns < 0 for w in sim.actors.watchers
+    )
+
+
+def build_memcg(sim: Simulation, threads: list, builds: list) -> bool:
+    """EADD builds are taken over while some memcg has a ``memory.max`` below max: the
+    core's check before a reclaim phase's backing charges (mem_cgroup_batch_fits,
+    RC_MEMCG) reads the enclaves' memcgs, not a build's task's (its charge mm)."""
+    return bool(builds) and any(
+        m is not None and m.max_pages < PAGE_COUNTER_MAX for m in sim.host.memcgs
+    )
+
+
+def cgroup_busy(sim: Simulation, threads: list, builds: list) -> bool:
     """A cgroup is offline or freed.  (Its reclaim work, queued or running, is taken
     over with the worker: ``dynamic.reclaimer_busy``.)"""
     for sgx_cg in sim.host.sgx_cgroups:
@@ -260,13 +285,13 @@ def cgroup_busy(sim: Simulation, threads: list) -> bool:
     return False
 
 
-def edmm_due(sim: Simulation, threads: list) -> bool:
+def edmm_due(sim: Simulation, threads: list, builds: list) -> bool:
     """A thread's EDMM operations are due or running (its ``ThreadRun.edmm_at`` is set
     and reached): the reference runs them first."""
     return any(t.run.edmm_at is not None and t.st.accesses >= t.run.edmm_at for t in threads)
 
 
-def episodes_logged(sim: Simulation, threads: list) -> bool:
+def episodes_logged(sim: Simulation, threads: list, builds: list) -> bool:
     """The run records its reclaim episodes (``host.episode_log``, the option
     ``episode_log``): the compiled engine does not."""
     return sim.host.episode_log is not None
@@ -285,7 +310,10 @@ RULES: dict[str, Rule] = {
     "vepc[].cgroup": always(_VEPC),
     "vepc[].pages": always(_VEPC),
     "vepc[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
-    "enclave[].program": never("the compiled engine does not run the kselftest program"),
+    "enclave[].program": always(
+        "the kselftest program's ADD_PAGES loops run compiled (EADD builds, offered at "
+        "their pages' ends); the rest of the program on the reference"
+    ),
     "enclave[].edmm": always(_EDMM),
     "enclave[].edmm.restrict_pages": always(_EDMM),
     "enclave[].edmm.remove_pages": always(_EDMM),
@@ -404,6 +432,17 @@ RULES: dict[str, Rule] = {
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),
+    "dynamic.watching": when(
+        watching_pages, "an EADD build's pages may be watched ([[at]] when: added)", "run"
+    ),
+    "dynamic.build_memcg": when(
+        build_memcg, "an EADD build runs beside a memory.max below max", "run"
+    ),
+    "dynamic.build_policy": when(
+        build_under_policy,
+        "an EADD build runs under a reclaim design other than v16 (host.policy)",
+        "run",
+    ),
     "dynamic.cgroup_busy": when(cgroup_busy, "a cgroup is offline or freed", "run"),
     "dynamic.episode_log": when(episodes_logged, _NO_EPISODES, "run"),
     "dynamic.edmm_due": when(edmm_due, "a thread's EDMM operations were due or running", "run"),
@@ -496,21 +535,26 @@ def option_ineligibility(options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def dynamic_ineligibility(sim: Simulation, threads: list) -> str | None:
-    """Why the compiled engine cannot take the run over now, when the first enclave
-    thread runs with *threads* (None if it can): the ``dynamic.*`` rules over each
-    enclave instance in turn, then over the run.  (The scheduler's own state is judged
-    by take_over() before: ``dynamic.reclaimer_busy``, ``other_actors``, ``no_sampler``.)
-    """
+def dynamic_ineligibility(sim: Simulation, threads: list, builds: Sequence = ()) -> str | None:
+    """Why the compiled engine cannot take the run over now, with *threads* and the EADD
+    builds *builds* (``BuildRun``: each at a page's end) (None if it can): the
+    ``dynamic.*`` rules over each enclave instance in turn (an instance being built is
+    not initialised, and need not be), then over the run.  (The scheduler's own state
+    is judged by take_over() before: ``dynamic.reclaimer_busy``, ``other_actors``,
+    ``no_sampler``.)"""
     per_inst = [r for r in RULES.values() if r.scope == "instance"]
+    building = {id(b.inst) for b in builds}
+    skip = RULES["dynamic.not_initialised"]
     for inst in sim.instances.values():
         for rule in per_inst:
             assert rule.check is not None
+            if rule is skip and id(inst) in building:
+                continue
             if rule.check(sim, inst):
                 return rule.reason
     for rule in RULES.values():
         if rule.scope == "run":
             assert rule.check is not None
-            if rule.check(sim, threads):
+            if rule.check(sim, threads, list(builds)):
                 return rule.reason
     return None

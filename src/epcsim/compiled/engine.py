@@ -17,13 +17,15 @@ where the core stopped (the kernel functions take an engine-only ``resume=`` sta
 :mod:`epcsim.kernel.resume`), so the run ends step by step as it would have.  Same
 scenario and seed, byte-identical result; ``tests/sim/test_engines_exact.py`` compares both engines.
 
-Eligible: exactly one enclave instance with one thread running a pattern or trace
-workload (no kselftest program, no EDMM), no vEPC, no timed operations, no
-``memory.max`` below ``max``; and at the thread's step every cgroup is online and the
-enclave's mm is its task's only.  ksgxd and the workers may be mid-reclaim: each is
-taken over at the yield point its :class:`~epcsim.kernel.resume.ReclaimerTrack` says.
-Otherwise the step-by-step engine runs the scenario (``Result.engine`` says which ran
-and why).
+An enclave's EADD build (and the kselftest program's ADD_PAGES loops) is taken over
+the same way at a page's end (``BuildRun``): the core runs it as a row of its
+reclaimer table (:mod:`epcsim.compiled.ioctl`) and hands it back where it stopped
+(``_build_back``: the kernel functions' ``resume=`` states of an allocation).
+
+What the core may run, and when, is ``docs/ENGINES.md``'s "What runs where"; otherwise
+the step-by-step engine runs the scenario (``Result.engine`` says which ran and why).
+ksgxd and the workers may be mid-reclaim: each is taken over at the yield point its
+:class:`~epcsim.kernel.resume.ReclaimerTrack` says.
 :mod:`epcsim.compiled.eligibility` declares this as an allow-list: a rule for every
 scenario field, run option and take-over condition.
 """
@@ -39,7 +41,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EpcsimError
-from ..kernel.constants import DESC_BLOCKED, SGX_BACKING_BYTES_PER_PAGE, SGX_NR_TO_SCAN
+from ..kernel.constants import (
+    DESC_BLOCKED,
+    PAGE_SIZE,
+    SGX_BACKING_BYTES_PER_PAGE,
+    SGX_EEXTENDS_PER_PAGE,
+    SGX_ENCL_INITIALIZED,
+    SGX_NR_TO_SCAN,
+)
 from ..kernel.encl import SgxVaPage, sgx_encl_backing_memcg
 from ..kernel.epc_cgroup import RECLAIM_KSGXD, sgx_cgroup_max_pages_to_root
 from ..kernel.hooks import Episode
@@ -49,7 +58,9 @@ from ..kernel.resume import (
     TRACK_START,
     ReclaimerState,
     ReclaimerTrack,
+    SgxAllocEpcPageState,
     SgxCgroupReclaimPagesState,
+    SgxEnclAddPageState,
     SgxReclaimPagesState,
 )
 from ..scenario.schema import Scenario
@@ -68,7 +79,8 @@ from .layout import SAMPLED, pack, write_back
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
-    from ..sim.actors import ThreadRun
+    from ..sim.actors import BuildRun, ThreadRun
+    from ..sim.core import Actor
     from ..sim.engine import Simulation
 
 __all__ = ["ENGINE_ALIASES", "ENGINES", "MAX_THREADS", "static_ineligibility", "take_over"]
@@ -113,25 +125,52 @@ class _Packed:
         threads: list[_Thread],
         seqs: list[tuple[int, int]],
         sampler: tuple[int, int],
+        builds: list[tuple[BuildRun, int, tuple[int, int]]],
+        midpop: bool,
     ) -> None:
         host = sim.host
         self.sim, self.host, self.threads = sim, host, threads
+        self.builds = builds
         if len(host.epc.free_lists) > 8:
             raise AssertionError("more than 8 EPC sections")
         encls: list[Encl] = []
-        for t in threads:
-            if all(t.encl is not e for e in encls):
-                encls.append(t.encl)
+        for e in [t.encl for t in threads] + [b.encl for b, _, _ in builds]:
+            if all(e is not x for x in encls):
+                encls.append(e)
         self.encls = encls
         cgs = host.sgx_cgroups
         ncg = len(cgs)
         self.CG = np.zeros((C.NCGF, max(ncg, len(host.memcgs))), np.int64)
         self.live = [s for s in cgs if s is not None]
         # worker slots: one running per cgroup, and the slot of one that has finished
-        # stays taken until its last step is popped (room for a few of those)
-        self.R = np.zeros((C.NRF, 1 + 3 * ncg + 8), np.int64)
+        # stays taken until its last step is popped (room for a few of those); then
+        # one row per EADD build (R_KIND KIND_BUILD), always scheduled
+        self.brow0 = 1 + 3 * ncg + 8
+        self.R = np.zeros((C.NRF, self.brow0 + len(builds)), np.int64)
         self.R[C.R_KIND, 1:] = 1
         self.R[C.R_CUR] = -1
+        R = self.R
+        for k, (b, cpu, (t, seq)) in enumerate(builds):
+            r = self.brow0 + k
+            add = b.add
+            if add is None or not add.between or add.page is not None:
+                raise AssertionError("a build taken over away from a page's end")
+            R[C.R_KIND, r] = C.KIND_BUILD
+            R[C.R_SCHED, r] = 1
+            R[C.R_T, r], R[C.R_SEQ, r] = t, seq
+            R[C.R_STAGE, r] = C.ST_B_TOP
+            R[C.R_B_E, r] = b.encl.id
+            R[C.R_B_FIRST, r] = add.offset // PAGE_SIZE
+            R[C.R_B_LEN, r] = add.length // PAGE_SIZE
+            R[C.R_B_C, r] = add.c // PAGE_SIZE
+            R[C.R_B_TYPE, r] = add.page_type
+            R[C.R_B_EXT, r] = SGX_EEXTENDS_PER_PAGE if add.measure else 0
+            R[C.R_B_CPU, r] = cpu
+            R[C.R_B_PAGE, r] = -1
+        order = sorted(range(len(builds)), key=lambda k: builds[k][2])
+        R[C.R_HEAP, : len(builds)] = [self.brow0 + k for k in order]
+        R[C.R_HT, : len(builds)] = [builds[k][2][0] for k in order]
+        R[C.R_HS, : len(builds)] = [builds[k][2][1] for k in order]
         # enclave rows: one after the other (a single enclave's arrays are used as they are)
         self.off: list[int] = []
         self.vaoff: list[int] = []
@@ -200,7 +239,8 @@ class _Packed:
             TH[C.TH_EDMM, j] = -1 if r.edmm_at is None else r.edmm_at
             TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
             TH[C.TH_LIVE, j] = 1
-        S[C.S_MIDPOP] = 1
+        S[C.S_MIDPOP] = int(midpop)
+        S[C.S_NRH] = len(builds)
         # the thread heap: sorted by (t, seq) is a heap (the first thread leads)
         order = sorted(range(nt), key=lambda j: seqs[j])
         TH[C.TH_HEAP, :nt] = order
@@ -312,6 +352,7 @@ class _Packed:
             EN[C.EN_VAOFF, e] = vaoff
             EN[C.EN_TRACKED, e] = 0
             EN[C.EN_ROW, e] = k
+            EN[C.EN_INIT, e] = int(bool(encl.flags & SGX_ENCL_INITIALIZED))
             EN[C.EN_WATCH, e] = self._watch(encl)
             for vp in encl.va_all:
                 row = vaoff + vp.no
@@ -334,6 +375,13 @@ class _Packed:
             task = t.inst.task
             TH[C.TH_TCG, j] = host.task_misc_cg(task).priv.id
             TH[C.TH_NID, j] = task.nid
+        for k, (b, _, _) in enumerate(self.builds):
+            task = b.inst.task
+            r = self.brow0 + k
+            self.R[C.R_B_TCG, r] = host.task_misc_cg(task).priv.id
+            self.R[C.R_B_NID, r] = task.nid
+            # sgx_encl_backing_memcg(encl, current): the task's memcg
+            self.R[C.R_MEMCG, r] = 1 + sgx_encl_backing_memcg(host, b.encl, task).id
         self.CPUF[:] = self.sim.core.cpu_free
 
     def _watch(self, encl: Encl) -> int:
@@ -502,7 +550,7 @@ class _Packed:
         sim.actors.ksgxd_running = bool(self.R[C.R_SCHED, 0])
 
 
-def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | None:
+def take_over(sim: Simulation, run: ThreadRun | BuildRun, cpu: int, chunk: int) -> str | None:
     """Run the enclave threads in the core, at a step of one of them (*run*'s, on *cpu*).
 
     The other threads must be on the heap (fresh, or suspended at a step: their places
@@ -515,11 +563,21 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     generator resuming where the core stopped, and returns None.  The caller's generator
     then returns: its heap entry is replaced by the continuation.
     """
+    from ..sim.actors import BuildRun
+
     host = sim.host
     runs = sim.actors.thread_runs
     tracks = sim.actors.reclaimers
-    threads = [_Thread(run, cpu)]
-    seqs = [(sim.core.now, 0)]
+    build_runs = sim.actors.build_runs
+    threads: list[_Thread] = []
+    seqs: list[tuple[int, int]] = []
+    builds: list[tuple[BuildRun, int, tuple[int, int]]] = []
+    # the actor offering is mid-step (popped at now: it leads at (now, 0))
+    if isinstance(run, BuildRun):
+        builds.append((run, cpu, (sim.core.now, 0)))
+    else:
+        threads.append(_Thread(run, cpu))
+        seqs.append((sim.core.now, 0))
     sampler = None
     foreign = []  # actors not yet started (a later enclave's process): the core stops
     busy: list[_Reclaimer] = []  # ksgxd and the workers on the heap, busy or not
@@ -539,6 +597,13 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
                 return refusal("dynamic.memcg_phase")
             busy.append(rec)
             continue
+        b = build_runs.get(gen)
+        if b is not None and inspect.getgeneratorstate(gen) == GEN_SUSPENDED:
+            # an EADD build: taken over at a page's end only
+            if b.add is None or not b.add.between or b.hold:
+                return refusal("dynamic.other_actors")
+            builds.append((b, c, (t, seq)))
+            continue
         if other is None:
             if inspect.getgeneratorstate(gen) != GEN_CREATED:
                 return refusal("dynamic.other_actors")
@@ -550,9 +615,10 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
         seqs.append((t, seq))
     if sampler is None:
         return refusal("dynamic.no_sampler")
-    if not _reclaimers_consistent(sim, busy, threads):
+    ours = {t.encl.id for t in threads} | {b.encl.id for b, _, _ in builds if b.encl is not None}
+    if not _reclaimers_consistent(sim, busy, ours):
         return refusal("dynamic.reclaimer_busy")
-    why = dynamic_ineligibility(sim, threads)
+    why = dynamic_ineligibility(sim, threads, [b for b, _, _ in builds])
     if why is not None:
         return why
     if chunk > CHUNK_CAP:
@@ -568,7 +634,7 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
         for s, v in running:
             s.work_running = v
         sim.actors.ksgxd_running = ksgxd_running
-    p = _Packed(sim, threads, seqs, sampler)
+    p = _Packed(sim, threads, seqs, sampler, builds, not isinstance(run, BuildRun))
     _pack_reclaimers(p, busy)
     S, TH = p.S, p.TH
     seq0 = int(S[C.S_SEQ])
@@ -577,9 +643,13 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
     sim.metrics.flush_latencies()
     for t in threads:
         t.run.epoch += 1  # their generators are dropped: not the threads' ends
+    for b, _, _ in builds:
+        b.add.epoch += 1  # .. not the ioctls' ends (they stay in the kernel)
     heap = sim.core.heap
     heap[:] = foreign  # sorted: a heap
     runs.clear()
+    for gen in [g for g, b in build_runs.items() if any(b is x for x, _, _ in builds)]:
+        del build_runs[gen]
     while True:
         rc = p.run()
         if rc == C.RC_NEED_CHUNK:
@@ -590,6 +660,10 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
             TH[C.TH_POS, j] = 0
         elif rc == C.RC_FLUSH:  # a full buffer: the latencies, or the samples too
             p.flush(samples=int(S[C.S_NSAMP]) >= SAMP_CAP)
+        elif rc == C.RC_BUILD:
+            # the build's next step is the reference's: it is handed back before it
+            p.builds[int(S[C.S_WHO]) - p.brow0][0].hold = True
+            break
         elif rc == C.RC_ERROR:
             raise AssertionError(f"compiled engine: model invariant broken (code {S[C.S_ERR]})")
         elif rc == C.RC_THREAD_DONE and (TH[C.TH_LIVE] == 1).any():
@@ -724,10 +798,11 @@ def _phase_may_oom(sim: Simulation, rec: _Reclaimer) -> bool:
     return False
 
 
-def _reclaimers_consistent(sim: Simulation, busy: list[_Reclaimer], threads: list) -> bool:
+def _reclaimers_consistent(sim: Simulation, busy: list[_Reclaimer], ours: set[int]) -> bool:
     """The reclaimers on the heap are what the host's flags say (ksgxd_running, each
     cgroup's work_running), the ``sgx_cg_wq`` items wait for their running work only,
-    and every page of a batch is an enclave page of the threads the core runs."""
+    and every page of a batch is a page of an enclave the core runs (ids *ours*: its
+    threads' and its builds')."""
     host = sim.host
     ksgxd = [r for r in busy if r.kind == RECLAIM_KSGXD]
     if len(ksgxd) > 1 or bool(ksgxd) != sim.actors.ksgxd_running:
@@ -742,7 +817,6 @@ def _reclaimers_consistent(sim: Simulation, busy: list[_Reclaimer], threads: lis
             return False
     if any(not s.work_running for s in host.sgx_cg_wq):
         return False
-    ours = {t.encl.id for t in threads}
     m_oe = host.epc.m_owner_encl
     for r in busy:
         if r.c is not None and host.sgx_cgroups[r.c.id] is not r.c:
@@ -801,6 +875,9 @@ def _pack_reclaimers(p: _Packed, busy: list[_Reclaimer]) -> None:
                 R[C.R_ES + k, r] = e
                 R[C.R_GS + k, r] = EN[C.EN_OFF, e] + int(m_oi[pg])
         order.append((rec.t, rec.seq, r))
+    # with the builds _Packed put on the heap
+    for k in range(int(S[C.S_NRH])):
+        order.append((int(R[C.R_HT, k]), int(R[C.R_HS, k]), int(R[C.R_HEAP, k])))
     order.sort()  # sorted by (t, seq): a heap
     for k, (t, seq, r) in enumerate(order):
         R[C.R_HEAP, k], R[C.R_HT, k], R[C.R_HS, k] = r, t, seq
@@ -841,7 +918,10 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
         # ksgxd went to sleep in the core (ksgxd_step() ended its episode); taken over
         # mid-episode, the host still holds the one it had then
         host.ksgxd_episode = None
-    for r in range(R.shape[1]):
+    for k, (b, cpu, _) in enumerate(p.builds):
+        r = p.brow0 + k
+        entries.append((int(R[C.R_T, r]), 1, int(R[C.R_SEQ, r]), _build_back(p, b, r), cpu))
+    for r in range(p.brow0):
         if not R[C.R_SCHED, r]:
             continue
         stage = int(R[C.R_STAGE, r])
@@ -884,6 +964,32 @@ def _hand_back(sim, p: _Packed, rc: int) -> None:
     for e in entries:
         heapq.heappush(sim.core.heap, e)
     sim.engine_used = "compiled"
+
+
+def _build_back(p: _Packed, b: BuildRun, r: int) -> Actor:
+    """Build *b*'s place in its ioctl (``b.add``) as the core left it in row *r*, and
+    its process as a generator going on from it (``Actors.build``)."""
+    R, host = p.R, p.host
+    stage = int(R[C.R_STAGE, r])
+    add = b.add
+    assert add is not None
+    add.c = int(R[C.R_B_C, r]) * PAGE_SIZE
+    add.between = stage == C.ST_B_TOP
+    add.page = None
+    if stage != C.ST_B_TOP:
+        reclaim = None
+        if stage in (C.ST_PH2, C.ST_PH3, C.ST_PH4):
+            pages = [int(x) for x in R[C.R_PAGES : C.R_PAGES + int(R[C.R_NP, r]), r]]
+            phase = {C.ST_PH2: 2, C.ST_PH3: 3, C.ST_PH4: 4}[stage]
+            reclaim = SgxCgroupReclaimPagesState(
+                int(R[C.R_CNT, r]),
+                host.sgx_cgroups[int(R[C.R_C, r])],
+                SgxReclaimPagesState(phase, pages, int(R[C.R_CB, r])),
+            )
+        charged = stage == C.ST_B_ALLOC or (stage != C.ST_B_CHARGE and bool(R[C.R_B_GLOBAL, r]))
+        alloc = SgxAllocEpcPageState(host.sgx_cgroups[int(R[C.R_B_CG, r])], charged, reclaim)
+        add.page = SgxEnclAddPageState(int(R[C.R_B_PAGE, r]) if R[C.R_B_VA, r] else -1, alloc)
+    return p.sim.actors.build(b)
 
 
 def _episode_state(p: _Packed, r: int) -> dict[str, Any]:

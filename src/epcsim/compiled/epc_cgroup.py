@@ -42,6 +42,7 @@ __all__ = [
     "sgx_cgroup_should_reclaim",
     "sgx_cgroup_try_charge",
     "sgx_cgroup_try_charge_limit_only",
+    "sgx_cgroup_try_charge_reclaim",
 ]
 
 
@@ -166,3 +167,28 @@ def sgx_cgroup_should_reclaim(S, CG, c):
     if limit > SGX_CG_LOW_LIMIT:
         limit -= SGX_CG_MIN_FREE_PAGE
     return CG[CG_USAGE, _u(c)] // PAGE >= limit
+
+
+@inline
+def sgx_cgroup_try_charge_reclaim(S, CG, c, failed):
+    """Models __sgx_cgroup_try_charge() (specialised from
+    epcsim.kernel.epc_cgroup._sgx_cgroup_try_charge) for sgx_cgroup_try_charge() with
+    SGX_DO_RECLAIM, once misc_cg_try_charge() failed at level *failed*: its err_charge
+    (events, undo), then -ENOMEM (nothing on the subtree's LRUs) or -EBUSY (the caller
+    reclaims; the reference on *c* stays held).  No signal is pending (the core runs no
+    task with one)."""
+    CG[CG_EVENTS_LOCAL, _u(failed)] += 1
+    j = failed
+    while j >= 0 and CG[CG_PARENT, _u(j)] >= 0:
+        CG[CG_EVENTS, _u(j)] += 1
+        j = CG[CG_PARENT, _u(j)]
+    j = c
+    while True:
+        CG[CG_USAGE, _u(j)] -= PAGE
+        if j == failed:
+            break
+        j = CG[CG_PARENT, _u(j)]
+    if sgx_cgroup_lru_empty(S, CG, c):
+        CG[CG_NR_ENOMEM, _u(c)] += 1
+        return -ENOMEM
+    return -EBUSY

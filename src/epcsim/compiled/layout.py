@@ -275,6 +275,8 @@ EN_TABLE = Table(
             back="value",
         ),
         _f("ROW", "its row in a sample's enclave rows (SAMPE), -1: none"),
+        _f("NR_ADDED", "pages added by EADD", mirror="nr_added", back="value"),
+        _f("INIT", "initialised (SGX_ENCL_INITIALIZED): its SECS may be written back"),
         _f(
             "WATCH",
             "the EN_NR_EAUG at which an [[at]] when watcher of its process fires (the "
@@ -428,8 +430,25 @@ R_TABLE = Table(
         _f("C", ".. the cgroup whose LRU the current batch scans"),
         _f("NP", "pages in the current batch"),
         _f("CB", "the current batch's cost so far"),
-        _f("KIND", "0 ksgxd, 1 worker (= RECLAIM_KSGXD, RECLAIM_ASYNC)"),
+        _f(
+            "KIND",
+            "0 ksgxd, 1 worker, 2 an EADD build (= RECLAIM_KSGXD, RECLAIM_ASYNC, RECLAIM_SYNC)",
+        ),
         _f("CG", "a worker's cgroup"),
+        _f("MEMCG", "1 + the memcg its reclaim charges backing to (a build's task's), or 0"),
+        _f("B_E", "a build: its enclave (host id)"),
+        _f("B_FIRST", ".. the first page index of its ADD_PAGES range"),
+        _f("B_LEN", ".. the pages of the range"),
+        _f("B_C", ".. the pages added so far (the ioctl's count / 4096)"),
+        _f("B_TYPE", ".. the page type"),
+        _f("B_EXT", ".. EEXTENDs per page (16 measured, 0 not)"),
+        _f("B_TCG", ".. its task's cgroup (sgx id)"),
+        _f("B_NID", ".. its task's NUMA node"),
+        _f("B_CPU", ".. its task's CPU"),
+        _f("B_CG", ".. the cgroup the allocation in progress charges"),
+        _f("B_VA", ".. the allocation in progress is the VA page's (sgx_encl_grow())"),
+        _f("B_PAGE", ".. the enclave page allocated meanwhile, -1"),
+        _f("B_GLOBAL", ".. its reclaim is the allocator's global one (else the charge loop's)"),
         _f("CUR", "v14: its reclaim episode's cursor (the 'next' cgroup), -1: the root"),
         _f("EPI", "ksgxd: a reclaim episode is open (first reclaim of a wake-up to sleep)"),
         _f("PAGES", "the batch", width=SGX_NR_TO_SCAN),
@@ -567,7 +586,15 @@ ST_PH3 = 2  # after "reclaim:aged"
 ST_PH4 = 3  # after "reclaim:blocked"
 ST_RESCHED = 4  # after "cond_resched"
 ST_END = 5  # the kernel generator returned; the actor ends at its next pop
+# an EADD build (R_KIND KIND_BUILD); its reclaim's phases are ST_PH2..ST_PH4
+ST_B_TOP = 6  # the ADD_PAGES loop's head (after a page's "cond_resched")
+ST_B_CHARGE = 7  # the charge loop's retry (after its "cond_resched")
+ST_B_ALLOC = 8  # the allocation loop's retry (after its global reclaim's "cond_resched")
+ST_B_RECLAIM = 9  # within a step: its reclaim starts (reclaim.ksgxd_step runs it)
+KIND_BUILD = 2
 
+L_EADD = encls.EADD
+L_EEXTEND = encls.EEXTEND
 L_EREMOVE = encls.EREMOVE
 L_EAUG = encls.EAUG
 L_ELDU = encls.ELDU
@@ -603,10 +630,13 @@ RC_MEMCG = 9
 #: a fault of enclave S_WHO added the pages an ``[[at]] when`` watcher waits for
 #: (EN_WATCH): the reference starts the operation (Actors.check_watchers())
 RC_WATCH = 8
+#: an EADD build's next step is the reference's (its ioctl ends, or may fail): R_WHO
+RC_BUILD = 10
 
 #: internal error codes (S_ERR)
 ERR_NO_VA_SLOT = 1
 ERR_NO_WORKER_SLOT = 3
+ERR_BUILD_FAILED = 4  # an EADD build's allocation failed where the core runs it
 
 TRACKED = SGX_EPC_PAGE_RECLAIMER_TRACKED
 IS_FREE = SGX_EPC_PAGE_IS_FREE
@@ -662,6 +692,13 @@ __all__ = [
     "ST_PH4",
     "ST_RESCHED",
     "ST_END",
+    "ST_B_TOP",
+    "ST_B_CHARGE",
+    "ST_B_ALLOC",
+    "ST_B_RECLAIM",
+    "KIND_BUILD",
+    "L_EADD",
+    "L_EEXTEND",
     "L_EREMOVE",
     "L_EAUG",
     "L_ELDU",
@@ -680,10 +717,12 @@ __all__ = [
     "RC_ERROR",
     "RC_FOREIGN",
     "RC_EDMM",
+    "RC_BUILD",
     "RC_MEMCG",
     "RC_WATCH",
     "ERR_NO_VA_SLOT",
     "ERR_NO_WORKER_SLOT",
+    "ERR_BUILD_FAILED",
     "TRACKED",
     "IS_FREE",
     "NOT_RECLAIM_BITS",

@@ -53,6 +53,7 @@ from ._jit import njit_cached, outline
 from .bits import _u, prefetch
 from .encl import sgx_vma_fault
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
+from .ioctl import sgx_ioc_enclave_add_pages
 from .layout import (
     CG_LIVE,
     CG_NR_AGED,
@@ -73,7 +74,11 @@ from .layout import (
     EN_SIGPEND,
     EN_WATCH,
     ERR_NO_WORKER_SLOT,
+    KIND_BUILD,
     NSAMPF,
+    R_B_CPU,
+    R_B_E,
+    R_B_NID,
     R_CG,
     R_HEAP,
     R_HS,
@@ -83,6 +88,7 @@ from .layout import (
     R_SEQ,
     R_STAGE,
     R_T,
+    RC_BUILD,
     RC_EDMM,
     RC_ERROR,
     RC_FLUSH,
@@ -125,6 +131,8 @@ from .layout import (
     S_WOKEN,
     SAMP_ROOT_ROWS,
     SAMP_ROWS,
+    ST_B_RECLAIM,
+    ST_B_TOP,
     ST_PH2,
     ST_PH4,
     ST_START,
@@ -163,7 +171,7 @@ __all__ = ["kick_kernel_threads", "record_sample", "run_core"]
 
 
 @outline
-def record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now):
+def record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now):
     """No kernel twin (sampler): Metrics.record_sample() (epcsim.sim.metrics) for
     the counters of every live cgroup, as declared once in
     epcsim.compiled.layout.SAMPLED (the root has no misc.events: its rows are
@@ -190,6 +198,12 @@ def record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now):
         SAMPE[_u(k), _u(row), 1] += TH[TH_FAULTS, _u(j)]
         SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
         SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
+    for r in range(R.shape[1]):
+        if R[R_KIND, _u(r)] == KIND_BUILD:  # an enclave being built: no threads yet
+            e = R[R_B_E, _u(r)]
+            row = EN[EN_ROW, _u(e)]
+            SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
+            SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
 
@@ -294,6 +308,15 @@ def run_core(
                 return RC_LIMIT if ft > S[S_LIMIT] else RC_FOREIGN
             if bt > S[S_LIMIT]:
                 return RC_LIMIT
+            if who >= 0 and R[R_KIND, _u(who)] == KIND_BUILD:
+                # an EADD build: on its task's CPU, waiting for it as a thread does
+                cpu = R[R_B_CPU, _u(who)]
+                if CPUF[_u(cpu)] > bt:
+                    S[S_SEQ] += 1
+                    R[R_T, _u(who)] = CPUF[_u(cpu)]
+                    R[R_SEQ, _u(who)] = S[S_SEQ]
+                    heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])
+                    continue
             if j >= 0 and CPUF[_u(TH[TH_CPU, _u(j)])] > bt:
                 # the CPU is busy with another task's step: wait for it
                 S[S_SEQ] += 1
@@ -317,16 +340,33 @@ def run_core(
             if S[S_SM_LAST] != now:
                 if S[S_NSAMP] >= SAMP.shape[0]:
                     return RC_FLUSH
-                record_sample(S, CG, EN, TH, SAMP, SAMPE, SAMPT, now)
+                record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now)
             S[S_SEQ] += 1
             S[S_SM_SEQ] = S[S_SEQ]
             S[S_SM_T] = now + S[S_SM_INTERVAL]
         elif j < 0:
-            if ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who):
+            # an EADD build's step (SGX_IOC_ENCLAVE_ADD_PAGES), on its task's CPU: its
+            # reclaim (ST_B_RECLAIM, the batch phases) is ksgxd_step()'s, as a
+            # reclaimer's
+            build = R[R_KIND, _u(who)] == KIND_BUILD
+            alive = True
+            if build and R[R_STAGE, _u(who)] >= ST_B_TOP:
+                S[S_CUR_NID] = R[R_B_NID, _u(who)]
+                if sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, who):
+                    # the step is the reference's (the ioctl's end, a failure path):
+                    # handed back before it, at its (time, seq)
+                    S[S_WHO] = who
+                    return RC_BUILD
+            stage = R[R_STAGE, _u(who)]
+            if not build or stage < ST_B_TOP or stage == ST_B_RECLAIM:
+                alive = ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
+            if alive:
                 d = S[S_KSTEP_NS] + S[S_STEPCOST]
                 S[S_SEQ] += 1
                 R[R_T, _u(who)] = now + (d if d > 0 else 1)
                 R[R_SEQ, _u(who)] = S[S_SEQ]
+                if build:
+                    CPUF[_u(R[R_B_CPU, _u(who)])] = R[R_T, _u(who)]
                 heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])  # the root
             else:
                 R[R_SCHED, _u(who)] = 0

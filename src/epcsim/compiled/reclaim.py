@@ -43,6 +43,8 @@ from .layout import (
     E_EPC,
     E_VA,
     EN_BACKING,
+    EN_EMIX,
+    EN_INIT,
     EN_LIVE_MMS,
     EN_MEMCG,
     EN_NR_EVICTED,
@@ -55,6 +57,7 @@ from .layout import (
     EN_SECS_MEMCG,
     EN_SECS_VA,
     EN_TRACKED,
+    KIND_BUILD,
     L_EBLOCK,
     L_EREMOVE,
     L_ETRACK,
@@ -70,6 +73,7 @@ from .layout import (
     PAGE,
     POLICY_V13,
     POLICY_V14,
+    R_B_GLOBAL,
     R_C,
     R_CB,
     R_CG,
@@ -79,6 +83,7 @@ from .layout import (
     R_ES,
     R_GS,
     R_KIND,
+    R_MEMCG,
     R_NP,
     R_NR,
     R_PAGES,
@@ -94,6 +99,9 @@ from .layout import (
     S_STAMP,
     S_STEPCOST,
     S_WOKEN,
+    ST_B_ALLOC,
+    ST_B_CHARGE,
+    ST_B_RECLAIM,
     ST_END,
     ST_PH2,
     ST_PH3,
@@ -267,13 +275,15 @@ def sgx_cgroup_reclaim_pages_v13(S, CG, EN, R, P32, P8, E32, E8, r, after):
 def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models sgx_reclaimer_age() (specialised from
     epcsim.kernel.reclaim._sgx_reclaim_age_and_back): phase 2 of sgx_reclaim_pages(),
-    the age test and the backing (no memory.max: every charge fits); young pages go
+    the age test and the backing (no memory.max: every charge fits) charged to the
+    memcg of the enclave's first mm, or of a build's task (R_MEMCG); young pages go
     back to the LRU tail and drop their enclave reference.  Returns the number of pages
     kept."""
     c = R[R_C, _u(r)]
     n = R[R_NP, _u(r)]
     kept = 0
     aged = 0
+    mem = R[R_MEMCG, _u(r)] - 1  # a build's task's memcg (its charge mm), else -1
     for k in range(n):
         page = R[_u(R_PAGES + k), _u(r)]
         e = R[_u(R_ES + k), _u(r)]
@@ -286,10 +296,14 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
                 young = True
                 aged += 1
         if not young:
-            EMEM[_u(g)] = EN[EN_MEMCG, _u(e)]
+            m = EN[EN_MEMCG, _u(e)]
+            if mem >= 0 and mem != m:
+                m = mem
+                EN[EN_EMIX, _u(e)] = 1
+            EMEM[_u(g)] = m
             E8[E_DESC, _u(g)] |= DESC_BEING_RECLAIMED
             EN[EN_BACKING, _u(e)] += BACKING
-            CG[CG_MEMD, _u(EN[EN_MEMCG, _u(e)])] += BACKING
+            CG[CG_MEMD, _u(m)] += BACKING
             R[_u(R_PAGES + kept), _u(r)] = page
             R[_u(R_ES + kept), _u(r)] = e
             R[_u(R_GS + kept), _u(r)] = g
@@ -340,9 +354,10 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models sgx_reclaimer_write() (specialised from
     epcsim.kernel.reclaim._sgx_reclaimer_write_batch and _sgx_reclaimer_write_run):
     phase 4 of sgx_reclaim_pages(), sgx_encl_ewb() per page (one ETRACK per enclave per
-    batch), the SECS after its last child, kref_put() (which may release the enclave),
-    sgx_free_epc_page() (the uncharge of the batch at the end).  The pages are counted
-    under the reclaimer's kind (R_KIND: RECLAIM_KSGXD or RECLAIM_ASYNC)."""
+    batch), the SECS after its last child once initialised, kref_put() (which may
+    release the enclave), sgx_free_epc_page() (the uncharge of the batch at the end).
+    The pages are counted under the reclaimer's kind (R_KIND: RECLAIM_KSGXD,
+    RECLAIM_ASYNC, or RECLAIM_SYNC for a build's)."""
     c = R[R_C, _u(r)]
     k = R[R_NP, _u(r)]
     by = R[R_KIND, _u(r)]
@@ -363,7 +378,7 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         EN[EN_SECS_CHILD, _u(e)] -= 1
         EN[EN_NR_EVICTED, _u(e)] += 1
         EN[_u(EN_NR_RECL + by), _u(e)] += 1
-        if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0:
+        if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0 and EN[EN_INIT, _u(e)]:
             sgx_reclaimer_write_secs(S, CG, EN, VA, P32, P8, PCG, e)
         sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
         _sgx_free_epc_page_to_node(S, P32, P8, PCG, page)
@@ -378,8 +393,9 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
 @inline
 def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     """Models ksgxd_step() (specialised from epcsim.kernel.reclaim.ksgxd_step) for
-    reclaimer 0, and sgx_cgroup_reclaim_work_func() (specialised from
-    epcsim.kernel.epc_cgroup.sgx_cgroup_reclaim_work_func) for a sgx_cg_wq worker:
+    reclaimer 0, sgx_cgroup_reclaim_work_func() (specialised from
+    epcsim.kernel.epc_cgroup.sgx_cgroup_reclaim_work_func) for a sgx_cg_wq worker, and
+    an EADD build's synchronous or global reclaim (ST_B_RECLAIM, then its phases):
     from the yield point the actor stopped at to its next one; the reclaim is the
     series' v16 walk or, by S_POLICY, v14's or v13's.  Returns False when the actor
     ends (no reschedule)."""
@@ -420,11 +436,13 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     elif stage == ST_PH4:
         sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r)
         loop = True
+    elif stage == ST_B_RECLAIM:  # an EADD build's reclaim starts (R_ROOT, R_NR, R_CNT)
+        loop = True
     elif ksgxd:  # ST_RESCHED: ksgxd_step() returns True (the kstep's last step)
         nstage = ST_START
     else:
         check = True
-    after = loop and stage != ST_START
+    after = loop and stage != ST_START and stage != ST_B_RECLAIM
     if after:
         # back in sgx_cgroup_reclaim_pages() after a batch: count it, put the cgroup
         R[R_CNT, _u(r)] += R[R_CB, _u(r)]
@@ -452,6 +470,9 @@ def ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         if found:
             S[S_STEPCOST] += S[S_BATCH_NS]
             nstage = ST_PH2
+        elif R[R_KIND, _u(r)] == KIND_BUILD:
+            # a build's reclaim returns: its charge or allocation loop's cond_resched()
+            nstage = ST_B_ALLOC if R[R_B_GLOBAL, _u(r)] else ST_B_CHARGE
         else:
             nstage = ST_RESCHED
     R[R_STAGE, _u(r)] = nstage

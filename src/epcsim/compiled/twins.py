@@ -33,6 +33,7 @@ COMPILED_MODULES = (
     "epcsim.compiled.encl",
     "epcsim.compiled.memcg",
     "epcsim.compiled.reclaim",
+    "epcsim.compiled.ioctl",
     "epcsim.compiled.heap",
     "epcsim.compiled.loop",
 )
@@ -106,6 +107,14 @@ TWINS: tuple[Twin, ...] = (
         ("host.misc",),
     ),
     _row("misc_cg_uncharge", "misc", ["misc.misc_cg_uncharge"], "misc_cg_uncharge", ("host.misc",)),
+    _row(
+        "misc_cg_charge_if_fits", "misc", ["misc.misc_cg_charge_if_fits"],
+        "misc_cg_charge_if_fits", ("host.misc",),
+    ),
+    _none(
+        "misc_cg_fits", "misc", "no twin: a test that changes nothing (would the charge fit)",
+        ("host.misc",),
+    ),
     # epc_cgroup.py
     _row(
         "sgx_cgroup_lru_empty", "epc_cgroup", ["epc_cgroup.sgx_cgroup_lru_empty"],
@@ -137,6 +146,12 @@ TWINS: tuple[Twin, ...] = (
         ["limit_only.LimitOnly.try_charge", "limit_only.LimitOnly.nothing_reclaimable",
          "limit_only.sgx_cgroup_over_max"],
         "sgx_cgroup_try_charge", ("host.misc", "dynamic.task_not_running", *_CGROUPS),
+    ),
+    _row(
+        "sgx_cgroup_try_charge_reclaim", "epc_cgroup",
+        ["epc_cgroup._sgx_cgroup_try_charge", "misc.misc_cg_try_charge"],
+        "__sgx_cgroup_try_charge",
+        ("host.misc", "dynamic.task_not_running", "dynamic.build_policy", *_CGROUPS),
     ),
     # epc.py
     _row(
@@ -231,6 +246,27 @@ TWINS: tuple[Twin, ...] = (
         ["reclaim.ksgxd_step", "epc_cgroup.sgx_cgroup_reclaim_work_func",
          "reclaim.sgx_reclaim_pages"],
         "ksgxd_step", ("dynamic.reclaimer_busy", *_CGROUPS),
+    ),
+    # ioctl.py: an EADD build (SGX_IOC_ENCLAVE_ADD_PAGES)
+    _none(
+        "sgx_ioc_enclave_add_pages_ends", "ioctl",
+        "no twin: the hand-over rule (the build's next step is the reference's)",
+        ("enclave[].build",),
+    ),
+    _row(
+        "sgx_encl_add_page_done", "ioctl",
+        ["encl.sgx_encl_add_page", "epc.sgx_mark_page_reclaimable"], "sgx_encl_add_page",
+        ("enclave[].build", "dynamic.build_policy"),
+    ),
+    _row(
+        "sgx_ioc_enclave_add_pages", "ioctl",
+        ["ioctl.ioc_enclave_add_pages", "encl.sgx_encl_add_page", "encl.sgx_encl_grow",
+         "epc.sgx_alloc_epc_page_nowait", "epc.sgx_alloc_epc_page",
+         "epc_cgroup.sgx_cgroup_try_charge", "epc_cgroup.sgx_cgroup_reclaim_pages",
+         "reclaim.sgx_reclaim_pages_global"],
+        "sgx_ioc_enclave_add_pages",
+        ("enclave[].build", "dynamic.build_policy", "dynamic.task_not_running",
+         "dynamic.build_memcg", *_CGROUPS),
     ),
     # memcg.py
     _row(

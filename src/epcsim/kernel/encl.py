@@ -68,6 +68,7 @@ from .misc import css_put, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from .host import Host, Task
+    from .resume import SgxAllocEpcPageState, SgxEnclAddPageState
 
 #: enclave-page index meaning "the SECS" where a page index is expected
 SECS_INDEX = -1
@@ -193,7 +194,14 @@ def sgx_mmu_notifier_release(host: Host, encl: Encl, task: Task) -> None:
 # --- VA pages and slots -----------------------------------------------------------------
 
 
-def sgx_encl_grow(host: Host, task: Task, encl: Encl, reclaim: int) -> Generator[str, None, int]:
+def sgx_encl_grow(
+    host: Host,
+    task: Task,
+    encl: Encl,
+    reclaim: int,
+    *,
+    resume: SgxAllocEpcPageState | None = None,
+) -> Generator[str, None, int]:
     """Models sgx_encl_grow() (encl.c): a new VA page (``sgx_alloc_va_page()``) every
     SGX_VA_SLOT_COUNT ``page_cnt`` increments, then ``page_cnt += 1``.
 
@@ -202,11 +210,16 @@ def sgx_encl_grow(host: Host, task: Task, encl: Encl, reclaim: int) -> Generator
     Returns: the new VA page's number, -1 if none was needed, or a negative errno from
     ``sgx_alloc_epc_page()`` (then *page_cnt* is unchanged); as ``-(errno)-1000`` would
     be ambiguous, errors are returned as ``(ret < -1)`` below: -ENOMEM, -EBUSY, ...
+
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the VA page's
+    allocation stopped there.
     """
     vano = -1
-    if encl.page_cnt % SGX_VA_SLOT_COUNT == 0:
+    if resume is not None or encl.page_cnt % SGX_VA_SLOT_COUNT == 0:
         vano = len(encl.va_all)
-        page = yield from sgx_alloc_epc_page(host, task, KIND_VA, encl.id, vano, reclaim)
+        page = yield from sgx_alloc_epc_page(
+            host, task, KIND_VA, encl.id, vano, reclaim, resume=resume
+        )
         if page < 0:
             return page
         vp = SgxVaPage(vano, page)
@@ -683,7 +696,14 @@ def sgx_encl_create(host: Host, task: Task, encl: Encl, size: int) -> Generator[
 
 
 def sgx_encl_add_page(
-    host: Host, task: Task, encl: Encl, idx: int, page_type: int, measure: bool
+    host: Host,
+    task: Task,
+    encl: Encl,
+    idx: int,
+    page_type: int,
+    measure: bool,
+    *,
+    resume: SgxEnclAddPageState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_encl_add_page() (ioctl.c): allocate the page (DO_RECLAIM),
     grow (DO_RECLAIM), insert into page_array, EADD (+16 EEXTEND if measured), count a
@@ -691,15 +711,34 @@ def sgx_encl_add_page(
 
     Returns: 0, -EBUSY (page already present: ``xa_insert()``), or an allocator errno;
     -ENOMEM for an enclave the dropped OOM design killed (``SGX_ENCL_OOM``, v3 patch 15).
+
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`): the page's or its
+    VA page's allocation stopped there.
     """
-    if encl.flags & SGX_ENCL_OOM:
-        return -ENOMEM
-    page = sgx_alloc_epc_page_nowait(host, task, KIND_ENCL, encl.id, idx)
+    grow = None  # the VA page's allocation, resumed
+    if resume is None:
+        if encl.flags & SGX_ENCL_OOM:
+            return -ENOMEM
+        page = sgx_alloc_epc_page_nowait(host, task, KIND_ENCL, encl.id, idx)
+    elif resume.page < 0:
+        page = -1
+    else:
+        page, grow = resume.page, resume.alloc
     if page < 0:
-        page = yield from sgx_alloc_epc_page(host, task, KIND_ENCL, encl.id, idx, SGX_DO_RECLAIM)
+        page = yield from sgx_alloc_epc_page(
+            host,
+            task,
+            KIND_ENCL,
+            encl.id,
+            idx,
+            SGX_DO_RECLAIM,
+            resume=None if resume is None else resume.alloc,
+        )
         if page < 0:
             return page
-    if encl.page_cnt % SGX_VA_SLOT_COUNT:
+    if grow is not None:
+        vano = yield from sgx_encl_grow(host, task, encl, SGX_DO_RECLAIM, resume=grow)
+    elif encl.page_cnt % SGX_VA_SLOT_COUNT:
         # sgx_encl_grow() with no VA page due only counts the page (inlined: hot path)
         encl.page_cnt += 1
         vano = -1

@@ -39,6 +39,7 @@ from .misc import css_put, misc_cg_charge_if_fits, misc_cg_uncharge
 if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
     from .host import Host, Task
+    from .resume import SgxAllocEpcPageState
 
 __all__ = [
     "KIND_FREE",
@@ -203,7 +204,14 @@ def _sgx_alloc_epc_page(pool: EpcPool, local_nid: int) -> int:
 
 
 def sgx_alloc_epc_page(
-    host: Host, task: Task, kind: int, owner_encl: int, owner_idx: int, reclaim: int
+    host: Host,
+    task: Task,
+    kind: int,
+    owner_encl: int,
+    owner_idx: int,
+    reclaim: int,
+    *,
+    resume: SgxAllocEpcPageState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_alloc_epc_page() (main.c, v16 after patch 14).
 
@@ -226,17 +234,40 @@ def sgx_alloc_epc_page(
 
     Context: yields ("cond_resched") after each global reclaim pass and inside the
     charge loop and reclaim batches; the css reference taken here is held across them.
+
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`; the series' v16
+    without episodes) continues an allocation stopped in its charge loop's reclaim or
+    in its global reclaim (``resume.charged``), inside it or at the ``cond_resched()``
+    that follows it (``resume.reclaim`` None).
     """
     pool = host.epc
-    # sgx_get_current_cg(), inlined (hot path)
-    cg = host.task_misc_cg(task)
-    cg.refcnt += 1
-    sgx_cg = cg.priv
-    # The first attempt of sgx_cgroup_try_charge() inline (no generator unless the
-    # charge loop is needed); the loop continues from this attempt's result.
-    ret = epc_cgroup._sgx_cgroup_try_charge(host, task, sgx_cg)
-    if ret == -EBUSY:
-        ret = yield from epc_cgroup.sgx_cgroup_try_charge(host, task, sgx_cg, reclaim, first=ret)
+    if resume is None:
+        # sgx_get_current_cg(), inlined (hot path)
+        cg = host.task_misc_cg(task)
+        cg.refcnt += 1
+        sgx_cg = cg.priv
+        # The first attempt of sgx_cgroup_try_charge() inline (no generator unless the
+        # charge loop is needed); the loop continues from this attempt's result.
+        ret = epc_cgroup._sgx_cgroup_try_charge(host, task, sgx_cg)
+        if ret == -EBUSY:
+            ret = yield from epc_cgroup.sgx_cgroup_try_charge(
+                host, task, sgx_cg, reclaim, first=ret
+            )
+    else:
+        sgx_cg = resume.sgx_cg
+        if resume.charged:
+            ret = 0
+            if resume.reclaim is not None:
+                from .reclaim import sgx_reclaim_pages_global
+
+                yield from sgx_reclaim_pages_global(
+                    host, task, resume=resume.reclaim, by=epc_cgroup.RECLAIM_SYNC
+                )
+                yield "cond_resched"
+        else:
+            ret = yield from epc_cgroup.sgx_cgroup_try_charge(
+                host, task, sgx_cg, reclaim, resume=resume
+            )
     if ret:
         epc_cgroup.sgx_put_cg(host, sgx_cg)
         return ret

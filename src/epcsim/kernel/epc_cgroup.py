@@ -36,7 +36,12 @@ from .misc import MiscCg, css_get, css_put, css_tryget, misc_cg_try_charge, misc
 
 if TYPE_CHECKING:
     from .host import Host, Task
-    from .resume import ReclaimerState, ReclaimerTrack, SgxCgroupReclaimPagesState
+    from .resume import (
+        ReclaimerState,
+        ReclaimerTrack,
+        SgxAllocEpcPageState,
+        SgxCgroupReclaimPagesState,
+    )
 
 __all__ = [
     "SgxCgroup",
@@ -300,7 +305,13 @@ def _sgx_cgroup_try_charge(host: Host, task: Task, sgx_cg: SgxCgroup) -> int:
 
 
 def sgx_cgroup_try_charge(
-    host: Host, task: Task, sgx_cg: SgxCgroup, reclaim: int, *, first: int | None = None
+    host: Host,
+    task: Task,
+    sgx_cg: SgxCgroup,
+    reclaim: int,
+    *,
+    first: int | None = None,
+    resume: SgxAllocEpcPageState | None = None,
 ) -> Generator[str, None, int]:
     """Models sgx_cgroup_try_charge() (v16 patch 9, NO_RECLAIM by v16 patch 10).
 
@@ -316,10 +327,20 @@ def sgx_cgroup_try_charge(
 
     With a policy (:mod:`epcsim.kernel.hooks`): the loop is one "sync" episode; the
     policy's ``try_charge`` hook, if set, runs instead of the loop.
+
+    ``resume`` (engine hand-over only, :mod:`epcsim.kernel.resume`; the series' v16
+    without episodes) continues a loop stopped inside its reclaim (``resume.reclaim``)
+    or at its ``cond_resched()`` (``resume.reclaim`` None).
     """
     episode = None
     pol = host.policy
-    if logging_episodes(host):
+    if resume is not None:
+        if resume.reclaim is not None:
+            yield from sgx_cgroup_reclaim_pages(
+                host, sgx_cg, task, 1, resume=resume.reclaim, by=RECLAIM_SYNC
+            )
+            yield "cond_resched"
+    elif logging_episodes(host):
         episode = Episode("sync", sgx_cg)
         if pol is not None and pol.try_charge is not None:
             gen = pol.try_charge(host, task, sgx_cg, reclaim, first, episode)

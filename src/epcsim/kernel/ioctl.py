@@ -52,6 +52,7 @@ from .encl import (
 )
 from .host import SIGBUS, Host, Task, task_exit
 from .reclaim import sgx_reclaim_direct
+from .resume import SgxAddPagesRun
 from .virt import SgxVepc, sgx_vepc_fault
 
 __all__ = [
@@ -147,6 +148,7 @@ def ioc_enclave_add_pages(
     *,
     page_type: int = SGX_PAGE_TYPE_REG,
     measure: bool = True,
+    run: SgxAddPagesRun | None = None,
 ) -> Generator[str, None, int]:
     """``SGX_IOC_ENCLAVE_ADD_PAGES``: models sgx_ioc_enclave_add_pages().
 
@@ -156,35 +158,60 @@ def ioc_enclave_add_pages(
     Returns: bytes added (``count``).
     Raises SgxIoctlError (with ``count``): EINVAL (not created / already initialised /
     bad range / bad type), ENOMEM, EEXIST, EINTR.
+
+    *run* (engine hand-over, :mod:`epcsim.kernel.resume`): the loop's position, written
+    before each yield at a page's end; an ioctl given a *run* it has entered goes on
+    from it (the compiled engine hands a build back so), and a generator whose
+    ``run.epoch`` moved on (the build was taken over) does not leave the kernel.
     """
     what = "SGX_IOC_ENCLAVE_ADD_PAGES"
-    _enter(task)
+    resumed = run is not None and run.entered
+    if not resumed:
+        _enter(task)
+    epoch = 0
+    if run is not None:
+        if not resumed:
+            run.offset, run.length, run.page_type, run.measure = offset, length, page_type, measure
+        run.entered = True
+        epoch = run.epoch
     try:
-        if not encl.flags & SGX_ENCL_CREATED or encl.flags & SGX_ENCL_INITIALIZED:
-            raise SgxIoctlError(EINVAL, what)
-        _check_range(encl, offset, length, what)
-        if page_type not in (SGX_PAGE_TYPE_REG, SGX_PAGE_TYPE_TCS):
-            raise SgxIoctlError(EINVAL, what)
-        c = 0
+        inner = None  # the page being added, resumed
+        if resumed:
+            assert run is not None
+            c, inner, run.page, run.between = run.c, run.page, None, False
+        else:
+            if not encl.flags & SGX_ENCL_CREATED or encl.flags & SGX_ENCL_INITIALIZED:
+                raise SgxIoctlError(EINVAL, what)
+            _check_range(encl, offset, length, what)
+            if page_type not in (SGX_PAGE_TYPE_REG, SGX_PAGE_TYPE_TCS):
+                raise SgxIoctlError(EINVAL, what)
+            c = 0
         ret = 0
         first = offset // PAGE_SIZE
         while c < length:
-            if task.signal_pending:
+            if inner is None and task.signal_pending:
                 if not c:
                     ret = -ERESTARTSYS
                 break
             ret = yield from sgx_encl_add_page(
-                host, task, encl, first + c // PAGE_SIZE, page_type, measure
+                host, task, encl, first + c // PAGE_SIZE, page_type, measure, resume=inner
             )
+            inner = None
             if ret:
                 break
             c += PAGE_SIZE
-            yield "cond_resched"
+            if run is not None:
+                run.c, run.between = c, True
+                yield "cond_resched"
+                run.between = False
+            else:
+                yield "cond_resched"
         if ret:
             raise SgxIoctlError(_user_errno(ret), what, c)
         return c
     finally:
-        _leave(host, task)
+        if run is None or run.epoch == epoch:
+            _leave(host, task)
 
 
 def ioc_enclave_init(host: Host, task: Task, encl: Encl) -> int:

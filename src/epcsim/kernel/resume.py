@@ -13,6 +13,10 @@ take them through a keyword ``resume=`` that nothing else passes:
   ``sgx_reclaim_pages_global(host, charge_task, resume=...)`` (v16 patch 14)
 - ``ksgxd_step(host, resume=ReclaimerState)`` (the body of ``ksgxd()``, v16 patch 14)
 - ``sgx_cgroup_reclaim_work_func(host, sgx_cg, resume=ReclaimerState)`` (v16 patch 10)
+- ``sgx_cgroup_try_charge(host, task, sgx_cg, reclaim, resume=SgxAllocEpcPageState)``,
+  ``sgx_alloc_epc_page(..., resume=SgxAllocEpcPageState)``,
+  ``sgx_encl_add_page(..., resume=SgxEnclAddPageState)`` and
+  ``ioc_enclave_add_pages(..., run=SgxAddPagesRun)``: an enclave's EADD build
 
 Resumed, each function runs the rest of what it was doing when it stopped, step for
 step as if it had never stopped, and returns what it would have returned.  No state
@@ -39,7 +43,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ReclaimerState",
     "ReclaimerTrack",
+    "SgxAddPagesRun",
+    "SgxAllocEpcPageState",
     "SgxCgroupReclaimPagesState",
+    "SgxEnclAddPageState",
     "SgxReclaimPagesState",
     "TRACK_START",
     "TRACK_RECLAIM",
@@ -159,3 +166,68 @@ class ReclaimerTrack:
             self.cnt, self.c = rc.cnt, rc.c
             self.batch(rc.batch.phase, rc.batch.pages, rc.batch.cnt)
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class SgxAllocEpcPageState:
+    """``sgx_alloc_epc_page()`` with ``SGX_DO_RECLAIM`` (main.c; v16 patch 5) stopped at a
+    yield point of its reclaim.
+
+    Attributes:
+        sgx_cg: the cgroup it charges (``sgx_get_current_cg()`` at its start; the css
+            reference taken there is held).
+        charged: False: inside ``sgx_cgroup_try_charge()``'s loop (its synchronous
+            reclaim of subtree(*sgx_cg*), one page); True: charged, inside the
+            allocation loop's global reclaim (``sgx_reclaim_pages_global()``, 16 pages).
+        reclaim: where that ``sgx_cgroup_reclaim_pages()`` stopped; None: at the
+            ``cond_resched()`` that follows it.
+    """
+
+    sgx_cg: SgxCgroup
+    charged: bool
+    reclaim: SgxCgroupReclaimPagesState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SgxEnclAddPageState:
+    """``sgx_encl_add_page()`` (ioctl.c) stopped inside one of its DO_RECLAIM
+    allocations.
+
+    Attributes:
+        page: the enclave page already allocated, -1 if *alloc* is its own allocation;
+            else *alloc* is that of the VA page of ``sgx_encl_grow()``.
+        alloc: where that allocation stopped.
+    """
+
+    page: int
+    alloc: SgxAllocEpcPageState
+
+
+@dataclass(slots=True)
+class SgxAddPagesRun:
+    """The ``SGX_IOC_ENCLAVE_ADD_PAGES`` loop of ``sgx_ioc_enclave_add_pages()``
+    (ioctl.c) as a position outside its generator: the ioctl writes it before each
+    yield at a page's end, the compiled engine reads it when it takes a build over and
+    writes it when it hands the build back (then the ioctl goes on from it).
+
+    Attributes:
+        entered: the ioctl has entered the kernel and checked its arguments (a resumed
+            ioctl does neither again).
+        c: the bytes added so far (the loop's ``c``).
+        between: the ioctl stopped at the ``cond_resched()`` after a page (where a build
+            is taken over).
+        page: where the page being added stopped (None: at a page's end).
+        epoch: which generator is the ioctl's: the compiled engine adds 1 when it takes
+            the build over, so the generator it drops does not leave the kernel.
+        offset, length, page_type, measure: the ioctl's arguments (set when it enters).
+    """
+
+    entered: bool = False
+    c: int = 0
+    between: bool = False
+    page: SgxEnclAddPageState | None = None
+    epoch: int = 0
+    offset: int = 0
+    length: int = 0
+    page_type: int = 0
+    measure: bool = False

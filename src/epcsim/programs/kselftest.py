@@ -26,6 +26,7 @@ from ..kernel.ioctl import (
     ioc_enclave_init,
     sgx_open,
 )
+from ..kernel.resume import SgxAddPagesRun
 
 __all__ = [
     "TEST_ENCL_LAYOUT",
@@ -33,6 +34,7 @@ __all__ = [
     "test_sgx_process",
     "run_epc_cg_selftests",
     "SelftestReport",
+    "TestSgxPlace",
     "TestSgxStats",
 ]
 
@@ -94,6 +96,26 @@ def test_sgx_pages(heap_bytes: int) -> tuple[int, int]:
     return pages, max(size, 2 * PAGE_SIZE)
 
 
+@dataclass
+class TestSgxPlace:
+    """Where a :func:`test_sgx_process` is in its ADD_PAGES ioctls, outside its
+    generator (engine hand-over: the compiled engine takes an ioctl's loop over at a
+    page's end and hands it back mid-ioctl; the process then goes on from here).
+
+    Attributes:
+        encl: its enclave (None before ``sgx_open()``).
+        segment, off: the layout segment being added and its offset (bytes).
+        added: the "cond_resched" points seen so far (the progress count).
+        add: the segment's ``SGX_IOC_ENCLAVE_ADD_PAGES`` loop (None before the first).
+    """
+
+    encl: Encl | None = None
+    segment: int = 0
+    off: int = 0
+    added: int = 0
+    add: SgxAddPagesRun | None = None
+
+
 def test_sgx_process(
     host: Host,
     task: Task,
@@ -101,6 +123,7 @@ def test_sgx_process(
     *,
     progress: Callable[[Task, int], None] | None = None,
     stats: TestSgxStats | None = None,
+    place: TestSgxPlace | None = None,
 ) -> Generator[str, None, int | None]:
     """``test_sgx -t unclobbered_vdso_oversubscribed`` as one process.
 
@@ -113,29 +136,41 @@ def test_sgx_process(
     Args:
         progress: called with (task, pages added so far) after each added page.
         stats: filled in as the process runs (counters, the enclave, the error).
+        place: where it is in its ADD_PAGES ioctls, kept up to date (engine hand-over:
+            a *place* stopped inside an ioctl resumes there, :class:`TestSgxPlace`).
     """
     stats = TestSgxStats() if stats is None else stats
     status = 0
+    resumed = place is not None and place.add is not None and place.add.entered
+    place = TestSgxPlace() if place is None else place
     #: what the process is doing (for the error of a process killed meanwhile)
-    doing = "open"
+    doing = "SGX_IOC_ENCLAVE_ADD_PAGES" if resumed else "open"
     try:
-        encl = sgx_open(host, task)
-        if stats.on_open is not None:
-            stats.on_open(encl)
-        _, size = test_sgx_pages(heap_bytes)
-        doing = "SGX_IOC_ENCLAVE_CREATE"
-        yield from ioc_enclave_create(host, task, encl, size)
-        off = 0
-        added = 0
+        if resumed:
+            encl = place.encl
+            assert encl is not None
+        else:
+            encl = sgx_open(host, task)
+            place.encl = encl
+            if stats.on_open is not None:
+                stats.on_open(encl)
+            _, size = test_sgx_pages(heap_bytes)
+            doing = "SGX_IOC_ENCLAVE_CREATE"
+            yield from ioc_enclave_create(host, task, encl, size)
         layout = (*TEST_ENCL_LAYOUT, ("heap", heap_bytes // PAGE_SIZE, SGX_PAGE_TYPE_REG, False))
-        for _name, npages, ptype, measured in layout:
-            if task.exited:
-                break
+        for k in range(place.segment, len(layout)):
+            _name, npages, ptype, measured = layout[k]
+            if not resumed:
+                if task.exited:
+                    break
+                place.segment, place.add = k, SgxAddPagesRun()
+            resumed = False
             length = npages * PAGE_SIZE
             doing = "SGX_IOC_ENCLAVE_ADD_PAGES"
             gen = ioc_enclave_add_pages(
-                host, task, encl, off, length, page_type=ptype, measure=measured
-            )
+                host, task, encl, place.off, length, page_type=ptype, measure=measured,
+                run=place.add,
+            )  # fmt: skip
             # step the ioctl ourselves to report progress per page
             while True:
                 try:
@@ -143,11 +178,11 @@ def test_sgx_process(
                 except StopIteration:
                     break
                 if point == "cond_resched":
-                    added += 1
+                    place.added += 1
                     if progress is not None:
-                        progress(task, added)
+                        progress(task, place.added)
                 yield point
-            off += length
+            place.off += length
         if not task.exited:
             doing = "SGX_IOC_ENCLAVE_INIT"
             ioc_enclave_init(host, task, encl)

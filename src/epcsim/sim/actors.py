@@ -59,9 +59,9 @@ from ..kernel.ioctl import (
     vepc_open,
 )
 from ..kernel.reclaim import ksgxd_step
-from ..kernel.resume import TRACK_RETURNED, ReclaimerState, ReclaimerTrack
+from ..kernel.resume import TRACK_RETURNED, ReclaimerState, ReclaimerTrack, SgxAddPagesRun
 from ..kernel.rfc_knobs import psi_task_change, sgx_cgroup_handle_over_high, sgx_cgroup_over_high
-from ..programs.kselftest import TestSgxStats, test_sgx_process
+from ..programs.kselftest import TestSgxPlace, TestSgxStats, test_sgx_process
 from ..scenario.schema import (
     EnclaveSpec,
     VepcSpec,
@@ -78,7 +78,7 @@ from .stuck import STUCK_RETRIES
 if TYPE_CHECKING:
     from .engine import Simulation
 
-__all__ = ["CHUNK", "Actors", "Instance", "ThreadRun", "ThreadStats"]
+__all__ = ["CHUNK", "Actors", "BuildRun", "Instance", "ThreadRun", "ThreadStats"]
 
 #: accesses drawn from a pattern at a time
 CHUNK = 65536
@@ -158,6 +158,48 @@ class ThreadRun:
         self.epoch = 0
 
 
+class BuildRun:
+    """An enclave process's place in its EADD build, outside its generator (as
+    :class:`ThreadRun` is a thread's): the compiled engine takes the build over at a
+    page's end and hands it back as a new generator over it (``Actors.build``).
+
+    Attributes:
+        inst: the process.
+        encl, data, patterns: its enclave (None before ``sgx_open()``), the bytes to add
+            (the enclave's data; a kselftest process's heap), the trace patterns of its
+            threads (None: a pattern).
+        place: a kselftest process's place in its program (None: an enclave process).
+        add: the ``SGX_IOC_ENCLAVE_ADD_PAGES`` loop's position (its ``epoch`` tells a
+            dropped generator it is no longer the ioctl's): ``own_add``, or the
+            program's current one (``place.add``; None before the first).
+        taken: the compiled engine took the build over (its generator stops).
+        hold: the compiled engine handed the build back before its next step (the
+            ioctl's end, or a step that may fail): that step is not offered.
+        wait, backoff: pages' ends to its next offer, and the last wait (a refusal is
+            retried after twice as many, as the threads' offers are).
+    """
+
+    __slots__ = (
+        "inst", "encl", "data", "patterns", "place", "own_add", "hold", "wait", "backoff", "taken"
+    )  # fmt: skip
+
+    def __init__(self, inst: Instance, place: TestSgxPlace | None = None) -> None:
+        self.inst = inst
+        self.encl: Encl | None = None
+        self.data = 0
+        self.patterns: list | None = None
+        self.place = place
+        self.own_add = SgxAddPagesRun()
+        self.taken = False
+        self.hold = False
+        self.wait, self.backoff = 0, 1
+
+    @property
+    def add(self) -> SgxAddPagesRun | None:
+        """The ADD_PAGES loop being run (or last run)."""
+        return self.own_add if self.place is None else self.place.add
+
+
 @dataclass
 class Instance:
     """One process of an enclave group (or a vEPC owner)."""
@@ -229,6 +271,7 @@ class Actors:
         self.reclaimers: weakref.WeakKeyDictionary[Actor, ReclaimerTrack] = (
             weakref.WeakKeyDictionary()
         )
+        self.build_runs: dict[Actor, BuildRun] = {}
         #: thread steps to the next take-over offer, and the last wait (_take_over)
         self._takeover_wait = 0
         self._takeover_backoff = 1
@@ -427,10 +470,13 @@ class Actors:
         inst.outcome = "running"
         if isinstance(inst.spec, VepcSpec):
             self.core.start(self._vepc_proc(inst), cpu=self.core.next_cpu())
-        elif inst.spec.program == "kselftest":
-            self.core.start(self._kselftest_proc(inst), cpu=self.core.next_cpu())
         else:
-            self.core.start(self._enclave_proc(inst), cpu=self.core.next_cpu())
+            ks = inst.spec.program == "kselftest"
+            run = BuildRun(inst, TestSgxPlace() if ks else None)
+            gen = self._kselftest_proc(inst, run) if ks else self._enclave_proc(inst, run)
+            if self._compiled:
+                self.build_runs[gen] = run
+            self.core.start(gen, cpu=self.core.next_cpu())
 
     def _end_instance(self, inst: Instance, status: int) -> None:
         if inst.ended_ns >= 0:
@@ -487,7 +533,34 @@ class Actors:
                 task_exit(self.host, task, status)
         self._end_instance(inst, status)
 
-    def _kselftest_proc(self, inst: Instance) -> Actor:
+    def _build_steps(
+        self, run: BuildRun, gen: Generator[str, None, Any]
+    ) -> Generator[int, None, Any]:
+        """:meth:`kstep` for a process that adds pages (an EADD build, the kselftest
+        program): at each of its ADD_PAGES loop's pages' ends the build is offered to
+        the compiled engine (``run.taken`` then, and the generator stops)."""
+        counts = self.host.encls_count
+        run.taken = False
+        while True:
+            add = run.add
+            if add is not None and add.between and self._compiled and not run.hold:
+                run.wait -= 1
+                if run.wait <= 0 and self._take_over(run):
+                    run.taken = True
+                    return None
+            run.hold = False
+            before = list(counts)
+            try:
+                point = next(gen)
+            except StopIteration as stop:
+                yield self._cost(before, None)
+                return stop.value
+            except OSError:
+                yield self._cost(before, None)
+                raise
+            yield self._cost(before, point)
+
+    def _kselftest_proc(self, inst: Instance, run: BuildRun) -> Actor:
         task = self._spawn_task(inst)
         if task is None:
             return
@@ -495,10 +568,25 @@ class Actors:
         # the process's one thread: its accesses, faults and retries as test_sgx counts
         # them (the two EENTERs), its enclave as soon as it is opened
         inst.threads.append(ThreadStats(started_ns=self.core.now))
-        stats = inst.selftest = TestSgxStats(
-            on_open=lambda encl: setattr(inst, "encl", encl), stuck_retries=STUCK_RETRIES
-        )
-        status = yield from self.kstep(test_sgx_process(self.host, task, heap, stats=stats))
+
+        def on_open(encl: Encl) -> None:
+            inst.encl = run.encl = encl
+
+        inst.selftest = TestSgxStats(on_open=on_open, stuck_retries=STUCK_RETRIES)
+        run.data = heap
+        yield from self._kselftest(run)
+
+    def _kselftest(self, run: BuildRun) -> Actor:
+        """A kselftest process from its place ``run.place`` (its ADD_PAGES loops are
+        offered to the compiled engine at their pages' ends, as an enclave's EADD build
+        is), then its end."""
+        inst = run.inst
+        task, stats = inst.task, inst.selftest
+        assert task is not None and stats is not None and run.place is not None
+        gen = test_sgx_process(self.host, task, run.data, stats=stats, place=run.place)
+        status = yield from self._build_steps(run, gen)
+        if run.taken:
+            return  # the continuation replaced this generator on the heap
         inst.threads[0].ended_ns = self.core.now
         if status is None:  # stuck: the process stays in its fault
             inst.threads[0].stuck = True
@@ -506,7 +594,7 @@ class Actors:
             return
         self._end_instance(inst, status)
 
-    def _enclave_proc(self, inst: Instance) -> Actor:
+    def _enclave_proc(self, inst: Instance, run: BuildRun) -> Actor:
         spec = inst.spec
         assert isinstance(spec, EnclaveSpec)
         task = self._spawn_task(inst)
@@ -529,10 +617,41 @@ class Actors:
             encl = sgx_open(host, task)
             inst.encl = encl
             yield from self.kstep(ioc_enclave_create(host, task, encl, size))
-            if spec.build == "eadd" and not task.exited:
-                yield from self.kstep(
-                    ioc_enclave_add_pages(host, task, encl, 0, data, measure=False)
-                )
+        except OSError as e:
+            inst.error = _oserror_text(e)
+            self._exit(inst, 1)
+            return
+        run.encl, run.data, run.patterns = encl, data, patterns
+        yield from self._build(run)
+
+    def build(self, run: BuildRun) -> Actor:
+        """An enclave process going on from its build's place *run* (the compiled
+        engine hands a build back with it); offered to the compiled engine again at its
+        next page's end."""
+        gen = self._build(run) if run.place is None else self._kselftest(run)
+        if self._compiled:
+            self.build_runs[gen] = run
+        run.wait, run.backoff = 0, 1
+        return gen
+
+    def _build(self, run: BuildRun) -> Actor:
+        """An enclave process after ECREATE: the EADD build (``SGX_IOC_ENCLAVE_ADD_PAGES``
+        page by page, its place in ``run.add``), EINIT, then its threads.  At each
+        page's end the run is offered to the compiled engine (which takes the build over
+        with the enclave threads, ``Actors._take_over``)."""
+        inst, encl, data, patterns = run.inst, run.encl, run.data, run.patterns
+        spec = inst.spec
+        assert isinstance(spec, EnclaveSpec) and encl is not None
+        task = inst.task
+        host = self.host
+        wl = spec.workload or {}
+        try:
+            add = run.own_add
+            if spec.build == "eadd" and (add.entered or not task.exited):
+                gen = ioc_enclave_add_pages(host, task, encl, 0, data, measure=False, run=add)
+                yield from self._build_steps(run, gen)
+                if run.taken:
+                    return  # the continuation replaced this generator on the heap
             if not task.exited:
                 before = list(host.encls_count)
                 ioc_enclave_init(host, task, encl)
@@ -739,17 +858,23 @@ class Actors:
         self._takeover_backoff = self._memcg_backoff
         self._takeover_wait = self._memcg_backoff
 
-    def _take_over(self, run: ThreadRun) -> bool:
+    def _take_over(self, run: ThreadRun | BuildRun) -> bool:
         """Offer the compiled engine the enclave threads at this step of *run*'s thread
         (epcsim.compiled.engine.take_over); True if it took them over.  A refusal of the
         run's state is retried after twice as many thread steps as the last (the state
         changes as actors start and end); ``engine="compiled"`` refuses at the first.
-        Called when ``_takeover_wait`` has run down (the thread loop counts it)."""
+        Called when ``_takeover_wait`` has run down (the thread loop counts it).  An
+        EADD build (*run* a BuildRun) is offered at its pages' ends the same way; a
+        refusal of a build is no error and no note (the threads' offers say what ran)."""
         from ..compiled.engine import take_over
 
         why = take_over(self.sim, run, self.core.cur_cpu, CHUNK)
         if why is None:
             return True
+        if isinstance(run, BuildRun):  # its own wait
+            run.backoff = min(2 * run.backoff, TAKEOVER_BACKOFF_MAX)
+            run.wait = run.backoff
+            return False
         if self._compiled_required:
             raise EpcsimError(f"engine compiled: {why}; use engine reference or auto")
         if not self.sim.engine_note:
