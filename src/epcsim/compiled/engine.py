@@ -215,6 +215,9 @@ class _Packed:
         # row 0 the latencies, row 1 the thread of each (its instance tags it)
         self.LAT = np.zeros((2, LAT_CAP), np.int64)
         self.thread_inst = np.array([t.inst.index for t in threads], np.int32)
+        ti = self.thread_inst
+        self.one_inst = bool(len(ti) == 1 or (ti == ti[0]).all())
+        S[C.S_TAGLAT] = int(not self.one_inst)  # else LAT's row 1 is not written
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
         self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
         self.who_out = np.empty(len(self.lat_out), np.int32)
@@ -358,7 +361,7 @@ class _Packed:
                 a = 0
             self.lat_out[a : a + n] = self.LAT[0, :n]
             ti = self.thread_inst
-            if len(ti) == 1 or (ti == ti[0]).all():  # one instance: no gather
+            if self.one_inst:  # one instance: no gather (S_TAGLAT 0)
                 self.who_out[a : a + n] = ti[0]
             else:
                 self.who_out[a : a + n] = ti[self.LAT[1, :n]]

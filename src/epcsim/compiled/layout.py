@@ -205,6 +205,11 @@ S_TABLE = Table(
         _f("FOR_S", ".. its sequence number"),
         _f("NSAMP", "samples recorded in SAMP since the last flush"),
         _f("NLAT", "fault latencies recorded in LAT since the last flush"),
+        _f(
+            "TAGLAT",
+            "1: each latency's thread goes in LAT's row 1 (the threads belong to more than "
+            "one instance); 0: one instance tags them all (no store)",
+        ),
         _f("STEPCOST", "leaf costs of the current step"),
         _f("ERR", "internal error code (ERR_*: model invariant broken): the caller raises"),
         _f("POLICY", "host.policy: the reclaim design (POLICY_*; epcsim.policies)"),

@@ -116,6 +116,7 @@ from .layout import (
     S_SM_T,
     S_STEPCOST,
     S_STUCK,
+    S_TAGLAT,
     S_UNREF,
     S_WHO,
     S_WOKEN,
@@ -354,7 +355,8 @@ def run_core(
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
                         LAT[0, _u(n)] = now - TH[TH_FSTART, _u(j)]
-                        LAT[1, _u(n)] = j  # the thread: its instance tags the latency
+                        if S[S_TAGLAT]:  # the thread: its instance tags the latency
+                            LAT[1, _u(n)] = j
                         S[S_NLAT] = n + 1
                         TH[TH_FSTART, _u(j)] = -1
                         if S[S_UNREF]:
