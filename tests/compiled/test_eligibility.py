@@ -281,9 +281,11 @@ TABLE = {
         "mixed",
         "other actors were running when the enclave threads were offered",
     ),
+    # memory.max: the reclaim phases whose backing may not fit are the reference's
+    # (RC_MEMCG, session 12; the memcg OOM kills of the finding run there)
     "builtin:oom-batch-kills": (
-        "reference",
-        "the compiled engine does not model memory.max (OOM) limits",
+        "mixed",
+        "ksgxd or a reclaim worker was busy when the enclave threads started",
     ),
     "builtin:parent-livelock": (
         "mixed",

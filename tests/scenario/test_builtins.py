@@ -332,6 +332,11 @@ def test_oom_batch_kills_three_sigkills_one_survivor() -> None:
         "e#3": ("failure", 137),
     }
     assert s["enclaves"]["e#0"]["accesses"] == 4000
+    # the victims say what killed them (the error was empty: a bare "failure", 137)
+    assert {n: e["error"] for n, e in s["enclaves"].items()} == {
+        "e#0": "",
+        **{f"e#{k}": "killed by SIGKILL (memcg OOM)" for k in (1, 2, 3)},
+    }
 
 
 def test_root_bias_global_reclaim_takes_the_roots_share() -> None:

@@ -311,11 +311,13 @@ def _toml_multi(
     seed: int = 1,
     ops: list[tuple[str, str, str]] = (),
     vepcs: list[tuple[str, int, str | None]] = (),
+    watches: list[tuple[str, str, int, str, str]] = (),
 ) -> str:
     """A scenario with several enclave groups (each: name, cgroup, size_pages, workload,
     accesses or run_for, threads, count, build, start) and timed operations *ops*
     ``(time, "write" | "kill" | "mkdir" | "migrate", argument)`` and vEPC owners *vepcs*
-    ``(cgroup, pages, start)``."""
+    ``(cgroup, pages, start)`` and watched writes *watches* ``(delay, enclave, pages,
+    path, value)`` (``[[at]] when``: *delay* after the enclave added *pages*)."""
     host = [
         f'duration = "{duration}"',
         f'sample_interval = "{sample}"',
@@ -369,6 +371,10 @@ def _toml_multi(
             out.append(f'migrate = {{ enclave = "{enclave}", cgroup = "{cgroup}" }}')
         else:
             out.append(f'{op} = "{arg}"')
+    for delay, enclave, pages, path, value in watches:
+        out += ["[[at]]", f'time = "{delay}"']
+        out.append(f'when = {{ enclave = "{enclave}", added = "{pages * 4}KiB" }}')
+        out.append(f'write = {{ path = "{path}", value = "{value}" }}')
     return "\n".join(out) + "\n"
 
 
@@ -504,6 +510,44 @@ def test_fixed_multi_scenarios_match(name: str) -> None:
     _assert_same(ref, bat)
 
 
+@pytest.mark.parametrize(("pages", "oom"), [(40, True), (120, True), (400, False)])
+def test_fixed_multi_memcg_limit_runs_its_oom_path_on_the_reference(
+    monkeypatch, pages: int, oom: bool
+) -> None:
+    """/a's memory.max (written at 0 us) holds the backing of *pages* evicted pages.  The
+    core checks each reclaim phase's charges (mem_cgroup_batch_fits) and returns before
+    one that may not fit (RC_MEMCG); the reference runs it and OOM-kills y (exit status
+    137); with room for every charge the core runs throughout.  The same outputs."""
+    import epcsim.compiled.engine as E
+    from epcsim.compiled import layout as C
+
+    rcs: list[int] = []
+    run = E._Packed.run
+    monkeypatch.setattr(E._Packed, "run", lambda self: rcs.append(run(self)) or rcs[-1])
+    toml = _toml_multi(
+        [
+            {"name": "x", "cgroup": "/a/x", "accesses": 12000, "size_pages": 200},
+            {
+                "name": "y",
+                "cgroup": "/a/y",
+                "accesses": 12000,
+                "size_pages": 200,
+                "workload": 'pattern = "uniform"',
+            },
+        ],
+        cgroups=[("/a", "max"), ("/a/x", "400KiB"), ("/a/y", "400KiB")],
+        epc_pages=300,
+        duration="100ms",
+        ops=[("0us", "write", f"/a/memory.max {pages * 4096}")],
+    )
+    ref, bat = _both(toml)
+    y = ref.summary["enclaves"]["y"]
+    assert (y["exit_status"] == 137) is oom
+    assert (C.RC_MEMCG in rcs) is oom
+    assert bat.engine == ("mixed" if oom else "compiled")
+    _assert_same(ref, bat)
+
+
 def test_multi_scenarios_release_enclaves_in_the_core(monkeypatch) -> None:
     """A task exits while a reclaimer holds pages of its enclave: the reclaimer's last
     kref_put() releases it inside the core (sgx_encl_release(), compiled); the result is
@@ -582,7 +626,7 @@ def multi_scenarios(draw) -> str:
     cgroups = [("/a", "max"), ("/a/x", "max"), ("/a/y", "max"), ("/b", "max")]
     limited = _draw_limits(draw, cgroups, epc_pages)
     enclaves = []
-    for _ in range(draw(st.integers(1, 4))):
+    for k in range(draw(st.integers(1, 4))):
         size = draw(st.integers(16, 2 * epc_pages))
         use_duration = draw(st.integers(0, 5)) == 0
         enclaves.append(
@@ -597,7 +641,14 @@ def multi_scenarios(draw) -> str:
                 "run_for": f"{draw(st.integers(1, 3000))}us" if use_duration else None,
                 # staggered starts: the reference runs the first threads, the compiled
                 # engine takes them over at a later step ("mixed")
-                "start": draw(st.sampled_from([None] * 3 + ["50us", "300us", "2ms"])),
+                "start": draw(
+                    st.sampled_from(
+                        [None] * 3
+                        + ["50us", "300us", "2ms"]
+                        # when the first group ends (a thread's end step starts it)
+                        + (["after:e0"] if k else [])
+                    )
+                ),
             }
         )
     if draw(st.integers(0, 3)) == 0:  # EDMM on the first enclave's first pages
@@ -615,7 +666,7 @@ def multi_scenarios(draw) -> str:
     for _ in range(draw(st.integers(0, 3))):
         time = f"{draw(st.integers(0, 3000))}us"
         op = draw(st.sampled_from(["write", "write", "memory", "kill", "migrate", "mkdir"]))
-        if op == "memory":  # a memcg limit: the compiled engine refuses from then on
+        if op == "memory":  # a memcg limit: reclaim phases that may OOM are the reference's
             path = draw(st.sampled_from(["/a", "/a/x", "/b"]))
             pages = draw(st.integers(1, 4 * epc_pages))
             ops.append((time, "write", f"{path}/memory.max {pages * 4096}"))
@@ -633,6 +684,22 @@ def multi_scenarios(draw) -> str:
                 ops.append((time, "migrate", f"e{k} {cg}"))
         else:
             ops.append((time, "mkdir", f"/b/n{len(ops)}"))
+    # [[at]] when: a limit written once an enclave has added some pages (inside a core
+    # run: the fault that adds them ends it, RC_WATCH)
+    watches = []
+    for _ in range(draw(st.integers(0, 2))):
+        k = draw(st.integers(0, len(enclaves) - 1))
+        path = draw(st.sampled_from(["/a", "/a/x", "/a/y", "/b"]))
+        pages = draw(st.integers(1, epc_pages))
+        watches.append(
+            (
+                f"{draw(st.sampled_from([0, 0, 10, 500]))}us",
+                f"e{k}" if enclaves[k]["count"] == 1 else f"e{k}#{draw(st.integers(0, 1))}",
+                draw(st.integers(0, enclaves[k]["size_pages"])),
+                f"{path}/misc.max",
+                draw(st.sampled_from([f"sgx_epc {pages * 4096}", "sgx_epc max"])),
+            )
+        )
     # vEPC owners (a VMM's guest EPC): charged, held to the end, never reclaimed
     vepcs = [
         (
@@ -648,6 +715,7 @@ def multi_scenarios(draw) -> str:
         cgroups=limited,
         ops=ops,
         vepcs=vepcs,
+        watches=watches,
         # mostly a CPU per process: the enclaves build side by side and the threads
         # start together (eligible); sometimes fewer (the reference runs it)
         cpus=draw(st.sampled_from([1, 2, 16]) | st.just(sum(e["count"] for e in enclaves))),

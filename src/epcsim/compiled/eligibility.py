@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
+from ..kernel.constants import SGX_ENCL_INITIALIZED
 from ..scenario.schema import Scenario, VepcSpec
 from .layout import POLICY_IDS
 
@@ -152,11 +152,18 @@ _VEPC = "a vEPC owner's pages are allocated and held, never reclaimed (the pool'
 #: every page) run on the reference: the core hands the threads back when one is due
 #: (RC_EDMM), and they are not offered until it is done (dynamic.edmm_due)
 _EDMM = "the reference runs a thread's EDMM operations between two core runs"
-_NO_AT_WHEN = "the compiled engine does not watch the pages an enclave added ([[at]] when: added)"
+#: a fault that adds the pages a watcher waits for ends the core's run of steps: the
+#: reference starts the operation (RC_WATCH, EN_WATCH), a foreign event from there
+_AT_WHEN = "the core returns after the fault that adds the pages watched (RC_WATCH)"
+#: a group's end is a thread's end step, which runs on the reference between core runs:
+#: what it starts is a foreign event
+_AFTER = "started at a thread's end step (the reference's): a foreign event"
 #: a timed operation is an actor the core does not run: it returns before it
 #: (RC_FOREIGN), the reference runs it, the threads are offered again
 _AT = "a foreign event: the reference engine runs the operation between two core runs"
-_NO_OOM = "the compiled engine does not model memory.max (OOM) limits"
+#: the core returns before a reclaim phase whose backing charges may exceed a
+#: memory.max (mem_cgroup_batch_fits, RC_MEMCG): the reference runs the memcg OOM path
+_OOM = "a reclaim phase whose backing may not fit is the reference's step (RC_MEMCG)"
 _NO_EPISODES = "the compiled engine does not record reclaim episodes (episode_log)"
 _THREADS = f"the compiled engine runs at most {MAX_THREADS} enclave threads"
 
@@ -166,23 +173,10 @@ def no_enclave(value: list, sc: Scenario | None) -> bool:
     return not value
 
 
-def start_not_a_time(value: str | int, sc: Scenario | None) -> bool:
-    """``start = "after:GROUP"``: the enclave starts when another group ends, and a
-    group can end inside a core run (a thread's end step), where nothing may be
-    started.  (``"manual"`` is fine: an ``[[at]] start`` operation starts it, a foreign
-    event the reference runs.)"""
-    return str(value).startswith("after:")
-
-
 def too_many_threads(value: int, sc: Scenario | None) -> bool:
     """More than MAX_THREADS enclave threads (count x threads summed over the groups)."""
     assert sc is not None
     return sum(e.count * e.threads for e in sc.enclave) > MAX_THREADS
-
-
-def memory_max_below_max(value: int | str | None, sc: Scenario | None) -> bool:
-    """A ``memory.max`` other than ``max``: backing charges may OOM-kill a task."""
-    return value not in (None, "max")
 
 
 def policy_not_compiled(value: str, sc: Scenario | None) -> bool:
@@ -248,18 +242,6 @@ def va_pages_inconsistent(sim: Simulation, inst: Instance) -> bool:
     return any(p.epc < 0 and p.no in e.va_pages for p in e.va_all)
 
 
-def memcg_limited(sim: Simulation, inst: Instance) -> bool:
-    """The task's memcg or an ancestor has a ``memory.max`` below max."""
-    if not _live(inst) or inst.task is None:
-        return False
-    m = sim.host.task_memcg(inst.task)
-    while m is not None:
-        if m.max_pages < PAGE_COUNTER_MAX:
-            return True
-        m = m.parent
-    return False
-
-
 def foreign_enclave(sim: Simulation, threads: list) -> bool:
     """An enclave none of the taken-over threads runs holds EPC pages (not released)."""
     ours = {id(t.encl) for t in threads}
@@ -301,27 +283,21 @@ RULES: dict[str, Rule] = {
     "vepc[].name": always(_VEPC),
     "vepc[].cgroup": always(_VEPC),
     "vepc[].pages": always(_VEPC),
-    "vepc[].start": when(
-        start_not_a_time,
-        "the compiled engine does not start a vEPC owner when another group ends (after:)",
-    ),
+    "vepc[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
     "enclave[].program": never("the compiled engine does not run the kselftest program"),
     "enclave[].edmm": always(_EDMM),
     "enclave[].edmm.restrict_pages": always(_EDMM),
     "enclave[].edmm.remove_pages": always(_EDMM),
     "enclave[].edmm.at_access": always(_EDMM + " (runs of hits stop at it: TH_EDMM)"),
-    "enclave[].start": when(
-        start_not_a_time,
-        "the compiled engine does not start an enclave when another group ends (after:)",
-    ),
+    "enclave[].start": always(_AFTER + " (or a time, or an [[at]] start)"),
     "enclave[].threads": when(too_many_threads, _THREADS),
     "enclave[].count": when(too_many_threads, _THREADS),
     "at": always(_AT),
     "at[].time": always(_AT),
     "at[].after": always(_AT + " (started when its group starts, a reference step)"),
-    "at[].when": never(_NO_AT_WHEN),
-    "at[].when.enclave": never(_NO_AT_WHEN),
-    "at[].when.added": never(_NO_AT_WHEN),
+    "at[].when": always(_AT_WHEN),
+    "at[].when.enclave": always(_AT_WHEN),
+    "at[].when.added": always(_AT_WHEN),
     "at[].write": always(
         _AT + "; what it changes (limits, memory.max, cgroup files) is packed again and "
         "judged by the dynamic rules at the next offer"
@@ -335,7 +311,7 @@ RULES: dict[str, Rule] = {
     "at[].migrate": always(_AT + " (the task's cgroup is packed again at the next offer)"),
     "at[].migrate.enclave": always(_AT),
     "at[].migrate.cgroup": always(_AT),
-    "cgroup[].memory_max": when(memory_max_below_max, _NO_OOM),
+    "cgroup[].memory_max": always(_OOM),
     "host.policy": when(
         policy_not_compiled,
         "the compiled engine runs the policies v16, v14, v13 and limit-only (epcsim.policies)",
@@ -414,7 +390,6 @@ RULES: dict[str, Rule] = {
     "dynamic.va_pages_inconsistent": when(
         va_pages_inconsistent, "an enclave's VA pages are inconsistent", "instance"
     ),
-    "dynamic.memcg_limited": when(memcg_limited, _NO_OOM, "instance"),
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
     ),

@@ -284,6 +284,17 @@ class _Packed:
         CG[C.CG_WQ, : len(wq)] = wq
         S[C.S_NWQ] = len(wq)
         CG[C.CG_MEMD] = 0
+        # memory.max: the core checks the backing charges of a reclaim phase against
+        # every limit (mem_cgroup_batch_fits) and returns before one that may not fit
+        S[C.S_NMEMCG] = len(host.memcgs)
+        S[C.S_MEMLIM] = 0
+        for m in host.memcgs:
+            CG[C.CG_MEMPAR, m.id] = m.parent.id if m.parent is not None else -1
+            lim = m.max_bytes()
+            CG[C.CG_MEMLIM, m.id] = _I64_CAP if lim is None else lim
+            CG[C.CG_MEMU0, m.id] = m.usage
+            if lim is not None:
+                S[C.S_MEMLIM] = 1
         pack("S", S, host)
         fl = pool.free_lists
         S[C.S_NNODES] = len(fl)
@@ -310,6 +321,7 @@ class _Packed:
             EN[C.EN_VAOFF, e] = vaoff
             EN[C.EN_TRACKED, e] = 0
             EN[C.EN_ROW, e] = k
+            EN[C.EN_WATCH, e] = self._watch(encl)
             for vp in encl.va_all:
                 row = vaoff + vp.no
                 pack("VA", VA[row], vp)
@@ -337,6 +349,30 @@ class _Packed:
             # the core counts a resolved fault in TH_FAULTS alone (CG_NR_FAULTS' doc)
             CG[C.CG_NR_FAULTS, c] -= TH[C.TH_FAULTS, j]
         self.CPUF[:] = self.sim.core.cpu_free
+
+    def _watch(self, encl: Encl) -> int:
+        """The EAUG count at which the first ``[[at]] when`` watcher of *encl*'s process
+        fires (``Actors.check_watchers()``: pages added, EADD and EAUG; the core adds
+        only EAUGs), or ``_I64_CAP``."""
+        at = _I64_CAP
+        for inst, pages, *_ in self.sim.actors.watchers:
+            mine = inst.encl
+            if mine is None and inst.task is not None and inst.task.encl_fds:
+                mine = self.host.encls[inst.task.encl_fds[0]]
+            if mine is encl:
+                at = min(at, pages - encl.nr_added)
+        return at
+
+    def resync(self) -> None:
+        """After the reference ran a step in the middle of a core run (a thread's end, a
+        watcher's check): the actors it started are foreign events (the first of the
+        heap's, all not started), its sequence numbers the core's from here."""
+        S, heap = self.S, self.sim.core.heap
+        S[C.S_SEQ] = self.sim.core.seq
+        if heap:
+            S[C.S_FOR_T], S[C.S_FOR_P], S[C.S_FOR_S] = heap[0][:3]
+        else:
+            S[C.S_FOR_T] = _I64_CAP
 
     def run(self) -> int:
         from .loop import run_core  # numba: imported when the compiled engine runs
@@ -565,10 +601,27 @@ def take_over(sim: Simulation, run: ThreadRun, cpu: int, chunk: int) -> str | No
                 raise AssertionError("a thread's end step yielded")
             sim.core.active -= 1
             TH[C.TH_LIVE, j] = 0
-            if len(sim.core.heap) != len(foreign) or sim.actors.watchers:
-                raise AssertionError("a thread's end scheduled an actor")
+            # its process's exit may end its group: the enclaves and operations started
+            # after it (start = "after:GROUP", [[at]] after) are foreign events; the
+            # watchers of ended processes are dropped (Simulation.run(): after the kick)
+            if any(inspect.getgeneratorstate(x[3]) != GEN_CREATED for x in sim.core.heap):
+                raise AssertionError("a thread's end started a running actor")
+            if sim.actors.watchers:
+                n = len(sim.core.heap)
+                sim.actors.check_watchers()
+                if len(sim.core.heap) != n:  # its pages were added in an earlier step
+                    raise AssertionError("a thread's end fired a watcher")
+            p.resync()
             p.load()
             S[C.S_KICK] = 1
+        elif rc == C.RC_WATCH:
+            # a fault added the pages a watcher waits for: the reference starts the
+            # operation (a foreign event), the core goes on
+            p.flush()
+            p.write_back()
+            sim.actors.check_watchers()
+            p.resync()
+            p.load()
         else:
             break
         if sim.progress is not None:

@@ -213,6 +213,8 @@ S_TABLE = Table(
         _f("STEPCOST", "leaf costs of the current step"),
         _f("ERR", "internal error code (ERR_*: model invariant broken): the caller raises"),
         _f("POLICY", "host.policy: the reclaim design (POLICY_*; epcsim.policies)"),
+        _f("MEMLIM", "some memcg has a memory.max below max (the backing charges are checked)"),
+        _f("NMEMCG", "memcgs (CG columns of the MEM* rows)"),
         _f(
             "LC",
             "ENCLS leaf counts (host.encls_count)",
@@ -287,6 +289,11 @@ EN_TABLE = Table(
             back="value",
         ),
         _f("ROW", "its row in a sample's enclave rows (SAMPE), -1: none"),
+        _f(
+            "WATCH",
+            "the EN_NR_EAUG at which an [[at]] when watcher of its process fires (the "
+            "core returns after that step, RC_WATCH); big: none",
+        ),
     ),
 )
 
@@ -399,6 +406,10 @@ CG_TABLE = Table(
         _f("LIVE", "by index: live cgroup ids in id order"),
         _f("WQ", "by position: sgx_cg_wq, oldest first"),
         _f("MEMD", "by memcg id: change of the memcg's own backing charges"),
+        _f("MEMPAR", "by memcg id: its parent memcg, -1: the root"),
+        _f("MEMLIM", "by memcg id: memory.max in bytes, big: max"),
+        _f("MEMU0", "by memcg id: its (hierarchical) usage when packed"),
+        _f("MEMT", "by memcg id: scratch (mem_cgroup_batch_fits)"),
         _f(
             "NR_FREED",
             "pages freed and uncharged in the subtree",
@@ -615,6 +626,12 @@ RC_ERROR = 5
 RC_FOREIGN = 6
 #: thread S_WHO is due to run its EDMM operations (TH_EDMM): the reference runs them
 RC_EDMM = 7
+#: reclaimer S_WHO's next phase could charge backing over a memory.max (the memcg OOM
+#: path, mem_cgroup_out_of_memory()): the reference runs that step
+RC_MEMCG = 9
+#: a fault of enclave S_WHO added the pages an ``[[at]] when`` watcher waits for
+#: (EN_WATCH): the reference starts the operation (Actors.check_watchers())
+RC_WATCH = 8
 
 #: internal error codes (S_ERR)
 ERR_NO_VA_SLOT = 1
@@ -694,6 +711,8 @@ __all__ = [
     "RC_ERROR",
     "RC_FOREIGN",
     "RC_EDMM",
+    "RC_MEMCG",
+    "RC_WATCH",
     "ERR_NO_VA_SLOT",
     "ERR_NO_WORKER_SLOT",
     "TRACKED",

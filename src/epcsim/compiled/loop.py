@@ -63,6 +63,7 @@ from .layout import (
     E_DESC,
     E_EPC,
     EN_NPAGES,
+    EN_NR_EAUG,
     EN_NR_EVICTED,
     EN_NR_FAULTS,
     EN_NR_RECL,
@@ -70,6 +71,7 @@ from .layout import (
     EN_ROW,
     EN_SECS_CHILD,
     EN_SIGPEND,
+    EN_WATCH,
     ERR_NO_WORKER_SLOT,
     NSAMPF,
     R_CG,
@@ -86,8 +88,10 @@ from .layout import (
     RC_FLUSH,
     RC_FOREIGN,
     RC_LIMIT,
+    RC_MEMCG,
     RC_NEED_CHUNK,
     RC_THREAD_DONE,
+    RC_WATCH,
     RECL_KINDS,
     S_ACCESS_NS,
     S_ACTIVE,
@@ -101,6 +105,7 @@ from .layout import (
     S_KICK,
     S_KSTEP_NS,
     S_LIMIT,
+    S_MEMLIM,
     S_MIDPOP,
     S_NHP,
     S_NLAT,
@@ -123,6 +128,8 @@ from .layout import (
     SAMP_FAULTS,
     SAMP_ROOT_ROWS,
     SAMP_ROWS,
+    ST_PH2,
+    ST_PH4,
     ST_START,
     TH_ACC,
     TH_BUFLEN,
@@ -154,6 +161,7 @@ from .layout import (
     TH_UNTIL,
 )
 from .lru import PF_AHEAD, lru_prefetch_step
+from .memcg import mem_cgroup_batch_fits
 from .reclaim import ksgxd_step
 
 __all__ = ["kick_kernel_threads", "record_sample", "run_core"]
@@ -253,7 +261,11 @@ def run_core(
     enclave threads, ksgxd, the workers and the sampler) until a thread's next step
     ends it (RC_THREAD_DONE, thread in S_WHO), the next event is past the time limit
     (RC_LIMIT), a thread needs the next chunk of accesses (RC_NEED_CHUNK), a buffer is
-    full (RC_FLUSH) or a model invariant broke (RC_ERROR)."""
+    full (RC_FLUSH), a foreign event is next (RC_FOREIGN), a thread's EDMM operations
+    are due (RC_EDMM), a reclaimer's next phase may charge backing over a memory.max
+    (RC_MEMCG, before that step), a fault added the pages an ``[[at]] when`` watcher
+    waits for (RC_WATCH, enclave in S_WHO, after that step) or a model invariant broke
+    (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
     big = 1 << 62
     # the pop looks at the foreign event and the time limit only from this time on
@@ -268,6 +280,7 @@ def run_core(
                 return RC_ERROR
         j = -1  # the thread stepping
         who = -1  # the reclaimer stepping; -2: the sampler
+        watched = False  # a fault added the pages a watcher waits for (EN_WATCH)
         mid = S[S_MIDPOP]
         if mid:
             j = mid - 1
@@ -302,6 +315,14 @@ def run_core(
                 TH[TH_SEQ, _u(j)] = S[S_SEQ]
                 heap_rekey_root(TH, TH_HEAP, S[S_NHP], TH[TH_T, _u(j)], S[S_SEQ])
                 continue
+            if who >= 0 and S[S_MEMLIM]:
+                # a phase that charges backing: if a charge may exceed a memory.max
+                # (the memcg OOM path), the reference runs the step
+                st = R[R_STAGE, _u(who)]
+                charges = st == ST_PH2 or st == ST_PH4  # noqa: SIM109 (numba)
+                if charges and not mem_cgroup_batch_fits(S, CG, EN, R, who):
+                    S[S_WHO] = who
+                    return RC_MEMCG
             S[S_NOW] = bt
         now = S[S_NOW]
         S[S_STEPCOST] = 0
@@ -479,6 +500,8 @@ def run_core(
                     TH[TH_PENDING, _u(j)] = 1
                     TH[TH_R, _u(j)] = rr
                     d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
+                    # Actors.check_watchers() after the step: EAUGs count as pages added
+                    watched = EN[EN_NR_EAUG, _u(e)] >= EN[EN_WATCH, _u(e)]
                 S[S_SEQ] += 1
                 t1 = now + (d if d > 0 else 1)
                 TH[TH_T, _u(j)] = t1
@@ -495,6 +518,7 @@ def run_core(
                     or t1 > limit
                     or S[S_NWQ]
                     or (S[S_WOKEN] and not R[R_SCHED, 0])
+                    or watched
                 ):
                     break
                 now = t1
@@ -505,3 +529,6 @@ def run_core(
         kick = (S[S_WOKEN] and not R[R_SCHED, 0]) or S[S_NWQ]
         if kick and not kick_kernel_threads(S, CG, R, now):
             return RC_ERROR
+        if watched:  # Actors.check_watchers(), after the kick as in Simulation.run()
+            S[S_WHO] = TH[TH_E, _u(j)]
+            return RC_WATCH

@@ -31,6 +31,7 @@ COMPILED_MODULES = (
     "epcsim.compiled.epc_cgroup",
     "epcsim.compiled.epc",
     "epcsim.compiled.encl",
+    "epcsim.compiled.memcg",
     "epcsim.compiled.reclaim",
     "epcsim.compiled.heap",
     "epcsim.compiled.loop",
@@ -50,8 +51,9 @@ class Twin(NamedTuple):
 
 _K = "epcsim.kernel."
 _P = "epcsim.policies."
-#: no live memcg limit: every backing charge fits (sgx_encl_alloc_backing() cannot fail)
-_NO_OOM = ("cgroup[].memory_max", "dynamic.memcg_limited")
+#: every backing charge the core makes fits (sgx_encl_alloc_backing() cannot fail): it
+#: returns before a reclaim phase whose charges may not (mem_cgroup_batch_fits)
+_NO_OOM = ("cgroup[].memory_max",)
 #: every cgroup online, no work queued or running at the take-over, no timed operation
 _CGROUPS = ("at", "dynamic.cgroup_busy")
 #: each enclave mapped by its own task's mm only, initialised, its task running
@@ -230,6 +232,11 @@ TWINS: tuple[Twin, ...] = (
         ["reclaim.ksgxd_step", "epc_cgroup.sgx_cgroup_reclaim_work_func",
          "reclaim.sgx_reclaim_pages"],
         "ksgxd_step", ("dynamic.reclaimer_busy", *_CGROUPS),
+    ),
+    # memcg.py
+    _row(
+        "mem_cgroup_batch_fits", "memcg", ["memcg.mem_cgroup_fits"], "mem_cgroup_fits",
+        ("cgroup[].memory_max", "at[].write"),
     ),
     # heap.py
     _none("key_less", "heap", "no twin: heap (the reference engine's heapq)"),

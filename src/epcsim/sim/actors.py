@@ -410,6 +410,12 @@ class Actors:
                 inst.error = _oom_error_text(self.host, status)
         else:
             inst.outcome = "success" if status == 0 else "failure"
+            task = inst.task
+            # the memcg OOM killer's victim (mem_cgroup_out_of_memory()) says so (a
+            # kselftest process says it with the ioctl it was in)
+            victim = task is not None and task.oom_killed and status >= 128
+            if victim and not inst.error and inst.selftest is None:
+                inst.error = f"killed by {_signal_name(status)} (memcg OOM)"
         group = self.groups[inst.group]
         if all(i.ended_ns >= 0 for i in group):
             for fn in self._group_waiters.pop(inst.group, []):
@@ -874,18 +880,22 @@ def _oserror_text(e: OSError) -> str:
     return f"{e.filename}: {errname(e.errno)} ({e.strerror})"
 
 
+def _signal_name(status: int) -> str:
+    """``SIGKILL`` for exit *status* 137 (128 + the signal number)."""
+    import signal
+
+    try:
+        return signal.Signals(status - 128).name
+    except ValueError:
+        return f"signal {status - 128}"
+
+
 def _oom_error_text(host, status: int) -> str:
     """``enclave killed by the EPC OOM killer (policy oom-v2): SIGBUS``: the error of a
     process whose enclave a policy's EPC OOM killer killed (SGX_ENCL_OOM; sgx_oom_encl()
     of the series v2 patch 14), with the signal of its exit *status*."""
-    import signal
-
-    try:
-        sig = signal.Signals(status - 128).name
-    except ValueError:
-        sig = f"signal {status - 128}"
     policy = host.policy.name if host.policy is not None else "v16"
-    return f"enclave killed by the EPC OOM killer (policy {policy}): {sig}"
+    return f"enclave killed by the EPC OOM killer (policy {policy}): {_signal_name(status)}"
 
 
 def _stable_hash(s: str) -> int:
