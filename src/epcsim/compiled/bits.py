@@ -15,7 +15,7 @@ from numba import config
 
 from ._jit import inline
 
-__all__ = ["_u", "bit64", "lowbit", "prefetch", "trailing_zeros"]
+__all__ = ["_u", "bit64", "in_range", "lowbit", "prefetch", "trailing_zeros"]
 
 
 @inline
@@ -25,6 +25,13 @@ def _u(i):
     the dimension's size kept at hand); the core's indices are never negative, so it
     indexes with _u(...) and skips that."""
     return np.uintp(i)
+
+
+@inline
+def in_range(i, n):
+    """No kernel twin: ``0 <= i < n`` for a non-negative *n*, as one unsigned
+    comparison (a negative *i* wraps to a large unsigned value)."""
+    return np.uintp(np.int64(i)) < np.uintp(np.int64(n))
 
 
 @inline
@@ -67,7 +74,8 @@ else:
     def prefetch(typingctx, arr, i, j):
         """No kernel twin: ask the cache for the line of ``arr[i, j]`` (``llvm.prefetch``,
         for writing): a hint with no effect on any value, so that a later fault or
-        reclaim phase does not wait for memory."""
+        reclaim phase does not wait for memory.  Its indices are never negative: no
+        wrap-around (a compare and a select per index)."""
         sig = types.void(arr, i, j)
 
         def codegen(context, builder, signature, args):
@@ -77,7 +85,7 @@ else:
                 context.cast(builder, args[1], ity, types.intp),
                 context.cast(builder, args[2], jty, types.intp),
             ]
-            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=True)
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
             i32 = ir.IntType(32)
             ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
             fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])

@@ -104,6 +104,19 @@ SAMP_CAP = 4096
 CHUNK_CAP = 65536
 
 
+def set_stop(TH: np.ndarray, j: int) -> None:
+    """No kernel twin (packing): TH_STOP of thread *j*, where its run of accesses in
+    ``BUF`` stops: TH_BUFLEN, or the position of the access at which its EDMM
+    operations are due (TH_EDMM, counted in accesses made, TH_ACC) if that comes first.
+    The core advances TH_POS and TH_ACC together, so one comparison of TH_POS with it
+    tells both (the core then tells which, RC_EDMM or RC_NEED_CHUNK)."""
+    stop = int(TH[C.TH_BUFLEN, j])
+    edmm = int(TH[C.TH_EDMM, j])
+    if edmm >= 0:
+        stop = min(stop, edmm - int(TH[C.TH_ACC, j]) + int(TH[C.TH_POS, j]))
+    TH[C.TH_STOP, j] = stop
+
+
 class _Thread:
     """An enclave thread the core runs: its place in the thread actor's loop
     (:class:`~epcsim.sim.actors.ThreadRun`) and its CPU."""
@@ -237,7 +250,7 @@ class _Packed:
             TH[C.TH_PENDING, j] = int(r.pending)
             TH[C.TH_R, j] = r.r
             TH[C.TH_EDMM, j] = -1 if r.edmm_at is None else r.edmm_at
-            TH[C.TH_UNTIL, j] = -1 if t.until is None else t.until
+            TH[C.TH_UNTIL, j] = _I64_CAP if t.until is None else t.until
             TH[C.TH_LIVE, j] = 1
         S[C.S_MIDPOP] = int(midpop)
         S[C.S_NRH] = len(builds)
@@ -252,6 +265,9 @@ class _Packed:
         # row 0 the latencies, row 1 the thread of each (its instance tags it)
         self.LAT = np.zeros((2, LAT_CAP), np.int64)
         self.thread_inst = np.array([t.inst.index for t in threads], np.int32)
+        ti = self.thread_inst
+        self.one_inst = bool(len(ti) == 1 or (ti == ti[0]).all())
+        S[C.S_TAGLAT] = int(not self.one_inst)  # else LAT's row 1 is not written
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
         self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
         self.who_out = np.empty(len(self.lat_out), np.int32)
@@ -277,6 +293,7 @@ class _Packed:
         for j, rest in enumerate(self.BUF_INIT):
             self.BUF[j, : len(rest)] = rest
             TH[C.TH_BUFLEN, j] = len(rest)
+            set_stop(TH, j)
         self.paths = [cg_path(s) for s in self.live]
         self.limits = [
             None if s.cg.parent is None or s.cg.max >= 1 << 63 else s.cg.max for s in self.live
@@ -344,6 +361,8 @@ class _Packed:
                 self.E8[:, off : off + n] = encl.u8
                 self.EMEM[off : off + n] = encl.memcg
             pack("EN", EN[:, e], encl)
+            # the core counts an EWB in EN_NR_RECL alone (EN_NR_EVICTED's doc)
+            EN[C.EN_NR_EVICTED, e] -= EN[C.EN_NR_RECL : C.EN_NR_RECL + C.RECL_KINDS, e].sum()
             memcg = sgx_encl_backing_memcg(host, encl, None).id
             EN[C.EN_MEMCG, e] = memcg
             EN[C.EN_EMIX, e] = int(bool(np.any((encl.memcg >= 0) & (encl.memcg != memcg))))
@@ -371,10 +390,15 @@ class _Packed:
         self.HB[:] = 0
         self.HB.view(np.uint8)[: len(packed)] = packed
         TH = self.TH
+        pos = {s.id: k for k, s in enumerate(self.live)}
         for j, t in enumerate(self.threads):
             task = t.inst.task
-            TH[C.TH_TCG, j] = host.task_misc_cg(task).priv.id
+            c = host.task_misc_cg(task).priv.id
+            TH[C.TH_TCG, j] = c
+            TH[C.TH_TLIVE, j] = pos[c]
             TH[C.TH_NID, j] = task.nid
+            # the core counts a resolved fault in TH_FAULTS alone (CG_NR_FAULTS' doc)
+            CG[C.CG_NR_FAULTS, c] -= TH[C.TH_FAULTS, j]
         for k, (b, _, _) in enumerate(self.builds):
             task = b.inst.task
             r = self.brow0 + k
@@ -431,7 +455,7 @@ class _Packed:
                 a = 0
             self.lat_out[a : a + n] = self.LAT[0, :n]
             ti = self.thread_inst
-            if len(ti) == 1 or (ti == ti[0]).all():  # one instance: no gather
+            if self.one_inst:  # one instance: no gather (S_TAGLAT 0)
                 self.who_out[a : a + n] = ti[0]
             else:
                 self.who_out[a : a + n] = ti[self.LAT[1, :n]]
@@ -498,6 +522,9 @@ class _Packed:
         S, CG, EN, VA, host, sim = self.S, self.CG, self.EN, self.VA, self.host, self.sim
         pool = host.epc
         cgs = host.sgx_cgroups
+        faults = np.zeros(CG.shape[1], np.int64)  # the threads' (CG_NR_FAULTS' doc)
+        np.add.at(faults, self.TH[C.TH_TCG], self.TH[C.TH_FAULTS])
+        CG[C.CG_NR_FAULTS] += faults
         for s in self.live:
             i = s.id
             write_back("CG", CG[:, i], s)
@@ -511,6 +538,7 @@ class _Packed:
                 m.usage += delta
                 m = m.parent
         CG[C.CG_MEMD] = 0
+        CG[C.CG_NR_FAULTS] -= faults
         for k, f in enumerate(pool.free_lists):
             b = C.S_NODES + C.NODE_W * k
             f.head, f.tail, f.nr, f.hwm = (int(v) for v in S[b : b + C.NODE_HWM + 1])
@@ -523,7 +551,10 @@ class _Packed:
                 encl.i32[:] = self.E32[off : off + n]
                 encl.u8[:] = self.E8[:, off : off + n]
                 encl.memcg[:] = self.EMEM[off : off + n]
+            recl = int(EN[C.EN_NR_RECL : C.EN_NR_RECL + C.RECL_KINDS, e].sum())
+            EN[C.EN_NR_EVICTED, e] += recl
             write_back("EN", EN[:, e], encl)
+            EN[C.EN_NR_EVICTED, e] -= recl
             for no in range(len(encl.va_all), int(EN[C.EN_NVA, e])):
                 encl.va_all.append(SgxVaPage(no, int(VA[vaoff + no, C.VA_EPC])))
             for vp in encl.va_all:
@@ -658,6 +689,7 @@ def take_over(sim: Simulation, run: ThreadRun | BuildRun, cpu: int, chunk: int) 
             want = min(chunk, int(TH[C.TH_REMAIN, j]))
             TH[C.TH_BUFLEN, j] = len(t.pattern.take_into(t.rng, want, p.BUF[j]))
             TH[C.TH_POS, j] = 0
+            set_stop(TH, j)
         elif rc == C.RC_FLUSH:  # a full buffer: the latencies, or the samples too
             p.flush(samples=int(S[C.S_NSAMP]) >= SAMP_CAP)
         elif rc == C.RC_BUILD:

@@ -14,7 +14,7 @@ these declarations at import:
   used by :mod:`epcsim.compiled.engine`;
 - the sampled counters (:data:`SAMPLED`): the columns of ``timeseries.parquet`` the
   compiled sampler records, the table field each comes from (``SAMP_ROWS``,
-  ``SAMP_ROOT_ROWS``, ``NSAMPF``).
+  ``SAMP_ROOT_ROWS``, ``NSAMPF``; ``SAMP_FAULTS``: the column of ``CG_NR_FAULTS``).
 
 The tables:
 
@@ -67,11 +67,13 @@ from ..kernel.constants import (
     VM_FAULT_SIGBUS,
 )
 from ..kernel.epc import KIND_ENCL, KIND_FREE, KIND_SECS, KIND_VA
-from ..kernel.epc_cgroup import RECLAIM_ASYNC, RECLAIM_KSGXD
+from ..kernel.epc_cgroup import RECLAIM_ASYNC, RECLAIM_DIRECT, RECLAIM_KSGXD
 
 # R_KIND (0 ksgxd, 1 worker) indexes the NR_RECL counters directly
 if (RECLAIM_KSGXD, RECLAIM_ASYNC) != (0, 1):
     raise AssertionError("R_KIND must equal RECLAIM_KSGXD / RECLAIM_ASYNC")
+#: the reclaimer kinds (RECLAIM_*): the width of the NR_RECL counters
+RECL_KINDS = RECLAIM_DIRECT + 1
 
 Back = Literal["value", "delta"]
 
@@ -203,6 +205,11 @@ S_TABLE = Table(
         _f("FOR_S", ".. its sequence number"),
         _f("NSAMP", "samples recorded in SAMP since the last flush"),
         _f("NLAT", "fault latencies recorded in LAT since the last flush"),
+        _f(
+            "TAGLAT",
+            "1: each latency's thread goes in LAT's row 1 (the threads belong to more than "
+            "one instance); 0: one instance tags them all (no store)",
+        ),
         _f("STEPCOST", "leaf costs of the current step"),
         _f("ERR", "internal error code (ERR_*: model invariant broken): the caller raises"),
         _f("POLICY", "host.policy: the reclaim design (POLICY_*; epcsim.policies)"),
@@ -245,7 +252,14 @@ EN_TABLE = Table(
         _f("REFCOUNT", "the kref", mirror="refcount", back="value"),
         _f("NR_EAUG", "EAUGs", mirror="nr_eaug", back="value"),
         _f("NR_ELDU", "ELDUs of its pages", mirror="nr_eldu", back="value"),
-        _f("NR_EVICTED", "EWBs of its pages", mirror="nr_evicted", back="value"),
+        _f(
+            "NR_EVICTED",
+            "EWBs of its pages (nr_evicted) less those counted in EN_NR_RECL, which the "
+            "core counts alone (the engine subtracts them when it packs, adds them when "
+            "it writes back; the sampler adds them)",
+            mirror="nr_evicted",
+            back="value",
+        ),
         _f("NR_FAULTS", "enclave faults", mirror="nr_faults", back="value"),
         _f(
             "BACKING",
@@ -270,7 +284,7 @@ EN_TABLE = Table(
         _f(
             "NR_RECL",
             "EWBs of its pages by reclaimer kind (RECLAIM_*: ksgxd, async, sync, direct)",
-            width=4,
+            width=RECL_KINDS,
             mirror="nr_reclaimed_by",
             back="value",
         ),
@@ -296,16 +310,23 @@ TH_TABLE = Table(
         _f("CPU", "its CPU"),
         _f("E", "enclave id"),
         _f("TCG", "task cgroup (sgx id)"),
+        _f("TLIVE", ".. its position in CG_LIVE (its rows in a sample)"),
         _f("NID", "its task's NUMA node"),
         _f("POS", "next access in BUF"),
         _f("BUFLEN", "accesses in BUF"),
+        _f(
+            "STOP",
+            "where a run of accesses in BUF stops: TH_BUFLEN, or the position of the "
+            "access at which its EDMM operations are due (TH_EDMM) if that comes first "
+            "(stop_pos(); set with TH_BUFLEN, TH_EDMM and TH_POS by the engine)",
+        ),
         _f("REMAIN", "accesses left to draw"),
         _f("ACC", "accesses made", mirror="st.accesses", back="value"),
         _f("FAULTS", "faults resolved", mirror="st.faults", back="value"),
         _f("RETRIES", "VM_FAULT_NOPAGE retries", mirror="st.retries", back="value"),
         _f("STREAK", "retries of the current access", mirror="st.streak", back="value"),
         _f("FSTART", "start of the current fault, -1 if none"),
-        _f("UNTIL", "its time limit, -1: none"),
+        _f("UNTIL", "its time limit, 1 << 62: none"),
         _f("PENDING", "the last step was a fault whose result TH_R is not booked yet"),
         _f("R", "the pending fault's result"),
         _f("SIGBUS", "its last fault gave VM_FAULT_SIGBUS"),
@@ -348,7 +369,15 @@ CG_TABLE = Table(
         _f("NR_EVICTED", "pages evicted from its LRU", mirror="nr_evicted", back="value"),
         _f("NR_BATCHES", "reclaim batches on its LRU", mirror="nr_reclaim_batches", back="value"),
         _f("NR_ENOMEM", "charges that failed with -ENOMEM", mirror="nr_enomem", back="value"),
-        _f("NR_FAULTS", "enclave faults of its tasks", mirror="nr_faults", back="value"),
+        _f(
+            "NR_FAULTS",
+            "enclave faults of its tasks (nr_faults) less the resolved faults TH_FAULTS of "
+            "the threads the core runs in it, which the core counts alone (the engine "
+            "subtracts them when it packs, adds them when it writes back; the sampler "
+            "adds them, SAMP_FAULTS)",
+            mirror="nr_faults",
+            back="value",
+        ),
         _f("USAGE", "misc.current (bytes)", mirror="cg.usage", back="value"),
         _f("PEAK", "misc.peak (bytes)", mirror="cg.peak", back="value"),
         _f("EVENTS", "misc.events max", mirror="cg.events", back="value"),
@@ -398,7 +427,7 @@ CG_TABLE = Table(
         _f(
             "NR_RECL",
             "pages evicted from its LRU by reclaimer kind (RECLAIM_*: ksgxd, async, sync, direct)",
-            width=4,
+            width=RECL_KINDS,
             mirror="nr_reclaimed_by",
             back="value",
         ),
@@ -665,6 +694,8 @@ def _generate() -> dict[str, Any]:
     out["NSAMPF"] = len(SAMPLED)
     out["SAMP_ROWS"] = tuple(cg[s.field] for s in SAMPLED)
     out["SAMP_ROOT_ROWS"] = tuple(cg[s.root_field] for s in SAMPLED)
+    # the column the sampler adds the threads' resolved faults to (CG_NR_FAULTS' doc)
+    out["SAMP_FAULTS"] = next(k for k, s in enumerate(SAMPLED) if s.field == "CG_NR_FAULTS")
     return out
 
 
@@ -739,6 +770,7 @@ __all__ = [
     "NODE_NR",
     "NODE_HWM",
     "NODE_END",
+    "RECL_KINDS",
     # kernel-model constants the compiled code uses, under their kernel names
     "DESC_ACCESSED",
     "DESC_BEING_RECLAIMED",

@@ -50,14 +50,13 @@ from __future__ import annotations
 
 from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
 from ._jit import njit_cached, outline
-from .bits import _u, prefetch
+from .bits import _u, in_range, prefetch
 from .encl import sgx_vma_fault
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
 from .ioctl import sgx_ioc_enclave_add_pages
 from .layout import (
     CG_LIVE,
     CG_NR_AGED,
-    CG_NR_FAULTS,
     CG_NR_FREED,
     CG_PARENT,
     CG_RUNNING,
@@ -68,6 +67,7 @@ from .layout import (
     EN_NR_EAUG,
     EN_NR_EVICTED,
     EN_NR_FAULTS,
+    EN_NR_RECL,
     EN_OFF,
     EN_ROW,
     EN_SECS_CHILD,
@@ -98,6 +98,7 @@ from .layout import (
     RC_NEED_CHUNK,
     RC_THREAD_DONE,
     RC_WATCH,
+    RECL_KINDS,
     S_ACCESS_NS,
     S_ACTIVE,
     S_CUR_NID,
@@ -126,9 +127,11 @@ from .layout import (
     S_SM_T,
     S_STEPCOST,
     S_STUCK,
+    S_TAGLAT,
     S_UNREF,
     S_WHO,
     S_WOKEN,
+    SAMP_FAULTS,
     SAMP_ROOT_ROWS,
     SAMP_ROWS,
     ST_B_RECLAIM,
@@ -158,9 +161,11 @@ from .layout import (
     TH_SEQ,
     TH_SIGBUS,
     TH_STARTED,
+    TH_STOP,
     TH_STREAK,
     TH_T,
     TH_TCG,
+    TH_TLIVE,
     TH_UNTIL,
 )
 from .lru import PF_AHEAD, lru_prefetch_step
@@ -188,6 +193,8 @@ def record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now):
         else:
             for f in range(NSAMPF):
                 SAMP[_u(k), _u(j), _u(f)] = CG[_u(SAMP_ROOT_ROWS[f]), _u(c)]
+    for j in range(TH.shape[1]):  # CG_NR_FAULTS counts without its threads' faults
+        SAMP[_u(k), _u(TH[TH_TLIVE, _u(j)]), SAMP_FAULTS] += TH[TH_FAULTS, _u(j)]
     for row in range(SAMPE.shape[1]):
         SAMPE[_u(k), _u(row), 0] = 0
         SAMPE[_u(k), _u(row), 1] = 0
@@ -196,13 +203,19 @@ def record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now):
         row = EN[EN_ROW, _u(e)]
         SAMPE[_u(k), _u(row), 0] += TH[TH_ACC, _u(j)]
         SAMPE[_u(k), _u(row), 1] += TH[TH_FAULTS, _u(j)]
-        SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
+        ev = EN[EN_NR_EVICTED, _u(e)]  # less the EWBs counted by reclaimer kind
+        for by in range(RECL_KINDS):
+            ev += EN[_u(EN_NR_RECL + by), _u(e)]
+        SAMPE[_u(k), _u(row), 2] = ev
         SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
     for r in range(R.shape[1]):
         if R[R_KIND, _u(r)] == KIND_BUILD:  # an enclave being built: no threads yet
             e = R[R_B_E, _u(r)]
             row = EN[EN_ROW, _u(e)]
-            SAMPE[_u(k), _u(row), 2] = EN[EN_NR_EVICTED, _u(e)]
+            ev = EN[EN_NR_EVICTED, _u(e)]  # less the EWBs counted by reclaimer kind
+            for by in range(RECL_KINDS):
+                ev += EN[_u(EN_NR_RECL + by), _u(e)]
+            SAMPE[_u(k), _u(row), 2] = ev
             SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
@@ -272,6 +285,9 @@ def run_core(
     (RC_ERROR)."""
     access_ns = S[S_ACCESS_NS]
     big = 1 << 62
+    # the pop looks at the foreign event and the time limit only from this time on
+    # (neither moves while the core runs)
+    bound = S[S_FOR_T] if S[S_FOR_T] <= S[S_LIMIT] else S[S_LIMIT] + 1
     while True:
         if S[S_ERR]:
             return RC_ERROR
@@ -300,14 +316,15 @@ def run_core(
                     j, who, bt, bs = -1, R[R_HEAP, 0], t, R[R_HS, 0]
             if S[S_SM_T] < bt:
                 j, who, bt = -1, -2, S[S_SM_T]
-            # a foreign actor's event (priority 0 or 1) first: the reference runs it
-            ft = S[S_FOR_T]
-            if ft < bt or (
-                ft == bt and (who == -2 or S[S_FOR_P] == 0 or key_less(ft, S[S_FOR_S], bt, bs))
-            ):
-                return RC_LIMIT if ft > S[S_LIMIT] else RC_FOREIGN
-            if bt > S[S_LIMIT]:
-                return RC_LIMIT
+            if bt >= bound:
+                # a foreign actor's event (priority 0 or 1) first: the reference runs it
+                ft = S[S_FOR_T]
+                if ft < bt or (
+                    ft == bt and (who == -2 or S[S_FOR_P] == 0 or key_less(ft, S[S_FOR_S], bt, bs))
+                ):
+                    return RC_LIMIT if ft > S[S_LIMIT] else RC_FOREIGN
+                if bt > S[S_LIMIT]:
+                    return RC_LIMIT
             if who >= 0 and R[R_KIND, _u(who)] == KIND_BUILD:
                 # an EADD build: on its task's CPU, waiting for it as a thread does
                 cpu = R[R_B_CPU, _u(who)]
@@ -380,9 +397,9 @@ def run_core(
             # the next event of any other actor: the kernel threads and the other
             # enclave threads (the thread is the heap's root: the next is a child) win
             # a tie, the sampler does not; none of them moves while this thread steps
-            nxt_k = R[R_HT, 0] if S[S_NRH] else big
-            if S[S_FOR_T] < nxt_k:  # a foreign event wins a tie too (priority <= 1)
-                nxt_k = S[S_FOR_T]
+            nxt_k = S[S_FOR_T]  # a foreign event wins a tie too (priority <= 1)
+            if S[S_NRH] and R[R_HT, 0] < nxt_k:
+                nxt_k = R[R_HT, 0]
             nhp = S[S_NHP]
             if nhp > 1 and TH[TH_HT, 1] < nxt_k:
                 nxt_k = TH[TH_HT, 1]
@@ -391,6 +408,7 @@ def run_core(
             nxt_s = S[S_SM_T]
             nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
             limit = S[S_LIMIT]
+            miss = False  # the next access is known to miss (a run of hits ended at it)
             while True:
                 # book the last fault's result
                 if not mid and TH[TH_PENDING, _u(j)]:
@@ -401,7 +419,8 @@ def run_core(
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
                         LAT[0, _u(n)] = now - TH[TH_FSTART, _u(j)]
-                        LAT[1, _u(n)] = j  # the thread: its instance tags the latency
+                        if S[S_TAGLAT]:  # the thread: its instance tags the latency
+                            LAT[1, _u(n)] = j
                         S[S_NLAT] = n + 1
                         TH[TH_FSTART, _u(j)] = -1
                         if S[S_UNREF]:
@@ -424,11 +443,11 @@ def run_core(
                 S[S_MIDPOP] = 0
                 if TH[TH_STARTED, _u(j)] < 0:
                     TH[TH_STARTED, _u(j)] = now
-                until = TH[TH_UNTIL, _u(j)]
+                until = TH[TH_UNTIL, _u(j)]  # big: none
+                # its end (no accesses left, checked below: that is at TH_STOP)
                 if (
-                    TH[TH_REMAIN, _u(j)] <= 0
-                    or TH[TH_SIGBUS, _u(j)]
-                    or (until >= 0 and now >= until and TH[TH_STREAK, _u(j)] == 0)
+                    TH[TH_SIGBUS, _u(j)]
+                    or (now >= until and TH[TH_STREAK, _u(j)] == 0)
                     or EN[EN_SIGPEND, _u(e)]
                     or TH[TH_QUIET, _u(j)] >= S[S_STUCK]
                 ):
@@ -437,47 +456,54 @@ def run_core(
                     S[S_NHP] -= 1  # off the thread heap (it is the root)
                     heap_pop_root(TH, TH_HEAP, S[S_NHP])
                     return RC_THREAD_DONE
-                # its EDMM operations are due: the reference runs them (the thread's
-                # step is handed back as it is, at its (time, seq))
-                edmm = TH[TH_EDMM, _u(j)]
-                if edmm >= 0 and TH[TH_ACC, _u(j)] >= edmm:
-                    S[S_WHO] = j
-                    return RC_EDMM
+                # TH_STOP: the end of the buffer, or the access at which the
+                # thread's EDMM operations are due, if that comes first
                 pos = TH[TH_POS, _u(j)]
-                if pos >= TH[TH_BUFLEN, _u(j)]:
-                    S[S_MIDPOP] = j + 1
+                stop = TH[TH_STOP, _u(j)]
+                if pos >= stop:
                     S[S_WHO] = j
+                    if TH[TH_REMAIN, _u(j)] <= 0:  # (TH_REMAIN >= TH_BUFLEN - TH_POS)
+                        TH[TH_LIVE, _u(j)] = 2
+                        S[S_NHP] -= 1
+                        heap_pop_root(TH, TH_HEAP, S[S_NHP])
+                        return RC_THREAD_DONE
+                    # its EDMM operations are due: the reference runs them (the
+                    # thread's step is handed back as it is, at its (time, seq))
+                    edmm = TH[TH_EDMM, _u(j)]
+                    if edmm >= 0 and TH[TH_ACC, _u(j)] >= edmm:
+                        return RC_EDMM
+                    S[S_MIDPOP] = j + 1
                     return RC_NEED_CHUNK
-                # accesses up to the next event of any other actor (nxt_k, nxt_s) or
-                # the thread's end: max(1, (tend - now) // access_ns) of them, that is
-                # the first always and each next one while it ends by tend (tk: the
-                # time after access k, compared with tend raised to the first's end)
-                tend = until if 0 <= until < nxt_t else nxt_t
-                t_one = now + access_ns
-                if tend < t_one:
-                    tend = t_one
-                n = TH[TH_BUFLEN, _u(j)] - pos
-                if edmm >= 0:  # a run of hits stops at the EDMM operations
-                    m = edmm - TH[TH_ACC, _u(j)]
-                    if m < 1:
-                        m = 1
-                    if m < n:
-                        n = m
-                # sgx_encl_access(): hits set the accessed bit, up to the first miss
                 off = EN[EN_OFF, _u(e)]
                 npages = EN[EN_NPAGES, _u(e)]
                 k = 0
-                tk = t_one
-                while k < n and tk <= tend:
-                    idx = BUF[_u(j), _u(pos + k)]
-                    if idx < 0 or idx >= npages:
-                        break
-                    g = off + idx
-                    if not (HB[_u(g >> 6)] >> (g & 63)) & 1:  # not resident, or blocked
-                        break
-                    E8[E_DESC, _u(g)] |= DESC_ACCESSED
-                    k += 1
-                    tk += access_ns
+                if miss:
+                    # the last step's run of hits ended at this access, a miss, and
+                    # nothing has run since: its fault follows without a second look
+                    miss = False
+                else:
+                    # accesses up to the next event of any other actor (nxt_k, nxt_s)
+                    # or the thread's end: max(1, (tend - now) // access_ns) of them,
+                    # that is the first always and each next one while it ends by tend
+                    # (tk: the time after access k, compared with tend raised to the
+                    # first's end)
+                    tend = until if until < nxt_t else nxt_t
+                    t_one = now + access_ns
+                    if tend < t_one:
+                        tend = t_one
+                    n = stop - pos  # a run of hits stops at the EDMM operations too
+                    # sgx_encl_access(): hits set the accessed bit, up to the first miss
+                    tk = t_one
+                    while k < n and tk <= tend:
+                        idx = BUF[_u(j), _u(pos + k)]
+                        g = off + idx
+                        # out of range, not resident, or blocked
+                        if not in_range(idx, npages) or not (HB[_u(g >> 6)] >> (g & 63)) & 1:
+                            miss = k > 0
+                            break
+                        E8[E_DESC, _u(g)] |= DESC_ACCESSED
+                        k += 1
+                        tk += access_ns
                 if k:
                     TH[TH_POS, _u(j)] = pos + k
                     TH[TH_REMAIN, _u(j)] -= k
@@ -495,11 +521,11 @@ def run_core(
                         buflen = TH[TH_BUFLEN, _u(j)]
                         for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
                             ix = BUF[_u(j), _u(q)]
-                            if 0 <= ix < npages:
+                            if in_range(ix, npages):
                                 prefetch(E32, off + ix, E_EPC)
                                 prefetch(E8, E_DESC, off + ix)
                     EN[EN_NR_FAULTS, _u(e)] += 1
-                    if idx < 0 or idx >= npages:
+                    if not in_range(idx, npages):
                         rr = VM_FAULT_SIGBUS
                     else:
                         S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
@@ -507,8 +533,7 @@ def run_core(
                         rr = sgx_vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
                     # counted here, where the fault happens (the result is booked at
                     # the thread's next step, which a run's end may not reach)
-                    if rr == 0:
-                        CG[CG_NR_FAULTS, _u(TH[TH_TCG, _u(j)])] += 1
+                    if rr == 0:  # (CG_NR_FAULTS follows: its doc)
                         TH[TH_FAULTS, _u(j)] += 1
                         TH[TH_STREAK, _u(j)] = 0
                         TH[TH_QUIET, _u(j)] = 0

@@ -47,7 +47,6 @@ from .layout import (
     EN_INIT,
     EN_LIVE_MMS,
     EN_MEMCG,
-    EN_NR_EVICTED,
     EN_NR_RECL,
     EN_NR_SECS_EWB,
     EN_OFF,
@@ -311,9 +310,9 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         else:
             list_add_tail(CG, P32, c, page)
             S[S_NR_LRU] += 1
-            CG[CG_NR_ROTATED, _u(c)] += 1
             sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
-    if aged:
+    if aged:  # every young page went back to the LRU tail
+        CG[CG_NR_ROTATED, _u(c)] += aged
         _count_aged(CG, c, aged)
     R[R_NP, _u(r)] = kept
     return kept
@@ -357,7 +356,8 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
     batch), the SECS after its last child once initialised, kref_put() (which may
     release the enclave), sgx_free_epc_page() (the uncharge of the batch at the end).
     The pages are counted under the reclaimer's kind (R_KIND: RECLAIM_KSGXD,
-    RECLAIM_ASYNC, or RECLAIM_SYNC for a build's)."""
+    RECLAIM_ASYNC, or RECLAIM_SYNC for a build's), and only there: an enclave's EWBs
+    are EN_NR_EVICTED plus those (enclave_evicted())."""
     c = R[R_C, _u(r)]
     k = R[R_NP, _u(r)]
     by = R[R_KIND, _u(r)]
@@ -376,8 +376,7 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         E32[_u(g), E_VA] = slot
         E32[_u(g), E_EPC] = -1
         EN[EN_SECS_CHILD, _u(e)] -= 1
-        EN[EN_NR_EVICTED, _u(e)] += 1
-        EN[_u(EN_NR_RECL + by), _u(e)] += 1
+        EN[_u(EN_NR_RECL + by), _u(e)] += 1  # EN_NR_EVICTED follows (enclave_evicted)
         if EN[EN_SECS_CHILD, _u(e)] == 0 and EN[EN_SECS_EPC, _u(e)] >= 0 and EN[EN_INIT, _u(e)]:
             sgx_reclaimer_write_secs(S, CG, EN, VA, P32, P8, PCG, e)
         sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)

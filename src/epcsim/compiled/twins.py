@@ -92,6 +92,7 @@ TWINS: tuple[Twin, ...] = (
     # bits.py: widths
     _none("_u", "bits", "no twin: packing (unsigned array index)"),
     _none("bit64", "bits", "no twin: packing (a 64-bit mask bit)"),
+    _none("in_range", "bits", "no twin: packing (0 <= i < n as one unsigned comparison)"),
     _none("lowbit", "bits", "no twin: packing (x & -x in 64 bits)"),
     _none("trailing_zeros", "bits", "no twin: packing (llvm.cttz in plain Python)"),
     _none("prefetch", "bits", "no twin: prefetch (a cache hint)"),
