@@ -118,18 +118,18 @@ def test_compiled_engine_refuses_when_it_cannot_take_over(tmp_path: Path) -> Non
     with pytest.raises(EpcsimError) as e:
         epcsim.run(BUSY, engine="compiled", out=out)
     assert str(e.value) == (
-        "engine compiled: other actors were running when the enclave threads were "
-        "offered; use engine reference or auto"
+        "engine compiled: an EADD build runs under a reclaim design other than v16 "
+        "(host.policy); use engine reference or auto"
     )
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]
-    # auto: the reference runs the thread until the other build is done, then the
-    # compiled engine
+    # auto: the reference runs the build (under v14) and the thread until the build is
+    # done, then the compiled engine
     auto = epcsim.run(BUSY, engine="auto")
     assert auto.engine == "mixed"
     assert auto.run["engine_reason"] == (
         "auto: the compiled engine took the enclave threads over when they became eligible "
-        "(before: other actors were running when the enclave threads were offered)"
+        "(before: an EADD build runs under a reclaim design other than v16 (host.policy))"
     )
 
 

@@ -133,7 +133,7 @@ def test_check_refused_at_run_time_is_an_epcsim_error(tmp_path: Path) -> None:
     with pytest.raises(EpcsimError) as e:
         epcsim.run(BUSY, engine="check", out=out)
     assert str(e.value) == (
-        "engine check: other actors were running when the enclave threads were offered"
+        "engine check: an EADD build runs under a reclaim design other than v16 (host.policy)"
         f"{REFUSAL_TAIL}"
     )
     assert not out.exists()

@@ -605,14 +605,14 @@ def test_engine_compiled_refuses_with_the_reason(tmp_path: Path, name: str) -> N
 
 
 def test_engine_compiled_refuses_at_run_time(tmp_path: Path) -> None:
-    """Ineligible only once the enclave thread starts (another enclave's EADD build is
-    still running): exit 2 with the reason, no run directory."""
+    """Ineligible only once the run is under way (an EADD build under v14): exit 2 with
+    the reason, no run directory."""
     busy = write(tmp_path, BUSY, "busy.toml")
     out = tmp_path / "out"
     r = invoke("run", busy, "--engine", "compiled", "--out", out)
     assert one_error_line(r) == (
-        "epcsim: error: engine compiled: other actors were running when the enclave "
-        "threads were offered; use engine reference or auto"
+        "epcsim: error: engine compiled: an EADD build runs under a reclaim design other "
+        "than v16 (host.policy); use engine reference or auto"
     )
     assert not out.exists()
 

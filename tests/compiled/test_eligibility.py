@@ -341,10 +341,10 @@ TABLE = {
     "bench:mrc_unref": ("compiled", ELIGIBLE),
     # tenant B starts at 20 ms while A runs: the issue-15 case of a staggered EADD start
     # (B's build and A's threads run compiled together since session 12: A's threads
-    # are first refused later, when a worker is busy)
+    # are first refused while B's build is inside a page, not at a page's end)
     "example:staggered-eadd": (
         "mixed",
-        "ksgxd or a reclaim worker was busy when the enclave threads started",
+        "other actors were running when the enclave threads were offered",
     ),
 }
 

@@ -266,7 +266,7 @@ class _Packed:
         self.LAT = np.zeros((2, LAT_CAP), np.int64)
         self.thread_inst = np.array([t.inst.index for t in threads], np.int32)
         ti = self.thread_inst
-        self.one_inst = bool(len(ti) == 1 or (ti == ti[0]).all())
+        self.one_inst = bool(len(ti) <= 1 or (ti == ti[0]).all())
         S[C.S_TAGLAT] = int(not self.one_inst)  # else LAT's row 1 is not written
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
         self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
