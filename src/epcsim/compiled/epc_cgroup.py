@@ -59,13 +59,12 @@ def sgx_cgroup_lru_empty(S, CG, root):
     return True
 
 
-@outline
-def _sgx_cgroup_try_charge(S, CG, c, failed):
-    """Models __sgx_cgroup_try_charge() (specialised from
-    epcsim.kernel.epc_cgroup._sgx_cgroup_try_charge) once misc_cg_try_charge() failed
-    at level *failed*: misc_cg_try_charge()'s err_charge (events, undo), then
-    sgx_cgroup_try_charge(NO_RECLAIM)'s queue_work() and sgx_put_cg().  Returns -ENOMEM
-    or -EBUSY."""
+@inline
+def misc_cg_err_charge(CG, c, failed):
+    """Models misc_cg_try_charge() at its err_charge label (specialised from
+    epcsim.kernel.misc.misc_cg_try_charge) once the charge of a page failed at level
+    *failed*: ``misc.events`` max there (local) and up to the root's child
+    (hierarchical), and the page uncharged again from *c* up to *failed*."""
     CG[CG_EVENTS_LOCAL, _u(failed)] += 1
     j = failed
     while j >= 0 and CG[CG_PARENT, _u(j)] >= 0:
@@ -77,6 +76,16 @@ def _sgx_cgroup_try_charge(S, CG, c, failed):
         if j == failed:
             break
         j = CG[CG_PARENT, _u(j)]
+
+
+@outline
+def _sgx_cgroup_try_charge(S, CG, c, failed):
+    """Models __sgx_cgroup_try_charge() (specialised from
+    epcsim.kernel.epc_cgroup._sgx_cgroup_try_charge) once misc_cg_try_charge() failed
+    at level *failed*: misc_cg_try_charge()'s err_charge (events, undo), then
+    sgx_cgroup_try_charge(NO_RECLAIM)'s queue_work() and sgx_put_cg().  Returns -ENOMEM
+    or -EBUSY."""
+    misc_cg_err_charge(CG, c, failed)
     CG[CG_REFCNT, _u(c)] -= 1  # sgx_put_cg()
     if S[S_POLICY] == POLICY_LIMIT_ONLY:  # a design without per-cgroup reclaim
         return sgx_cgroup_try_charge_limit_only(S, CG, c)
@@ -177,17 +186,7 @@ def sgx_cgroup_try_charge_reclaim(S, CG, c, failed):
     (events, undo), then -ENOMEM (nothing on the subtree's LRUs) or -EBUSY (the caller
     reclaims; the reference on *c* stays held).  No signal is pending (the core runs no
     task with one)."""
-    CG[CG_EVENTS_LOCAL, _u(failed)] += 1
-    j = failed
-    while j >= 0 and CG[CG_PARENT, _u(j)] >= 0:
-        CG[CG_EVENTS, _u(j)] += 1
-        j = CG[CG_PARENT, _u(j)]
-    j = c
-    while True:
-        CG[CG_USAGE, _u(j)] -= PAGE
-        if j == failed:
-            break
-        j = CG[CG_PARENT, _u(j)]
+    misc_cg_err_charge(CG, c, failed)
     if sgx_cgroup_lru_empty(S, CG, c):
         CG[CG_NR_ENOMEM, _u(c)] += 1
         return -ENOMEM

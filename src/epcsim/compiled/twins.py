@@ -122,6 +122,10 @@ TWINS: tuple[Twin, ...] = (
         "sgx_cgroup_lru_empty", _CGROUPS,
     ),
     _row(
+        "misc_cg_err_charge", "epc_cgroup", ["misc.misc_cg_try_charge"],
+        "misc_cg_try_charge", _CGROUPS,
+    ),
+    _row(
         "_sgx_cgroup_try_charge", "epc_cgroup",
         ["epc_cgroup._sgx_cgroup_try_charge", "misc.misc_cg_try_charge", "epc_cgroup.queue_work"],
         "__sgx_cgroup_try_charge", ("host.misc", "dynamic.task_not_running", *_CGROUPS),
