@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from ..kernel.constants import PAGE_COUNTER_MAX, SGX_ENCL_INITIALIZED
+from ..kernel.constants import SGX_ENCL_INITIALIZED
 from ..scenario.schema import Scenario, VepcSpec
 from .layout import POLICY_IDS
 
@@ -255,24 +255,6 @@ def build_under_policy(sim: Simulation, threads: list, builds: list) -> bool:
     return bool(builds) and sim.host.policy is not None
 
 
-def watching_pages(sim: Simulation, threads: list, builds: list) -> bool:
-    """EADD builds are taken over while a timed operation waits on the pages a live
-    (started) instance adds (``[[at]] when: added``): the core's watch (EN_WATCH) counts
-    the pages its threads add (EAUG), not a build's."""
-    return bool(builds) and any(
-        w[0].started_ns >= 0 and w[0].ended_ns < 0 for w in sim.actors.watchers
-    )
-
-
-def build_memcg(sim: Simulation, threads: list, builds: list) -> bool:
-    """EADD builds are taken over while some memcg has a ``memory.max`` below max: the
-    core's check before a reclaim phase's backing charges (mem_cgroup_batch_fits,
-    RC_MEMCG) reads the enclaves' memcgs, not a build's task's (its charge mm)."""
-    return bool(builds) and any(
-        m is not None and m.max_pages < PAGE_COUNTER_MAX for m in sim.host.memcgs
-    )
-
-
 def cgroup_busy(sim: Simulation, threads: list, builds: list) -> bool:
     """A cgroup is offline or freed.  (Its reclaim work, queued or running, is taken
     over with the worker: ``dynamic.reclaimer_busy``.)"""
@@ -431,12 +413,6 @@ RULES: dict[str, Rule] = {
     ),
     "dynamic.foreign_enclave": when(
         foreign_enclave, "an enclave outside the running threads holds EPC pages", "run"
-    ),
-    "dynamic.watching": when(
-        watching_pages, "an EADD build's pages may be watched ([[at]] when: added)", "run"
-    ),
-    "dynamic.build_memcg": when(
-        build_memcg, "an EADD build runs beside a memory.max below max", "run"
     ),
     "dynamic.build_policy": when(
         build_under_policy,

@@ -409,16 +409,16 @@ class _Packed:
         self.CPUF[:] = self.sim.core.cpu_free
 
     def _watch(self, encl: Encl) -> int:
-        """The EAUG count at which the first ``[[at]] when`` watcher of *encl*'s process
-        fires (``Actors.check_watchers()``: pages added, EADD and EAUG; the core adds
-        only EAUGs), or ``_I64_CAP``."""
+        """The pages added (EN_NR_ADDED + EN_NR_EAUG: EADD and EAUG) at which the first
+        ``[[at]] when`` watcher of *encl*'s process fires (``Actors.check_watchers()``),
+        or ``_I64_CAP``."""
         at = _I64_CAP
         for inst, pages, *_ in self.sim.actors.watchers:
             mine = inst.encl
             if mine is None and inst.task is not None and inst.task.encl_fds:
                 mine = self.host.encls[inst.task.encl_fds[0]]
             if mine is encl:
-                at = min(at, pages - encl.nr_added)
+                at = min(at, pages)
         return at
 
     def resync(self) -> None:

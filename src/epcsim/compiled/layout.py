@@ -293,8 +293,8 @@ EN_TABLE = Table(
         _f("INIT", "initialised (SGX_ENCL_INITIALIZED): its SECS may be written back"),
         _f(
             "WATCH",
-            "the EN_NR_EAUG at which an [[at]] when watcher of its process fires (the "
-            "core returns after that step, RC_WATCH); big: none",
+            "the pages added (EN_NR_ADDED + EN_NR_EAUG) at which an [[at]] when watcher "
+            "of its process fires (the core returns after that step, RC_WATCH); big: none",
         ),
     ),
 )

@@ -64,6 +64,7 @@ from .layout import (
     E_DESC,
     E_EPC,
     EN_NPAGES,
+    EN_NR_ADDED,
     EN_NR_EAUG,
     EN_NR_EVICTED,
     EN_NR_FAULTS,
@@ -384,6 +385,13 @@ def run_core(
                 R[R_SEQ, _u(who)] = S[S_SEQ]
                 if build:
                     CPUF[_u(R[R_B_CPU, _u(who)])] = R[R_T, _u(who)]
+                    # Actors.check_watchers() after the step: its pages added
+                    eb = R[R_B_E, _u(who)]
+                    watched = (
+                        EN[EN_NR_EAUG, _u(eb)] + EN[EN_NR_ADDED, _u(eb)] >= EN[EN_WATCH, _u(eb)]
+                    )
+                    if watched:
+                        S[S_WHO] = eb
                 heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])  # the root
             else:
                 R[R_SCHED, _u(who)] = 0
@@ -543,8 +551,10 @@ def run_core(
                     TH[TH_PENDING, _u(j)] = 1
                     TH[TH_R, _u(j)] = rr
                     d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
-                    # Actors.check_watchers() after the step: EAUGs count as pages added
-                    watched = EN[EN_NR_EAUG, _u(e)] >= EN[EN_WATCH, _u(e)]
+                    # Actors.check_watchers() after the step: pages added, EADD and EAUG
+                    watched = EN[EN_NR_EAUG, _u(e)] + EN[EN_NR_ADDED, _u(e)] >= EN[EN_WATCH, _u(e)]
+                    if watched:
+                        S[S_WHO] = e
                 S[S_SEQ] += 1
                 t1 = now + (d if d > 0 else 1)
                 TH[TH_T, _u(j)] = t1
@@ -573,5 +583,4 @@ def run_core(
         if kick and not kick_kernel_threads(S, CG, R, now):
             return RC_ERROR
         if watched:  # Actors.check_watchers(), after the kick as in Simulation.run()
-            S[S_WHO] = TH[TH_E, _u(j)]
             return RC_WATCH

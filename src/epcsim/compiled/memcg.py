@@ -21,6 +21,7 @@ from .layout import (
     CG_MEMU0,
     EN_MEMCG,
     R_ES,
+    R_MEMCG,
     R_NP,
     S_NMEMCG,
 )
@@ -33,14 +34,20 @@ def mem_cgroup_batch_fits(S, CG, EN, R, r):
     """Models mem_cgroup_fits() (specialised from epcsim.kernel.memcg.mem_cgroup_fits)
     for every backing charge the next phase of reclaimer *r* may make: one page's backing
     (``SGX_BACKING_BYTES_PER_PAGE``) for each page of its batch, charged to its
-    enclave's memcg (phase 2; phase 4 charges at most one SECS per page written).  True
+    enclave's memcg, or an EADD build's task's (R_MEMCG; phase 2; phase 4 charges at
+    most one SECS per page written).  True
     if, with all of them, no memcg and no ancestor exceeds its ``memory.max``."""
     nm = S[S_NMEMCG]
     for m in range(nm):
         CG[CG_MEMT, _u(m)] = 0
     # the charges: each adds to its memcg and every ancestor (page_counter_try_charge)
+    mem = R[R_MEMCG, _u(r)] - 1  # a build's task's memcg (its charge mm), else -1
     for k in range(R[R_NP, _u(r)]):
         m = EN[EN_MEMCG, _u(R[_u(R_ES + k), _u(r)])]
+        while m >= 0:
+            CG[CG_MEMT, _u(m)] += BACKING
+            m = CG[CG_MEMPAR, _u(m)]
+        m = mem  # (a build's: charged there instead; counted in both, an upper bound)
         while m >= 0:
             CG[CG_MEMT, _u(m)] += BACKING
             m = CG[CG_MEMPAR, _u(m)]

@@ -271,7 +271,7 @@ TWINS: tuple[Twin, ...] = (
          "reclaim.sgx_reclaim_pages_global"],
         "sgx_ioc_enclave_add_pages",
         ("enclave[].build", "dynamic.build_policy", "dynamic.task_not_running",
-         "dynamic.build_memcg", *_CGROUPS),
+         "cgroup[].memory_max", *_CGROUPS),
     ),
     # memcg.py
     _row(
