@@ -118,7 +118,7 @@ class Browser:
     """A headless browser process and its DevTools websocket."""
 
     def __init__(self, executable: str) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="epcsim-browser-")
+        self._dir = tempfile.TemporaryDirectory(prefix="epcsim-browser-", ignore_cleanup_errors=True)
         profile = Path(self._dir.name)
         self._proc = subprocess.Popen(
             [executable, f"--user-data-dir={profile}", *FLAGS],
@@ -219,4 +219,14 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        # Chromium's helper processes may still write into the profile for a moment
+        # after the browser exits ("Directory not empty: 'Default'" on a loaded CI run)
+        for _ in range(50):
+            try:
+                shutil.rmtree(self._dir.name)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
         self._dir.cleanup()
