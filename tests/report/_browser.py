@@ -118,7 +118,9 @@ class Browser:
     """A headless browser process and its DevTools websocket."""
 
     def __init__(self, executable: str) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="epcsim-browser-", ignore_cleanup_errors=True)
+        self._dir = tempfile.TemporaryDirectory(
+            prefix="epcsim-browser-", ignore_cleanup_errors=True
+        )
         profile = Path(self._dir.name)
         self._proc = subprocess.Popen(
             [executable, f"--user-data-dir={profile}", *FLAGS],
