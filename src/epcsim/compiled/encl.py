@@ -207,6 +207,22 @@ def sgx_encl_load_secs(S, CG, EN, VA, P32, P8, PCG, e):
     return 0
 
 
+@inline
+def sgx_encl_grow_va_page(EN, VA, e, vpage):
+    """Models sgx_encl_grow() (specialised from epcsim.kernel.encl.sgx_encl_grow) once
+    its VA page *vpage* is allocated: the enclave's next VA page, every slot free, at
+    the head of encl->va_pages.  Returns its number."""
+    vano = EN[EN_NVA, _u(e)]
+    EN[EN_NVA, _u(e)] += 1
+    row = EN[EN_VAOFF, _u(e)] + vano
+    VA[_u(row), VA_EPC] = vpage
+    VA[_u(row), VA_USED] = 0
+    for w in range(8):
+        VA[_u(row), _u(VA_BITS + w)] = 0
+    va_pages_add_head(EN, VA, e, vano)
+    return vano
+
+
 @outline
 def sgx_encl_grow(S, CG, EN, VA, P32, P8, PCG, e, page):
     """Models sgx_encl_grow() (specialised from epcsim.kernel.encl.sgx_encl_grow) with
@@ -218,13 +234,7 @@ def sgx_encl_grow(S, CG, EN, VA, P32, P8, PCG, e, page):
         encls_leaf(S, L_EREMOVE, 1)
         sgx_free_epc_page(S, CG, P32, P8, PCG, page)
         return vpage
-    EN[EN_NVA, _u(e)] += 1
-    row = EN[EN_VAOFF, _u(e)] + vano
-    VA[_u(row), VA_EPC] = vpage
-    VA[_u(row), VA_USED] = 0
-    for w in range(8):
-        VA[_u(row), _u(VA_BITS + w)] = 0
-    va_pages_add_head(EN, VA, e, vano)
+    sgx_encl_grow_va_page(EN, VA, e, vpage)
     return 0
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..kernel.constants import SGX_NR_LOW_PAGES, SGX_NR_TO_SCAN, SGX_VA_SLOT_COUNT
 from ._jit import inline, outline
 from .bits import _u
-from .encl import hb_set, va_pages_add_head
+from .encl import hb_set, sgx_encl_grow_va_page
 from .encls import encls_leaf
 from .epc import _sgx_alloc_epc_page
 from .epc_cgroup import sgx_cgroup_lru_empty, sgx_cgroup_try_charge_reclaim
@@ -37,7 +37,6 @@ from .layout import (
     EN_OFF,
     EN_PAGE_CNT,
     EN_SECS_CHILD,
-    EN_VAOFF,
     ERR_BUILD_FAILED,
     KIND_ENCL,
     KIND_VA,
@@ -73,9 +72,6 @@ from .layout import (
     ST_B_RECLAIM,
     ST_B_TOP,
     TRACKED,
-    VA_BITS,
-    VA_EPC,
-    VA_USED,
 )
 from .lru import list_add_tail
 from .misc import misc_cg_charge_if_fits, misc_cg_fits, misc_cg_try_charge
@@ -213,14 +209,7 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
                 S[S_WOKEN] = 1  # wake_up(ksgxd)
             if va:
                 # sgx_encl_grow(): the new VA page at the head of va_pages
-                vano = EN[EN_NVA, _u(e)]
-                EN[EN_NVA, _u(e)] += 1
-                row = EN[EN_VAOFF, _u(e)] + vano
-                VA[_u(row), VA_EPC] = page
-                VA[_u(row), VA_USED] = 0
-                for w in range(8):
-                    VA[_u(row), _u(VA_BITS + w)] = 0
-                va_pages_add_head(EN, VA, e, vano)
+                sgx_encl_grow_va_page(EN, VA, e, page)
                 EN[EN_PAGE_CNT, _u(e)] += 1
                 R[R_B_VA, _u(r)] = 0
                 page = R[R_B_PAGE, _u(r)]

@@ -187,6 +187,9 @@ TWINS: tuple[Twin, ...] = (
         "sgx_encl_load_secs", (*_ENCLAVES, *_NO_OOM),
     ),
     _row(
+        "sgx_encl_grow_va_page", "encl", ["encl.sgx_encl_grow"], "sgx_encl_grow", _ENCLAVES,
+    ),
+    _row(
         "sgx_encl_grow", "encl", ["encl.sgx_encl_grow", "encl.sgx_encl_free_epc_page"],
         "sgx_encl_grow", _ENCLAVES,
     ),
