@@ -13,35 +13,27 @@ from __future__ import annotations
 import numpy as np
 from numba import config
 
-from ._jit import inline
-
 __all__ = ["_u", "bit64", "in_range", "lowbit", "prefetch", "trailing_zeros"]
 
 
-@inline
-def _u(i):
-    """No kernel twin: *i* as an unsigned index.  numba wraps every signed array index
-    (a negative one counts from the end: a compare, an add and a select each time, and
-    the dimension's size kept at hand); the core's indices are never negative, so it
-    indexes with _u(...) and skips that."""
-    return np.uintp(i)
-
-
-@inline
-def in_range(i, n):
-    """No kernel twin: ``0 <= i < n`` for a non-negative *n*, as one unsigned
-    comparison (a negative *i* wraps to a large unsigned value)."""
-    return np.uintp(np.int64(i)) < np.uintp(np.int64(n))
-
-
-@inline
-def bit64(b):
-    """No kernel twin: the int64 with bit *b* (0..63) set (bit 63: the sign bit), for
-    any integer width of *b*."""
-    return np.int64(1) << np.int64(b)
-
-
 if config.DISABLE_JIT:
+
+    def _u(i):
+        """No kernel twin: *i* as an unsigned index.  numba wraps every signed array index
+        (a negative one counts from the end: a compare, an add and a select each time,
+        and the dimension's size kept at hand); the core's indices are never negative,
+        so it indexes with _u(...) and skips that."""
+        return np.uintp(i)
+
+    def in_range(i, n):
+        """No kernel twin: ``0 <= i < n`` for a non-negative *n*, as one unsigned
+        comparison (a negative *i* wraps to a large unsigned value)."""
+        return np.uintp(np.int64(i)) < np.uintp(np.int64(n))
+
+    def bit64(b):
+        """No kernel twin: the int64 with bit *b* (0..63) set (bit 63: the sign bit),
+        for any integer width of *b*."""
+        return np.int64(1) << np.int64(b)
 
     def lowbit(x):
         """No kernel twin: the lowest set bit of the int64 *x* (``x & -x``, wrapping)."""
@@ -58,17 +50,70 @@ if config.DISABLE_JIT:
         """No kernel twin: a cache hint, nothing to do in plain Python."""
         return None
 
-else:
+else:  # pragma: no cover  (numba intrinsics: run compiled only, no lines to trace)
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.cpython.unsafe.numbers import trailing_zeros
     from numba.extending import intrinsic
 
-    @inline
-    def lowbit(x):
+    # The helpers below are numba intrinsics, not inlined functions: each call is typed
+    # and lowered in place (a cast, a compare, a shift), where an ``inline="always"``
+    # function's IR would be copied and run through numba's untyped passes at every one
+    # of its ~1,300 call sites (most of the core's cold compile).
+
+    @intrinsic
+    def _u(typingctx, i):
+        """No kernel twin: *i* as an unsigned index.  numba wraps every signed array index
+        (a negative one counts from the end: a compare, an add and a select each time,
+        and the dimension's size kept at hand); the core's indices are never negative,
+        so it indexes with _u(...) and skips that."""
+        if not isinstance(i, (types.Integer, types.Boolean)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return context.cast(builder, args[0], signature.args[0], types.uintp)
+
+        return types.uintp(i), codegen
+
+    @intrinsic
+    def in_range(typingctx, i, n):
+        """No kernel twin: ``0 <= i < n`` for a non-negative *n*, as one unsigned
+        comparison (a negative *i* wraps to a large unsigned value)."""
+        if not all(isinstance(t, (types.Integer, types.Boolean)) for t in (i, n)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ity, nty = signature.args
+            a = context.cast(builder, args[0], ity, types.int64)
+            b = context.cast(builder, args[1], nty, types.int64)
+            return builder.icmp_unsigned("<", a, b)
+
+        return types.boolean(i, n), codegen
+
+    @intrinsic
+    def bit64(typingctx, b):
+        """No kernel twin: the int64 with bit *b* (0..63) set (bit 63: the sign bit),
+        for any integer width of *b*."""
+        if not isinstance(b, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            n = context.cast(builder, args[0], signature.args[0], types.int64)
+            return builder.shl(ir.Constant(ir.IntType(64), 1), n)
+
+        return types.int64(b), codegen
+
+    @intrinsic
+    def lowbit(typingctx, x):
         """No kernel twin: the lowest set bit of the int64 *x* (``x & -x``, wrapping)."""
-        return x & -x
+        if x != types.int64:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.and_(args[0], builder.neg(args[0]))
+
+        return types.int64(x), codegen
 
     @intrinsic
     def prefetch(typingctx, arr, i, j):
