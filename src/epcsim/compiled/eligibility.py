@@ -511,6 +511,10 @@ def option_ineligibility(options: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: the rules with a check, in RULES' order
+_DYNAMIC = [r for r in RULES.values() if r.check is not None]
+
+
 def dynamic_ineligibility(sim: Simulation, threads: list, builds: Sequence = ()) -> str | None:
     """Why the compiled engine cannot take the run over now, with *threads* and the EADD
     builds *builds* (``BuildRun``: each at a page's end) (None if it can): the
@@ -518,19 +522,19 @@ def dynamic_ineligibility(sim: Simulation, threads: list, builds: Sequence = ())
     not initialised, and need not be), then over the run.  (The scheduler's own state
     is judged by take_over() before: ``dynamic.reclaimer_busy``, ``other_actors``,
     ``no_sampler``.)"""
-    per_inst = [r for r in RULES.values() if r.scope == "instance"]
+    per_inst = [r for r in _DYNAMIC if r.scope == "instance"]
     building = {id(b.inst) for b in builds}
     skip = RULES["dynamic.not_initialised"]
     for inst in sim.instances.values():
+        if not _live(inst):  # every instance rule holds of live instances only
+            continue
         for rule in per_inst:
-            assert rule.check is not None
             if rule is skip and id(inst) in building:
                 continue
-            if rule.check(sim, inst):
+            if rule.check(sim, inst):  # type: ignore[misc]
                 return rule.reason
-    for rule in RULES.values():
-        if rule.scope == "run":
-            assert rule.check is not None
-            if rule.check(sim, threads, list(builds)):
-                return rule.reason
+    blist = list(builds)
+    for rule in _DYNAMIC:
+        if rule.scope == "run" and rule.check(sim, threads, blist):  # type: ignore[misc]
+            return rule.reason
     return None

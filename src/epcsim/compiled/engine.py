@@ -75,7 +75,7 @@ from .eligibility import (
     refusal,
     static_ineligibility,
 )
-from .layout import SAMPLED, pack, write_back
+from .layout import SAMPLED, pack, pack_rows, write_back, write_back_rows
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -263,7 +263,9 @@ class _Packed:
         self.TH = TH
         self.CPUF = np.array(sim.core.cpu_free, np.int64)
         # row 0 the latencies, row 1 the thread of each (its instance tags it)
-        self.LAT = np.zeros((2, LAT_CAP), np.int64)
+        # (np.empty: the core writes an entry before anything reads it, and a take-over
+        # is frequent enough in some runs that zeroing these was a fifth of its cost)
+        self.LAT = np.empty((2, LAT_CAP), np.int64)
         self.thread_inst = np.array([t.inst.index for t in threads], np.int32)
         ti = self.thread_inst
         self.one_inst = bool(len(ti) <= 1 or (ti == ti[0]).all())
@@ -274,7 +276,7 @@ class _Packed:
         self.lat_used = 0  # lat_out[:lat_used] holds latencies handed over
         self.lat_view: np.ndarray | None = None  # the last view given to the simulation
         self.lat_view_from = 0
-        self.SAMP = np.zeros((SAMP_CAP, len(self.live), len(SAMPLED)), np.int64)
+        self.SAMP = np.empty((SAMP_CAP, len(self.live), len(SAMPLED)), np.int64)
         self.SAMPT = np.zeros(SAMP_CAP, np.int64)
         # the enclave rows of each sample, one per enclave the core runs (EN_ROW)
         self.SAMPE = np.zeros((SAMP_CAP, max(len(encls), 1), 4), np.int64)
@@ -282,8 +284,9 @@ class _Packed:
         # over add their accesses and faults (they do not move while it runs)
         ours = {id(t.st) for t in threads}
         self.sampe_base = np.zeros((max(len(encls), 1), 4), np.int64)
+        self.rowof = {id(e): r for r, e in enumerate(encls)}
         for inst in sim.instances.values():
-            k2 = next((r for r, e in enumerate(encls) if e is inst.encl), -1)
+            k2 = self.rowof.get(id(inst.encl), -1)
             if k2 >= 0:
                 for st in inst.threads:
                     if id(st) not in ours:
@@ -373,15 +376,18 @@ class _Packed:
             EN[C.EN_ROW, e] = k
             EN[C.EN_INIT, e] = int(bool(encl.flags & SGX_ENCL_INITIALIZED))
             EN[C.EN_WATCH, e] = self._watch(encl)
-            for vp in encl.va_all:
-                row = vaoff + vp.no
-                pack("VA", VA[row], vp)
+            va = encl.va_all  # va_all[no].no == no: rows vaoff + 0, 1, ...
+            if va:
+                blk = VA[vaoff : vaoff + len(va)]
+                pack_rows("VA", blk, va)
                 # the 512 slot bits as 8 little-endian words (two's complement int64)
-                VA[row, C.VA_BITS :] = np.frombuffer(vp.bits.to_bytes(_VA_BYTES, "little"), "<i8")
+                bits = b"".join([vp.bits.to_bytes(_VA_BYTES, "little") for vp in va])
+                blk[:, C.VA_BITS :] = np.frombuffer(bits, "<i8").reshape(len(va), -1)
             order = list(encl.va_pages)
-            for k2, no in enumerate(order):
-                VA[vaoff + no, C.VA_PREV] = order[k2 - 1] if k2 else -1
-                VA[vaoff + no, C.VA_NEXT] = order[k2 + 1] if k2 + 1 < len(order) else -1
+            if order:
+                rows = vaoff + np.array(order, np.int64)
+                VA[rows, C.VA_PREV] = [-1, *order[:-1]]
+                VA[rows, C.VA_NEXT] = [*order[1:], -1]
             EN[C.EN_VA_HEAD, e] = order[0] if order else -1
             EN[C.EN_VA_TAIL, e] = order[-1] if order else -1
         E32, E8 = self.E32, self.E8
@@ -483,7 +489,7 @@ class _Packed:
                 if inst.encl is None:
                     continue
                 names.append(inst.name)
-                k2 = next((r for r, e in enumerate(self.encls) if e is inst.encl), -1)
+                k2 = self.rowof.get(id(inst.encl), -1)
                 if k2 >= 0:
                     ev.append(self.SAMPE[:k, k2, :] + self.sampe_base[k2])
                 else:
@@ -557,10 +563,14 @@ class _Packed:
             EN[C.EN_NR_EVICTED, e] -= recl
             for no in range(len(encl.va_all), int(EN[C.EN_NVA, e])):
                 encl.va_all.append(SgxVaPage(no, int(VA[vaoff + no, C.VA_EPC])))
-            for vp in encl.va_all:
-                row = vaoff + vp.no
-                vp.bits = int.from_bytes(VA[row, C.VA_BITS :].astype("<i8").tobytes(), "little")
-                write_back("VA", VA[row], vp)
+            va = encl.va_all
+            if va:
+                blk = VA[vaoff : vaoff + len(va)]
+                raw = blk[:, C.VA_BITS :].astype("<i8").tobytes()
+                w = _VA_BYTES
+                for k2, vp in enumerate(va):
+                    vp.bits = int.from_bytes(raw[k2 * w : (k2 + 1) * w], "little")
+                write_back_rows("VA", blk, va)
             order = OrderedDict()
             no = int(EN[C.EN_VA_HEAD, e])
             while no >= 0:

@@ -41,6 +41,7 @@ are declared here too, as plain constants.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -711,7 +712,9 @@ __all__ = [
     "TABLES",
     "Table",
     "pack",
+    "pack_rows",
     "write_back",
+    "write_back_rows",
     # plain constants
     "PAGE",
     "BACKING",
@@ -838,35 +841,113 @@ def _mirrors(t: Table) -> tuple[_Mirror, ...]:
 _MIRRORS: dict[str, tuple[_Mirror, ...]] = {t.name: _mirrors(t) for t in TABLES}
 
 
+class _TableIO:
+    """:func:`pack` and :func:`write_back` of one table, batched: one ``attrgetter``
+    call reads every scalar mirror of an object (a tuple, in C), one fancy-index
+    assignment stores them; a take-over packs every cgroup, enclave and VA page, so
+    a field-by-field loop was most of its cost."""
+
+    __slots__ = ("scal_at", "scal_get", "delta_at", "vectors", "back_at", "back_get",
+                 "back_set", "back_flag", "deltas", "back_vectors")  # fmt: skip
+
+    def __init__(self, mirrors: tuple[_Mirror, ...]) -> None:
+        scal = [m for m in mirrors if m.back != "delta" and m.width == 1]
+        self.scal_at = np.array([m.at for m in scal], np.intp)
+        self.scal_get = _tuple_getter([m.paths[0] for m in scal])
+        self.delta_at = np.array([m.at for m in mirrors if m.back == "delta"], np.intp)
+        self.vectors = tuple(m for m in mirrors if m.back != "delta" and m.width > 1)
+        back = [m for m in scal if m.back is not None]
+        self.back_at = np.array([m.at for m in back], np.intp)
+        self.back_get = _tuple_getter([m.paths[0] for m in back])
+        self.back_set = tuple(m.sets[0] for m in back)
+        self.back_flag = tuple(m.flag for m in back)
+        self.deltas = tuple(m for m in mirrors if m.back == "delta")
+        self.back_vectors = tuple(m for m in self.vectors if m.back is not None)
+
+
+def _tuple_getter(paths: list[str]):
+    """``obj -> tuple`` of the values at *paths* (``attrgetter`` returns a bare value
+    for one path)."""
+    if not paths:
+        return lambda obj: ()
+    if len(paths) == 1:
+        get = operator.attrgetter(paths[0])
+        return lambda obj: (get(obj),)
+    return operator.attrgetter(*paths)
+
+
+_IO: dict[str, _TableIO] = {name: _TableIO(ms) for name, ms in _MIRRORS.items()}
+
+
 def pack(table: str, vec: np.ndarray, obj: Any) -> None:
     """Copy the reference values mirrored by *table*'s fields from *obj* (the table's
     key object) into *vec*, the table's slots for that object (a column of ``CG``, a
-    row of ``VA``, ``S`` itself).  A delta field is packed as 0."""
-    for m in _MIRRORS[table]:
-        if m.back == "delta":
-            vec[m.at] = 0
-        elif m.width == 1:
-            v = m.gets[0](obj)
-            vec[m.at] = int(v) if m.flag else v
-        else:
-            v = m.gets[0](obj)
-            vec[m.at : m.at + len(v)] = v
+    row of ``VA``, ``S`` itself).  A delta field is packed as 0, a flag as 0/1."""
+    io = _IO[table]
+    vec[io.scal_at] = io.scal_get(obj)
+    vec[io.delta_at] = 0
+    for m in io.vectors:
+        v = m.gets[0](obj)
+        vec[m.at : m.at + len(v)] = v
+
+
+def pack_rows(table: str, block: np.ndarray, objs: Sequence[Any]) -> None:
+    """:func:`pack` of many objects at once: row k of *block* from ``objs[k]``."""
+    io = _IO[table]
+    get = io.scal_get
+    if len(objs):
+        block[:, io.scal_at] = [get(o) for o in objs]
+        block[:, io.delta_at] = 0
+        for m in io.vectors:
+            for r, o in enumerate(objs):
+                v = m.gets[0](o)
+                block[r, m.at : m.at + len(v)] = v
+
+
+def write_back_rows(table: str, block: np.ndarray, objs: Sequence[Any]) -> None:
+    """:func:`write_back` of many objects at once: ``objs[k]`` from row k of *block*;
+    only the values that differ from the objects' are set."""
+    io = _IO[table]
+    if not len(objs):
+        return
+    if len(io.back_at):
+        new = block[:, io.back_at]
+        cur = np.array([io.back_get(o) for o in objs], np.int64).reshape(new.shape)
+        for r, k in zip(*np.nonzero(new != cur), strict=True):
+            v = int(new[r, k])
+            io.back_set[k](objs[r], bool(v) if io.back_flag[k] else v)
+    if io.deltas or io.back_vectors:
+        for r, o in enumerate(objs):
+            for m in io.deltas:
+                d = int(block[r, m.at])
+                if d:
+                    for get, set_ in zip(m.gets, m.sets):
+                        set_(o, get(o) + d)
+                    block[r, m.at] = 0
+            for m in io.back_vectors:
+                cur_v = m.gets[0](o)
+                cur_v[:] = block[r, m.at : m.at + len(cur_v)].tolist()
 
 
 def write_back(table: str, vec: np.ndarray, obj: Any) -> None:
     """Write *table*'s written-back fields from *vec* to *obj* (the inverse of
     :func:`pack` for the fields whose ``back`` is set): a value is set (a bool for a
-    flag), a delta is added to every mirror and reset to 0."""
-    for m in _MIRRORS[table]:
-        if m.back is None:
-            continue
-        if m.back == "delta":
-            d = int(vec[m.at])
+    flag) where it differs from the object's, a delta is added to every mirror and
+    reset to 0."""
+    io = _IO[table]
+    new = vec[io.back_at].tolist()
+    cur = io.back_get(obj)
+    for k, v in enumerate(new):
+        if io.back_flag[k]:
+            v = bool(v)
+        if cur[k] != v:
+            io.back_set[k](obj, v)
+    for m in io.deltas:
+        d = int(vec[m.at])
+        if d:
             for get, set_ in zip(m.gets, m.sets):
                 set_(obj, get(obj) + d)
             vec[m.at] = 0
-        elif m.width == 1:
-            m.sets[0](obj, bool(vec[m.at]) if m.flag else int(vec[m.at]))
-        else:
-            cur = m.gets[0](obj)
-            cur[:] = vec[m.at : m.at + len(cur)].tolist()
+    for m in io.back_vectors:
+        cur = m.gets[0](obj)
+        cur[:] = vec[m.at : m.at + len(cur)].tolist()
