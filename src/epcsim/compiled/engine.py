@@ -531,10 +531,10 @@ class _Packed:
         faults = np.zeros(CG.shape[1], np.int64)  # the threads' (CG_NR_FAULTS' doc)
         np.add.at(faults, self.TH[C.TH_TCG], self.TH[C.TH_FAULTS])
         CG[C.CG_NR_FAULTS] += faults
+        # (CG has no delta field: the rows copied out by CG.T[ids] are only read)
+        write_back_rows("CG", CG.T[[s.id for s in self.live]], self.live)
         for s in self.live:
-            i = s.id
-            write_back("CG", CG[:, i], s)
-            s.next_cg = cgs[int(self.PRE[CG[C.CG_CURSOR, i]])]
+            s.next_cg = cgs[int(self.PRE[CG[C.CG_CURSOR, s.id]])]
         host.sgx_cg_wq.clear()
         host.sgx_cg_wq.extend(cgs[int(c)] for c in CG[C.CG_WQ, : int(S[C.S_NWQ])])
         for mid in np.flatnonzero(CG[C.CG_MEMD]).tolist():
