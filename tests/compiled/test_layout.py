@@ -362,3 +362,36 @@ def test_flags_go_back_as_bools() -> None:
     hv[L.S_WOKEN] = 1
     L.write_back("S", hv, sim.host)
     assert sim.host.ksgxd_woken is True
+
+
+def test_rows_are_packed_and_written_back_as_one_object_at_a_time() -> None:
+    """pack_rows / write_back_rows (a take-over's VA pages and cgroups) give what pack /
+    write_back give object by object; write-back sets only the values that differ from
+    the object's (an untouched attribute keeps its object), flags as bools."""
+    sim, _ = _ran()
+    for table, objs in (
+        ("CG", [s for s in sim.host.sgx_cgroups if s is not None]),
+        ("VA", [vp for e in sim.host.encls if e is not None for vp in e.va_all]),
+    ):
+        assert objs
+        width = {"CG": L.NCGF, "VA": L.NVAF}[table]
+        block = np.full((len(objs), width), -7, np.int64)
+        L.pack_rows(table, block, objs)
+        for r, obj in enumerate(objs):
+            one = np.full(width, -7, np.int64)
+            L.pack(table, one, obj)
+            assert block[r].tolist() == one.tolist()
+        before = [_values(obj, table) for obj in objs]
+        L.write_back_rows(table, block, objs)
+        assert [_values(obj, table) for obj in objs] == before
+    # one changed value is set (a flag as a bool); the others keep their objects
+    s = sim.host.sgx_cg_root
+    marker = np.int64(s.nr_pages)  # a numpy int the write-back must leave in place
+    s.nr_pages = marker
+    block = np.zeros((1, L.NCGF), np.int64)
+    L.pack_rows("CG", block, [s])
+    block[0, L.CG_PENDING] = 1 - int(s.work_pending)
+    want = not s.work_pending
+    L.write_back_rows("CG", block, [s])
+    assert s.work_pending is want
+    assert s.nr_pages is marker
