@@ -16,7 +16,7 @@ import numpy as np
 
 from ..costs import COST_SOURCES, CostModel
 from ..kernel.constants import PAGE_SIZE
-from ..result import Result, engine_text
+from ..result import Result, engine_text, latency_percentiles
 from .figures import FigureInfo, natural_key
 from .fmt import fmt_bytes, fmt_ns, fmt_ratio, sig3
 
@@ -282,7 +282,7 @@ def _latency(result: Result) -> str:
     fl = dict(result.summary.get("fault_latency") or {})
     lat = result.fault_latency_ns
     if not fl and len(lat):
-        q = np.percentile(lat, [50, 90, 99, 100]).round().astype(np.int64).tolist()
+        q = latency_percentiles(lat)
         fl = {"count": len(lat), "p50_ns": q[0], "p90_ns": q[1], "p99_ns": q[2], "max_ns": q[3]}
     if not fl:
         # the sentence comes from the same totals as the enclave and cgroup tables
