@@ -580,6 +580,88 @@ def test_eadd_build_handed_back_in_its_va_page_allocation(monkeypatch) -> None:
     assert {(C.ST_PH2, 1), (C.ST_PH4, 1), (C.ST_B_CHARGE, 1)} <= seen, seen
 
 
+def test_eadd_builds_handed_back_in_the_allocators_global_reclaim(monkeypatch) -> None:
+    """Builds handed back inside sgx_alloc_epc_page()'s global reclaim (``R_B_GLOBAL``:
+    a batch's phases, the loop's ``cond_resched()``; for an enclave page and for a VA
+    page) resume on the reference (``SgxAllocEpcPageState.charged``) as if never stopped.
+
+    The model reaches that loop only with a misc capacity above the EPC: every used page
+    is charged and ``sgx_free_epc_page()`` uncharges and frees in one go, so after a
+    charge that fits the root's capacity (the EPC's size) a free page is left (the
+    kernel's window between the uncharge and the free list, on another CPU, is not
+    modelled).  Here the capacity is twice the EPC: a full EPC leaves the charge alone
+    and the allocator reclaims from the root.  Two builds beside each other with the
+    core returning after 0.3 to 60 us, varied; then a build's page 511 (its VA page's
+    allocation) with the core returning after 0.1 to 15 us there."""
+    from epcsim.compiled import engine as ce
+    from epcsim.compiled import layout as C
+    from epcsim.kernel.misc import MiscController
+
+    set_capacity = MiscController.misc_cg_set_capacity
+    monkeypatch.setattr(
+        MiscController, "misc_cg_set_capacity", lambda self, c: set_capacity(self, 2 * c)
+    )
+    seen: set[tuple[int, int, int]] = set()
+    run, back = ce._Packed.run, ce._build_back
+    calls = [0]
+    cut: list = [None]  # (a, b, c): every c + (calls * a) % b ns; an int: at page 511
+
+    def run_cut(p) -> int:
+        S = p.S
+        calls[0] += 1
+        if isinstance(cut[0], int):
+            every = 1
+            if any(int(p.R[C.R_B_C, p.brow0 + k]) == 511 for k in range(len(p.builds))):
+                every = cut[0]
+        else:
+            a, b, c = cut[0]
+            every = c + (calls[0] * a) % b
+        S[C.S_FOR_T], S[C.S_FOR_P], S[C.S_FOR_S] = min(
+            (int(S[C.S_FOR_T]), int(S[C.S_FOR_P]), int(S[C.S_FOR_S])),
+            (int(S[C.S_NOW]) + every, 1, 1 << 62),
+        )
+        return run(p)
+
+    def back_seen(p, b, r):
+        R = p.R
+        seen.add((int(R[C.R_STAGE, r]), int(R[C.R_B_VA, r]), int(R[C.R_B_GLOBAL, r])))
+        return back(p, b, r)
+
+    monkeypatch.setattr(ce._Packed, "run", run_cut)
+    monkeypatch.setattr(ce, "_build_back", back_seen)
+    beside = _toml_multi(
+        [
+            {"name": "b", "size_pages": 600, "build": "eadd", "accesses": 1000, "cgroup": "/a/x"},
+            {"name": "d", "size_pages": 300, "build": "eadd", "accesses": 1000, "cgroup": "/a/y"},
+        ],
+        epc_pages=512,
+        cpus=2,
+        duration="100ms",
+        costs={"ewb": 20_000},
+    )
+    va_page = _toml_multi(
+        [{"name": "b", "size_pages": 520, "build": "eadd", "accesses": 300, "cgroup": "/a/x"}],
+        epc_pages=290,
+        cpus=2,
+        duration="100ms",
+        costs={"ewb": 20_000},
+    )
+    for toml, cuts in (
+        (beside, [(7_919, 59_000, 1_000), (104_729, 30_011, 300)]),
+        (va_page, [100, 4_000, 15_000]),
+    ):
+        ref = simulate(toml, engine="reference")
+        assert ref.summary["cgroups"]["/a/x"]["pages_reclaimed"]["sync"] > 0
+        for cut[0] in cuts:
+            _assert_same(ref, simulate(toml, engine="auto"))
+    # every hand-back inside the global reclaim: after isolation (ST_PH2), after the
+    # block (ST_PH4), at the loop's cond_resched() (ST_B_ALLOC); an enclave or VA page
+    in_global = {(s, va) for s, va, g in seen if g}
+    assert in_global == {(s, va) for s in (C.ST_PH2, C.ST_PH4, C.ST_B_ALLOC) for va in (0, 1)}
+    # no charge loop (no limits; the charge always fits the doubled capacity)
+    assert {s for s, _, g in seen if not g} == {C.ST_B_TOP}, seen
+
+
 def _eadd_toml(name: str) -> str:
     enclaves, kw = EADD_BUILDS[name]
     return _toml_multi(enclaves, **kw)
@@ -1073,6 +1155,43 @@ def test_truncated_eadd_builds_leave_identical_kernel_state(name: str, stop: str
     page's allocation): the kernel state written back is the reference's."""
     enclaves, kw = EADD_BUILDS[name]
     assert_truncated_states_equal(_toml_multi(enclaves, **{**kw, "duration": stop}))
+
+
+@pytest.mark.parametrize(
+    "stop, stage", [("907us", "ST_PH4"), ("1001us", "ST_B_ALLOC"), ("1407us", "ST_PH2")]
+)
+def test_truncated_eadd_builds_in_the_allocators_global_reclaim(
+    monkeypatch, stop: str, stage: str
+) -> None:
+    """Two EADD builds stopped by the time limit inside sgx_alloc_epc_page()'s global
+    reclaim (a misc capacity twice the EPC, as in
+    ``test_eadd_builds_handed_back_in_the_allocators_global_reclaim``): the kernel state
+    written back is the reference's, mid-batch or at the loop's cond_resched()."""
+    from epcsim.compiled import engine as ce
+    from epcsim.compiled import layout as C
+    from epcsim.kernel.misc import MiscController
+
+    set_capacity = MiscController.misc_cg_set_capacity
+    monkeypatch.setattr(
+        MiscController, "misc_cg_set_capacity", lambda self, c: set_capacity(self, 2 * c)
+    )
+    seen: set[tuple[int, int]] = set()
+    back = ce._build_back
+
+    def back_seen(p, b, r):
+        seen.add((int(p.R[C.R_STAGE, r]), int(p.R[C.R_B_GLOBAL, r])))
+        return back(p, b, r)
+
+    monkeypatch.setattr(ce, "_build_back", back_seen)
+    enclaves = [
+        {"name": "b", "size_pages": 600, "build": "eadd", "accesses": 1000, "cgroup": "/a/x"},
+        {"name": "d", "size_pages": 300, "build": "eadd", "accesses": 1000, "cgroup": "/a/y"},
+    ]
+    costs = {"ewb": 20_000, "eblock": 20_000, "reclaim_batch": 100_000}
+    assert_truncated_states_equal(
+        _toml_multi(enclaves, epc_pages=512, cpus=2, duration=stop, costs=costs)
+    )
+    assert seen == {(getattr(C, stage), 1)}
 
 
 @pytest.mark.parametrize("name", ["tenants", "secs", "cpu_wait", "parent_limit"])
