@@ -432,30 +432,32 @@ def sgx_encl_mm_drain(host: Host, encl: Encl) -> None:
 def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -> bool:
     """The page loop of sgx_encl_release() in a few array operations, when that is
     certain to leave the state the loop leaves: one EPC node, no page held by a
-    reclaimer, and every LRU the pages are on holding only these pages (so each becomes
-    empty).  The pages are unmarked, EREMOVEd and freed in index order, exactly as one
-    by one.  Returns False (nothing changed) when the loop must run instead."""
+    reclaimer, every page charged to a cgroup and on that cgroup's own LRU (no policy
+    LRU).  The pages are unlinked from their LRUs (other pages there keep their order),
+    unmarked, EREMOVEd and freed in index order, exactly as one by one.  Returns False
+    (nothing changed) when the loop must run instead."""
     pool = host.epc
     if len(pool.free_lists) != 1:
         return False
     pages = encl.epc[resident].astype(np.int32)
     tracked = (pool.flags[pages] & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0
-    if (pool.prev[pages[tracked]] == pages[tracked]).any():
+    on_lru = pages[tracked]
+    if (pool.prev[on_lru] == on_lru).any():
         return False  # isolated by a reclaimer: unmark says -EBUSY
     cgs = pool.cg[pages]
     if (cgs < 0).any():
         return False
+    if on_lru.size and host.policy is not None and host.policy.page_lru is not None:
+        return False
     ids, counts = np.unique(cgs, return_counts=True)
-    t_ids, t_counts = np.unique(cgs[tracked], return_counts=True)
-    for cid, cnt in zip(t_ids.tolist(), t_counts.tolist()):
-        if host.sgx_cgroups[cid].lru.nr != cnt:
-            return False
-    # sgx_unmark_page_reclaimable(): every LRU holding them becomes empty
-    for cid, cnt in zip(t_ids.tolist(), t_counts.tolist()):
-        lru = host.sgx_cgroups[cid].lru
-        lru.head = lru.tail = -1
-        lru.nr = 0
-        host.nr_lru_pages -= cnt
+    # sgx_unmark_page_reclaimable(): list_del_init() from the cgroup's LRU
+    if on_lru.size:
+        t_cgs = cgs[tracked]
+        order = np.argsort(t_cgs, kind="stable")
+        t_ids, t_start, t_counts = np.unique(t_cgs[order], return_index=True, return_counts=True)
+        for cid, st, cnt in zip(t_ids.tolist(), t_start.tolist(), t_counts.tolist()):
+            host.sgx_cgroups[cid].lru.del_init_many(on_lru[order[st : st + cnt]])
+        host.nr_lru_pages -= on_lru.size
     pool.flags[pages] &= np.uint8(0xFF & ~SGX_EPC_PAGE_RECLAIMER_TRACKED)
     # sgx_encl_free_epc_page(): EREMOVE, uncharge and css_put per page, free
     host.encls_count[encls.EREMOVE] += len(pages)
