@@ -134,18 +134,17 @@ class EpcList:
             return
         prev = np.asarray(self._prev)  # views of the pool's link arrays
         next_ = np.asarray(self._next)
-        s = np.sort(pages.astype(np.int64))
-        p = prev[s].astype(np.int64)
-        nx = next_[s].astype(np.int64)
-        # nx_in: the successor is removed too, at position pos of s
-        pos = np.searchsorted(s, nx)
-        np.minimum(pos, n - 1, out=pos)
-        nx_in = s[pos] == nx
-        pos_in = np.searchsorted(s, p)
-        np.minimum(pos_in, n - 1, out=pos_in)
-        starts = np.flatnonzero(s[pos_in] != p)  # the first page of each run
-        # jump[k]: the last removed page of the run from k on (pointer doubling)
-        jump = np.where(nx_in, pos, np.arange(n))
+        r = pages.astype(np.int64)
+        p = prev[r].astype(np.int64)
+        nx = next_[r].astype(np.int64)
+        # where[i]: 1 + the position in r of page i, 0 for a surviving page and for -1
+        # (the last entry); zero-filled on demand, so only the rows read cost anything
+        where = np.zeros(len(prev) + 1, dtype=np.int32)
+        where[r] = np.arange(1, n + 1, dtype=np.int32)
+        starts = np.flatnonzero(where[p] == 0)  # the first page of each run
+        # jump[k]: the position of the last page of the run from k on (pointer doubling)
+        jump = where[nx] - 1
+        np.copyto(jump, np.arange(n, dtype=np.int32), where=jump < 0)
         while True:
             nxt = jump[jump]
             if np.array_equal(nxt, jump):
@@ -161,8 +160,8 @@ class EpcList:
             self.head = int(after[~lb][0])
         if not la.all():  # the run at the tail: at most one
             self.tail = int(before[~la][0])
-        prev[s] = s
-        next_[s] = s
+        prev[r] = r
+        next_[r] = r
         self.nr -= n
 
     def __len__(self) -> int:
