@@ -139,64 +139,109 @@ def test_del_init_many_equals_del_init(data, size) -> None:
 
 # --- releases with shared cgroups, random LRU orders and evictions -----------------------
 
-_encl_st = st.tuples(st.integers(0, 2), st.integers(1, 160))  # (cgroup, pages)
+_encl_st = st.tuples(st.integers(0, 2), st.integers(1, 160) | st.integers(500, 1100))
 _op_st = st.one_of(
-    st.tuples(st.just("reclaim"), st.integers(0, 2), st.integers(0, 0)),
+    st.tuples(st.just("reclaim"), st.integers(0, 2), st.integers(1, 40)),
     st.tuples(st.just("access"), st.integers(0, 5), st.integers(0, 2**16)),
     st.tuples(st.just("exit"), st.integers(0, 5), st.integers(0, 0)),
+    st.tuples(st.just("move"), st.integers(0, 5), st.integers(0, 2)),
+    st.tuples(st.just("evict_move_fault"), st.integers(0, 5), st.integers(0, 59)),
 )
 
 
-def _scenario(bulk: bool, cgroups: int, encls: list, ops: list) -> dict:
+def _cgroups_state(sgx_cgs: list) -> list:
+    """Every sgx_cgroup created (also the freed ones): charges, css references, the
+    cursor, the children order of its css."""
+    return [
+        (
+            s.cg.usage,
+            s.cg.refcnt,
+            s.cg.freed,
+            s.nr_pages,
+            s.nr_freed,
+            s.next_cg.id,
+            s.lru.to_list(),
+            [c.priv.id for c in s.cg.children],
+        )
+        for s in sgx_cgs
+    ]
+
+
+def _scenario(bulk: bool, cgroups: int, encls: list, ops: list, rmdir: bool) -> dict:
     """Build the host from the drawn parameters (deterministic: built twice, once per
-    path, since a Host does not deep-copy), run *ops*, exit every task; the state."""
+    path, since a Host does not deep-copy), run *ops*, then (*rmdir*: every task moved
+    out and the cgroups removed, their css held by the pages charged there) exit every
+    task; the state after the ops and after each exit."""
     with pytest.MonkeyPatch.context() as m:
-        if not bulk:
+        if bulk:  # bulk wherever possible
+            m.setattr(encl_mod, "_BULK_MIN_PAGES", 0)
+            m.setattr(encl_mod, "_BULK_MIN_VA_PAGES", 0)
+        else:
             m.setattr(encl_mod, "_sgx_encl_release_pages_bulk", lambda *a: False)
-        h = Host("4MiB")
+            m.setattr(encl_mod, "_sgx_encl_free_va_pages_bulk", lambda *a: False)
+        h = Host("32MiB")
         h.fs.write("/cgroup.subtree_control", "+misc +memory")
+        h.fs.mkdir("/home")
         for c in range(cgroups):
             h.fs.mkdir(f"/c{c}")
+        sgx_cgs = [s for s in h.sgx_cgroups if s is not None]
         tasks = []
         for cg, npages in encls:
             t = h.spawn(f"/c{cg % cgroups}")
             e = ioctl.sgx_open(h, t)
-            drive(ioctl.ioc_enclave_create(h, t, e, 1 << 20))
+            drive(ioctl.ioc_enclave_create(h, t, e, 1 << 23))
             drive(ioctl.ioc_enclave_add_pages(h, t, e, 0, npages * PAGE_SIZE))
             ioctl.ioc_enclave_init(h, t, e)
             tasks.append((t, e, npages))
         for op, a, b in ops:
-            if op == "reclaim":
-                drive(sgx_reclaim_pages(h, h.sgx_cgroup_of(f"/c{a % cgroups}"), None))
+            if op == "reclaim":  # b passes: pages aged, rotated, evicted
+                for _ in range(b):
+                    drive(sgx_reclaim_pages(h, h.sgx_cgroup_of(f"/c{a % cgroups}"), None))
+                continue
+            t, e, npages = tasks[a % len(tasks)]
+            if t.exited:
+                continue
+            if op == "exit":
+                task_exit(h, t)
+            elif op == "move":  # later faults charge the new cgroup
+                h.fs.write(f"/c{b % cgroups}/cgroup.procs", f"{t.pid}\n")
+            elif op == "evict_move_fault":  # the enclave's pages in two cgroups
+                for _ in range(1 + b // 3):  # up to 20 passes of 16 pages
+                    drive(sgx_reclaim_pages(h, t.cgroup.effective_misc().priv, None))
+                h.fs.write(f"/c{b % cgroups}/cgroup.procs", f"{t.pid}\n")
+                drive(ioctl.encl_access(h, t, e, np.arange(npages), max_retries=20))
             else:
-                t, e, npages = tasks[a % len(tasks)]
-                if t.exited:
-                    continue
-                if op == "exit":
-                    task_exit(h, t)
-                else:
-                    rng = np.random.default_rng(b)
-                    idx = rng.choice(npages, size=rng.integers(1, npages + 1), replace=False)
-                    drive(ioctl.encl_access(h, t, e, idx))
+                rng = np.random.default_rng(b)
+                idx = rng.choice(npages, size=rng.integers(1, npages + 1), replace=False)
+                drive(ioctl.encl_access(h, t, e, idx, max_retries=20))
             check_invariants(h)
+        if rmdir:
+            for t, _, _ in tasks:
+                if not t.exited:
+                    h.fs.write("/home/cgroup.procs", f"{t.pid}\n")
+            for c in range(cgroups):
+                h.fs.rmdir(f"/c{c}")
         states = [_state(h)]
         for t, _, _ in tasks:
             task_exit(h, t)
             check_invariants(h)
-            states.append(_state(h))
+            states.append(_state(h) | {"sgx_cgroups": _cgroups_state(sgx_cgs)})
     return {f"{k}@{i}": v for i, st_ in enumerate(states) for k, v in st_.items()}
 
 
 @settings(max_examples=100, deadline=None)
 @given(
     cgroups=st.integers(1, 3),
-    encls=st.lists(_encl_st, min_size=2, max_size=6),
-    ops=st.lists(_op_st, max_size=12),
+    encls=st.lists(_encl_st, min_size=2, max_size=5),
+    ops=st.lists(_op_st, max_size=16),
+    rmdir=st.booleans(),
 )
-def test_bulk_release_equals_page_loop_shared_lrus(cgroups, encls, ops) -> None:
+def test_bulk_release_equals_page_loop_shared_lrus(cgroups, encls, ops, rmdir) -> None:
     """Several enclaves in shared cgroups, LRU orders shuffled by reclaim passes (pages
-    rotated and evicted) and accesses in random order, released in turn: after each
-    release every array and counter equals the page-by-page loop's."""
-    loop = _scenario(False, cgroups, encls, ops)
-    bulk = _scenario(True, cgroups, encls, ops)
+    rotated and evicted) and accesses in random order, tasks moved between cgroups (an
+    enclave's pages charged to several), the cgroups maybe removed first (the releases
+    free their css), released in turn: after each release every array, counter, charge
+    and css reference equals the page-by-page loops'."""
+    loop = _scenario(False, cgroups, encls, ops, rmdir)
+    bulk = _scenario(True, cgroups, encls, ops, rmdir)
     _assert_same(loop, bulk)
