@@ -380,7 +380,7 @@ def sgx_encl_release_resources(host: Host, encl: Encl) -> None:
     epc = encl.epc
     resident = np.flatnonzero(epc >= 0)
     m_epc = encl.m_epc
-    if resident.size > 64 and _sgx_encl_release_pages_bulk(host, encl, resident):
+    if resident.size > _BULK_MIN_PAGES and _sgx_encl_release_pages_bulk(host, encl, resident):
         resident = resident[:0]
     held = 0
     for idx in resident.tolist():
@@ -394,6 +394,8 @@ def sgx_encl_release_resources(host: Host, encl: Encl) -> None:
     if encl.secs_child_cnt == 0 and encl.secs_epc >= 0:
         sgx_encl_free_epc_page(host, encl.secs_epc)
         encl.secs_epc = -1
+    if not held and len(encl.va_pages) > _BULK_MIN_VA_PAGES:
+        _sgx_encl_free_va_pages_bulk(host, encl)
     for vano in list(encl.va_pages) if not held else ():
         vp = encl.va_pages.pop(vano)
         sgx_encl_free_epc_page(host, vp.epc)
@@ -429,37 +431,80 @@ def sgx_encl_mm_drain(host: Host, encl: Encl) -> None:
         sgx_encl_put(host, encl)
 
 
+#: sgx_encl_release_resources() frees more resident pages / VA pages than these in bulk
+#: (below, the page-by-page loop is as fast)
+_BULK_MIN_PAGES = 64
+_BULK_MIN_VA_PAGES = 16
+
+
 def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -> bool:
     """The page loop of sgx_encl_release() in a few array operations, when that is
     certain to leave the state the loop leaves: one EPC node, no page held by a
-    reclaimer, and every LRU the pages are on holding only these pages (so each becomes
-    empty).  The pages are unmarked, EREMOVEd and freed in index order, exactly as one
-    by one.  Returns False (nothing changed) when the loop must run instead."""
+    reclaimer, every page charged to a cgroup and on that cgroup's own LRU (no policy
+    LRU).  The pages are unlinked from their LRUs (other pages there keep their order),
+    unmarked, EREMOVEd and freed in index order, exactly as one by one.  Returns False
+    (nothing changed) when the loop must run instead."""
     pool = host.epc
     if len(pool.free_lists) != 1:
         return False
     pages = encl.epc[resident].astype(np.int32)
     tracked = (pool.flags[pages] & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0
-    if (pool.prev[pages[tracked]] == pages[tracked]).any():
+    on_lru = pages[tracked]
+    if (pool.prev[on_lru] == on_lru).any():
         return False  # isolated by a reclaimer: unmark says -EBUSY
     cgs = pool.cg[pages]
     if (cgs < 0).any():
         return False
-    ids, counts = np.unique(cgs, return_counts=True)
-    t_ids, t_counts = np.unique(cgs[tracked], return_counts=True)
-    for cid, cnt in zip(t_ids.tolist(), t_counts.tolist()):
-        if host.sgx_cgroups[cid].lru.nr != cnt:
-            return False
-    # sgx_unmark_page_reclaimable(): every LRU holding them becomes empty
-    for cid, cnt in zip(t_ids.tolist(), t_counts.tolist()):
-        lru = host.sgx_cgroups[cid].lru
-        lru.head = lru.tail = -1
-        lru.nr = 0
-        host.nr_lru_pages -= cnt
+    if on_lru.size and host.policy is not None and host.policy.page_lru is not None:
+        return False
+    # sgx_unmark_page_reclaimable(): list_del_init() from the cgroup's LRU
+    if on_lru.size:
+        t_cgs = cgs[tracked]
+        order = np.argsort(t_cgs, kind="stable")
+        t_ids, t_start, t_counts = np.unique(t_cgs[order], return_index=True, return_counts=True)
+        for cid, st, cnt in zip(t_ids.tolist(), t_start.tolist(), t_counts.tolist()):
+            host.sgx_cgroups[cid].lru.del_init_many(on_lru[order[st : st + cnt]])
+        host.nr_lru_pages -= on_lru.size
     pool.flags[pages] &= np.uint8(0xFF & ~SGX_EPC_PAGE_RECLAIMER_TRACKED)
-    # sgx_encl_free_epc_page(): EREMOVE, uncharge and css_put per page, free
+    _sgx_encl_free_epc_pages(host, pages, cgs)
+    encl.secs_child_cnt -= len(pages)
+    encl.epc[resident] = -1
+    return True
+
+
+def _sgx_encl_free_va_pages_bulk(host: Host, encl: Encl) -> bool:
+    """The VA-page loop of sgx_encl_release() (sgx_encl_free_epc_page() on each VA page
+    in ``va_pages`` order) as array operations, on a host with one EPC node.  Returns
+    False (nothing changed) when the loop must run instead."""
+    if len(host.epc.free_lists) != 1:
+        return False
+    vps = list(encl.va_pages.values())
+    encl.va_pages.clear()
+    _sgx_encl_free_epc_pages(host, np.array([vp.epc for vp in vps], dtype=np.int32))
+    for vp in vps:
+        vp.epc = -1
+    return True
+
+
+def _sgx_encl_free_epc_pages(host: Host, pages: np.ndarray, cgs: np.ndarray | None = None) -> None:
+    """sgx_encl_free_epc_page() for each of *pages* (int32, none tracked by the
+    reclaimer) in order, on a host with one EPC node, as array operations: EREMOVE,
+    uncharge and css_put per cgroup, the pages linked at the tail of the free list as
+    one run.  *cgs*: ``pool.cg[pages]`` if the caller has it."""
+    pool = host.epc
+    if cgs is None:
+        cgs = pool.cg[pages]
+    if (pool.flags[pages] & SGX_EPC_PAGE_RECLAIMER_TRACKED).any():
+        page = int(pages[(pool.flags[pages] & SGX_EPC_PAGE_RECLAIMER_TRACKED) != 0][0])
+        raise AssertionError(f"EPC page {page} freed while tracked by the reclaimer")
     host.encls_count[encls.EREMOVE] += len(pages)
-    for cid, cnt in zip(ids.tolist(), counts.tolist()):
+    charged = cgs[cgs >= 0][::-1]
+    ids, last, counts = np.unique(charged, return_index=True, return_counts=True)
+    # each cgroup at its last page (the loop's css_put() that may free the css): in the
+    # order of those pages
+    for k in np.argsort(-last, kind="stable").tolist():
+        cid, cnt = int(ids[k]), int(counts[k])
+        # sgx_free_epc_page(): sgx_cgroup_uncharge() + sgx_put_cg() per page
         sgx_cg = host.sgx_cgroups[cid]
         sgx_cg.nr_pages -= cnt
         _count_freed(sgx_cg, cnt)
@@ -468,9 +513,6 @@ def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -
         cg.refcnt -= cnt - 1
         css_put(cg)
     _sgx_free_epc_pages_to_node(pool, pages)
-    encl.secs_child_cnt -= len(pages)
-    encl.epc[resident] = -1
-    return True
 
 
 # --- loading pages back (fault path) ----------------------------------------------------

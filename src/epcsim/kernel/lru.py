@@ -13,6 +13,8 @@ with respect to the simulator's yield points.
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["EpcFreeList", "EpcList", "SgxEpcLruList"]
 
 
@@ -114,6 +116,53 @@ class EpcList:
         prev[i] = i
         nxt[i] = i
         self.nr -= 1
+
+    def del_init_many(self, pages: np.ndarray) -> None:
+        """:meth:`del_init` for every page of *pages* (distinct, all on this list), in
+        array operations: the state any order of single ``list_del_init()`` calls leaves.
+
+        The survivors keep their order; each maximal run of removed pages is bridged by
+        linking the survivor before it to the survivor after it (or moving ``head`` /
+        ``tail``), and every removed page ends self-linked.  The run ends are found by
+        pointer jumping over the removed pages only, so the cost is O(|pages| log run),
+        independent of the list's length.
+        """
+        n = len(pages)
+        if n < 16:
+            for i in pages.tolist():
+                self.del_init(i)
+            return
+        prev = np.asarray(self._prev)  # views of the pool's link arrays
+        next_ = np.asarray(self._next)
+        r = pages.astype(np.int64)
+        p = prev[r].astype(np.int64)
+        nx = next_[r].astype(np.int64)
+        # where[i]: 1 + the position in r of page i, 0 for a surviving page and for -1
+        # (the last entry); zero-filled on demand, so only the rows read cost anything
+        where = np.zeros(len(prev) + 1, dtype=np.int32)
+        where[r] = np.arange(1, n + 1, dtype=np.int32)
+        starts = np.flatnonzero(where[p] == 0)  # the first page of each run
+        # jump[k]: the position of the last page of the run from k on (pointer doubling)
+        jump = where[nx] - 1
+        np.copyto(jump, np.arange(n, dtype=np.int32), where=jump < 0)
+        while True:
+            nxt = jump[jump]
+            if np.array_equal(nxt, jump):
+                break
+            jump = nxt
+        before = p[starts]  # a surviving page or -1
+        after = nx[jump[starts]]  # a surviving page or -1
+        lb = before >= 0
+        la = after >= 0
+        next_[before[lb]] = after[lb]
+        prev[after[la]] = before[la]
+        if not lb.all():  # the run at the head: at most one
+            self.head = int(after[~lb][0])
+        if not la.all():  # the run at the tail: at most one
+            self.tail = int(before[~la][0])
+        prev[r] = r
+        next_[r] = r
+        self.nr -= n
 
     def __len__(self) -> int:
         return self.nr
