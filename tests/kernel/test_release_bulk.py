@@ -178,7 +178,7 @@ def _scenario(bulk: bool, cgroups: int, encls: list, ops: list, rmdir: bool) -> 
             m.setattr(encl_mod, "_BULK_MIN_VA_PAGES", 0)
         else:
             m.setattr(encl_mod, "_sgx_encl_release_pages_bulk", lambda *a: False)
-            m.setattr(encl_mod, "_sgx_encl_free_va_pages_bulk", lambda *a: False)
+            m.setattr(encl_mod, "_sgx_encl_free_va_pages_bulk", lambda *a: None)
         h = Host("32MiB")
         h.fs.write("/cgroup.subtree_control", "+misc +memory")
         h.fs.mkdir("/home")

@@ -394,7 +394,7 @@ def sgx_encl_release_resources(host: Host, encl: Encl) -> None:
     if encl.secs_child_cnt == 0 and encl.secs_epc >= 0:
         sgx_encl_free_epc_page(host, encl.secs_epc)
         encl.secs_epc = -1
-    if not held and len(encl.va_pages) > _BULK_MIN_VA_PAGES:
+    if not held and len(encl.va_pages) > _BULK_MIN_VA_PAGES and len(host.epc.free_lists) == 1:
         _sgx_encl_free_va_pages_bulk(host, encl)
     for vano in list(encl.va_pages) if not held else ():
         vp = encl.va_pages.pop(vano)
@@ -472,18 +472,14 @@ def _sgx_encl_release_pages_bulk(host: Host, encl: Encl, resident: np.ndarray) -
     return True
 
 
-def _sgx_encl_free_va_pages_bulk(host: Host, encl: Encl) -> bool:
+def _sgx_encl_free_va_pages_bulk(host: Host, encl: Encl) -> None:
     """The VA-page loop of sgx_encl_release() (sgx_encl_free_epc_page() on each VA page
-    in ``va_pages`` order) as array operations, on a host with one EPC node.  Returns
-    False (nothing changed) when the loop must run instead."""
-    if len(host.epc.free_lists) != 1:
-        return False
+    in ``va_pages`` order) as array operations, on a host with one EPC node."""
     vps = list(encl.va_pages.values())
     encl.va_pages.clear()
     _sgx_encl_free_epc_pages(host, np.array([vp.epc for vp in vps], dtype=np.int32))
     for vp in vps:
         vp.epc = -1
-    return True
 
 
 def _sgx_encl_free_epc_pages(host: Host, pages: np.ndarray, cgs: np.ndarray | None = None) -> None:

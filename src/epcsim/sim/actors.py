@@ -303,12 +303,18 @@ class Actors:
             self._scanned = pol.nr_scanned
         return c + self.costs.kernel_step
 
-    def kstep(self, gen: Generator[str, None, Any]) -> Generator[int, None, Any]:
+    def kstep(
+        self, gen: Generator[str, None, Any], offer: Callable[[], bool] | None = None
+    ) -> Generator[int, None, Any]:
         """Run a kernel-model generator operation as sim steps: one step per kernel yield
         point, each costing what it executed.  Returns the operation's value; an OSError
-        it raises is re-raised after its last step is charged."""
+        it raises is re-raised after its last step is charged.  *offer*, if given, is
+        called before each step: True means the operation was taken over (by the
+        compiled engine) and the generator returns None without stepping it."""
         counts = self.host.encls_count
         while True:
+            if offer is not None and offer():
+                return None
             before = list(counts)
             try:
                 point = next(gen)
@@ -539,26 +545,19 @@ class Actors:
         """:meth:`kstep` for a process that adds pages (an EADD build, the kselftest
         program): at each of its ADD_PAGES loop's pages' ends the build is offered to
         the compiled engine (``run.taken`` then, and the generator stops)."""
-        counts = self.host.encls_count
         run.taken = False
-        while True:
+
+        def offer() -> bool:
             add = run.add
             if add is not None and add.between and self._compiled and not run.hold:
                 run.wait -= 1
                 if run.wait <= 0 and self._take_over(run):
                     run.taken = True
-                    return None
+                    return True
             run.hold = False
-            before = list(counts)
-            try:
-                point = next(gen)
-            except StopIteration as stop:
-                yield self._cost(before, None)
-                return stop.value
-            except OSError:
-                yield self._cost(before, None)
-                raise
-            yield self._cost(before, point)
+            return False
+
+        return (yield from self.kstep(gen, offer))
 
     def _kselftest_proc(self, inst: Instance, run: BuildRun) -> Actor:
         task = self._spawn_task(inst)
