@@ -272,7 +272,9 @@ class _Packed:
         S[C.S_TAGLAT] = int(not self.one_inst)  # else LAT's row 1 is not written
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
         self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
-        self.who_out = np.empty(len(self.lat_out), np.int32)
+        # np.zeros: pages nobody writes are never touched, and one instance of index 0
+        # tags no latency (flush): fresh memory is a third of flush()'s cost otherwise
+        self.who_out = np.zeros(len(self.lat_out), np.int32)
         self.lat_used = 0  # lat_out[:lat_used] holds latencies handed over
         self.lat_view: np.ndarray | None = None  # the last view given to the simulation
         self.lat_view_from = 0
@@ -456,13 +458,14 @@ class _Packed:
             a = self.lat_used
             if a + n > len(self.lat_out):
                 self.lat_out = np.empty(max(min(2 * len(self.lat_out), LAT_MAX), n), np.int64)
-                self.who_out = np.empty(len(self.lat_out), np.int32)
+                self.who_out = np.zeros(len(self.lat_out), np.int32)
                 self.lat_view = None
                 a = 0
             self.lat_out[a : a + n] = self.LAT[0, :n]
             ti = self.thread_inst
             if self.one_inst:  # one instance: no gather (S_TAGLAT 0)
-                self.who_out[a : a + n] = ti[0]
+                if ti[0]:  # (index 0: who_out's zeros are its tags)
+                    self.who_out[a : a + n] = ti[0]
             else:
                 self.who_out[a : a + n] = ti[self.LAT[1, :n]]
             self.lat_used = a + n
