@@ -28,6 +28,7 @@ from epcsim.compiled.layout import (
     CG_MAXPAGES,
     CG_MEMD,
     CG_NR_AGED,
+    CG_NR_FREED,
     CG_PARENT,
     CG_PEAK,
     CG_PRE,
@@ -324,6 +325,35 @@ def test_should_reclaim_matches_the_reference(tree, usage, lru_nr) -> None:  # n
         want = kcg.sgx_cgroup_should_reclaim(host, sgx_cgs[i])
         assert bool(ccg.sgx_cgroup_should_reclaim(S, CG, i)) == want, i
         assert bool(ccg.sgx_cgroup_lru_empty(S, CG, i)) == kcg.sgx_cgroup_lru_empty(host, cgs[i]), i
+
+
+# --- the stuck rule's watch: stuck_watch -----------------------------------------------
+
+
+@SETTINGS
+@given(
+    trees(),
+    st.lists(st.integers(0, 90), min_size=6, max_size=6),
+    st.lists(st.integers(0, 1000), min_size=6, max_size=6),
+)
+def test_stuck_watch_matches_the_reference(tree, usage, counts) -> None:  # noqa: ANN001
+    """stuck_watch() against the reference on random trees, usages (some at or over their
+    limits) and freed / aged counts: the cgroup whose limit refuses one more page and
+    its count, from every cgroup."""
+    parents, maxes = tree
+    cgs, CG = _build(parents, maxes)
+    for i, cg in enumerate(cgs):
+        cg.usage = usage[i] * PAGE
+        cg.priv = SimpleNamespace(id=i, nr_freed=counts[i], nr_aged=3 * counts[i])
+        CG[CG_USAGE, i] = cg.usage
+        CG[CG_NR_FREED, i] = counts[i]
+        CG[CG_NR_AGED, i] = 3 * counts[i]
+    for i in range(len(cgs)):
+        want = kepc.stuck_watch(cgs[i])
+        assert tuple(int(x) for x in cepc.stuck_watch(CG, i)) == want, i
+        if want[0] >= 0:  # the first level on the way up where a page does not fit
+            b = cgs[want[0]]
+            assert b.usage + PAGE > min(b.max, CAPACITY)
 
 
 # --- the cursor step: sgx_cgroup_next_get -----------------------------------------------

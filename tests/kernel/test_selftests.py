@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from epcsim.kernel import Host, check_invariants, drive
@@ -31,8 +32,10 @@ from epcsim.kernel.constants import (
     SGX_VA_SLOT_COUNT,
     VM_FAULT_SIGBUS,
 )
-from epcsim.kernel.epc import KIND_ENCL
+from epcsim.kernel.encl import sgx_encl_access
+from epcsim.kernel.epc import KIND_ENCL, stuck_watch
 from epcsim.kernel.epc_cgroup import sgx_cgroup_max_pages_to_root
+from epcsim.kernel.reclaim import sgx_reclaim_pages
 from epcsim.programs import kselftest as ks
 
 MiB = 1 << 20
@@ -404,9 +407,59 @@ def test_test_sgx_stuck_when_an_ancestor_is_full_of_a_siblings_pages() -> None:
     status = drive(ks.test_sgx_process(h, ta, heap, progress=fill_parent, stats=stats))
     assert status is None and stats.stuck and not ta.exited
     assert stats.error == (
-        "EENTER 1: access to enclave page 0: stuck after 5 retries with no page freed in its cgroup"
+        "EENTER 1: access to enclave page 0: stuck after 5 retries with no page freed under the "
+        "limit of /p"
     )
     assert (stats.accesses, stats.faults, stats.retries) == (0, 0, 5)
+
+
+@pytest.mark.parametrize("evict", [False, True])
+def test_stuck_rule_watches_the_limit_that_refuses(evict: bool) -> None:
+    """A's charge is refused at /p's limit, /p full of its sibling B's pages.  Pages of
+    /p/b aged between A's retries are progress under that limit (the stuck rule watches
+    the subtree of the cgroup whose limit refuses, not A's own): 20 retries with B's
+    pages aged, then 5 quiet ones and A is stuck (at its 25th retry, not its 5th); or a
+    batch that evicts B's pages lets A's fault through."""
+    h = _full_parent_host()
+    ta, tb = h.spawn("/p/a"), h.spawn("/p/b")
+    ea = sgx_ioctl.sgx_open(h, ta)
+    drive(sgx_ioctl.ioc_enclave_create(h, ta, ea, 64 << 10))
+    drive(sgx_ioctl.ioc_enclave_add_pages(h, ta, ea, 0, PAGE_SIZE))
+    sgx_ioctl.ioc_enclave_init(h, ta, ea)
+    eb = sgx_ioctl.sgx_open(h, tb)
+    drive(sgx_ioctl.ioc_enclave_create(h, tb, eb, 4 * MiB))
+    nb = 0
+    while h.fs.read("/p/misc.current") != f"sgx_epc {MiB}\n":
+        drive(sgx_ioctl.ioc_enclave_add_pages(h, tb, eb, nb * PAGE_SIZE, PAGE_SIZE))
+        nb += 1
+    sgx_ioctl.ioc_enclave_init(h, tb, eb)
+    p, pb = h.task_misc_cg(ta).parent, h.task_misc_cg(tb)
+    res = sgx_ioctl.FaultResult()
+    # page 5 was not added: its fault EAUGs a page, charged to /p/a, refused at /p
+    access = sgx_ioctl.encl_access(h, ta, ea, [5], res=res, stuck_retries=5)
+    for k in range(20):
+        assert next(access) == "fault_retry", k
+        assert stuck_watch(h.task_misc_cg(ta))[0] == p.priv.id
+        sgx_encl_access(eb, np.arange(nb))  # B's code touches its pages: all young
+        drive(sgx_reclaim_pages(h, pb.priv, None))  # one batch: rotated, none freed
+        assert h.fs.read("/p/misc.current") == f"sgx_epc {MiB}\n"
+    assert (res.retries, res.faults, pb.priv.nr_freed) == (20, 0, 0)
+    if evict:  # batches until B's pages are found old: written back and freed
+        for _ in range(nb // 16 + 2):
+            drive(sgx_reclaim_pages(h, pb.priv, None))
+            if pb.priv.nr_freed:
+                break
+        assert pb.priv.nr_freed > 0
+    try:
+        while True:
+            assert next(access) == "fault_retry"
+    except StopIteration:
+        pass
+    if evict:
+        assert (res.stuck, res.faults, res.retries, res.done) == (False, 1, 20, 1)
+    else:
+        assert (res.stuck, res.block, res.faults, res.retries) == (True, p.priv.id, 0, 25)
+    check_invariants(h)
 
 
 def test_test_sgx_failure_names_the_ioctl_and_errno() -> None:

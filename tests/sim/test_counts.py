@@ -406,7 +406,7 @@ def test_kselftest_process_livelocked_is_stuck() -> None:
     assert a["fault_retries"] == STUCK_RETRIES
     assert a["error"] == (
         "EENTER 1: access to enclave page 0: stuck after 10,000 retries with no page freed "
-        "in its cgroup"
+        "under the limit of /p"
     )
     assert s["enclaves"]["B"]["outcome"] == "success"
     assert_identities(s)

@@ -11,11 +11,13 @@ from ._jit import inline
 from .bits import _u, prefetch
 from .epc_cgroup import sgx_cgroup_try_charge
 from .layout import (
+    CG_LIMIT,
     CG_NR_AGED,
     CG_NR_FREED,
     CG_NR_PAGES,
     CG_PARENT,
     CG_REFCNT,
+    CG_USAGE,
     EBUSY,
     ENOMEM,
     IS_FREE,
@@ -48,6 +50,7 @@ __all__ = [
     "_sgx_alloc_epc_page",
     "_sgx_free_epc_page_to_node",
     "sgx_alloc_epc_page",
+    "stuck_watch",
     "sgx_free_epc_page",
 ]
 
@@ -144,6 +147,19 @@ def _count_freed(CG, c, n):
     while c >= 0:
         CG[CG_NR_FREED, _u(c)] += n
         c = CG[CG_PARENT, _u(c)]
+
+
+@inline
+def stuck_watch(CG, c):
+    """Models stuck_watch() (specialised from epcsim.kernel.epc.stuck_watch; model
+    statistics, no kernel function): the first of *c* and its ancestors whose limit
+    (CG_LIMIT: max and the capacity) one more page would exceed, and its CG_NR_FREED +
+    CG_NR_AGED; (-1, 0) if a page fits."""
+    while c >= 0:
+        if CG[CG_USAGE, _u(c)] + PAGE > CG[CG_LIMIT, _u(c)]:
+            return c, CG[CG_NR_FREED, _u(c)] + CG[CG_NR_AGED, _u(c)]
+        c = CG[CG_PARENT, _u(c)]
+    return -1, 0
 
 
 @inline

@@ -343,14 +343,20 @@ TH_TABLE = Table(
         _f("HS", ".. its TH_SEQ"),
         _f(
             "QUIET",
-            "VM_FAULT_NOPAGE retries of this access since its cgroup's CG_NR_FREED + "
-            "CG_NR_AGED moved",
+            "VM_FAULT_NOPAGE retries of this access since the last progress under the "
+            "limit that refuses its charge (stuck_watch(); epcsim.sim.stuck)",
             mirror="st.quiet",
             back="value",
         ),
         _f(
+            "BLOCK",
+            ".. the cgroup whose limit refused then, -1: none",
+            mirror="st.block",
+            back="value",
+        ),
+        _f(
             "FREED",
-            ".. CG_NR_FREED + CG_NR_AGED of its cgroup then (epcsim.sim.stuck)",
+            ".. its CG_NR_FREED + CG_NR_AGED then",
             mirror="st.freed",
             back="value",
         ),

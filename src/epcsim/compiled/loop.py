@@ -52,12 +52,11 @@ from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
 from ._jit import njit_cached, outline
 from .bits import _u, in_range, prefetch
 from .encl import sgx_vma_fault
+from .epc import stuck_watch
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
 from .ioctl import sgx_ioc_enclave_add_pages
 from .layout import (
     CG_LIVE,
-    CG_NR_AGED,
-    CG_NR_FREED,
     CG_PARENT,
     CG_RUNNING,
     CG_WQ,
@@ -141,6 +140,7 @@ from .layout import (
     ST_PH4,
     ST_START,
     TH_ACC,
+    TH_BLOCK,
     TH_BUFLEN,
     TH_CPU,
     TH_E,
@@ -437,10 +437,15 @@ def run_core(
                             TH[TH_ACC, _u(j)] += 1
                     elif rr == VM_FAULT_NOPAGE:
                         # the stuck rule (epcsim.sim.stuck): retries with no page freed
-                        # or aged in the task's cgroup's subtree
-                        tcg = _u(TH[TH_TCG, _u(j)])
-                        freed = CG[CG_NR_FREED, tcg] + CG[CG_NR_AGED, tcg]
-                        if TH[TH_STREAK, _u(j)] == 1 or freed != TH[TH_FREED, _u(j)]:
+                        # or aged under the limit that refuses the charge
+                        block, freed = stuck_watch(CG, TH[TH_TCG, _u(j)])
+                        if (
+                            TH[TH_STREAK, _u(j)] == 1
+                            or block < 0
+                            or block != TH[TH_BLOCK, _u(j)]
+                            or freed != TH[TH_FREED, _u(j)]
+                        ):
+                            TH[TH_BLOCK, _u(j)] = block
                             TH[TH_FREED, _u(j)] = freed
                             TH[TH_QUIET, _u(j)] = 0
                         TH[TH_QUIET, _u(j)] += 1

@@ -39,6 +39,7 @@ from .misc import css_put, misc_cg_charge_if_fits, misc_cg_uncharge
 if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
     from .host import Host, Task
+    from .misc import MiscCg
     from .resume import SgxAllocEpcPageState
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "sgx_can_reclaim_global",
     "sgx_should_reclaim_global",
     "wake_up_ksgxd",
+    "stuck_watch",
 ]
 
 # What an EPC page is used for (the type of its ``owner``); model bookkeeping that the
@@ -365,6 +367,28 @@ def _count_freed(sgx_cg: SgxCgroup, n: int) -> None:
     while cg is not None:
         cg.priv.nr_freed += n
         cg = cg.parent
+
+
+def stuck_watch(cg: MiscCg) -> tuple[int, int]:
+    """Model statistics, no kernel function: what the simulator's stuck rule watches
+    while a task charging misc cgroup *cg* retries a fault.
+
+    The cgroup whose limit refuses one more page now -- the first of *cg* and its
+    ancestors at which misc_cg_try_charge() would stop, its usage plus a page above its
+    ``max`` or the capacity -- and the count of pages freed or aged in its subtree
+    (``nr_freed + nr_aged``): its sgx id and that count; ``(-1, 0)`` if a page fits.
+    Only pages freed under the limit that refuses can let the charge through, wherever
+    in that cgroup's subtree they are (a sibling's pages under a common ancestor's
+    limit too)."""
+    capacity = cg.ctrl.capacity
+    i: MiscCg | None = cg
+    while i is not None:
+        new = i.usage + PAGE_SIZE
+        if new > i.max or new > capacity:
+            sc = i.priv
+            return sc.id, sc.nr_freed + sc.nr_aged
+        i = i.parent
+    return -1, 0
 
 
 def sgx_free_epc_page(host: Host, page: int) -> None:

@@ -50,6 +50,7 @@ from .encl import (
     sgx_enclave_restrict_permissions_page,
     sgx_vma_fault,
 )
+from .epc import stuck_watch
 from .host import SIGBUS, Host, Task, task_exit
 from .reclaim import sgx_reclaim_direct
 from .resume import SgxAddPagesRun
@@ -312,9 +313,10 @@ def ioc_enclave_remove_pages(
 class FaultResult:
     """Outcome of :func:`encl_access`: accesses done, faults resolved, fault retries
     (EBUSY -> VM_FAULT_NOPAGE), the retries of the access being done (0: no fault
-    unresolved), and whether the process got SIGBUS."""
+    unresolved), whether the process got SIGBUS, whether it got stuck and, if so, the
+    sgx id of the cgroup whose limit refused its charge (``block``)."""
 
-    __slots__ = ("done", "faults", "retries", "streak", "sigbus", "stuck")
+    __slots__ = ("done", "faults", "retries", "streak", "sigbus", "stuck", "block")
 
     def __init__(self) -> None:
         self.done = 0
@@ -324,6 +326,8 @@ class FaultResult:
         self.sigbus = False
         #: stopped by *stuck_retries* (the simulator's stuck rule)
         self.stuck = False
+        #: .. the sgx id of the cgroup whose limit refused the charge then (-1: none)
+        self.block = -1
 
     def __repr__(self) -> str:
         return (
@@ -353,9 +357,11 @@ def encl_access(
         max_retries: stop (returning) after this many retries of one page; None: never.
         res: the result to fill in as the accesses go (the caller can read it before
             the operation returns); a new one if None.
-        stuck_retries: stop (``res.stuck``) after this many retries of one page in a
-            row while no page charged in the task's cgroup's subtree is freed
-            (``SgxCgroup.nr_freed``; the simulator's stuck rule); None: never.
+        stuck_retries: stop (``res.stuck``, the cgroup whose limit refused in
+            ``res.block``) after this many retries of one page in a row while no page
+            is freed or aged under the limit that refuses the charge
+            (:func:`epcsim.kernel.epc.stuck_watch`; the simulator's stuck rule); None:
+            never.
     """
     idxs = np.asarray(pages, dtype=np.int64)
     res = FaultResult() if res is None else res
@@ -368,6 +374,7 @@ def encl_access(
         i = 0
         streak = 0
         quiet = freed = 0
+        block = -1
         while i < n:
             k = sgx_encl_access(encl, idxs[i:limit]) if i < limit else 0
             if k:
@@ -390,13 +397,13 @@ def encl_access(
                 if max_retries is not None and streak > max_retries:
                     break
                 if stuck_retries is not None:
-                    sc = host.task_misc_cg(task).priv
-                    f = sc.nr_freed + sc.nr_aged
-                    if streak == 1 or f != freed:
-                        freed, quiet = f, 0
+                    b, f = stuck_watch(host.task_misc_cg(task))
+                    if streak == 1 or b < 0 or b != block or f != freed:
+                        block, freed, quiet = b, f, 0
                     quiet += 1
                     if quiet >= stuck_retries:
                         res.stuck = True
+                        res.block = block
                         break
                 yield "fault_retry"
                 continue

@@ -198,9 +198,13 @@ def test_sgx_process(
             if res.stuck:
                 page = EENTER_TOUCHES[res.done]
                 stats.stuck = True
+                why = ""
+                if res.block >= 0:
+                    where = host.sgx_cgroups[res.block].cg.path()
+                    why = f" with no page freed under the limit of {where}"
                 stats.error = (
                     f"EENTER {k + 1}: access to enclave page {page}: stuck after "
-                    f"{res.streak:,} retries with no page freed in its cgroup"
+                    f"{res.streak:,} retries{why}"
                 )
                 return None
             if res.sigbus:

@@ -39,6 +39,7 @@ from ..kernel.constants import (
     VM_FAULT_NOPAGE,
 )
 from ..kernel.encl import Encl, sgx_encl_access, sgx_vma_fault
+from ..kernel.epc import stuck_watch
 from ..kernel.epc_cgroup import (
     RECLAIM_ASYNC,
     RECLAIM_KSGXD,
@@ -92,9 +93,11 @@ class ThreadStats:
     retries: int = 0
     #: VM_FAULT_NOPAGE retries of the current access (0: no fault unresolved)
     streak: int = 0
-    #: .. of them since the thread's cgroup's nr_freed last moved, and its value then
-    #: (the stuck rule, epcsim.sim.stuck)
+    #: .. of them since the last progress under the limit that refuses its charge, that
+    #: cgroup's sgx id (-1: none) and its nr_freed + nr_aged then (the stuck rule,
+    #: epcsim.sim.stuck; epcsim.kernel.epc.stuck_watch)
     quiet: int = 0
+    block: int = -1
     freed: int = 0
     started_ns: int = -1
     ended_ns: int = -1
@@ -743,11 +746,11 @@ class Actors:
                             remaining -= 1
                             st.accesses += 1
                     elif r == VM_FAULT_NOPAGE:
-                        # the stuck rule: retries with no page freed or aged in the
-                        # cgroup's subtree
-                        sc = host.task_misc_cg(task).priv
-                        freed = sc.nr_freed + sc.nr_aged
-                        if st.streak == 1 or freed != st.freed:
+                        # the stuck rule: retries with no page freed or aged under
+                        # the limit that refuses the charge
+                        block, freed = stuck_watch(host.task_misc_cg(task))
+                        if st.streak == 1 or block < 0 or block != st.block or freed != st.freed:
+                            st.block = block
                             st.freed = freed
                             st.quiet = 0
                         st.quiet += 1
