@@ -812,6 +812,45 @@ def test_fixed_multi_memcg_limit_runs_its_oom_path_on_the_reference(
     _assert_same(ref, bat)
 
 
+MEMCG_NEAR = """
+[host]
+epc = "16MiB"
+duration = "5s"
+[[cgroup]]
+path = "/m"
+max = "1024pages"
+memory_max = "{memory_max}"
+[[enclave]]
+name = "e"
+cgroup = "/m"
+size = "2048pages"
+build = "eaug"
+workload = {{ pattern = "uniform", accesses = 60000 }}
+"""
+
+
+@pytest.mark.parametrize(("headroom", "oom"), [(20, False), (10, True)])
+def test_memcg_near_its_limit_runs_compiled(monkeypatch, headroom: int, oom: bool) -> None:
+    """memory.max a few pages' backing above what the run needs (the evicted pages'
+    backing, ~1,064 pages): most reclaim batches would not fit if each of their 16 pages
+    charged backing, but only the pages found old do (phase 2) and a SECS only after its
+    last child (phase 4): the core checks exactly those charges and runs every batch
+    (it handed most of them back before, ~9 % of the events).  With less room the OOM
+    kill's batch is the one step the reference runs.  The same outputs."""
+    import epcsim.compiled.engine as E
+    from epcsim.compiled import layout as C
+
+    rcs: list[int] = []
+    run = E._Packed.run
+    monkeypatch.setattr(E._Packed, "run", lambda self: rcs.append(run(self)) or rcs[-1])
+    ref, bat = _both(MEMCG_NEAR.format(memory_max=(1064 + headroom) * 4224))
+    e = ref.summary["enclaves"]["e"]
+    assert (e["outcome"], e["exit_status"]) == (("failure", 137) if oom else ("success", 0))
+    assert rcs.count(C.RC_MEMCG) == (1 if oom else 0)
+    assert bat.engine == ("mixed" if oom else "compiled")
+    _assert_same(ref, bat)
+
+
 def test_multi_scenarios_release_enclaves_in_the_core(monkeypatch) -> None:
     """A task exits while a reclaimer holds pages of its enclave: the reclaimer's last
     kref_put() releases it inside the core (sgx_encl_release(), compiled); the result is

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 import inspect
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from inspect import GEN_CREATED, GEN_SUSPENDED
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import EpcsimError
 from ..kernel.constants import (
+    DESC_ACCESSED,
     DESC_BLOCKED,
     PAGE_SIZE,
     SGX_BACKING_BYTES_PER_PAGE,
@@ -820,17 +821,32 @@ class _Reclaimer:
 
 
 def _phase_may_oom(sim: Simulation, rec: _Reclaimer) -> bool:
-    """*rec*'s next step is a reclaim phase that charges backing (phase 2, phase 4) and
-    one of its charges may exceed a ``memory.max`` (what the core's
-    ``memcg.mem_cgroup_batch_fits`` says before that step, RC_MEMCG)."""
+    """*rec*'s next step is a reclaim phase that charges backing and one of its charges
+    may exceed a ``memory.max``: what the core's ``memcg.mem_cgroup_batch_fits`` says
+    before that step (RC_MEMCG) -- phase 2 charges each page that sgx_reclaimer_age()
+    will find old, phase 4 a SECS for each enclave that may write its SECS after its
+    last child."""
     host = sim.host
     if rec.stage not in (C.ST_PH2, C.ST_PH4):
         return False
     if all(m.max_bytes() is None for m in host.memcgs):
         return False
+    charged: list[Encl] = []  # one backing charge each, to the enclave's memcg
+    if rec.stage == C.ST_PH2:
+        for page in rec.pages:
+            encl = host.encls[int(host.epc.m_owner_encl[page])]
+            idx = int(host.epc.m_owner_idx[page])
+            if not (encl.nr_live_mms and encl.m_desc[idx] & DESC_ACCESSED):  # old
+                charged.append(encl)
+    else:
+        counts = Counter(int(host.epc.m_owner_encl[page]) for page in rec.pages)
+        for eid, c in counts.items():
+            encl = host.encls[eid]
+            initialised = encl.flags & SGX_ENCL_INITIALIZED
+            if encl.secs_child_cnt <= c and encl.secs_epc >= 0 and initialised:
+                charged.append(encl)
     add: dict[int, int] = {}
-    for page in rec.pages:
-        encl = host.encls[int(host.epc.m_owner_encl[page])]
+    for encl in charged:
         m = sgx_encl_backing_memcg(host, encl, None)
         while m is not None:
             add[m.id] = add.get(m.id, 0) + SGX_BACKING_BYTES_PER_PAGE

@@ -347,7 +347,7 @@ def run_core(
                 # (the memcg OOM path), the reference runs the step
                 st = R[R_STAGE, _u(who)]
                 charges = st == ST_PH2 or st == ST_PH4  # noqa: SIM109 (numba)
-                if charges and not mem_cgroup_batch_fits(S, CG, EN, R, who):
+                if charges and not mem_cgroup_batch_fits(S, CG, EN, R, E8, who):
                     S[S_WHO] = who
                     return RC_MEMCG
             S[S_NOW] = bt
