@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from epcsim.kernel import Host, check_invariants, drive, ioctl
 from epcsim.kernel.constants import EBUSY, EINVAL, ERANGE, MAX_NUM, MISC_RES_NAMES, PAGE_SIZE
-from epcsim.kernel.misc import MiscCg, kstrtou64, misc_cg_try_charge, misc_cg_uncharge
+from epcsim.kernel.misc import (
+    MiscCg,
+    kstrtou64,
+    misc_cg_charge_if_fits,
+    misc_cg_refuser,
+    misc_cg_try_charge,
+    misc_cg_uncharge,
+)
 
 P = PAGE_SIZE
 U64_MAX = (1 << 64) - 1
@@ -119,6 +126,50 @@ def test_try_charge_failure_at_middle_level():
     assert h.fs.read("/g/p/misc.events.local") == "sgx_epc.max 1\n"
     assert h.fs.read("/g/misc.events") == "sgx_epc.max 1\n"
     assert h.fs.read("/g/misc.events.local") == "sgx_epc.max 0\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 8), min_size=4, max_size=4),
+    st.lists(st.one_of(st.none(), st.integers(0, 8)), min_size=4, max_size=4),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+def test_refuser_and_charge_if_fits_agree_with_try_charge(usage, maxes, who, amount) -> None:
+    """misc_cg_refuser() names the level at which misc_cg_try_charge() fails (the one
+    whose events_local it counts), None where it succeeds; misc_cg_charge_if_fits()
+    charges exactly when it would succeed, and changes nothing otherwise."""
+    paths = ("/g", "/g/p", "/g/p/c", "/g/q")
+    results = []
+    for attempt in ("try", "fits"):
+        h = make_host("32KiB", *paths)
+        cgs = [misc_of(h, d) for d in paths]
+        for cg, m in zip(cgs, maxes, strict=True):
+            if m is not None:
+                cg.max = m * P
+        for cg, u in zip(cgs, usage, strict=True):  # own usage, charged up the tree
+            i = cg
+            while i is not None:
+                i.usage += u * P // 4
+                i = i.parent
+        cg = cgs[who]
+        refuser = misc_cg_refuser(cg, amount * P)
+        before = [(x.usage, x.events_local) for x in (h.misc.root, *cgs)]
+        if attempt == "try":
+            ok = misc_cg_try_charge(cg, amount * P) == 0
+            assert ok is (refuser is None)
+            if refuser is not None:
+                assert (
+                    refuser.events_local
+                    == dict(zip(map(id, (h.misc.root, *cgs)), before))[id(refuser)][1] + 1
+                )
+        else:
+            ok = misc_cg_charge_if_fits(cg, amount * P)
+            assert ok is (refuser is None)
+            if not ok:
+                assert [(x.usage, x.events_local) for x in (h.misc.root, *cgs)] == before
+        results.append([x.usage for x in (h.misc.root, *cgs)])
+    assert results[0] == results[1]
 
 
 def test_try_charge_failure_at_requester_level():

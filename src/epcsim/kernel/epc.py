@@ -34,7 +34,7 @@ from .constants import (
     SGX_NR_LOW_PAGES,
 )
 from .lru import EpcFreeList, SgxEpcLruList
-from .misc import css_put, misc_cg_charge_if_fits, misc_cg_uncharge
+from .misc import css_put, misc_cg_charge_if_fits, misc_cg_refuser, misc_cg_uncharge
 
 if TYPE_CHECKING:
     from .epc_cgroup import SgxCgroup
@@ -380,15 +380,11 @@ def stuck_watch(cg: MiscCg) -> tuple[int, int]:
     Only pages freed under the limit that refuses can let the charge through, wherever
     in that cgroup's subtree they are (a sibling's pages under a common ancestor's
     limit too)."""
-    capacity = cg.ctrl.capacity
-    i: MiscCg | None = cg
-    while i is not None:
-        new = i.usage + PAGE_SIZE
-        if new > i.max or new > capacity:
-            sc = i.priv
-            return sc.id, sc.nr_freed + sc.nr_aged
-        i = i.parent
-    return -1, 0
+    i = misc_cg_refuser(cg, PAGE_SIZE)
+    if i is None:
+        return -1, 0
+    sc = i.priv
+    return sc.id, sc.nr_freed + sc.nr_aged
 
 
 def sgx_free_epc_page(host: Host, page: int) -> None:

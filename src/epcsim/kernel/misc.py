@@ -42,6 +42,7 @@ __all__ = [
     "misc_cg_try_charge",
     "misc_cg_uncharge",
     "misc_cg_charge_if_fits",
+    "misc_cg_refuser",
     "kstrtou64",
     "kstrtoint",
     "css_get",
@@ -224,21 +225,33 @@ def misc_cg_try_charge(cg: MiscCg, amount: int) -> int:
     return -EBUSY
 
 
+def misc_cg_refuser(cg: MiscCg, amount: int) -> MiscCg | None:
+    """The level at which :func:`misc_cg_try_charge` of *amount* bytes to *cg* would
+    fail now: the first of *cg* and its ancestors whose usage plus *amount* exceeds its
+    ``max`` or the capacity (with no capacity, *cg*: -EINVAL); None if the charge would
+    succeed (always for 0 bytes).  Model bookkeeping, changes nothing."""
+    capacity = cg.ctrl.capacity
+    if not capacity:
+        return cg
+    if not amount:
+        return None
+    i: MiscCg | None = cg
+    while i is not None:
+        new = i.usage + amount
+        if new > i.max or new > capacity:
+            return i
+        i = i.parent
+    return None
+
+
 def misc_cg_charge_if_fits(cg: MiscCg, amount: int) -> bool:
     """misc_cg_try_charge() when it is certain to succeed: charge *amount* (and update
     peaks) only if every level stays within its max and the capacity; otherwise change
     nothing (no event, no peak) and return False, leaving the real attempt to
     :func:`misc_cg_try_charge`.  A fast path for callers that can fall back."""
-    capacity = cg.ctrl.capacity
-    if not capacity:
+    if misc_cg_refuser(cg, amount) is not None:
         return False
     i: MiscCg | None = cg
-    while i is not None:
-        new = i.usage + amount
-        if new > i.max or new > capacity:
-            return False
-        i = i.parent
-    i = cg
     while i is not None:
         i.usage += amount
         if i.usage > i.peak:
