@@ -271,6 +271,33 @@ def test_summary_types_are_checked(made: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("where", "key", "value", "message"),
+    [
+        ("cgroups", "accesses_per_s", "fast", "Input should be a valid number"),
+        ("cgroups", "miss_ratio", [0.5], "Input should be a valid number"),
+        ("enclaves", "slowdown", "2x", "Input should be a valid number"),
+        ("enclaves", "fault_latency_ns", {"count": 3, "p50": "1us"}, "valid integer"),
+        ("enclaves", "pages_reclaimed", {"total": 1, "async": None, "sync": "2"}, "integer"),
+    ],
+)
+def test_per_tenant_summary_types_are_checked(
+    made: Path, tmp_path: Path, where: str, key: str, value: object, message: str
+) -> None:
+    """The per-tenant keys the report's tenants table reads (a string where a number
+    belongs made `epcsim report` end in a traceback, found by the long fuzz profile)."""
+    summary = json.loads((made / "summary.json").read_text())
+    name = next(iter(summary[where]))
+    summary[where][name][key] = value
+    d, before = _bad(made, tmp_path, "summary.json", json.dumps(summary).encode())
+    with pytest.raises(RunDirError) as e:
+        write_report(d)
+    text = str(e.value)
+    assert text.startswith(f"{d / 'summary.json'}: {where}.{name}.{key}")
+    assert message in text
+    assert _snapshot(d) == before
+
+
 def test_latencies_must_be_a_1d_integer_array(made: Path, tmp_path: Path) -> None:
     d = _copy(made, tmp_path / "run")
     np.save(d / "fault_latency.npy", np.zeros((2, 2)))

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._atomic import atomic_write_text
 from ..errors import EpcsimError
@@ -33,7 +33,31 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-class _Cgroup(_Loose):
+class _Latency(_Loose):
+    count: int = 0
+    p50: int | None = None
+    p99: int | None = None
+
+
+class _Reclaimed(_Loose):
+    total: int | None = None
+    ksgxd: int | None = None
+    async_: int | None = Field(default=None, alias="async")
+    sync: int | None = None
+    direct: int | None = None
+
+
+class _Tenant(_Loose):
+    """The per-tenant keys of a cgroup or an enclave (the report's tenants table)."""
+
+    miss_ratio: float | int | None = None
+    accesses_per_s: float | int | None = None
+    slowdown: float | int | None = None
+    fault_latency_ns: _Latency | None = None
+    pages_reclaimed: _Reclaimed | None = None
+
+
+class _Cgroup(_Tenant):
     usage_bytes: int
     peak_bytes: int
     limit_bytes: int | None
@@ -44,7 +68,7 @@ class _Cgroup(_Loose):
     enomem: int | None = None
 
 
-class _Enclave(_Loose):
+class _Enclave(_Tenant):
     cgroup: str
     outcome: str
     exit_status: int | None = None
@@ -52,7 +76,6 @@ class _Enclave(_Loose):
     faults: int | None = None
     fault_retries: int | None = None
     stuck_threads: int | None = None
-    slowdown: float | int | None = None
     error: str | None = None
 
 
