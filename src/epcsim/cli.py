@@ -1338,7 +1338,9 @@ def sweep_command(
 
     n_jobs: int | None = None
     if jobs is not None:
-        if not re.fullmatch(r"\s*[0-9]+\s*", jobs) or int(jobs) < 1:
+        # ASCII spaces only around the digits: int() refuses the other characters that
+        # Python's \s matches (U+001C..U+001F, found by the fuzz tests)
+        if not re.fullmatch(r"[ \t]*[0-9]+[ \t]*", jobs) or int(jobs) < 1:
             _die(f"--jobs: expected a positive integer, got {jobs!r}")
         n_jobs = int(jobs)
     _load(scenario, set_)  # the scenario's errors and warnings as `epcsim run` gives them

@@ -31,7 +31,11 @@ _UNITS = {
 #: longer numbers are refused before any conversion (Python's int() refuses past 4300
 #: digits with a ValueError; no size or time of the model needs more than 20)
 _MAX_DIGITS = 64
-_RE = re.compile(r"^\s*(0[xX][0-9a-fA-F_]+|\d[\d_]*(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+#: ASCII digits and spaces only (re.ASCII: Python's \d and \s also match other scripts'
+#: digits and U+001C..U+001F); a hex number has at least one digit ("0x_" is not one)
+_RE = re.compile(
+    r"^\s*(0[xX]_*[0-9a-fA-F][0-9a-fA-F_]*|\d[\d_]*(?:\.\d+)?)\s*([A-Za-z]*)\s*$", re.ASCII
+)
 
 
 def parse_size(value: int | str, *, what: str = "size") -> int:
@@ -88,7 +92,7 @@ _TIME_UNITS = {
     "s": 1_000_000_000,
     "min": 60_000_000_000,
 }
-_TRE = re.compile(r"^\s*(\d[\d_]*(?:\.\d+)?)\s*([a-zµ]*)\s*$")
+_TRE = re.compile(r"^\s*(\d[\d_]*(?:\.\d+)?)\s*([a-zµ]*)\s*$", re.ASCII)
 
 
 def parse_time(value: int | str, *, what: str = "time") -> int:

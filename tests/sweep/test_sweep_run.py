@@ -296,6 +296,8 @@ def _cli(*args: str) -> tuple[int, str]:
         (["--seeds", "1,1"], "seeds: a seed is named twice in '1,1'"),
         (["--jobs", "0"], "--jobs: expected a positive integer, got '0'"),
         (["--jobs", "two"], "--jobs: expected a positive integer, got 'two'"),
+        # Python's \s matches U+001F, int() refuses it (a traceback, found by the fuzz)
+        (["--jobs", "0\x1f"], "--jobs: expected a positive integer, got '0\\x1f'"),
         (
             ["--scheduler", "10.0.0.1:8786"],
             "--scheduler '10.0.0.1:8786': expected tcp://HOST:PORT (or tls://, ws://, wss://, "
