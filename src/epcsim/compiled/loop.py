@@ -436,8 +436,8 @@ def run_core(
                             TH[TH_REMAIN, _u(j)] -= 1
                             TH[TH_ACC, _u(j)] += 1
                     elif rr == VM_FAULT_NOPAGE:
-                        # the stuck rule (epcsim.sim.stuck): retries with no page freed
-                        # or aged under the limit that refuses the charge
+                        # the stuck rule (epcsim.sim.stuck): stuck_retry() of
+                        # epcsim.kernel.epc (a twin of stuck_watch's row), in place
                         block, freed = stuck_watch(CG, TH[TH_TCG, _u(j)])
                         if (
                             TH[TH_STREAK, _u(j)] == 1

@@ -169,7 +169,7 @@ TWINS: tuple[Twin, ...] = (
     ),
     _row("_count_freed", "epc", ["epc._count_freed"], "_count_freed"),
     _row("_count_aged", "epc", ["epc._count_aged"], "_count_aged"),
-    _row("stuck_watch", "epc", ["epc.stuck_watch"], "stuck_watch"),
+    _row("stuck_watch", "epc", ["epc.stuck_watch", "epc.stuck_retry"], "stuck_watch"),
     _row(
         "sgx_alloc_epc_page", "epc", ["epc.sgx_alloc_epc_page"], "sgx_alloc_epc_page",
         ("host.sections", "vepc", "dynamic.task_not_running", *_CGROUPS),

@@ -57,6 +57,7 @@ __all__ = [
     "sgx_can_reclaim_global",
     "sgx_should_reclaim_global",
     "wake_up_ksgxd",
+    "stuck_retry",
     "stuck_watch",
 ]
 
@@ -385,6 +386,20 @@ def stuck_watch(cg: MiscCg) -> tuple[int, int]:
         return -1, 0
     sc = i.priv
     return sc.id, sc.nr_freed + sc.nr_aged
+
+
+def stuck_retry(
+    cg: MiscCg, streak: int, block: int, freed: int, quiet: int
+) -> tuple[int, int, int]:
+    """Model statistics, no kernel function: the stuck rule's count at a VM_FAULT_NOPAGE
+    retry (the *streak*-th of one access) of a task charging *cg*, from the last retry's
+    ``(block, freed, quiet)`` (:func:`stuck_watch`'s pair and the quiet retries).  The
+    count starts again at the first retry, when a page fits, or when the refusing
+    cgroup or its freed + aged count changed.  Returns the new triple."""
+    b, f = stuck_watch(cg)
+    if streak == 1 or b < 0 or b != block or f != freed:
+        return b, f, 1
+    return b, f, quiet + 1
 
 
 def sgx_free_epc_page(host: Host, page: int) -> None:

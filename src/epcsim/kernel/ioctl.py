@@ -50,7 +50,7 @@ from .encl import (
     sgx_enclave_restrict_permissions_page,
     sgx_vma_fault,
 )
-from .epc import stuck_watch
+from .epc import stuck_retry
 from .host import SIGBUS, Host, Task, task_exit
 from .reclaim import sgx_reclaim_direct
 from .resume import SgxAddPagesRun
@@ -360,7 +360,7 @@ def encl_access(
         stuck_retries: stop (``res.stuck``, the cgroup whose limit refused in
             ``res.block``) after this many retries of one page in a row while no page
             is freed or aged under the limit that refuses the charge
-            (:func:`epcsim.kernel.epc.stuck_watch`; the simulator's stuck rule); None:
+            (:func:`epcsim.kernel.epc.stuck_retry`; the simulator's stuck rule); None:
             never.
     """
     idxs = np.asarray(pages, dtype=np.int64)
@@ -397,10 +397,9 @@ def encl_access(
                 if max_retries is not None and streak > max_retries:
                     break
                 if stuck_retries is not None:
-                    b, f = stuck_watch(host.task_misc_cg(task))
-                    if streak == 1 or b < 0 or b != block or f != freed:
-                        block, freed, quiet = b, f, 0
-                    quiet += 1
+                    block, freed, quiet = stuck_retry(
+                        host.task_misc_cg(task), streak, block, freed, quiet
+                    )
                     if quiet >= stuck_retries:
                         res.stuck = True
                         res.block = block

@@ -39,7 +39,7 @@ from ..kernel.constants import (
     VM_FAULT_NOPAGE,
 )
 from ..kernel.encl import Encl, sgx_encl_access, sgx_vma_fault
-from ..kernel.epc import stuck_watch
+from ..kernel.epc import stuck_retry
 from ..kernel.epc_cgroup import (
     RECLAIM_ASYNC,
     RECLAIM_KSGXD,
@@ -95,7 +95,7 @@ class ThreadStats:
     streak: int = 0
     #: .. of them since the last progress under the limit that refuses its charge, that
     #: cgroup's sgx id (-1: none) and its nr_freed + nr_aged then (the stuck rule,
-    #: epcsim.sim.stuck; epcsim.kernel.epc.stuck_watch)
+    #: epcsim.sim.stuck; epcsim.kernel.epc.stuck_retry)
     quiet: int = 0
     block: int = -1
     freed: int = 0
@@ -748,12 +748,9 @@ class Actors:
                     elif r == VM_FAULT_NOPAGE:
                         # the stuck rule: retries with no page freed or aged under
                         # the limit that refuses the charge
-                        block, freed = stuck_watch(host.task_misc_cg(task))
-                        if st.streak == 1 or block < 0 or block != st.block or freed != st.freed:
-                            st.block = block
-                            st.freed = freed
-                            st.quiet = 0
-                        st.quiet += 1
+                        st.block, st.freed, st.quiet = stuck_retry(
+                            host.task_misc_cg(task), st.streak, st.block, st.freed, st.quiet
+                        )
                     else:
                         task.signal_pending = True
                         task.pending_signo = task.pending_signo or SIGBUS
