@@ -922,6 +922,25 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
         _assert_same(ref, bat)
 
 
+def test_latency_array_is_plain_int64_memory(tmp_path) -> None:
+    """written_once(): the latency array off huge pages is a writable, zeroed int64
+    array that outlives its mapping's name, pickles and saves as any other."""
+    import pickle
+
+    from epcsim.compiled.engine import written_once
+
+    a = written_once(3 * 4096 // 8 + 5)
+    assert a.dtype == np.int64 and len(a) == 3 * 4096 // 8 + 5 and a.flags.writeable
+    assert not a.any()
+    a[:] = np.arange(len(a))
+    view = a[7:20]
+    del a
+    assert view.tolist() == list(range(7, 20))
+    assert pickle.loads(pickle.dumps(view)).tolist() == view.tolist()
+    np.save(tmp_path / "v.npy", view)
+    assert np.load(tmp_path / "v.npy").tolist() == view.tolist()
+
+
 @st.composite
 def multi_scenarios(draw) -> str:
     """Random scenarios with several enclave groups and threads, some starting later."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import inspect
+import mmap
 from collections import Counter, OrderedDict
 from inspect import GEN_CREATED, GEN_SUSPENDED
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,20 @@ LAT_MAX = 1 << 24
 SAMP_CAP = 4096
 #: accesses per thread buffer (the simulation draws at most this many at a time)
 CHUNK_CAP = 65536
+
+
+def written_once(n: int) -> np.ndarray:
+    """No kernel twin (packing): an int64 array of *n* entries (n > 0) in anonymous
+    memory kept off transparent huge pages, for the latencies a run writes once, in
+    order.  numpy asks for huge pages for arrays of 4 MiB and more; a huge page's first
+    touch can stall on memory compaction (with the kernel's default ``defrag`` of
+    ``madvise``: measured at three times the cost of the small pages' faults, a tenth
+    of a peer.py row's wall time), and an array written front to back gains nothing
+    from a bigger TLB reach."""
+    m = mmap.mmap(-1, n * 8)
+    if hasattr(m, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        m.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(m, np.int64)
 
 
 def set_stop(TH: np.ndarray, j: int) -> None:
@@ -272,7 +287,7 @@ class _Packed:
         self.one_inst = bool(len(ti) <= 1 or (ti == ti[0]).all())
         S[C.S_TAGLAT] = int(not self.one_inst)  # else LAT's row 1 is not written
         want = sum(min(t.remaining, LAT_MAX) for t in threads)
-        self.lat_out = np.empty(min(max(LAT_CAP, want), LAT_MAX), np.int64)
+        self.lat_out = written_once(min(max(LAT_CAP, want), LAT_MAX))
         # np.zeros: pages nobody writes are never touched, and one instance of index 0
         # tags no latency (flush): fresh memory is a third of flush()'s cost otherwise
         self.who_out = np.zeros(len(self.lat_out), np.int32)
@@ -458,7 +473,7 @@ class _Packed:
         if n:
             a = self.lat_used
             if a + n > len(self.lat_out):
-                self.lat_out = np.empty(max(min(2 * len(self.lat_out), LAT_MAX), n), np.int64)
+                self.lat_out = written_once(max(min(2 * len(self.lat_out), LAT_MAX), n))
                 self.who_out = np.zeros(len(self.lat_out), np.int32)
                 self.lat_view = None
                 a = 0
