@@ -62,6 +62,7 @@ from .layout import (
     VA_EPC,
     VA_NEXT,
     VA_PREV,
+    VA_SLOT_SHIFT,
     VA_USED,
 )
 from .lru import list_add_tail, list_del_init
@@ -174,10 +175,10 @@ def sgx_alloc_va_slot(S, EN, VA, e):
 def sgx_free_va_slot(EN, VA, e, slot_id):
     """Models sgx_free_va_slot() (specialised from epcsim.kernel.encl.sgx_free_va_slot)
     and the list_move() of its VA page to the head of va_pages."""
-    no = slot_id // SGX_VA_SLOT_COUNT
-    slot = slot_id % SGX_VA_SLOT_COUNT
+    no = slot_id >> VA_SLOT_SHIFT  # slot_id // SGX_VA_SLOT_COUNT (slot_id >= 0)
+    slot = slot_id & (SGX_VA_SLOT_COUNT - 1)
     row = EN[EN_VAOFF, _u(e)] + no
-    VA[_u(row), _u(VA_BITS + slot // 64)] &= ~bit64(slot % 64)
+    VA[_u(row), _u(VA_BITS + (slot >> 6))] &= ~bit64(slot & 63)
     VA[_u(row), VA_USED] -= 1
     if EN[EN_VA_HEAD, _u(e)] != no:
         va_pages_del(EN, VA, e, no)
@@ -264,7 +265,7 @@ def sgx_vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
         return VM_FAULT_NOPAGE if page == -EBUSY else VM_FAULT_SIGBUS
     if not present:
         # sgx_encl_eaug_page(): grow, EAUG
-        if EN[EN_PAGE_CNT, _u(e)] % SGX_VA_SLOT_COUNT == 0:
+        if (EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0:  # % (page_cnt >= 0)
             ret = sgx_encl_grow(S, CG, EN, VA, P32, P8, PCG, e, page)
             if ret:
                 return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS

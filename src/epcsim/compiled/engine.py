@@ -718,6 +718,7 @@ def take_over(sim: Simulation, run: ThreadRun | BuildRun, cpu: int, chunk: int) 
             want = min(chunk, int(TH[C.TH_REMAIN, j]))
             TH[C.TH_BUFLEN, j] = len(t.pattern.take_into(t.rng, want, p.BUF[j]))
             TH[C.TH_POS, j] = 0
+            TH[C.TH_PFEND, j] = 0
             set_stop(TH, j)
         elif rc == C.RC_FLUSH:  # a full buffer: the latencies, or the samples too
             p.flush(samples=int(S[C.S_NSAMP]) >= SAMP_CAP)

@@ -81,7 +81,7 @@ def heap_push(A, h, n, x, t, seq):
     up)."""
     pos = n
     while pos > 0:
-        up = (pos - 1) // 2
+        up = (pos - 1) >> 1  # (pos - 1) // 2, pos > 0
         ut = A[_u(h + 1), _u(up)]
         us = A[_u(h + 2), _u(up)]
         if not key_less(t, seq, ut, us):

@@ -214,7 +214,7 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
                 R[R_B_VA, _u(r)] = 0
                 page = R[R_B_PAGE, _u(r)]
                 R[R_B_PAGE, _u(r)] = -1
-            elif EN[EN_PAGE_CNT, _u(e)] % SGX_VA_SLOT_COUNT == 0:
+            elif (EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0:  # % (page_cnt >= 0)
                 # sgx_encl_grow(): a VA page is due (sgx_alloc_epc_page(SGX_DO_RECLAIM))
                 R[R_B_PAGE, _u(r)] = page
                 R[R_B_VA, _u(r)] = 1

@@ -157,6 +157,11 @@ class Table:
 NR_LEAVES = encls.NR_LEAVES
 #: words of 64 slots in a VA page's slot map
 VA_WORDS = SGX_VA_SLOT_COUNT // 64
+#: a VA slot id is its VA page number << VA_SLOT_SHIFT | its slot (SGX_VA_SLOT_COUNT is a
+#: power of two: the core splits a slot id, never negative, with a shift and a mask
+#: instead of a division with Python's rounding of negative numbers)
+VA_SLOT_SHIFT = SGX_VA_SLOT_COUNT.bit_length() - 1
+assert 1 << VA_SLOT_SHIFT == SGX_VA_SLOT_COUNT
 #: a node's free list at ``S_NODES + NODE_W * nid`` (epcsim.kernel.lru.EpcFreeList):
 #: the head and tail of its freed pages, its length (both parts), and its pristine range
 #: ``[hwm, end)`` of never-used pages, which come first
@@ -359,6 +364,11 @@ TH_TABLE = Table(
             ".. its CG_NR_FREED + CG_NR_AGED then",
             mirror="st.freed",
             back="value",
+        ),
+        _f(
+            "PFEND",
+            "the position in BUF up to which its accesses' enclave page rows were asked "
+            "for (a cache hint, no kernel state: 0 with each new chunk of BUF)",
         ),
     ),
 )
@@ -773,6 +783,7 @@ __all__ = [
     "LRU_PF_HOPS",
     "NR_LEAVES",
     "VA_WORDS",
+    "VA_SLOT_SHIFT",
     "NODE_W",
     "NODE_HEAD",
     "NODE_TAIL",

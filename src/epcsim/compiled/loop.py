@@ -154,6 +154,7 @@ from .layout import (
     TH_LIVE,
     TH_NID,
     TH_PENDING,
+    TH_PFEND,
     TH_POS,
     TH_QUIET,
     TH_R,
@@ -531,12 +532,16 @@ def run_core(
                     lru_prefetch_step(S, P32)
                     if TH[TH_FSTART, _u(j)] < 0:
                         TH[TH_FSTART, _u(j)] = now
-                        buflen = TH[TH_BUFLEN, _u(j)]
-                        for q in range(pos + 1, min(pos + 1 + PF_AHEAD, buflen)):
+                        # the rows not asked for by an earlier fault (TH_PFEND)
+                        q1 = min(pos + 1 + PF_AHEAD, TH[TH_BUFLEN, _u(j)])
+                        q0 = TH[TH_PFEND, _u(j)]
+                        for q in range(q0 if q0 > pos else pos + 1, q1):
                             ix = BUF[_u(j), _u(q)]
                             if in_range(ix, npages):
                                 prefetch(E32, off + ix, E_EPC)
                                 prefetch(E8, E_DESC, off + ix)
+                        if q1 > q0:
+                            TH[TH_PFEND, _u(j)] = q1
                     EN[EN_NR_FAULTS, _u(e)] += 1
                     if not in_range(idx, npages):
                         rr = VM_FAULT_SIGBUS
