@@ -319,6 +319,40 @@ def test_time_series_columns_are_checked(made: Path, tmp_path: Path) -> None:
     assert str(e.value) == f"{d / 'timeseries.parquet'}: no column 'usage_bytes'"
 
 
+def test_time_series_enclave_columns_are_checked(made: Path, tmp_path: Path) -> None:
+    """A time series of schema version 2 keeps its enclave rows apart by the enclave
+    column: without it (renamed here) the report stops at the check, nothing written."""
+    import pyarrow.parquet as pq
+
+    d = _copy(made, tmp_path / "run")
+    ts = pq.read_table(d / "timeseries.parquet")
+    assert ts.schema.metadata[b"epcsim.timeseries.version"] == b"2"
+    assert ts.column("cgroup").null_count  # the run has enclave rows
+    names = ["x" if n == "enclave" else n for n in ts.column_names]
+    renamed = ts.rename_columns(names).replace_schema_metadata(ts.schema.metadata)
+    pq.write_table(renamed, d / "timeseries.parquet")
+    before = _snapshot(d)
+    with pytest.raises(RunDirError) as e:
+        write_report(d)
+    assert str(e.value) == f"{d / 'timeseries.parquet'}: no column 'enclave'"
+    assert _snapshot(d) == before
+
+
+def test_time_series_cgroup_rows_need_a_cgroup(made: Path, tmp_path: Path) -> None:
+    """Without the version-2 columns (a version-1 time series), a row without a cgroup
+    is refused by name, not drawn as a cgroup named None."""
+    import pyarrow.parquet as pq
+
+    d = _copy(made, tmp_path / "run")
+    ts = pq.read_table(d / "timeseries.parquet")
+    nulls = ts.column("cgroup").null_count
+    ts = ts.drop_columns(["enclave", "accesses", "resident_pages"]).replace_schema_metadata(None)
+    pq.write_table(ts, d / "timeseries.parquet")
+    with pytest.raises(RunDirError) as e:
+        check_run_dir(d)
+    assert str(e.value) == f"{d / 'timeseries.parquet'}: column 'cgroup' is null in {nulls} rows"
+
+
 def test_report_rebuild_is_identical(made: Path, tmp_path: Path) -> None:
     d = _copy(made, tmp_path / "run")
     before = _snapshot(d)

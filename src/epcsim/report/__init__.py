@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._atomic import atomic_write_text
 from ..errors import EpcsimError
-from ..result import Result
+from ..result import Result, cgroup_rows
 from ..rundir import RunDirError
 from .figures import write_figures
 from .html import render_html
@@ -124,6 +124,13 @@ _TS_COLUMNS = {
     "faults": pa.types.is_integer,
     "evictions": pa.types.is_integer,
 }
+#: the per-enclave columns of a time series of schema version 2 (result.py): its rows
+#: with a null cgroup are the enclave rows, which the figures leave out
+_TS_ENCLAVE_COLUMNS = {
+    "enclave": _TS_COLUMNS["cgroup"],
+    "accesses": pa.types.is_integer,
+    "resident_pages": pa.types.is_integer,
+}
 
 
 def _where(loc: tuple) -> str:
@@ -164,14 +171,21 @@ def check_run_dir(run_dir: str | os.PathLike[str]) -> Result:
         raise RunDirError(
             f"{d / 'summary.json'}: {_where(err['loc'])}: {err['msg']}{got_text}"
         ) from None
+    ts_path = d / "timeseries.parquet"
     schema = result.timeseries.schema
-    for name, ok in _TS_COLUMNS.items():
+    version = (schema.metadata or {}).get(b"epcsim.timeseries.version", b"1")
+    columns = dict(_TS_COLUMNS)
+    if version != b"1" or "enclave" in schema.names:
+        columns.update(_TS_ENCLAVE_COLUMNS)
+    for name, ok in columns.items():
         if name not in schema.names:
-            raise RunDirError(f"{d / 'timeseries.parquet'}: no column {name!r}")
+            raise RunDirError(f"{ts_path}: no column {name!r}")
         if not ok(schema.field(name).type):
-            raise RunDirError(
-                f"{d / 'timeseries.parquet'}: column {name!r} has type {schema.field(name).type}"
-            )
+            raise RunDirError(f"{ts_path}: column {name!r} has type {schema.field(name).type}")
+    nulls = cgroup_rows(result.timeseries).column("cgroup").null_count
+    if nulls:
+        # (with an enclave column, the rows of a null cgroup are its enclave rows)
+        raise RunDirError(f"{ts_path}: column 'cgroup' is null in {nulls} rows")
     for key in ("engine", "engine_reason"):
         if key in result.run and not isinstance(result.run[key], str):
             raise RunDirError(f"{d / 'run.json'}: {key}: expected a string")
