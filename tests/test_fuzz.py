@@ -17,6 +17,7 @@ in all with fresh random inputs (``pytest -m slow tests/test_fuzz.py``).
 
 from __future__ import annotations
 
+import _weakrefset
 import contextlib
 import copy
 import datetime
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -116,12 +118,19 @@ def _check_files(before: dict[str, str], after: dict[str, str], outputs: tuple[s
     assert not stray, f"files appeared beside the inputs: {stray}"
 
 
+#: modules whose functions run as weak reference callbacks and finalizers
+_CALLBACK_FILES = frozenset({weakref.__file__, _weakrefset.__file__})
+
+
 def _swallows_exceptions(frame: Any) -> bool:
-    """Whether *frame* runs inside a garbage-collector callback or a finalizer, where
-    Python reports an exception as unraisable instead of propagating it."""
+    """Whether *frame* runs inside a garbage-collector callback, a weak reference
+    callback or a finalizer, where Python reports an exception as unraisable instead of
+    propagating it (a frame of the weakref modules outside a callback only delays the
+    alarm)."""
     callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
-        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code in callbacks or code.co_name == "__del__" or code.co_filename in _CALLBACK_FILES:
             return True
         frame = frame.f_back
     return False
@@ -150,23 +159,36 @@ def _wall_limit(seconds: float) -> Iterator[list[bool]]:
         signal.signal(signal.SIGALRM, old)
 
 
-def test_wall_limit_alarm_in_a_gc_callback_is_not_lost() -> None:
-    """The fuzz tests' wall limit: an alarm landing in a gc callback (where hypothesis
-    keeps one) interrupts the body once the callback has returned, instead of being
-    reported as unraisable while the body runs on."""
+class _Referent:
+    """An object to hold a weak reference to."""
 
-    def slow_callback(phase: str, info: dict) -> None:
-        if phase == "start":
+
+@pytest.mark.parametrize("where", ["gc callback", "weakref callback"])
+def test_wall_limit_alarm_in_a_callback_is_not_lost(where: str) -> None:
+    """The fuzz tests' wall limit: an alarm landing in a gc callback (where hypothesis
+    keeps one) or a weak reference callback interrupts the body once the callback has
+    returned, instead of being reported as unraisable while the body runs on."""
+
+    def slow_callback(*args: Any) -> None:
+        if where != "gc callback" or args[0] == "start":
             time.sleep(0.1)  # the alarm comes in here
 
-    gc.callbacks.append(slow_callback)
+    if where == "gc callback":
+        gc.callbacks.append(slow_callback)
     try:
         with pytest.raises(KeyboardInterrupt), _wall_limit(0.02) as fired:
-            gc.collect()
+            if where == "gc callback":
+                gc.collect()
+            else:
+                obj = _Referent()
+                # run by a weak reference callback, from weakref's module
+                weakref.finalize(obj, slow_callback)
+                del obj
             time.sleep(5)  # interrupted by the alarm tried again
         assert fired[0]
     finally:
-        gc.callbacks.remove(slow_callback)
+        if where == "gc callback":
+            gc.callbacks.remove(slow_callback)
 
 
 def _describe(args: list[str], r: Any) -> str:
