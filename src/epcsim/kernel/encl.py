@@ -403,8 +403,10 @@ def sgx_encl_release_resources(host: Host, encl: Encl) -> None:
     # fput(encl->backing): every evicted page's backing goes away
     evicted = encl.va >= 0
     if evicted.any():
-        ids, counts = np.unique(encl.memcg[evicted], return_counts=True)
-        for mid, c in zip(ids.tolist(), counts.tolist()):
+        # per memcg id (small, >= 0), in id order: a count, not a sort of the pages
+        counts = np.bincount(encl.memcg[evicted])
+        ids = np.flatnonzero(counts)
+        for mid, c in zip(ids.tolist(), counts[ids].tolist()):
             mem_cgroup_uncharge_backing(host, host.memcgs[mid], c * SGX_BACKING_BYTES_PER_PAGE)
         encl.va[evicted] = -1
         encl.memcg[evicted] = -1
