@@ -395,30 +395,3 @@ def test_rows_are_packed_and_written_back_as_one_object_at_a_time() -> None:
     L.write_back_rows("CG", block, [s])
     assert s.work_pending is want
     assert s.nr_pages is marker
-
-
-def test_write_back_changed_sets_what_differs_from_the_snapshot() -> None:
-    """write_back_changed (a take-over's cgroups): given the rows as packed, it sets the
-    values the block changed (a flag as a bool, a vector whole) and no other: an
-    attribute the block left alone keeps its object, read or not."""
-    sim, _ = _ran()
-    cgs = [s for s in sim.host.sgx_cgroups if s is not None]
-    before = np.zeros((len(cgs), L.NCGF), np.int64)
-    L.pack_rows("CG", before, cgs)
-    block = before.copy()
-    s = cgs[-1]
-    block[-1, L.CG_PENDING] = 1 - int(s.work_pending)
-    block[-1, L.CG_NR_EVICTED] += 5
-    block[-1, L.CG_NR_RECL + 1] += 2
-    want = (not s.work_pending, s.nr_evicted + 5)
-    recl = list(s.nr_reclaimed_by)
-    recl[1] += 2
-    marker = np.int64(cgs[0].nr_pages)  # a numpy int the write-back must leave in place
-    cgs[0].nr_pages = marker
-    L.write_back_changed("CG", block, before, cgs)
-    assert (s.work_pending, s.nr_evicted) == want and s.work_pending is want[0]
-    assert list(s.nr_reclaimed_by) == recl
-    assert cgs[0].nr_pages is marker
-    others = [_values(o, "CG") for o in cgs[:-1]]
-    L.write_back_rows("CG", block[:-1], cgs[:-1])  # nothing else differed
-    assert [_values(o, "CG") for o in cgs[:-1]] == others

@@ -77,7 +77,7 @@ from .eligibility import (
     refusal,
     static_ineligibility,
 )
-from .layout import SAMPLED, pack, pack_rows, write_back, write_back_changed, write_back_rows
+from .layout import SAMPLED, pack, pack_rows, write_back, write_back_rows
 
 if TYPE_CHECKING:
     from ..kernel.encl import Encl
@@ -335,9 +335,6 @@ class _Packed:
             CG[C.CG_MAX, i] = min(cg.max, _I64_CAP)
             CG[C.CG_PARENT, i] = cg.parent.priv.id if cg.parent is not None else -1
             CG[C.CG_MAXPAGES, i] = min(sgx_cgroup_max_pages_to_root(s), _I64_CAP)
-        # the cgroups' rows as the objects hold them: write_back() sets what changed
-        self.CG0_ids = [s.id for s in self.live]
-        self.CG0 = CG.T[self.CG0_ids]
         # preorder of the whole tree (css_next_descendant_pre order)
         pre: list[int] = []
 
@@ -411,10 +408,6 @@ class _Packed:
                 VA[rows, C.VA_NEXT] = [*order[1:], -1]
             EN[C.EN_VA_HEAD, e] = order[0] if order else -1
             EN[C.EN_VA_TAIL, e] = order[-1] if order else -1
-        # the VA rows and va_pages ends as the objects hold them: write_back() sets
-        # only the rows the core changed
-        self.VA0 = VA.copy()
-        self.VAHT0 = EN[[C.EN_VA_HEAD, C.EN_VA_TAIL]].copy()
         E32, E8 = self.E32, self.E8
         hit = (E32[:, C.E_EPC] >= 0) & ((E8[C.E_DESC] & DESC_BLOCKED) == 0)
         packed = np.packbits(hit, bitorder="little")
@@ -558,13 +551,7 @@ class _Packed:
         np.add.at(faults, self.TH[C.TH_TCG], self.TH[C.TH_FAULTS])
         CG[C.CG_NR_FAULTS] += faults
         # (CG has no delta field: the rows copied out by CG.T[ids] are only read)
-        ids = [s.id for s in self.live]
-        block = CG.T[ids]  # (a copy)
-        if ids == self.CG0_ids:
-            write_back_changed("CG", block, self.CG0, self.live)
-        else:  # (not seen: the live cgroups change only between load() and a run)
-            write_back_rows("CG", block, self.live)
-        self.CG0_ids, self.CG0 = ids, block
+        write_back_rows("CG", CG.T[[s.id for s in self.live]], self.live)
         for s in self.live:
             s.next_cg = cgs[int(self.PRE[CG[C.CG_CURSOR, s.id]])]
         host.sgx_cg_wq.clear()
@@ -596,32 +583,19 @@ class _Packed:
             for no in range(len(encl.va_all), int(EN[C.EN_NVA, e])):
                 encl.va_all.append(SgxVaPage(no, int(VA[vaoff + no, C.VA_EPC])))
             va = encl.va_all
-            relink = bool((EN[[C.EN_VA_HEAD, C.EN_VA_TAIL], e] != self.VAHT0[:, e]).any())
             if va:
-                # only the rows the core changed (a new VA page's row differs from the
-                # -1s it started as): the others are the objects' values already
                 blk = VA[vaoff : vaoff + len(va)]
-                rows = np.flatnonzero((blk != self.VA0[vaoff : vaoff + len(va)]).any(axis=1))
-                if len(rows):
-                    sub = blk[rows]
-                    raw = sub[:, C.VA_BITS :].astype("<i8").tobytes()
-                    w = _VA_BYTES
-                    objs = [va[r] for r in rows.tolist()]
-                    for k2, vp in enumerate(objs):
-                        vp.bits = int.from_bytes(raw[k2 * w : (k2 + 1) * w], "little")
-                    write_back_rows("VA", sub, objs)
-                    old = self.VA0[vaoff + rows]
-                    links = [C.VA_PREV, C.VA_NEXT]
-                    relink = relink or bool((sub[:, links] != old[:, links]).any())
-                    self.VA0[vaoff + rows] = sub
-            if relink:
-                order = OrderedDict()
-                no = int(EN[C.EN_VA_HEAD, e])
-                while no >= 0:
-                    order[no] = encl.va_all[no]
-                    no = int(VA[vaoff + no, C.VA_NEXT])
-                encl.va_pages = order
-                self.VAHT0[:, e] = EN[[C.EN_VA_HEAD, C.EN_VA_TAIL], e]
+                raw = blk[:, C.VA_BITS :].astype("<i8").tobytes()
+                w = _VA_BYTES
+                for k2, vp in enumerate(va):
+                    vp.bits = int.from_bytes(raw[k2 * w : (k2 + 1) * w], "little")
+                write_back_rows("VA", blk, va)
+            order = OrderedDict()
+            no = int(EN[C.EN_VA_HEAD, e])
+            while no >= 0:
+                order[no] = encl.va_all[no]
+                no = int(VA[vaoff + no, C.VA_NEXT])
+            encl.va_pages = order
             if EN[C.EN_RELEASED, e] and not encl.released:
                 encl.released = True
                 host.encl_released(encl)

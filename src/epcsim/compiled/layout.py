@@ -731,7 +731,6 @@ __all__ = [
     "pack_rows",
     "write_back",
     "write_back_rows",
-    "write_back_changed",
     # plain constants
     "PAGE",
     "BACKING",
@@ -945,27 +944,6 @@ def write_back_rows(table: str, block: np.ndarray, objs: Sequence[Any]) -> None:
             for m in io.back_vectors:
                 cur_v = m.gets[0](o)
                 cur_v[:] = block[r, m.at : m.at + len(cur_v)].tolist()
-
-
-def write_back_changed(
-    table: str, block: np.ndarray, before: np.ndarray, objs: Sequence[Any]
-) -> None:
-    """:func:`write_back_rows` given *before*, the same rows as the objects hold them
-    (packed from them and not changed since): only the values that differ from
-    *before* are set, without reading the objects.  For a table without delta fields."""
-    io = _IO[table]
-    assert not io.deltas, table
-    if not len(objs):
-        return
-    if len(io.back_at):
-        new = block[:, io.back_at]
-        for r, k in zip(*np.nonzero(new != before[:, io.back_at]), strict=True):
-            v = int(new[r, k])
-            io.back_set[k](objs[r], bool(v) if io.back_flag[k] else v)
-    for m in io.back_vectors:
-        span = slice(m.at, m.at + m.width)
-        for r in np.flatnonzero((block[:, span] != before[:, span]).any(axis=1)).tolist():
-            m.gets[0](objs[r])[:] = block[r, span].tolist()
 
 
 def write_back(table: str, vec: np.ndarray, obj: Any) -> None:
