@@ -137,6 +137,27 @@ def test_del_init_many_equals_del_init(data, size) -> None:
     assert b.to_list() == [i for i in on if i not in remove]
 
 
+@pytest.mark.parametrize("size", [16, 40])
+def test_del_init_many_of_the_whole_list(size: int) -> None:
+    """Every entry removed (in any order): the list is empty and each page self-linked,
+    as page by page; a second list over the same arrays is untouched."""
+    n = size + 3
+    links = np.arange(2 * n, dtype=np.int32).reshape(n, 2) % n
+    prev, next_ = links.T
+    a = EpcList(memoryview(prev), memoryview(next_))
+    other = EpcList(memoryview(prev), memoryview(next_))
+    for i in range(size):
+        a.add_tail((7 * i) % size)
+    for i in range(size, n):
+        other.add_tail(i)
+    keep = links.copy()
+    a.del_init_many(np.array([(3 * i + 1) % size for i in range(size)], dtype=np.int32))
+    assert (a.head, a.tail, a.nr, a.to_list()) == (-1, -1, 0, [])
+    assert links[:size].tolist() == [[i, i] for i in range(size)]
+    assert links[size:].tolist() == keep[size:].tolist()
+    assert other.to_list() == list(range(size, n))
+
+
 # --- releases with shared cgroups, random LRU orders and evictions -----------------------
 
 _encl_st = st.tuples(st.integers(0, 2), st.integers(1, 160) | st.integers(500, 1100))

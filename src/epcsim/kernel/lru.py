@@ -135,6 +135,12 @@ class EpcList:
         prev = np.asarray(self._prev)  # views of the pool's link arrays
         next_ = np.asarray(self._next)
         r = pages.astype(np.int64)
+        if n == self.nr:  # every entry (an enclave's release, alone on its LRU): empty
+            prev[r] = r
+            next_[r] = r
+            self.head = self.tail = -1
+            self.nr = 0
+            return
         p = prev[r].astype(np.int64)
         nx = next_[r].astype(np.int64)
         # where[i]: 1 + the position in r of page i, 0 for a surviving page and for -1
