@@ -33,8 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("loop", "uniform", "zipf", "real")
-#: footprints of the scaled synthetic traces (peer.py's over 10)
-FOOTPRINT = {"loop": 30_000, "uniform": 100_000, "zipf": 100_000}
+#: the synthetic traces' footprints are peer.py's (peer.FOOTPRINT) over this
+SCALE = 10
 
 #: the child: build the row's trace and scenario, warm up, count one run
 CHILD = r"""
@@ -47,14 +47,15 @@ import epcsim
 
 row, n, div, work = {row!r}, {n}, {div}, Path({work!r})
 rng = np.random.default_rng(1)
+fp = peer.FOOTPRINT.get(row, 0) // {scale}
 if row == "loop":
-    pages = peer.loop_trace(n, {fp_loop})
+    pages = peer.loop_trace(n, fp)
 elif row == "uniform":
-    pages = peer.uniform_trace(rng, n, {fp_uniform})
+    pages = peer.uniform_trace(rng, n, fp)
 elif row == "zipf":
-    pages = peer.zipf_trace(rng, n, {fp_zipf})
+    pages = peer.zipf_trace(rng, n, fp)
 else:
-    pages = peer.real_trace({real!r})
+    pages = peer.real_trace(str(peer.DEFAULT_REAL))
 path = work / f"{{row}}.npy"
 if not path.exists():
     np.save(path, pages)
@@ -79,10 +80,7 @@ def run_row(src: Path, cache: Path, work: Path, row: str, n: int, div: int) -> t
         n=n,
         div=div,
         work=str(work),
-        fp_loop=FOOTPRINT["loop"],
-        fp_uniform=FOOTPRINT["uniform"],
-        fp_zipf=FOOTPRINT["zipf"],
-        real=str(REPO.parent / "shared/data/traces/cloudPhysicsIO.oracleGeneral.bin"),
+        scale=SCALE,
     )
     env = dict(os.environ)
     env.update(
