@@ -664,6 +664,25 @@ def test_report_bad_run_directory(run_copy: Path, name: str, content: bytes, mes
     assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
 
 
+def test_report_time_series_with_its_enclave_column_renamed(run_copy: Path) -> None:
+    """The long fuzz profile's case: ``timeseries.parquet`` rewritten with its
+    ``enclave`` column renamed (pyarrow drops the schema's version on the way) made
+    ``epcsim report`` draw the enclave rows as a cgroup named None (a TypeError
+    traceback); now one error naming the file and the column, nothing written."""
+    import pyarrow.parquet as pq
+
+    path = run_copy / "timeseries.parquet"
+    ts = pq.read_table(path)
+    nulls = ts.column("cgroup").null_count
+    assert nulls  # the run has enclave rows
+    pq.write_table(ts.rename_columns(["x" if n == "enclave" else n for n in ts.column_names]), path)
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    r = invoke("report", run_copy)
+    line = one_error_line(r)
+    assert line == f"epcsim: error: {path}: column 'cgroup' is null in {nulls} rows"
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
+
+
 def test_report_warns_about_an_incomplete_run(run_copy: Path) -> None:
     (run_copy / "INCOMPLETE").write_text("run in progress or interrupted\n")
     r = invoke("report", run_copy)
