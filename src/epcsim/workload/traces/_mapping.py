@@ -39,6 +39,8 @@ class DenseMapper:
         #: page seen is in [0, TABLE_LIMIT); None once one is not (sorted mode)
         self._table: np.ndarray | None = np.zeros(0, np.int32)
         self._n = 0
+        #: table mode: the new pages of the chunk being numbered (reused)
+        self._scratch = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         """Distinct pages seen (the footprint so far)."""
@@ -69,7 +71,9 @@ class DenseMapper:
         from ._dense import number_chunk
 
         codes = np.empty(chunk.size, np.int32)
-        order = np.empty(chunk.size, np.int64)
+        order = self._scratch
+        if order.size < chunk.size:  # (the new pages of a chunk: kept by copy below)
+            self._scratch = order = np.empty(chunk.size, np.int64)
         k = number_chunk(t, chunk, codes, order, self._n)
         if k:
             self._n += k

@@ -103,10 +103,11 @@ class NpyReader(BaseReader):
                     )
                 left -= a.size
                 done += a.size
+                # (a fresh array: no copy when it is already native int64)
                 if a.dtype.kind == "u" and a.dtype.itemsize == 8:
                     yield a.astype(np.uint64, copy=False).view(np.int64)
                 else:
-                    yield a.astype(np.int64)
+                    yield a.astype(np.int64, copy=False)
         if done < self.length:
             self._bad(f"truncated: the header says {self.length} elements", record=done + 1)
 
