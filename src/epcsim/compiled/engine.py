@@ -169,13 +169,13 @@ class _Packed:
         self.encls = encls
         cgs = host.sgx_cgroups
         ncg = len(cgs)
-        self.CG = np.zeros((C.NCGF, max(ncg, len(host.memcgs))), np.int64)
+        self.CG = np.zeros((C.NCGF, max(ncg, len(host.memcgs))), np.int64, order="F")
         self.live = [s for s in cgs if s is not None]
         # worker slots: one running per cgroup, and the slot of one that has finished
         # stays taken until its last step is popped (room for a few of those); then
         # one row per EADD build (R_KIND KIND_BUILD), always scheduled
         self.brow0 = 1 + 3 * ncg + 8
-        self.R = np.zeros((C.NRF, self.brow0 + len(builds)), np.int64)
+        self.R = np.zeros((C.NRF, self.brow0 + len(builds)), np.int64, order="F")
         self.R[C.R_KIND, 1:] = 1
         self.R[C.R_CUR] = -1
         R = self.R
@@ -221,7 +221,7 @@ class _Packed:
         # which enclave page rows can be hit (resident, not blocked): one bit each,
         # derived from E32 / E8 at every load(), kept by the core
         self.HB = np.zeros((n + 63) // 64 + 1, np.int64)
-        self.EN = np.zeros((C.NENF, len(host.encls)), np.int64)
+        self.EN = np.zeros((C.NENF, len(host.encls)), np.int64, order="F")
         S = np.zeros(C.NS, np.int64)
         self.S = S
         costs = sim.costs
@@ -247,7 +247,7 @@ class _Packed:
         self.CG[C.CG_LIVE, : len(self.live)] = [s.id for s in self.live]
         # the threads: the first is mid-pop (it is taking over), the others wait
         nt = len(threads)
-        TH = np.zeros((C.NTHF, nt), np.int64)
+        TH = np.zeros((C.NTHF, nt), np.int64, order="F")
         self.BUF_INIT: list[np.ndarray] = []
         for j, t in enumerate(threads):
             TH[C.TH_T, j], TH[C.TH_SEQ, j] = seqs[j]
