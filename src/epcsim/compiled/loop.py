@@ -49,7 +49,7 @@ functions.
 from __future__ import annotations
 
 from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
-from ._jit import njit_cached, outline
+from ._jit import inline, njit_cached, outline
 from .bits import _u, in_range, prefetch
 from .encl import sgx_vma_fault
 from .epc import stuck_watch
@@ -174,7 +174,7 @@ from .lru import PF_AHEAD, lru_prefetch_step
 from .memcg import mem_cgroup_batch_fits
 from .reclaim import ksgxd_step
 
-__all__ = ["kick_kernel_threads", "record_sample", "run_core"]
+__all__ = ["kick_kernel_threads", "record_sample", "run_core", "th_step_end"]
 
 
 @outline
@@ -221,6 +221,21 @@ def record_sample(S, CG, EN, TH, R, SAMP, SAMPE, SAMPT, now):
             SAMPE[_u(k), _u(row), 3] = EN[EN_SECS_CHILD, _u(e)]
     S[S_NSAMP] = k + 1
     S[S_SM_LAST] = now
+
+
+@inline
+def th_step_end(S, TH, CPUF, j, cpu, now, t1, seq):
+    """No kernel twin (event loop): the end of enclave thread *j*'s last step stored
+    (the core keeps it in locals while the thread steps on): the simulation's time
+    *now*, the thread's next step at (*t1*, *seq*), its heap entry (the root) and its
+    CPU's free time (``Simulation.cpu_free``)."""
+    S[S_NOW] = now
+    S[S_SEQ] = seq
+    TH[TH_T, _u(j)] = t1
+    TH[TH_SEQ, _u(j)] = seq
+    TH[TH_HT, 0] = t1
+    TH[TH_HS, 0] = seq
+    CPUF[_u(cpu)] = t1
 
 
 @outline
@@ -418,12 +433,25 @@ def run_core(
             nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
             limit = S[S_LIMIT]
             miss = False  # the next access is known to miss (a run of hits ended at it)
+            # the end of each step (its time, its sequence number) is kept here and
+            # stored when the thread stops stepping (th_step_end): no other actor reads it
+            # while the thread steps
+            cpu = TH[TH_CPU, _u(j)]
+            seq = S[S_SEQ]
+            moved = False  # a step's end not stored yet
+            # the thread's end by a signal or by the stuck rule is looked at in the
+            # first step here and after a fault that failed (nothing else changes
+            # TH_SIGBUS, EN_SIGPEND or TH_QUIET while it steps)
+            checked = False
+            until = TH[TH_UNTIL, _u(j)]  # big: none
             while True:
                 # book the last fault's result
                 if not mid and TH[TH_PENDING, _u(j)]:
                     rr = TH[TH_R, _u(j)]
                     n = S[S_NLAT]
                     if rr == 0 and n >= LAT.shape[1]:
+                        if moved:
+                            th_step_end(S, TH, CPUF, j, cpu, now, now, seq)
                         return RC_FLUSH
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
@@ -450,21 +478,27 @@ def run_core(
                             TH[TH_FREED, _u(j)] = freed
                             TH[TH_QUIET, _u(j)] = 0
                         TH[TH_QUIET, _u(j)] += 1
+                        checked = False
                     else:
                         TH[TH_SIGBUS, _u(j)] = 1
                         EN[EN_SIGPEND, _u(e)] = 1
-                mid = 0
-                S[S_MIDPOP] = 0
-                if TH[TH_STARTED, _u(j)] < 0:
-                    TH[TH_STARTED, _u(j)] = now
-                until = TH[TH_UNTIL, _u(j)]  # big: none
+                        checked = False
+                ended = False
+                if not checked:
+                    mid = 0
+                    S[S_MIDPOP] = 0
+                    if TH[TH_STARTED, _u(j)] < 0:
+                        TH[TH_STARTED, _u(j)] = now
+                    ended = (
+                        TH[TH_SIGBUS, _u(j)] != 0
+                        or EN[EN_SIGPEND, _u(e)] != 0
+                        or TH[TH_QUIET, _u(j)] >= S[S_STUCK]
+                    )
+                    checked = True
                 # its end (no accesses left, checked below: that is at TH_STOP)
-                if (
-                    TH[TH_SIGBUS, _u(j)]
-                    or (now >= until and TH[TH_STREAK, _u(j)] == 0)
-                    or EN[EN_SIGPEND, _u(e)]
-                    or TH[TH_QUIET, _u(j)] >= S[S_STUCK]
-                ):
+                if ended or (now >= until and TH[TH_STREAK, _u(j)] == 0):
+                    if moved:
+                        th_step_end(S, TH, CPUF, j, cpu, now, now, seq)
                     S[S_WHO] = j
                     TH[TH_LIVE, _u(j)] = 2
                     S[S_NHP] -= 1  # off the thread heap (it is the root)
@@ -475,6 +509,8 @@ def run_core(
                 pos = TH[TH_POS, _u(j)]
                 stop = TH[TH_STOP, _u(j)]
                 if pos >= stop:
+                    if moved:
+                        th_step_end(S, TH, CPUF, j, cpu, now, now, seq)
                     S[S_WHO] = j
                     if TH[TH_REMAIN, _u(j)] <= 0:  # (TH_REMAIN >= TH_BUFLEN - TH_POS)
                         TH[TH_LIVE, _u(j)] = 2
@@ -565,13 +601,9 @@ def run_core(
                     watched = EN[EN_NR_EAUG, _u(e)] + EN[EN_NR_ADDED, _u(e)] >= EN[EN_WATCH, _u(e)]
                     if watched:
                         S[S_WHO] = e
-                S[S_SEQ] += 1
+                seq += 1
                 t1 = now + (d if d > 0 else 1)
-                TH[TH_T, _u(j)] = t1
-                TH[TH_SEQ, _u(j)] = S[S_SEQ]
-                TH[TH_HT, 0] = t1  # its heap entry (the root) follows
-                TH[TH_HS, 0] = S[S_SEQ]
-                CPUF[_u(TH[TH_CPU, _u(j)])] = t1
+                moved = True
                 # the thread's next step is the next event (its CPU is its own, the
                 # heap stays valid: t1 is below the children's keys) unless a kernel
                 # thread is to be kicked, another actor comes first or the time is up
@@ -583,9 +615,9 @@ def run_core(
                     or (S[S_WOKEN] and not R[R_SCHED, 0])
                     or watched
                 ):
+                    th_step_end(S, TH, CPUF, j, cpu, now, t1, seq)
                     break
                 now = t1
-                S[S_NOW] = now
                 S[S_STEPCOST] = 0
             heap_sift_down(TH, TH_HEAP, S[S_NHP], 0)
         # Actors.kick_kernel_threads()

@@ -294,6 +294,7 @@ TWINS: tuple[Twin, ...] = (
         "record_sample", "loop", "no twin: the simulator's sampler",
         ("host.sample_interval",),
     ),
+    _none("th_step_end", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)"),
     _row(
         "kick_kernel_threads", "loop", ["epc_cgroup.sgx_cg_wq_take_runnable"],
         "sgx_cg_wq_take_runnable", ("dynamic.reclaimer_busy",),
