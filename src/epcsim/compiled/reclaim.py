@@ -133,12 +133,30 @@ def _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c):
     per page: pages of a released enclave are forgotten (TRACKED cleared).  The pages
     kept are reclaimer *r*'s batch (of cgroup R_C, R_NP pages); returns their number."""
     CG[CG_NR_BATCHES, _u(c)] += 1
+    # one walk: each page unlinked (self-linked, list_del_init()), then
+    # kref_get_unless_zero() on its enclave (pages of a released enclave are
+    # forgotten); the list's new head is linked once the walk is over
     n = 0
+    kept = 0
     i = CG[CG_LRU_HEAD, _u(c)]
     while i >= 0 and n < SGX_NR_TO_SCAN:
-        R[_u(R_PAGES + n), _u(r)] = i
+        nx = P32[_u(i), P_NEXT]
+        P32[_u(i), P_PREV] = i
+        P32[_u(i), P_NEXT] = i
         n += 1
-        i = P32[_u(i), P_NEXT]
+        e = P32[_u(i), P_OE]
+        if EN[EN_REFCOUNT, _u(e)] > 0:
+            EN[EN_REFCOUNT, _u(e)] += 1
+            R[_u(R_PAGES + kept), _u(r)] = i
+            R[_u(R_ES + kept), _u(r)] = e
+            g = EN[EN_OFF, _u(e)] + P32[_u(i), P_OI]
+            R[_u(R_GS + kept), _u(r)] = g
+            prefetch(E8, E_DESC, g)  # for phase 2 and 4
+            prefetch(E32, g, E_EPC)  # for phase 4
+            kept += 1
+        else:
+            P8[_u(i), P_FLAGS] &= NOT_TRACKED
+        i = nx
     if n:
         CG[CG_LRU_HEAD, _u(c)] = i
         if i < 0:
@@ -147,29 +165,9 @@ def _sgx_reclaim_isolate(S, CG, EN, R, P32, P8, E32, E8, r, c):
             P32[_u(i), P_PREV] = -1
             S[S_LRU_PF] = i  # the next batch's rows, walked ahead (lru_prefetch_step)
             S[S_LRU_PF_N] = LRU_PF_HOPS
-        for k in range(n):
-            pg = R[_u(R_PAGES + k), _u(r)]
-            P32[_u(pg), P_PREV] = pg
-            P32[_u(pg), P_NEXT] = pg
         CG[CG_LRU_NR, _u(c)] -= n
         S[S_NR_LRU] -= n
         CG[CG_NR_SCANNED, _u(c)] += n
-    # kref_get_unless_zero() per page: pages of a released enclave are forgotten
-    kept = 0
-    for k in range(n):
-        pg = R[_u(R_PAGES + k), _u(r)]
-        e = P32[_u(pg), P_OE]
-        if EN[EN_REFCOUNT, _u(e)] > 0:
-            EN[EN_REFCOUNT, _u(e)] += 1
-            R[_u(R_PAGES + kept), _u(r)] = pg
-            R[_u(R_ES + kept), _u(r)] = e
-            g = EN[EN_OFF, _u(e)] + P32[_u(pg), P_OI]
-            R[_u(R_GS + kept), _u(r)] = g
-            prefetch(E8, E_DESC, g)  # for phase 2 and 4
-            prefetch(E32, g, E_EPC)  # for phase 4
-            kept += 1
-        else:
-            P8[_u(pg), P_FLAGS] &= NOT_TRACKED
     if kept:  # the batch reclaimer r goes on with (R_C, R_NP, R_CB)
         R[R_C, _u(r)] = c
         R[R_NP, _u(r)] = kept
@@ -370,7 +368,6 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
         if EN[EN_TRACKED, _u(e)] != stamp:
             EN[EN_TRACKED, _u(e)] = stamp
             encls_leaf(S, L_ETRACK, 1)
-        encls_leaf(S, L_EWB, 1)
         slot = sgx_alloc_va_slot(S, EN, VA, e)
         E8[E_DESC, _u(g)] &= NOT_RECLAIM_BITS
         E32[_u(g), E_VA] = slot
@@ -381,6 +378,7 @@ def sgx_reclaimer_write(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             sgx_reclaimer_write_secs(S, CG, EN, VA, P32, P8, PCG, e)
         sgx_encl_put(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e)
         _sgx_free_epc_page_to_node(S, P32, P8, PCG, page)
+    encls_leaf(S, L_EWB, k)  # one per page (counts and costs add up: no order)
     CG[CG_NR_PAGES, _u(c)] -= k
     _count_freed(CG, c, k)
     CG[CG_NR_EVICTED, _u(c)] += k
