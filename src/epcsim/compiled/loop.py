@@ -300,7 +300,13 @@ def run_core(
     (RC_MEMCG, before that step), a fault added the pages an ``[[at]] when`` watcher
     waits for (RC_WATCH, enclave in S_WHO, after that step) or a model invariant broke
     (RC_ERROR)."""
+    # scalars no step changes, read once (the compiler cannot tell that no store to
+    # another int64 array changes them)
     access_ns = S[S_ACCESS_NS]
+    fault_ns = S[S_FAULT_NS]
+    kstep_ns = S[S_KSTEP_NS]
+    taglat = S[S_TAGLAT]
+    unref = S[S_UNREF]
     big = 1 << 62
     # the pop looks at the foreign event and the time limit only from this time on
     # (neither moves while the core runs)
@@ -395,7 +401,7 @@ def run_core(
             if not build or stage < ST_B_TOP or stage == ST_B_RECLAIM:
                 alive = ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
             if alive:
-                d = S[S_KSTEP_NS] + S[S_STEPCOST]
+                d = kstep_ns + S[S_STEPCOST]
                 S[S_SEQ] += 1
                 R[R_T, _u(who)] = now + (d if d > 0 else 1)
                 R[R_SEQ, _u(who)] = S[S_SEQ]
@@ -444,6 +450,12 @@ def run_core(
             # TH_SIGBUS, EN_SIGPEND or TH_QUIET while it steps)
             checked = False
             until = TH[TH_UNTIL, _u(j)]  # big: none
+            # the thread's enclave's rows, and the task's cgroup and node its faults
+            # charge and allocate on (sgx_get_current_cg(), numa_node_id())
+            off = EN[EN_OFF, _u(e)]
+            npages = EN[EN_NPAGES, _u(e)]
+            S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
+            S[S_CUR_NID] = TH[TH_NID, _u(j)]
             while True:
                 # book the last fault's result
                 if not mid and TH[TH_PENDING, _u(j)]:
@@ -456,11 +468,11 @@ def run_core(
                     TH[TH_PENDING, _u(j)] = 0
                     if rr == 0:
                         LAT[0, _u(n)] = now - TH[TH_FSTART, _u(j)]
-                        if S[S_TAGLAT]:  # the thread: its instance tags the latency
+                        if taglat:  # the thread: its instance tags the latency
                             LAT[1, _u(n)] = j
                         S[S_NLAT] = n + 1
                         TH[TH_FSTART, _u(j)] = -1
-                        if S[S_UNREF]:
+                        if unref:
                             TH[TH_POS, _u(j)] += 1
                             TH[TH_REMAIN, _u(j)] -= 1
                             TH[TH_ACC, _u(j)] += 1
@@ -524,8 +536,6 @@ def run_core(
                         return RC_EDMM
                     S[S_MIDPOP] = j + 1
                     return RC_NEED_CHUNK
-                off = EN[EN_OFF, _u(e)]
-                npages = EN[EN_NPAGES, _u(e)]
                 k = 0
                 if miss:
                     # the last step's run of hits ended at this access, a miss, and
@@ -582,8 +592,6 @@ def run_core(
                     if not in_range(idx, npages):
                         rr = VM_FAULT_SIGBUS
                     else:
-                        S[S_CUR_TCG] = TH[TH_TCG, _u(j)]
-                        S[S_CUR_NID] = TH[TH_NID, _u(j)]
                         rr = sgx_vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx)
                     # counted here, where the fault happens (the result is booked at
                     # the thread's next step, which a run's end may not reach)
@@ -596,7 +604,7 @@ def run_core(
                         TH[TH_STREAK, _u(j)] += 1
                     TH[TH_PENDING, _u(j)] = 1
                     TH[TH_R, _u(j)] = rr
-                    d = S[S_STEPCOST] + S[S_KSTEP_NS] + S[S_FAULT_NS]
+                    d = S[S_STEPCOST] + kstep_ns + fault_ns
                     # Actors.check_watchers() after the step: pages added, EADD and EAUG
                     watched = EN[EN_NR_EAUG, _u(e)] + EN[EN_NR_ADDED, _u(e)] >= EN[EN_WATCH, _u(e)]
                     if watched:
