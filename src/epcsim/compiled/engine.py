@@ -169,6 +169,10 @@ class _Packed:
         self.encls = encls
         cgs = host.sgx_cgroups
         ncg = len(cgs)
+        # the per-id tables (CG, EN, TH, R: A[field, id]) in Fortran order: one id's
+        # fields adjacent, so the compiled code addresses them from one base and a
+        # constant (in C order it kept a pointer per field, mostly on the stack);
+        # test_per_id_tables_are_in_fortran_order
         self.CG = np.zeros((C.NCGF, max(ncg, len(host.memcgs))), np.int64, order="F")
         self.live = [s for s in cgs if s is not None]
         # worker slots: one running per cgroup, and the slot of one that has finished
