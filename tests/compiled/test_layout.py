@@ -178,41 +178,13 @@ def test_kernel_arrays_have_the_declared_columns() -> None:
     assert np.shares_memory(e.u8[L.E_TYPE], e.type)
 
 
-_TWO_BY_TWO = """
-[host]
-epc = "1MiB"
-cpus = 2
-duration = "5ms"
-
-[[cgroup]]
-path = "/a"
-max = "512KiB"
-
-[[cgroup]]
-path = "/b"
-
-[[enclave]]
-name = "x"
-cgroup = "/a"
-size = "768KiB"
-threads = 2
-workload = { pattern = "uniform", accesses = 4000 }
-
-[[enclave]]
-name = "y"
-cgroup = "/b"
-size = "256KiB"
-threads = 2
-workload = { pattern = "loop", length = 48, accesses = 4000 }
-"""
-
-
 def test_per_id_tables_are_in_fortran_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """CG, EN, TH and R (``A[field, id]``) reach the core in Fortran order: one id's
     fields are adjacent, so the compiled code addresses all of them from one base
     (``id * nfields``) and a constant; in C order it kept a pointer per field the loop
     uses, most of them on the stack (~45 more instructions per access on peer.py's
-    loop row).  The scenario has two of each (so no table is both C- and F-ordered)."""
+    loop row).  The built-in runs compiled with several cgroups, enclaves and threads
+    (so no table is both C- and F-ordered)."""
     import epcsim.compiled.engine as E
 
     seen: list[tuple[str, bool, bool, tuple[int, ...]]] = []
@@ -225,7 +197,7 @@ def test_per_id_tables_are_in_fortran_order(monkeypatch: pytest.MonkeyPatch) -> 
         return run(self)
 
     monkeypatch.setattr(E._Packed, "run", spy)
-    r = epcsim.run(_TWO_BY_TWO, report=False)
+    r = epcsim.run("builtin:nested-fairness", report=False)
     assert r.engine == "compiled"
     assert {name for name, _, _, shape in seen if shape[1] >= 2} == {"CG", "EN", "TH", "R"}
     for name, f, c, shape in seen:
