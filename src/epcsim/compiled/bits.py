@@ -13,7 +13,16 @@ from __future__ import annotations
 import numpy as np
 from numba import config
 
-__all__ = ["_u", "bit64", "in_range", "lowbit", "prefetch", "trailing_zeros"]
+__all__ = [
+    "_u",
+    "bit64",
+    "const_cols",
+    "const_rows",
+    "in_range",
+    "lowbit",
+    "prefetch",
+    "trailing_zeros",
+]
 
 
 if config.DISABLE_JIT:
@@ -50,10 +59,23 @@ if config.DISABLE_JIT:
         """No kernel twin: a cache hint, nothing to do in plain Python."""
         return None
 
+    def const_rows(arr, n):
+        """No kernel twin: the Fortran-order table *arr* of *n* fields per id."""
+        if arr.ndim != 2 or arr.shape[0] != n or not arr.flags.f_contiguous:
+            raise ValueError(f"not a Fortran-order table of {n} rows: {arr.shape}")
+        return arr
+
+    def const_cols(arr, n):
+        """No kernel twin: the C-order table *arr* of rows of *n* fields."""
+        if arr.ndim != 2 or arr.shape[1] != n or not arr.flags.c_contiguous:
+            raise ValueError(f"not a C-order table of {n} columns: {arr.shape}")
+        return arr
+
 else:  # pragma: no cover  (numba intrinsics: run compiled only, no lines to trace)
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
+    from numba.core.imputils import impl_ret_borrowed
     from numba.cpython.unsafe.numbers import trailing_zeros
     from numba.extending import intrinsic
 
@@ -140,3 +162,45 @@ else:  # pragma: no cover  (numba intrinsics: run compiled only, no lines to tra
             return context.get_dummy_value()
 
         return sig, codegen
+
+    def _const_dim(arr, n, axis, layout):
+        """No kernel twin: the typing of :func:`const_rows` and :func:`const_cols`: *arr* as a
+        contiguous 2-D array of *layout* whose dimension *axis* is the literal *n*."""
+        if not (
+            isinstance(arr, types.Array)
+            and arr.ndim == 2
+            and arr.layout in ("C", "F")
+            and isinstance(n, types.IntegerLiteral)
+        ):
+            return None
+        val = n.literal_value
+        out = arr.copy(layout=layout)
+
+        def codegen(context, builder, signature, args):
+            src = context.make_array(signature.args[0])(context, builder, args[0])
+            ary = context.make_array(out)(context, builder)
+            shape = cgutils.unpack_tuple(builder, src.shape)
+            shape[axis] = ir.Constant(shape[axis].type, val)
+            for name in ("meminfo", "parent", "nitems", "itemsize", "data", "strides"):
+                setattr(ary, name, getattr(src, name))
+            ary.shape = cgutils.pack_array(builder, shape)
+            return impl_ret_borrowed(context, builder, out, ary._getvalue())
+
+        return out(arr, n), codegen
+
+    @intrinsic(prefer_literal=True)
+    def const_rows(typingctx, arr, n):
+        """No kernel twin: the Fortran-order table *arr* of *n* fields per id (``CG``,
+        ``EN``, ``TH``, ``R``), typed as a Fortran-order array whose first dimension is
+        the constant *n*: an id's fields are then at ``id * n`` (a constant multiply)
+        and no register holds the size.  A table of one id is C- and Fortran-contiguous
+        at once (numba types it C, which would index it field by field): it is typed
+        Fortran here too.  The caller guarantees the shape and order (the tables are
+        allocated so, :mod:`epcsim.compiled.engine`; plain Python checks them)."""
+        return _const_dim(arr, n, 0, "F")
+
+    @intrinsic(prefer_literal=True)
+    def const_cols(typingctx, arr, n):
+        """No kernel twin: the C-order table *arr* of rows of *n* fields (``VA``,
+        ``P32``, ``E32``), typed with its second dimension the constant *n*."""
+        return _const_dim(arr, n, 1, "C")

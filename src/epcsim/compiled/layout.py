@@ -705,8 +705,9 @@ def _generate() -> dict[str, Any]:
             if name in out and out[name] != at:
                 raise AssertionError(f"{name}: two offsets ({out[name]}, {at})")
             out[name] = at
-        if t.size is not None:
-            out[t.size] = t.nslots
+        # its number of slots: NCGF, ...; for a kernel model's array, N + name + F
+        # (NP32F, ...: the core's tables of rows of these fields, bits.const_cols)
+        out[t.size if t.size is not None else f"N{t.name}F"] = t.nslots
     cg = CG_TABLE.offsets()
     out["NSAMPF"] = len(SAMPLED)
     out["SAMP_ROWS"] = tuple(cg[s.field] for s in SAMPLED)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
 from ._jit import inline, njit_cached, outline
-from .bits import _u, in_range, prefetch
+from .bits import _u, const_cols, const_rows, in_range, prefetch
 from .encl import sgx_vma_fault
 from .epc import stuck_watch
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
@@ -75,7 +75,15 @@ from .layout import (
     EN_WATCH,
     ERR_NO_WORKER_SLOT,
     KIND_BUILD,
+    NCGF,
+    NE32F,
+    NENF,
+    NP8F,
+    NP32F,
+    NRF,
     NSAMPF,
+    NTHF,
+    NVAF,
     R_B_CPU,
     R_B_E,
     R_B_NID,
@@ -300,6 +308,17 @@ def run_core(
     (RC_MEMCG, before that step), a fault added the pages an ``[[at]] when`` watcher
     waits for (RC_WATCH, enclave in S_WHO, after that step) or a model invariant broke
     (RC_ERROR)."""
+    # the tables' numbers of fields as constants: an id's (or a row's) fields are at
+    # id * a constant, and no register holds a table's size (a table of one id, C- and
+    # Fortran-contiguous at once, is indexed as the Fortran table it is)
+    CG = const_rows(CG, NCGF)
+    EN = const_rows(EN, NENF)
+    TH = const_rows(TH, NTHF)
+    R = const_rows(R, NRF)
+    VA = const_cols(VA, NVAF)
+    P32 = const_cols(P32, NP32F)
+    P8 = const_cols(P8, NP8F)
+    E32 = const_cols(E32, NE32F)
     # scalars no step changes, read once (the compiler cannot tell that no store to
     # another int64 array changes them)
     access_ns = S[S_ACCESS_NS]
