@@ -17,7 +17,7 @@ __all__ = [
     "_u",
     "bit64",
     "const_cols",
-    "const_rows",
+    "fortran_table",
     "in_range",
     "lowbit",
     "prefetch",
@@ -59,11 +59,12 @@ if config.DISABLE_JIT:
         """No kernel twin: a cache hint, nothing to do in plain Python."""
         return None
 
-    def const_rows(arr, n):
-        """No kernel twin: the Fortran-order table *arr* of *n* fields per id."""
-        if arr.ndim != 2 or arr.shape[0] != n or not arr.flags.f_contiguous:
-            raise ValueError(f"not a Fortran-order table of {n} rows: {arr.shape}")
-        return arr
+    def fortran_table(flat, n):
+        """No kernel twin: the flat int64 array *flat* as the Fortran-order table of *n*
+        fields per id it holds (a view: writes go to *flat*)."""
+        if flat.ndim != 1 or len(flat) % n:
+            raise ValueError(f"not a flat table of {n} fields per id: {flat.shape}")
+        return flat.reshape((n, len(flat) // n), order="F")
 
     def const_cols(arr, n):
         """No kernel twin: the C-order table *arr* of rows of *n* fields."""
@@ -163,44 +164,61 @@ else:  # pragma: no cover  (numba intrinsics: run compiled only, no lines to tra
 
         return sig, codegen
 
-    def _const_dim(arr, n, axis, layout):
-        """No kernel twin: the typing of :func:`const_rows` and :func:`const_cols`: *arr* as a
-        contiguous 2-D array of *layout* whose dimension *axis* is the literal *n*."""
+    @intrinsic(prefer_literal=True)
+    def fortran_table(typingctx, flat, n):
+        """No kernel twin: the flat array *flat* (``CG``, ``EN``, ``TH``, ``R`` raveled
+        in Fortran order) as the Fortran-order table of *n* fields per id it holds, a
+        view whose first dimension is the constant *n*: an id's fields are at ``id * n``
+        (a constant multiply) and no register holds the size.  The core takes these
+        tables flat so that their types (a 2-D table of one id is C- and
+        Fortran-contiguous at once: numba types it C) never make it compile another
+        variant of itself."""
         if not (
-            isinstance(arr, types.Array)
-            and arr.ndim == 2
-            and arr.layout in ("C", "F")
+            isinstance(flat, types.Array)
+            and flat.ndim == 1
+            and flat.layout == "C"
             and isinstance(n, types.IntegerLiteral)
+            and n.literal_value > 0
         ):
             return None
         val = n.literal_value
-        out = arr.copy(layout=layout)
+        out = flat.copy(ndim=2, layout="F")
 
         def codegen(context, builder, signature, args):
             src = context.make_array(signature.args[0])(context, builder, args[0])
             ary = context.make_array(out)(context, builder)
-            shape = cgutils.unpack_tuple(builder, src.shape)
-            shape[axis] = ir.Constant(shape[axis].type, val)
-            for name in ("meminfo", "parent", "nitems", "itemsize", "data", "strides"):
+            (size,) = cgutils.unpack_tuple(builder, src.shape)
+            rows = ir.Constant(size.type, val)
+            cols = builder.udiv(size, rows)
+            item = src.itemsize
+            for name in ("meminfo", "parent", "nitems", "itemsize", "data"):
                 setattr(ary, name, getattr(src, name))
-            ary.shape = cgutils.pack_array(builder, shape)
+            ary.shape = cgutils.pack_array(builder, [rows, cols])
+            ary.strides = cgutils.pack_array(builder, [item, builder.mul(item, rows)])
             return impl_ret_borrowed(context, builder, out, ary._getvalue())
 
-        return out(arr, n), codegen
-
-    @intrinsic(prefer_literal=True)
-    def const_rows(typingctx, arr, n):
-        """No kernel twin: the Fortran-order table *arr* of *n* fields per id (``CG``,
-        ``EN``, ``TH``, ``R``), typed as a Fortran-order array whose first dimension is
-        the constant *n*: an id's fields are then at ``id * n`` (a constant multiply)
-        and no register holds the size.  A table of one id is C- and Fortran-contiguous
-        at once (numba types it C, which would index it field by field): it is typed
-        Fortran here too.  The caller guarantees the shape and order (the tables are
-        allocated so, :mod:`epcsim.compiled.engine`; plain Python checks them)."""
-        return _const_dim(arr, n, 0, "F")
+        return out(flat, n), codegen
 
     @intrinsic(prefer_literal=True)
     def const_cols(typingctx, arr, n):
         """No kernel twin: the C-order table *arr* of rows of *n* fields (``VA``,
-        ``P32``, ``E32``), typed with its second dimension the constant *n*."""
-        return _const_dim(arr, n, 1, "C")
+        ``P32``, ``P8``, ``E32``), typed with its second dimension the constant *n*: a
+        row's fields are at ``row * n`` (a constant multiply) and no register holds the
+        size.  The caller guarantees the shape (plain Python checks it)."""
+        if not (
+            isinstance(arr, types.Array)
+            and arr.ndim == 2
+            and arr.layout == "C"
+            and isinstance(n, types.IntegerLiteral)
+        ):
+            return None
+        val = n.literal_value
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(arr)(context, builder, args[0])
+            shape = cgutils.unpack_tuple(builder, ary.shape)
+            shape[1] = ir.Constant(shape[1].type, val)
+            ary.shape = cgutils.pack_array(builder, shape)
+            return impl_ret_borrowed(context, builder, arr, ary._getvalue())
+
+        return arr(arr, n), codegen

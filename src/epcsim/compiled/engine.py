@@ -106,6 +106,15 @@ SAMP_CAP = 4096
 CHUNK_CAP = 65536
 
 
+def _flat(table: np.ndarray) -> np.ndarray:
+    """No kernel twin (packing): the Fortran-order table *table* (``CG``, ``EN``, ``TH``,
+    ``R``) raveled as the core takes it (:func:`epcsim.compiled.bits.fortran_table`): a
+    view, never a copy (the core writes through it)."""
+    if not table.flags.f_contiguous:
+        raise AssertionError("a per-id table of the compiled engine is not in Fortran order")
+    return table.ravel(order="F")
+
+
 def written_once(n: int) -> np.ndarray:
     """No kernel twin (packing): an int64 array of *n* entries (n > 0) in anonymous
     memory kept off transparent huge pages, for the latencies a run writes once, in
@@ -464,7 +473,8 @@ class _Packed:
         from .loop import run_core  # numba: imported when the compiled engine runs
 
         return run_core(
-            self.S, self.CG, self.EN, self.TH, self.CPUF, self.R, self.VA, self.host.epc.i32,
+            self.S, _flat(self.CG), _flat(self.EN), _flat(self.TH), self.CPUF, _flat(self.R),
+            self.VA, self.host.epc.i32,
             self.host.epc.u8, self.host.epc.cg, self.E32, self.E8, self.EMEM, self.HB, self.BUF,
             self.LAT, self.SAMP, self.SAMPE, self.SAMPT,
         )  # fmt: skip

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from ..kernel.constants import DESC_ACCESSED, VM_FAULT_NOPAGE, VM_FAULT_SIGBUS
 from ._jit import inline, njit_cached, outline
-from .bits import _u, const_cols, const_rows, in_range, prefetch
+from .bits import _u, const_cols, fortran_table, in_range, prefetch
 from .encl import sgx_vma_fault
 from .epc import stuck_watch
 from .heap import heap_pop_root, heap_push, heap_rekey_root, heap_sift_down, key_less
@@ -297,8 +297,9 @@ def kick_kernel_threads(S, CG, R, now):
 
 @njit_cached
 def run_core(
-    S, CG, EN, TH, CPUF, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT, SAMP, SAMPE, SAMPT
-):
+    S, CG_flat, EN_flat, TH_flat, CPUF, R_flat, VA, P32, P8, PCG, E32, E8, EMEM, HB, BUF, LAT,
+    SAMP, SAMPE, SAMPT,
+):  # fmt: skip
     """No kernel twin (event loop): run the simulation loop (Simulation.run() with the
     enclave threads, ksgxd, the workers and the sampler) until a thread's next step
     ends it (RC_THREAD_DONE, thread in S_WHO), the next event is past the time limit
@@ -308,13 +309,14 @@ def run_core(
     (RC_MEMCG, before that step), a fault added the pages an ``[[at]] when`` watcher
     waits for (RC_WATCH, enclave in S_WHO, after that step) or a model invariant broke
     (RC_ERROR)."""
-    # the tables' numbers of fields as constants: an id's (or a row's) fields are at
-    # id * a constant, and no register holds a table's size (a table of one id, C- and
-    # Fortran-contiguous at once, is indexed as the Fortran table it is)
-    CG = const_rows(CG, NCGF)
-    EN = const_rows(EN, NENF)
-    TH = const_rows(TH, NTHF)
-    R = const_rows(R, NRF)
+    # the tables with their numbers of fields as constants: an id's (or a row's) fields
+    # are at id * a constant, and no register holds a table's size; CG, EN, TH and R
+    # come flat (raveled in Fortran order), so that their types are the same whatever
+    # their sizes (one compiled variant)
+    CG = fortran_table(CG_flat, NCGF)
+    EN = fortran_table(EN_flat, NENF)
+    TH = fortran_table(TH_flat, NTHF)
+    R = fortran_table(R_flat, NRF)
     VA = const_cols(VA, NVAF)
     P32 = const_cols(P32, NP32F)
     P8 = const_cols(P8, NP8F)

@@ -96,9 +96,8 @@ TWINS: tuple[Twin, ...] = (
     _none("lowbit", "bits", "no twin: packing (x & -x in 64 bits)"),
     _none("trailing_zeros", "bits", "no twin: packing (llvm.cttz in plain Python)"),
     _none("prefetch", "bits", "no twin: prefetch (a cache hint)"),
-    _none("const_rows", "bits", "no twin: packing (a Fortran table's fields constant)"),
+    _none("fortran_table", "bits", "no twin: packing (a flat table as its Fortran view)"),
     _none("const_cols", "bits", "no twin: packing (a C table's columns constant)"),
-    _none("_const_dim", "bits", "no twin: packing (const_rows' and const_cols' typing)"),
     # encls.py
     _none("encls_leaf", "encls", "no twin: the reference counts each leaf inline"),
     # lru.py
