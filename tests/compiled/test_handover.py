@@ -40,6 +40,8 @@ FOREIGN: dict[tuple[str, str], str] = {
     ("epcsim.compiled._jit", "disp._cache"): "numba Dispatcher._cache (enable_caching)",
     ("epcsim.compiled._jit", "cache._cache_file"): "numba Cache._cache_file (the index)",
     ("epcsim.compiled._jit", "cache._cache_file._load_index"): "numba IndexDataCacheFile",
+    # the array struct an intrinsic builds, as numba's own lowering returns it
+    ("epcsim.compiled.bits", "ary._getvalue"): "numba cgutils.Structure._getvalue",
 }
 
 
