@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _scenarios import tiny
 
 import epcsim
 from epcsim.compiled import layout as L
@@ -203,6 +204,20 @@ def test_per_id_tables_are_in_fortran_order(monkeypatch: pytest.MonkeyPatch) -> 
     for name, f, c, shape in seen:
         assert f, (name, shape)
         assert shape[1] < 2 or not c, (name, shape)
+
+
+def test_one_compiled_variant_whatever_the_tables_sizes() -> None:
+    """The core is compiled once for every scenario: CG, EN, TH and R reach it flat
+    (bits.fortran_table), so a table of one id (C- and Fortran-contiguous at once, which
+    numba types C) does not make numba compile another variant of the whole core (~1
+    minute each; CI compiled seven when the tables came two-dimensional).  One enclave
+    and thread in one cgroup, then several of each."""
+    from epcsim.compiled.loop import run_core
+
+    one = epcsim.run(tiny(500), report=False)
+    several = epcsim.run("builtin:nested-fairness", report=False)
+    assert (one.engine, several.engine) == ("compiled", "compiled")
+    assert len(run_core.signatures) == 1, run_core.signatures
 
 
 # --- the sampled counters ------------------------------------------------------------
