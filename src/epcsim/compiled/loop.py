@@ -182,15 +182,7 @@ from .lru import PF_AHEAD, lru_prefetch_step
 from .memcg import mem_cgroup_batch_fits
 from .reclaim import ksgxd_step
 
-__all__ = [
-    "kick_kernel_threads",
-    "reclaimer_done",
-    "reclaimer_next",
-    "reclaimers_before",
-    "record_sample",
-    "run_core",
-    "th_step_end",
-]
+__all__ = ["kick_kernel_threads", "record_sample", "run_core", "th_step_end"]
 
 
 @outline
@@ -252,58 +244,6 @@ def th_step_end(S, TH, CPUF, j, cpu, now, t1, seq):
     TH[TH_HT, 0] = t1
     TH[TH_HS, 0] = seq
     CPUF[_u(cpu)] = t1
-
-
-@inline
-def reclaimer_next(S, R, r, t):
-    """No kernel twin (event loop): reclaimer *r* (ksgxd, a worker or an EADD build)
-    goes on after its step: its next step at *t* (at least 1 ns after the step's start,
-    ``S_NOW``), a new sequence number, its heap entry (the root) re-keyed."""
-    now = S[S_NOW]
-    S[S_SEQ] += 1
-    R[R_T, _u(r)] = t if t > now else now + 1
-    R[R_SEQ, _u(r)] = S[S_SEQ]
-    heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(r)], S[S_SEQ])
-
-
-@inline
-def reclaimer_done(S, R, r):
-    """No kernel twin (event loop): reclaimer *r* ends after its step (not rescheduled):
-    off the reclaimers' heap (it is the root)."""
-    R[R_SCHED, _u(r)] = 0
-    S[S_ACTIVE] -= 1
-    S[S_NRH] -= 1
-    heap_pop_root(R, R_HEAP, S[S_NRH])
-
-
-@inline
-def reclaimers_before(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, now, t1, seq, kstep_ns):
-    """No kernel twin (event loop): the steps of the reclaimers (ksgxd, the workers) due
-    before the stepping thread's next step at (*t1*, *seq*), run where the thread loop
-    stands, each as the event loop runs a reclaimer's step (popped at its time,
-    ksgxd_step(), rescheduled or ended).  The caller has ruled out every other actor
-    before (*t1*, *seq*): one enclave thread, no sampler, foreign event or time limit
-    before it, no memory.max.  Returns (True, *now*) when the thread's step is next,
-    (False, *now*) when the event loop must go on (an EADD build's step is next, a
-    kernel thread is to be kicked, or a model invariant broke); *now* is the start of
-    the last step run (the one given if none)."""
-    while S[S_NRH]:
-        r = R[R_HEAP, 0]
-        rt = R[R_HT, 0]
-        if not key_less(rt, R[R_HS, 0], t1, seq):
-            return True, now
-        if R[R_KIND, _u(r)] == KIND_BUILD:
-            return False, now
-        now = rt
-        S[S_NOW] = rt
-        S[S_STEPCOST] = 0
-        if ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
-            reclaimer_next(S, R, r, rt + kstep_ns + S[S_STEPCOST])
-        else:
-            reclaimer_done(S, R, r)
-        if S[S_ERR] or S[S_NWQ] or (S[S_WOKEN] and not R[R_SCHED, 0]):
-            return False, now
-    return True, now
 
 
 @outline
@@ -482,7 +422,10 @@ def run_core(
             if not build or stage < ST_B_TOP or stage == ST_B_RECLAIM:
                 alive = ksgxd_step(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, who)
             if alive:
-                reclaimer_next(S, R, who, now + kstep_ns + S[S_STEPCOST])
+                d = kstep_ns + S[S_STEPCOST]
+                S[S_SEQ] += 1
+                R[R_T, _u(who)] = now + (d if d > 0 else 1)
+                R[R_SEQ, _u(who)] = S[S_SEQ]
                 if build:
                     CPUF[_u(R[R_B_CPU, _u(who)])] = R[R_T, _u(who)]
                     # Actors.check_watchers() after the step: its pages added
@@ -492,8 +435,12 @@ def run_core(
                     )
                     if watched:
                         S[S_WHO] = eb
+                heap_rekey_root(R, R_HEAP, S[S_NRH], R[R_T, _u(who)], S[S_SEQ])  # the root
             else:
-                reclaimer_done(S, R, who)
+                R[R_SCHED, _u(who)] = 0
+                S[S_ACTIVE] -= 1
+                S[S_NRH] -= 1
+                heap_pop_root(R, R_HEAP, S[S_NRH])
         else:
             # an enclave thread (the thread actor of epcsim.sim.actors); its steps
             # follow one another here as long as no other actor's event comes first
@@ -689,35 +636,16 @@ def run_core(
                 # the thread's next step is the next event (its CPU is its own, the
                 # heap stays valid: t1 is below the children's keys) unless a kernel
                 # thread is to be kicked, another actor comes first or the time is up
-                wake = S[S_NWQ] != 0 or (S[S_WOKEN] != 0 and not R[R_SCHED, 0]) or watched
-                if t1 >= nxt_k or t1 > nxt_s or t1 > limit or wake:
+                if (
+                    t1 >= nxt_k
+                    or t1 > nxt_s
+                    or t1 > limit
+                    or S[S_NWQ]
+                    or (S[S_WOKEN] and not R[R_SCHED, 0])
+                    or watched
+                ):
                     th_step_end(S, TH, CPUF, j, cpu, now, t1, seq)
-                    # only reclaimers come first (one thread; no sampler, foreign event
-                    # or time limit before its next step; no memory.max): their steps
-                    # run here, then the thread's, as Simulation.run() pops them
-                    if (
-                        wake
-                        or t1 > nxt_s
-                        or t1 > limit
-                        or t1 >= S[S_FOR_T]
-                        or nhp != 1
-                        or S[S_MEMLIM]
-                    ):
-                        break
-                    on, now = reclaimers_before(
-                        S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, now, t1, seq, kstep_ns
-                    )
-                    if not on:
-                        break
-                    # the thread's step is next: the event loop's pop and the thread
-                    # loop's entry, as they would have run
-                    seq = S[S_SEQ]
-                    nxt_k = S[S_FOR_T]
-                    if S[S_NRH] and R[R_HT, 0] < nxt_k:
-                        nxt_k = R[R_HT, 0]
-                    nxt_t = nxt_s if nxt_s < nxt_k else nxt_k
-                    checked = False
-                    miss = False
+                    break
                 now = t1
                 S[S_STEPCOST] = 0
             heap_sift_down(TH, TH_HEAP, S[S_NHP], 0)

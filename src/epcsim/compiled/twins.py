@@ -297,11 +297,6 @@ TWINS: tuple[Twin, ...] = (
         ("host.sample_interval",),
     ),
     _none("th_step_end", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)"),
-    _none("reclaimer_next", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)"),
-    _none("reclaimer_done", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)"),
-    _none(
-        "reclaimers_before", "loop", "no twin: the simulator's event loop (epcsim.sim.engine)"
-    ),
     _row(
         "kick_kernel_threads", "loop", ["epc_cgroup.sgx_cg_wq_take_runnable"],
         "sgx_cg_wq_take_runnable", ("dynamic.reclaimer_busy",),
