@@ -17,6 +17,10 @@ Layout (few arguments per call: numba passes every array field by value):
   the ENCLS leaf counts at ``S_LC``, their costs at ``S_LCOST``, the EPC sections' first
   pages at ``S_SECT`` and the free lists (head, tail, nr, pristine range per node:
   ``NODE_*``) at ``S_NODES``.
+- ``CG``, ``EN``, ``TH`` and ``R`` are Fortran-order tables (one id's fields adjacent);
+  they reach ``run_core`` raveled and are viewed as ``A[f, id]`` with the number of
+  fields a constant (``bits.fortran_table``; the C-order tables through
+  ``bits.const_cols``).
 - ``CG[f, id]`` (int64): per sgx_cgroup fields (``CG_*``); row ``CG_PRE`` is the
   preorder walk of the tree (by position), row ``CG_LIVE`` the live cgroups in id order,
   row ``CG_WQ`` the ``sgx_cg_wq`` queue (``S_NWQ`` items, oldest first).
