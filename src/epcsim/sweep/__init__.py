@@ -27,6 +27,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -385,6 +387,21 @@ def _columns(points: Sequence[PointSpec]) -> list[tuple[str, str]]:
     return list(cols.items())
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C (SIGINT) waits until the block is over: a point's files and its count
+    (what the interrupted command reports as written) change together.  Only in the main
+    thread, where Python runs signal handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _run_missing(
     target: Path,
     points: Sequence[PointSpec],
@@ -424,12 +441,13 @@ def _run_missing(
 
     def on_result(p: PointSpec, res: PointResult) -> None:
         nonlocal count
-        _write_point(target, p, res, schema)
-        if res.files is not None:
-            _write_run(target, p.key, res.files)
-        count += 1
-        if progress is not None:
-            progress(count, n)
+        with _sigint_deferred():  # a point on disk is a point counted
+            _write_point(target, p, res, schema)
+            if res.files is not None:
+                _write_run(target, p.key, res.files)
+            count += 1
+            if progress is not None:
+                progress(count, n)
 
     fn: Callable[[PointSpec], PointResult] = run_point
     if keep_runs:
