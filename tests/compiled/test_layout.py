@@ -180,12 +180,13 @@ def test_kernel_arrays_have_the_declared_columns() -> None:
 
 
 def test_per_id_tables_are_in_fortran_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CG, EN, TH and R (``A[field, id]``) reach the core in Fortran order: one id's
-    fields are adjacent, so the compiled code addresses all of them from one base
-    (``id * nfields``) and a constant; in C order it kept a pointer per field the loop
-    uses, most of them on the stack (~45 more instructions per access on peer.py's
-    loop row).  The built-in runs compiled with several cgroups, enclaves and threads
-    (so no table is both C- and F-ordered)."""
+    """CG, EN, TH and R (``A[field, id]``) are made in Fortran order, and the core
+    views them so (raveled, ``bits.fortran_table``): one id's fields are adjacent, so
+    the compiled code addresses all of them from one base (``id * nfields``) and a
+    constant; in C order it kept a pointer per field the loop uses, most of them on the
+    stack (~45 more instructions per access on peer.py's loop row).  The built-in runs
+    compiled with several cgroups, enclaves and threads (so no table is both C- and
+    F-ordered)."""
     import epcsim.compiled.engine as E
 
     seen: list[tuple[str, bool, bool, tuple[int, ...]]] = []

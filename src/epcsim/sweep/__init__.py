@@ -390,16 +390,22 @@ def _columns(points: Sequence[PointSpec]) -> list[tuple[str, str]]:
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Ctrl-C (SIGINT) waits until the block is over: a point's files and its count
-    (what the interrupted command reports as written) change together.  Only in the main
-    thread, where Python runs signal handlers; elsewhere the block runs as it is."""
+    (what the interrupted command reports as written) change together.  The signal is
+    held by a handler of the block's own and delivered again after it, to the handler
+    that was there (blocking it would not do: any thread of the process, pyarrow's
+    among them, may take a process-directed signal).  Only in the main thread, where
+    Python runs signal handlers; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, old)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _run_missing(
