@@ -61,9 +61,11 @@ from .layout import (
     VA_BITS,
     VA_EPC,
     VA_NEXT,
+    VA_OPEN,
     VA_PREV,
     VA_SLOT_SHIFT,
     VA_USED,
+    VA_WORDS,
 )
 from .lru import list_add_tail, list_del_init
 
@@ -153,17 +155,17 @@ def sgx_alloc_va_slot(S, EN, VA, e):
     if no < 0 or VA[_u(row), VA_USED] >= SGX_VA_SLOT_COUNT:
         S[S_ERR] = ERR_NO_VA_SLOT
         return 0
-    slot = 0
-    for w in range(8):
-        word = VA[_u(row), _u(VA_BITS + w)]
-        if word != -1:
-            # find_first_zero_bit(): the lowest clear bit (llvm.cttz of its complement)
-            inv = ~word
-            low = lowbit(inv)
-            b = trailing_zeros(inv)
-            VA[_u(row), _u(VA_BITS + w)] = word | low
-            slot = w * 64 + b
-            break
+    # find_first_zero_bit(): the first word with a free slot (VA_OPEN: no branch per
+    # word, whose exit the CPU would mispredict), then its lowest clear bit (llvm.cttz
+    # of the complement); VA_USED < SGX_VA_SLOT_COUNT, so a word is open
+    open_words = VA[_u(row), VA_OPEN]
+    w = trailing_zeros(open_words)
+    word = VA[_u(row), _u(VA_BITS + w)]
+    inv = ~word
+    word |= lowbit(inv)
+    VA[_u(row), _u(VA_BITS + w)] = word
+    VA[_u(row), VA_OPEN] = open_words & ~(int(word == -1) << w)
+    slot = w * 64 + trailing_zeros(inv)
     VA[_u(row), VA_USED] += 1
     if VA[_u(row), VA_USED] == SGX_VA_SLOT_COUNT and EN[EN_VA_TAIL, _u(e)] != no:
         va_pages_del(EN, VA, e, no)
@@ -179,6 +181,7 @@ def sgx_free_va_slot(EN, VA, e, slot_id):
     slot = slot_id & (SGX_VA_SLOT_COUNT - 1)
     row = EN[EN_VAOFF, _u(e)] + no
     VA[_u(row), _u(VA_BITS + (slot >> 6))] &= ~bit64(slot & 63)
+    VA[_u(row), VA_OPEN] |= bit64(slot >> 6)
     VA[_u(row), VA_USED] -= 1
     if EN[EN_VA_HEAD, _u(e)] != no:
         va_pages_del(EN, VA, e, no)
@@ -218,7 +221,8 @@ def sgx_encl_grow_va_page(EN, VA, e, vpage):
     row = EN[EN_VAOFF, _u(e)] + vano
     VA[_u(row), VA_EPC] = vpage
     VA[_u(row), VA_USED] = 0
-    for w in range(8):
+    VA[_u(row), VA_OPEN] = (1 << VA_WORDS) - 1
+    for w in range(VA_WORDS):
         VA[_u(row), _u(VA_BITS + w)] = 0
     va_pages_add_head(EN, VA, e, vano)
     return vano

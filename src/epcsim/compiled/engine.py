@@ -94,6 +94,8 @@ ENGINE_ALIASES = {"batched": "compiled"}
 _I64_CAP = 1 << 62
 #: a VA page's slot bits in bytes (the VA table's VA_BITS.. words)
 _VA_BYTES = 8 * (C.NVAF - C.VA_BITS)
+#: bit w of a VA page's VA_OPEN for its word w
+_VA_WORD_BITS = np.int64(1) << np.arange(C.VA_WORDS, dtype=np.int64)
 #: fault latencies the core records between hand-overs (a small buffer that stays in the
 #: cache: the core's stores into fresh memory measured slower than a copy)
 LAT_CAP = 1 << 16
@@ -414,6 +416,7 @@ class _Packed:
                 # the 512 slot bits as 8 little-endian words (two's complement int64)
                 bits = b"".join([vp.bits.to_bytes(_VA_BYTES, "little") for vp in va])
                 blk[:, C.VA_BITS :] = np.frombuffer(bits, "<i8").reshape(len(va), -1)
+                blk[:, C.VA_OPEN] = (blk[:, C.VA_BITS :] != -1) @ _VA_WORD_BITS
             order = list(encl.va_pages)
             if order:
                 rows = vaoff + np.array(order, np.int64)

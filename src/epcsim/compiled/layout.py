@@ -516,6 +516,11 @@ VA_TABLE = Table(
         _f("NEXT", "next VA page on va_pages, -1 if none"),
         _f("USED", "slots taken", mirror="used", back="value"),
         _f("EPC", "its EPC page, -1 if none", mirror="epc", back="value"),
+        _f(
+            "OPEN",
+            "derived: bit w set while word w of its slot map has a free slot (where"
+            " find_first_zero_bit() looks, without a branch per word)",
+        ),
         _f("BITS", "its slot map, 64 slots a word", width=VA_WORDS),
     ),
 )
