@@ -43,7 +43,8 @@ def test_exactness_tests_pass_in_plain_python_and_cover_the_core(tmp_path: Path)
     )
     run = subprocess.run(
         [sys.executable, "-m", "coverage", "run", f"--include={INCLUDE}",
-         "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", SELECT, *TESTS],
+         "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider", "-k", SELECT,
+         *TESTS],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
