@@ -1,0 +1,150 @@
+"""Wall time of ``epcsim.run`` on peer.py's rows for one or more source trees, runs
+interleaved: for judging a change to the compiled core by time, where the count of
+instructions (benchmarks/instructions.py) no longer tells it (docs/BENCHMARKS.md,
+"Session 20": at the peer rows' size the core runs about as many instructions per
+access as libCacheSim's CLOCK, but each takes more cycles).
+
+    python benchmarks/walltime.py [--rows real,loop] [--rounds 8] [--repeat 3]
+        [--accesses 10000000] [--div 10] [--real PATH] [--src SRC [--src SRC ...]]
+
+Each row is peer.py's trace at its full footprint (loop: 300,000 pages; uniform:
+1,000,000; Zipf(0.9): 1,000,000; real: the shared cloudPhysicsIO trace repeated until
+it holds --accesses) with an EPC of 1/--div of it, run by peer.py's scenario (one
+enclave, EAUG on demand, misc.max max).  A round runs one Python subprocess per tree
+(``PYTHONPATH`` at the tree; each tree compiles into its own ``__pycache__`` or
+``NUMBA_CACHE_DIR``, warmed before the first round), in turn, the order reversed every
+other round so that a load that comes and goes falls on all trees alike; each
+subprocess does an untimed run and then --repeat timed ones, and reports the best.  A
+round's ratio is each tree's time over the first tree's in that round; the last line of
+a row gives each tree's median ratio and best time.  On this project's 2-core VM a
+change of 3 % needs about 8 rounds to show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = ("loop", "uniform", "zipf", "real")
+
+#: the child: build the row's trace and scenario, warm up, time the runs
+CHILD = r"""
+import sys, time
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, {bench!r})
+import peer
+import epcsim
+
+row, n, div, repeat, work = {row!r}, {n}, {div}, {repeat}, Path({work!r})
+path = work / f"{{row}}-{{n}}.npy"
+if not path.exists():
+    rng = np.random.default_rng(1)
+    if row == "loop":
+        pages = peer.loop_trace(n, peer.FOOTPRINT["loop"])
+    elif row == "uniform":
+        pages = peer.uniform_trace(rng, n, peer.FOOTPRINT["uniform"])
+    elif row == "zipf":
+        pages = peer.zipf_trace(rng, n, peer.FOOTPRINT["zipf"])
+    else:
+        once = peer.real_trace({real!r})
+        pages = np.tile(once, max(1, -(-n // len(once))))
+    tmp = path.with_suffix(".part.npy")
+    np.save(tmp, pages)
+    tmp.replace(path)
+pages = np.load(path, mmap_mode="r")
+sc = peer.scenario(path, peer.footprint_of(np.asarray(pages)) // div)
+epcsim.run(sc, report=False)
+best = float("inf")
+for _ in range(repeat):
+    t0 = time.perf_counter()
+    r = epcsim.run(sc, report=False)
+    best = min(best, time.perf_counter() - t0)
+e = r.summary["enclaves"][peer.ENCLAVE]
+print("RESULT", best, e["accesses"], r.engine)
+"""
+
+
+def run_once(src: Path, work: Path, row: str, a: argparse.Namespace) -> tuple[float, int]:
+    """(best seconds, accesses) of one subprocess timing *row* with the tree *src*."""
+    code = CHILD.format(
+        bench=str(REPO / "benchmarks"),
+        row=row,
+        n=a.accesses,
+        div=a.div,
+        repeat=a.repeat,
+        work=str(work),
+        real=str(a.real),
+    )
+    env = dict(os.environ, PYTHONPATH=str(src))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    lines = [line.split() for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    if r.returncode or not lines:
+        sys.exit(f"walltime.py: {row} with {src} failed:\n{r.stderr[-3000:]}")
+    return float(lines[-1][1]), int(lines[-1][2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default="real,loop", help="some of loop,uniform,zipf,real")
+    ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per subprocess")
+    ap.add_argument("--accesses", type=int, default=10_000_000, help="accesses per row")
+    ap.add_argument("--div", type=int, default=10, help="EPC = footprint / DIV")
+    ap.add_argument("--real", type=Path, default=None, help="the real trace (oracleGeneral)")
+    ap.add_argument("--src", action="append", type=Path, help="source trees (default: src)")
+    ap.add_argument("--work", type=Path, default=None, help="where the traces are kept")
+    a = ap.parse_args()
+    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ROWS]
+    if bad or not rows:
+        ap.error(f"--rows: expected some of {', '.join(ROWS)}, got {a.rows!r}")
+    if a.rounds < 1 or a.repeat < 1:
+        ap.error("--rounds and --repeat must be >= 1")
+    if a.accesses < 1000 or a.div < 2:
+        ap.error("--accesses must be >= 1000 and --div >= 2")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import peer
+
+    a.real = (a.real or peer.DEFAULT_REAL).resolve()
+    if "real" in rows and not a.real.is_file():
+        ap.error(f"--real: {a.real} is not a file")
+    srcs = [s.resolve() for s in (a.src or [REPO / "src"])]
+    for s in srcs:
+        if not (s / "epcsim" / "__init__.py").is_file():
+            ap.error(f"--src: {s} holds no epcsim package")
+    work = (a.work or Path(os.environ.get("TMPDIR", "/tmp")) / "epcsim-walltime").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        for s in srcs:  # the compile and the trace, untimed
+            run_once(s, work, row, a)
+        times: list[list[float]] = [[] for _ in srcs]
+        ratios: list[list[float]] = [[] for _ in srcs]
+        accesses = 0
+        for k in range(a.rounds):
+            order = list(range(len(srcs)))
+            if k % 2:
+                order.reverse()
+            got = {}
+            for i in order:
+                got[i], accesses = run_once(srcs[i], work, row, a)
+            for i in range(len(srcs)):
+                times[i].append(got[i])
+                ratios[i].append(got[i] / got[0])
+            cells = "  ".join(f"{got[i]:.3f}" for i in range(len(srcs)))
+            print(f"{row:8} round {k + 1}: {cells} s", flush=True)
+        for i, s in enumerate(srcs):
+            rel = "" if i == 0 else f"  median x{statistics.median(ratios[i]):.3f}"
+            print(
+                f"{row:8} {str(s)[-40:]:40} {accesses:>11,} accesses  best {min(times[i]):.3f} s"
+                f"  {accesses / min(times[i]) / 1e6:6.2f}M acc/s{rel}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""benchmarks/walltime.py: its argument checks, and a small row timed for one tree in
+one round (no time is asserted: the times go to docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks/walltime.py"
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    src = str(ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--rows", "nope"), "--rows: expected some of loop, uniform, zipf, real, got 'nope'"),
+        (("--rows", ","), "--rows: expected some of loop, uniform, zipf, real, got ','"),
+        (("--rounds", "0"), "--rounds and --repeat must be >= 1"),
+        (("--repeat", "0"), "--rounds and --repeat must be >= 1"),
+        (("--accesses", "10"), "--accesses must be >= 1000 and --div >= 2"),
+        (("--div", "1"), "--accesses must be >= 1000 and --div >= 2"),
+    ],
+)
+def test_bad_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_a_tree_without_epcsim_or_a_missing_trace_is_refused(tmp_path: Path) -> None:
+    proc = _run("--rows", "loop", "--src", str(tmp_path))
+    assert proc.returncode == 2
+    assert f"--src: {tmp_path} holds no epcsim package" in proc.stderr
+    missing = tmp_path / "none.bin"
+    proc = _run("--rows", "real", "--real", str(missing))
+    assert proc.returncode == 2
+    assert f"--real: {missing} is not a file" in proc.stderr
+
+
+def test_a_small_loop_row_is_timed(tmp_path: Path) -> None:
+    args = ("--rows", "loop", "--accesses", "2000", "--rounds", "2", "--repeat", "1")
+    proc = _run(*args, "--work", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [re.sub(r"[\d.]+ s$", "T s", x) for x in lines[:2]] == [
+        "loop     round 1: T s",
+        "loop     round 2: T s",
+    ]
+    m = re.fullmatch(r"loop\s+\S+\s+2,000 accesses  best ([\d.]+) s\s+[\d.]+M acc/s", lines[2])
+    assert m and float(m.group(1)) > 0, lines[2]
+    assert len(lines) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop-2000.npy"]
