@@ -69,6 +69,7 @@ from epcsim.compiled.layout import (
     S_SECT,
     VA_BITS,
     VA_NEXT,
+    VA_OPEN,
     VA_USED,
     pack,
 )
@@ -123,6 +124,7 @@ def test_va_slots_match_the_reference(nva: int, fill: int, ops: list[tuple[bool,
         ref.va_pages[no] = vp
         ref.va_pages.move_to_end(no, last=False)
         VA[no, VA_USED] = 0
+        VA[no, VA_OPEN] = 0xFF  # every word has a free slot (sgx_encl_grow_va_page)
         VA[no, VA_BITS : VA_BITS + 8] = 0
         cencl.va_pages_add_head(EN, VA, 0, no)
     held: list[int] = []
@@ -140,6 +142,9 @@ def test_va_slots_match_the_reference(nva: int, fill: int, ops: list[tuple[bool,
         assert order == list(ref.va_pages)
         assert bits == [vp.bits for vp in ref.va_all]
         assert used == [vp.used for vp in ref.va_all]
+        # VA_OPEN (derived): bit w set exactly while word w has a free slot
+        open_words = [sum(1 << w for w in range(8) if VA[r, VA_BITS + w] != -1) for r in range(nva)]
+        assert [int(x) for x in VA[:, VA_OPEN]] == open_words
 
 
 # --- LRU: list_add_tail / list_del_init -------------------------------------------------
