@@ -4,38 +4,20 @@ to docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks/instructions.py"
+from _bench import ROW_AND_SIZE_ERRORS, run_bench
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    src = str(ROOT / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-        timeout=timeout,
-    )  # fmt: skip
+    return run_bench("instructions.py", *args, timeout=timeout)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("--rows", "nope"), "--rows: expected some of loop, uniform, zipf, real, got 'nope'"),
-        (("--rows", ","), "--rows: expected some of loop, uniform, zipf, real, got ','"),
-        (("--accesses", "10"), "--accesses must be >= 1000 and --div >= 2"),
-        (("--div", "1"), "--accesses must be >= 1000 and --div >= 2"),
-    ],
-)
+@pytest.mark.parametrize(("args", "message"), ROW_AND_SIZE_ERRORS)
 def test_bad_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
     proc = _run(*args)
     assert proc.returncode == 2

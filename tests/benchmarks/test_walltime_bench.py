@@ -3,37 +3,24 @@ one round (no time is asserted: the times go to docs/BENCHMARKS.md)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks/walltime.py"
+from _bench import ROW_AND_SIZE_ERRORS, run_bench
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    src = str(ROOT / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-        timeout=timeout,
-    )  # fmt: skip
+    return run_bench("walltime.py", *args, timeout=timeout)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--rows", "nope"), "--rows: expected some of loop, uniform, zipf, real, got 'nope'"),
-        (("--rows", ","), "--rows: expected some of loop, uniform, zipf, real, got ','"),
+        *ROW_AND_SIZE_ERRORS,
         (("--rounds", "0"), "--rounds and --repeat must be >= 1"),
         (("--repeat", "0"), "--rounds and --repeat must be >= 1"),
-        (("--accesses", "10"), "--accesses must be >= 1000 and --div >= 2"),
-        (("--div", "1"), "--accesses must be >= 1000 and --div >= 2"),
     ],
 )
 def test_bad_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
