@@ -115,6 +115,25 @@ def run_row(src: Path, cache: Path, work: Path, row: str, n: int, div: int) -> t
     return int(collected[-1].split(":")[-1].replace(",", "")), accesses
 
 
+def parse_rows(ap: argparse.ArgumentParser, text: str) -> list[str]:
+    """The rows of ``--rows`` *text* (some of ROWS, comma-separated); an argument error
+    otherwise.  Shared with benchmarks/walltime.py."""
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    if not rows or any(r not in ROWS for r in rows):
+        ap.error(f"--rows: expected some of {', '.join(ROWS)}, got {text!r}")
+    return rows
+
+
+def source_trees(ap: argparse.ArgumentParser, given: list[Path] | None) -> list[Path]:
+    """The ``--src`` trees (default: this checkout's ``src``), resolved; an argument
+    error for one that holds no epcsim package.  Shared with benchmarks/walltime.py."""
+    srcs = [s.resolve() for s in (given or [REPO / "src"])]
+    for s in srcs:
+        if not (s / "epcsim" / "__init__.py").is_file():
+            ap.error(f"--src: {s} holds no epcsim package")
+    return srcs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default=",".join(ROWS[:3]), help="loop,uniform,zipf,real")
@@ -122,18 +141,12 @@ def main() -> None:
     ap.add_argument("--div", type=int, default=10, help="EPC = footprint / DIV")
     ap.add_argument("--src", action="append", type=Path, help="source trees (default: src)")
     a = ap.parse_args()
-    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROWS]
-    if bad or not rows:
-        ap.error(f"--rows: expected some of {', '.join(ROWS)}, got {a.rows!r}")
+    rows = parse_rows(ap, a.rows)
     if a.accesses < 1000 or a.div < 2:
         ap.error("--accesses must be >= 1000 and --div >= 2")
     if shutil.which("valgrind") is None:
         sys.exit("instructions.py: valgrind is not installed (apt install valgrind)")
-    srcs = [s.resolve() for s in (a.src or [REPO / "src"])]
-    for s in srcs:
-        if not (s / "epcsim" / "__init__.py").is_file():
-            ap.error(f"--src: {s} holds no epcsim package")
+    srcs = source_trees(ap, a.src)
     with tempfile.TemporaryDirectory(prefix="epcsim-ir-") as tmp:
         work = Path(tmp)
         caches = [work / f"numba-{k}" for k in range(len(srcs))]

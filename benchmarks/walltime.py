@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("loop", "uniform", "zipf", "real")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from instructions import parse_rows, source_trees  # noqa: E402 (the scripts' dir)
 
 #: the child: build the row's trace and scenario, warm up, time the runs
 CHILD = r"""
@@ -100,24 +101,17 @@ def main() -> None:
     ap.add_argument("--src", action="append", type=Path, help="source trees (default: src)")
     ap.add_argument("--work", type=Path, default=None, help="where the traces are kept")
     a = ap.parse_args()
-    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROWS]
-    if bad or not rows:
-        ap.error(f"--rows: expected some of {', '.join(ROWS)}, got {a.rows!r}")
+    rows = parse_rows(ap, a.rows)
     if a.rounds < 1 or a.repeat < 1:
         ap.error("--rounds and --repeat must be >= 1")
     if a.accesses < 1000 or a.div < 2:
         ap.error("--accesses must be >= 1000 and --div >= 2")
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import peer
 
     a.real = (a.real or peer.DEFAULT_REAL).resolve()
     if "real" in rows and not a.real.is_file():
         ap.error(f"--real: {a.real} is not a file")
-    srcs = [s.resolve() for s in (a.src or [REPO / "src"])]
-    for s in srcs:
-        if not (s / "epcsim" / "__init__.py").is_file():
-            ap.error(f"--src: {s} holds no epcsim package")
+    srcs = source_trees(ap, a.src)
     work = (a.work or Path(os.environ.get("TMPDIR", "/tmp")) / "epcsim-walltime").resolve()
     work.mkdir(parents=True, exist_ok=True)
     for row in rows:
