@@ -924,15 +924,21 @@ def test_fault_latencies_across_full_buffers(monkeypatch, cap: int, top: int) ->
 
 def test_latency_array_is_plain_int64_memory(tmp_path) -> None:
     """written_once(): the latency array off huge pages is a writable, zeroed int64
-    array that outlives its mapping's name, pickles and saves as any other."""
+    array that outlives its mapping's name, pickles and saves as any other; populate()
+    faults its pages in without changing a value."""
     import pickle
 
-    from epcsim.compiled.engine import written_once
+    from epcsim.compiled.engine import populate, written_once
 
     a = written_once(3 * 4096 // 8 + 5)
     assert a.dtype == np.int64 and len(a) == 3 * 4096 // 8 + 5 and a.flags.writeable
     assert not a.any()
+    populate(a, 100, 600)  # (faulted in ahead of the copy: the values stay)
+    populate(a, len(a) - 3, 3)
+    assert not a.any()
     a[:] = np.arange(len(a))
+    populate(a, 0, len(a))
+    assert a.tolist() == list(range(len(a)))
     view = a[7:20]
     del a
     assert view.tolist() == list(range(7, 20))

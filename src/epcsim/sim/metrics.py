@@ -46,7 +46,11 @@ class Metrics:
     """The samples and fault latencies of one run, and its summary.
 
     Attributes:
-        cols: the time-series columns, one list per ``TIMESERIES_SCHEMA`` field.
+        cols: the time-series columns, one list per ``TIMESERIES_SCHEMA`` field: the
+            rows since the last of ``batches``.
+        batches: earlier rows as record batches (``TIMESERIES_SCHEMA``), in order: the
+            compiled engine hands its samples over as columns
+            (:meth:`append_batch`), without a Python object per value.
         lat_buf: fault latencies (ns) recorded since the last sample.
         fault_lat: the latencies of earlier samples, one array per part (concatenated
             in the result).
@@ -61,6 +65,36 @@ class Metrics:
         self.fault_lat_who: list[np.ndarray] = []
         self.lat_who_buf: list[int] = []
         self.cols: dict[str, list] = {f.name: [] for f in TIMESERIES_SCHEMA}
+        self.batches: list[pa.RecordBatch] = []
+        self._last_time: int | None = None  # the time of the batches' last row
+
+    def last_time(self) -> int | None:
+        """The time of the time series' last row (None: no row yet)."""
+        times = self.cols["time_ns"]
+        return times[-1] if times else self._last_time
+
+    def _seal(self) -> None:
+        """The rows of ``cols`` moved to ``batches``."""
+        if self.cols["time_ns"]:
+            self._last_time = self.cols["time_ns"][-1]
+            self.batches.append(pa.RecordBatch.from_pydict(self.cols, schema=TIMESERIES_SCHEMA))
+            self.cols = {f.name: [] for f in TIMESERIES_SCHEMA}
+
+    def append_batch(self, batch: pa.RecordBatch) -> None:
+        """Rows of the time series (``TIMESERIES_SCHEMA``, in time order) after those
+        recorded so far."""
+        if batch.num_rows:
+            self._seal()
+            self.batches.append(batch)
+            self._last_time = batch.column(0)[-1].as_py()
+
+    def timeseries(self) -> pa.Table:
+        """The time series' rows, one chunk per column (as written to
+        ``timeseries.parquet``)."""
+        self._seal()
+        if not self.batches:
+            return TIMESERIES_SCHEMA.empty_table()
+        return pa.Table.from_batches(self.batches, TIMESERIES_SCHEMA).combine_chunks()
 
     def sampler(self) -> Actor:
         """The sampler actor: a sample now, then one every sample interval while any
@@ -75,9 +109,9 @@ class Metrics:
         """Move the buffered latencies to ``fault_lat``; one row per live cgroup, then
         one per enclave (none if a row of this time exists)."""
         self.flush_latencies()
-        cols = self.cols
-        if cols["time_ns"] and cols["time_ns"][-1] == self.sim.core.now:
+        if self.last_time() == self.sim.core.now:
             return
+        cols = self.cols
         host = self.sim.host
         pol = host.policy
         for sgx_cg in host.sgx_cgroups:
@@ -129,7 +163,7 @@ class Metrics:
 
     def result(self, *, truncated: bool) -> Result:
         """The run's :class:`Result` (threads still retrying a fault become stuck)."""
-        table = pa.table(self.cols, schema=TIMESERIES_SCHEMA)
+        table = self.timeseries()
         parts = self.fault_lat
         if len(parts) == 1:
             lat = parts[0]

@@ -60,10 +60,10 @@ class DenseMapper:
         self._codes = t[keys].astype(np.int64)
         self._table = None
 
-    def _map_table(self, chunk: np.ndarray) -> np.ndarray:
+    def _map_table(self, chunk: np.ndarray, top: int) -> np.ndarray:
+        """Table mode: the codes of *chunk*, whose pages are all below *top*."""
         t = self._table
         assert t is not None
-        top = int(chunk.max()) + 1
         if top > t.size:
             grown = np.full(max(top, 2 * t.size), -1, np.int32)
             grown[: t.size] = t
@@ -97,8 +97,9 @@ class DenseMapper:
         if chunk.size == 0:
             return np.zeros(0, np.int64)
         if self._table is not None:
-            if int(chunk.min()) >= 0 and int(chunk.max()) < self.TABLE_LIMIT:
-                return self._map_table(chunk)
+            top = int(chunk.max()) + 1
+            if int(chunk.min()) >= 0 and top <= self.TABLE_LIMIT:
+                return self._map_table(chunk, top)
             self._to_sorted()
         u, first, inv = np.unique(chunk, return_index=True, return_inverse=True)
         pos, found = self._find(u)
@@ -180,7 +181,9 @@ class TracePattern:
         self.mapper = DenseMapper()
         n = 0
         kept: list[np.ndarray] | None = []
-        for chunk in reader.pages():
+        # (each chunk is done with before the next is read: transient_pages())
+        scan = getattr(reader, "transient_pages", reader.pages)
+        for chunk in scan():
             codes = self.mapper._map_codes(chunk)
             n += chunk.size
             if kept is not None:

@@ -85,7 +85,8 @@ class NativeReader(BaseReader):
             left = self.available
             done = 0
             while left > 0:
-                a, _ = read_items(f, self.dtype, min(self.chunk, left))
+                want = min(self.chunk, left)
+                a, _ = read_items(f, self.dtype, want, self._buffer(self.dtype, want))
                 if a.size == 0:
                     if self.compressed:
                         break

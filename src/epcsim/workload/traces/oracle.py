@@ -108,7 +108,7 @@ class OracleGeneralReader(BaseReader):
             done = 0
             while left is None or left > 0:
                 want = self.chunk if left is None else min(self.chunk, left)
-                rec, partial = read_items(f, ORACLE_DTYPE, want)
+                rec, partial = read_items(f, ORACLE_DTYPE, want, self._buffer(ORACLE_DTYPE, want))
                 if rec.size:
                     yield rec
                 done += rec.size
