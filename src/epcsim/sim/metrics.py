@@ -66,17 +66,17 @@ class Metrics:
         self.lat_who_buf: list[int] = []
         self.cols: dict[str, list] = {f.name: [] for f in TIMESERIES_SCHEMA}
         self.batches: list[pa.RecordBatch] = []
-        self._last_time: int | None = None  # the time of the batches' last row
 
     def last_time(self) -> int | None:
         """The time of the time series' last row (None: no row yet)."""
         times = self.cols["time_ns"]
-        return times[-1] if times else self._last_time
+        if times:
+            return times[-1]
+        return self.batches[-1].column(0)[-1].as_py() if self.batches else None
 
     def _seal(self) -> None:
         """The rows of ``cols`` moved to ``batches``."""
         if self.cols["time_ns"]:
-            self._last_time = self.cols["time_ns"][-1]
             self.batches.append(pa.RecordBatch.from_pydict(self.cols, schema=TIMESERIES_SCHEMA))
             self.cols = {f.name: [] for f in TIMESERIES_SCHEMA}
 
@@ -86,7 +86,6 @@ class Metrics:
         if batch.num_rows:
             self._seal()
             self.batches.append(batch)
-            self._last_time = batch.column(0)[-1].as_py()
 
     def timeseries(self) -> pa.Table:
         """The time series' rows, one chunk per column (as written to
