@@ -378,6 +378,12 @@ def main() -> None:
                 f"--pages-scale {args.pages_scale}: the {name} footprint would be "
                 f"{round(FOOTPRINT[name] * args.pages_scale)} pages (< {MIN_FOOTPRINT})"
             )
+    if "real" in args.traces and not Path(args.real).is_file():
+        # (a row asked for is never dropped: without the file, leave "real" out)
+        ap.error(
+            f"--real {args.real}: no such trace file (give its path with --real, or leave "
+            f"'real' out of --traces)"
+        )
 
     import libcachesim  # noqa: F401  (fail before any work if it is missing)
 
@@ -408,10 +414,6 @@ def main() -> None:
     for name in args.traces:
         t0 = time.perf_counter()
         if name == "real":
-            if not Path(args.real).is_file():
-                notes.append(f"real trace {args.real} not found: skipped")
-                print(f"note: {notes[-1]}", flush=True)
-                continue
             pages = real_trace(args.real)
             reps = real_repetitions(runner, pages, args.min_work)
             if reps > 1:
