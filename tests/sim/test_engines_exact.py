@@ -1319,3 +1319,62 @@ def test_cli_engines_write_identical_run_directories(tmp_path) -> None:
         a = (tmp_path / "reference" / f).read_bytes()
         b = (tmp_path / "compiled" / f).read_bytes()
         assert a == b, f
+
+
+def _build_backs(monkeypatch) -> list[tuple[int, int]]:
+    """(R_STAGE, R_B_VA) of the build at each RC_BUILD hand-back of the core."""
+    from epcsim.compiled import engine as ce
+    from epcsim.compiled import layout as C
+
+    backs: list[tuple[int, int]] = []
+    run = ce._Packed.run
+
+    def run_counted(p) -> int:
+        rc = run(p)
+        if rc == C.RC_BUILD:
+            w = int(p.S[C.S_WHO])
+            backs.append((int(p.R[C.R_STAGE, w]), int(p.R[C.R_B_VA, w])))
+        return rc
+
+    monkeypatch.setattr(ce._Packed, "run", run_counted)
+    return backs
+
+
+def _build_under(limit: str) -> str:
+    """A 1,500-page EADD build in /a/x/t, /a/x limited to *limit*."""
+    return _toml_multi(
+        [{"name": "b", "size_pages": 1500, "build": "eadd", "accesses": 500, "cgroup": "/a/x/t"}],
+        cgroups=(("/a", "max"), ("/a/x", limit), ("/a/x/t", "max")),
+        epc_pages=2048,
+        duration="400ms",
+    )
+
+
+def test_eadd_build_under_a_full_ancestor_stays_compiled(monkeypatch) -> None:
+    """A build in /a/x/t under /a/x's limit of 5 pages (the kselftest's small cgroup,
+    scaled: the SECS and the VA pages fill the limit but one page): the charge loop's
+    reclaim isolates the subtree's only LRU page, so each retry finds one page of room
+    under /a/x and nothing on the LRU.  The step charges that one page (a VA page is due
+    only every 512), so it cannot fail and the core runs it
+    (sgx_ioc_enclave_add_pages_ends() counts the pages the step charges and allocates;
+    counting two every time, it handed 478 retries of this build to the reference).
+    The outputs are the reference's."""
+    backs = _build_backs(monkeypatch)
+    ref, bat = _both(_build_under("20KiB"))
+    _assert_same(ref, bat)
+    assert bat.summary["encls"]["EADD"] == 1500
+    assert bat.summary["cgroups"]["/a/x/t"]["pages_reclaimed"]["sync"] > 1000
+    assert backs == [(6, 0)]  # ST_B_TOP at the ioctl's end, alone
+
+
+def test_eadd_build_whose_va_page_cannot_be_charged_is_the_references(monkeypatch) -> None:
+    """With 4 pages (the SECS and two VA pages leave one), the step that adds the
+    1,024th page (page_cnt 1024, the SECS counted) charges the page and then a VA page
+    (sgx_encl_grow()), which cannot fit with nothing on the LRU: the core hands that step
+    to the reference, where the ioctl fails (-ENOMEM), as in a reference run."""
+    backs = _build_backs(monkeypatch)
+    ref, bat = _both(_build_under("16KiB"))
+    _assert_same(ref, bat)
+    assert bat.summary["encls"]["EADD"] == 1023
+    assert bat.summary["enclaves"]["b"]["outcome"] == "failure"
+    assert backs == [(7, 0)]  # ST_B_CHARGE, the page's charge retry: the step that fails

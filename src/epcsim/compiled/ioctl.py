@@ -89,9 +89,15 @@ _A_GOT = 3  # the allocation has its page
 def sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, r):
     """No kernel twin (the hand-over rule): whether build *r*'s next step is the
     reference's: the ioctl's loop ends (every page added: it returns), or a charge or
-    an allocation of the step may fail (-ENOMEM: two pages over a limit with nothing on
-    the task's subtree's LRUs, or fewer than two free pages with nothing on any LRU), or
-    the page is present already (-EBUSY)."""
+    an allocation of the step may fail (-ENOMEM: the pages the step charges over a
+    limit with nothing on the task's subtree's LRUs, or fewer free pages than it
+    allocates with nothing on any LRU), or the page is present already (-EBUSY).
+
+    What the step charges and allocates: the page (unless its charge is done: the
+    allocation loop's retry, ST_B_ALLOC), and a VA page when one is due after it
+    (sgx_encl_grow() every SGX_VA_SLOT_COUNT pages, R_B_VA not yet set); once R_B_VA is
+    set the page is allocated and the step charges (at ST_B_CHARGE) and allocates the
+    VA page alone."""
     stage = R[R_STAGE, _u(r)]
     if stage != ST_B_TOP and stage != ST_B_CHARGE and stage != ST_B_ALLOC:
         return False
@@ -102,10 +108,16 @@ def sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, r):
         g = EN[EN_OFF, _u(R[R_B_E, _u(r)])] + R[R_B_FIRST, _u(r)] + c
         if E8[E_DESC, _u(g)] & DESC_PRESENT:
             return True
+    va_due = 0
+    if R[R_B_VA, _u(r)] == 0:
+        e = R[R_B_E, _u(r)]
+        va_due = int((EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0)
+    charges = va_due + (0 if stage == ST_B_ALLOC else 1)
+    allocs = 1 + va_due
     tcg = R[R_B_TCG, _u(r)]
-    if not misc_cg_fits(CG, tcg, 2 * PAGE) and sgx_cgroup_lru_empty(S, CG, tcg):
+    if charges and not misc_cg_fits(CG, tcg, charges * PAGE) and sgx_cgroup_lru_empty(S, CG, tcg):
         return True
-    return S[S_NR_FREE] < 2 and S[S_NR_LRU] == 0
+    return S[S_NR_FREE] < allocs and S[S_NR_LRU] == 0
 
 
 @inline
