@@ -1359,12 +1359,14 @@ def test_eadd_build_under_a_full_ancestor_stays_compiled(monkeypatch) -> None:
     (sgx_ioc_enclave_add_pages_ends() counts the pages the step charges and allocates;
     counting two every time, it handed 478 retries of this build to the reference).
     The outputs are the reference's."""
+    from epcsim.compiled import layout as C
+
     backs = _build_backs(monkeypatch)
     ref, bat = _both(_build_under("20KiB"))
     _assert_same(ref, bat)
     assert bat.summary["encls"]["EADD"] == 1500
     assert bat.summary["cgroups"]["/a/x/t"]["pages_reclaimed"]["sync"] > 1000
-    assert backs == [(6, 0)]  # ST_B_TOP at the ioctl's end, alone
+    assert backs == [(C.ST_B_TOP, 0)]  # the ioctl's end, alone
 
 
 def test_eadd_build_whose_va_page_cannot_be_charged_is_the_references(monkeypatch) -> None:
@@ -1372,9 +1374,11 @@ def test_eadd_build_whose_va_page_cannot_be_charged_is_the_references(monkeypatc
     1,024th page (page_cnt 1024, the SECS counted) charges the page and then a VA page
     (sgx_encl_grow()), which cannot fit with nothing on the LRU: the core hands that step
     to the reference, where the ioctl fails (-ENOMEM), as in a reference run."""
+    from epcsim.compiled import layout as C
+
     backs = _build_backs(monkeypatch)
     ref, bat = _both(_build_under("16KiB"))
     _assert_same(ref, bat)
     assert bat.summary["encls"]["EADD"] == 1023
     assert bat.summary["enclaves"]["b"]["outcome"] == "failure"
-    assert backs == [(7, 0)]  # ST_B_CHARGE, the page's charge retry: the step that fails
+    assert backs == [(C.ST_B_CHARGE, 0)]  # the page's charge retry: the step that fails
