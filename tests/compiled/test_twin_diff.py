@@ -8,7 +8,7 @@ from collections import OrderedDict
 from types import SimpleNamespace
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from epcsim.compiled import encl as cencl
@@ -39,6 +39,7 @@ from epcsim.compiled.layout import (
     DESC_ACCESSED,
     E_DESC,
     EN_BACKING,
+    EN_EMIX,
     EN_MEMCG,
     EN_OFF,
     EN_REFCOUNT,
@@ -58,6 +59,7 @@ from epcsim.compiled.layout import (
     R_C,
     R_ES,
     R_GS,
+    R_MEMCG,
     R_NP,
     R_PAGES,
     S_CUR_NID,
@@ -71,6 +73,7 @@ from epcsim.compiled.layout import (
     VA_NEXT,
     VA_OPEN,
     VA_USED,
+    implied_backing_memcgs,
     pack,
 )
 from epcsim.kernel import Host, drive, ioctl
@@ -412,6 +415,11 @@ def lru_batches(draw):  # noqa: ANN001, ANN201
     return memcg, adds, accessed, live
 
 
+#: the reclaimer's charge mm: None (ksgxd, a worker) or the task of enclave k (an EADD
+#: build's synchronous reclaim: the backing goes to that task's memcg, R_MEMCG)
+chargers = st.one_of(st.none(), st.integers(0, 2))
+
+
 def _age_host(memcg, adds, accessed, live):  # noqa: ANN001, ANN202
     """The reference Host: /a (misc) with /a/x and /a/y (memory only), one task and
     enclave per entry of *memcg*, the pages of *adds*; returns (host, /a, enclaves)."""
@@ -444,16 +452,23 @@ def _age_host(memcg, adds, accessed, live):  # noqa: ANN001, ANN202
 
 
 @SETTINGS
-@given(lru_batches())
-def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
+@given(lru_batches(), st.booleans(), chargers)
+def test_reclaimer_age_matches_the_reference(batch, keep, charger) -> None:  # noqa: ANN001
     """sgx_reclaimer_age() against phase 2 of the reference's sgx_reclaim_pages()
-    (_sgx_reclaim_age_and_back(), charge mm None: ksgxd and the workers) on a batch the
-    reference isolated (phase 1, _sgx_reclaim_isolate()), the compiled function called
-    alone on tables packed from that Host by the compiled engine's own declaration
-    (layout.pack), no memory.max (the twin's assumption): the pages kept (in order),
-    the LRU (links, head, tail, counts), descriptor flags, backing memcgs, enclave
-    references, backing bytes and memcg charges must agree."""
+    (_sgx_reclaim_age_and_back(), charge mm None -- ksgxd and the workers -- or a
+    build's task's) on a batch the reference isolated (phase 1,
+    _sgx_reclaim_isolate()), the compiled function called alone on tables packed from
+    that Host by the compiled engine's own declaration (layout.pack), no memory.max
+    (the twin's assumption): the pages kept (in order), the LRU (links, head, tail,
+    counts), descriptor flags, backing memcgs, enclave references, backing bytes and
+    memcg charges must agree.  The backing memcgs: EMEM where it is kept (EN_EMIX 1:
+    packed so, *keep*, or from the first page charged to another memcg than the
+    enclave's, emem_keep()), else the ones EN_EMIX 0 implies
+    (layout.implied_backing_memcgs(), as write-back rebuilds them)."""
     h, a, encls = _age_host(*batch)
+    if charger is not None:
+        charger %= len(encls)
+    task = None if charger is None else h.tasks[encls[charger].mm_list[0]]
     chunk = kreclaim._sgx_reclaim_isolate(h, a)
     # the compiled tables, packed from the Host after phase 1
     S = np.zeros(NS, np.int64)
@@ -470,6 +485,10 @@ def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
         pack("EN", EN[:, e.id], e)
         EN[EN_MEMCG, e.id] = kencl.sgx_encl_backing_memcg(h, e, None).id
         EN[EN_OFF, e.id] = off[e.id]
+        # the engine's packing rule: EMEM may go unkept where EN_EMIX 0 implies it
+        implied = implied_backing_memcgs(e.i32, e.u8, EN[EN_MEMCG, e.id])
+        assert np.array_equal(e.memcg, implied), e.id
+        EN[EN_EMIX, e.id] = int(keep)
     E32 = np.concatenate([e.i32 for e in encls])
     E8 = np.concatenate([e.u8 for e in encls], axis=1)
     EMEM = np.concatenate([e.memcg for e in encls])
@@ -478,13 +497,15 @@ def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
     HB = np.zeros(E32.shape[0] // 64 + 2, np.int64)
     R = np.zeros((NRF, 1), np.int64)
     R[R_C, 0], R[R_NP, 0] = a.id, len(chunk)
+    if task is not None:  # as the engine packs a build (R_MEMCG: its memcg id + 1)
+        R[R_MEMCG, 0] = 1 + kencl.sgx_encl_backing_memcg(h, encls[charger], task).id
     for k, page in enumerate(chunk):
         e, idx = int(h.epc.owner_encl[page]), int(h.epc.owner_idx[page])
         R[R_PAGES + k, 0], R[R_ES + k, 0], R[R_GS + k, 0] = page, e, off[e] + idx
     backing0 = [(e.backing_bytes, e.owner.backing_bytes) for e in encls]
     usage0 = [m.usage for m in h.memcgs]
 
-    want = kreclaim._sgx_reclaim_age_and_back(h, a, chunk, None)
+    want = kreclaim._sgx_reclaim_age_and_back(h, a, chunk, task)
     got = creclaim.sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, 0)
 
     assert got == len(want) == R[R_NP, 0]
@@ -504,7 +525,18 @@ def test_reclaimer_age_matches_the_reference(batch) -> None:  # noqa: ANN001
     for e in encls:
         rows = slice(off[e.id], off[e.id + 1])
         assert E8[E_DESC, rows].tolist() == e.desc.tolist(), e.id
-        assert EMEM[rows].tolist() == e.memcg.tolist(), e.id
+        # kept from a page charged to another memcg on (and only then)
+        other = any(
+            h.epc.owner_encl[p] == e.id and R[R_MEMCG, 0] - 1 not in (-1, EN[EN_MEMCG, e.id])
+            for p in want
+        )
+        assert EN[EN_EMIX, e.id] == int(keep or other), e.id
+        event(f"EMEM kept from this batch on: {other and not keep}")
+        if EN[EN_EMIX, e.id]:
+            assert EMEM[rows].tolist() == e.memcg.tolist(), e.id
+        else:
+            memcgs = implied_backing_memcgs(E32[rows], E8[:, rows], EN[EN_MEMCG, e.id])
+            assert memcgs.tolist() == e.memcg.tolist(), e.id
         assert EN[EN_REFCOUNT, e.id] == e.refcount, e.id
         d = int(EN[EN_BACKING, e.id])
         assert (backing0[e.id][0] + d, backing0[e.id][1] + d) == (

@@ -881,9 +881,10 @@ def test_multi_scenarios_release_enclaves_in_the_core(monkeypatch) -> None:
 
 def test_backing_memcg_of_each_page_read_where_the_enclave_memcg_changed(monkeypatch) -> None:
     """ELDU uncharges the backing from the memcg each page was charged to.  The core
-    reads the page's memcg only for an enclave whose memcg changed since some page went
-    out (EN_EMIX); forcing that path everywhere gives the same results, and an exited
-    task's enclave (its backing now goes to the root memcg) is flagged."""
+    keeps each page's memcg (EMEM) only for an enclave some page of which went out to
+    another memcg than its own (EN_EMIX); forcing that path everywhere gives the same
+    results, and an exited task's enclave (its backing now goes to the root memcg) is
+    flagged."""
     from epcsim.compiled import engine as batched
     from epcsim.compiled.layout import EN_EMIX
 

@@ -70,6 +70,7 @@ from .layout import (
 from .lru import list_add_tail, list_del_init
 
 __all__ = [
+    "emem_keep",
     "hb_clear",
     "hb_set",
     "sgx_alloc_va_slot",
@@ -188,6 +189,24 @@ def sgx_free_va_slot(EN, VA, e, slot_id):
         va_pages_add_head(EN, VA, e, no)
 
 
+@outline
+def emem_keep(EN, E32, E8, EMEM, e):
+    """No kernel twin (packing): from now on ``EMEM`` is kept for enclave *e*
+    (``EN_EMIX`` 1): its rows set to the backing memcgs ``EN_EMIX`` 0 implied
+    (layout.implied_backing_memcgs(): ``EN_MEMCG`` where the backing is charged -- a VA
+    slot, or ``DESC_BEING_RECLAIMED`` -- else -1).  Rare: a reclaimer charging a page's
+    backing to another memcg (an EADD build's task's)."""
+    off = EN[EN_OFF, _u(e)]
+    m = EN[EN_MEMCG, _u(e)]
+    for idx in range(EN[EN_NPAGES, _u(e)]):
+        g = off + idx
+        if E32[_u(g), E_VA] >= 0 or E8[E_DESC, _u(g)] & DESC_BEING_RECLAIMED:
+            EMEM[_u(g)] = m
+        else:
+            EMEM[_u(g)] = -1
+    EN[EN_EMIX, _u(e)] = 1
+
+
 # --- enclave faults --------------------------------------------------------------------
 
 
@@ -287,10 +306,14 @@ def sgx_vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
         sgx_free_va_slot(EN, VA, e, E32[_u(g), E_VA])
         E32[_u(g), E_VA] = -1
         EN[EN_BACKING, _u(e)] -= BACKING
-        # the memcg the backing was charged to: the enclave's unless it has changed
-        # since some page went out (EN_EMIX; saves a load that misses the cache)
-        CG[CG_MEMD, _u(EMEM[_u(g)] if EN[EN_EMIX, _u(e)] else EN[EN_MEMCG, _u(e)])] -= BACKING
-        EMEM[_u(g)] = -1
+        # the memcg the backing was charged to: the enclave's unless some page's has
+        # been another since (EN_EMIX: only then is EMEM kept; a load and a store that
+        # miss the cache saved)
+        if EN[EN_EMIX, _u(e)]:
+            CG[CG_MEMD, _u(EMEM[_u(g)])] -= BACKING
+            EMEM[_u(g)] = -1
+        else:
+            CG[CG_MEMD, _u(EN[EN_MEMCG, _u(e)])] -= BACKING
         E32[_u(g), E_EPC] = page
         E8[E_DESC, _u(g)] &= NOT_ACC_BLOCKED
         hb_set(HB, g)
@@ -348,7 +371,7 @@ def sgx_encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
     for idx in range(EN[EN_NPAGES, _u(e)]):
         g = off + idx
         if E32[_u(g), E_VA] >= 0:
-            CG[CG_MEMD, _u(EMEM[_u(g)])] -= BACKING
+            CG[CG_MEMD, _u(EMEM[_u(g)] if EN[EN_EMIX, _u(e)] else EN[EN_MEMCG, _u(e)])] -= BACKING
             E32[_u(g), E_VA] = -1
             EMEM[_u(g)] = -1
         E8[E_DESC, _u(g)] = 0

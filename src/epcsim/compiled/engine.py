@@ -433,7 +433,10 @@ class _Packed:
             EN[C.EN_NR_EVICTED, e] -= EN[C.EN_NR_RECL : C.EN_NR_RECL + C.RECL_KINDS, e].sum()
             memcg = sgx_encl_backing_memcg(host, encl, None).id
             EN[C.EN_MEMCG, e] = memcg
-            EN[C.EN_EMIX, e] = int(bool(np.any((encl.memcg >= 0) & (encl.memcg != memcg))))
+            # EMEM kept by the core only where the pages' backing memcgs are not the
+            # ones EN_EMIX 0 implies (C.implied_backing_memcgs)
+            implied = C.implied_backing_memcgs(encl.i32, encl.u8, memcg)
+            EN[C.EN_EMIX, e] = int(not np.array_equal(encl.memcg, implied))
             EN[C.EN_NVA, e] = len(encl.va_all)
             EN[C.EN_OFF, e] = off
             EN[C.EN_VAOFF, e] = vaoff
@@ -639,6 +642,8 @@ class _Packed:
                 encl.i32[:] = self.E32[off : off + n]
                 encl.u8[:] = self.E8[:, off : off + n]
                 encl.memcg[:] = self.EMEM[off : off + n]
+            if not EN[C.EN_EMIX, e]:  # EMEM not kept: the memcgs EN_EMIX 0 implies
+                encl.memcg[:] = C.implied_backing_memcgs(encl.i32, encl.u8, EN[C.EN_MEMCG, e])
             recl = int(EN[C.EN_NR_RECL : C.EN_NR_RECL + C.RECL_KINDS, e].sum())
             EN[C.EN_NR_EVICTED, e] += recl
             write_back("EN", EN[:, e], encl)

@@ -284,7 +284,12 @@ EN_TABLE = Table(
         _f("RELEASED", "released (sgx_encl_release)", mirror="released", flag=True),
         _f("TRACKED", "S_STAMP of the last batch that ETRACKed it"),
         _f("SIGPEND", "its task has a signal pending", mirror="owner.signal_pending", flag=True),
-        _f("EMIX", "some evicted page's backing is charged to a memcg other than EN_MEMCG"),
+        _f(
+            "EMIX",
+            "1: EMEM holds each page's backing memcg (some page's backing is charged to a "
+            "memcg other than EN_MEMCG); 0: EMEM is not kept, implied_backing_memcgs() "
+            "gives it",
+        ),
         _f("NR_SECS_ELDU", "ELDUs of the SECS", mirror="nr_secs_eldu", back="value"),
         _f("NR_SECS_EWB", "EWBs of the SECS", mirror="nr_secs_evicted", back="value"),
         _f(
@@ -733,6 +738,7 @@ __all__ = [
     "Sampled",
     "TABLES",
     "Table",
+    "implied_backing_memcgs",
     "pack",
     "pack_rows",
     "write_back",
@@ -950,6 +956,20 @@ def write_back_rows(table: str, block: np.ndarray, objs: Sequence[Any]) -> None:
             for m in io.back_vectors:
                 cur_v = m.gets[0](o)
                 cur_v[:] = block[r, m.at : m.at + len(cur_v)].tolist()
+
+
+def implied_backing_memcgs(i32: np.ndarray, u8: np.ndarray, memcg: int) -> np.ndarray:
+    """The backing memcg of each page of an enclave whose ``EN_EMIX`` is 0 (rows of
+    ``E32`` / ``E8`` as *i32* / *u8*, its ``EN_MEMCG`` *memcg*): *memcg* where the
+    page's backing is charged -- evicted (a VA slot) or kept by a reclaimer's age
+    test and not written yet (``DESC_BEING_RECLAIMED``) -- else -1, as int16
+    (``Encl.memcg``).  The core keeps ``EMEM`` only for enclaves whose ``EN_EMIX`` is
+    1 (a store per eviction and per ELDU into an array that misses the cache);
+    packing sets ``EN_EMIX`` 0 only where ``Encl.memcg`` equals this, and write-back
+    rebuilds ``Encl.memcg`` from it."""
+    va, desc = GENERATED["E_VA"], GENERATED["E_DESC"]
+    charged = (i32[:, va] >= 0) | ((u8[desc] & DESC_BEING_RECLAIMED) != 0)
+    return np.where(charged, np.int16(memcg), np.int16(-1))
 
 
 def write_back(table: str, vec: np.ndarray, obj: Any) -> None:

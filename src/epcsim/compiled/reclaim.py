@@ -15,7 +15,7 @@ from ..kernel.constants import (
 )
 from ._jit import inline, outline
 from .bits import _u, prefetch
-from .encl import hb_clear, sgx_alloc_va_slot, sgx_encl_put
+from .encl import emem_keep, hb_clear, sgx_alloc_va_slot, sgx_encl_put
 from .encls import encls_leaf
 from .epc import _count_aged, _count_freed, _sgx_free_epc_page_to_node, sgx_free_epc_page
 from .epc_cgroup import (
@@ -296,8 +296,10 @@ def sgx_reclaimer_age(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, EMEM, HB, r):
             m = EN[EN_MEMCG, _u(e)]
             if mem >= 0 and mem != m:
                 m = mem
-                EN[EN_EMIX, _u(e)] = 1
-            EMEM[_u(g)] = m
+                if not EN[EN_EMIX, _u(e)]:
+                    emem_keep(EN, E32, E8, EMEM, e)
+            if EN[EN_EMIX, _u(e)]:  # (else EMEM is not kept: EN_MEMCG is implied)
+                EMEM[_u(g)] = m
             E8[E_DESC, _u(g)] |= DESC_BEING_RECLAIMED
             EN[EN_BACKING, _u(e)] += BACKING
             CG[CG_MEMD, _u(m)] += BACKING

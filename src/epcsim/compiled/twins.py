@@ -178,6 +178,7 @@ TWINS: tuple[Twin, ...] = (
     ),
     _row("sgx_free_epc_page", "epc", ["epc.sgx_free_epc_page"], "sgx_free_epc_page", ("vepc",)),
     # encl.py
+    _none("emem_keep", "encl", "no twin: packing (EMEM kept from EN_EMIX 1 on)"),
     _none("hb_set", "encl", "no twin: packing (the hit bitmap)"),
     _none("hb_clear", "encl", "no twin: packing (the hit bitmap)"),
     _none("va_pages_del", "encl", "no twin: packing (va_pages as links)"),
