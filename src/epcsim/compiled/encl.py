@@ -78,6 +78,7 @@ __all__ = [
     "sgx_encl_load_secs",
     "sgx_encl_put",
     "sgx_encl_release",
+    "sgx_encl_va_page_due",
     "sgx_free_va_slot",
     "sgx_vma_fault",
     "va_pages_add_head",
@@ -231,6 +232,14 @@ def sgx_encl_load_secs(S, CG, EN, VA, P32, P8, PCG, e):
 
 
 @inline
+def sgx_encl_va_page_due(EN, e):
+    """Models sgx_encl_grow()'s opening test (specialised from
+    epcsim.kernel.encl.sgx_encl_grow): enclave *e*'s next page needs a new VA page
+    (every SGX_VA_SLOT_COUNT page_cnt increments)."""
+    return (EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0  # % (page_cnt >= 0)
+
+
+@inline
 def sgx_encl_grow_va_page(EN, VA, e, vpage):
     """Models sgx_encl_grow() (specialised from epcsim.kernel.encl.sgx_encl_grow) once
     its VA page *vpage* is allocated: the enclave's next VA page, every slot free, at
@@ -288,7 +297,7 @@ def sgx_vma_fault(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e, idx):
         return VM_FAULT_NOPAGE if page == -EBUSY else VM_FAULT_SIGBUS
     if not present:
         # sgx_encl_eaug_page(): grow, EAUG
-        if (EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0:  # % (page_cnt >= 0)
+        if sgx_encl_va_page_due(EN, e):
             ret = sgx_encl_grow(S, CG, EN, VA, P32, P8, PCG, e, page)
             if ret:
                 return VM_FAULT_NOPAGE if ret == -EBUSY else VM_FAULT_SIGBUS

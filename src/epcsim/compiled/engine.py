@@ -641,7 +641,8 @@ class _Packed:
                 n = encl.npages
                 encl.i32[:] = self.E32[off : off + n]
                 encl.u8[:] = self.E8[:, off : off + n]
-                encl.memcg[:] = self.EMEM[off : off + n]
+                if EN[C.EN_EMIX, e]:
+                    encl.memcg[:] = self.EMEM[off : off + n]
             if not EN[C.EN_EMIX, e]:  # EMEM not kept: the memcgs EN_EMIX 0 implies
                 encl.memcg[:] = C.implied_backing_memcgs(encl.i32, encl.u8, EN[C.EN_MEMCG, e])
             recl = int(EN[C.EN_NR_RECL : C.EN_NR_RECL + C.RECL_KINDS, e].sum())

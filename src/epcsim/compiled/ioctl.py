@@ -17,10 +17,10 @@ the series' v16 only (no policy hooks)."""
 
 from __future__ import annotations
 
-from ..kernel.constants import SGX_NR_LOW_PAGES, SGX_NR_TO_SCAN, SGX_VA_SLOT_COUNT
+from ..kernel.constants import SGX_NR_LOW_PAGES, SGX_NR_TO_SCAN
 from ._jit import inline, outline
 from .bits import _u
-from .encl import hb_set, sgx_encl_grow_va_page
+from .encl import hb_set, sgx_encl_grow_va_page, sgx_encl_va_page_due
 from .encls import encls_leaf
 from .epc import _sgx_alloc_epc_page
 from .epc_cgroup import sgx_cgroup_lru_empty, sgx_cgroup_try_charge_reclaim
@@ -111,7 +111,7 @@ def sgx_ioc_enclave_add_pages_ends(S, CG, EN, R, E8, r):
     va_due = 0
     if R[R_B_VA, _u(r)] == 0:
         e = R[R_B_E, _u(r)]
-        va_due = int((EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0)
+        va_due = int(sgx_encl_va_page_due(EN, e))
     charges = va_due + (0 if stage == ST_B_ALLOC else 1)
     allocs = 1 + va_due
     tcg = R[R_B_TCG, _u(r)]
@@ -226,7 +226,7 @@ def sgx_ioc_enclave_add_pages(S, CG, EN, R, VA, P32, P8, PCG, E32, E8, HB, r):
                 R[R_B_VA, _u(r)] = 0
                 page = R[R_B_PAGE, _u(r)]
                 R[R_B_PAGE, _u(r)] = -1
-            elif (EN[EN_PAGE_CNT, _u(e)] & (SGX_VA_SLOT_COUNT - 1)) == 0:  # % (page_cnt >= 0)
+            elif sgx_encl_va_page_due(EN, e):
                 # sgx_encl_grow(): a VA page is due (sgx_alloc_epc_page(SGX_DO_RECLAIM))
                 R[R_B_PAGE, _u(r)] = page
                 R[R_B_VA, _u(r)] = 1

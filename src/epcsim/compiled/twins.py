@@ -190,6 +190,7 @@ TWINS: tuple[Twin, ...] = (
         "sgx_encl_load_secs", "encl", ["encl.sgx_encl_load_secs", "encl.sgx_encl_eldu"],
         "sgx_encl_load_secs", (*_ENCLAVES, *_NO_OOM),
     ),
+    _row("sgx_encl_va_page_due", "encl", ["encl.sgx_encl_grow"], "sgx_encl_grow", _ENCLAVES),
     _row(
         "sgx_encl_grow_va_page", "encl", ["encl.sgx_encl_grow"], "sgx_encl_grow", _ENCLAVES,
     ),
