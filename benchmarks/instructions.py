@@ -3,7 +3,7 @@ valgrind's callgrind: an exact count where wall time on a shared machine moves b
 third between days (docs/BENCHMARKS.md), for judging a change to the compiled core.
 
     python benchmarks/instructions.py [--rows loop,uniform,zipf,real] [--accesses 200000]
-        [--div 10] [--src SRC [--src SRC ...]]
+        [--div 10] [--src SRC [--src SRC ...]] [--lines N]
 
 Each row is peer.py's trace at a tenth of its footprint (loop: 30,000 pages; uniform and
 Zipf(0.9): 100,000; real: the shared cloudPhysicsIO trace, once) with an EPC of
@@ -19,6 +19,18 @@ The core is compiled for ``haswell`` (``NUMBA_CPU_NAME``, no extra features): va
 runs no AVX-512, and one target makes the counts comparable between machines.  With
 several trees the last column is each tree's count over the first's.  Needs valgrind
 (``callgrind_control`` beside it); about 15 s per row and tree.
+
+``--lines N`` (one tree) says where the core's instructions go: the core is compiled
+with line tables (``NUMBA_DEBUGINFO=1``) from a copy of the tree whose
+``epcsim/compiled`` modules are each moved down by a multiple of LINE_STRIDE lines
+(numba files an inlined function's lines under its caller's file: the offset names the
+module), callgrind counts each instruction (``--dump-instr=yes``), and ``addr2line`` on
+the core's object code maps each counted address inside ``run_core`` to its module and
+line.  It prints the instructions per access of each function (the inlined ones
+included: ``reclaim._sgx_reclaim_isolate``, ...) and of the N lines with the most;
+"(no line)" is code the line table gives no line (spills and moves at block edges).
+Counts, not time: a line's instructions may run in the shadow of another's cache miss
+(docs/BENCHMARKS.md, "Session 24").  About 1 min per row (the compile is not cached).
 """
 
 from __future__ import annotations
@@ -62,6 +74,15 @@ if not path.exists():
 sc = peer.scenario(path, peer.footprint_of(pages) // div)
 epcsim.run(sc, report=False)
 ctl = os.environ.get("EPCSIM_IR_CTL")
+obj = os.environ.get("EPCSIM_IR_OBJ")
+if obj:  # --lines: the core's object code (with its line table) and address
+    from epcsim.compiled.loop import run_core
+    (cres,) = run_core.overloads.values()
+    name = cres.fndesc.llvm_func_name
+    if not Path(obj).exists():  # the run that compiled it (the later ones load it)
+        Path(obj).write_bytes(cres.library._get_compiled_object())
+    addr = cres.library.get_pointer_to_function(name)
+    Path(obj).with_suffix(f".{{row}}.addr").write_text(f"{{addr}} {{name}}")
 if ctl:
     subprocess.run([ctl, "-i", "on", str(os.getpid())], check=True, capture_output=True)
 r = epcsim.run(sc, report=False)
@@ -72,8 +93,12 @@ print("RESULT", e["accesses"], e["faults"], r.engine)
 """
 
 
-def run_row(src: Path, cache: Path, work: Path, row: str, n: int, div: int) -> tuple[int, int]:
-    """(instructions, accesses) of one ``epcsim.run`` of *row* with the tree *src*."""
+def run_row(
+    src: Path, cache: Path, work: Path, row: str, n: int, div: int, lines: bool = False
+) -> tuple[int, int]:
+    """(instructions, accesses) of one ``epcsim.run`` of *row* with the tree *src*;
+    with *lines*, the counts per instruction too (``work/callgrind.ROW.out``, the core's
+    object code at ``work/core.o``: :func:`attribute`)."""
     code = CHILD.format(
         bench=str(REPO / "benchmarks"),
         row=row,
@@ -90,6 +115,10 @@ def run_row(src: Path, cache: Path, work: Path, row: str, n: int, div: int) -> t
         NUMBA_CPU_FEATURES="",
     )
     env.pop("EPCSIM_IR_CTL", None)
+    env.pop("EPCSIM_IR_OBJ", None)
+    if lines:
+        env["NUMBA_DEBUGINFO"] = "1"
+        env["EPCSIM_IR_OBJ"] = str(work / "core.o")
     warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if warm.returncode:
         sys.exit(f"instructions.py: {row} with {src} failed:\n{warm.stderr}")
@@ -99,6 +128,7 @@ def run_row(src: Path, cache: Path, work: Path, row: str, n: int, div: int) -> t
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
+        *(["--dump-instr=yes"] if lines else []),
         f"--callgrind-out-file={out}",
         sys.executable,
         "-c",
@@ -113,6 +143,110 @@ def run_row(src: Path, cache: Path, work: Path, row: str, n: int, div: int) -> t
         sys.exit(f"instructions.py: no count for {row}:\n{r.stderr[-3000:]}")
     accesses = int(result[-1][1])
     return int(collected[-1].split(":")[-1].replace(",", "")), accesses
+
+
+#: --lines: each compiled module's lines are moved down by its index times this many
+#: lines (blank lines prepended in a copy of the tree), so that a line number of the
+#: core's line table names its module too (numba records the lines of an inlined
+#: function under its caller's file)
+LINE_STRIDE = 10_000
+
+
+def lines_tree(src: Path, dest: Path) -> list[str]:
+    """A copy of the tree *src* at *dest* whose ``epcsim/compiled`` modules are moved
+    down by LINE_STRIDE lines each (module k of the sorted list by k + 1 strides);
+    returns the module names in that order."""
+    shutil.copytree(src / "epcsim", dest / "epcsim", ignore=shutil.ignore_patterns("__pycache__"))
+    names = sorted(p.stem for p in (dest / "epcsim" / "compiled").glob("*.py"))
+    for k, name in enumerate(names):
+        path = dest / "epcsim" / "compiled" / f"{name}.py"
+        path.write_text("\n" * ((k + 1) * LINE_STRIDE) + path.read_text())
+    return names
+
+
+def self_costs(path: Path) -> dict[int, int]:
+    """Instructions per address (self cost: a call's inclusive cost left out) of a
+    callgrind output written with ``--dump-instr=yes`` (positions: instr line)."""
+    cost: dict[int, int] = {}
+    pos = 0
+    after_call = False
+    with path.open() as f:
+        for line in f:
+            if line.startswith("calls="):
+                after_call = True
+                continue
+            t = line.split()
+            if len(t) != 3 or not (t[0][0] in "+-*" or t[0].startswith("0x")):
+                continue
+            p = t[0]
+            if p.startswith("0x"):
+                pos = int(p, 16)
+            elif p[0] == "+":
+                pos += int(p[1:])
+            elif p[0] == "-":
+                pos -= int(p[1:])
+            if after_call:
+                after_call = False
+                continue
+            cost[pos] = cost.get(pos, 0) + int(t[2])
+    return cost
+
+
+def attribute(work: Path, row: str, names: list[str], accesses: int, top: int) -> None:
+    """Print the core's instructions per access by function and by line (the *top*
+    lines) of a ``--lines`` run of *row*: each counted address inside ``run_core``
+    mapped to its line by ``addr2line`` on the core's object code."""
+    import ast
+    from collections import Counter
+
+    obj = work / "core.o"
+    addr_s, name = (work / f"core.{row}.addr").read_text().split()
+    base = int(addr_s)
+    nm = subprocess.run(["nm", "-S", "--defined-only", str(obj)], capture_output=True, text=True)
+    size = next(int(f[1], 16) for f in map(str.split, nm.stdout.splitlines()) if f[-1] == name)
+    cost = self_costs(work / f"callgrind.{row}.out")
+    inside = {a - base: c for a, c in cost.items() if base <= a < base + size}
+    offs = sorted(inside)
+    a2l = subprocess.run(
+        ["addr2line", "-e", str(obj), "-j", ".ltext", *map(hex, offs)],
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    src = work / "lines" / "epcsim" / "compiled"
+    by_line: Counter[tuple[str, int]] = Counter()
+    for off, loc in zip(offs, a2l, strict=True):
+        ln = loc.split()[0].rsplit(":", 1)[-1]
+        k, rest = divmod(int(ln), LINE_STRIDE) if ln.isdigit() else (0, 0)
+        by_line[(names[k - 1] if k else "?", rest)] += inside[off]
+    texts = {
+        n: (src / f"{n}.py").read_text().splitlines()[(k + 1) * LINE_STRIDE :]
+        for k, n in enumerate(names)
+    }
+    defs = {
+        n: [
+            (d.lineno, d.end_lineno or d.lineno, d.name)
+            for d in ast.walk(ast.parse("\n".join(t)))
+            if isinstance(d, ast.FunctionDef)
+        ]
+        for n, t in texts.items()
+    }
+    by_func: Counter[str] = Counter()
+    for (mod, ln), c in by_line.items():
+        fn = next(
+            (d for a, b, d in defs.get(mod, []) if a <= ln <= b), "(no line)" if mod == "?" else "?"
+        )
+        by_func[f"{mod}.{fn}" if mod != "?" else fn] += c
+    total = sum(inside.values())
+    print(
+        f"\n{row}: run_core {total:,} instructions, {total / accesses:.1f} per access, by function"
+    )
+    for fn, c in by_func.most_common():
+        if c / accesses >= 0.05:
+            print(f"  {c / accesses:8.1f} {c / total:6.1%}  {fn}")
+    print(f"{row}: the {top} lines with the most")
+    for (mod, ln), c in by_line.most_common(top):
+        text = texts[mod][ln - 1].strip()[:80] if mod != "?" else "(no line: spills, moves)"
+        print(f"  {c / accesses:8.1f} {c / total:6.1%}  {mod}:{ln:<5} {text}")
 
 
 def parse_rows(ap: argparse.ArgumentParser, text: str) -> list[str]:
@@ -140,6 +274,14 @@ def main() -> None:
     ap.add_argument("--accesses", type=int, default=200_000, help="synthetic rows' accesses")
     ap.add_argument("--div", type=int, default=10, help="EPC = footprint / DIV")
     ap.add_argument("--src", action="append", type=Path, help="source trees (default: src)")
+    ap.add_argument(
+        "--lines",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also attribute the core's instructions to its functions and its N top lines "
+        "(one tree; needs binutils' addr2line and nm)",
+    )
     a = ap.parse_args()
     rows = parse_rows(ap, a.rows)
     if a.accesses < 1000 or a.div < 2:
@@ -147,18 +289,30 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("instructions.py: valgrind is not installed (apt install valgrind)")
     srcs = source_trees(ap, a.src)
+    if a.lines < 0:
+        ap.error("--lines must be >= 0")
+    if a.lines and len(srcs) > 1:
+        ap.error("--lines: give one --src tree")
+    if a.lines and not (shutil.which("addr2line") and shutil.which("nm")):
+        sys.exit("instructions.py: --lines needs addr2line and nm (apt install binutils)")
     with tempfile.TemporaryDirectory(prefix="epcsim-ir-") as tmp:
         work = Path(tmp)
+        names: list[str] = []
+        if a.lines:
+            names = lines_tree(srcs[0], work / "lines")
+            srcs = [work / "lines"]
         caches = [work / f"numba-{k}" for k in range(len(srcs))]
         print(f"{'row':8} {'tree':40} {'accesses':>9} {'instructions':>14} {'per access':>10}")
         for row in rows:
             first = None
             for k, src in enumerate(srcs):
-                ir, acc = run_row(src, caches[k], work, row, a.accesses, a.div)
+                ir, acc = run_row(src, caches[k], work, row, a.accesses, a.div, bool(a.lines))
                 per = ir / acc
                 rel = "" if first is None else f"  x{per / first:.3f}"
                 first = per if first is None else first
                 print(f"{row:8} {str(src)[-40:]:40} {acc:>9,} {ir:>14,} {per:>10.1f}{rel}")
+                if a.lines:
+                    attribute(work, row, names, acc, a.lines)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,73 @@ def test_a_small_loop_row_is_counted() -> None:
     m = re.fullmatch(r"loop\s+\S+\s+2,000\s+([\d,]+)\s+([\d.]+)", row)
     assert m, row
     assert int(m.group(1).replace(",", "")) > 0
+
+
+def _module():
+    """benchmarks/instructions.py as a module (its helpers, not its main())."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "instructions.py"
+    spec = importlib.util.spec_from_file_location("instructions_bench", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--lines", "-1"), "--lines must be >= 0"),
+        (("--lines", "5", "--src", "src", "--src", "src"), "--lines: give one --src tree"),
+    ],
+)
+def test_bad_lines_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_self_costs_reads_compressed_positions_and_leaves_out_calls(tmp_path: Path) -> None:
+    out = tmp_path / "callgrind.out"
+    out.write_text(
+        "positions: instr line\n"
+        "events: Ir\n"
+        "fn=(1) f\n"
+        "0x1000 10 5\n"
+        "+2 +1 3\n"
+        "* * 2\n"
+        "calls=1 0x2000 20\n"
+        "+4 * 100\n"
+        "+1 -1 7\n"
+        "-3 * 1\n"
+    )
+    assert _module().self_costs(out) == {0x1000: 5, 0x1002: 5, 0x1007: 7, 0x1004: 1}
+
+
+def test_lines_tree_moves_each_compiled_module_by_its_stride(tmp_path: Path) -> None:
+    mod = _module()
+    src = Path(__file__).resolve().parents[2] / "src"
+    names = mod.lines_tree(src, tmp_path)
+    assert names == sorted(p.stem for p in (src / "epcsim" / "compiled").glob("*.py"))
+    for k, name in enumerate(names):
+        moved = (tmp_path / "epcsim" / "compiled" / f"{name}.py").read_text()
+        original = (src / "epcsim" / "compiled" / f"{name}.py").read_text()
+        assert moved == "\n" * ((k + 1) * mod.LINE_STRIDE) + original
+    assert (tmp_path / "epcsim" / "kernel" / "encl.py").read_text() == (
+        src / "epcsim" / "kernel" / "encl.py"
+    ).read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("valgrind", "addr2line", "nm")),
+    reason="valgrind or binutils not installed",
+)
+def test_lines_attributes_a_small_loop_row_to_the_core_functions() -> None:
+    proc = _run("--rows", "loop", "--accesses", "2000", "--lines", "5", timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^loop: run_core [\d,]+ instructions, [\d.]+ per access", out, re.M), out
+    assert re.search(r"^\s+[\d.]+\s+[\d.]+%\s+reclaim\._sgx_reclaim_isolate$", out, re.M), out
+    assert "loop: the 5 lines with the most" in out
