@@ -207,8 +207,11 @@ def attribute(work: Path, row: str, names: list[str], accesses: int, top: int) -
     cost = self_costs(work / f"callgrind.{row}.out")
     inside = {a - base: c for a, c in cost.items() if base <= a < base + size}
     offs = sorted(inside)
+    # the section of the core's code: numba's large code model puts it in .ltext
+    heads = subprocess.run(["objdump", "-h", str(obj)], capture_output=True, text=True).stdout
+    section = ".ltext" if " .ltext " in heads else ".text"
     a2l = subprocess.run(
-        ["addr2line", "-e", str(obj), "-j", ".ltext", *map(hex, offs)],
+        ["addr2line", "-e", str(obj), "-j", section, *map(hex, offs)],
         capture_output=True,
         text=True,
     ).stdout.splitlines()
@@ -280,7 +283,7 @@ def main() -> None:
         default=0,
         metavar="N",
         help="also attribute the core's instructions to its functions and its N top lines "
-        "(one tree; needs binutils' addr2line and nm)",
+        "(one tree; needs binutils' addr2line, nm and objdump)",
     )
     a = ap.parse_args()
     rows = parse_rows(ap, a.rows)
@@ -293,8 +296,8 @@ def main() -> None:
         ap.error("--lines must be >= 0")
     if a.lines and len(srcs) > 1:
         ap.error("--lines: give one --src tree")
-    if a.lines and not (shutil.which("addr2line") and shutil.which("nm")):
-        sys.exit("instructions.py: --lines needs addr2line and nm (apt install binutils)")
+    if a.lines and not all(shutil.which(t) for t in ("addr2line", "nm", "objdump")):
+        sys.exit("instructions.py: --lines needs addr2line, nm and objdump (apt install binutils)")
     with tempfile.TemporaryDirectory(prefix="epcsim-ir-") as tmp:
         work = Path(tmp)
         names: list[str] = []

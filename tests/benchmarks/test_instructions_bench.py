@@ -99,7 +99,7 @@ def test_lines_tree_moves_each_compiled_module_by_its_stride(tmp_path: Path) -> 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("valgrind", "addr2line", "nm")),
+    not all(shutil.which(t) for t in ("valgrind", "addr2line", "nm", "objdump")),
     reason="valgrind or binutils not installed",
 )
 def test_lines_attributes_a_small_loop_row_to_the_core_functions() -> None:
