@@ -376,13 +376,19 @@ def sgx_encl_release(S, CG, EN, VA, P32, P8, PCG, E32, E8, EMEM, HB, e):
         no = VA[_u(row), VA_NEXT]
     EN[EN_VA_HEAD, _u(e)] = -1
     EN[EN_VA_TAIL, _u(e)] = -1
-    # fput(encl->backing): every memcg charge returned
+    # fput(encl->backing): every memcg charge returned, to the memcg EMEM names where
+    # it is kept (EN_EMIX), else to the enclave's
+    kept = EN[EN_EMIX, _u(e)]
+    m = EN[EN_MEMCG, _u(e)]
     for idx in range(EN[EN_NPAGES, _u(e)]):
         g = off + idx
         if E32[_u(g), E_VA] >= 0:
-            CG[CG_MEMD, _u(EMEM[_u(g)] if EN[EN_EMIX, _u(e)] else EN[EN_MEMCG, _u(e)])] -= BACKING
+            if kept:
+                CG[CG_MEMD, _u(EMEM[_u(g)])] -= BACKING
+                EMEM[_u(g)] = -1
+            else:
+                CG[CG_MEMD, _u(m)] -= BACKING
             E32[_u(g), E_VA] = -1
-            EMEM[_u(g)] = -1
         E8[E_DESC, _u(g)] = 0
     if EN[EN_SECS_VA, _u(e)] >= 0:
         CG[CG_MEMD, _u(EN[EN_SECS_MEMCG, _u(e)])] -= BACKING
