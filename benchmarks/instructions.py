@@ -36,11 +36,13 @@ Counts, not time: a line's instructions may run in the shadow of another's cache
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,9 +198,6 @@ def attribute(work: Path, row: str, names: list[str], accesses: int, top: int) -
     """Print the core's instructions per access by function and by line (the *top*
     lines) of a ``--lines`` run of *row*: each counted address inside ``run_core``
     mapped to its line by ``addr2line`` on the core's object code."""
-    import ast
-    from collections import Counter
-
     obj = work / "core.o"
     addr_s, name = (work / f"core.{row}.addr").read_text().split()
     base = int(addr_s)
