@@ -1,9 +1,10 @@
-"""epcsim's throughput against libCacheSim's CLOCK on the same accesses, with the gap
-between their miss ratios (the peer comparison).
+"""epcsim's throughput against libCacheSim's CLOCK on the same accesses under the same
+insertion policy, with the gap between their miss ratios (the peer comparison).
 
     pip install libcachesim        # or the [peer] extra
     python benchmarks/peer.py [--accesses 10000000] [--pages-scale 1.0] [--seed 1]
-        [--traces zipf,uniform,loop,real] [--real PATH] [--unref] [--engine batched]
+        [--traces zipf,uniform,loop,real] [--real PATH]
+        [--insert referenced,unreferenced] [--engine batched]
 
 Traces (page ids; the synthetic ones generated one at a time, each from its own
 numpy ``default_rng(seed)``): zipf: a bounded Zipf(0.9) over 1M pages (rank k with
@@ -11,7 +12,7 @@ probability proportional to k^-0.9, drawn by inverse CDF, ranks mapped to page i
 random permutation); uniform: uniform over 1M pages; loop: a cyclic sequential scan of
 300k pages; each of --accesses accesses (--pages-scale multiplies the 1M / 300k
 footprints, for quick runs).  real: the shared cloudPhysicsIO trace (113,872 accesses
-over 48,974 pages, run once whatever --accesses; skipped with a note if missing).
+over 48,974 pages; skipped with a note if missing).
 
 For each trace and for an EPC of 1/10 and 1/2 of its footprint (distinct pages), epcsim
 runs the accesses as one enclave (EAUG on demand, one thread, its task in /t whose
@@ -19,24 +20,34 @@ misc.max is max, ``workload = {trace = FILE.npy}``: the full model) and libCache
 CLOCK runs them through its trace reader (oracleGeneral, every object 4096 bytes, hash
 table sized to the footprint) with a cache of the mean number of resident reclaimable
 pages epcsim had in /t once reclaim started (samples after the first eviction, every
-5 ms of virtual time): the cache a size-equivalent CLOCK has.  Only the
-``epcsim.run`` call and only ``process_trace`` are timed (after one untimed warm-up run
-of epcsim, so a JIT compile is not counted): CLOCK's hash-table size is chosen first
-(the fastest of four, one timing each), then the two sides are timed in turn, --repeat
-times each (default 5: epcsim, CLOCK, epcsim, CLOCK, ...), and the best of each counts,
-so a load that comes and goes weighs on both alike; throughput = accesses / that wall
-time.  The real trace (114k accesses) is repeated end to end until one epcsim run of it
-holds at least --min-work seconds (default 1) of work, so fixed per-run costs do not
-decide its rows (the repetitions are in the trace both sides run).
-Miss ratios: epcsim's resolved faults / accesses (as ``epcsim mrc``), CLOCK's from
-process_trace; gap = epcsim - CLOCK in percentage points.  --unref adds epcsim with
-host.experiments.fault_unreferenced (a faulted-in page starts unreferenced, as a
-CLOCK insert does; the kernel's starts referenced), against the default CLOCK sized by
-that run's own reclaimable pages.
+5 ms of virtual time): the cache a size-equivalent CLOCK has.
 
-Target for epcsim/libCacheSim throughput: 1.0 on every row (issue 15; until session 11
-the targets were 1.0 for zipf and 0.5 for uniform and loop).  The last line is the worst
-ratio/target.
+Each (trace, EPC) is run in two pairings (--insert), each one insertion policy on both
+sides, so that both simulate the same replacement (the miss ratios agree) and do the
+same work:
+
+- referenced: epcsim's model as it is (in the kernel the access a fault retries sets
+  the page's accessed bit, so a page just loaded is young at its first age test and is
+  rotated once) against CLOCK with init_freq=1 (a new object starts referenced:
+  textbook second-chance CLOCK);
+- unreferenced: epcsim with the fault_unreferenced experiment (a faulted-in page starts
+  unreferenced) against CLOCK with init_freq=0, libCacheSim's default.
+
+Only the ``epcsim.run`` call and only ``process_trace`` are timed (after one untimed
+warm-up run of epcsim, so a JIT compile is not counted): CLOCK's hash-table size is
+chosen first (the fastest of four, one timing each), then the two sides are timed in
+turn, --repeat times each (default 5: epcsim, CLOCK, epcsim, CLOCK, ...), and the best
+of each counts, so a load that comes and goes weighs on both alike; throughput =
+accesses / that wall time.  The real trace (114k accesses) is repeated end to end until
+one epcsim run of it holds at least --min-work seconds (default 1) of work, so fixed
+per-run costs do not decide its rows (the repetitions are in the trace both sides run).
+Miss ratios: epcsim's resolved faults / accesses (as ``epcsim mrc``), CLOCK's from
+process_trace; gap = epcsim - CLOCK in percentage points.
+
+Target for epcsim/libCacheSim throughput: 1.0 on every row of both pairings (issue 15;
+until session 11 the targets were 1.0 for zipf and 0.5 for uniform and loop; until
+session 25 one pairing: epcsim's model against CLOCK init_freq=0, two policies).  The
+last line is the worst ratio/target.
 """
 
 from __future__ import annotations
@@ -58,6 +69,11 @@ PAGE = 4096
 #: libCacheSim's oracleGeneral record
 REC = np.dtype([("t", "<u4"), ("id", "<u8"), ("sz", "<u4"), ("nx", "<i8")])
 TRACES = ("zipf", "uniform", "loop", "real")
+#: the pairings of one insertion policy on both sides: (epcsim's fault_unreferenced,
+#: CLOCK's init_freq).  referenced: the kernel's (the access a fault retries sets the
+#: page's accessed bit, so a loaded page is young at its first age test), textbook
+#: CLOCK; unreferenced: libCacheSim's default CLOCK (a new object has frequency 0)
+INSERTS = {"referenced": (False, 1), "unreferenced": (True, 0)}
 #: target for epcsim accesses/s over libCacheSim accesses/s (None: no target)
 TARGETS: dict[str, float | None] = {"zipf": 1.0, "uniform": 1.0, "loop": 1.0, "real": 1.0}
 FOOTPRINT = {"zipf": 1_000_000, "uniform": 1_000_000, "loop": 300_000}
@@ -254,42 +270,47 @@ def real_repetitions(runner: Runner, pages: np.ndarray, min_work: float) -> int:
 # --------------------------------------------------------------------------- libCacheSim
 
 
-def clock_once(path: Path, cache_pages: int, hashpower: int) -> tuple[float, float]:
-    """(miss ratio, seconds of process_trace) of one CLOCK run with *hashpower*."""
+def clock_once(path: Path, cache_pages: int, hashpower: int, init_freq: int) -> tuple[float, float]:
+    """(miss ratio, seconds of process_trace) of one CLOCK run with *hashpower*,
+    objects inserted with *init_freq*."""
     import libcachesim as lcs
 
-    cache = lcs.Clock(cache_size=max(1, cache_pages) * PAGE, hashpower=hashpower)
+    cache = lcs.Clock(
+        cache_size=max(1, cache_pages) * PAGE, hashpower=hashpower, init_freq=init_freq
+    )
     reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
     t0 = time.perf_counter()
     mr, _ = cache.process_trace(reader)
     return float(mr), time.perf_counter() - t0
 
 
-def clock(
-    path: Path, cache_pages: int, footprint: int, *, best: bool = True
-) -> tuple[float, float, int]:
-    """(miss ratio, seconds of process_trace, hashpower) of libCacheSim's CLOCK (default
-    init_freq=0) with *cache_pages* pages.  Its best setting: the hash table sized to
-    the footprint, 2^(k-2) .. 2^(k+1) buckets for k = ceil(log2(footprint)), each timed
-    once and the fastest kept (*best* False: only 2^k).  The miss ratio does not depend
-    on the table size."""
-    import libcachesim as lcs
-
+def clock(path: Path, cache_pages: int, footprint: int, init_freq: int) -> tuple[float, float, int]:
+    """(miss ratio, seconds of process_trace, hashpower) of libCacheSim's CLOCK with
+    *cache_pages* pages, objects inserted with *init_freq* (0, libCacheSim's default:
+    unreferenced; 1: referenced).  Its best setting: the hash table sized to the
+    footprint, 2^(k-2) .. 2^(k+1) buckets for k = ceil(log2(footprint)), each timed
+    once and the fastest kept.  The miss ratio does not depend on the table size."""
     k = max(10, math.ceil(math.log2(max(2, footprint))))
     out: tuple[float, float, int] | None = None
-    for hp in (k - 2, k - 1, k, k + 1) if best else (k,):
-        cache = lcs.Clock(cache_size=max(1, cache_pages) * PAGE, hashpower=hp)
-        reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
-        t0 = time.perf_counter()
-        mr, _ = cache.process_trace(reader)
-        dt = time.perf_counter() - t0
+    for hp in (k - 2, k - 1, k, k + 1):
+        mr, dt = clock_once(path, cache_pages, hp, init_freq)
         if out is None or dt < out[1]:
-            out = (float(mr), dt, hp)
+            out = (mr, dt, hp)
     assert out is not None
     return out
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def parse_inserts(spec: str) -> list[str]:
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    bad = [x for x in names if x not in INSERTS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown pairing {bad[0] if bad else spec!r} (choose from {', '.join(INSERTS)})"
+        )
+    return [x for x in INSERTS if x in names]
 
 
 def parse_traces(spec: str) -> list[str]:
@@ -352,7 +373,15 @@ def main() -> None:
     ap.add_argument("--seed", type=seed_int, default=1)
     ap.add_argument("--traces", type=parse_traces, default=list(TRACES), metavar="LIST")
     ap.add_argument("--real", default=str(DEFAULT_REAL), metavar="PATH")
-    ap.add_argument("--unref", action="store_true")
+    ap.add_argument(
+        "--insert",
+        type=parse_inserts,
+        default=list(INSERTS),
+        metavar="LIST",
+        help="the pairings to run: referenced (the kernel's: epcsim's default model "
+        "against CLOCK init_freq=1), unreferenced (epcsim's fault_unreferenced "
+        "experiment against CLOCK init_freq=0, libCacheSim's default); default both",
+    )
     ap.add_argument("--engine", choices=("auto", "batched", "reference"), default="batched")
     ap.add_argument(
         "--repeat",
@@ -454,57 +483,57 @@ def main() -> None:
             )
             for k in OVERCOMMIT:
                 epc = math.ceil(footprint / k)
-                sc = scenario(npy, epc)
-                e = runner(sc, n)
-                cache = max(1, round(e.steady_reclaimable))
-                mr, lcs_s, hp = clock(lcs_path, cache, footprint)
-                # then the two sides in turn, the best of each
-                for _ in range(args.repeat - 1):
-                    e2 = runner(sc, n)
-                    if (e2.faults, e2.steady_reclaimable) != (e.faults, e.steady_reclaimable):
-                        sys.exit("peer.py: two runs of the same scenario differ (determinism)")
-                    e.wall_s = min(e.wall_s, e2.wall_s)
-                    lcs_s = min(lcs_s, clock_once(lcs_path, cache, hp)[1])
-                e_tput, l_tput = n / e.wall_s, n / lcs_s
-                ratio = e_tput / l_tput
-                gap = 100 * (e.miss_ratio - mr)
-                target = TARGETS[name]
-                if target is not None:
-                    worst = ratio / target if worst is None else min(worst, ratio / target)
-                row = [
-                    name,
-                    f"{footprint:,}",
-                    f"{epc:,}",
-                    f"{e.steady_reclaimable:,.0f}",
-                    f"{e_tput:,.0f}",
-                    f"{l_tput:,.0f}",
-                    f"{ratio:.3f}",
-                    f"{e.miss_ratio:.4f}",
-                    f"{mr:.4f}",
-                    f"{gap:+.2f}",
-                ]
-                msg = (
-                    f"  EPC {epc:,} pages (1/{k}): epcsim {e.wall_s:.2f} s "
-                    f"[{e.engine}], CLOCK {lcs_s:.3f} s (hashpower {hp}), ratio {ratio:.3f}"
-                )
-                if args.unref:
-                    u = runner(scenario(npy, epc, unref=True), n)
-                    cache_u = max(1, round(u.steady_reclaimable))
-                    mr_u = (
-                        mr
-                        if cache_u == cache
-                        else clock(lcs_path, cache_u, footprint, best=False)[0]
+                for ins in args.insert:
+                    unref, init_freq = INSERTS[ins]
+                    sc = scenario(npy, epc, unref=unref)
+                    e = runner(sc, n)
+                    cache = max(1, round(e.steady_reclaimable))
+                    mr, lcs_s, hp = clock(lcs_path, cache, footprint, init_freq)
+                    # then the two sides in turn, the best of each
+                    for _ in range(args.repeat - 1):
+                        e2 = runner(sc, n)
+                        if (e2.faults, e2.steady_reclaimable) != (
+                            e.faults,
+                            e.steady_reclaimable,
+                        ):
+                            sys.exit("peer.py: two runs of the same scenario differ (determinism)")
+                        e.wall_s = min(e.wall_s, e2.wall_s)
+                        lcs_s = min(lcs_s, clock_once(lcs_path, cache, hp, init_freq)[1])
+                    e_tput, l_tput = n / e.wall_s, n / lcs_s
+                    ratio = e_tput / l_tput
+                    gap = 100 * (e.miss_ratio - mr)
+                    target = TARGETS[name]
+                    if target is not None:
+                        worst = ratio / target if worst is None else min(worst, ratio / target)
+                    rows.append(
+                        [
+                            name,
+                            f"{footprint:,}",
+                            f"{epc:,}",
+                            ins,
+                            f"{e.steady_reclaimable:,.0f}",
+                            f"{e_tput:,.0f}",
+                            f"{l_tput:,.0f}",
+                            f"{ratio:.3f}",
+                            f"{e.miss_ratio:.4f}",
+                            f"{mr:.4f}",
+                            f"{gap:+.2f}",
+                            "-" if target is None else f"{target:.1f}",
+                            e.engine,
+                        ]
                     )
-                    row += [f"{u.miss_ratio:.4f}", f"{100 * (u.miss_ratio - mr_u):+.2f}"]
-                    msg += f"; unref {u.wall_s:.2f} s"
-                row += ["-" if target is None else f"{target:.1f}", e.engine]
-                rows.append(row)
-                print(msg, flush=True)
+                    print(
+                        f"  EPC {epc:,} pages (1/{k}), {ins}: epcsim {e.wall_s:.2f} s "
+                        f"[{e.engine}], CLOCK init_freq={init_freq} {lcs_s:.3f} s "
+                        f"(hashpower {hp}), ratio {ratio:.3f}",
+                        flush=True,
+                    )
 
     header = [
         "trace",
         "footprint",
         "EPC pages",
+        "insert",
         "mean recl",
         "epcsim acc/s",
         "lcs acc/s",
@@ -512,23 +541,20 @@ def main() -> None:
         "epcsim MR",
         "CLOCK MR",
         "gap pp",
+        "target",
+        "engine",
     ]
-    if args.unref:
-        header += ["unref MR", "unref gap pp"]
-    header += ["target", "engine"]
     print()
     if rows:
         print(table(header, rows))
     for note in notes:
         print(f"note: {note}")
     print(
+        "insert: referenced = epcsim's model (a faulted-in page starts referenced, as in "
+        "the kernel) vs CLOCK init_freq=1; unreferenced = epcsim with "
+        "fault_unreferenced vs CLOCK init_freq=0 (libCacheSim's default)\n"
         "mean recl: epcsim's mean reclaimable pages in /t after the first eviction = "
         "CLOCK's cache; ratio = epcsim acc/s / lcs acc/s; gap = epcsim MR - CLOCK MR"
-        + (
-            "; unref: fault_unreferenced on, vs CLOCK sized by its own mean recl"
-            if args.unref
-            else ""
-        )
     )
     if worst is None:
         print("worst ratio vs target: n/a (no row has a target)")

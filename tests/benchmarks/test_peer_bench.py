@@ -33,6 +33,8 @@ def test_a_missing_real_trace_is_refused_not_skipped(tmp_path: Path) -> None:
         (("--traces", "zipf,nope"), "unknown trace 'nope'"),
         (("--accesses", "0"), "--accesses"),
         (("--repeat", "0"), "--repeat"),
+        (("--insert", "referenced,nope"), "unknown pairing 'nope'"),
+        (("--insert", ","), "unknown pairing ','"),
     ],
 )
 def test_bad_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
