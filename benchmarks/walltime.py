@@ -5,7 +5,8 @@ instructions (benchmarks/instructions.py) no longer tells it (docs/BENCHMARKS.md
 access as libCacheSim's CLOCK, but each takes more cycles).
 
     python benchmarks/walltime.py [--rows real,loop] [--rounds 8] [--repeat 3]
-        [--accesses 10000000] [--div 10] [--real PATH] [--src SRC [--src SRC ...]]
+        [--accesses 10000000] [--div 10] [--real PATH] [--unref] [--phases]
+        [--src SRC [--src SRC ...]]
 
 Each row is peer.py's trace at its full footprint (loop: 300,000 pages; uniform:
 1,000,000; Zipf(0.9): 1,000,000; real: the shared cloudPhysicsIO trace repeated until
@@ -18,6 +19,16 @@ subprocess does an untimed run and then --repeat timed ones, and reports the bes
 round's ratio is each tree's time over the first tree's in that round; the last line of
 a row gives each tree's median ratio and best time.  On this project's 2-core VM a
 change of 3 % needs about 8 rounds to show.
+
+--unref runs the rows with ``host.experiments.fault_unreferenced`` (the epcsim side of
+peer.py's unreferenced pairing).  --phases also splits each tree's best run by where
+its wall time went, in ns per access and shares: ``core`` (the compiled loop:
+``_Packed.run``), ``latencies`` (the fault latencies moved out of the core:
+``_Packed.flush``), ``write-back``, ``numbering`` (the trace's first-seen numbering
+pass: ``TracePattern.__init__``), ``refills`` (the core's access buffers refilled:
+``TracePattern.take_into``), ``percentiles`` (the summary's latency percentiles) and
+``rest`` (scenario, set-up, summary, hand-back).  A tree without one of these
+functions leaves it at 0 and its time in ``rest``.
 """
 
 from __future__ import annotations
@@ -59,35 +70,108 @@ if not path.exists():
     np.save(tmp, pages)
     tmp.replace(path)
 pages = np.load(path, mmap_mode="r")
-sc = peer.scenario(path, peer.footprint_of(np.asarray(pages)) // div)
+sc = peer.scenario(path, peer.footprint_of(np.asarray(pages)) // div, unref={unref})
 epcsim.run(sc, report=False)
-best = float("inf")
+spent = {{}}
+if {phases}:
+    import importlib
+
+    def timed(where, name, phase):
+        # wrap name of where (module[:class]) to add its wall time to spent[phase];
+        # a tree without it is left alone (its time falls to "rest")
+        mod, _, cls = where.partition(":")
+        try:
+            obj = importlib.import_module(mod)
+        except ImportError:
+            return
+        for part in filter(None, cls.split(".")):
+            obj = getattr(obj, part, None)
+        f = getattr(obj, name, None) if obj is not None else None
+        if f is None:
+            return
+
+        def wrapper(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return f(*args, **kw)
+            finally:
+                spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - t0
+
+        setattr(obj, name, wrapper)
+
+    for where, name, phase in PHASE_HOOKS:
+        timed(where, name, phase)
+best, best_spent = float("inf"), {{}}
 for _ in range(repeat):
+    spent.clear()
     t0 = time.perf_counter()
     r = epcsim.run(sc, report=False)
-    best = min(best, time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    if wall < best:
+        best, best_spent = wall, dict(spent)
 e = r.summary["enclaves"][peer.ENCLAVE]
 print("RESULT", best, e["accesses"], r.engine)
+if {phases}:
+    print("PHASES", " ".join(f"{{k}}={{v!r}}" for k, v in best_spent.items()))
 """
 
+#: the parts of one ``epcsim.run`` that ``--phases`` times: (module[:class], function,
+#: phase); a run's wall time less their sum is "rest" (scenario, set-up, summary)
+PHASE_HOOKS = (
+    ("epcsim.compiled.engine:_Packed", "run", "core"),
+    ("epcsim.compiled.engine:_Packed", "flush", "latencies"),
+    ("epcsim.compiled.engine:_Packed", "write_back", "write-back"),
+    ("epcsim.workload.traces._mapping:TracePattern", "__init__", "numbering"),
+    ("epcsim.workload.traces._mapping:TracePattern", "take_into", "refills"),
+    ("epcsim.sim.metrics", "latency_percentiles", "percentiles"),
+)
+PHASES = tuple(dict.fromkeys(p for _, _, p in PHASE_HOOKS)) + ("rest",)
 
-def run_once(src: Path, work: Path, row: str, a: argparse.Namespace) -> tuple[float, int]:
-    """(best seconds, accesses) of one subprocess timing *row* with the tree *src*."""
-    code = CHILD.format(
-        bench=str(REPO / "benchmarks"),
-        row=row,
-        n=a.accesses,
-        div=a.div,
-        repeat=a.repeat,
-        work=str(work),
-        real=str(a.real),
+
+def run_once(
+    src: Path, work: Path, row: str, a: argparse.Namespace
+) -> tuple[float, int, dict[str, float]]:
+    """(best seconds, accesses, seconds by phase of that run: empty without --phases)
+    of one subprocess timing *row* with the tree *src*."""
+    code = (
+        "PHASE_HOOKS = "
+        + repr(PHASE_HOOKS)
+        + "\n"
+        + CHILD.format(
+            bench=str(REPO / "benchmarks"),
+            row=row,
+            n=a.accesses,
+            div=a.div,
+            repeat=a.repeat,
+            work=str(work),
+            real=str(a.real),
+            unref=bool(a.unref),
+            phases=bool(a.phases),
+        )
     )
     env = dict(os.environ, PYTHONPATH=str(src))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     lines = [line.split() for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     if r.returncode or not lines:
         sys.exit(f"walltime.py: {row} with {src} failed:\n{r.stderr[-3000:]}")
-    return float(lines[-1][1]), int(lines[-1][2])
+    best = float(lines[-1][1])
+    spent: dict[str, float] = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("PHASES"):
+            spent = {k: float(v) for k, v in (x.split("=", 1) for x in line.split()[1:])}
+    if a.phases:
+        spent["rest"] = best - sum(spent.values())
+    return best, int(lines[-1][2]), spent
+
+
+def phase_line(row: str, src: Path, accesses: int, spent: dict[str, float]) -> str:
+    """One tree's split of its best run: each phase in ns per access and its share."""
+    total = sum(spent.values())
+    cells = "  ".join(
+        f"{p} {spent.get(p, 0.0) / accesses * 1e9:.2f} ({spent.get(p, 0.0) / total:.1%})"
+        for p in PHASES
+    )
+    return f"{row:8} {str(src)[-40:]:40} ns/access: {cells}"
 
 
 def main() -> None:
@@ -98,6 +182,16 @@ def main() -> None:
     ap.add_argument("--accesses", type=int, default=10_000_000, help="accesses per row")
     ap.add_argument("--div", type=int, default=10, help="EPC = footprint / DIV")
     ap.add_argument("--real", type=Path, default=None, help="the real trace (oracleGeneral)")
+    ap.add_argument(
+        "--unref",
+        action="store_true",
+        help="the rows with fault_unreferenced (peer.py's unreferenced pairing)",
+    )
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="also split each tree's best run by phase (core, latencies, numbering, ...)",
+    )
     ap.add_argument("--src", action="append", type=Path, help="source trees (default: src)")
     ap.add_argument("--work", type=Path, default=None, help="where the traces are kept")
     a = ap.parse_args()
@@ -119,6 +213,7 @@ def main() -> None:
             run_once(s, work, row, a)
         times: list[list[float]] = [[] for _ in srcs]
         ratios: list[list[float]] = [[] for _ in srcs]
+        split: list[dict[str, float]] = [{} for _ in srcs]  # of each tree's best round
         accesses = 0
         for k in range(a.rounds):
             order = list(range(len(srcs)))
@@ -126,7 +221,9 @@ def main() -> None:
                 order.reverse()
             got = {}
             for i in order:
-                got[i], accesses = run_once(srcs[i], work, row, a)
+                got[i], accesses, spent = run_once(srcs[i], work, row, a)
+                if not times[i] or got[i] < min(times[i]):
+                    split[i] = spent
             for i in range(len(srcs)):
                 times[i].append(got[i])
                 ratios[i].append(got[i] / got[0])
@@ -138,6 +235,9 @@ def main() -> None:
                 f"{row:8} {str(s)[-40:]:40} {accesses:>11,} accesses  best {min(times[i]):.3f} s"
                 f"  {accesses / min(times[i]) / 1e6:6.2f}M acc/s{rel}"
             )
+        if a.phases:
+            for i, s in enumerate(srcs):
+                print(phase_line(row, s, accesses, split[i]))
 
 
 if __name__ == "__main__":

@@ -52,3 +52,30 @@ def test_a_small_loop_row_is_timed(tmp_path: Path) -> None:
     assert m and float(m.group(1)) > 0, lines[2]
     assert len(lines) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop-2000.npy"]
+
+
+def test_phases_split_the_best_run(tmp_path: Path) -> None:
+    """--phases: one line per tree splitting its best run; the phases are named in
+    order, the core's share is positive and the shares add up to the whole run (here
+    with --unref: the row's scenario with fault_unreferenced runs too)."""
+    args = ("--rows", "loop", "--accesses", "2000", "--rounds", "1", "--repeat", "1")
+    proc = _run(*args, "--phases", "--unref", "--work", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"loop\s+\S+\s+2,000 accesses  best [\d.]+ s\s+[\d.]+M acc/s", lines[1])
+    head, _, cells = lines[2].partition(" ns/access: ")
+    assert head.split()[0] == "loop"
+    got = re.findall(r"([a-z-]+) (-?[\d.]+) \((-?[\d.]+)%\)", cells)
+    assert [name for name, _, _ in got] == [
+        "core",
+        "latencies",
+        "write-back",
+        "numbering",
+        "refills",
+        "percentiles",
+        "rest",
+    ]
+    shares = {name: float(share) for name, _, share in got}
+    assert shares["core"] > 0 and shares["numbering"] > 0
+    assert abs(sum(shares.values()) - 100) < 0.5
