@@ -12,7 +12,8 @@ probability proportional to k^-0.9, drawn by inverse CDF, ranks mapped to page i
 random permutation); uniform: uniform over 1M pages; loop: a cyclic sequential scan of
 300k pages; each of --accesses accesses (--pages-scale multiplies the 1M / 300k
 footprints, for quick runs).  real: the shared cloudPhysicsIO trace (113,872 accesses
-over 48,974 pages; skipped with a note if missing).
+over 48,974 pages, repeated as below whatever --accesses; without the file peer.py
+stops before any work, exit 2: give --real, or leave it out of --traces).
 
 For each trace and for an EPC of 1/10 and 1/2 of its footprint (distinct pages), epcsim
 runs the accesses as one enclave (EAUG on demand, one thread, its task in /t whose
