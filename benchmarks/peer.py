@@ -304,26 +304,26 @@ def clock(path: Path, cache_pages: int, footprint: int, init_freq: int) -> tuple
 # --------------------------------------------------------------------------- CLI
 
 
-def parse_inserts(spec: str) -> list[str]:
+def parse_names(spec: str, allowed, what: str) -> list[str]:
+    """The comma-separated names of *spec*, each one of *allowed*, once each in the
+    order given (an argparse type: a bad or empty list is an ArgumentTypeError)."""
     names = [x.strip() for x in spec.split(",") if x.strip()]
-    bad = [x for x in names if x not in INSERTS]
-    if bad or not names:
+    bad = [x for x in names if x not in allowed]
+    if bad:
         raise argparse.ArgumentTypeError(
-            f"unknown pairing {bad[0] if bad else spec!r} (choose from {', '.join(INSERTS)})"
+            f"unknown {what} {bad[0]!r} (choose from {', '.join(allowed)})"
         )
-    return [x for x in INSERTS if x in names]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no {what} given")
+    return list(dict.fromkeys(names))
 
 
 def parse_traces(spec: str) -> list[str]:
-    names = [x.strip() for x in spec.split(",") if x.strip()]
-    bad = [x for x in names if x not in TRACES]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown trace {bad[0]!r} (choose from {', '.join(TRACES)})"
-        )
-    if not names:
-        raise argparse.ArgumentTypeError("no trace given")
-    return list(dict.fromkeys(names))
+    return parse_names(spec, TRACES, "trace")
+
+
+def parse_inserts(spec: str) -> list[str]:
+    return parse_names(spec, INSERTS, "pairing")
 
 
 def positive_int(s: str) -> int:

@@ -34,7 +34,8 @@ def test_a_missing_real_trace_is_refused_not_skipped(tmp_path: Path) -> None:
         (("--accesses", "0"), "--accesses"),
         (("--repeat", "0"), "--repeat"),
         (("--insert", "referenced,nope"), "unknown pairing 'nope'"),
-        (("--insert", ","), "unknown pairing ','"),
+        (("--insert", ","), "argument --insert: no pairing given"),
+        (("--traces", " , "), "argument --traces: no trace given"),
     ],
 )
 def test_bad_arguments_are_refused(args: tuple[str, ...], message: str) -> None:

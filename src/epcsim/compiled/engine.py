@@ -637,14 +637,15 @@ class _Packed:
         for k, encl in enumerate(self.encls):
             e = encl.id
             off, vaoff = self.off[k], self.vaoff[k]
-            if len(self.encls) > 1:
+            several = len(self.encls) > 1  # (one enclave: the core ran on its arrays)
+            if several:
                 n = encl.npages
                 encl.i32[:] = self.E32[off : off + n]
                 encl.u8[:] = self.E8[:, off : off + n]
-                if EN[C.EN_EMIX, e]:
-                    encl.memcg[:] = self.EMEM[off : off + n]
             if not EN[C.EN_EMIX, e]:  # EMEM not kept: the memcgs EN_EMIX 0 implies
                 encl.memcg[:] = C.implied_backing_memcgs(encl.i32, encl.u8, EN[C.EN_MEMCG, e])
+            elif several:
+                encl.memcg[:] = self.EMEM[off : off + encl.npages]
             recl = int(EN[C.EN_NR_RECL : C.EN_NR_RECL + C.RECL_KINDS, e].sum())
             EN[C.EN_NR_EVICTED, e] += recl
             write_back("EN", EN[:, e], encl)
