@@ -1137,3 +1137,43 @@ def test_python_api_bad_scenario_runs_nothing(tmp_path: Path):
     with pytest.raises(ScenarioError):
         epcsim.run(FITS.replace('size = "64KiB"', 'size = "64 parsecs"'), out=out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("engine", ["compiled", "reference"])
+def test_simulate_frees_the_run_without_the_cycle_collector(engine, monkeypatch):
+    """A finished simulate() holds nothing of its run: the host's EPC pool, each
+    enclave (its arrays) and the compiled engine's buffers are freed by reference counting
+    once the result is made (Simulation.close(), Host.close()), not when Python's cycle
+    collector runs (a process running one simulation after another kept them all)."""
+    import gc
+    import weakref
+
+    from epcsim.compiled import engine as cengine
+    from epcsim.kernel import encl as kencl
+    from epcsim.kernel import epc as kepc
+
+    made: list[weakref.ref] = []
+    for cls in (kepc.EpcPool, kencl.Encl, cengine._Packed):
+        init = cls.__init__
+
+        def spy(self, *a, _init=init, **k):
+            _init(self, *a, **k)
+            made.append(weakref.ref(self))
+
+        monkeypatch.setattr(cls, "__init__", spy)
+    toml = host("1MiB") + (
+        '[[cgroup]]\npath = "/t"\nmax = "512KiB"\n'
+        '[[enclave]]\nname = "e"\ncgroup = "/t"\nsize = "1MiB"\nbuild = "eaug"\n'
+        'workload = { pattern = "loop", start = 0, length = 200, accesses = 4000 }\n'
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        res = simulate(toml, engine=engine)
+        kinds = sorted({type(r()).__name__ for r in made if r() is not None})
+    finally:
+        gc.enable()
+    assert res.engine == engine
+    assert res.summary["enclaves"]["e"]["accesses"] == 4000
+    assert len(made) >= (3 if engine == "compiled" else 2)
+    assert kinds == []

@@ -274,6 +274,24 @@ class Host:
     def encl_released(self, encl: Encl) -> None:
         """Hook called at the end of sgx_encl_release() (model bookkeeping only)."""
 
+    def close(self) -> None:
+        """Release the model's memory now (no kernel twin: the simulator's teardown).
+
+        The model's objects refer to one another: each cgroup to its parent and
+        children, the cgroup files and each enclave to the host, each cgroup's LRU to
+        the EPC pool's link arrays.  Left alone, a host nobody holds any more, with its
+        EPC pool and enclave arrays, waits for Python's cycle collector, which runs
+        seldom: a process running one simulation after another (a sweep's worker, a
+        benchmark) kept every finished run's arrays until it did.  Here the LRUs let go
+        of the pool's arrays and the host of everything it holds, so they are freed as
+        soon as the caller drops its last reference.  The host is unusable afterwards.
+        """
+        for sgx_cg in self.__dict__.get("sgx_cgroups", ()):
+            if sgx_cg is not None:
+                lru = sgx_cg.lru
+                lru._prev = lru._next = memoryview(b"")  # (views of the pool's arrays)
+        self.__dict__.clear()
+
 
 def send_signal(host: Host, task: Task, signo: int = SIGTERM) -> None:
     """Deliver a fatal signal: ``signal_pending()`` becomes true; the process exits now

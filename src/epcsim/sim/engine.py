@@ -131,6 +131,18 @@ class Simulation:
         """The virtual time (ns): ``core.now``."""
         return self.core.now
 
+    def close(self) -> None:
+        """Release the run's memory now: the host (:meth:`epcsim.kernel.Host.close`),
+        the compiled engine's buffers, the traces' numbers.  The simulation's parts
+        refer back to it (the metrics, the actors, their threads), so without this a
+        finished run nobody holds waits for Python's cycle collector.  :func:`simulate`
+        calls it once the result is made (the result holds nothing of the simulation);
+        the simulation is unusable afterwards."""
+        host = self.__dict__.get("host")
+        if host is not None:
+            host.close()
+        self.__dict__.clear()
+
     def run(self) -> Result:
         """Run to completion or the virtual-time limit; return the result."""
         core, actors, metrics = self.core, self.actors, self.metrics
@@ -207,6 +219,8 @@ def simulate(
     if not isinstance(scenario, Scenario) or overrides:
         src = scenario.model_dump(mode="json") if isinstance(scenario, Scenario) else scenario
         scenario = load_scenario(src, overrides=overrides)
-    return Simulation(
-        scenario, seed=seed, progress=progress, engine=engine, episode_log=episode_log
-    ).run()
+    sim = Simulation(scenario, seed=seed, progress=progress, engine=engine, episode_log=episode_log)
+    try:
+        return sim.run()
+    finally:
+        sim.close()
