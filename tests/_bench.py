@@ -3,10 +3,12 @@ checkout's ``src`` first on ``PYTHONPATH``, its output captured."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +33,13 @@ def run_bench(script: str, *args: str, timeout: float = 60) -> subprocess.Comple
         env=env,
         timeout=timeout,
     )
+
+
+def load_bench(script: str) -> ModuleType:
+    """``benchmarks/SCRIPT`` as a module (its helpers, not its main())."""
+    name = Path(script).stem + "_bench"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

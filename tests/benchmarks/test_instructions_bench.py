@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _bench import ROW_AND_SIZE_ERRORS, run_bench
+from _bench import ROW_AND_SIZE_ERRORS, load_bench, run_bench
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -43,14 +43,7 @@ def test_a_small_loop_row_is_counted() -> None:
 
 def _module():
     """benchmarks/instructions.py as a module (its helpers, not its main())."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "instructions.py"
-    spec = importlib.util.spec_from_file_location("instructions_bench", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("instructions.py")
 
 
 @pytest.mark.parametrize(

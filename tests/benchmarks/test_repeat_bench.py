@@ -3,26 +3,17 @@ and a small row run three times in one process (no time is asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 
 import pytest
-from _bench import ROOT, run_bench
+from _bench import load_bench, run_bench
 
 MB = 1 << 20
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return run_bench("repeat.py", *args, timeout=timeout)
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("repeat_bench", ROOT / "benchmarks/repeat.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize(
@@ -49,7 +40,7 @@ def test_bad_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
 def test_the_verdict_counts_the_growth_from_the_second_run() -> None:
     """The first run loads the compiled code: the growth is the last run's resident set
     less the second's; over the limit the verdict fails."""
-    verdict = _module().verdict
+    verdict = load_bench("repeat.py").verdict
     walls = [1.5, 0.8, 0.75, 1.2]
     line, ok = verdict([300 * MB, 400 * MB, 410 * MB, 464 * MB], walls, 64)
     assert ok
