@@ -17,7 +17,7 @@ the resident set grew by more than --max-growth-mb.
 
 Until 1aee3fc a finished run waited in reference cycles for Python's cycle collector:
 ``--div 2`` grew from 497 MB after run 2 to 1,246 MB after run 12 (exit 1), and runs
-made at 1.7 to 2 GB took up to 1.6 times as long (docs/BENCHMARKS.md, "Session 26").
+made at 1.7 to 2 GB took up to 1.7 times as long (docs/BENCHMARKS.md, "Session 26").
 """
 
 from __future__ import annotations
