@@ -127,6 +127,21 @@ def real_trace(path: str) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
+def row_trace(name: str, n: int, real: str | Path = DEFAULT_REAL) -> np.ndarray:
+    """The accesses of row *name* as benchmarks/walltime.py and benchmarks/repeat.py
+    run it: *n* accesses over the row's full footprint (FOOTPRINT, seed 1), or the real
+    trace repeated end to end until it holds at least *n*."""
+    rng = np.random.default_rng(1)
+    if name == "loop":
+        return loop_trace(n, FOOTPRINT["loop"])
+    if name == "uniform":
+        return uniform_trace(rng, n, FOOTPRINT["uniform"])
+    if name == "zipf":
+        return zipf_trace(rng, n, FOOTPRINT["zipf"])
+    once = real_trace(str(real))
+    return np.tile(once, max(1, -(-n // len(once))))
+
+
 def footprint_of(pages: np.ndarray) -> int:
     """Distinct pages."""
     seen = np.zeros(int(pages.max()) + 1, dtype=bool)

@@ -46,19 +46,6 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def row_pages(row: str, n: int, real: str) -> np.ndarray:
-    """The row's *n* accesses (the real trace: repeated end to end up to at least *n*)."""
-    rng = np.random.default_rng(1)
-    if row == "loop":
-        return peer.loop_trace(n, peer.FOOTPRINT["loop"])
-    if row == "uniform":
-        return peer.uniform_trace(rng, n, peer.FOOTPRINT["uniform"])
-    if row == "zipf":
-        return peer.zipf_trace(rng, n, peer.FOOTPRINT["zipf"])
-    once = peer.real_trace(real)
-    return np.tile(once, max(1, -(-n // len(once))))
-
-
 def verdict(rss: list[int], walls: list[float], max_growth: float) -> tuple[str, bool]:
     """(the last line, whether the resident set stayed within *max_growth* MB): the
     resident set after the last run against the one after the second, and the slowest
@@ -96,7 +83,7 @@ def main() -> int:
     import epcsim
 
     with tempfile.TemporaryDirectory(prefix="epcsim-repeat-") as tmp:
-        pages = row_pages(a.row, a.accesses, a.real)
+        pages = peer.row_trace(a.row, a.accesses, a.real)
         path = Path(tmp) / f"{a.row}.npy"
         np.save(path, pages)
         sc = peer.scenario(path, max(1, peer.footprint_of(pages) // a.div))

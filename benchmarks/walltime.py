@@ -56,16 +56,7 @@ import epcsim
 row, n, div, repeat, work = {row!r}, {n}, {div}, {repeat}, Path({work!r})
 path = work / f"{{row}}-{{n}}.npy"
 if not path.exists():
-    rng = np.random.default_rng(1)
-    if row == "loop":
-        pages = peer.loop_trace(n, peer.FOOTPRINT["loop"])
-    elif row == "uniform":
-        pages = peer.uniform_trace(rng, n, peer.FOOTPRINT["uniform"])
-    elif row == "zipf":
-        pages = peer.zipf_trace(rng, n, peer.FOOTPRINT["zipf"])
-    else:
-        once = peer.real_trace({real!r})
-        pages = np.tile(once, max(1, -(-n // len(once))))
+    pages = peer.row_trace(row, n, {real!r})
     tmp = path.with_suffix(".part.npy")
     np.save(tmp, pages)
     tmp.replace(path)
