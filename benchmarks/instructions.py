@@ -3,7 +3,7 @@ valgrind's callgrind: an exact count where wall time on a shared machine moves b
 third between days (docs/BENCHMARKS.md), for judging a change to the compiled core.
 
     python benchmarks/instructions.py [--rows loop,uniform,zipf,real] [--accesses 200000]
-        [--div 10] [--src SRC [--src SRC ...]] [--lines N]
+        [--div 10] [--src SRC [--src SRC ...]] [--lines N [--time [--time-runs R]]]
 
 Each row is peer.py's trace at a tenth of its footprint (loop: 30,000 pages; uniform and
 Zipf(0.9): 100,000; real: the shared cloudPhysicsIO trace, once) with an EPC of
@@ -31,6 +31,17 @@ included: ``reclaim._sgx_reclaim_isolate``, ...) and of the N lines with the mos
 "(no line)" is code the line table gives no line (spills and moves at block edges).
 Counts, not time: a line's instructions may run in the shadow of another's cache miss
 (docs/BENCHMARKS.md, "Session 24").  About 1 min per row (the compile is not cached).
+
+``--time`` (with ``--lines``) says where the core's *time* goes beside its
+instructions, for a machine without hardware counters: the row runs ``--time-runs``
+times natively (the core compiled for this CPU, with line tables, from the same copy of
+the tree) under ``perf record -e cpu-clock``; each sample's address inside ``run_core``
+is mapped to its line as above.  Each function and line then has its share of the
+core's instructions and of its samples; a share of time well above the share of
+instructions marks code that waits (a dependent load, a mispredicted branch).  Samples
+land on the instruction after the one that waited (skid), so a line's time may be its
+neighbour's.  Needs ``perf`` allowed to sample this user's processes
+(``kernel.perf_event_paranoid`` <= 2).
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ elif row == "zipf":
     pages = peer.zipf_trace(rng, n, fp)
 else:
     pages = peer.real_trace(str(peer.DEFAULT_REAL))
+runs = int(os.environ.get("EPCSIM_IR_RUNS", "1"))
 path = work / f"{{row}}.npy"
 if not path.exists():
     np.save(path, pages)
@@ -87,7 +99,8 @@ if obj:  # --lines: the core's object code (with its line table) and address
     Path(obj).with_suffix(f".{{row}}.addr").write_text(f"{{addr}} {{name}}")
 if ctl:
     subprocess.run([ctl, "-i", "on", str(os.getpid())], check=True, capture_output=True)
-r = epcsim.run(sc, report=False)
+for _ in range(runs):
+    r = epcsim.run(sc, report=False)
 if ctl:
     subprocess.run([ctl, "-i", "off", str(os.getpid())], check=True, capture_output=True)
 e = r.summary["enclaves"][peer.ENCLAVE]
@@ -147,6 +160,62 @@ def run_row(
     return int(collected[-1].split(":")[-1].replace(",", "")), accesses
 
 
+#: --time: perf's sampling frequency (Hz) of the CPU clock
+PERF_FREQ = 10_000
+
+
+def run_perf(src: Path, cache: Path, work: Path, row: str, n: int, div: int, runs: int) -> Counter:
+    """Samples per address of *runs* native runs of *row* with the tree *src* (the
+    ``--lines`` copy) under ``perf record -e cpu-clock``; the core's object code at
+    ``work/native.o`` and its address at ``work/native.ROW.addr``."""
+    code = CHILD.format(
+        bench=str(REPO / "benchmarks"),
+        row=row,
+        n=n,
+        div=div,
+        work=str(work),
+        scale=SCALE,
+    )
+    env = dict(os.environ)
+    for k in ("EPCSIM_IR_CTL", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        env.pop(k, None)
+    env.update(
+        PYTHONPATH=str(src),
+        NUMBA_CACHE_DIR=str(cache),
+        NUMBA_DEBUGINFO="1",
+        EPCSIM_IR_OBJ=str(work / "native.o"),
+    )
+    warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if warm.returncode:
+        sys.exit(f"instructions.py: {row} with {src} failed:\n{warm.stderr}")
+    env["EPCSIM_IR_RUNS"] = str(runs)
+    data = work / f"perf.{row}.data"
+    cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(PERF_FREQ), "-o", str(data)]
+    r = subprocess.run(
+        [*cmd, "--", sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    if r.returncode or not data.exists():
+        sys.exit(f"instructions.py: perf record of {row} failed:\n{r.stderr[-3000:]}")
+    ips = subprocess.run(
+        ["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True
+    )
+    if ips.returncode:
+        sys.exit(f"instructions.py: perf script failed:\n{ips.stderr[-3000:]}")
+    return perf_samples(ips.stdout)
+
+
+def perf_samples(text: str) -> Counter:
+    """Samples per address of ``perf script -F ip`` output (one hexadecimal address a
+    line; other lines are left out)."""
+    out: Counter = Counter()
+    for line in text.splitlines():
+        try:
+            out[int(line.strip(), 16)] += 1
+        except ValueError:
+            continue
+    return out
+
+
 #: --lines: each compiled module's lines are moved down by its index times this many
 #: lines (blank lines prepended in a copy of the tree), so that a line number of the
 #: core's line table names its module too (numba records the lines of an inlined
@@ -194,16 +263,17 @@ def self_costs(path: Path) -> dict[int, int]:
     return cost
 
 
-def attribute(work: Path, row: str, names: list[str], accesses: int, top: int) -> None:
-    """Print the core's instructions per access by function and by line (the *top*
-    lines) of a ``--lines`` run of *row*: each counted address inside ``run_core``
-    mapped to its line by ``addr2line`` on the core's object code."""
-    obj = work / "core.o"
-    addr_s, name = (work / f"core.{row}.addr").read_text().split()
+def core_lines(
+    work: Path, obj_name: str, row: str, names: list[str], cost: dict[int, int]
+) -> Counter[tuple[str, int]]:
+    """The costs per address *cost* (instructions, samples) that fall inside
+    ``run_core``, summed per (module, line): the core's object code ``work/OBJ_NAME``
+    (its address in ``work/STEM.ROW.addr``), each address mapped by ``addr2line``."""
+    obj = work / obj_name
+    addr_s, name = (work / f"{obj.stem}.{row}.addr").read_text().split()
     base = int(addr_s)
     nm = subprocess.run(["nm", "-S", "--defined-only", str(obj)], capture_output=True, text=True)
     size = next(int(f[1], 16) for f in map(str.split, nm.stdout.splitlines()) if f[-1] == name)
-    cost = self_costs(work / f"callgrind.{row}.out")
     inside = {a - base: c for a, c in cost.items() if base <= a < base + size}
     offs = sorted(inside)
     # the section of the core's code: numba's large code model puts it in .ltext
@@ -214,12 +284,30 @@ def attribute(work: Path, row: str, names: list[str], accesses: int, top: int) -
         capture_output=True,
         text=True,
     ).stdout.splitlines()
-    src = work / "lines" / "epcsim" / "compiled"
     by_line: Counter[tuple[str, int]] = Counter()
     for off, loc in zip(offs, a2l, strict=True):
         ln = loc.split()[0].rsplit(":", 1)[-1]
         k, rest = divmod(int(ln), LINE_STRIDE) if ln.isdigit() else (0, 0)
         by_line[(names[k - 1] if k else "?", rest)] += inside[off]
+    return by_line
+
+
+def attribute(
+    work: Path,
+    row: str,
+    names: list[str],
+    accesses: int,
+    top: int,
+    samples: Counter | None = None,
+) -> None:
+    """Print the core's instructions per access by function and by line (the *top*
+    lines) of a ``--lines`` run of *row*: each counted address inside ``run_core``
+    mapped to its line by ``addr2line`` on the core's object code.  With *samples*
+    (``--time``: perf's samples per address of the native runs) each function and line
+    has its share of the samples beside its share of the instructions, and the lines
+    are those with the most samples."""
+    by_line = core_lines(work, "core.o", row, names, self_costs(work / f"callgrind.{row}.out"))
+    src = work / "lines" / "epcsim" / "compiled"
     texts = {
         n: (src / f"{n}.py").read_text().splitlines()[(k + 1) * LINE_STRIDE :]
         for k, n in enumerate(names)
@@ -232,23 +320,53 @@ def attribute(work: Path, row: str, names: list[str], accesses: int, top: int) -
         ]
         for n, t in texts.items()
     }
-    by_func: Counter[str] = Counter()
-    for (mod, ln), c in by_line.items():
-        fn = next(
-            (d for a, b, d in defs.get(mod, []) if a <= ln <= b), "(no line)" if mod == "?" else "?"
-        )
-        by_func[f"{mod}.{fn}" if mod != "?" else fn] += c
-    total = sum(inside.values())
+
+    def by_function(lines: Counter[tuple[str, int]]) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for (mod, ln), c in lines.items():
+            if mod == "?":
+                out["(no line)"] += c
+                continue
+            fn = next((d for a, b, d in defs.get(mod, []) if a <= ln <= b), "?")
+            out[f"{mod}.{fn}"] += c
+        return out
+
+    def text(mod: str, ln: int, width: int) -> str:
+        return texts[mod][ln - 1].strip()[:width] if mod != "?" else "(no line: spills, moves)"
+
+    by_func = by_function(by_line)
+    total = sum(by_line.values())
     print(
         f"\n{row}: run_core {total:,} instructions, {total / accesses:.1f} per access, by function"
     )
-    for fn, c in by_func.most_common():
-        if c / accesses >= 0.05:
-            print(f"  {c / accesses:8.1f} {c / total:6.1%}  {fn}")
-    print(f"{row}: the {top} lines with the most")
-    for (mod, ln), c in by_line.most_common(top):
-        text = texts[mod][ln - 1].strip()[:80] if mod != "?" else "(no line: spills, moves)"
-        print(f"  {c / accesses:8.1f} {c / total:6.1%}  {mod}:{ln:<5} {text}")
+    if samples is None:
+        for fn, c in by_func.most_common():
+            if c / accesses >= 0.05:
+                print(f"  {c / accesses:8.1f} {c / total:6.1%}  {fn}")
+        print(f"{row}: the {top} lines with the most")
+        for (mod, ln), c in by_line.most_common(top):
+            print(f"  {c / accesses:8.1f} {c / total:6.1%}  {mod}:{ln:<5} {text(mod, ln, 80)}")
+        return
+    by_time = core_lines(work, "native.o", row, names, samples)
+    t_total = sum(by_time.values())
+    if not t_total:
+        sys.exit(f"instructions.py: no perf sample of {row} fell inside run_core")
+    t_func = by_function(by_time)
+    print(
+        f"{row}: {t_total:,} samples inside run_core; per access, share of the instructions, "
+        "share of the samples"
+    )
+    for fn in sorted(set(by_func) | set(t_func), key=lambda f: (-t_func[f], -by_func[f])):
+        c, t = by_func[fn], t_func[fn]
+        if c / accesses >= 0.05 or t / t_total >= 0.001:
+            print(f"  {c / accesses:8.1f} {c / total:6.1%} {t / t_total:6.1%}  {fn}")
+    print(f"{row}: the {top} lines with the most samples")
+    for (mod, ln), t in by_time.most_common(top):
+        c = by_line[(mod, ln)]
+        print(
+            f"  {c / accesses:8.1f} {c / total:6.1%} {t / t_total:6.1%}  "
+            f"{mod}:{ln:<5} {text(mod, ln, 72)}"
+        )
 
 
 def parse_rows(ap: argparse.ArgumentParser, text: str) -> list[str]:
@@ -284,17 +402,36 @@ def main() -> None:
         help="also attribute the core's instructions to its functions and its N top lines "
         "(one tree; needs binutils' addr2line, nm and objdump)",
     )
+    ap.add_argument(
+        "--time",
+        action="store_true",
+        help="with --lines: the share of perf's cpu-clock samples of native runs beside "
+        "the share of instructions (needs perf)",
+    )
+    ap.add_argument(
+        "--time-runs",
+        type=int,
+        default=100,
+        metavar="R",
+        help="--time: runs of the row under perf (default 100)",
+    )
     a = ap.parse_args()
     rows = parse_rows(ap, a.rows)
     if a.accesses < 1000 or a.div < 2:
         ap.error("--accesses must be >= 1000 and --div >= 2")
-    if shutil.which("valgrind") is None:
-        sys.exit("instructions.py: valgrind is not installed (apt install valgrind)")
     srcs = source_trees(ap, a.src)
     if a.lines < 0:
         ap.error("--lines must be >= 0")
     if a.lines and len(srcs) > 1:
         ap.error("--lines: give one --src tree")
+    if a.time and not a.lines:
+        ap.error("--time needs --lines N")
+    if a.time_runs < 1:
+        ap.error("--time-runs must be >= 1")
+    if shutil.which("valgrind") is None:
+        sys.exit("instructions.py: valgrind is not installed (apt install valgrind)")
+    if a.time and shutil.which("perf") is None:
+        sys.exit("instructions.py: --time needs perf (apt install linux-perf)")
     if a.lines and not all(shutil.which(t) for t in ("addr2line", "nm", "objdump")):
         sys.exit("instructions.py: --lines needs addr2line, nm and objdump (apt install binutils)")
     with tempfile.TemporaryDirectory(prefix="epcsim-ir-") as tmp:
@@ -314,7 +451,12 @@ def main() -> None:
                 first = per if first is None else first
                 print(f"{row:8} {str(src)[-40:]:40} {acc:>9,} {ir:>14,} {per:>10.1f}{rel}")
                 if a.lines:
-                    attribute(work, row, names, acc, a.lines)
+                    samples = None
+                    if a.time:
+                        samples = run_perf(
+                            src, work / "numba-native", work, row, a.accesses, a.div, a.time_runs
+                        )
+                    attribute(work, row, names, acc, a.lines, samples)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,51 @@ def test_lines_attributes_a_small_loop_row_to_the_core_functions() -> None:
     assert re.search(r"^loop: run_core [\d,]+ instructions, [\d.]+ per access", out, re.M), out
     assert re.search(r"^\s+[\d.]+\s+[\d.]+%\s+reclaim\._sgx_reclaim_isolate$", out, re.M), out
     assert "loop: the 5 lines with the most" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--time",), "--time needs --lines N"),
+        (("--lines", "5", "--time", "--time-runs", "0"), "--time-runs must be >= 1"),
+    ],
+)
+def test_bad_time_arguments_are_refused(args: tuple[str, ...], message: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_perf_samples_counts_each_address_and_leaves_out_other_lines() -> None:
+    text = "    7f00001000\n7f00001000\n  7f00001008\n\nperf: some warning\n7f00001000\n"
+    assert _module().perf_samples(text) == {0x7F00001000: 3, 0x7F00001008: 1}
+
+
+def _perf_can_sample(tmp: Path) -> bool:
+    """perf is installed and may sample this user's processes (perf_event_paranoid)."""
+    if shutil.which("perf") is None:
+        return False
+    out = tmp / "probe.data"
+    cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-o", str(out), "--", "true"]
+    return subprocess.run(cmd, capture_output=True).returncode == 0 and out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("valgrind", "addr2line", "nm", "objdump")),
+    reason="valgrind or binutils not installed",
+)
+def test_time_puts_the_samples_beside_the_instructions(tmp_path: Path) -> None:
+    if not _perf_can_sample(tmp_path):
+        pytest.skip("perf cannot sample here")
+    proc = _run(
+        "--rows", "loop", "--accesses", "20000", "--lines", "5", "--time", "--time-runs", "20",
+        timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    m = re.search(r"^loop: ([\d,]+) samples inside run_core", out, re.M)
+    assert m and int(m.group(1).replace(",", "")) > 0, out
+    # per access, share of the instructions, share of the samples, the function
+    assert re.search(r"^\s+[\d.]+\s+[\d.]+%\s+[\d.]+%\s+reclaim\._sgx_reclaim_isolate$", out, re.M)
+    assert "loop: the 5 lines with the most samples" in out
