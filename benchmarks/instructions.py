@@ -108,12 +108,13 @@ print("RESULT", e["accesses"], e["faults"], r.engine)
 """
 
 
-def run_row(
-    src: Path, cache: Path, work: Path, row: str, n: int, div: int, lines: bool = False
-) -> tuple[int, int]:
-    """(instructions, accesses) of one ``epcsim.run`` of *row* with the tree *src*;
-    with *lines*, the counts per instruction too (``work/callgrind.ROW.out``, the core's
-    object code at ``work/core.o``: :func:`attribute`)."""
+def warm_child(
+    src: Path, cache: Path, work: Path, row: str, n: int, div: int, extra: dict[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The child's code for *row* and its environment (the tree *src*, the compile cache
+    *cache*, *extra* over this process's environment less the child's own variables),
+    after one run of it outside any tool: the compile, and the core's object code where
+    ``EPCSIM_IR_OBJ`` says."""
     code = CHILD.format(
         bench=str(REPO / "benchmarks"),
         row=row,
@@ -123,20 +124,27 @@ def run_row(
         scale=SCALE,
     )
     env = dict(os.environ)
-    env.update(
-        PYTHONPATH=str(src),
-        NUMBA_CACHE_DIR=str(cache),
-        NUMBA_CPU_NAME="haswell",
-        NUMBA_CPU_FEATURES="",
-    )
-    env.pop("EPCSIM_IR_CTL", None)
-    env.pop("EPCSIM_IR_OBJ", None)
-    if lines:
-        env["NUMBA_DEBUGINFO"] = "1"
-        env["EPCSIM_IR_OBJ"] = str(work / "core.o")
+    for k in ("EPCSIM_IR_CTL", "EPCSIM_IR_OBJ", "EPCSIM_IR_RUNS"):
+        env.pop(k, None)
+    for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        env.pop(k, None)
+    env.update(PYTHONPATH=str(src), NUMBA_CACHE_DIR=str(cache), **extra)
     warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if warm.returncode:
         sys.exit(f"instructions.py: {row} with {src} failed:\n{warm.stderr}")
+    return code, env
+
+
+def run_row(
+    src: Path, cache: Path, work: Path, row: str, n: int, div: int, lines: bool = False
+) -> tuple[int, int]:
+    """(instructions, accesses) of one ``epcsim.run`` of *row* with the tree *src*;
+    with *lines*, the counts per instruction too (``work/callgrind.ROW.out``, the core's
+    object code at ``work/core.o``: :func:`attribute`)."""
+    extra = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
+    if lines:
+        extra.update(NUMBA_DEBUGINFO="1", EPCSIM_IR_OBJ=str(work / "core.o"))
+    code, env = warm_child(src, cache, work, row, n, div, extra)
     env["EPCSIM_IR_CTL"] = shutil.which("callgrind_control") or "callgrind_control"
     out = work / f"callgrind.{row}.out"
     cmd = [
@@ -168,26 +176,8 @@ def run_perf(src: Path, cache: Path, work: Path, row: str, n: int, div: int, run
     """Samples per address of *runs* native runs of *row* with the tree *src* (the
     ``--lines`` copy) under ``perf record -e cpu-clock``; the core's object code at
     ``work/native.o`` and its address at ``work/native.ROW.addr``."""
-    code = CHILD.format(
-        bench=str(REPO / "benchmarks"),
-        row=row,
-        n=n,
-        div=div,
-        work=str(work),
-        scale=SCALE,
-    )
-    env = dict(os.environ)
-    for k in ("EPCSIM_IR_CTL", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
-        env.pop(k, None)
-    env.update(
-        PYTHONPATH=str(src),
-        NUMBA_CACHE_DIR=str(cache),
-        NUMBA_DEBUGINFO="1",
-        EPCSIM_IR_OBJ=str(work / "native.o"),
-    )
-    warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if warm.returncode:
-        sys.exit(f"instructions.py: {row} with {src} failed:\n{warm.stderr}")
+    extra = {"NUMBA_DEBUGINFO": "1", "EPCSIM_IR_OBJ": str(work / "native.o")}
+    code, env = warm_child(src, cache, work, row, n, div, extra)
     env["EPCSIM_IR_RUNS"] = str(runs)
     data = work / f"perf.{row}.data"
     cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(PERF_FREQ), "-o", str(data)]
