@@ -124,9 +124,13 @@ def warm_child(
         scale=SCALE,
     )
     env = dict(os.environ)
-    for k in ("EPCSIM_IR_CTL", "EPCSIM_IR_OBJ", "EPCSIM_IR_RUNS"):
-        env.pop(k, None)
-    for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+    for k in (
+        "EPCSIM_IR_CTL",
+        "EPCSIM_IR_OBJ",
+        "EPCSIM_IR_RUNS",
+        "NUMBA_CPU_NAME",
+        "NUMBA_CPU_FEATURES",
+    ):
         env.pop(k, None)
     env.update(PYTHONPATH=str(src), NUMBA_CACHE_DIR=str(cache), **extra)
     warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
