@@ -591,6 +591,25 @@ def test_trace_pattern_wraps_and_ignores_rng(tmp_path: Path) -> None:
         TracePattern(open_trace(empty))
 
 
+def test_trace_pattern_keeps_uint16_numbers_while_they_fit(tmp_path: Path, monkeypatch) -> None:
+    """The numbering pass keeps each chunk's numbers as uint16 while the footprint so
+    far fits (NARROW_TOP), as int32 from the chunk whose new pages outgrow it (that
+    chunk numbered again, its new pages not counted twice); the accesses taken are the
+    same numbers either way."""
+    monkeypatch.setattr(DenseMapper, "NARROW_TOP", 4)
+    pages = [7, 3, 7, 9, 3, 1, 2, 8, 7, 5, 6, 1, 11, 4, 3]
+    path = tmp_path / "t.npy"
+    np.save(path, np.array(pages, np.int64))
+    pat = TracePattern(open_trace(path, chunk=4))  # (chunks of 4 in the numbering pass)
+    assert pat._kept is not None
+    assert [c.dtype for c in pat._kept] == [np.uint16, np.int32, np.int32, np.int32]
+    first: dict[int, int] = {}
+    want = [first.setdefault(p, len(first)) for p in pages]
+    assert pat.npages == len(first) == 10
+    assert pat.take(None, len(pages)).tolist() == want  # type: ignore[arg-type]
+    assert pat.mapper.pages().tolist() == list(first)
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_trace_pattern_take_into_a_buffer(tmp_path: Path, keep: bool, monkeypatch) -> None:
     """take_into() writes the same numbers into the caller's buffer (kept int32 chunks
@@ -811,18 +830,21 @@ def test_cli_trace_bad_input_exit_2(tmp_path: Path, args: list[str], message: st
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("top", [DenseMapper.NARROW_TOP, 0, 3, 40])
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
+    chunks=st.lists(
         st.lists(st.integers(0, 300) | st.integers(-5, 1 << 40), min_size=0, max_size=40),
         min_size=1,
         max_size=5,
     )
 )
-def test_dense_mapper_table_mode_equals_sorted_mode(chunks) -> None:
+def test_dense_mapper_table_mode_equals_sorted_mode(chunks, top: int) -> None:
     """Small non-negative ids map through a direct table; the numbering is the sorted
-    arrays' (first-seen order), also after a large id switches the mapper over."""
+    arrays' (first-seen order), also after a large id switches the mapper over, and
+    when a chunk's numbers outgrow uint16 (a small *top* in their place) part way."""
     table, ref = DenseMapper(), DenseMapper()
+    table.NARROW_TOP = top
     ref._to_sorted()  # force the sorted arrays from the start
     for ch in chunks:
         a = np.array(ch, np.int64)
