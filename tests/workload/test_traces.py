@@ -105,6 +105,25 @@ def test_transient_pages_are_the_pass_in_one_buffer(tmp_path: Path, fmt: str) ->
     assert len({c.__array_interface__["data"][0] for c in kept}) == len(kept)
 
 
+@pytest.mark.parametrize("fmt", ["native", "npy", "oracleGeneral"])
+def test_transient_pass_reads_transient_chunks(tmp_path: Path, fmt: str, monkeypatch) -> None:
+    """The binary readers read a transient pass in pieces of at most TRANSIENT_CHUNK
+    items (the reused buffer stays in the cache); pages() and read() keep the reader's
+    chunk."""
+    from epcsim.workload.traces import _base
+
+    monkeypatch.setattr(_base, "TRANSIENT_CHUNK", 3)
+    path = tmp_path / "t"
+    write_trace(PAGES, path, format=fmt)
+    r = open_trace(path, format=fmt, chunk=5)
+    sizes = [c.size for c in r.transient_pages()]
+    assert sizes == [3] * (PAGES.size // 3) + ([PAGES.size % 3] if PAGES.size % 3 else [])
+    assert [c.size for c in r.pages()] == [5, 5, 2]
+    assert r.read(5).size == 5
+    small = open_trace(path, format=fmt, chunk=2)  # a chunk below it is kept
+    assert [c.size for c in small.transient_pages()] == [2] * 6
+
+
 def test_round_trip_csv(tmp_path: Path) -> None:
     rows = "\n".join(f"{i},{p},4096" for i, p in enumerate(PAGES.view(np.uint64).tolist()))
     path = tmp_path / "t.csv"

@@ -43,6 +43,11 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 #: Pages per chunk when a reader is not told otherwise (2 MiB of int64).
 DEFAULT_CHUNK = 1 << 18
 
+#: items the binary readers read at a time in a transient pass (the numbering pass):
+#: the reused buffer and its consumer's reads of it stay in the L2 cache (2^18 int64
+#: items, 2 MiB, measured 10 % slower for the numbering pass of a 10M-access trace)
+TRANSIENT_CHUNK = 1 << 17
+
 #: Characters of text read per chunk of lines by the text-based readers.
 TEXT_BATCH = 1 << 20
 
@@ -523,6 +528,11 @@ class BaseReader:
             total += c.size
             yield c
         self._count = total
+
+    def _read_size(self) -> int:
+        """Items a binary reader reads at a time: ``chunk``, at most TRANSIENT_CHUNK
+        during a :meth:`transient_pages` pass."""
+        return self.chunk if self._scratch is None else min(self.chunk, TRANSIENT_CHUNK)
 
     def _buffer(self, dtype: np.dtype, count: int) -> np.ndarray | None:
         """The buffer a binary reader reads *count* items of *dtype* into

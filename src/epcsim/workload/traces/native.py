@@ -85,7 +85,7 @@ class NativeReader(BaseReader):
             left = self.available
             done = 0
             while left > 0:
-                want = min(self.chunk, left)
+                want = min(self._read_size(), left)
                 a, _ = read_items(f, self.dtype, want, self._buffer(self.dtype, want))
                 if a.size == 0:
                     if self.compressed:

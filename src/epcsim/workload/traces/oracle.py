@@ -100,14 +100,15 @@ class OracleGeneralReader(BaseReader):
             )
 
     def records_chunks(self) -> Iterator[np.ndarray]:
-        """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size (a
-        zstd-compressed file decompressed as it is read).  A partial record at the end
+        """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size (at most
+        TRANSIENT_CHUNK in a transient pass; a zstd-compressed file decompressed as it
+        is read).  A partial record at the end
         of a compressed file is reported after the last chunk (``truncated record``)."""
         with open_binary(self.path) as f:
             left = self.records
             done = 0
             while left is None or left > 0:
-                want = self.chunk if left is None else min(self.chunk, left)
+                want = self._read_size() if left is None else min(self._read_size(), left)
                 rec, partial = read_items(f, ORACLE_DTYPE, want, self._buffer(ORACLE_DTYPE, want))
                 if rec.size:
                     yield rec
