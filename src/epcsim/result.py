@@ -101,9 +101,10 @@ def _order_statistics(lat: np.ndarray, ranks: list[int]) -> dict[int, int] | Non
     at_hi = [0] * len(brackets)
     inside: list[list[np.ndarray]] = [[] for _ in brackets]
     top = None  # the maximum, chunk by chunk while each is in the cache
+    with_max = n - 1 in ranks
     for i in range(0, n, _CHUNK):
         c = lat[i : i + _CHUNK]
-        if n - 1 in ranks:
+        if with_max:
             m = int(c.max())
             top = m if top is None or m > top else top
         for k, (lo, hi, _) in enumerate(brackets):
