@@ -102,13 +102,14 @@ class OracleGeneralReader(BaseReader):
     def records_chunks(self) -> Iterator[np.ndarray]:
         """The raw records (ORACLE_DTYPE) in chunks of the reader's chunk size (at most
         TRANSIENT_CHUNK in a transient pass; a zstd-compressed file decompressed as it
-        is read).  A partial record at the end
-        of a compressed file is reported after the last chunk (``truncated record``)."""
+        is read).  A partial record at the end of a compressed file is reported after
+        the last chunk (``truncated record``)."""
+        size = self._read_size()
         with open_binary(self.path) as f:
             left = self.records
             done = 0
             while left is None or left > 0:
-                want = self._read_size() if left is None else min(self._read_size(), left)
+                want = size if left is None else min(size, left)
                 rec, partial = read_items(f, ORACLE_DTYPE, want, self._buffer(ORACLE_DTYPE, want))
                 if rec.size:
                     yield rec
